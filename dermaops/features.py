@@ -33,9 +33,10 @@ def image_stats(pixels: np.ndarray, original_size: tuple[int, int]) -> dict[str,
 
     Returns:
         ``brightness`` and ``contrast`` (mean and std of luma, 0..1), ``saturation`` (mean HSV
-        saturation, 0..1), ``hue_mean`` (circular mean hue in degrees, weighted by saturation),
-        ``hue_spread`` (1 - mean resultant length, 0..1), ``sharpness`` (variance of the
-        Laplacian of luma at half resolution, 0..1 scale), and the original ``width``, ``height`` and ``aspect``.
+        saturation, 0..1), ``hue_mean`` (angle of the mean chromatic vector in degrees: the
+        dominant hue, weighted by chroma), ``hue_spread`` (0 when every pixel has that hue, up
+        to 1 when hues cancel out), ``sharpness`` (variance of the Laplacian of luma), and the
+        original ``width``, ``height`` and ``aspect``.
     """
     # Every second pixel of every second row: a quarter of the work, the same statistics
     # for reference and live traffic alike. Planar float32 copies, because numpy reductions
@@ -45,38 +46,23 @@ def image_stats(pixels: np.ndarray, original_size: tuple[int, int]) -> dict[str,
     high, low = np.maximum(np.maximum(r, g), b), np.minimum(np.minimum(r, g), b)
     chroma = high - low
     saturation = np.divide(chroma, high, out=np.zeros_like(chroma), where=high > 0)
-    hue = _hue_radians(r, g, b, high, chroma)
-    weight = float(saturation.sum())
-    mean_vector = (
-        complex(float((saturation * np.cos(hue)).sum()), float((saturation * np.sin(hue)).sum()))
-        / weight
-        if weight > 0
-        else 0j
-    )
+    # Each pixel's chromatic vector in the hue plane (red 0, green 120, blue 240 degrees): the
+    # angle of their mean is the dominant hue, weighted by chroma, with no per-pixel trigonometry.
+    x, y = r - 0.5 * (g + b), np.float32(np.sqrt(3) / 2) * (g - b)
+    mean_x, mean_y = float(x.mean()), float(y.mean())
+    spread_norm = float(np.hypot(x, y).mean())
     width, height = original_size
     return {
         "brightness": float(luma.mean()),
         "contrast": float(luma.std()),
         "saturation": float(saturation.mean()),
-        "hue_mean": float(np.degrees(np.angle(mean_vector)) % 360.0),
-        "hue_spread": float(1.0 - abs(mean_vector)),
+        "hue_mean": float(np.degrees(np.arctan2(mean_y, mean_x)) % 360.0),
+        "hue_spread": 1.0 - float(np.hypot(mean_x, mean_y)) / spread_norm if spread_norm else 0.0,
         "sharpness": float(_laplacian(luma).var()),
         "width": float(width),
         "height": float(height),
         "aspect": float(width / height) if height else 0.0,
     }
-
-
-def _hue_radians(
-    r: np.ndarray, g: np.ndarray, b: np.ndarray, high: np.ndarray, chroma: np.ndarray
-) -> np.ndarray:
-    """HSV hue in radians (0 where the pixel is gray)."""
-    safe = np.where(chroma > 0, chroma, np.float32(1))
-    sector = np.where(
-        high == r, (g - b) / safe, np.where(high == g, (b - r) / safe + 2, (r - g) / safe + 4)
-    )
-    hue: np.ndarray = np.where(chroma > 0, sector % 6, 0) * np.float32(np.pi / 3)
-    return hue
 
 
 def _laplacian(gray: np.ndarray) -> np.ndarray:

@@ -167,20 +167,17 @@ def _transfer(client: httpx.Client, remote: RemoteFile, part: Path) -> bool:
         resumed = response.status_code == 206 and _range_start(response) == offset
         if offset and not resumed:
             log.info("%s: server ignored the range; starting over", remote.name)
-        expected = _expected_size(response, remote, offset if resumed else 0)
-        with (
-            part.open("ab" if resumed else "wb") as f,
-            tqdm(
-                total=expected, initial=offset if resumed else 0, unit="B", unit_scale=True,
-                desc=remote.name, leave=False,
-            ) as bar,
-        ):  # fmt: skip
+        start = offset if resumed else 0
+        served = _served_size(response, start)
+        bar = tqdm(total=remote.size or served, initial=start, unit="B", unit_scale=True,
+                   desc=remote.name, leave=False)  # fmt: skip
+        with part.open("ab" if resumed else "wb") as f, bar:
             for chunk in response.iter_bytes(_CHUNK):
                 f.write(chunk)
                 bar.update(len(chunk))
     got = part.stat().st_size
-    if expected is not None and got < expected:
-        raise _RetryableError(f"body ended early ({got:,} of {expected:,} bytes)")
+    if served is not None and got < served:
+        raise _RetryableError(f"body ended early ({got:,} of {served:,} bytes)")
     return resumed
 
 
@@ -207,9 +204,8 @@ def _range_start(response: httpx.Response) -> int | None:
         return None
 
 
-def _expected_size(response: httpx.Response, remote: RemoteFile, offset: int) -> int | None:
-    if remote.size is not None:
-        return remote.size
+def _served_size(response: httpx.Response, offset: int) -> int | None:
+    """The file size the server promises (its Content-Length after ``offset``), if it says."""
     length = response.headers.get("content-length")
     return offset + int(length) if length and length.isdigit() else None
 

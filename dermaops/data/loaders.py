@@ -117,7 +117,7 @@ def load_isic2018(root: Path) -> RawDataset:
         frame[column] = pd.NA
     frame[DATASET_COLUMN] = "ISIC2018"
     images = _index_images(root, lambda p: p.parent.name == ISIC_INPUT_DIR)
-    records, more = _attach_images(_normalise(frame), images)
+    records, more = _attach_images(_normalise(frame), images, quarantined)
     return RawDataset(records, quarantined + more, "isic2018", groupings_path is not None, sources)
 
 
@@ -181,9 +181,12 @@ def _index_images(root: Path, in_image_dir: Callable[[Path], bool]) -> dict[str,
 
 
 def _attach_images(
-    frame: pd.DataFrame, images: dict[str, Path]
+    frame: pd.DataFrame, images: dict[str, Path], already: Iterable[Quarantined] = ()
 ) -> tuple[pd.DataFrame, list[Quarantined]]:
-    """Validate rows and join image paths; every row left out gets a reason."""
+    """Validate rows and join image paths; every row left out gets a reason.
+
+    ``already`` are rows a loader quarantined earlier: their files are not orphans.
+    """
     quarantined: list[Quarantined] = []
     keep = pd.Series(True, index=frame.index)
 
@@ -213,7 +216,7 @@ def _attach_images(
         )
     keep &= ~absent
 
-    named = set(frame["image_id"].dropna().astype(str))
+    named = set(frame["image_id"].dropna().astype(str)) | {q.image_id for q in already}
     for stem, path in images.items():
         if stem not in named:
             quarantined.append(

@@ -207,7 +207,8 @@ def _decode_chunk(
         pixels = to_array(resize_cover(decoded.image, size))
         cache[row] = pixels
         results.append((row, image_stats(pixels, decoded.original_size)))
-    cache.flush()
+    # No flush: msync would force the whole 100s-of-MB mapping to disk once a chunk; the
+    # shared mapping is already coherent with the page cache every other reader sees.
     return results
 
 

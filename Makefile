@@ -1,0 +1,56 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both build .venv first.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DERMAOPS_HOME ?= $(CURDIR)/.dermaops
+PYTEST_ARGS ?=
+DEMO_N ?= 1000
+SYNTH := $(DERMAOPS_HOME)/data/synth
+PREPARED := $(DERMAOPS_HOME)/data/prepared
+
+.PHONY: demo test lint typecheck venv bench lock clean
+
+$(STAMP): pyproject.toml requirements/lock.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements/lock.txt -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+## demo: generate a HAM10000-shaped set and prepare it on the embedded defaults
+demo: $(STAMP) $(SYNTH)/HAM10000_metadata.csv
+	$(BIN)/dermaops data prepare --raw $(SYNTH) --out $(PREPARED)
+	@echo
+	@cat $(PREPARED)/data_report.md
+	@echo "Prepared data: $(PREPARED) (split_info.csv, images.npy, data_report.md)"
+
+$(SYNTH)/HAM10000_metadata.csv: | $(STAMP)
+	$(BIN)/dermaops data synth --out $(SYNTH) --n $(DEMO_N) --seed 0
+
+## test: lint, type-check and run every test but the GPU ones
+test: lint typecheck
+	$(BIN)/pytest -m "not gpu" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## bench: prepare throughput against a plain PIL loop (a ratio, same run, same files)
+bench: $(STAMP)
+	$(BIN)/dermaops bench prepare --n 2000
+
+## lock: re-resolve requirements/lock.txt for the project and the planned stack
+lock:
+	$(PYTHON) -m venv /tmp/dermaops-lock-venv
+	/tmp/dermaops-lock-venv/bin/pip install --quiet --dry-run --ignore-installed \
+	  --report /tmp/dermaops-lock.json -e '.[dev]' -r requirements/planned.txt
+	$(PYTHON) scripts/write_lock.py /tmp/dermaops-lock.json requirements/lock.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,61 @@
+"""Fixtures shared by every test level: a private DERMAOPS_HOME and small generated data."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dermaops.data.synth import SynthSettings, synthesize
+
+
+def _cuda_available() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA; this machine has no GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def dermaops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test writes its local state under its own DERMAOPS_HOME."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("DERMAOPS_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def synth_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated set of 80 images in the Kaggle layout (read-only: copy before changing)."""
+    out = tmp_path_factory.mktemp("synth") / "raw"
+    synthesize(out, SynthSettings(n=80, seed=7, workers=2))
+    return out
+
+
+@pytest.fixture
+def jpeg_bytes() -> Callable[..., bytes]:
+    """Encode a small RGB test image (a gradient, so resizing and orientation show)."""
+
+    def make(width: int = 64, height: int = 48, fmt: str = "JPEG", **save: object) -> bytes:
+        xx, yy = np.meshgrid(np.linspace(0, 255, width), np.linspace(0, 255, height))
+        pixels = np.dstack([xx, yy, np.full_like(xx, 90)]).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, fmt, **save)
+        return buf.getvalue()
+
+    return make
