@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -42,7 +42,6 @@ class RawDataset:
     quarantined: list[Quarantined]
     layout: str
     lesion_grouped: bool
-    source_files: list[Path] = field(default_factory=list)
 
     @property
     def generated(self) -> bool:
@@ -85,7 +84,7 @@ def load_ham10000(root: Path) -> RawDataset:
         frame[DATASET_COLUMN] = "HAM10000"
     images = _index_images(root, lambda p: p.parent.name.lower() in HAM_IMAGE_DIRS)
     records, quarantined = _attach_images(_normalise(frame), images)
-    return RawDataset(records, quarantined, "ham10000", True, [metadata_path])
+    return RawDataset(records, quarantined, "ham10000", lesion_grouped=True)
 
 
 def load_isic2018(root: Path) -> RawDataset:
@@ -96,7 +95,6 @@ def load_isic2018(root: Path) -> RawDataset:
     truth = _read_table(truth_path)
     frame, quarantined = _from_one_hot(truth, truth_path)
     groupings_path = _find(root, (ISIC_GROUPINGS,))
-    sources = [truth_path]
     if groupings_path is None:
         log.warning(
             "NO LESION GROUPING: %s not found under %s. Each image is treated as its own "
@@ -108,7 +106,6 @@ def load_isic2018(root: Path) -> RawDataset:
         frame["lesion_id"] = frame["image_id"]
         frame["dx_type"] = pd.NA
     else:
-        sources.append(groupings_path)
         groups = _read_table(groupings_path).rename(
             columns={"image": "image_id", "diagnosis_confirm_type": "dx_type"}
         )
@@ -118,7 +115,7 @@ def load_isic2018(root: Path) -> RawDataset:
     frame[DATASET_COLUMN] = "ISIC2018"
     images = _index_images(root, lambda p: p.parent.name == ISIC_INPUT_DIR)
     records, more = _attach_images(_normalise(frame), images, quarantined)
-    return RawDataset(records, quarantined + more, "isic2018", groupings_path is not None, sources)
+    return RawDataset(records, quarantined + more, "isic2018", groupings_path is not None)
 
 
 def _find(root: Path, names: Iterable[str]) -> Path | None:

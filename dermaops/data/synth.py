@@ -68,8 +68,7 @@ def synthesize(out: Path, settings: SynthSettings) -> pd.DataFrame:
     Layout: ``HAM10000_metadata.csv`` with HAM10000's columns plus ``dataset``, and 600x450
     JPEGs in ``HAM10000_images_part_1/`` and ``HAM10000_images_part_2/``.
     """
-    rng = np.random.default_rng(settings.seed)
-    metadata, jobs = _plan(settings.n, settings.seed, rng)
+    metadata, jobs = plan(settings.n, np.random.default_rng(settings.seed))
     for part in ("HAM10000_images_part_1", "HAM10000_images_part_2"):
         (out / part).mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=settings.workers) as pool:
@@ -81,11 +80,14 @@ def synthesize(out: Path, settings: SynthSettings) -> pd.DataFrame:
     return metadata
 
 
-def _plan(n: int, seed: int, rng: np.random.Generator) -> tuple[pd.DataFrame, list[_LesionJob]]:
-    """Decide every lesion and image (ids, metadata, files) before drawing any pixel."""
+def plan(n: int, rng: np.random.Generator) -> tuple[pd.DataFrame, list[_LesionJob]]:
+    """Decide every lesion and image (ids, metadata, files) before drawing any pixel.
+
+    The metadata alone is a HAM10000-shaped table, which split tests use without pixels.
+    """
     rows: list[dict[str, object]] = []
     lesions: list[tuple[str, str, int]] = []  # (lesion_id, dx, views)
-    for dx, count in _class_counts(n).items():
+    for dx, count in class_counts(n).items():
         for views in _views_summing_to(count, rng):
             lesions.append((f"HAM_{_FIRST_LESION + len(lesions):07d}", dx, views))
     image_numbers = rng.permutation(n) + _FIRST_IMAGE
@@ -109,7 +111,7 @@ def _plan(n: int, seed: int, rng: np.random.Generator) -> tuple[pd.DataFrame, li
     return frame.sort_values(["lesion_id", "image_id"], ignore_index=True), jobs
 
 
-def _class_counts(n: int) -> dict[str, int]:
+def class_counts(n: int) -> dict[str, int]:
     """Images per class in HAM10000's proportions, at least 3 each (one per split)."""
     counts = {dx: max(3, int(HAM10000_SHARES[dx] * n)) for dx in CLASSES}
     counts["nv"] += n - sum(counts.values())

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 
 from dermaops.data.split import check_split, split_by_lesion
-from dermaops.data.synth import _plan
+from dermaops.data.synth import plan
 
 
 def _ham_like(n: int, seed: int = 0) -> pd.DataFrame:
     """HAM10000-shaped metadata (class mix, several images per lesion), no pixels."""
-    metadata, _ = _plan(n, seed, np.random.default_rng(seed))
+    metadata, _ = plan(n, np.random.default_rng(seed))
     return metadata
 
 

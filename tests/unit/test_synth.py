@@ -41,13 +41,13 @@ def test_kaggle_layout_and_schema(synth_raw: Path) -> None:
 
 
 def test_class_proportions_follow_ham10000() -> None:
-    from dermaops.data.synth import _class_counts
+    from dermaops.data.synth import class_counts
 
-    counts = _class_counts(10015)
+    counts = class_counts(10015)
     assert sum(counts.values()) == 10015
     for dx, share in HAM10000_SHARES.items():
         assert counts[dx] / 10015 == pytest.approx(share, abs=0.002)
-    assert min(_class_counts(40).values()) >= 3
+    assert min(class_counts(40).values()) >= 3
 
 
 @pytest.mark.slow
