@@ -158,6 +158,85 @@ def bench_prepare(
     typer.echo(f"prepare is {result['ratio']}x the plain PIL loop ({path})")
 
 
+@app.command("train")
+def train_command(
+    data: Annotated[Path, typer.Option(help="A prepared data folder.")],
+    out: Annotated[Path, typer.Option(help="Run folder (checkpoints, history, model/).")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="resnet50 (default), resnet18, efficientnet_b0, convnext_tiny, mobilenet_v3_large."
+        ),
+    ] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="imagenet (default), none, or a state-dict file.")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs over both phases (default 30).")
+    ] = None,
+    image_size: Annotated[int | None, typer.Option(help="Model input size (default 224).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (default 64).")] = None,
+    balance: Annotated[
+        str | None, typer.Option(help="loss (class-weighted, default), sampler or none.")
+    ] = None,
+    label_smoothing: Annotated[
+        float | None, typer.Option(help="Label smoothing (default 0).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (default 0).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto (default), cpu or cuda.")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --out from its last checkpoint.")
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Fine-tune a torchvision model in two phases (or from scratch) on a prepared set."""
+    from dermaops.train.loop import train
+    from dermaops.train.settings import TrainSettings
+
+    flags = {"model": model, "weights": weights, "epochs": epochs, "image_size": image_size,
+             "batch_size": batch_size, "balance": balance, "label_smoothing": label_smoothing,
+             "seed": seed, "device": device}  # fmt: skip
+    settings = load_settings(
+        TrainSettings, env_prefix="DERMAOPS_TRAIN_", config_file=config, overrides=flags
+    )
+    result = train(data, out, settings, resume=resume)
+    typer.echo(
+        f"trained {result.epochs_run} epochs; best val macro-F1 {result.best_val_f1:.4f} at epoch "
+        f"{result.best_epoch}; model in {result.run_dir / 'model'}"
+    )
+
+
+@app.command("evaluate")
+def evaluate_command(
+    data: Annotated[
+        Path, typer.Option(help="A prepared data folder (its val and test splits are used).")
+    ],
+    run: Annotated[
+        Path, typer.Option(help="A run folder from `dermaops train`, or a model directory.")
+    ],
+    out: Annotated[Path, typer.Option(help="Where metrics.json, the plots and report.md go.")],
+    target_sensitivity: Annotated[
+        float,
+        typer.Option(
+            min=0.01, max=1.0, help="Melanoma sensitivity the threshold aims for on validation."
+        ),
+    ] = 0.85,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Evaluate on the test split: metrics.json, confusion matrix, reliability, report."""
+    from dermaops.evaluate import evaluate
+
+    model_dir = run / "model" if (run / "model").is_dir() else run
+    metrics = evaluate(data, model_dir, out, target_sensitivity, device)
+    mel = metrics["melanoma"]
+    typer.echo(
+        f"test macro-F1 {metrics['f1_macro']:.4f}, accuracy {metrics['accuracy']:.2%}, melanoma "
+        f"sensitivity {mel['test_sensitivity']:.1%} at P(mel) >= {mel['threshold']:.3f}; {out}"
+    )
+    if metrics["generated"]:
+        typer.echo(metrics["notice"])
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 1."""
     try:

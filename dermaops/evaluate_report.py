@@ -1,0 +1,112 @@
+"""Plots and the Markdown report of an evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dermaops.labels import CLASSES, full_name
+
+
+def plot_confusion(counts: np.ndarray, path: Path, generated: bool) -> None:
+    """Counts and row-normalised confusion matrices side by side."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 5), dpi=100)
+    FigureCanvasAgg(fig)
+    rows = counts.sum(axis=1, keepdims=True)
+    normalised = np.divide(counts, rows, out=np.zeros_like(counts, dtype=float), where=rows > 0)
+    for i, (matrix, title, fmt) in enumerate(
+        [(counts, "counts", "d"), (normalised, "share of the true class", ".2f")], 1
+    ):
+        ax = fig.add_subplot(1, 2, i)
+        ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+        for (r, c), value in np.ndenumerate(matrix):
+            colour = "white" if normalised[r, c] > 0.5 else "black"
+            ax.text(c, r, format(value, fmt), ha="center", va="center", color=colour, fontsize=9)
+        ax.set_xticks(range(len(CLASSES)), CLASSES)
+        ax.set_yticks(range(len(CLASSES)), CLASSES)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(title)
+    if generated:
+        fig.suptitle("GENERATED DATA - not clinical results", color="darkred")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def plot_reliability(
+    labels: np.ndarray, raw: np.ndarray, calibrated: np.ndarray, path: Path, bins: int = 10
+) -> None:
+    """Accuracy against confidence, before and after temperature scaling."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect")
+    edges = np.linspace(0, 1, bins + 1)
+    for probs, name in ((raw, "raw"), (calibrated, "temperature-scaled")):
+        confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
+        which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+        xs = [confidence[which == b].mean() for b in range(bins) if (which == b).any()]
+        ys = [correct[which == b].mean() for b in range(bins) if (which == b).any()]
+        ax.plot(xs, ys, marker="o", label=name)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Reliability (test split)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def write_markdown(metrics: dict[str, Any], path: Path) -> None:
+    """The report, with the earlier system's tables: summary, melanoma, per class."""
+    mel = metrics["melanoma"]
+    lines = ["# Evaluation report", ""]
+    if metrics["generated"]:
+        lines += [f"> **{metrics['notice']}**", ""]
+    auc = metrics["auc_macro_ovr"]
+    lines += [
+        f"Model: {metrics['model']['arch']} at {metrics['model']['image_size']} px; "
+        f"{metrics['images']} test images (split by lesion).",
+        "",
+        "| metric | value |",
+        "|---|---:|",
+        f"| accuracy | {metrics['accuracy']:.2%} |",
+        f"| balanced accuracy | {metrics['balanced_accuracy']:.2%} |",
+        f"| macro-F1 | {metrics['f1_macro']:.4f} |",
+        f"| weighted F1 | {metrics['f1_weighted']:.4f} |",
+        f"| macro one-vs-rest AUC | {auc:.4f} |" if auc is not None else "| macro AUC | n/a |",
+        f"| ECE (after / before temperature {metrics['temperature']:.2f}) | "
+        f"{metrics['ece']:.4f} / {metrics['ece_uncalibrated']:.4f} |",
+        "",
+        "## Melanoma operating point",
+        "",
+        f"A lesion is flagged as possible melanoma when P(mel) >= {mel['threshold']:.3f}. The "
+        f"threshold was chosen on the validation split to catch {mel['target_sensitivity']:.0%} "
+        f"of melanomas there; on the test split it caught {mel['test_sensitivity']:.1%} of "
+        f"{mel['test_support']} melanomas and cleared {mel['test_specificity']:.1%} of the rest.",
+        "",
+        "## Per class",
+        "",
+        "| class | diagnosis | precision | recall | F1 | support |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for code, row in metrics["per_class"].items():
+        lines.append(
+            f"| {code} | {full_name(code)} | {row['precision']:.3f} | {row['recall']:.3f} | "
+            f"{row['f1']:.3f} | {row['support']} |"
+        )
+    lines += [
+        "",
+        "![confusion matrix](confusion_matrix.png)",
+        "",
+        "![reliability](reliability.png)",
+        "",
+    ]
+    path.write_text("\n".join(lines))

@@ -1,0 +1,80 @@
+"""Classification metrics over the seven classes (numpy in, plain floats out)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+from dermaops.labels import CLASSES
+
+_LABELS = list(range(len(CLASSES)))
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Unweighted mean F1 over all seven classes (absent classes count as 0)."""
+    return float(f1_score(y_true, y_pred, labels=_LABELS, average="macro", zero_division=0))
+
+
+def summary(y_true: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, macro/weighted F1, macro one-vs-rest AUC, ECE, per class."""
+    y_pred = probs.argmax(axis=1)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=_LABELS, zero_division=0
+    )
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+        "f1_macro": macro_f1(y_true, y_pred),
+        "f1_weighted": float(
+            f1_score(y_true, y_pred, labels=_LABELS, average="weighted", zero_division=0)
+        ),
+        "auc_macro_ovr": auc_macro_ovr(y_true, probs),
+        "ece": expected_calibration_error(y_true, probs),
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(CLASSES)
+        },
+    }
+
+
+def auc_macro_ovr(y_true: np.ndarray, probs: np.ndarray) -> float | None:
+    """Macro one-vs-rest ROC AUC over the classes present; None when fewer than two are."""
+    present = np.unique(y_true)
+    if len(present) < 2:
+        return None
+    aucs = [roc_auc_score(y_true == c, probs[:, c]) for c in present]
+    return float(np.mean(aucs))
+
+
+def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(ece)
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Counts, rows = true class, columns = predicted class, in CLASSES order."""
+    result: np.ndarray = confusion_matrix(y_true, y_pred, labels=_LABELS)
+    return result

@@ -1,0 +1,58 @@
+"""The saved model directory: what training writes and evaluation and serving read.
+
+model.json     architecture, classes, preprocessing (size, mean, std), provenance
+weights.pt     the state dict
+labels.json    class index -> code and full name
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import dermaops
+from dermaops.errors import DermaOpsError
+from dermaops.labels import CLASSES, FULL_NAMES
+from dermaops.models import Preprocessing, build_model
+
+WEIGHTS, META, LABELS = "weights.pt", "model.json", "labels.json"
+
+
+class ModelDirError(DermaOpsError):
+    """A model directory is missing a file or was written for other classes."""
+
+
+def save_model_dir(
+    folder: Path, model: nn.Module, arch: str, pre: Preprocessing, extra: dict[str, Any]
+) -> None:
+    """Write weights, model.json and labels.json into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, folder / WEIGHTS)
+    meta = {
+        "arch": arch,
+        "classes": list(CLASSES),
+        "preprocessing": pre.as_dict(),
+        "dermaops_version": dermaops.__version__,
+        **extra,
+    }
+    (folder / META).write_text(json.dumps(meta, indent=2) + "\n")
+    labels = [{"index": i, "code": c, "name": FULL_NAMES[c]} for i, c in enumerate(CLASSES)]
+    (folder / LABELS).write_text(json.dumps(labels, indent=2) + "\n")
+
+
+def load_model_dir(folder: Path) -> tuple[nn.Module, Preprocessing, dict[str, Any]]:
+    """The model (eval mode, CPU), its preprocessing, and model.json."""
+    try:
+        meta: dict[str, Any] = json.loads((folder / META).read_text())
+    except (OSError, ValueError) as e:
+        raise ModelDirError(f"{folder} is not a DermaOps model directory: {e}") from e
+    if meta.get("classes") != list(CLASSES):
+        raise ModelDirError(
+            f"{folder} was trained for classes {meta.get('classes')}, not {CLASSES}"
+        )
+    model = build_model(meta["arch"], len(CLASSES), folder / WEIGHTS)
+    return model.eval(), Preprocessing.from_dict(meta["preprocessing"]), meta

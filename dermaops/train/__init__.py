@@ -1,0 +1,1 @@
+"""Training: the two-phase fine-tune of the earlier system, made fast, resumable and exact."""

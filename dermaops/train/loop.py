@@ -1,0 +1,335 @@
+"""The training loop: phases, class balance, augmentation on the device, exact resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+from tqdm import tqdm
+
+from dermaops.augment import augment
+from dermaops.data.prepared import PreparedSet
+from dermaops.errors import DermaOpsError
+from dermaops.labels import CLASSES
+from dermaops.metrics import macro_f1
+from dermaops.model_dir import save_model_dir
+from dermaops.models import Preprocessing, build_model, head_parameters, last_block_parameters
+from dermaops.stem import eval_batch, fit_short_side, normalise
+from dermaops.train.curves import plot_history
+from dermaops.train.settings import TrainSettings
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class RunFolderError(DermaOpsError):
+    """The run folder holds another run, or nothing to resume."""
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    epochs: int
+    lr: float
+    trainable: Callable[[nn.Module], list[nn.Parameter]]
+
+
+@dataclass
+class SplitTensors:
+    pixels: torch.Tensor  # uint8 (N, S, W, 3), short side = image size, on the device
+    labels: torch.Tensor  # int64 (N,), on the device
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    best_epoch: int
+    best_val_f1: float
+    epochs_run: int
+
+
+def plan_phases(s: TrainSettings) -> list[Phase]:
+    """Head on a frozen backbone, then the last block unfrozen; one full phase from scratch."""
+    if s.weights == "none":
+        return [Phase("full", s.epochs, s.lr, lambda m: list(m.parameters()))]
+    head_epochs = max(1, round(s.epochs * s.head_fraction))
+    phases = [Phase("head", head_epochs, s.lr, lambda m: head_parameters(m, s.model))]
+    if s.epochs > head_epochs:
+        phases.append(
+            Phase("finetune", s.epochs - head_epochs, s.finetune_lr,
+                  lambda m: head_parameters(m, s.model) + last_block_parameters(m, s.model))
+        )  # fmt: skip
+    return phases
+
+
+def train(prepared: Path, run_dir: Path, s: TrainSettings, resume: bool = False) -> TrainResult:
+    """Train on ``prepared`` into ``run_dir`` (checkpoint every epoch, model/ at the end).
+
+    Raises:
+        RunFolderError: ``run_dir`` already holds a run and ``resume`` is False, or ``resume``
+            is True and there is no checkpoint.
+    """
+    state = _start_or_resume(run_dir, s, resume)
+    device = resolve_device(s.device)
+    torch.manual_seed(s.seed)
+    data = PreparedSet.open(prepared)
+    pre = Preprocessing(image_size=s.image_size, cache_size=data.cache_size)
+    train_set, val_set = (_to_device(data, name, s.image_size, device) for name in ("train", "val"))
+    model = build_model(s.model, len(CLASSES), s.weights).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    if state:
+        model.load_state_dict(state["model"])
+    else:
+        state = _fresh_state(s)
+    weights = _class_weights(train_set.labels) if s.balance == "loss" else None
+    phases = plan_phases(s)
+    step = cast(nn.Module, torch.compile(model)) if s.compile else model
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    while state["phase"] < len(phases):
+        phase = phases[state["phase"]]
+        if optimizer is None:
+            optimizer, scheduler = _configure(model, phase, s, _steps_per_epoch(train_set, s))
+            if state.get("optimizer"):
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+        assert scheduler is not None
+        epoch = state["epoch"]
+        torch.manual_seed(s.seed * 100_003 + epoch)  # dropout etc.: a pure function of the epoch
+        started = time.perf_counter()
+        desc = f"epoch {epoch + 1}/{s.epochs} [{phase.name}]"
+        train_loss, train_acc = _train_epoch(
+            step, train_set, s, pre, optimizer, scheduler, weights, epoch, desc
+        )
+        val = evaluate_split(model, val_set, pre, s.batch_size * 2)
+        record = {"epoch": epoch + 1, "phase": phase.name, "lr": phase.lr, "train_loss": train_loss,
+                  "train_accuracy": train_acc, **{f"val_{k}": v for k, v in val.items()},
+                  "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
+        state["history"].append(record)
+        log.info("%s: loss %.4f, val macro-F1 %.4f", desc, train_loss, val["f1_macro"])
+        _update_best(state, model, val["f1_macro"], epoch + 1)
+        state["epoch"] += 1
+        state["phase_epoch"] += 1
+        state["model"] = model.state_dict()
+        state["optimizer"], state["scheduler"] = optimizer.state_dict(), scheduler.state_dict()
+        if state["phase_epoch"] >= phase.epochs or state["bad_epochs"] >= s.patience:
+            if state["bad_epochs"] >= s.patience:
+                log.info(
+                    "no better val macro-F1 for %d epochs: %s phase ends", s.patience, phase.name
+                )
+            state.update(phase=state["phase"] + 1, phase_epoch=0, bad_epochs=0, optimizer=None)
+            optimizer = None
+        _save_checkpoint(run_dir, state)
+    model.load_state_dict(state["best_state"])
+    _write_outputs(run_dir, model, s, pre, data, state)
+    return TrainResult(run_dir, state["best_epoch"], state["best_f1"], state["epoch"])
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise DermaOpsError("--device cuda was asked for but CUDA is not available here")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """bf16 where the GPU has it, fp16 otherwise; full precision on CPU."""
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "fp16" or (precision == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+@torch.no_grad()
+def evaluate_split(
+    model: nn.Module, split: SplitTensors, pre: Preprocessing, batch: int
+) -> dict[str, float]:
+    """Loss, accuracy and macro-F1 of ``model`` on a split (centre crop, no augmentation)."""
+    probs = predict_probs(model, split.pixels, pre, batch)
+    labels = split.labels.cpu().numpy()
+    loss = float(
+        F.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-12)), split.labels.cpu())
+    )
+    predicted = probs.argmax(axis=1)
+    return {
+        "loss": loss,
+        "accuracy": float((predicted == labels).mean()),
+        "f1_macro": macro_f1(labels, predicted),
+    }
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module, pixels: torch.Tensor, pre: Preprocessing, batch: int
+) -> np.ndarray:
+    """Softmax probabilities (N, 7) for uint8 images whose short side is ``image_size``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    dtype = autocast_dtype(device, "auto")
+    out = []
+    for start in range(0, len(pixels), batch):
+        x = eval_batch(pixels[start : start + batch].to(device), pre)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=dtype) if dtype else nullcontext():
+            out.append(torch.softmax(model(x).float(), dim=1).cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy()
+
+
+def _train_epoch(
+    model: nn.Module, data: SplitTensors, s: TrainSettings, pre: Preprocessing,
+    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+    weights: torch.Tensor | None, epoch: int, desc: str,
+) -> tuple[float, float]:  # fmt: skip
+    model.train()
+    device = data.pixels.device
+    generator = torch.Generator(device=device).manual_seed(s.seed * 100_003 + epoch)
+    dtype = autocast_dtype(device, s.precision)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    total_loss, correct, seen = 0.0, 0, 0
+    batches = list(_batches(data.labels, s, generator))
+    bar = tqdm(batches, desc=desc, unit="batch", leave=False)
+    for index in bar:
+        x = normalise(augment(data.pixels[index], s.image_size, generator), pre)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = data.labels[index]
+        with torch.autocast("cuda", dtype=dtype) if dtype else nullcontext():
+            logits = model(x)
+            loss = F.cross_entropy(
+                logits.float(), y, weight=weights, label_smoothing=s.label_smoothing
+            )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        total_loss += loss.item() * len(y)
+        correct += int((logits.argmax(dim=1) == y).sum())
+        seen += len(y)
+        bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+    return total_loss / seen, correct / seen
+
+
+def _batches(
+    labels: torch.Tensor, s: TrainSettings, generator: torch.Generator
+) -> Iterator[torch.Tensor]:
+    """Shuffled batches, or with ``balance=sampler`` draws with probability 1/class size."""
+    n = len(labels)
+    if s.balance == "sampler":
+        counts = torch.bincount(labels, minlength=len(CLASSES)).float()
+        order = torch.multinomial((1.0 / counts)[labels], n, replacement=True, generator=generator)
+    else:
+        order = torch.randperm(n, generator=generator, device=labels.device)
+    usable = n - n % s.batch_size if n >= s.batch_size else n  # no 1-image batch for BatchNorm
+    yield from torch.split(order[:usable], s.batch_size)
+
+
+def _class_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Inverse-frequency weights, mean 1 over the classes present."""
+    counts = torch.bincount(labels, minlength=len(CLASSES)).float()
+    weights = torch.where(counts > 0, counts.sum() / (len(CLASSES) * counts.clamp_min(1)), 0.0)
+    return weights / weights[counts > 0].mean()
+
+
+def _steps_per_epoch(data: SplitTensors, s: TrainSettings) -> int:
+    n = len(data.labels)
+    return max(1, n // s.batch_size) if n >= s.batch_size else 1
+
+
+def _configure(
+    model: nn.Module, phase: Phase, s: TrainSettings, steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Freeze all but the phase's parameters; AdamW with a one-cycle schedule over the phase."""
+    trainable = phase.trainable(model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in trainable:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(trainable, lr=phase.lr, weight_decay=s.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=phase.lr, total_steps=phase.epochs * steps, pct_start=0.2
+    )
+    return optimizer, scheduler
+
+
+def _to_device(
+    data: PreparedSet, split: str, image_size: int, device: torch.device
+) -> SplitTensors:
+    pixels, labels, _ = data.split(split)
+    resized = fit_short_side(torch.from_numpy(pixels), image_size)
+    return SplitTensors(resized.to(device), torch.from_numpy(labels).to(device))
+
+
+def _fresh_state(s: TrainSettings) -> dict[str, Any]:
+    return {"settings": s.model_dump(), "epoch": 0, "phase": 0, "phase_epoch": 0, "bad_epochs": 0,
+            "best_f1": -1.0, "best_epoch": 0, "best_state": None, "history": [],
+            "optimizer": None, "scheduler": None}  # fmt: skip
+
+
+def _update_best(state: dict[str, Any], model: nn.Module, f1: float, epoch: int) -> None:
+    if f1 > state["best_f1"]:
+        state.update(best_f1=f1, best_epoch=epoch, bad_epochs=0)
+        state["best_state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    else:
+        state["bad_epochs"] += 1
+
+
+def _start_or_resume(run_dir: Path, s: TrainSettings, resume: bool) -> dict[str, Any] | None:
+    path = run_dir / CHECKPOINT
+    if resume:
+        if not path.exists():
+            raise RunFolderError(f"nothing to resume: {path} does not exist")
+        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+        if state["settings"] != s.model_dump():
+            raise RunFolderError(f"{run_dir} was started with other settings: {state['settings']}")
+        log.info("resuming %s after epoch %d", run_dir, state["epoch"])
+        return state
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunFolderError(
+            f"{run_dir} already holds a run; pass --resume or choose another --out"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "settings.json").write_text(s.model_dump_json(indent=2) + "\n")
+    return None
+
+
+def _save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
+    tmp = run_dir / f"{CHECKPOINT}.tmp"
+    torch.save(state, tmp)
+    tmp.replace(run_dir / CHECKPOINT)  # a kill mid-write leaves the previous checkpoint
+
+
+def _write_outputs(
+    run_dir: Path,
+    model: nn.Module,
+    s: TrainSettings,
+    pre: Preprocessing,
+    data: PreparedSet,
+    state: dict[str, Any],
+) -> None:
+    extra = {
+        "best_epoch": state["best_epoch"],
+        "val_f1_macro": state["best_f1"],
+        "data": {"generated": data.generated, "fingerprint": data.manifest.get("fingerprint")},
+        "train_settings": s.model_dump(),
+    }
+    save_model_dir(run_dir / "model", model, s.model, pre, extra)
+    (run_dir / "history.json").write_text(json.dumps(state["history"], indent=2) + "\n")
+    plot_history(state["history"], run_dir / "curves.png", generated=data.generated)

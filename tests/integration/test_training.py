@@ -1,0 +1,142 @@
+"""Training and evaluation for real, on small generated sets, on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dermaops.data.prepare import PrepareSettings, prepare
+from dermaops.data.synth import SynthSettings, synthesize
+from dermaops.evaluate import evaluate
+from dermaops.models import build_model
+from dermaops.train.loop import CHECKPOINT, RunFolderError, plan_phases, train
+from dermaops.train.settings import TrainSettings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TINY = TrainSettings(
+    model="resnet18", weights="none", epochs=3, image_size=32, batch_size=16, seed=5
+)
+
+
+@pytest.fixture(scope="session")
+def prepared_small(synth_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 80-image generated set, prepared."""
+    out = tmp_path_factory.mktemp("prepared") / "small"
+    prepare(synth_raw, out, PrepareSettings(workers=2, max_share_gap=0.5))
+    return out
+
+
+@pytest.fixture(scope="session")
+def prepared_300(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("learn")
+    synthesize(root / "raw", SynthSettings(n=300, seed=3, workers=2))
+    prepare(root / "raw", root / "prepared", PrepareSettings(workers=2))
+    return root / "prepared"
+
+
+def test_overfits_one_batch() -> None:
+    """The model, loss and optimiser can drive 16 fixed images to (almost) zero loss."""
+    torch.manual_seed(0)
+    model = build_model("resnet18", 7)
+    x, y = torch.randn(16, 3, 32, 32), torch.arange(16) % 7
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(60):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+    assert loss.item() < 0.05
+
+
+def test_learns_well_above_chance_and_evaluates(prepared_300: Path, tmp_path: Path) -> None:
+    settings = TrainSettings(
+        model="resnet18", weights="none", epochs=8, image_size=48, batch_size=32
+    )
+    result = train(prepared_300, tmp_path / "run", settings)
+    metrics = evaluate(prepared_300, tmp_path / "run" / "model", tmp_path / "eval")
+    # Chance is 1/7 balanced accuracy; a class-prior guess has macro-F1 about 0.12.
+    assert metrics["balanced_accuracy"] > 0.3
+    assert metrics["f1_macro"] > 0.25
+    assert result.best_val_f1 > 0.25
+    stored = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for key in ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "auc_macro_ovr", "ece",
+                "per_class", "melanoma", "temperature", "confusion_matrix"):  # fmt: skip
+        assert key in stored
+    assert set(stored["melanoma"]) >= {"threshold", "test_sensitivity", "test_specificity"}
+    for name in ("confusion_matrix.png", "reliability.png", "report.md"):
+        assert (tmp_path / "eval" / name).stat().st_size > 0
+    for name in (
+        "history.json",
+        "curves.png",
+        "model/weights.pt",
+        "model/model.json",
+        "model/labels.json",
+    ):
+        assert (tmp_path / "run" / name).is_file()
+    assert "GENERATED DATA" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(
+    prepared_small: Path, tmp_path: Path
+) -> None:
+    whole = train(prepared_small, tmp_path / "whole", TINY)
+
+    killed = tmp_path / "killed"
+    cmd = [str(Path(sys.executable).with_name("dermaops")), "train", "--data", str(prepared_small),
+           "--out", str(killed), "--model", "resnet18", "--weights", "none", "--epochs", "3",
+           "--image-size", "32", "--batch-size", "16", "--seed", "5"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while (
+        not (killed / CHECKPOINT).exists() and time.monotonic() < deadline and proc.poll() is None
+    ):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = torch.load(killed / CHECKPOINT, weights_only=False)["epoch"]
+    assert 1 <= done < 3, "the kill must land between the first checkpoint and the end"
+
+    resumed = train(prepared_small, killed, TINY, resume=True)
+    assert resumed.best_val_f1 == whole.best_val_f1 and resumed.best_epoch == whole.best_epoch
+    history = [
+        json.loads((folder / "history.json").read_text()) for folder in (tmp_path / "whole", killed)
+    ]
+    strip = [[{k: v for k, v in h.items() if k != "seconds"} for h in run] for run in history]
+    assert strip[0] == strip[1]
+    a, b = (torch.load(f / "model" / "weights.pt") for f in (tmp_path / "whole", killed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_run_folder_guards(prepared_small: Path, tmp_path: Path) -> None:
+    with pytest.raises(RunFolderError, match="nothing to resume"):
+        train(prepared_small, tmp_path / "new", TINY, resume=True)
+    one = TINY.model_copy(update={"epochs": 1})
+    train(prepared_small, tmp_path / "run", one)
+    with pytest.raises(RunFolderError, match="already holds a run"):
+        train(prepared_small, tmp_path / "run", one)
+    with pytest.raises(RunFolderError, match="other settings"):
+        train(prepared_small, tmp_path / "run", one.model_copy(update={"seed": 9}), resume=True)
+
+
+def test_phase_plan() -> None:
+    pretrained = plan_phases(TrainSettings(epochs=10, weights="imagenet"))
+    assert [(p.name, p.epochs) for p in pretrained] == [("head", 3), ("finetune", 7)]
+    assert pretrained[1].lr < pretrained[0].lr
+    assert [(p.name, p.epochs) for p in plan_phases(TINY)] == [("full", 3)]
+    model = build_model("resnet18", 7)
+    head, finetune = (len(p.trainable(model)) for p in pretrained)
+    assert head == 2 and finetune > head
+
+
+def test_balanced_sampler_and_label_smoothing_train(prepared_small: Path, tmp_path: Path) -> None:
+    settings = TINY.model_copy(update={"epochs": 1, "balance": "sampler", "label_smoothing": 0.1})
+    assert train(prepared_small, tmp_path / "run", settings).epochs_run == 1
