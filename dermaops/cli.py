@@ -184,6 +184,9 @@ def train_command(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (default 0).")] = None,
     device: Annotated[str | None, typer.Option(help="auto (default), cpu or cuda.")] = None,
+    export_onnx: Annotated[
+        bool | None, typer.Option(help="Write model/model.onnx, checked for parity (default on).")
+    ] = None,
     resume: Annotated[
         bool, typer.Option(help="Continue the run in --out from its last checkpoint.")
     ] = False,
@@ -195,7 +198,7 @@ def train_command(
 
     flags = {"model": model, "weights": weights, "epochs": epochs, "image_size": image_size,
              "batch_size": batch_size, "balance": balance, "label_smoothing": label_smoothing,
-             "seed": seed, "device": device}  # fmt: skip
+             "seed": seed, "device": device, "export_onnx": export_onnx}  # fmt: skip
     settings = load_settings(
         TrainSettings, env_prefix="DERMAOPS_TRAIN_", config_file=config, overrides=flags
     )
@@ -235,6 +238,27 @@ def evaluate_command(
     )
     if metrics["generated"]:
         typer.echo(metrics["notice"])
+
+
+@app.command("gate")
+def gate_command(
+    metrics: Annotated[
+        Path,
+        typer.Option(exists=True, dir_okay=False, help="metrics.json from `dermaops evaluate`."),
+    ],
+    config: ConfigOpt = None,
+) -> None:
+    """The quality gate: exit 0 if the model may be promoted, 1 with the reasons if not."""
+    from dermaops.gate import GateThresholds, check
+
+    thresholds = load_settings(GateThresholds, env_prefix="DERMAOPS_GATE_", config_file=config)
+    result = check(json.loads(metrics.read_text()), thresholds)
+    if result.passed:
+        typer.echo("gate passed")
+        return
+    for reason in result.reasons:
+        typer.echo(f"gate failed: {reason}", err=True)
+    raise typer.Exit(1)
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from dermaops.augment import augment
 from dermaops.data.prepared import PreparedSet
 from dermaops.errors import DermaOpsError
+from dermaops.export import ONNX_FILE, export_onnx
 from dermaops.labels import CLASSES
 from dermaops.metrics import macro_f1
 from dermaops.model_dir import save_model_dir
@@ -330,6 +331,11 @@ def _write_outputs(
         "data": {"generated": data.generated, "fingerprint": data.manifest.get("fingerprint")},
         "train_settings": s.model_dump(),
     }
-    save_model_dir(run_dir / "model", model, s.model, pre, extra)
+    model_dir = run_dir / "model"
+    model_dir.mkdir(exist_ok=True)
+    if s.export_onnx:
+        gap = export_onnx(model, pre, model_dir / ONNX_FILE)
+        extra["onnx"] = {"file": ONNX_FILE, "parity_max_abs_diff": gap}
+    save_model_dir(model_dir, model, s.model, pre, extra)
     (run_dir / "history.json").write_text(json.dumps(state["history"], indent=2) + "\n")
     plot_history(state["history"], run_dir / "curves.png", generated=data.generated)

@@ -38,3 +38,4 @@ class TrainSettings(BaseModel):
         "auto", description="autocast dtype on CUDA (auto: bf16 where supported); CPU uses fp32"
     )
     compile: bool = Field(False, description="torch.compile the model (CUDA)")
+    export_onnx: bool = Field(True, description="write model/model.onnx and check its parity")
