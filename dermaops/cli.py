@@ -209,6 +209,28 @@ def train_command(
     )
 
 
+@app.command("baseline")
+def baseline_command(
+    data: Annotated[Path, typer.Option(help="A prepared data folder.")],
+    out: Annotated[Path, typer.Option(help="Where the forest and its evaluation go.")],
+    class_weight: Annotated[
+        str, typer.Option(help="balanced (default) or none (the earlier system).")
+    ] = "balanced",
+    trees: Annotated[int, typer.Option(min=1, help="Number of trees.")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+) -> None:
+    """Random Forest on hand-made colour and texture features, scored like the CNN."""
+    from dermaops.baseline import run_baseline
+
+    if class_weight not in ("balanced", "none"):
+        raise typer.BadParameter("choose balanced or none", param_hint="--class-weight")
+    metrics = run_baseline(data, out, class_weight, trees, seed)  # type: ignore[arg-type]
+    typer.echo(
+        f"baseline test macro-F1 {metrics['f1_macro']:.4f}, melanoma sensitivity "
+        f"{metrics['melanoma']['test_sensitivity']:.1%}; {out}"
+    )
+
+
 @app.command("evaluate")
 def evaluate_command(
     data: Annotated[

@@ -1,4 +1,4 @@
-"""``dermaops evaluate``: clinical evaluation of a trained model on the test split.
+"""``dermaops evaluate``: clinical evaluation on the test split, the same for every model.
 
 Temperature and the melanoma threshold are fitted on validation, then applied once to test.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,16 @@ log = logging.getLogger(__name__)
 MEL = INDEX["mel"]
 
 
+@dataclass(frozen=True)
+class Predictions:
+    """Class probabilities and true labels of the validation and test splits."""
+
+    val_probs: np.ndarray
+    val_labels: np.ndarray
+    test_probs: np.ndarray
+    test_labels: np.ndarray
+
+
 def evaluate(
     prepared: Path,
     model_dir: Path,
@@ -41,44 +51,57 @@ def evaluate(
     model, pre, meta = load_model_dir(model_dir)
     model.to(resolve_device(device))
     data = PreparedSet.open(prepared)
-    probs: dict[str, np.ndarray] = {}
-    labels: dict[str, np.ndarray] = {}
+    results = []
     for split in ("val", "test"):
-        pixels, y, _ = data.split(split)
+        pixels, labels, _ = data.split(split)
         resized = fit_short_side(torch.from_numpy(pixels), pre.image_size)
-        probs[split], labels[split] = predict_probs(model, resized, pre, batch_size), y
-    temperature = fit_temperature(probs["val"], labels["val"])
-    calibrated = {k: apply_temperature(v, temperature) for k, v in probs.items()}
-    point = choose_threshold(calibrated["val"][:, MEL], labels["val"] == MEL, target_sensitivity)
-    sensitivity, specificity = rates(
-        calibrated["test"][:, MEL], labels["test"] == MEL, point.threshold
+        results += [predict_probs(model, resized, pre, batch_size), labels]
+    described = {
+        "arch": meta["arch"],
+        "image_size": pre.image_size,
+        "best_epoch": meta.get("best_epoch"),
+    }
+    return score(Predictions(*results), out, described, data.generated, target_sensitivity)
+
+
+def score(
+    predictions: Predictions,
+    out: Path,
+    model: dict[str, Any],
+    generated: bool,
+    target_sensitivity: float = 0.85,
+) -> dict[str, Any]:
+    """Calibrate on validation, score test; write metrics.json, the plots and report.md."""
+    p = predictions
+    temperature = fit_temperature(p.val_probs, p.val_labels)
+    val, test = (
+        apply_temperature(p.val_probs, temperature),
+        apply_temperature(p.test_probs, temperature),
     )
-    counts = confusion(labels["test"], calibrated["test"].argmax(axis=1))
+    point = choose_threshold(val[:, MEL], p.val_labels == MEL, target_sensitivity)
+    sensitivity, specificity = rates(test[:, MEL], p.test_labels == MEL, point.threshold)
+    counts = confusion(p.test_labels, test.argmax(axis=1))
     metrics: dict[str, Any] = {
-        **summary(labels["test"], calibrated["test"]),
+        **summary(p.test_labels, test),
         "melanoma": {
             **asdict(point),
             "test_sensitivity": sensitivity,
             "test_specificity": specificity,
-            "test_support": int((labels["test"] == MEL).sum()),
+            "test_support": int((p.test_labels == MEL).sum()),
         },
         "temperature": temperature,
-        "ece_uncalibrated": expected_calibration_error(labels["test"], probs["test"]),
+        "ece_uncalibrated": expected_calibration_error(p.test_labels, p.test_probs),
         "confusion_matrix": counts.tolist(),
         "split": "test",
-        "images": len(labels["test"]),
-        "model": {
-            "arch": meta["arch"],
-            "image_size": pre.image_size,
-            "best_epoch": meta.get("best_epoch"),
-        },
-        "generated": data.generated,
-        "notice": GENERATED_NOTICE if data.generated else "",
+        "images": len(p.test_labels),
+        "model": model,
+        "generated": generated,
+        "notice": GENERATED_NOTICE if generated else "",
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_confusion(counts, out / "confusion_matrix.png", data.generated)
-    plot_reliability(labels["test"], probs["test"], calibrated["test"], out / "reliability.png")
+    plot_confusion(counts, out / "confusion_matrix.png", generated)
+    plot_reliability(p.test_labels, p.test_probs, test, out / "reliability.png")
     write_markdown(metrics, out / "report.md")
     log.info("test macro-F1 %.4f, melanoma sensitivity %.3f", metrics["f1_macro"], sensitivity)
     return metrics

@@ -71,9 +71,10 @@ def write_markdown(metrics: dict[str, Any], path: Path) -> None:
     if metrics["generated"]:
         lines += [f"> **{metrics['notice']}**", ""]
     auc = metrics["auc_macro_ovr"]
+    model = metrics["model"]
+    size = f" at {model['image_size']} px" if model.get("image_size") else ""
     lines += [
-        f"Model: {metrics['model']['arch']} at {metrics['model']['image_size']} px; "
-        f"{metrics['images']} test images (split by lesion).",
+        f"Model: {model['arch']}{size}; {metrics['images']} test images (split by lesion).",
         "",
         "| metric | value |",
         "|---|---:|",

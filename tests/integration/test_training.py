@@ -23,7 +23,13 @@ from dermaops.train.settings import TrainSettings
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TINY = TrainSettings(
-    model="resnet18", weights="none", epochs=3, image_size=32, batch_size=16, seed=5, export_onnx=False
+    model="resnet18",
+    weights="none",
+    epochs=3,
+    image_size=32,
+    batch_size=16,
+    seed=5,
+    export_onnx=False,
 )
 
 
@@ -83,6 +89,16 @@ def test_learns_well_above_chance_and_evaluates(prepared_300: Path, tmp_path: Pa
     ):
         assert (tmp_path / "run" / name).is_file()
     assert "GENERATED DATA" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_baseline_is_scored_like_the_cnn(prepared_300: Path, tmp_path: Path) -> None:
+    from dermaops.baseline import run_baseline
+
+    metrics = run_baseline(prepared_300, tmp_path / "rf", trees=50)
+    assert metrics["f1_macro"] > 0.2 and metrics["model"]["arch"].startswith("random_forest")
+    assert {"melanoma", "temperature", "per_class", "auc_macro_ovr"} <= set(metrics)
+    assert (tmp_path / "rf" / "random_forest.joblib").is_file()
+    assert (tmp_path / "rf" / "report.md").read_text().startswith("# Evaluation report")
 
 
 def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(
