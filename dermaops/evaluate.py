@@ -17,11 +17,18 @@ import torch
 from dermaops.calibration import apply_temperature, choose_threshold, fit_temperature, rates
 from dermaops.data.prepared import PreparedSet
 from dermaops.data.report import GENERATED_NOTICE
-from dermaops.evaluate_report import plot_confusion, plot_reliability, write_markdown
+from dermaops.evaluate_report import (
+    plot_confusion,
+    plot_gradcam_grid,
+    plot_reliability,
+    write_markdown,
+)
+from dermaops.gradcam import heatmaps, overlay
 from dermaops.labels import INDEX
 from dermaops.metrics import confusion, expected_calibration_error, summary
 from dermaops.model_dir import load_model_dir
-from dermaops.stem import fit_short_side
+from dermaops.models import Preprocessing
+from dermaops.stem import centre_crop, eval_batch, fit_short_side
 from dermaops.train.loop import predict_probs, resolve_device
 
 log = logging.getLogger(__name__)
@@ -61,7 +68,31 @@ def evaluate(
         "image_size": pre.image_size,
         "best_epoch": meta.get("best_epoch"),
     }
-    return score(Predictions(*results), out, described, data.generated, target_sensitivity)
+    predictions = Predictions(*results)
+    metrics = score(predictions, out, described, data.generated, target_sensitivity)
+    grid = out / "gradcam_melanoma.png"
+    _melanoma_gradcam(model, meta["arch"], pre, resized, predictions, grid, data.generated)
+    return metrics
+
+
+def _melanoma_gradcam(
+    model: torch.nn.Module, arch: str, pre: Preprocessing, test_pixels: torch.Tensor,
+    predictions: Predictions, path: Path, generated: bool, cases: int = 8,
+) -> None:  # fmt: skip
+    """Grad-CAM for P(mel) on the test melanomas the model was surest of, and least sure."""
+    mel = np.flatnonzero(predictions.test_labels == MEL)
+    if len(mel) == 0:
+        log.warning("no melanoma in the test split: no Grad-CAM grid")
+        return
+    ranked = mel[np.argsort(-predictions.test_probs[mel, MEL])]
+    chosen = np.unique(np.concatenate([ranked[: cases // 2], ranked[-(cases // 2) :]]))
+    crops = centre_crop(test_pixels[chosen], pre.image_size)
+    device = next(model.parameters()).device
+    maps = heatmaps(model, arch, eval_batch(crops, pre).to(device), [MEL] * len(chosen))
+    images = crops.numpy()
+    captions = [f"P(mel) {predictions.test_probs[i, MEL]:.2f}" for i in chosen]
+    overlays = [overlay(img, heat) for img, heat in zip(images, maps, strict=True)]
+    plot_gradcam_grid(images, overlays, captions, path, generated)
 
 
 def score(

@@ -64,6 +64,28 @@ def plot_reliability(
     fig.savefig(path)
 
 
+def plot_gradcam_grid(
+    images: np.ndarray, overlays: list[np.ndarray], captions: list[str], path: Path, generated: bool
+) -> None:
+    """Pairs of (image, Grad-CAM overlay), two pairs a row."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = (len(images) + 1) // 2
+    fig = Figure(figsize=(10, 2.6 * rows), dpi=100)
+    FigureCanvasAgg(fig)
+    for i, (image, heat, caption) in enumerate(zip(images, overlays, captions, strict=True)):
+        for j, (picture, label) in enumerate(((image, caption), (heat, "Grad-CAM for mel"))):
+            ax = fig.add_subplot(rows, 4, 2 * i + j + 1)
+            ax.imshow(picture)
+            ax.set_title(label, fontsize=9)
+            ax.axis("off")
+    title = "Test melanomas: where the model looked for melanoma"
+    fig.suptitle(title + (" (GENERATED DATA, not clinical)" if generated else ""))
+    fig.tight_layout()
+    fig.savefig(path)
+
+
 def write_markdown(metrics: dict[str, Any], path: Path) -> None:
     """The report, with the earlier system's tables: summary, melanoma, per class."""
     mel = metrics["melanoma"]

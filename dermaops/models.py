@@ -28,18 +28,22 @@ class WeightsUnavailableError(DermaOpsError):
 
 @dataclass(frozen=True)
 class Arch:
-    """Where a torchvision model keeps its classifier and its last feature block."""
+    """Where a torchvision model keeps its classifier, its last feature block, and the layer
+    Grad-CAM reads (the last one with spatial feature maps)."""
 
     head: str
     last_block: tuple[str, ...]
+    cam_layer: str
 
 
 ARCHS: dict[str, Arch] = {
-    "resnet18": Arch("fc", ("layer4",)),
-    "resnet50": Arch("fc", ("layer4",)),
-    "efficientnet_b0": Arch("classifier.1", ("features.7", "features.8")),
-    "convnext_tiny": Arch("classifier.2", ("features.7",)),
-    "mobilenet_v3_large": Arch("classifier.3", ("features.14", "features.15", "features.16")),
+    "resnet18": Arch("fc", ("layer4",), "layer4"),
+    "resnet50": Arch("fc", ("layer4",), "layer4"),
+    "efficientnet_b0": Arch("classifier.1", ("features.7", "features.8"), "features.8"),
+    "convnext_tiny": Arch("classifier.2", ("features.7",), "features.7"),
+    "mobilenet_v3_large": Arch(
+        "classifier.3", ("features.14", "features.15", "features.16"), "features.16"
+    ),
 }
 
 

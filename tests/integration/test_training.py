@@ -78,7 +78,7 @@ def test_learns_well_above_chance_and_evaluates(prepared_300: Path, tmp_path: Pa
                 "per_class", "melanoma", "temperature", "confusion_matrix"):  # fmt: skip
         assert key in stored
     assert set(stored["melanoma"]) >= {"threshold", "test_sensitivity", "test_specificity"}
-    for name in ("confusion_matrix.png", "reliability.png", "report.md"):
+    for name in ("confusion_matrix.png", "reliability.png", "gradcam_melanoma.png", "report.md"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
     for name in (
         "history.json",
