@@ -203,6 +203,8 @@ def train_command(
         TrainSettings, env_prefix="DERMAOPS_TRAIN_", config_file=config, overrides=flags
     )
     result = train(data, out, settings, resume=resume)
+    if not result.is_main:
+        return
     typer.echo(
         f"trained {result.epochs_run} epochs; best val macro-F1 {result.best_val_f1:.4f} at epoch "
         f"{result.best_epoch}; model in {result.run_dir / 'model'}"
@@ -281,6 +283,51 @@ def gate_command(
     for reason in result.reasons:
         typer.echo(f"gate failed: {reason}", err=True)
     raise typer.Exit(1)
+
+
+@bench_app.command("train")
+def bench_train(
+    data: Annotated[
+        Path | None, typer.Option(help="A prepared set (default: generate 200 images).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Default: resnet50 on CUDA, resnet18 on CPU.")
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="Default: 224 on CUDA, 128 on CPU.")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Default: 128 on CUDA, 32 on CPU.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="auto (bf16 where supported), bf16, fp16, fp32.")
+    ] = "auto",
+    compile: Annotated[bool, typer.Option(help="torch.compile the model.")] = False,
+    steps: Annotated[int, typer.Option(min=1, help="Timed steps of each kind.")] = 10,
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Result file (default: $DERMAOPS_HOME/bench/train.json)."),
+    ] = None,
+) -> None:
+    """Training-step images/s against the same step on random tensors, and their ratio."""
+    from dermaops.bench import write_result
+    from dermaops.train.bench import bench_train as run
+    from dermaops.train.loop import resolve_device
+    from dermaops.train.settings import TrainSettings
+
+    cuda = resolve_device(device).type == "cuda"
+    settings = TrainSettings(
+        model=model or ("resnet50" if cuda else "resnet18"),
+        image_size=image_size or (224 if cuda else 128),
+        batch_size=batch_size or (128 if cuda else 32),
+        device=device,
+        precision=precision,
+        compile=compile,
+    )
+    result = run(data, settings, steps=steps)
+    path = json_out or Home.from_env().bench / "train.json"
+    write_result(result, path)
+    typer.echo(json.dumps(result, indent=2))
+    typer.echo(f"the training step runs at {result['ratio']}x the bare model step ({path})")
 
 
 def main() -> None:

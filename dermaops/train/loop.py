@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +17,6 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 from tqdm import tqdm
 
-from dermaops.augment import augment
 from dermaops.data.prepared import PreparedSet
 from dermaops.errors import DermaOpsError
 from dermaops.export import ONNX_FILE, export_onnx
@@ -25,9 +24,10 @@ from dermaops.labels import CLASSES
 from dermaops.metrics import macro_f1
 from dermaops.model_dir import save_model_dir
 from dermaops.models import Preprocessing, build_model, head_parameters, last_block_parameters
-from dermaops.stem import eval_batch, fit_short_side, normalise
+from dermaops.stem import eval_batch, fit_short_side
 from dermaops.train.curves import plot_history
 from dermaops.train.settings import TrainSettings
+from dermaops.train.step import Distributed, Stepper, autocast_dtype, batches, make_inputs
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class TrainResult:
     best_epoch: int
     best_val_f1: float
     epochs_run: int
+    is_main: bool = True  # False on torchrun ranks other than 0
 
 
 def plan_phases(s: TrainSettings) -> list[Phase]:
@@ -77,12 +78,25 @@ def plan_phases(s: TrainSettings) -> list[Phase]:
 def train(prepared: Path, run_dir: Path, s: TrainSettings, resume: bool = False) -> TrainResult:
     """Train on ``prepared`` into ``run_dir`` (checkpoint every epoch, model/ at the end).
 
+    Under torchrun (WORLD_SIZE > 1) every rank trains on its share of each batch with
+    DistributedDataParallel; rank 0 alone writes checkpoints and outputs.
+
     Raises:
         RunFolderError: ``run_dir`` already holds a run and ``resume`` is False, or ``resume``
             is True and there is no checkpoint.
     """
-    state = _start_or_resume(run_dir, s, resume)
-    device = resolve_device(s.device)
+    ddp = Distributed.from_env(resolve_device(s.device))
+    try:
+        return _train(prepared, run_dir, s, resume, ddp)
+    finally:
+        ddp.close()
+
+
+def _train(
+    prepared: Path, run_dir: Path, s: TrainSettings, resume: bool, ddp: Distributed
+) -> TrainResult:
+    state = _start_or_resume(run_dir, s, resume, ddp)
+    device = ddp.device
     torch.manual_seed(s.seed)
     data = PreparedSet.open(prepared)
     pre = Preprocessing(image_size=s.image_size, cache_size=data.cache_size)
@@ -96,24 +110,17 @@ def train(prepared: Path, run_dir: Path, s: TrainSettings, resume: bool = False)
         state = _fresh_state(s)
     weights = _class_weights(train_set.labels) if s.balance == "loss" else None
     phases = plan_phases(s)
-    step = cast(nn.Module, torch.compile(model)) if s.compile else model
-    optimizer: torch.optim.Optimizer | None = None
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    stepper: Stepper | None = None
     while state["phase"] < len(phases):
         phase = phases[state["phase"]]
-        if optimizer is None:
-            optimizer, scheduler = _configure(model, phase, s, _steps_per_epoch(train_set, s))
-            if state.get("optimizer"):
-                optimizer.load_state_dict(state["optimizer"])
-                scheduler.load_state_dict(state["scheduler"])
-        assert scheduler is not None
+        if stepper is None:
+            stepper = _stepper(model, phase, s, state, weights, ddp, _steps_per_epoch(train_set, s))
         epoch = state["epoch"]
         torch.manual_seed(s.seed * 100_003 + epoch)  # dropout etc.: a pure function of the epoch
         started = time.perf_counter()
         desc = f"epoch {epoch + 1}/{s.epochs} [{phase.name}]"
-        train_loss, train_acc = _train_epoch(
-            step, train_set, s, pre, optimizer, scheduler, weights, epoch, desc
-        )
+        train_loss, train_acc = _train_epoch(stepper, train_set, s, pre, epoch, desc, ddp)
+        ddp.sync_buffers(model)
         val = evaluate_split(model, val_set, pre, s.batch_size * 2)
         record = {"epoch": epoch + 1, "phase": phase.name, "lr": phase.lr, "train_loss": train_loss,
                   "train_accuracy": train_acc, **{f"val_{k}": v for k, v in val.items()},
@@ -124,18 +131,20 @@ def train(prepared: Path, run_dir: Path, s: TrainSettings, resume: bool = False)
         state["epoch"] += 1
         state["phase_epoch"] += 1
         state["model"] = model.state_dict()
-        state["optimizer"], state["scheduler"] = optimizer.state_dict(), scheduler.state_dict()
+        state["optimizer"] = stepper.optimizer.state_dict()
+        state["scheduler"] = stepper.scheduler.state_dict() if stepper.scheduler else None
         if state["phase_epoch"] >= phase.epochs or state["bad_epochs"] >= s.patience:
             if state["bad_epochs"] >= s.patience:
-                log.info(
-                    "no better val macro-F1 for %d epochs: %s phase ends", s.patience, phase.name
-                )
+                log.info("no better val macro-F1 for %d epochs: %s ends", s.patience, phase.name)
             state.update(phase=state["phase"] + 1, phase_epoch=0, bad_epochs=0, optimizer=None)
-            optimizer = None
-        _save_checkpoint(run_dir, state)
+            stepper = None
+        if ddp.is_main:
+            _save_checkpoint(run_dir, state)
+        ddp.barrier()
     model.load_state_dict(state["best_state"])
-    _write_outputs(run_dir, model, s, pre, data, state)
-    return TrainResult(run_dir, state["best_epoch"], state["best_f1"], state["epoch"])
+    if ddp.is_main:
+        _write_outputs(run_dir, model, s, pre, data, state)
+    return TrainResult(run_dir, state["best_epoch"], state["best_f1"], state["epoch"], ddp.is_main)
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -146,15 +155,6 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """bf16 where the GPU has it, fp16 otherwise; full precision on CPU."""
-    if device.type != "cuda" or precision == "fp32":
-        return None
-    if precision == "fp16" or (precision == "auto" and not torch.cuda.is_bf16_supported()):
-        return torch.float16
-    return torch.bfloat16
-
-
 @torch.no_grad()
 def evaluate_split(
     model: nn.Module, split: SplitTensors, pre: Preprocessing, batch: int
@@ -162,12 +162,10 @@ def evaluate_split(
     """Loss, accuracy and macro-F1 of ``model`` on a split (centre crop, no augmentation)."""
     probs = predict_probs(model, split.pixels, pre, batch)
     labels = split.labels.cpu().numpy()
-    loss = float(
-        F.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-12)), split.labels.cpu())
-    )
+    log_probs = torch.log(torch.from_numpy(probs).clamp_min(1e-12))
     predicted = probs.argmax(axis=1)
     return {
-        "loss": loss,
+        "loss": float(F.nll_loss(log_probs, split.labels.cpu())),
         "accuracy": float((predicted == labels).mean()),
         "f1_macro": macro_f1(labels, predicted),
     }
@@ -193,53 +191,46 @@ def predict_probs(
     return torch.cat(out).numpy()
 
 
+def _stepper(
+    model: nn.Module, phase: Phase, s: TrainSettings, state: dict[str, Any],
+    weights: torch.Tensor | None, ddp: Distributed, steps: int,
+) -> Stepper:  # fmt: skip
+    """Freeze for the phase, restore optimiser state when resuming, wrap for DDP and compile."""
+    optimizer, scheduler = _configure(model, phase, s, steps)
+    if state.get("optimizer"):
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    wrapped = ddp.wrap(model)
+    compiled = cast(nn.Module, torch.compile(wrapped)) if s.compile else wrapped
+    dtype = autocast_dtype(ddp.device, s.precision)
+    return Stepper(compiled, optimizer, scheduler, dtype, weights, s.label_smoothing)
+
+
 def _train_epoch(
-    model: nn.Module, data: SplitTensors, s: TrainSettings, pre: Preprocessing,
-    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-    weights: torch.Tensor | None, epoch: int, desc: str,
+    stepper: Stepper, data: SplitTensors, s: TrainSettings, pre: Preprocessing, epoch: int,
+    desc: str, ddp: Distributed,
 ) -> tuple[float, float]:  # fmt: skip
-    model.train()
+    """One pass; every rank draws the same global batches and trains on its share."""
+    stepper.model.train()
     device = data.pixels.device
-    generator = torch.Generator(device=device).manual_seed(s.seed * 100_003 + epoch)
-    dtype = autocast_dtype(device, s.precision)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    total_loss, correct, seen = 0.0, 0, 0
-    batches = list(_batches(data.labels, s, generator))
-    bar = tqdm(batches, desc=desc, unit="batch", leave=False)
-    for index in bar:
-        x = normalise(augment(data.pixels[index], s.image_size, generator), pre)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = data.labels[index]
-        with torch.autocast("cuda", dtype=dtype) if dtype else nullcontext():
-            logits = model(x)
-            loss = F.cross_entropy(
-                logits.float(), y, weight=weights, label_smoothing=s.label_smoothing
-            )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        total_loss += loss.item() * len(y)
-        correct += int((logits.argmax(dim=1) == y).sum())
-        seen += len(y)
-        bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
-    return total_loss / seen, correct / seen
-
-
-def _batches(
-    labels: torch.Tensor, s: TrainSettings, generator: torch.Generator
-) -> Iterator[torch.Tensor]:
-    """Shuffled batches, or with ``balance=sampler`` draws with probability 1/class size."""
-    n = len(labels)
-    if s.balance == "sampler":
-        counts = torch.bincount(labels, minlength=len(CLASSES)).float()
-        order = torch.multinomial((1.0 / counts)[labels], n, replacement=True, generator=generator)
-    else:
-        order = torch.randperm(n, generator=generator, device=labels.device)
-    usable = n - n % s.batch_size if n >= s.batch_size else n  # no 1-image batch for BatchNorm
-    yield from torch.split(order[:usable], s.batch_size)
+    seed = s.seed * 100_003 + epoch
+    order = torch.Generator(device=device).manual_seed(seed)
+    augment_rng = torch.Generator(device=device).manual_seed(seed * 131 + ddp.rank)
+    totals = torch.zeros(3, device=device)  # loss sum, correct, seen: kept on the device
+    global_batches = list(batches(data.labels, s.batch_size, s.balance == "sampler", order))
+    bar = tqdm(global_batches, desc=desc, unit="batch", leave=False, disable=not ddp.is_main)
+    for step, index in enumerate(bar):
+        local = ddp.shard(index)
+        y = data.labels[local]
+        loss, logits = stepper(make_inputs(data.pixels[local], pre, augment_rng), y)
+        totals[0] += loss * len(y)
+        totals[1] += (logits.argmax(dim=1) == y).sum()
+        totals[2] += len(y)
+        if step % 10 == 9 or step == len(global_batches) - 1:  # a host sync only now and then
+            loss_sum, correct, seen = totals.tolist()
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
+    loss_sum, correct, seen = ddp.sum(totals).tolist()
+    return loss_sum / seen, correct / seen
 
 
 def _class_weights(labels: torch.Tensor) -> torch.Tensor:
@@ -292,7 +283,9 @@ def _update_best(state: dict[str, Any], model: nn.Module, f1: float, epoch: int)
         state["bad_epochs"] += 1
 
 
-def _start_or_resume(run_dir: Path, s: TrainSettings, resume: bool) -> dict[str, Any] | None:
+def _start_or_resume(
+    run_dir: Path, s: TrainSettings, resume: bool, ddp: Distributed
+) -> dict[str, Any] | None:
     path = run_dir / CHECKPOINT
     if resume:
         if not path.exists():
@@ -302,12 +295,15 @@ def _start_or_resume(run_dir: Path, s: TrainSettings, resume: bool) -> dict[str,
             raise RunFolderError(f"{run_dir} was started with other settings: {state['settings']}")
         log.info("resuming %s after epoch %d", run_dir, state["epoch"])
         return state
-    if run_dir.exists() and any(run_dir.iterdir()):
+    occupied = run_dir.exists() and any(run_dir.iterdir())
+    ddp.barrier()  # every rank looks before rank 0 writes, so all agree
+    if occupied:
         raise RunFolderError(
             f"{run_dir} already holds a run; pass --resume or choose another --out"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "settings.json").write_text(s.model_dump_json(indent=2) + "\n")
+    if ddp.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "settings.json").write_text(s.model_dump_json(indent=2) + "\n")
     return None
 
 
