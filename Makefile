@@ -10,6 +10,7 @@ PYTEST_ARGS ?=
 DEMO_N ?= 1000
 SYNTH := $(DERMAOPS_HOME)/data/synth
 PREPARED := $(DERMAOPS_HOME)/data/prepared
+RUN := $(DERMAOPS_HOME)/runs/demo-resnet18
 
 .PHONY: demo test lint typecheck venv bench lock clean
 
@@ -20,12 +21,24 @@ $(STAMP): pyproject.toml requirements/lock.txt
 
 venv: $(STAMP)
 
-## demo: generate a HAM10000-shaped set and prepare it on the embedded defaults
-demo: $(STAMP) $(SYNTH)/HAM10000_metadata.csv
-	$(BIN)/dermaops data prepare --raw $(SYNTH) --out $(PREPARED)
+## demo: generate a HAM10000-shaped set, prepare it, train a small CNN, evaluate and gate it
+demo: $(STAMP) $(RUN)/model/model.json
+	$(BIN)/dermaops baseline --data $(PREPARED) --out $(DERMAOPS_HOME)/runs/demo-baseline
+	$(BIN)/dermaops evaluate --data $(PREPARED) --run $(RUN) --out $(RUN)/eval
+	@$(BIN)/dermaops gate --metrics $(RUN)/eval/metrics.json || \
+	  echo "(a small demo model on generated data: the gate is meant to stop it)"
 	@echo
-	@cat $(PREPARED)/data_report.md
-	@echo "Prepared data: $(PREPARED) (split_info.csv, images.npy, data_report.md)"
+	@echo "Data report:  $(PREPARED)/data_report.md"
+	@echo "Model:        $(RUN)/model (weights.pt, model.onnx, model.json)"
+	@echo "Evaluation:   $(RUN)/eval/report.md"
+
+$(PREPARED)/manifest.json: $(SYNTH)/HAM10000_metadata.csv | $(STAMP)
+	$(BIN)/dermaops data prepare --raw $(SYNTH) --out $(PREPARED)
+
+$(RUN)/model/model.json: $(PREPARED)/manifest.json | $(STAMP)
+	rm -rf $(RUN)
+	$(BIN)/dermaops train --data $(PREPARED) --out $(RUN) --model resnet18 --weights none \
+	  --image-size 96 --epochs 8 --batch-size 32
 
 $(SYNTH)/HAM10000_metadata.csv: | $(STAMP)
 	$(BIN)/dermaops data synth --out $(SYNTH) --n $(DEMO_N) --seed 0

@@ -24,12 +24,12 @@ from dermaops.evaluate_report import (
     write_markdown,
 )
 from dermaops.gradcam import heatmaps, overlay
+from dermaops.inference import predict_probs, resolve_device
 from dermaops.labels import INDEX
 from dermaops.metrics import confusion, expected_calibration_error, summary
 from dermaops.model_dir import load_model_dir
 from dermaops.models import Preprocessing
 from dermaops.stem import centre_crop, eval_batch, fit_short_side
-from dermaops.train.loop import predict_probs, resolve_device
 
 log = logging.getLogger(__name__)
 

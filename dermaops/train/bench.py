@@ -17,12 +17,12 @@ import torch
 from dermaops.data.prepare import PrepareSettings, prepare
 from dermaops.data.prepared import PreparedSet
 from dermaops.data.synth import SynthSettings, synthesize
+from dermaops.inference import autocast_dtype, resolve_device
 from dermaops.labels import CLASSES
 from dermaops.models import Preprocessing, build_model
 from dermaops.stem import fit_short_side
-from dermaops.train.loop import resolve_device
 from dermaops.train.settings import TrainSettings
-from dermaops.train.step import Stepper, autocast_dtype, make_inputs
+from dermaops.train.step import Stepper, make_inputs
 
 
 def bench_train(

@@ -6,12 +6,10 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
@@ -20,14 +18,15 @@ from tqdm import tqdm
 from dermaops.data.prepared import PreparedSet
 from dermaops.errors import DermaOpsError
 from dermaops.export import ONNX_FILE, export_onnx
+from dermaops.inference import autocast_dtype, predict_probs, resolve_device
 from dermaops.labels import CLASSES
 from dermaops.metrics import macro_f1
 from dermaops.model_dir import save_model_dir
 from dermaops.models import Preprocessing, build_model, head_parameters, last_block_parameters
-from dermaops.stem import eval_batch, fit_short_side
+from dermaops.stem import fit_short_side
 from dermaops.train.curves import plot_history
 from dermaops.train.settings import TrainSettings
-from dermaops.train.step import Distributed, Stepper, autocast_dtype, batches, make_inputs
+from dermaops.train.step import Distributed, Stepper, batches, make_inputs
 
 log = logging.getLogger(__name__)
 
@@ -147,14 +146,6 @@ def _train(
     return TrainResult(run_dir, state["best_epoch"], state["best_f1"], state["epoch"], ddp.is_main)
 
 
-def resolve_device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise DermaOpsError("--device cuda was asked for but CUDA is not available here")
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(choice)
-
-
 @torch.no_grad()
 def evaluate_split(
     model: nn.Module, split: SplitTensors, pre: Preprocessing, batch: int
@@ -169,26 +160,6 @@ def evaluate_split(
         "accuracy": float((predicted == labels).mean()),
         "f1_macro": macro_f1(labels, predicted),
     }
-
-
-@torch.no_grad()
-def predict_probs(
-    model: nn.Module, pixels: torch.Tensor, pre: Preprocessing, batch: int
-) -> np.ndarray:
-    """Softmax probabilities (N, 7) for uint8 images whose short side is ``image_size``."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    dtype = autocast_dtype(device, "auto")
-    out = []
-    for start in range(0, len(pixels), batch):
-        x = eval_batch(pixels[start : start + batch].to(device), pre)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=dtype) if dtype else nullcontext():
-            out.append(torch.softmax(model(x).float(), dim=1).cpu())
-    model.train(was_training)
-    return torch.cat(out).numpy()
 
 
 def _stepper(

@@ -78,15 +78,6 @@ class Distributed:
             dist.destroy_process_group()
 
 
-def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """bf16 where the GPU has it, fp16 otherwise; full precision on CPU."""
-    if device.type != "cuda" or precision == "fp32":
-        return None
-    if precision == "fp16" or (precision == "auto" and not torch.cuda.is_bf16_supported()):
-        return torch.float16
-    return torch.bfloat16
-
-
 def make_inputs(
     pixels: torch.Tensor, pre: Preprocessing, generator: torch.Generator
 ) -> torch.Tensor:

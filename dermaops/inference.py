@@ -1,0 +1,53 @@
+"""Running a model on prepared pixels: device choice, autocast, batched probabilities.
+
+Shared by training (validation), evaluation and, later, serving.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from torch import nn
+
+from dermaops.errors import DermaOpsError
+from dermaops.models import Preprocessing
+from dermaops.stem import eval_batch
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise DermaOpsError("--device cuda was asked for but CUDA is not available here")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """bf16 where the GPU has it, fp16 otherwise; full precision on CPU."""
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "fp16" or (precision == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module, pixels: torch.Tensor, pre: Preprocessing, batch: int
+) -> np.ndarray:
+    """Softmax probabilities (N, 7) for uint8 images whose short side is ``image_size``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    dtype = autocast_dtype(device, "auto")
+    out = []
+    for start in range(0, len(pixels), batch):
+        x = eval_batch(pixels[start : start + batch].to(device), pre)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=dtype) if dtype else nullcontext():
+            out.append(torch.softmax(model(x).float(), dim=1).cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy()
