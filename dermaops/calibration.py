@@ -48,16 +48,24 @@ class OperatingPoint:
 def choose_threshold(
     p_positive: np.ndarray, is_positive: np.ndarray, target: float
 ) -> OperatingPoint:
-    """The highest threshold whose validation sensitivity reaches ``target`` (most specific).
+    """The most specific threshold reaching ``target`` sensitivity on validation, with margin.
+
+    Of the thresholds that catch at least ``target`` of the validation positives, those with
+    the best specificity form an interval; the threshold sits in the middle of the gap below
+    its lowest score, so test positives scored a little lower than validation's are still
+    caught (a threshold at the edge, e.g. 0.997 for a confident model, would not be robust).
 
     Raises:
         ValueError: validation has no positive case, so no sensitivity can be measured.
     """
-    positives = np.sort(p_positive[is_positive])[::-1]
-    if len(positives) == 0:
+    if not is_positive.any():
         raise ValueError("the validation split has no melanoma: no operating point can be chosen")
-    needed = int(np.ceil(target * len(positives)))
-    threshold = float(positives[max(needed, 1) - 1])
+    scores = np.unique(p_positive)
+    sens_spec = np.array([rates(p_positive, is_positive, t) for t in scores])
+    reaching = sens_spec[:, 0] >= target
+    best_specificity = sens_spec[reaching, 1].max()
+    lowest = int(np.flatnonzero(reaching & (sens_spec[:, 1] == best_specificity))[0])
+    threshold = float(scores[lowest] + scores[lowest - 1]) / 2 if lowest > 0 else float(scores[0])
     sensitivity, specificity = rates(p_positive, is_positive, threshold)
     return OperatingPoint(threshold, target, sensitivity, specificity)
 

@@ -172,12 +172,13 @@ def train_command(
         str | None, typer.Option(help="imagenet (default), none, or a state-dict file.")
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option(help="Epochs over both phases (default 30).")
+        int | None, typer.Option(help="Epochs over both phases (default 15).")
     ] = None,
     image_size: Annotated[int | None, typer.Option(help="Model input size (default 224).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size (default 64).")] = None,
     balance: Annotated[
-        str | None, typer.Option(help="loss (class-weighted, default), sampler or none.")
+        str | None,
+        typer.Option(help="sampler (class-balanced, default), loss (class-weighted) or none."),
     ] = None,
     label_smoothing: Annotated[
         float | None, typer.Option(help="Label smoothing (default 0).")

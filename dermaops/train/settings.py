@@ -16,7 +16,7 @@ class TrainSettings(BaseModel):
 
     model: str = Field("resnet50", description=f"one of {', '.join(ARCHS)}")
     weights: str = Field("imagenet", description="imagenet, none, or a state-dict path")
-    epochs: int = Field(30, ge=1, description="epochs over both phases")
+    epochs: int = Field(15, ge=1, description="epochs over both phases")
     head_fraction: float = Field(
         0.3, gt=0, lt=1, description="share of epochs that train the head on a frozen backbone"
     )
@@ -29,7 +29,7 @@ class TrainSettings(BaseModel):
     weight_decay: float = Field(1e-4, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     balance: Literal["loss", "sampler", "none"] = Field(
-        "loss", description="inverse-frequency class weights in the loss, or a balanced sampler"
+        "sampler", description="a class-balanced sampler, or inverse-frequency weights in the loss"
     )
     patience: int = Field(5, ge=1, description="epochs without a better val macro-F1 end a phase")
     seed: int = 0

@@ -65,7 +65,7 @@ def test_overfits_one_batch() -> None:
 
 def test_learns_well_above_chance_and_evaluates(prepared_300: Path, tmp_path: Path) -> None:
     settings = TrainSettings(
-        model="resnet18", weights="none", epochs=8, image_size=48, batch_size=32
+        model="resnet18", weights="none", epochs=8, image_size=64, batch_size=32
     )
     result = train(prepared_300, tmp_path / "run", settings)
     metrics = evaluate(prepared_300, tmp_path / "run" / "model", tmp_path / "eval")
@@ -86,8 +86,12 @@ def test_learns_well_above_chance_and_evaluates(prepared_300: Path, tmp_path: Pa
         "model/weights.pt",
         "model/model.json",
         "model/labels.json",
+        "model/model.onnx",
     ):
         assert (tmp_path / "run" / name).is_file()
+    meta = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
+    assert meta["onnx"]["parity_max_abs_diff"] <= 1e-4
+    assert meta["preprocessing"]["image_size"] == 64 and meta["data"]["generated"] is True
     assert "GENERATED DATA" in (tmp_path / "eval" / "report.md").read_text()
 
 
@@ -169,6 +173,8 @@ def test_phase_plan() -> None:
     assert head == 2 and finetune > head
 
 
-def test_balanced_sampler_and_label_smoothing_train(prepared_small: Path, tmp_path: Path) -> None:
-    settings = TINY.model_copy(update={"epochs": 1, "balance": "sampler", "label_smoothing": 0.1})
+def test_class_weighted_loss_and_label_smoothing_train(
+    prepared_small: Path, tmp_path: Path
+) -> None:
+    settings = TINY.model_copy(update={"epochs": 1, "balance": "loss", "label_smoothing": 0.1})
     assert train(prepared_small, tmp_path / "run", settings).epochs_run == 1

@@ -44,8 +44,18 @@ def test_threshold_reaches_the_target_sensitivity_most_specifically() -> None:
     p = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05])
     positive = np.array([True, True, False, True, False, True, False, False, False, False])
     point = choose_threshold(p, positive, 0.75)
-    assert point.threshold == 0.6 and point.val_sensitivity == 0.75
+    # 0.6 is the most specific score that catches 3 of 4; the threshold sits below it, in the gap.
+    assert point.threshold == pytest.approx(0.55) and point.val_sensitivity == 0.75
     assert point.val_specificity == pytest.approx(5 / 6)
     assert rates(p, positive, 0.0) == (1.0, 0.0)
     with pytest.raises(ValueError, match="no melanoma"):
         choose_threshold(p, np.zeros(10, bool), 0.85)
+
+
+def test_a_confident_model_gets_a_threshold_with_margin() -> None:
+    """All positives near 1, all negatives low: the threshold lands in the gap, not at 0.99x."""
+    p = np.array([0.999, 0.998, 0.997, 0.996, 0.3, 0.2, 0.1])
+    positive = np.array([True, True, True, True, False, False, False])
+    point = choose_threshold(p, positive, 0.85)
+    assert point.threshold == pytest.approx((0.996 + 0.3) / 2)
+    assert (point.val_sensitivity, point.val_specificity) == (1.0, 1.0)
