@@ -33,9 +33,6 @@ HAM10000_SHARES: Final = MappingProxyType(
     }
 )
 
-#: Classes a clinician treats as malignant or pre-malignant.
-MALIGNANT: Final = frozenset({"akiec", "bcc", "mel"})
-
 INDEX: Final = MappingProxyType({name: i for i, name in enumerate(CLASSES)})
 
 

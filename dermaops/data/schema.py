@@ -12,8 +12,6 @@ METADATA_COLUMNS: Final = ("lesion_id", "image_id", "dx", "dx_type", "age", "sex
 DATASET_COLUMN: Final = "dataset"
 SYNTHETIC_DATASET: Final = "dermaops-synthetic"
 
-DX_TYPES: Final = ("histo", "follow_up", "consensus", "confocal")
-SEXES: Final = ("male", "female", "unknown")
 LOCALIZATIONS: Final = (
     "abdomen",
     "acral",

@@ -103,6 +103,7 @@ def _train(
     model = build_model(s.model, len(CLASSES), s.weights).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its kernels
     if state:
         model.load_state_dict(state["model"])
     else:
