@@ -100,8 +100,18 @@ def safe_extract(archive: Path, dest: Path) -> list[Path]:
 
     Raises:
         UnsafeArchiveError: a member would land outside ``dest`` or is a symbolic link.
+        DownloadError: the file is not a readable zip.
     """
     root = dest.resolve()
+    try:
+        return _extract(archive, root)
+    except zipfile.BadZipFile as e:
+        raise DownloadError(
+            f"{archive} is not a readable zip ({e}); delete it and fetch again"
+        ) from e
+
+
+def _extract(archive: Path, root: Path) -> list[Path]:
     with zipfile.ZipFile(archive) as zf:
         members = zf.infolist()
         for info in members:

@@ -46,6 +46,8 @@ def test_user_errors_are_one_line_and_exit_1(cli: Cli, tmp_path: Path) -> None:
     assert kaggle.returncode == 1 and "Kaggle needs your API token" in kaggle.stderr
     unknown = cli("data", "fetch", "--source", "imagenet", check=False)
     assert unknown.returncode == 2 and "isic2018, dataverse, kaggle" in unknown.stderr
+    noisy = cli("--log-level", "LOUD", "data", "synth", check=False)
+    assert noisy.returncode == 2 and "--log-level" in noisy.stderr
 
 
 def test_fetch_from_a_mirror_then_prepare(

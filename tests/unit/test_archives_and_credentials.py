@@ -12,7 +12,7 @@ import pytest
 from dermaops.data.download import extract_once, safe_extract
 from dermaops.data.fetch import read_checksums
 from dermaops.data.sources import Credentials, kaggle_token
-from dermaops.errors import ConfigError, CredentialsError, UnsafeArchiveError
+from dermaops.errors import ConfigError, CredentialsError, DownloadError, UnsafeArchiveError
 
 
 def _zip(path: Path, members: dict[str, bytes], link: str | None = None) -> Path:
@@ -52,6 +52,13 @@ def test_symbolic_links_are_refused(tmp_path: Path) -> None:
     archive = _zip(tmp_path / "link.zip", {"fine.txt": b"ok"}, link="passwd")
     with pytest.raises(UnsafeArchiveError, match="symbolic link"):
         safe_extract(archive, tmp_path / "out")
+
+
+def test_a_corrupt_zip_is_a_clear_error(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"PK\x03\x04 this is not really a zip")
+    with pytest.raises(DownloadError, match="not a readable zip"):
+        safe_extract(broken, tmp_path / "out")
 
 
 def test_extract_once_skips_an_archive_it_already_extracted(tmp_path: Path) -> None:
