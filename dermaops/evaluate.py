@@ -24,12 +24,12 @@ from dermaops.evaluate_report import (
     write_markdown,
 )
 from dermaops.gradcam import heatmaps, overlay
-from dermaops.inference import predict_probs, resolve_device
+from dermaops.inference import predict_probs, resolve_device, split_tensors
 from dermaops.labels import INDEX
 from dermaops.metrics import confusion, expected_calibration_error, summary
 from dermaops.model_dir import load_model_dir
 from dermaops.models import Preprocessing
-from dermaops.stem import centre_crop, eval_batch, fit_short_side
+from dermaops.stem import centre_crop, eval_batch
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +58,20 @@ def evaluate(
     model, pre, meta = load_model_dir(model_dir)
     model.to(resolve_device(device))
     data = PreparedSet.open(prepared)
-    results = []
-    for split in ("val", "test"):
-        pixels, labels, _ = data.split(split)
-        resized = fit_short_side(torch.from_numpy(pixels), pre.image_size)
-        results += [predict_probs(model, resized, pre, batch_size), labels]
+    cpu = torch.device("cpu")
+    val, test = (split_tensors(data, name, pre.image_size, cpu) for name in ("val", "test"))
+    predictions = Predictions(
+        predict_probs(model, val.pixels, pre, batch_size), val.labels.numpy(),
+        predict_probs(model, test.pixels, pre, batch_size), test.labels.numpy(),
+    )  # fmt: skip
     described = {
         "arch": meta["arch"],
         "image_size": pre.image_size,
         "best_epoch": meta.get("best_epoch"),
     }
-    predictions = Predictions(*results)
     metrics = score(predictions, out, described, data.generated, target_sensitivity)
     grid = out / "gradcam_melanoma.png"
-    _melanoma_gradcam(model, meta["arch"], pre, resized, predictions, grid, data.generated)
+    _melanoma_gradcam(model, meta["arch"], pre, test.pixels, predictions, grid, data.generated)
     return metrics
 
 

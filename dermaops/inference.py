@@ -6,14 +6,33 @@ Shared by training (validation), evaluation and, later, serving.
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from dermaops.data.prepared import PreparedSet
 from dermaops.errors import DermaOpsError
 from dermaops.models import Preprocessing
-from dermaops.stem import eval_batch
+from dermaops.stem import eval_batch, fit_short_side
+
+
+@dataclass
+class SplitTensors:
+    """One split of a prepared set, ready for a model of input size ``image_size``."""
+
+    pixels: torch.Tensor  # uint8 (N, S, W, 3), short side = image size
+    labels: torch.Tensor  # int64 (N,)
+
+
+def split_tensors(
+    data: PreparedSet, split: str, image_size: int, device: torch.device
+) -> SplitTensors:
+    """A split from the cache, its short side scaled to ``image_size``, on ``device``."""
+    pixels, labels, _ = data.split(split)
+    resized = fit_short_side(torch.from_numpy(pixels), image_size)
+    return SplitTensors(resized.to(device), torch.from_numpy(labels).to(device))
 
 
 def resolve_device(choice: str) -> torch.device:

@@ -17,10 +17,9 @@ import torch
 from dermaops.data.prepare import PrepareSettings, prepare
 from dermaops.data.prepared import PreparedSet
 from dermaops.data.synth import SynthSettings, synthesize
-from dermaops.inference import autocast_dtype, resolve_device
+from dermaops.inference import autocast_dtype, resolve_device, split_tensors
 from dermaops.labels import CLASSES
 from dermaops.models import Preprocessing, build_model
-from dermaops.stem import fit_short_side
 from dermaops.train.settings import TrainSettings
 from dermaops.train.step import Stepper, make_inputs
 
@@ -42,11 +41,10 @@ def bench_train(
             synthesize(raw, SynthSettings(n=200, seed=0))
             prepare(raw, prepared, PrepareSettings())
         data = PreparedSet.open(prepared)
-        pixels, labels, _ = data.split("train")
-    device = resolve_device(s.device)
+        device = resolve_device(s.device)
+        train = split_tensors(data, "train", s.image_size, device)
     pre = Preprocessing(image_size=s.image_size, cache_size=data.cache_size)
-    cached = fit_short_side(torch.from_numpy(pixels), s.image_size).to(device)
-    targets = torch.from_numpy(labels).to(device)
+    cached, targets = train.pixels, train.labels
     torch.manual_seed(s.seed)
     model = build_model(s.model, len(CLASSES), "none").to(device)
     if device.type == "cuda":

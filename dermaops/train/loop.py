@@ -18,15 +18,20 @@ from tqdm import tqdm
 from dermaops.data.prepared import PreparedSet
 from dermaops.errors import DermaOpsError
 from dermaops.export import ONNX_FILE, export_onnx
-from dermaops.inference import autocast_dtype, predict_probs, resolve_device
+from dermaops.inference import (
+    SplitTensors,
+    autocast_dtype,
+    predict_probs,
+    resolve_device,
+    split_tensors,
+)
 from dermaops.labels import CLASSES
 from dermaops.metrics import macro_f1
 from dermaops.model_dir import save_model_dir
 from dermaops.models import Preprocessing, build_model, head_parameters, last_block_parameters
-from dermaops.stem import fit_short_side
 from dermaops.train.curves import plot_history
 from dermaops.train.settings import TrainSettings
-from dermaops.train.step import Distributed, Stepper, batches, make_inputs
+from dermaops.train.step import Distributed, Stepper, batches, make_inputs, steps_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +48,6 @@ class Phase:
     epochs: int
     lr: float
     trainable: Callable[[nn.Module], list[nn.Parameter]]
-
-
-@dataclass
-class SplitTensors:
-    pixels: torch.Tensor  # uint8 (N, S, W, 3), short side = image size, on the device
-    labels: torch.Tensor  # int64 (N,), on the device
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,9 @@ def _train(
     torch.manual_seed(s.seed)
     data = PreparedSet.open(prepared)
     pre = Preprocessing(image_size=s.image_size, cache_size=data.cache_size)
-    train_set, val_set = (_to_device(data, name, s.image_size, device) for name in ("train", "val"))
+    train_set, val_set = (
+        split_tensors(data, name, s.image_size, device) for name in ("train", "val")
+    )
     model = build_model(s.model, len(CLASSES), s.weights).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -114,7 +115,15 @@ def _train(
     while state["phase"] < len(phases):
         phase = phases[state["phase"]]
         if stepper is None:
-            stepper = _stepper(model, phase, s, state, weights, ddp, _steps_per_epoch(train_set, s))
+            stepper = _stepper(
+                model,
+                phase,
+                s,
+                state,
+                weights,
+                ddp,
+                steps_per_epoch(len(train_set.labels), s.batch_size),
+            )
         epoch = state["epoch"]
         torch.manual_seed(s.seed * 100_003 + epoch)  # dropout etc.: a pure function of the epoch
         started = time.perf_counter()
@@ -212,11 +221,6 @@ def _class_weights(labels: torch.Tensor) -> torch.Tensor:
     return weights / weights[counts > 0].mean()
 
 
-def _steps_per_epoch(data: SplitTensors, s: TrainSettings) -> int:
-    n = len(data.labels)
-    return max(1, n // s.batch_size) if n >= s.batch_size else 1
-
-
 def _configure(
     model: nn.Module, phase: Phase, s: TrainSettings, steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
@@ -231,14 +235,6 @@ def _configure(
         optimizer, max_lr=phase.lr, total_steps=phase.epochs * steps, pct_start=0.2
     )
     return optimizer, scheduler
-
-
-def _to_device(
-    data: PreparedSet, split: str, image_size: int, device: torch.device
-) -> SplitTensors:
-    pixels, labels, _ = data.split(split)
-    resized = fit_short_side(torch.from_numpy(pixels), image_size)
-    return SplitTensors(resized.to(device), torch.from_numpy(labels).to(device))
 
 
 def _fresh_state(s: TrainSettings) -> dict[str, Any]:

@@ -98,8 +98,17 @@ def batches(
         order = torch.multinomial((1.0 / counts)[labels], n, replacement=True, generator=generator)
     else:
         order = torch.randperm(n, generator=generator, device=labels.device)
-    usable = n - n % batch_size if n >= batch_size else n  # no 1-image batch for BatchNorm
-    yield from torch.split(order[:usable], batch_size)
+    yield from torch.split(order[: _usable(n, batch_size)], batch_size)
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """How many batches :func:`batches` yields for ``n`` images."""
+    return max(1, _usable(n, batch_size) // batch_size)
+
+
+def _usable(n: int, batch_size: int) -> int:
+    """Whole batches only (no 1-image batch for BatchNorm), or one batch of all if fewer."""
+    return n - n % batch_size if n >= batch_size else n
 
 
 @dataclass
