@@ -57,10 +57,11 @@ def load_raw(root: Path) -> RawDataset:
     """
     if not root.is_dir():
         raise DatasetLayoutError(f"raw data folder {root} does not exist")
-    if _find(root, HAM_METADATA_NAMES):
-        return load_ham10000(root)
-    if _find(root, (ISIC_GROUND_TRUTH,)):
-        return load_isic2018(root)
+    files = _list_files(root)  # one walk of the tree serves every lookup below
+    if _find(root, files, HAM_METADATA_NAMES):
+        return load_ham10000(root, files)
+    if _find(root, files, (ISIC_GROUND_TRUTH,)):
+        return load_isic2018(root, files)
     raise DatasetLayoutError(
         f"{root} holds neither HAM10000_metadata.csv/.tab (Kaggle, Dataverse) nor "
         f"{ISIC_GROUND_TRUTH} (ISIC 2018 Task 3); fetch one with `dermaops data fetch` "
@@ -68,9 +69,13 @@ def load_raw(root: Path) -> RawDataset:
     )
 
 
-def load_ham10000(root: Path) -> RawDataset:
-    """Load the Kaggle / Dataverse layout (metadata CSV or .tab, two image folders)."""
-    metadata_path = _find(root, HAM_METADATA_NAMES)
+def load_ham10000(root: Path, files: list[Path] | None = None) -> RawDataset:
+    """Load the Kaggle / Dataverse layout (metadata CSV or .tab, two image folders).
+
+    ``files`` is every file under ``root`` when the caller has already listed them.
+    """
+    files = _list_files(root) if files is None else files
+    metadata_path = _find(root, files, HAM_METADATA_NAMES)
     if metadata_path is None:
         raise DatasetLayoutError(f"no HAM10000_metadata.csv or .tab under {root}")
     frame = _read_table(metadata_path)
@@ -82,19 +87,20 @@ def load_ham10000(root: Path) -> RawDataset:
         )
     if DATASET_COLUMN not in frame.columns:
         frame[DATASET_COLUMN] = "HAM10000"
-    images = _index_images(root, lambda p: p.parent.name.lower() in HAM_IMAGE_DIRS)
+    images = _index_images(files, lambda p: p.parent.name.lower() in HAM_IMAGE_DIRS)
     records, quarantined = _attach_images(_normalise(frame), images)
     return RawDataset(records, quarantined, "ham10000", lesion_grouped=True)
 
 
-def load_isic2018(root: Path) -> RawDataset:
+def load_isic2018(root: Path, files: list[Path] | None = None) -> RawDataset:
     """Load the ISIC 2018 Task 3 training layout (one-hot ground truth, lesion groupings)."""
-    truth_path = _find(root, (ISIC_GROUND_TRUTH,))
+    files = _list_files(root) if files is None else files
+    truth_path = _find(root, files, (ISIC_GROUND_TRUTH,))
     if truth_path is None:
         raise DatasetLayoutError(f"no {ISIC_GROUND_TRUTH} under {root}")
     truth = _read_table(truth_path)
     frame, quarantined = _from_one_hot(truth, truth_path)
-    groupings_path = _find(root, (ISIC_GROUPINGS,))
+    groupings_path = _find(root, files, (ISIC_GROUPINGS,))
     if groupings_path is None:
         log.warning(
             "NO LESION GROUPING: %s not found under %s. Each image is treated as its own "
@@ -113,15 +119,19 @@ def load_isic2018(root: Path) -> RawDataset:
     for column in ("age", "sex", "localization"):
         frame[column] = pd.NA
     frame[DATASET_COLUMN] = "ISIC2018"
-    images = _index_images(root, lambda p: p.parent.name == ISIC_INPUT_DIR)
+    images = _index_images(files, lambda p: p.parent.name == ISIC_INPUT_DIR)
     records, more = _attach_images(_normalise(frame), images, quarantined)
     return RawDataset(records, quarantined + more, "isic2018", groupings_path is not None)
 
 
-def _find(root: Path, names: Iterable[str]) -> Path | None:
-    """The shallowest file under ``root`` with one of ``names`` (first name wins on a tie)."""
+def _list_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def _find(root: Path, files: list[Path], names: Iterable[str]) -> Path | None:
+    """The shallowest of ``files`` named one of ``names`` (the first name wins a tie)."""
     wanted = [n.lower() for n in names]
-    hits = [p for p in root.rglob("*") if p.is_file() and p.name.lower() in wanted]
+    hits = [p for p in files if p.name.lower() in wanted]
     if not hits:
         return None
     return min(hits, key=lambda p: (len(p.relative_to(root).parts), wanted.index(p.name.lower())))
@@ -162,15 +172,15 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
     return out[[*METADATA_COLUMNS, DATASET_COLUMN]]
 
 
-def _index_images(root: Path, in_image_dir: Callable[[Path], bool]) -> dict[str, Path]:
+def _index_images(files: list[Path], in_image_dir: Callable[[Path], bool]) -> dict[str, Path]:
     """Map file stem -> path for every file in the layout's image folders.
 
     Kaggle's archive holds each image folder twice (upper- and lower-case names); sorting puts
     the upper-case copy first, and the first path of a stem wins.
     """
     index: dict[str, Path] = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and in_image_dir(path) and not path.name.startswith("."):
+    for path in files:
+        if in_image_dir(path) and not path.name.startswith("."):
             if path.suffix.lower() in _DOC_SUFFIXES:
                 continue
             index.setdefault(path.stem, path)
