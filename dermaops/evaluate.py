@@ -26,7 +26,7 @@ from dermaops.evaluate_report import (
 from dermaops.gradcam import heatmaps, overlay
 from dermaops.inference import predict_probs, resolve_device, split_tensors
 from dermaops.labels import INDEX
-from dermaops.metrics import confusion, expected_calibration_error, summary
+from dermaops.metrics import Roc, confusion, expected_calibration_error, roc_points, summary
 from dermaops.model_dir import load_model_dir
 from dermaops.models import Preprocessing
 from dermaops.stem import centre_crop, eval_batch
@@ -34,6 +34,7 @@ from dermaops.stem import centre_crop, eval_batch
 log = logging.getLogger(__name__)
 
 MEL = INDEX["mel"]
+PREDICTIONS = "test_predictions.npz"  # calibrated test probabilities and labels, for ROC curves
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,9 @@ def evaluate(
     metrics = score(predictions, out, described, data.generated, target_sensitivity)
     grid = out / "gradcam_melanoma.png"
     _melanoma_gradcam(model, meta["arch"], pre, test.pixels, predictions, grid, data.generated)
+    if grid.is_file():
+        with (out / "report.md").open("a") as report:
+            report.write(f"## Grad-CAM on test melanomas\n\n![Grad-CAM]({grid.name})\n")
     return metrics
 
 
@@ -131,8 +135,15 @@ def score(
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    np.savez_compressed(out / PREDICTIONS, probs=test, labels=p.test_labels)
     plot_confusion(counts, out / "confusion_matrix.png", generated)
     plot_reliability(p.test_labels, p.test_probs, test, out / "reliability.png")
     write_markdown(metrics, out / "report.md")
     log.info("test macro-F1 %.4f, melanoma sensitivity %.3f", metrics["f1_macro"], sensitivity)
     return metrics
+
+
+def melanoma_roc(out: Path) -> Roc:
+    """Melanoma-vs-rest ROC of an evaluation folder, from its saved test predictions."""
+    saved = np.load(out / PREDICTIONS)
+    return roc_points(saved["labels"] == MEL, saved["probs"][:, MEL])

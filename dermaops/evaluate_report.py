@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import html as html_lib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +136,27 @@ def write_markdown(metrics: dict[str, Any], path: Path) -> None:
         "",
     ]
     path.write_text("\n".join(lines))
+
+
+def write_html(markdown: Path, path: Path) -> None:
+    """``markdown`` as one self-contained HTML page, its images inlined (the KFP UI shows it)."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark").enable("table").render(markdown.read_text())
+
+    def inline(match: re.Match[str]) -> str:
+        image = markdown.parent / html_lib.unescape(match.group(1))
+        if not image.is_file():
+            return match.group(0)
+        return f'src="data:image/png;base64,{base64.b64encode(image.read_bytes()).decode()}"'
+
+    body = re.sub(r'src="([^"]+\.png)"', inline, body)
+    style = (
+        "body{font-family:sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25rem .5rem}"
+        "img{max-width:100%}blockquote{background:#fff3cd;margin:0;padding:.5rem 1rem}"
+    )
+    path.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>DermaOps evaluation</title>"
+        f"<style>{style}</style></head><body>{body}</body></html>\n"
+    )

@@ -8,6 +8,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dermaops.errors import DermaOpsError
+
+
+class GateFailedError(DermaOpsError):
+    """The model missed the quality gate; the message lists every reason."""
+
+    def __init__(self, reasons: list[str]):
+        super().__init__("quality gate failed: " + "; ".join(reasons))
+        self.reasons = reasons
+
 
 class GateThresholds(BaseModel):
     """The least a model must reach on the test split."""
@@ -54,3 +64,25 @@ def _get(metrics: dict[str, Any], *keys: str) -> float | None:
     if not isinstance(value, int | float) or math.isnan(value):
         return None  # NaN means it could not be measured (e.g. no melanoma in the split)
     return float(value)
+
+
+def compare(
+    challenger: dict[str, Any], champion: dict[str, Any], must_beat: bool, tolerance: float = 0.0
+) -> GateResult:
+    """May ``challenger`` replace ``champion``? Both are metrics of the same test split.
+
+    Macro-F1 must be higher (``must_beat``) or at least as high, and melanoma sensitivity may
+    not fall by more than ``tolerance``: a better average never pays for missed melanomas.
+    """
+    reasons = []
+    new_f1, old_f1 = _get(challenger, "f1_macro"), _get(champion, "f1_macro")
+    if new_f1 is None or old_f1 is None:
+        reasons.append("macro-F1 of the challenger or the champion is missing")
+    elif (new_f1 <= old_f1) if must_beat else (new_f1 < old_f1):
+        word = "does not beat" if must_beat else "is below"
+        reasons.append(f"macro-F1 {new_f1:.4f} {word} the champion's {old_f1:.4f}")
+    keys = ("melanoma", "test_sensitivity")
+    new_mel, old_mel = _get(challenger, *keys), _get(champion, *keys)
+    if new_mel is not None and old_mel is not None and new_mel < old_mel - tolerance:
+        reasons.append(f"melanoma sensitivity {new_mel:.4f} is below the champion's {old_mel:.4f}")
+    return GateResult(passed=not reasons, reasons=reasons)

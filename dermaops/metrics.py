@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from sklearn.metrics import (
     f1_score,
     precision_recall_fscore_support,
     roc_auc_score,
+    roc_curve,
 )
 
 from dermaops.labels import CLASSES
@@ -84,3 +86,20 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     """Counts, rows = true class, columns = predicted class, in CLASSES order."""
     result: np.ndarray = confusion_matrix(y_true, y_pred, labels=_LABELS)
     return result
+
+
+@dataclass(frozen=True)
+class Roc:
+    """Points of a ROC curve, thinned to at most a few hundred for plotting."""
+
+    fpr: list[float]
+    tpr: list[float]
+    thresholds: list[float]
+
+
+def roc_points(positive: np.ndarray, scores: np.ndarray, max_points: int = 200) -> Roc:
+    """Melanoma-vs-rest style ROC of binary ``positive`` against ``scores``."""
+    fpr, tpr, thresholds = roc_curve(positive, scores, drop_intermediate=True)
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), max_points)).round().astype(int))
+    finite = np.minimum(thresholds[keep], 1.0)  # the first threshold is +inf
+    return Roc(fpr[keep].tolist(), tpr[keep].tolist(), finite.tolist())

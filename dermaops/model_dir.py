@@ -3,6 +3,7 @@
 model.json     architecture, classes, preprocessing (size, mean, std), provenance
 weights.pt     the state dict
 labels.json    class index -> code and full name
+calibration.json  temperature and melanoma threshold fitted on validation (added at registration)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dermaops.labels import CLASSES, FULL_NAMES
 from dermaops.models import Preprocessing, build_model
 
 WEIGHTS, META, LABELS = "weights.pt", "model.json", "labels.json"
+CALIBRATION = "calibration.json"
 
 
 class ModelDirError(DermaOpsError):
@@ -56,3 +58,26 @@ def load_model_dir(folder: Path) -> tuple[nn.Module, Preprocessing, dict[str, An
         )
     model = build_model(meta["arch"], len(CLASSES), folder / WEIGHTS)
     return model.eval(), Preprocessing.from_dict(meta["preprocessing"]), meta
+
+
+def write_calibration(folder: Path, metrics: dict[str, Any]) -> dict[str, float]:
+    """Store the evaluation's temperature and melanoma operating threshold with the model."""
+    try:
+        calibration = {
+            "temperature": float(metrics["temperature"]),
+            "melanoma_threshold": float(metrics["melanoma"]["threshold"]),
+        }
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelDirError(f"the evaluation metrics lack temperature or threshold: {e}") from e
+    (folder / CALIBRATION).write_text(json.dumps(calibration, indent=2) + "\n")
+    return calibration
+
+
+def locate_model_dir(root: Path) -> Path:
+    """The model directory at ``root`` or inside an MLflow model there (``artifacts/*/``)."""
+    if (root / META).is_file():
+        return root
+    found = sorted(root.glob(f"artifacts/*/{META}"))
+    if len(found) != 1:
+        raise ModelDirError(f"{root} holds no DermaOps model ({META}) nor one MLflow model of it")
+    return found[0].parent

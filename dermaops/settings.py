@@ -60,6 +60,16 @@ class Home:
         return self.root / "feedback"
 
     @property
+    def serving(self) -> Path:
+        """Which model version the local predictor serves (``current.json``)."""
+        return self.root / "serving"
+
+    @property
+    def pipelines(self) -> Path:
+        """KFP's local pipeline root: every local run's task outputs, and its cache."""
+        return self.root / "pipelines"
+
+    @property
     def bench(self) -> Path:
         """Benchmark results (JSON)."""
         return self.root / "bench"

@@ -32,8 +32,8 @@ import dermaops
 from dermaops.data.fingerprint import tree_fingerprint
 from dermaops.data.loaders import RawDataset, load_raw
 from dermaops.data.report import build_report, write_report
-from dermaops.data.schema import DATASET_COLUMN, METADATA_COLUMNS, Quarantined
-from dermaops.data.split import check_split, split_by_lesion
+from dermaops.data.schema import DATASET_COLUMN, METADATA_COLUMNS, SPLIT_PINS, Quarantined
+from dermaops.data.split import check_split, extend_split, split_by_lesion
 from dermaops.errors import ImageError, PreparedDataError
 from dermaops.features import STAT_NAMES, image_stats
 from dermaops.imaging import ImageLimits, decode, resize_cover, to_array
@@ -120,7 +120,7 @@ def _prepare_into(
     failed_ids = {q.image_id for q in failed}
     kept = records.assign(row=np.arange(len(records)))
     kept = kept[~kept["image_id"].isin(failed_ids)].reset_index(drop=True)
-    kept["split"] = split_by_lesion(kept, settings.fractions, settings.seed).to_numpy()
+    kept["split"] = _assign_splits(kept, raw / SPLIT_PINS, settings).to_numpy()
     check = check_split(kept)
     if check.shared_lesions:  # the splitter guarantees this; a failure here is a bug
         raise PreparedDataError(f"{check.shared_lesions} lesions span two splits")
@@ -154,6 +154,22 @@ def _prepare_into(
     }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return report
+
+
+def _assign_splits(kept: pd.DataFrame, pins_file: Path, settings: PrepareSettings) -> pd.Series:
+    """A fresh split, or the earlier split in ``pins_file`` extended by new lesions."""
+    if not pins_file.is_file():
+        return split_by_lesion(kept, settings.fractions, settings.seed)
+    try:
+        pins = pd.read_csv(pins_file, dtype=str).drop_duplicates("lesion_id")
+        by_lesion = pins.set_index("lesion_id")["split"]
+        split = extend_split(kept, by_lesion, settings.fractions, settings.seed)
+    except (OSError, KeyError, ValueError, pd.errors.ParserError) as e:
+        raise PreparedDataError(
+            f"{pins_file} must be a CSV with lesion_id and split columns (train/val/test): {e}"
+        ) from e
+    log.info("kept the earlier split of %d lesions from %s", by_lesion.size, pins_file.name)
+    return split
 
 
 def _decode_all(

@@ -32,6 +32,10 @@ LOCALIZATIONS: Final = (
 
 SPLITS: Final = ("train", "val", "test")
 
+#: Optional file beside a raw set's metadata: lesion_id -> split of an earlier prepared set.
+#: ``prepare`` keeps those lesions where they were and deals new ones to train and val only.
+SPLIT_PINS: Final = "dermaops_split_pins.csv"
+
 
 @dataclass(frozen=True)
 class Quarantined:

@@ -48,13 +48,48 @@ def split_by_lesion(
     target = np.asarray(fractions, dtype=float)
     if target.shape != (len(SPLITS),) or not np.isclose(target.sum(), 1.0) or target.min() <= 0:
         raise ValueError(f"split fractions {fractions} must be three positive numbers summing to 1")
+    return _split(records, target, SPLITS, seed, max_moves)
+
+
+def extend_split(
+    records: pd.DataFrame,
+    pins: pd.Series,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    seed: int = 42,
+) -> pd.Series:
+    """Keep an earlier split and deal only new lesions, into train and val, never test.
+
+    Retraining on clinician feedback must be judged on the test split the champion was judged
+    on: lesions named in ``pins`` keep their split; every other lesion goes to train or val in
+    the ratio of ``fractions``.
+
+    Args:
+        records: rows with ``lesion_id`` and ``dx``.
+        pins: split name by lesion_id, from an earlier prepared set's ``split_info.csv``.
+        fractions: train/val/test shares; only the train:val ratio is used for new lesions.
+        seed: orders new lesions of equal size.
+    """
+    unknown = set(pins.unique()) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"split pins name unknown splits {sorted(unknown)}; use {SPLITS}")
+    split = records["lesion_id"].map(pins).rename("split")
+    new = split.isna()
+    if new.any():
+        target = np.asarray(fractions[:2], dtype=float)
+        split[new] = _split(records[new], target / target.sum(), SPLITS[:2], seed, 400)
+    return split
+
+
+def _split(
+    records: pd.DataFrame, target: np.ndarray, names: tuple[str, ...], seed: int, max_moves: int
+) -> pd.Series:
     lesions = _lesion_table(records)
     classes, dx = np.unique(lesions["dx"].to_numpy(), return_inverse=True)
     sizes = lesions["n"].to_numpy()
     order = np.random.default_rng(seed).permutation(len(lesions))
     assign = _deal(dx[order], sizes[order], target)[np.argsort(order)]
     assign = _refine(dx, sizes, assign, len(classes), target, max_moves)
-    by_lesion = pd.Series(np.asarray(SPLITS)[assign], index=lesions.index)
+    by_lesion = pd.Series(np.asarray(names)[assign], index=lesions.index)
     return records["lesion_id"].map(by_lesion).rename("split")
 
 

@@ -1,0 +1,45 @@
+"""Stage ``train``: the CNN, on the GPU node pool when the pipeline runs on a cluster."""
+
+from kfp.dsl import Dataset, Input, Model, Output
+
+
+def train(
+    prepared: Input[Dataset],
+    model: Output[Model],
+    arch: str = "resnet50",
+    weights: str = "imagenet",
+    epochs: int = 15,
+    image_size: int = 224,
+    batch_size: int = 64,
+    settings: dict = {},  # noqa: B006 (KFP reads defaults from the signature)
+    kfp_run_id: str = "",
+    model_name: str = "dermaops",
+) -> None:
+    """Train into ``model`` (a run folder: ``model/`` directory, curves, history).
+
+    ``settings`` takes any other ``TrainSettings`` field, e.g. ``{"lr": 0.0005}``.
+    """
+    from pathlib import Path
+
+    from dermaops.components.runtime import stage
+
+    with stage("train", kfp_run_id, model_name):
+        from dermaops.train.loop import CHECKPOINT
+        from dermaops.train.loop import train as run
+        from dermaops.train.settings import TrainSettings
+
+        chosen = TrainSettings(
+            **{**settings, "model": arch, "weights": weights, "epochs": epochs,
+               "image_size": image_size, "batch_size": batch_size}
+        )  # fmt: skip
+        # A retried task finds its own checkpoint and goes on from the last finished epoch.
+        resume = (Path(model.path) / CHECKPOINT).is_file()
+        result = run(Path(prepared.path), Path(model.path), chosen, resume=resume)
+    model.metadata.update(
+        {
+            "arch": arch,
+            "best_epoch": result.best_epoch,
+            "best_val_f1_macro": result.best_val_f1,
+            "settings": chosen.model_dump(mode="json"),
+        }
+    )

@@ -1,0 +1,131 @@
+"""Clinician feedback: corrected diagnoses that flow into the next training set.
+
+A feedback folder holds ``feedback.csv`` and the images it names::
+
+    feedback.csv   feedback_id, image_file, dx[, clinician, created_at, age, sex, localization]
+    images/        the photographs, named in image_file (relative to the folder)
+
+Each feedback image becomes a new lesion (``lesion_id`` ``FB_<feedback_id>``): it can never
+join a lesion of an earlier test split, and with split pins it is dealt to train or val only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Final
+
+import pandas as pd
+
+from dermaops.data.loaders import HAM_METADATA_NAMES, RawDataset, load_raw
+from dermaops.data.schema import DATASET_COLUMN, METADATA_COLUMNS
+from dermaops.errors import DatasetLayoutError
+from dermaops.labels import CLASSES
+
+log = logging.getLogger(__name__)
+
+FEEDBACK_FILE: Final = "feedback.csv"
+FEEDBACK_DATASET: Final = "dermaops-feedback"
+FEEDBACK_IMAGE_DIR: Final = "HAM10000_images_feedback"
+REQUIRED: Final = ("feedback_id", "image_file", "dx")
+
+
+def read_feedback(folder: Path) -> pd.DataFrame:
+    """The feedback rows, checked: known diagnoses, unique ids, image files that exist.
+
+    Raises:
+        DatasetLayoutError: the folder or a row is not usable; the message names the row.
+    """
+    path = folder / FEEDBACK_FILE
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise DatasetLayoutError(f"cannot read clinician feedback {path}: {e}") from e
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    if missing:
+        raise DatasetLayoutError(f"{path} lacks the column(s) {', '.join(missing)}")
+    problems = []
+    for number, row in enumerate(frame.itertuples(index=False), start=2):
+        if row.dx not in CLASSES:
+            problems.append(f"line {number}: dx {row.dx!r} is not one of {', '.join(CLASSES)}")
+        if not isinstance(row.image_file, str) or not (folder / row.image_file).is_file():
+            problems.append(f"line {number}: image_file {row.image_file!r} does not exist")
+    duplicated = frame["feedback_id"][frame["feedback_id"].duplicated()].tolist()
+    if duplicated:
+        problems.append(f"feedback_id repeated: {', '.join(map(str, duplicated))}")
+    if problems:
+        raise DatasetLayoutError(f"{path} has unusable rows:\n  " + "\n  ".join(problems))
+    return frame
+
+
+def merge_feedback(raw: Path, feedback: Path) -> int:
+    """Append ``feedback`` to the HAM10000-layout set in ``raw`` (in place); rows added.
+
+    Raises:
+        DatasetLayoutError: ``raw`` is not in the HAM10000 layout, or the feedback is unusable.
+    """
+    rows = read_feedback(feedback)
+    if rows.empty:
+        return 0
+    metadata = next((raw / n for n in HAM_METADATA_NAMES if (raw / n).is_file()), None)
+    if metadata is None or metadata.suffix != ".csv":
+        raise DatasetLayoutError(
+            f"feedback can be merged into a HAM10000_metadata.csv set only; {raw} has none"
+        )
+    base = pd.read_csv(metadata, dtype=str, keep_default_na=False, na_values=[""])
+    images = raw / FEEDBACK_IMAGE_DIR
+    images.mkdir(exist_ok=True)
+    added = pd.DataFrame(
+        {
+            "lesion_id": "FB_" + rows["feedback_id"],
+            "image_id": "FB_" + rows["feedback_id"],
+            "dx": rows["dx"],
+            "dx_type": "clinician_feedback",
+            **{c: rows.get(c, pd.Series(pd.NA, index=rows.index)) for c in METADATA_COLUMNS[4:]},
+            DATASET_COLUMN: FEEDBACK_DATASET,
+        }
+    )
+    clash = set(added["image_id"]) & set(base["image_id"])
+    if clash:
+        raise DatasetLayoutError(f"feedback image ids already in {metadata}: {sorted(clash)[:5]}")
+    for row in rows.itertuples(index=False):
+        source = feedback / str(row.image_file)
+        link_or_copy(source, images / f"FB_{row.feedback_id}{source.suffix.lower()}")
+    # A new file, not a rewrite: ``raw`` may hold hard links into a cached or shared set.
+    staged = metadata.with_name(metadata.name + ".partial")
+    pd.concat([base, added], ignore_index=True).to_csv(staged, index=False)
+    staged.replace(metadata)
+    log.info("merged %d clinician feedback images from %s", len(added), feedback)
+    return len(added)
+
+
+def link_tree(source: Path, dest: Path) -> None:
+    """Mirror ``source`` into ``dest`` with hard links (copies across file systems)."""
+    for path in sorted(source.rglob("*")):
+        target = dest / path.relative_to(source)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif path.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            link_or_copy(path, target)
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link ``source`` to ``target``; copy when a link is impossible."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def load_checked(raw: Path) -> RawDataset:
+    """Load ``raw`` to fail early (at ingest) on a set that prepare could not read."""
+    dataset = load_raw(raw)
+    if dataset.records.empty:
+        raise DatasetLayoutError(
+            f"{raw} has no usable images ({len(dataset.quarantined)} left out)"
+        )
+    return dataset

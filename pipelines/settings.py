@@ -1,0 +1,34 @@
+"""Settings that shape the compiled pipeline: image, GPU node pool, secrets, retries."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dermaops.components.build import DEFAULT_IMAGE
+
+
+class PipelineSettings(BaseModel):
+    """What differs between clusters; runtime choices (data, epochs, thresholds) are parameters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image: str = Field(DEFAULT_IMAGE, description="the project image every task runs")
+    accelerator: str = Field("nvidia.com/gpu", description="the train task's accelerator resource")
+    gpus: int = Field(1, ge=0, description="accelerators for train (0: train on CPU nodes)")
+    gpu_node_label: str = Field("nvidia.com/gpu.present", description="node selector key")
+    gpu_node_value: str = Field("true", description="node selector value")
+    gpu_toleration_key: str = Field("nvidia.com/gpu", description="taint key of the GPU pool")
+    gpu_toleration_effect: str = Field(
+        "NoSchedule", pattern="^(NoSchedule|PreferNoSchedule|NoExecute)$"
+    )
+    train_cpu: str = Field("8", description="CPU request of train")
+    train_memory: str = Field("32G", description="memory request of train")
+    mlflow_secret: str = Field(
+        "dermaops-mlflow", description="Secret with MLFLOW_TRACKING_URI (and user/password)"
+    )
+    storage_secret: str = Field(
+        "dermaops-object-store", description="Secret with the artifact store's S3 credentials"
+    )
+    webhook_secret: str = Field("dermaops-webhook", description="Secret with DERMAOPS_WEBHOOK_URL")
+    feedback_pvc: str = Field("dermaops-feedback", description="PVC with clinician feedback")
+    ingest_backoff: str = Field("30s", description="first wait before an ingest retry")

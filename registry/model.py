@@ -1,0 +1,211 @@
+"""Log a trained model with everything serving needs, and register it as ``challenger``.
+
+The registered artifact is an MLflow pyfunc model whose ``artifacts/model_dir`` is the DermaOps
+model directory (weights, ONNX, model.json with preprocessing, labels, calibration with the
+operating threshold, and the drift reference), so KServe's storage initializer can fetch it
+from the artifact store and ``mlflow.pyfunc.load_model`` can run it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from mlflow.entities import Metric, Param
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+import dermaops
+from dermaops.labels import CLASSES
+from dermaops.model_dir import META, write_calibration
+from dermaops.registry.client import Registry, RegistryError
+
+log = logging.getLogger(__name__)
+
+CHALLENGER, CHAMPION, PREVIOUS = "challenger", "champion", "previous"
+SCALARS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "auc_macro_ovr", "ece",
+           "ece_uncalibrated", "temperature")  # fmt: skip
+MELANOMA = ("threshold", "test_sensitivity", "test_specificity")
+MODEL_ARTIFACT = "model"
+REFERENCE = "reference_stats.csv"
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("binary", "image")]),
+    outputs=Schema([*(ColSpec("double", c) for c in CLASSES), ColSpec("boolean", "melanoma")]),
+)
+
+
+class DermaOpsPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    """``mlflow.pyfunc.load_model`` support: encoded images in, probabilities and flag out."""
+
+    def load_context(self, context: Any) -> None:
+        from dermaops.model_dir import load_model_dir
+
+        folder = Path(context.artifacts["model_dir"])
+        self.model, self.pre, _ = load_model_dir(folder)
+        self.calibration = json.loads((folder / "calibration.json").read_text())
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
+        import torch
+
+        from dermaops.imaging import decode
+        from dermaops.stem import images_to_batch
+
+        images = [decode(bytes(b)).image for b in model_input["image"]]
+        with torch.inference_mode():
+            logits = self.model(images_to_batch(images, self.pre)).float()
+        probs = torch.softmax(logits / self.calibration["temperature"], dim=1).numpy()
+        frame = pd.DataFrame(probs.astype(np.float64), columns=list(CLASSES))
+        frame["melanoma"] = frame["mel"] >= self.calibration["melanoma_threshold"]
+        return frame
+
+
+def register(
+    reg: Registry,
+    run_id: str,
+    model_dir: Path,
+    prepared: Path,
+    metrics: dict[str, Any],
+    tags: dict[str, str] | None = None,
+) -> ModelVersion:
+    """Log ``model_dir`` with calibration and drift reference; register it as ``challenger``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "model_dir"
+        shutil.copytree(model_dir, staged)
+        calibration = write_calibration(staged, metrics)
+        shutil.copy2(prepared / REFERENCE, staged / REFERENCE)
+        saved = Path(tmp) / MODEL_ARTIFACT
+        mlflow.pyfunc.save_model(
+            path=str(saved),
+            python_model=DermaOpsPyfunc(),
+            artifacts={"model_dir": str(staged)},
+            signature=SIGNATURE,
+            pip_requirements=[f"dermaops=={dermaops.__version__}"],
+            metadata={"dermaops": json.loads((staged / META).read_text()) | calibration},
+        )
+        try:
+            reg.client.log_artifacts(run_id, str(saved), MODEL_ARTIFACT)
+        except MlflowException as e:
+            raise RegistryError(f"could not store the model in MLflow: {e.message}") from e
+    source = f"{reg.client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
+    version = _create_version(reg, source, run_id, version_tags(metrics, prepared) | (tags or {}))
+    reg.client.set_registered_model_alias(reg.model_name, CHALLENGER, version.version)
+    log.info("registered %s version %s as %s", reg.model_name, version.version, CHALLENGER)
+    return version
+
+
+def _create_version(reg: Registry, source: str, run_id: str, tags: dict[str, str]) -> ModelVersion:
+    try:
+        reg.client.create_registered_model(reg.model_name)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise RegistryError(f"could not create model {reg.model_name}: {e.message}") from e
+    try:
+        return reg.client.create_model_version(reg.model_name, source, run_id, tags=tags)
+    except MlflowException as e:
+        raise RegistryError(f"could not register {source}: {e.message}") from e
+
+
+def version_tags(metrics: dict[str, Any], prepared: Path) -> dict[str, str]:
+    """What a reviewer of a version needs at a glance, and the test split it was judged on."""
+    return {
+        "dermaops.f1_macro": f"{metrics['f1_macro']:.4f}",
+        "dermaops.melanoma_sensitivity": f"{metrics['melanoma']['test_sensitivity']:.4f}",
+        "dermaops.melanoma_threshold": f"{metrics['melanoma']['threshold']:.6f}",
+        "dermaops.generated_data": str(bool(metrics.get("generated"))).lower(),
+        "dermaops.test_split": test_split_digest(prepared),
+    }
+
+
+def test_split_digest(prepared: Path) -> str:
+    """A short hash of the test split's image ids: equal digests, same test split."""
+    info = pd.read_csv(prepared / "split_info.csv", dtype=str)
+    ids = sorted(info.loc[info["split"] == "test", "image_id"])
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+def log_run(
+    reg: Registry,
+    run_id: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    artifacts: list[tuple[str, Path]],
+) -> None:
+    """Params and metrics of one pipeline run, and (artifact folder, local file or folder)."""
+    now = int(time.time() * 1000)
+    try:
+        reg.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+            params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+        )
+        for name, path in artifacts:
+            if path.is_dir():
+                reg.client.log_artifacts(run_id, str(path), name)
+            elif path.is_file():
+                reg.client.log_artifact(run_id, str(path), name)
+    except MlflowException as e:
+        raise RegistryError(f"could not log run {run_id} to MLflow: {e.message}") from e
+
+
+def download(reg: Registry, version: str, dest: Path) -> Path:
+    """Fetch a version's artifact and return its DermaOps model directory."""
+    from dermaops.model_dir import locate_model_dir
+
+    source = reg.client.get_model_version_download_uri(reg.model_name, version)
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=source, dst_path=str(dest), tracking_uri=reg.uri
+        )
+    except MlflowException as e:
+        raise RegistryError(f"could not download {reg.model_name} v{version}: {e.message}") from e
+    return locate_model_dir(Path(local))
+
+
+def log_training_run(
+    reg: Registry, run_id: str, prepared: Path, run_dir: Path, eval_dir: Path, baseline_dir: Path
+) -> str:
+    """Log one training run (settings, data, metrics, reports) and register its model.
+
+    Returns:
+        The registered version.
+    """
+    meta = json.loads((run_dir / "model" / META).read_text())
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    baseline = json.loads((baseline_dir / "metrics.json").read_text())
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    params = {f"train.{k}": v for k, v in meta.get("train_settings", {}).items()}
+    params |= {
+        "data.fingerprint": manifest["fingerprint"],
+        "data.images": manifest["images"],
+        "data.generated": manifest["generated"],
+        "data.test_split": test_split_digest(prepared),
+        "dermaops_version": dermaops.__version__,
+    }
+    scalars = {k: metrics[k] for k in SCALARS if isinstance(metrics.get(k), int | float)}
+    scalars |= {f"melanoma_{k.removeprefix('test_')}": metrics["melanoma"][k] for k in MELANOMA}
+    scalars |= {f"f1.{code}": row["f1"] for code, row in metrics["per_class"].items()}
+    scalars |= {f"baseline_{k}": baseline[k] for k in ("f1_macro", "accuracy")}
+    scalars["baseline_melanoma_sensitivity"] = baseline["melanoma"]["test_sensitivity"]
+    data_files = ["data_report.json", "data_report.md", "class_distribution.png", "split_info.csv"]
+    artifacts = [
+        ("evaluation", eval_dir),
+        ("training", run_dir / "curves.png"),
+        ("training", run_dir / "history.json"),
+        ("baseline", baseline_dir / "metrics.json"),
+        *(("data", prepared / name) for name in data_files),
+    ]
+    log_run(reg, run_id, params, scalars, artifacts)
+    version = register(reg, run_id, run_dir / "model", prepared, metrics)
+    reg.tag_run(run_id, {"registered_version": str(version.version)})
+    return str(version.version)

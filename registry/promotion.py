@@ -1,0 +1,188 @@
+"""Promotion by alias: ``champion`` moves only through the quality gate, and can roll back.
+
+Every move leaves an audit tag on each version it touches, ``dermaops.audit.<UTC time>``:
+who, what and why. Tags are never overwritten, so a version's tags are its history.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+
+from dermaops.evaluate import evaluate
+from dermaops.gate import GateResult, GateThresholds, check, compare
+from dermaops.registry.client import Registry, RegistryError
+from dermaops.registry.model import CHALLENGER, CHAMPION, PREVIOUS, download
+
+log = logging.getLogger(__name__)
+
+AUDIT_PREFIX = "dermaops.audit."
+ACTOR_ENV = "DERMAOPS_ACTOR"
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    version: str
+    promoted: bool
+    champion_before: str | None
+    reasons: list[str] = field(default_factory=list)
+
+
+def actor() -> str:
+    """Who acts: ``DERMAOPS_ACTOR`` (a pipeline sets it), else the login name."""
+    return os.environ.get(ACTOR_ENV) or getpass.getuser()
+
+
+def alias_version(reg: Registry, alias: str) -> str | None:
+    """The version an alias points at, or None when it is not set."""
+    try:
+        return str(reg.client.get_model_version_by_alias(reg.model_name, alias).version)
+    except MlflowException as e:
+        if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise RegistryError(f"could not read alias {alias}: {e.message}") from e
+
+
+def promote(reg: Registry, version: str, verdicts: list[GateResult], why: str) -> PromotionResult:
+    """Make ``version`` the champion if every verdict passed; record the decision either way.
+
+    Args:
+        verdicts: the quality gate and the comparison with the champion.
+        why: what the decision rests on, for the audit tag (e.g. the figures compared).
+    """
+    before = alias_version(reg, CHAMPION)
+    reasons = [r for v in verdicts for r in v.reasons]
+    if reasons:
+        _audit(reg, version, f"not promoted: {'; '.join(reasons)}")
+        log.warning("version %s stays %s: %s", version, CHALLENGER, "; ".join(reasons))
+        return PromotionResult(version, False, before, reasons)
+    if before == version:
+        return PromotionResult(version, False, before, [f"version {version} is already champion"])
+    if before is not None:
+        reg.client.set_registered_model_alias(reg.model_name, PREVIOUS, before)
+        _audit(reg, before, f"replaced as champion by version {version}")
+    reg.client.set_registered_model_alias(reg.model_name, CHAMPION, version)
+    _delete_alias(reg, CHALLENGER)
+    _audit(reg, version, f"promoted to champion (was {before or 'none'}): {why}")
+    log.info("version %s is now %s (was %s)", version, CHAMPION, before)
+    return PromotionResult(version, True, before)
+
+
+def rollback(reg: Registry, why: str = "") -> tuple[str, str]:
+    """Point ``champion`` back at ``previous``; returns (from_version, to_version).
+
+    ``previous`` is then cleared, so a second rollback does not bounce back.
+    """
+    current, previous = alias_version(reg, CHAMPION), alias_version(reg, PREVIOUS)
+    if previous is None or current is None:
+        raise RegistryError(
+            f"nothing to roll back to: {reg.model_name} has champion={current}, previous={previous}"
+        )
+    reg.client.set_registered_model_alias(reg.model_name, CHAMPION, previous)
+    _delete_alias(reg, PREVIOUS)
+    note = f": {why}" if why else ""
+    _audit(reg, current, f"rolled back: champion returned to version {previous}{note}")
+    _audit(reg, previous, f"champion again after rollback from version {current}{note}")
+    return current, previous
+
+
+def versions(reg: Registry) -> list[dict[str, Any]]:
+    """Every version, newest first, with its aliases and headline tags."""
+    try:
+        found = reg.client.search_model_versions(f"name = '{reg.model_name}'")
+    except MlflowException as e:
+        raise RegistryError(f"could not list {reg.model_name}: {e.message}") from e
+    # search_model_versions leaves aliases empty; the registered model maps them.
+    aliases: dict[str, list[str]] = {}
+    for alias, number in reg.client.get_registered_model(reg.model_name).aliases.items():
+        aliases.setdefault(str(number), []).append(alias)
+    rows = []
+    for v in sorted(found, key=lambda v: int(v.version), reverse=True):
+        audit = sorted(k for k in v.tags if k.startswith(AUDIT_PREFIX))
+        rows.append(
+            {
+                "version": str(v.version),
+                "aliases": sorted(aliases.get(str(v.version), [])),
+                "f1_macro": v.tags.get("dermaops.f1_macro", ""),
+                "melanoma_sensitivity": v.tags.get("dermaops.melanoma_sensitivity", ""),
+                "created": datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).isoformat(
+                    timespec="seconds"
+                ),
+                "last_event": v.tags[audit[-1]] if audit else "",
+                "run_id": v.run_id,
+            }
+        )
+    return rows
+
+
+def stored_metrics(reg: Registry, version: str) -> dict[str, Any]:
+    """The evaluation metrics logged with a version's run (``evaluation/metrics.json``)."""
+    run_id = reg.client.get_model_version(reg.model_name, version).run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = reg.client.download_artifacts(run_id, "evaluation/metrics.json", tmp)
+        except MlflowException as e:
+            raise RegistryError(f"version {version} has no logged evaluation: {e.message}") from e
+        metrics: dict[str, Any] = json.loads(Path(path).read_text())
+    return metrics
+
+
+def _audit(reg: Registry, version: str, event: str) -> None:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    reg.client.set_model_version_tag(
+        reg.model_name, version, f"{AUDIT_PREFIX}{stamp}", f"{event} (by {actor()})"
+    )
+
+
+def _delete_alias(reg: Registry, alias: str) -> None:
+    if alias_version(reg, alias) is not None:
+        reg.client.delete_registered_model_alias(reg.model_name, alias)
+
+
+def promote_challenger(
+    reg: Registry,
+    version: str,
+    metrics: dict[str, Any],
+    prepared: Path,
+    thresholds: GateThresholds,
+    must_beat: bool,
+) -> PromotionResult:
+    """The pipeline's promotion: the gate, then the champion re-evaluated on this test split.
+
+    The champion is scored again on ``prepared`` rather than trusted from its own run, so the
+    two models are compared on exactly the same images.
+    """
+    verdicts = [check(metrics, thresholds)]
+    champion = alias_version(reg, CHAMPION)
+    why = f"macro-F1 {metrics['f1_macro']:.4f}, gate passed"
+    if champion is not None and champion != version:
+        with tempfile.TemporaryDirectory() as tmp:
+            champion_dir = download(reg, champion, Path(tmp) / "champion")
+            theirs = evaluate(prepared, champion_dir, Path(tmp) / "evaluation")
+        verdicts.append(compare(metrics, theirs, must_beat))
+        why += f"; champion v{champion} scored {theirs['f1_macro']:.4f} on the same test split"
+    return promote(reg, version, verdicts, why)
+
+
+def champion_split(reg: Registry, dest: Path) -> Path | None:
+    """The champion's ``split_info.csv`` (to keep its test split), or None without a champion."""
+    champion = alias_version(reg, CHAMPION)
+    if champion is None:
+        log.info("no champion yet: the split is made fresh")
+        return None
+    run_id = reg.client.get_model_version(reg.model_name, champion).run_id
+    try:
+        return Path(reg.client.download_artifacts(run_id, "data/split_info.csv", str(dest)))
+    except MlflowException as e:
+        raise RegistryError(
+            f"champion v{champion} has no logged split_info.csv: {e.message}"
+        ) from e
