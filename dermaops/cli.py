@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from dermaops.cli_platform import pipeline_app, registry_app
 from dermaops.errors import DermaOpsError
 from dermaops.settings import Home, load_settings
 
@@ -27,6 +28,8 @@ bench_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
+app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(registry_app, name="registry")
 
 ConfigOpt = Annotated[
     Path | None,

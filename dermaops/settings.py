@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from dermaops.errors import ConfigError
 
 HOME_ENV = "DERMAOPS_HOME"
+ACTOR_ENV = "DERMAOPS_ACTOR"  # who acts, for audit records (a pipeline sets it; else the login)
 DEFAULT_HOME = Path(".dermaops")
 
 M = TypeVar("M", bound=BaseModel)

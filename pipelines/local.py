@@ -17,8 +17,7 @@ from kfp import local
 from dermaops.errors import DermaOpsError
 from dermaops.pipelines.settings import PipelineSettings
 from dermaops.pipelines.training import Kind, build_pipeline
-from dermaops.registry.promotion import ACTOR_ENV
-from dermaops.settings import HOME_ENV, Home
+from dermaops.settings import ACTOR_ENV, HOME_ENV, Home
 
 log = logging.getLogger(__name__)
 

@@ -87,6 +87,18 @@ class Registry:
             name = f"{pipeline or 'run'}-{kfp_run_id[-12:]}"
             return self.client.create_run(experiment, tags=tags, run_name=name)
 
+    def latest_pipeline_run(self, pipeline: str, since_ms: int = 0) -> Run | None:
+        """The newest MLflow run of a ``pipeline`` started at or after ``since_ms``."""
+        query = f"tags.`dermaops.pipeline` = '{pipeline}' and attributes.start_time >= {since_ms}"
+        with _reaching(self.uri):
+            found = self.client.search_runs(
+                [self.experiment_id()],
+                query,
+                max_results=1,
+                order_by=["attributes.start_time DESC"],
+            )
+        return found[0] if found else None
+
     def record_failure(self, kfp_run_id: str, stage: str, error: BaseException) -> None:
         """Tag the pipeline run with the stage that failed and why (the exit handler reads it)."""
         run = self.pipeline_run(kfp_run_id)

@@ -22,11 +22,11 @@ from dermaops.evaluate import evaluate
 from dermaops.gate import GateResult, GateThresholds, check, compare
 from dermaops.registry.client import Registry, RegistryError
 from dermaops.registry.model import CHALLENGER, CHAMPION, PREVIOUS, download
+from dermaops.settings import ACTOR_ENV
 
 log = logging.getLogger(__name__)
 
 AUDIT_PREFIX = "dermaops.audit."
-ACTOR_ENV = "DERMAOPS_ACTOR"
 
 
 @dataclass(frozen=True)
@@ -171,6 +171,35 @@ def promote_challenger(
         verdicts.append(compare(metrics, theirs, must_beat))
         why += f"; champion v{champion} scored {theirs['f1_macro']:.4f} on the same test split"
     return promote(reg, version, verdicts, why)
+
+
+def promote_stored(
+    reg: Registry, version: str, thresholds: GateThresholds, must_beat: bool
+) -> PromotionResult:
+    """A promotion by hand: the gate and the comparison on the metrics logged with each run.
+
+    Logged metrics are comparable only on one test split; versions judged on different splits
+    are refused (run the retraining pipeline, which re-scores the champion, instead).
+    """
+    metrics = stored_metrics(reg, version)
+    verdicts = [check(metrics, thresholds)]
+    champion = alias_version(reg, CHAMPION)
+    why = f"by hand; macro-F1 {metrics['f1_macro']:.4f}, gate passed"
+    if champion is not None and champion != version:
+        ours, theirs = (_split_digest(reg, v) for v in (version, champion))
+        if ours != theirs:
+            raise RegistryError(
+                f"version {version} and champion v{champion} were tested on different splits "
+                f"({ours} vs {theirs}): their metrics cannot be compared"
+            )
+        verdicts.append(compare(metrics, stored_metrics(reg, champion), must_beat))
+        why += f"; compared with champion v{champion} on test split {ours}"
+    return promote(reg, version, verdicts, why)
+
+
+def _split_digest(reg: Registry, version: str) -> str:
+    tags = reg.client.get_model_version(reg.model_name, version).tags
+    return str(tags.get("dermaops.test_split", "unknown"))
 
 
 def champion_split(reg: Registry, dest: Path) -> Path | None:

@@ -14,7 +14,8 @@ from urllib.parse import unquote
 
 @dataclass
 class Route:
-    """What a path serves; ``faults`` are used up one a request (reset, truncate, 503, no-range)."""
+    """What a path serves; ``faults`` are used up one a request (reset, truncate, 503, no-range;
+    a POST answers a numeric fault as its status code)."""
 
     body: bytes
     faults: list[str] = field(default_factory=list)
@@ -26,6 +27,7 @@ class FaultyServer:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.posts: list[tuple[str, bytes]] = []
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.handle_error = lambda request, address: None  # faults are on purpose
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -85,6 +87,17 @@ def _handler_for(server: FaultyServer) -> type[BaseHTTPRequestHandler]:
                 self._drop(reset=fault == "reset")
             else:
                 self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            """A webhook: record the body; answer the route's next fault as a status code."""
+            path = unquote(self.path)
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            server.posts.append((path, body))
+            route = server.routes.get(path)
+            if route is None:
+                return self._plain(404, b"not found")
+            fault = route.faults.pop(0) if route.faults else "ok"
+            self._plain(int(fault) if fault.isdigit() else 200, route.body)
 
         def _plain(self, code: int, text: bytes) -> None:
             self.send_response(code)

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 FEEDBACK_FILE: Final = "feedback.csv"
 FEEDBACK_DATASET: Final = "dermaops-feedback"
-FEEDBACK_IMAGE_DIR: Final = "HAM10000_images_feedback"
+FEEDBACK_IMAGE_DIR: Final = "HAM10000_images_part_2"  # where the HAM10000 loader looks
 REQUIRED: Final = ("feedback_id", "image_file", "dx")
 
 
@@ -76,7 +76,7 @@ def merge_feedback(raw: Path, feedback: Path) -> int:
         )
     base = pd.read_csv(metadata, dtype=str, keep_default_na=False, na_values=[""])
     images = raw / FEEDBACK_IMAGE_DIR
-    images.mkdir(exist_ok=True)
+    images.mkdir(exist_ok=True)  # new files only: linked originals are never written
     added = pd.DataFrame(
         {
             "lesion_id": "FB_" + rows["feedback_id"],

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from dermaops.data.prepare import PrepareSettings, prepare
 from tests.fault_server import FaultyServer
 
 
@@ -13,3 +15,11 @@ from tests.fault_server import FaultyServer
 def http_server() -> Iterator[FaultyServer]:
     with FaultyServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def prepared_small(synth_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 80-image generated set, prepared."""
+    out = tmp_path_factory.mktemp("prepared") / "small"
+    prepare(synth_raw, out, PrepareSettings(workers=2, max_share_gap=0.5))
+    return out

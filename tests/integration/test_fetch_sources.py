@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import zipfile
 from pathlib import Path
 
@@ -13,50 +11,19 @@ import pytest
 from dermaops.data.download import RetryPolicy
 from dermaops.data.fetch import fetch
 from dermaops.data.loaders import load_raw
-from dermaops.data.sources import DATAVERSE_DOI, Credentials
+from dermaops.data.sources import Credentials
 from dermaops.errors import CredentialsError
 from tests.fault_server import FaultyServer
+from tests.integration.mirrors import mirror_dataverse, zip_folder
 
 pytestmark = pytest.mark.integration
 FAST = RetryPolicy(attempts=3, backoff=0.01)
 
 
-def _zip_folder(folder: Path, prefix: str = "") -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                zf.write(path, prefix + path.relative_to(folder).as_posix())
-    return buf.getvalue()
-
-
-def _dataverse_listing(files: list[dict[str, object]]) -> bytes:
-    return json.dumps({"status": "OK", "data": {"latestVersion": {"files": files}}}).encode()
-
-
 def test_dataverse_lists_verifies_md5_and_lays_out_for_prepare(
     http_server: FaultyServer, synth_raw: Path, tmp_path: Path
 ) -> None:
-    part1 = _zip_folder(synth_raw / "HAM10000_images_part_1", "HAM10000_images_part_1/")
-    part2 = _zip_folder(synth_raw / "HAM10000_images_part_2", "HAM10000_images_part_2/")
-    metadata = (synth_raw / "HAM10000_metadata.csv").read_bytes()
-    files = [
-        (11, "HAM10000_images_part_1.zip", part1, {}),
-        (12, "HAM10000_images_part_2.zip", part2, {}),
-        (13, "HAM10000_metadata.tab", metadata,
-         {"originalFileName": "HAM10000_metadata.csv", "originalFileSize": len(metadata)}),
-        (14, "ISIC2018_Task3_Test_Images.zip", b"not wanted", {}),
-    ]  # fmt: skip
-    listing = []
-    for file_id, name, body, extra in files:
-        md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
-        checksum = {"type": "MD5", "value": md5}
-        entry = {"id": file_id, "filename": name, "filesize": len(body), "checksum": checksum}
-        listing.append({"dataFile": entry | extra})
-        http_server.add(f"/api/access/datafile/{file_id}", body, "reset" if file_id == 11 else "ok")
-    http_server.add(
-        f"/api/datasets/:persistentId/?persistentId={DATAVERSE_DOI}", _dataverse_listing(listing)
-    )
+    mirror_dataverse(http_server, synth_raw, faults={11: ["reset"]})
 
     out = tmp_path / "raw"
     fetched = fetch("dataverse", out, tmp_path / "downloads", base_url=http_server.url, policy=FAST)
@@ -91,7 +58,7 @@ def test_isic2018_from_a_mirror(http_server: FaultyServer, tmp_path: Path) -> No
         zf.writestr(
             "ISIC2018_Task3_Training_GroundTruth/ISIC2018_Task3_Training_GroundTruth.csv", truth
         )
-    http_server.add("/2018/ISIC2018_Task3_Training_Input.zip", _zip_folder(source), "503")
+    http_server.add("/2018/ISIC2018_Task3_Training_Input.zip", zip_folder(source), "503")
     http_server.add("/2018/ISIC2018_Task3_Training_GroundTruth.zip", truth_zip.getvalue())
     groupings = "image,lesion_id,diagnosis_confirm_type\n" + "".join(
         f"ISIC_002430{i},HAM_000000{min(i, 1)},histopathology\n" for i in range(3)
@@ -119,7 +86,7 @@ def test_kaggle_sends_the_token_and_extracts(
 ) -> None:
     http_server.add(
         "/api/v1/datasets/download/kmader/skin-cancer-mnist-ham10000",
-        _zip_folder(synth_raw), auth=("ada", "secret"),
+        zip_folder(synth_raw), auth=("ada", "secret"),
     )  # fmt: skip
     creds = Credentials({"KAGGLE_USERNAME": "ada", "KAGGLE_KEY": "secret"}, tmp_path)
     fetch(

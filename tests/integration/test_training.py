@@ -34,14 +34,6 @@ TINY = TrainSettings(
 
 
 @pytest.fixture(scope="session")
-def prepared_small(synth_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The 80-image generated set, prepared."""
-    out = tmp_path_factory.mktemp("prepared") / "small"
-    prepare(synth_raw, out, PrepareSettings(workers=2, max_share_gap=0.5))
-    return out
-
-
-@pytest.fixture(scope="session")
 def prepared_300(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("learn")
     synthesize(root / "raw", SynthSettings(n=300, seed=3, workers=2))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dermaops.gate import GateThresholds, check
+from dermaops.gate import GateFailedError, GateThresholds, check, compare
 
 GOOD: dict[str, Any] = {"f1_macro": 0.7, "ece": 0.05, "melanoma": {"test_sensitivity": 0.86}}
 
@@ -35,3 +35,25 @@ def test_missing_or_nan_metrics_fail() -> None:
     ]
     stricter = GateThresholds(min_f1_macro=0.75)
     assert check(GOOD, stricter).reasons == ["macro-F1 0.7000 is not >= 0.7500"]
+
+
+def _scores(f1: float, mel: float) -> dict[str, Any]:
+    return {"f1_macro": f1, "melanoma": {"test_sensitivity": mel}}
+
+
+def test_challenger_must_beat_the_champion_when_asked() -> None:
+    assert compare(_scores(0.80, 0.9), _scores(0.80, 0.9), must_beat=False).passed
+    tie = compare(_scores(0.80, 0.9), _scores(0.80, 0.9), must_beat=True)
+    assert not tie.passed and tie.reasons == ["macro-F1 0.8000 does not beat the champion's 0.8000"]
+    assert compare(_scores(0.81, 0.9), _scores(0.80, 0.9), must_beat=True).passed
+
+
+def test_a_better_average_never_pays_for_missed_melanomas() -> None:
+    result = compare(_scores(0.95, 0.70), _scores(0.80, 0.90), must_beat=True)
+    assert result.reasons == ["melanoma sensitivity 0.7000 is below the champion's 0.9000"]
+    assert compare(_scores(0.95, 0.89), _scores(0.80, 0.90), False, tolerance=0.02).passed
+
+
+def test_gate_failure_names_every_reason() -> None:
+    error = GateFailedError(["a", "b"])
+    assert str(error) == "quality gate failed: a; b" and error.reasons == ["a", "b"]

@@ -1,0 +1,220 @@
+"""``dermaops pipeline ...`` and ``dermaops registry ...``: the KFP and MLflow layers.
+
+Kept apart from :mod:`dermaops.cli` so that data and training commands never load kfp or
+mlflow; every command imports its layer inside its body.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from dermaops.errors import ConfigError
+from dermaops.settings import Home
+
+pipeline_app = typer.Typer(help="Compile, run and submit the KFP pipelines.", no_args_is_help=True)
+registry_app = typer.Typer(
+    help="The MLflow model registry: versions, promotion, rollback.", no_args_is_help=True
+)
+
+KindOpt = Annotated[
+    str, typer.Option("--kind", help="training, or retraining (feedback; must beat champion).")
+]
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option("--param", help="Any pipeline parameter as NAME=VALUE (JSON values parsed)."),
+]
+ModelNameOpt = Annotated[str, typer.Option("--model-name", help="The registered model.")]
+
+# What `pipeline run --local` trains unless told otherwise: small enough for 2 CPU cores.
+LOCAL_DEFAULTS: dict[str, Any] = {
+    "n": 800,
+    "arch": "resnet18",
+    "weights": "none",
+    "image_size": 96,
+    "epochs": 8,
+    "batch_size": 32,
+}
+
+
+@pipeline_app.command("compile")
+def pipeline_compile(
+    out: Annotated[Path, typer.Option(help="Folder for the two YAML files.")] = Path(
+        "pipelines/compiled"
+    ),
+    image: Annotated[str | None, typer.Option(help="Project image every task runs.")] = None,
+    gpus: Annotated[int | None, typer.Option(help="GPUs for train (0: CPU nodes).")] = None,
+) -> None:
+    """Write training_pipeline.yaml and retraining_pipeline.yaml for the KFP UI."""
+    from dermaops.pipelines import PipelineSettings, compile_all
+    from dermaops.settings import load_settings
+
+    settings = load_settings(
+        PipelineSettings, env_prefix="DERMAOPS_PIPELINE_", overrides={"image": image, "gpus": gpus}
+    )
+    for path in compile_all(out, settings):
+        typer.echo(f"wrote {path}")
+
+
+@pipeline_app.command("run")
+def pipeline_run(
+    local: Annotated[bool, typer.Option("--local", help="Run here with KFP's local runner.")],
+    kind: KindOpt = "training",
+    data: Annotated[
+        str, typer.Option(help="synthetic, a raw data folder, or isic2018/dataverse/kaggle.")
+    ] = "synthetic",
+    n: Annotated[int | None, typer.Option("--n", help="Generated images (synthetic).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    feedback: Annotated[
+        Path | None, typer.Option(help="Feedback folder (retraining; default: the home's).")
+    ] = None,
+    param: ParamOpt = None,
+) -> None:
+    """Run a pipeline on this machine: MLflow on sqlite under DERMAOPS_HOME unless
+    MLFLOW_TRACKING_URI is set; the champion is deployed to the local predictor."""
+    if not local:
+        raise ConfigError("only --local runs here; use `dermaops pipeline submit` for a cluster")
+    from dermaops.pipelines.local import run_local
+    from dermaops.pipelines.training import KINDS
+
+    if kind not in KINDS:
+        raise ConfigError(f"--kind must be one of {', '.join(KINDS)}")
+    home = Home.from_env()
+    arguments = dict(LOCAL_DEFAULTS) | _data_arguments(data)
+    arguments |= {k: v for k, v in {"n": n, "epochs": epochs}.items() if v is not None}
+    if kind == "retraining":
+        arguments["feedback"] = str((feedback or home.feedback).resolve())
+    arguments |= _parse_params(param)
+    started = int(time.time() * 1000)
+    result = run_local(kind, arguments, home)  # type: ignore[arg-type]
+    typer.echo(f"\n{kind} pipeline finished in {result.seconds:.0f} s")
+    _print_where(home, kind, started, result.pipeline_root)
+
+
+@pipeline_app.command("submit")
+def pipeline_submit(
+    host: Annotated[str, typer.Option(help="KFP API endpoint, e.g. http://localhost:8080.")],
+    kind: KindOpt = "training",
+    experiment: Annotated[str, typer.Option(help="KFP experiment.")] = "dermaops",
+    package: Annotated[
+        Path | None, typer.Option(help="Compiled YAML (default: the committed one).")
+    ] = None,
+    daily_at: Annotated[
+        str | None, typer.Option(help="Also schedule a daily recurring run at HH:MM (UTC).")
+    ] = None,
+    namespace: Annotated[str | None, typer.Option(help="Multi-user KFP namespace.")] = None,
+    param: ParamOpt = None,
+) -> None:
+    """Submit a compiled pipeline to a KFP cluster as a run (and optionally a daily schedule)."""
+    from dermaops.pipelines.submit import submit
+
+    path = package or Path(__file__).resolve().parent.parent / "pipelines" / "compiled"
+    if path.is_dir():
+        path = path / f"{kind}_pipeline.yaml"
+    for line in submit(host, path, experiment, _parse_params(param), daily_at, namespace):
+        typer.echo(line)
+
+
+@registry_app.command("list")
+def registry_list(
+    model_name: ModelNameOpt = "dermaops",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Every version with its aliases, headline metrics and last audit event."""
+    from dermaops.registry import Registry, RegistrySettings
+    from dermaops.registry.promotion import versions
+
+    rows = versions(Registry(RegistrySettings(model_name=model_name)))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo(f"no versions of {model_name} yet: run `dermaops pipeline run --local`")
+    for r in rows:
+        aliases = ",".join(r["aliases"]) or "-"
+        typer.echo(
+            f"v{r['version']:<4} {aliases:<20} macro-F1 {r['f1_macro'] or '?':<7} "
+            f"mel-sens {r['melanoma_sensitivity'] or '?':<7} {r['created']}  {r['last_event']}"
+        )
+
+
+@registry_app.command("promote")
+def registry_promote(
+    version: Annotated[str, typer.Argument(help="The version to make champion.")],
+    model_name: ModelNameOpt = "dermaops",
+    must_beat: Annotated[
+        bool, typer.Option(help="Require a higher macro-F1 than champion.")
+    ] = False,
+) -> None:
+    """Promote a version by hand, through the same gate and champion comparison."""
+    from dermaops.gate import GateThresholds
+    from dermaops.registry import Registry, RegistrySettings
+    from dermaops.registry.promotion import promote_stored
+
+    reg = Registry(RegistrySettings(model_name=model_name))
+    result = promote_stored(reg, version, GateThresholds(), must_beat)
+    if not result.promoted:
+        raise ConfigError(f"version {version} was not promoted: {'; '.join(result.reasons)}")
+    typer.echo(f"version {version} is champion (was {result.champion_before or 'none'})")
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    model_name: ModelNameOpt = "dermaops",
+    reason: Annotated[str, typer.Option(help="Why, for the audit tags.")] = "",
+) -> None:
+    """Point champion back at the previous champion; both versions record it."""
+    from dermaops.registry import Registry, RegistrySettings
+    from dermaops.registry.promotion import rollback
+
+    was, now = rollback(Registry(RegistrySettings(model_name=model_name)), reason)
+    typer.echo(f"champion rolled back from version {was} to version {now}")
+
+
+def _data_arguments(data: str) -> dict[str, Any]:
+    if data == "synthetic":
+        return {"source": "synthetic"}
+    if data in ("isic2018", "dataverse", "kaggle"):
+        return {"source": data}
+    if not Path(data).is_dir():
+        raise ConfigError(f"--data {data}: not synthetic, a public source, or an existing folder")
+    return {"source": "path", "data_path": str(Path(data).resolve())}
+
+
+def _parse_params(pairs: list[str] | None) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--param {pair!r}: expected NAME=VALUE")
+        try:
+            parsed[name] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[name] = value
+    return parsed
+
+
+def _print_where(home: Home, kind: str, since_ms: int, pipeline_root: str) -> None:
+    from dermaops.registry import Registry
+    from dermaops.registry.promotion import versions
+
+    runs = sorted(Path(pipeline_root).glob(f"dermaops-{kind}-*"), key=lambda p: p.stat().st_mtime)
+    outputs = runs[-1] if runs else Path(pipeline_root)
+    reg = Registry()
+    run = reg.latest_pipeline_run(kind, since_ms)
+    if run is None:
+        typer.echo(f"task outputs:    {outputs}")
+        return
+    champion = next((v for v in versions(reg) if "champion" in v["aliases"]), None)
+    registered = run.data.tags.get("dermaops.fact.registered_version", "-")
+    typer.echo(f"MLflow run:      {run.info.run_id} ({reg.uri})")
+    typer.echo(f"registered:      {reg.model_name} version {registered}")
+    typer.echo(f"champion:        version {champion['version'] if champion else '-'}")
+    typer.echo(f"report:          {outputs / 'evaluate' / 'report_html'} (HTML)")
+    typer.echo(f"summary:         {outputs / 'notify' / 'summary'} (Markdown)")
+    if reg.local:
+        typer.echo(f"open MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {reg.uri}")

@@ -1,0 +1,132 @@
+"""The MLflow registry on sqlite: register, promote through the gate, roll back, load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow.pyfunc
+import pandas as pd
+import pytest
+
+from dermaops.baseline import run_baseline
+from dermaops.evaluate import evaluate
+from dermaops.gate import GateThresholds
+from dermaops.labels import CLASSES
+from dermaops.registry import Registry
+from dermaops.registry.client import RegistryError
+from dermaops.registry.model import download, log_training_run
+from dermaops.registry.promotion import (
+    AUDIT_PREFIX,
+    alias_version,
+    promote_challenger,
+    promote_stored,
+    rollback,
+    versions,
+)
+from dermaops.train.loop import train
+from dermaops.train.settings import TrainSettings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+LENIENT = GateThresholds(min_f1_macro=0.0, min_melanoma_sensitivity=0.0, max_ece=1.0)
+
+
+@dataclass(frozen=True)
+class Trained:
+    prepared: Path
+    run: Path
+    evaluation: Path
+    baseline: Path
+
+    def metrics(self) -> dict[str, object]:
+        loaded: dict[str, object] = json.loads((self.evaluation / "metrics.json").read_text())
+        return loaded
+
+
+@pytest.fixture(scope="module")
+def trained(prepared_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    root = tmp_path_factory.mktemp("trained")
+    settings = TrainSettings(model="resnet18", weights="none", epochs=1, image_size=32,
+                             batch_size=16, export_onnx=False)  # fmt: skip
+    train(prepared_small, root / "run", settings)
+    evaluate(prepared_small, root / "run" / "model", root / "evaluation")
+    run_baseline(prepared_small, root / "baseline", trees=20)
+    return Trained(prepared_small, root / "run", root / "evaluation", root / "baseline")
+
+
+def _register(reg: Registry, t: Trained, kfp_run_id: str) -> str:
+    run = reg.pipeline_run(kfp_run_id, "training")
+    return log_training_run(reg, run.info.run_id, t.prepared, t.run, t.evaluation, t.baseline)
+
+
+def _audit(reg: Registry, version: str) -> list[str]:
+    tags = reg.client.get_model_version(reg.model_name, version).tags
+    return [tags[k] for k in sorted(tags) if k.startswith(AUDIT_PREFIX)]
+
+
+def test_register_promote_and_roll_back(trained: Trained, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DERMAOPS_ACTOR", "test-suite")
+    reg = Registry()
+    first = _register(reg, trained, "kfp-1")
+    assert alias_version(reg, "challenger") == first
+    run = reg.client.get_run(reg.pipeline_run("kfp-1").info.run_id)
+    assert run.data.params["train.model"] == "resnet18" and "f1_macro" in run.data.metrics
+    logged = {a.path for a in reg.client.list_artifacts(run.info.run_id, "data")}
+    assert "data/split_info.csv" in logged
+
+    result = promote_challenger(reg, first, trained.metrics(), trained.prepared, LENIENT, False)
+    assert result.promoted and alias_version(reg, "champion") == first
+    assert alias_version(reg, "challenger") is None
+
+    second = _register(reg, trained, "kfp-2")
+    # Same data, same seed: the champion re-scored on this split ties, and must_beat refuses it.
+    refused = promote_challenger(reg, second, trained.metrics(), trained.prepared, LENIENT, True)
+    assert not refused.promoted and "does not beat the champion" in refused.reasons[0]
+    assert "not promoted" in _audit(reg, second)[-1]
+    tie = promote_challenger(reg, second, trained.metrics(), trained.prepared, LENIENT, False)
+    assert tie.promoted and tie.champion_before == first
+    assert alias_version(reg, "previous") == first
+
+    assert rollback(reg, "bad calibration in clinic") == (second, first)
+    assert alias_version(reg, "champion") == first and alias_version(reg, "previous") is None
+    assert "rolled back" in _audit(reg, second)[-1] and "test-suite" in _audit(reg, second)[-1]
+    assert "champion again after rollback" in _audit(reg, first)[-1]
+    with pytest.raises(RegistryError, match="nothing to roll back to"):
+        rollback(reg)
+    rows = versions(reg)
+    assert [r["version"] for r in rows] == [second, first]
+    assert rows[1]["aliases"] == ["champion"]
+
+
+def test_gate_refuses_and_by_hand_promotion_uses_the_same_gate(trained: Trained) -> None:
+    reg = Registry()
+    version = _register(reg, trained, "kfp-3")
+    strict = GateThresholds(min_f1_macro=1.0)
+    result = promote_challenger(reg, version, trained.metrics(), trained.prepared, strict, False)
+    assert not result.promoted and result.reasons[0].startswith("macro-F1")
+    assert alias_version(reg, "champion") is None
+    assert not promote_stored(reg, version, strict, False).promoted
+    assert promote_stored(reg, version, LENIENT, False).promoted
+
+
+def test_registered_model_serves_through_pyfunc_and_downloads_for_kserve(
+    trained: Trained, tmp_path: Path, jpeg_bytes: Callable[..., bytes]
+) -> None:
+    reg = Registry()
+    version = _register(reg, trained, "kfp-4")
+    folder = download(reg, version, tmp_path / "dl")
+    assert {"weights.pt", "model.json", "calibration.json", "reference_stats.csv"} <= {
+        p.name for p in folder.iterdir()
+    }
+    mlflow.set_tracking_uri(reg.uri)
+    model = mlflow.pyfunc.load_model(f"models:/{reg.model_name}/{version}")
+    out = model.predict(pd.DataFrame({"image": [jpeg_bytes(120, 90), jpeg_bytes(60, 80)]}))
+    assert list(out.columns) == [*CLASSES, "melanoma"] and len(out) == 2
+    assert out[list(CLASSES)].sum(axis=1).round(5).eq(1.0).all()
+    source = reg.client.get_model_version_download_uri(reg.model_name, version)
+    assert source.startswith("file://") and not source.startswith("models:/")
+    shutil.rmtree(tmp_path / "dl")

@@ -1,0 +1,58 @@
+"""Strict validation of custom resources against the CRD schemas in ../shared/schemas/crds."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+CRDS = Path(__file__).resolve().parents[2].parent / "shared" / "schemas" / "crds"
+
+
+def strict(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema with unknown fields rejected, as the API server's strict validation does."""
+    schema = copy.deepcopy(schema)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+                node.setdefault("additionalProperties", False)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    return schema
+
+
+def _crd_schema(kind: str, version: str) -> dict[str, Any]:
+    for path in sorted(CRDS.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        if crd["spec"]["names"]["kind"] != kind:
+            continue
+        for v in crd["spec"]["versions"]:
+            if v["name"] == version:
+                return strict(v["schema"]["openAPIV3Schema"])
+    raise LookupError(f"no CRD schema for {kind} {version} under {CRDS}")
+
+
+@pytest.fixture(scope="session")
+def validate_custom_resource() -> Callable[[dict[str, Any]], None]:
+    """Raise jsonschema.ValidationError when a custom resource breaks its CRD's schema."""
+    if not CRDS.is_dir():
+        pytest.fail(f"the CRD schemas are missing: {CRDS}")
+
+    def validate(doc: dict[str, Any]) -> None:
+        group_version = doc["apiVersion"].split("/")[-1]
+        schema = _crd_schema(doc["kind"], group_version)
+        body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}
+        jsonschema.validate(body, schema)
+
+    return validate
