@@ -30,13 +30,15 @@ ParamOpt = Annotated[
 ]
 ModelNameOpt = Annotated[str, typer.Option("--model-name", help="The registered model.")]
 
+GATE_FAILED, GATE_EXIT = "Inner task failed: 'gate'", 3  # a model stopped by the gate
+
 # What `pipeline run --local` trains unless told otherwise: small enough for 2 CPU cores.
 LOCAL_DEFAULTS: dict[str, Any] = {
-    "n": 800,
+    "n": 1500,
     "arch": "resnet18",
     "weights": "none",
     "image_size": 96,
-    "epochs": 8,
+    "epochs": 10,
     "batch_size": 32,
 }
 
@@ -74,11 +76,14 @@ def pipeline_run(
     ] = None,
     param: ParamOpt = None,
 ) -> None:
-    """Run a pipeline on this machine: MLflow on sqlite under DERMAOPS_HOME unless
-    MLFLOW_TRACKING_URI is set; the champion is deployed to the local predictor."""
+    """Run a pipeline on this machine (exit 3: the quality gate stopped the model).
+
+    MLflow is sqlite under DERMAOPS_HOME unless MLFLOW_TRACKING_URI is set; a promoted model is
+    deployed to the local predictor.
+    """
     if not local:
         raise ConfigError("only --local runs here; use `dermaops pipeline submit` for a cluster")
-    from dermaops.pipelines.local import run_local
+    from dermaops.pipelines.local import PipelineFailedError, run_local
     from dermaops.pipelines.training import KINDS
 
     if kind not in KINDS:
@@ -90,7 +95,14 @@ def pipeline_run(
         arguments["feedback"] = str((feedback or home.feedback).resolve())
     arguments |= _parse_params(param)
     started = int(time.time() * 1000)
-    result = run_local(kind, arguments, home)  # type: ignore[arg-type]
+    try:
+        result = run_local(kind, arguments, home)
+    except PipelineFailedError as e:
+        _print_where(home, kind, started, str(home.pipelines.resolve()))
+        if GATE_FAILED in str(e):
+            typer.echo(f"error: {e}\nthe quality gate stopped this model (exit code 3)", err=True)
+            raise typer.Exit(GATE_EXIT) from e
+        raise
     typer.echo(f"\n{kind} pipeline finished in {result.seconds:.0f} s")
     _print_where(home, kind, started, result.pipeline_root)
 
@@ -111,10 +123,9 @@ def pipeline_submit(
 ) -> None:
     """Submit a compiled pipeline to a KFP cluster as a run (and optionally a daily schedule)."""
     from dermaops.pipelines.submit import submit
+    from dermaops.pipelines.training import COMPILED
 
-    path = package or Path(__file__).resolve().parent.parent / "pipelines" / "compiled"
-    if path.is_dir():
-        path = path / f"{kind}_pipeline.yaml"
+    path = package or COMPILED / f"{kind}_pipeline.yaml"
     for line in submit(host, path, experiment, _parse_params(param), daily_at, namespace):
         typer.echo(line)
 

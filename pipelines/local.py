@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from kfp import local
+from kfp.dsl.base_component import BaseComponent
 
-from dermaops.errors import DermaOpsError
+from dermaops.errors import ConfigError, DermaOpsError
 from dermaops.pipelines.settings import PipelineSettings
 from dermaops.pipelines.training import Kind, build_pipeline
 from dermaops.settings import ACTOR_ENV, HOME_ENV, Home
@@ -58,12 +60,61 @@ def run_local(
         cache_root=str(root / ".kfp_cache"),
     )
     pipeline = build_pipeline(kind, settings)
+    typed = typed_arguments(pipeline, {"deploy_target": "local", **arguments})
     started = time.monotonic()
     try:
-        pipeline(**{"deploy_target": "local", **arguments})
+        pipeline(**typed)
     except RuntimeError as e:
         raise PipelineFailedError(_plain(str(e))) from e
     return LocalRun(kind, time.monotonic() - started, str(root))
+
+
+def typed_arguments(pipeline: BaseComponent, arguments: dict[str, Any]) -> dict[str, Any]:
+    """``arguments`` converted to the pipeline's parameter types (KFP refuses 0 for a float).
+
+    Raises:
+        ConfigError: an unknown parameter, or a value that is not of its parameter's type.
+    """
+    inputs = pipeline.component_spec.inputs or {}
+    typed = {}
+    for name, value in arguments.items():
+        if name not in inputs:
+            raise ConfigError(f"the pipeline has no parameter {name!r}; it has {', '.join(inputs)}")
+        kind = inputs[name].type
+        try:
+            typed[name] = _CONVERTERS[kind](value) if kind in _CONVERTERS else value
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"parameter {name}={value!r} is not a {kind}") from e
+    return typed
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or float(value) != int(float(value)):
+        raise ValueError(value)
+    return int(float(value))
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
+    raise ValueError(value)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(value)
+    return value
+
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "Float": float,
+    "Integer": _integer,
+    "Boolean": _boolean,
+    "String": str,
+    "Dict": _mapping,
+}
 
 
 def _plain(message: str) -> str:

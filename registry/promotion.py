@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from dermaops.evaluate import evaluate
@@ -101,6 +102,8 @@ def versions(reg: Registry) -> list[dict[str, Any]]:
         found = reg.client.search_model_versions(f"name = '{reg.model_name}'")
     except MlflowException as e:
         raise RegistryError(f"could not list {reg.model_name}: {e.message}") from e
+    if not found:
+        return []
     # search_model_versions leaves aliases empty; the registered model maps them.
     aliases: dict[str, list[str]] = {}
     for alias, number in reg.client.get_registered_model(reg.model_name).aliases.items():
@@ -126,7 +129,7 @@ def versions(reg: Registry) -> list[dict[str, Any]]:
 
 def stored_metrics(reg: Registry, version: str) -> dict[str, Any]:
     """The evaluation metrics logged with a version's run (``evaluation/metrics.json``)."""
-    run_id = reg.client.get_model_version(reg.model_name, version).run_id
+    run_id = model_version(reg, version).run_id
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = reg.client.download_artifacts(run_id, "evaluation/metrics.json", tmp)
@@ -134,6 +137,18 @@ def stored_metrics(reg: Registry, version: str) -> dict[str, Any]:
             raise RegistryError(f"version {version} has no logged evaluation: {e.message}") from e
         metrics: dict[str, Any] = json.loads(Path(path).read_text())
     return metrics
+
+
+def model_version(reg: Registry, version: str) -> ModelVersion:
+    """One version of the registered model.
+
+    Raises:
+        RegistryError: there is no such version.
+    """
+    try:
+        return reg.client.get_model_version(reg.model_name, version)
+    except MlflowException as e:
+        raise RegistryError(f"{reg.model_name} has no version {version!r}: {e.message}") from e
 
 
 def _audit(reg: Registry, version: str, event: str) -> None:
@@ -198,7 +213,7 @@ def promote_stored(
 
 
 def _split_digest(reg: Registry, version: str) -> str:
-    tags = reg.client.get_model_version(reg.model_name, version).tags
+    tags = model_version(reg, version).tags
     return str(tags.get("dermaops.test_split", "unknown"))
 
 
@@ -208,7 +223,7 @@ def champion_split(reg: Registry, dest: Path) -> Path | None:
     if champion is None:
         log.info("no champion yet: the split is made fresh")
         return None
-    run_id = reg.client.get_model_version(reg.model_name, champion).run_id
+    run_id = model_version(reg, champion).run_id
     try:
         return Path(reg.client.download_artifacts(run_id, "data/split_info.csv", str(dest)))
     except MlflowException as e:

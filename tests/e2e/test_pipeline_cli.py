@@ -76,7 +76,7 @@ def test_failing_gate_stops_before_register_runs_once_and_is_named(
 ) -> None:
     failed = cli("pipeline", "run", "--local", *TINY, "--param", "min_f1_macro=1.0", check=False)
     output = failed.stdout + failed.stderr
-    assert failed.returncode == 1 and "Inner task failed: 'gate'" in failed.stderr
+    assert failed.returncode == 3 and "Inner task failed: 'gate'" in failed.stderr
     assert output.count("stage gate failed") == 1, "no retry around the gate"
     run = _runs(dermaops_home, "training")[-1]
     assert not (run / "register").exists() and not (run / "promote").exists()

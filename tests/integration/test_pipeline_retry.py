@@ -1,7 +1,6 @@
 """KFP's retry policy, run by the local runner, recovers a transient ingest failure."""
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: KFP reads the test pipeline's annotations as types.
 from pathlib import Path
 
 import pytest

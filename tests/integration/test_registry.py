@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import mlflow.pyfunc
 import pandas as pd
 import pytest
@@ -111,6 +116,8 @@ def test_gate_refuses_and_by_hand_promotion_uses_the_same_gate(trained: Trained)
     assert alias_version(reg, "champion") is None
     assert not promote_stored(reg, version, strict, False).promoted
     assert promote_stored(reg, version, LENIENT, False).promoted
+    with pytest.raises(RegistryError, match="has no version '99'"):
+        promote_stored(reg, "99", LENIENT, False)
 
 
 def test_registered_model_serves_through_pyfunc_and_downloads_for_kserve(
@@ -130,3 +137,48 @@ def test_registered_model_serves_through_pyfunc_and_downloads_for_kserve(
     source = reg.client.get_model_version_download_uri(reg.model_name, version)
     assert source.startswith("file://") and not source.startswith("models:/")
     shutil.rmtree(tmp_path / "dl")
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A real `mlflow server` on loopback; artifacts go straight to the store, as with S3."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [
+        str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
+        "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+        "--no-serve-artifacts", "--default-artifact-root", (tmp_path / "store").as_uri(),
+    ]  # fmt: skip
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not answer /health in 90 s")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_a_tracking_server_from_the_environment_is_used(
+    trained: Trained, mlflow_server: str, monkeypatch: pytest.MonkeyPatch, dermaops_home: Path
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    reg = Registry()
+    assert reg.uri == mlflow_server and not reg.local
+    version = _register(reg, trained, "kfp-5")
+    assert promote_challenger(reg, version, trained.metrics(), trained.prepared, LENIENT, False)
+    assert alias_version(reg, "champion") == version
+    source = reg.client.get_model_version_download_uri(reg.model_name, version)
+    assert source.startswith("file://"), "KServe gets the store's URI, never models:/"
+    assert not (dermaops_home / "mlflow").exists(), "nothing went to the local sqlite default"

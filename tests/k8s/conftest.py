@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ def strict(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+@functools.cache
 def _crd_schema(kind: str, version: str) -> dict[str, Any]:
     for path in sorted(CRDS.glob("*.yaml")):
         crd = yaml.safe_load(path.read_text())
