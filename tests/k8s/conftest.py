@@ -34,9 +34,14 @@ def strict(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 @functools.cache
+def _crd_validator(kind: str, version: str) -> jsonschema.protocols.Validator:
+    # OpenAPI v3 schemas read as JSON Schema draft 4 for these keywords; no meta-check (slow).
+    return jsonschema.Draft4Validator(_crd_schema(kind, version))
+
+
 def _crd_schema(kind: str, version: str) -> dict[str, Any]:
     for path in sorted(CRDS.glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
+        crd = yaml.load(path.read_text(), Loader=yaml.CSafeLoader)  # the C loader: large files
         if crd["spec"]["names"]["kind"] != kind:
             continue
         for v in crd["spec"]["versions"]:
@@ -53,8 +58,7 @@ def validate_custom_resource() -> Callable[[dict[str, Any]], None]:
 
     def validate(doc: dict[str, Any]) -> None:
         group_version = doc["apiVersion"].split("/")[-1]
-        schema = _crd_schema(doc["kind"], group_version)
         body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}
-        jsonschema.validate(body, schema)
+        _crd_validator(doc["kind"], group_version).validate(body)
 
     return validate
