@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed
 export DERMAOPS_HOME ?= $(CURDIR)/.dermaops
 PYTEST_ARGS ?=
 DEMO_N ?= 1500
+DEMO_PORT ?= 8080
 
-.PHONY: demo test lint typecheck venv bench lock clean
+.PHONY: demo serve-once test lint typecheck venv bench lock clean
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,16 @@ demo: $(STAMP)
 	if [ $$status -eq 3 ]; then \
 	  echo "(a small model on generated data: the quality gate stopped it; try make demo DEMO_N=3000)"; \
 	elif [ $$status -ne 0 ]; then exit $$status; fi
+	@$(MAKE) --no-print-directory serve-once
+
+# The deployed champion served on loopback, one generated image classified, the server stopped.
+serve-once: $(STAMP)
+	@test -f $(DERMAOPS_HOME)/serving/current.json || { echo "no model deployed yet"; exit 0; }
+	@$(BIN)/dermaops serve --http-port $(DEMO_PORT) > $(DERMAOPS_HOME)/serve.log 2>&1 & pid=$$!; \
+	image=$$(find $(DERMAOPS_HOME)/pipelines -path '*ingest*' -name '*.jpg' -print -quit); \
+	echo "serving the champion on http://127.0.0.1:$(DEMO_PORT) (log: $(DERMAOPS_HOME)/serve.log)"; \
+	$(BIN)/dermaops predict "$$image" --url http://127.0.0.1:$(DEMO_PORT) --wait 120; \
+	status=$$?; kill $$pid; exit $$status
 
 ## test: lint, type-check and run every test but the GPU ones
 test: lint typecheck

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from dermaops.cli_platform import pipeline_app, registry_app
+from dermaops.cli_platform import pipeline_app, predict, registry_app, serve
 from dermaops.errors import DermaOpsError
 from dermaops.settings import Home, load_settings
 
@@ -30,6 +30,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(registry_app, name="registry")
+app.command("serve")(serve)
+app.command("predict")(predict)
 
 ConfigOpt = Annotated[
     Path | None,
@@ -48,6 +50,7 @@ def _main(
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise typer.BadParameter("choose DEBUG, INFO, WARNING or ERROR", param_hint="--log-level")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 @data_app.command("synth")

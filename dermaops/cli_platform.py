@@ -229,3 +229,82 @@ def _print_where(home: Home, kind: str, since_ms: int, pipeline_root: str) -> No
     typer.echo(f"summary:         {outputs / 'notify' / 'summary'} (Markdown)")
     if reg.local:
         typer.echo(f"open MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {reg.uri}")
+
+
+def serve(
+    model_uri: Annotated[
+        str,
+        typer.Option(help="Folder, file://, or models:/NAME@ALIAS (default: the deployed one)."),
+    ] = "",
+    http_port: Annotated[int, typer.Option(help="HTTP port (binds all interfaces).")] = 8080,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port (0: no gRPC).")] = 0,
+    backend: Annotated[str, typer.Option(help="auto, onnx, torch or cuda.")] = "auto",
+    model_name: ModelNameOpt = "dermaops",
+) -> None:
+    """Serve a model with the KServe predictor (v1, v2, explain, /metrics) until stopped."""
+    from dermaops.serving.__main__ import main as serve_main
+
+    argv = ["--model_name", model_name, "--http_port", str(http_port), "--backend", backend]
+    argv += (
+        ["--enable_grpc", "true", "--grpc_port", str(grpc_port)]
+        if grpc_port
+        else ["--enable_grpc", "false"]
+    )
+    if model_uri:
+        argv += ["--model_uri", model_uri]
+    serve_main(argv)
+
+
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="JPEG or PNG files.", exists=True)],
+    url: Annotated[str, typer.Option(help="The predictor.")] = "http://127.0.0.1:8080",
+    model_name: ModelNameOpt = "dermaops",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the server's JSON.")] = False,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the predictor to be ready.")] = 0,
+) -> None:
+    """Classify images with a running predictor (v1 protocol) and print a table."""
+    import base64
+
+    import httpx
+
+    from dermaops.errors import DermaOpsError
+
+    if wait:
+        _wait_ready(url, wait)
+    body = {"instances": [{"image_bytes": {"b64": base64.b64encode(p.read_bytes()).decode()}}
+                          for p in images]}  # fmt: skip
+    try:
+        response = httpx.post(f"{url}/v1/models/{model_name}:predict", json=body, timeout=60)
+    except httpx.HTTPError as e:
+        raise DermaOpsError(f"no predictor at {url}: {e}") from e
+    if response.status_code != 200:
+        raise DermaOpsError(
+            f"the predictor refused the request ({response.status_code}): {response.text}"
+        )
+    answer = response.json()
+    if as_json:
+        typer.echo(json.dumps(answer, indent=2))
+        return
+    typer.echo(f"model {answer['model_name']} version {answer['model_version']}")
+    for path, p in zip(images, answer["predictions"], strict=True):
+        top = ", ".join(f"{t['dx']} {t['probability']:.1%}" for t in p["top_k"])
+        mel = p["melanoma"]
+        flag = "MELANOMA FLAG" if mel["flag"] else "no melanoma flag"
+        typer.echo(f"{path.name}: {top}; {flag} (P(mel) {mel['probability']:.3f}, "
+                   f"threshold {mel['threshold']:.3f})")  # fmt: skip
+
+
+def _wait_ready(url: str, seconds: float) -> None:
+    import httpx
+
+    from dermaops.errors import DermaOpsError
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise DermaOpsError(f"the predictor at {url} was not ready within {seconds:.0f} s")

@@ -61,5 +61,10 @@ def cache_pixels(image: Image.Image, pre: Preprocessing) -> np.ndarray:
 
 def images_to_batch(images: list[Image.Image], pre: Preprocessing) -> torch.Tensor:
     """Decoded RGB images (e.g. from a request) to the model's normalised input batch."""
-    pixels = torch.from_numpy(np.stack([cache_pixels(img, pre) for img in images]))
-    return eval_batch(fit_short_side(pixels, pre.image_size), pre)
+    return pixels_to_batch([cache_pixels(img, pre) for img in images], pre)
+
+
+def pixels_to_batch(pixels: list[np.ndarray], pre: Preprocessing) -> torch.Tensor:
+    """Cache pixels (from :func:`cache_pixels`) to the model's normalised input batch."""
+    stacked = torch.from_numpy(np.stack(pixels))
+    return eval_batch(fit_short_side(stacked, pre.image_size), pre)

@@ -1,0 +1,72 @@
+"""``python -m dermaops.serving``: the predictor process KServe runs (and ``dermaops serve``).
+
+KServe's own flags (``--http_port``, ``--grpc_port``, ``--enable_grpc``, ``--workers``,
+``--model_name``...) come from ``kserve.model_server.parser``; ours are added beside them and
+every one of ours can also be set as ``DERMAOPS_SERVING_<NAME>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from dermaops.errors import DermaOpsError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from kserve import model_server
+
+    parser = argparse.ArgumentParser(
+        parents=[model_server.parser], description="DermaOps KServe predictor"
+    )
+    parser.set_defaults(model_name="dermaops")
+    ours = parser.add_argument_group("dermaops")
+    ours.add_argument(
+        "--model_dir", "--model_uri", "--model-uri", dest="model_uri", default=None,
+        help="folder (KServe: /mnt/models), file://, or models:/NAME@ALIAS (MLflow)",
+    )  # fmt: skip
+    ours.add_argument("--model_version", default=None, help="version label in responses")
+    ours.add_argument("--backend", default=None, choices=["auto", "onnx", "torch", "cuda"])
+    ours.add_argument("--max_batch", type=int, default=None, help="micro-batch size")
+    ours.add_argument("--max_wait_ms", type=float, default=None, help="micro-batch wait")
+    ours.add_argument("--max_instances", type=int, default=None, help="images per request")
+    ours.add_argument("--no_inference_log", action="store_true", help="do not log predictions")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Load the model (ready only after a warm-up inference), then serve until stopped."""
+    import kserve
+
+    from dermaops.serving.model import DermaOpsModel
+    from dermaops.serving.settings import ServingSettings
+    from dermaops.settings import load_settings
+
+    args, _ = build_parser().parse_known_args(argv)
+    overrides = {
+        "model_uri": args.model_uri,
+        "model_version": args.model_version,
+        "backend": args.backend,
+        "max_batch": args.max_batch,
+        "max_wait_ms": args.max_wait_ms,
+        "max_instances": args.max_instances,
+        "inference_log": False if args.no_inference_log else None,
+    }
+    settings = load_settings(ServingSettings, env_prefix="DERMAOPS_SERVING_", overrides=overrides)
+    model = DermaOpsModel(args.model_name, settings)
+    model.load()
+    kserve.ModelServer(
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        enable_grpc=args.enable_grpc,
+        workers=args.workers,
+    ).start([model])
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except DermaOpsError as e:
+        logging.getLogger("dermaops.serving").error("cannot serve: %s", e)
+        sys.exit(1)

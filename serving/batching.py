@@ -1,0 +1,65 @@
+"""Micro-batching: concurrent requests share one forward pass (the GPU path's throughput)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+import numpy as np
+import torch
+
+Forward = Callable[[torch.Tensor], np.ndarray]
+
+
+class MicroBatcher:
+    """Collect inputs for up to ``max_wait_ms`` or ``max_batch`` images, run them together."""
+
+    def __init__(self, forward: Forward, max_batch: int, max_wait_ms: float, executor: Executor):
+        self.forward = forward
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000
+        self.executor = executor
+        self._queue: asyncio.Queue[tuple[torch.Tensor, asyncio.Future[np.ndarray]]] | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    async def __call__(self, batch: torch.Tensor) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        if self._queue is None or self._worker is None or self._worker.done():
+            self._queue = asyncio.Queue()
+            self._worker = loop.create_task(self._drain())
+        done: asyncio.Future[np.ndarray] = loop.create_future()
+        await self._queue.put((batch, done))
+        return await done
+
+    async def _drain(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            items = [await self._queue.get()]
+            size = len(items[0][0])
+            deadline = loop.time() + self.max_wait
+            while size < self.max_batch:
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), deadline - loop.time())
+                except TimeoutError:
+                    break
+                items.append(item)
+                size += len(item[0])
+            await self._run(items)
+
+    async def _run(self, items: list[tuple[torch.Tensor, asyncio.Future[np.ndarray]]]) -> None:
+        loop = asyncio.get_running_loop()
+        joined = torch.cat([batch for batch, _ in items])
+        try:
+            logits = await loop.run_in_executor(self.executor, self.forward, joined)
+        except Exception as e:  # every waiting request learns of the failure
+            for _, done in items:
+                if not done.done():
+                    done.set_exception(e)
+            return
+        start = 0
+        for batch, done in items:
+            if not done.done():
+                done.set_result(logits[start : start + len(batch)])
+            start += len(batch)

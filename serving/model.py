@@ -1,0 +1,270 @@
+"""The KServe model: load, then preprocess -> predict -> postprocess, and explain (Grad-CAM)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from kserve import Model
+from kserve.errors import InferenceError
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from PIL import Image
+
+from dermaops.features import image_stats
+from dermaops.imaging import Decoded, ImageLimits
+from dermaops.labels import CLASSES, FULL_NAMES, INDEX
+from dermaops.model_dir import CALIBRATION, META
+from dermaops.models import Preprocessing
+from dermaops.serving.backends import Backend, choose_backend
+from dermaops.serving.batching import MicroBatcher
+from dermaops.serving.inputs import BadImage, Limits, v1_images, v2_images
+from dermaops.serving.resolve import resolve_model
+from dermaops.serving.settings import ServingSettings
+from dermaops.serving.telemetry import ERRORS, MODEL_INFO, InferenceLog, observe
+from dermaops.settings import Home
+from dermaops.stem import cache_pixels, centre_crop, fit_short_side, pixels_to_batch
+
+log = logging.getLogger(__name__)
+MEL = INDEX["mel"]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A decoded request: what preprocess hands on."""
+
+    v2: InferRequest | None
+    pixels: list[np.ndarray]
+    stats: list[dict[str, float]]
+    request_id: str
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A batch with its calibrated probabilities and melanoma flags."""
+
+    batch: Batch
+    probs: np.ndarray
+    flags: np.ndarray
+
+
+class DermaOpsModel(Model):  # type: ignore[misc]
+    """Serves one DermaOps model version; ready only after a real load and a warm-up."""
+
+    def __init__(self, name: str, settings: ServingSettings, home: Home | None = None):
+        super().__init__(name)
+        self.settings = settings
+        self.home = home or Home.from_env()
+        self.limits = Limits(
+            settings.max_instances,
+            ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
+        )
+        self.pool = ThreadPoolExecutor(settings.workers or os.cpu_count() or 1, "dermaops")
+        self.inference_log: InferenceLog | None = None
+        self._torch_model: torch.nn.Module | None = None
+
+    def load(self) -> bool:
+        """Resolve and load the model, run one inference; only then ``ready``."""
+        folder, version = resolve_model(self.settings.model_uri, self.home)
+        meta = json.loads((folder / META).read_text())
+        self.folder, self.arch = folder, str(meta["arch"])
+        self.version = self.settings.model_version or version
+        self.pre = Preprocessing.from_dict(meta["preprocessing"])
+        self.temperature, self.threshold = _calibration(folder)
+        self.backend: Backend = choose_backend(folder, self.settings.backend, self.settings.compile)
+        self.forward = self._forward_fn()
+        warm = pixels_to_batch([np.zeros((*self.pre.cache_size[::-1], 3), np.uint8)], self.pre)
+        if self.backend(warm).shape != (1, len(CLASSES)):
+            raise InferenceError(f"{folder} gave a wrong output shape at warm-up")
+        if self.settings.inference_log:
+            where = self.settings.inference_log_dir or str(self.home.inference_log)
+            self.inference_log = InferenceLog(Path(where))
+        MODEL_INFO.labels(self.name, self.version, self.arch, self.backend.name).set(1)
+        log.info("serving %s v%s (%s) with %s", self.name, self.version, folder, self.backend.name)
+        self.ready = True
+        return self.ready
+
+    def _forward_fn(self) -> Any:
+        cuda = self.backend.name.startswith("torch-cuda")
+        size = self.settings.max_batch or (32 if cuda else 0)
+        if size > 1:
+            return MicroBatcher(self.backend, size, self.settings.max_wait_ms, self.pool)
+        loop_pool = self.pool
+
+        async def direct(x: torch.Tensor) -> np.ndarray:
+            return await asyncio.get_running_loop().run_in_executor(loop_pool, self.backend, x)
+
+        return direct
+
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Batch:
+        min_size = self.pre.cache_size
+        loop = asyncio.get_running_loop()
+        try:
+            decoded = await loop.run_in_executor(self.pool, self._decode, payload, min_size)
+        except BadImage as e:
+            ERRORS.labels(e.code).inc()
+            raise
+        pixels = [cache_pixels(d.image, self.pre) for d in decoded]
+        stats = [image_stats(p, d.original_size) for p, d in zip(pixels, decoded, strict=True)]
+        request_id = (headers or {}).get("x-request-id", "")
+        v2 = payload if isinstance(payload, InferRequest) else None
+        return Batch(v2, pixels, stats, request_id)
+
+    def _decode(self, payload: Any, min_size: tuple[int, int]) -> list[Decoded]:
+        if isinstance(payload, InferRequest):
+            return v2_images(payload, self.limits, min_size)
+        return v1_images(payload, self.limits, min_size)
+
+    async def predict(
+        self, batch: Batch, headers: dict[str, str] | None = None, response_headers: Any = None
+    ) -> Scored:
+        try:
+            logits = await self.forward(pixels_to_batch(batch.pixels, self.pre))
+        except Exception as e:
+            ERRORS.labels("inference").inc()
+            raise InferenceError(f"inference failed: {type(e).__name__}: {e}") from e
+        scaled = logits / self.temperature
+        probs = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        flags = probs[:, MEL] >= self.threshold
+        observe(self.version, probs, flags, batch.stats)
+        if self.inference_log is not None:
+            self._log(batch, probs, flags)
+        return Scored(batch, probs, flags)
+
+    def _log(self, batch: Batch, probs: np.ndarray, flags: np.ndarray) -> None:
+        assert self.inference_log is not None
+        for stats, row, flag in zip(batch.stats, probs, flags, strict=True):
+            top = int(row.argmax())
+            self.inference_log.write(
+                {
+                    "request_id": batch.request_id,
+                    "model": self.name,
+                    "model_version": self.version,
+                    **{k: round(v, 5) for k, v in stats.items()},
+                    "dx": CLASSES[top],
+                    "confidence": round(float(row[top]), 5),
+                    "melanoma": bool(flag),
+                    **{f"p_{c}": round(float(p), 5) for c, p in zip(CLASSES, row, strict=True)},
+                }
+            )
+
+    async def postprocess(
+        self, result: Any, headers: dict[str, str] | None = None, response_headers: Any = None
+    ) -> dict[str, Any] | InferResponse:
+        if not isinstance(result, Scored):
+            return result  # explain's answer is complete already
+        if result.batch.v2 is not None:
+            return self._v2_response(result)
+        return {
+            "predictions": [
+                self._describe(row, flag)
+                for row, flag in zip(result.probs, result.flags, strict=True)
+            ],
+            "model_name": self.name,
+            "model_version": self.version,
+        }
+
+    def _describe(self, row: np.ndarray, flag: bool) -> dict[str, Any]:
+        order = np.argsort(-row)[: self.settings.top_k]
+        return {
+            "probabilities": {c: round(float(p), 6) for c, p in zip(CLASSES, row, strict=True)},
+            "top_k": [
+                {
+                    "dx": CLASSES[i],
+                    "name": FULL_NAMES[CLASSES[i]],
+                    "probability": round(float(row[i]), 6),
+                }
+                for i in order
+            ],
+            "melanoma": {
+                "flag": bool(flag),
+                "probability": round(float(row[MEL]), 6),
+                "threshold": round(self.threshold, 6),
+            },
+        }
+
+    def _v2_response(self, result: Scored) -> InferResponse:
+        n = len(result.probs)
+        labels = [CLASSES[int(i)] for i in result.probs.argmax(axis=1)]
+        outputs = [
+            InferOutput(
+                "probabilities", [n, len(CLASSES)], "FP32", result.probs.astype(np.float32)
+            ),
+            InferOutput("label", [n], "BYTES", labels),
+            InferOutput("melanoma", [n], "BOOL", result.flags.tolist()),
+        ]
+        assert result.batch.v2 is not None
+        return InferResponse(
+            response_id=result.batch.v2.id or "",
+            model_name=self.name,
+            model_version=self.version,
+            infer_outputs=outputs,
+            parameters={"classes": ",".join(CLASSES), "melanoma_threshold": self.threshold},
+        )
+
+    async def explain(self, batch: Batch, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """Grad-CAM of the top class of each image: heatmap and overlay as base64 PNG."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, self._explain, batch)
+
+    def _explain(self, batch: Batch) -> dict[str, Any]:
+        from dermaops.gradcam import heatmaps, overlay
+        from dermaops.model_dir import load_model_dir
+
+        if self._torch_model is None:
+            self._torch_model = load_model_dir(self.folder)[0]
+        x = pixels_to_batch(batch.pixels, self.pre)
+        with torch.inference_mode():
+            probs = torch.softmax(self._torch_model(x) / self.temperature, dim=1).numpy()
+        top = [int(i) for i in probs.argmax(axis=1)]
+        maps = heatmaps(self._torch_model, self.arch, x, top)
+        crops = centre_crop(
+            fit_short_side(torch.from_numpy(np.stack(batch.pixels)), self.pre.image_size),
+            self.pre.image_size,
+        ).numpy()
+        return {
+            "explanations": [
+                {
+                    "dx": CLASSES[c],
+                    "name": FULL_NAMES[CLASSES[c]],
+                    "probability": round(float(probs[i, c]), 6),
+                    "method": "gradcam",
+                    "heatmap_png_b64": _png((maps[i] * 255).astype(np.uint8)),
+                    "overlay_png_b64": _png(overlay(crops[i], maps[i])),
+                }
+                for i, c in enumerate(top)
+            ],
+            "model_name": self.name,
+            "model_version": self.version,
+        }
+
+    def stop(self) -> None:
+        if self.inference_log is not None:
+            self.inference_log.close()
+        self.pool.shutdown(wait=False)
+
+
+def _calibration(folder: Path) -> tuple[float, float]:
+    """(temperature, melanoma threshold) registered with the model; uncalibrated defaults."""
+    path = folder / CALIBRATION
+    if not path.is_file():
+        log.warning("%s has no %s: temperature 1 and melanoma threshold 0.5", folder, CALIBRATION)
+        return 1.0, 0.5
+    calibration = json.loads(path.read_text())
+    return float(calibration["temperature"]), float(calibration["melanoma_threshold"])
+
+
+def _png(pixels: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()

@@ -1,0 +1,79 @@
+"""Find the model directory to serve: a folder, a file:// or MLflow URI, or the local pointer."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from dermaops.deploy import POINTER
+from dermaops.errors import ConfigError
+from dermaops.model_dir import locate_model_dir
+from dermaops.settings import Home
+
+log = logging.getLogger(__name__)
+
+
+def resolve_model(uri: str, home: Home) -> tuple[Path, str]:
+    """(model directory, version label) for ``uri``.
+
+    ``""`` reads ``$DERMAOPS_HOME/serving/current.json`` (written by the pipeline's deploy
+    stage); ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` is downloaded from MLflow;
+    ``file://`` and plain paths are read in place (KServe mounts the model at /mnt/models).
+
+    Raises:
+        ConfigError: nothing to serve at ``uri``.
+    """
+    version = "local"
+    if not uri:
+        uri, version = _pointer(home)
+    if uri.startswith("models:/"):
+        return _from_registry(uri, home)
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        raise ConfigError(
+            f"cannot read {uri!r} here: give a folder, file://, or models:/ URI "
+            "(on KServe the storage initializer fetches s3:// and gs:// into /mnt/models)"
+        )
+    path = Path(unquote(parsed.path) if parsed.scheme == "file" else uri)
+    if not path.exists():
+        raise ConfigError(f"model {uri} does not exist")
+    return locate_model_dir(path), version
+
+
+def _pointer(home: Home) -> tuple[str, str]:
+    pointer = home.serving / POINTER
+    try:
+        target = json.loads(pointer.read_text())
+        return str(target["model_uri"]), str(target["version"])
+    except FileNotFoundError as e:
+        raise ConfigError(
+            f"no --model-uri and no deployed model ({pointer} is missing): run "
+            "`dermaops pipeline run --local` or pass --model-uri"
+        ) from e
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"{pointer} is not a deployment pointer: {e}") from e
+
+
+def _from_registry(uri: str, home: Home) -> tuple[Path, str]:
+    from dermaops.registry import Registry, RegistrySettings
+    from dermaops.registry.model import download
+    from dermaops.registry.promotion import alias_version
+
+    name, _, ref = uri.removeprefix("models:/").partition("@")
+    if ref:
+        reg = Registry(RegistrySettings(model_name=name), home)
+        version = alias_version(reg, ref)
+        if version is None:
+            raise ConfigError(f"{uri}: model {name} has no alias {ref!r}")
+    else:
+        name, _, version = name.partition("/")
+        reg = Registry(RegistrySettings(model_name=name), home)
+    dest = home.serving / "models" / f"{name}-v{version}"
+    if (dest / "done").is_file():
+        return Path((dest / "done").read_text()), version
+    folder = download(reg, version, dest)
+    (dest / "done").write_text(str(folder))
+    log.info("downloaded %s (version %s) to %s", uri, version, folder)
+    return folder, version

@@ -1,0 +1,31 @@
+"""Settings of the predictor: flags of ``dermaops serve`` or ``DERMAOPS_SERVING_*`` env vars."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dermaops.imaging import ImageLimits
+
+
+class ServingSettings(BaseModel):
+    """What to serve and how strictly."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    model_uri: str = Field(
+        "", description="folder, file://, models:/NAME@ALIAS; empty: the local deployment"
+    )
+    model_version: str = Field("", description="version label (default: from the URI)")
+    backend: Literal["auto", "onnx", "torch", "cuda"] = "auto"
+    compile: bool = Field(False, description="torch.compile the CUDA model")
+    max_instances: int = Field(32, ge=1, description="images per request")
+    max_image_bytes: int = Field(ImageLimits.max_bytes, gt=0)
+    max_image_pixels: int = Field(ImageLimits.max_pixels, gt=0)
+    max_batch: int = Field(0, ge=0, description="micro-batch size (0: 32 on CUDA, off on CPU)")
+    max_wait_ms: float = Field(2.0, ge=0, description="longest wait to fill a micro-batch")
+    top_k: int = Field(3, ge=1, le=7)
+    inference_log: bool = Field(True, description="append image statistics and predictions")
+    inference_log_dir: str = Field("", description="default: $DERMAOPS_HOME/inference")
+    workers: int = Field(0, ge=0, description="threads for decoding and CPU inference (0: cores)")

@@ -1,0 +1,88 @@
+"""What the predictor tells the outside: Prometheus metrics and the inference log for drift.
+
+Metrics live in prometheus_client's default registry, which KServe's ``/metrics`` serves next
+to its own request histograms. The inference log is JSON lines, one per image: the image's
+statistics (never its pixels) and the prediction, rotated by size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from dermaops.labels import CLASSES
+
+PREDICTIONS = Counter(
+    "dermaops_predictions", "Images classified, by predicted class.", ["model_version", "dx"]
+)
+CONFIDENCE = Histogram(
+    "dermaops_confidence",
+    "Probability of the predicted class.",
+    ["model_version"],
+    buckets=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+)
+MELANOMA_FLAGS = Counter(
+    "dermaops_melanoma_flags", "Images at or above the melanoma threshold.", ["model_version"]
+)
+INPUT_STAT = Histogram(
+    "dermaops_input_image_stat",
+    "Per-image colour statistics of what the model sees (0..1).",
+    ["stat"],
+    buckets=tuple(round(0.05 * i, 2) for i in range(1, 21)),
+)
+INPUT_SIZE = Histogram(
+    "dermaops_input_image_pixels",
+    "Width x height of the images as sent.",
+    buckets=(1e4, 1e5, 2.7e5, 5e5, 1e6, 4e6, 1.6e7, 4e7),
+)
+ERRORS = Counter("dermaops_request_errors", "Rejected or failed requests, by reason.", ["reason"])
+MODEL_INFO = Gauge(
+    "dermaops_model_info",
+    "The model being served (value 1).",
+    ["name", "version", "arch", "backend"],
+)
+UNIT_STATS = ("brightness", "contrast", "saturation", "hue_spread")
+
+
+def observe(version: str, probs: Any, flags: Any, stats: list[dict[str, float]]) -> None:
+    """Count one batch: predicted classes, confidences, melanoma flags, input statistics."""
+    for row, flagged, stat in zip(probs, flags, stats, strict=True):
+        top = int(row.argmax())
+        PREDICTIONS.labels(version, CLASSES[top]).inc()
+        CONFIDENCE.labels(version).observe(float(row[top]))
+        if flagged:
+            MELANOMA_FLAGS.labels(version).inc()
+        for name in UNIT_STATS:
+            INPUT_STAT.labels(name).observe(stat[name])
+        INPUT_SIZE.observe(stat["width"] * stat["height"])
+
+
+class InferenceLog:
+    """Append-only JSON lines under a folder, rotated at ``max_bytes`` keeping ``backups``."""
+
+    def __init__(self, folder: Path, max_bytes: int = 50 * 2**20, backups: int = 5):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / "predictions.jsonl"
+        self._logger = logging.getLogger(f"dermaops.inference_log.{id(self)}")
+        self._logger.propagate = False
+        self._logger.setLevel(logging.INFO)
+        handler = logging.handlers.RotatingFileHandler(
+            self.path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+        )
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        self._logger.addHandler(handler)
+
+    def write(self, record: dict[str, Any]) -> None:
+        stamped = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **record}
+        self._logger.info(json.dumps(stamped, separators=(",", ":")))
+
+    def close(self) -> None:
+        for handler in list(self._logger.handlers):
+            handler.close()
+            self._logger.removeHandler(handler)

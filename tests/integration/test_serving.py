@@ -1,0 +1,253 @@
+"""The predictor as KServe runs it: a real ModelServer process on a loopback port."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from dermaops.evaluate import evaluate
+from dermaops.labels import CLASSES
+from dermaops.model_dir import write_calibration
+from dermaops.train.loop import train
+from dermaops.train.settings import TrainSettings
+from tests.integration.conftest import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+V1 = "/v1/models/dermaops:predict"
+V2 = "/v2/models/dermaops/infer"
+EXPLAIN = "/v1/models/dermaops:explain"
+MAX_BYTES = 300_000
+MAX_PIXELS = 4_000_000
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    log: Path
+    inference_log: Path
+    threshold: float
+
+
+@pytest.fixture(scope="module")
+def model_dir(prepared_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small trained model with ONNX and the calibration registration would add."""
+    root = tmp_path_factory.mktemp("served")
+    settings = TrainSettings(model="resnet18", weights="none", epochs=1, image_size=32,
+                             batch_size=16)  # fmt: skip
+    train(prepared_small, root / "run", settings)
+    metrics = evaluate(prepared_small, root / "run" / "model", root / "evaluation")
+    write_calibration(root / "run" / "model", metrics)
+    return root / "run" / "model"
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("server")
+    port = free_port()
+    env = os.environ | {
+        "DERMAOPS_HOME": str(root / "home"),
+        "DERMAOPS_SERVING_MAX_IMAGE_BYTES": str(MAX_BYTES),
+        "DERMAOPS_SERVING_MAX_IMAGE_PIXELS": str(MAX_PIXELS),
+        "DERMAOPS_SERVING_MAX_INSTANCES": "8",
+    }
+    command = [sys.executable, "-m", "dermaops.serving", "--model_dir", str(model_dir),
+               "--http_port", str(port), "--enable_grpc", "false", "--workers", "1"]  # fmt: skip
+    log = root / "server.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(url, process, log)
+            threshold = json.loads((model_dir / "calibration.json").read_text())
+            yield Server(url, log, root / "home" / "inference" / "predictions.jsonl",
+                         threshold["melanoma_threshold"])  # fmt: skip
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the predictor exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    pytest.fail("the predictor was not ready in 120 s")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _instances(*images: bytes) -> dict[str, object]:
+    return {"instances": [{"image_bytes": {"b64": _b64(i)}} for i in images]}
+
+
+def _png(width: int, height: int, noise: bool = False) -> bytes:
+    rng = np.random.default_rng(0)
+    pixels = (
+        rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        if noise
+        else np.full((height, width, 3), 120, np.uint8)
+    )
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_ready_only_after_load_and_health_says_so(server: Server) -> None:
+    assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+    ready = httpx.get(f"{server.url}/v2/models/dermaops/ready").json()
+    assert ready["ready"] is True
+    assert httpx.get(f"{server.url}/v1/models/dermaops").json()["ready"] is True
+
+
+def test_v1_predicts_several_images(server: Server, jpeg_bytes: Callable[..., bytes]) -> None:
+    body = _instances(jpeg_bytes(600, 450), jpeg_bytes(300, 400, "PNG"))
+    answer = httpx.post(f"{server.url}{V1}", json=body, timeout=30).json()
+    assert answer["model_name"] == "dermaops" and len(answer["predictions"]) == 2
+    for prediction in answer["predictions"]:
+        probs = prediction["probabilities"]
+        assert list(probs) == list(CLASSES) and abs(sum(probs.values()) - 1) < 1e-4
+        assert prediction["top_k"][0]["dx"] == max(probs, key=probs.__getitem__)
+        assert prediction["top_k"][0]["name"]
+        mel = prediction["melanoma"]
+        assert mel["threshold"] == pytest.approx(server.threshold, abs=1e-6)
+        assert mel["flag"] == (mel["probability"] >= mel["threshold"])
+
+
+def test_v2_bytes_tensor(server: Server, jpeg_bytes: Callable[..., bytes]) -> None:
+    data = [_b64(jpeg_bytes(600, 450)), _b64(jpeg_bytes(64, 64))]
+    body = {"inputs": [{"name": "image", "shape": [2], "datatype": "BYTES", "data": data}]}
+    answer = httpx.post(f"{server.url}{V2}", json=body, timeout=30).json()
+    outputs = {o["name"]: o for o in answer["outputs"]}
+    assert outputs["probabilities"]["shape"] == [2, 7]
+    assert outputs["label"]["data"][0] in CLASSES and len(outputs["melanoma"]["data"]) == 2
+    v1 = httpx.post(f"{server.url}{V1}", json=_instances(jpeg_bytes(600, 450)), timeout=30).json()
+    first = np.array(outputs["probabilities"]["data"][:7])
+    assert np.allclose(first, list(v1["predictions"][0]["probabilities"].values()), atol=1e-5)
+
+
+def test_explain_returns_gradcam_pngs(server: Server, jpeg_bytes: Callable[..., bytes]) -> None:
+    answer = httpx.post(f"{server.url}{EXPLAIN}", json=_instances(jpeg_bytes(600, 450)), timeout=60)
+    assert answer.status_code == 200, answer.text
+    explanation = answer.json()["explanations"][0]
+    assert explanation["dx"] in CLASSES and explanation["method"] == "gradcam"
+    heatmap = Image.open(io.BytesIO(base64.b64decode(explanation["heatmap_png_b64"])))
+    overlay = Image.open(io.BytesIO(base64.b64decode(explanation["overlay_png_b64"])))
+    assert heatmap.size == (32, 32) and overlay.size == (32, 32) and overlay.mode == "RGB"
+
+
+def _bad_inputs(jpeg: bytes) -> list[tuple[str, str, bytes | dict[str, object] | list[object]]]:
+    huge = _png(400, 400, noise=True)  # over MAX_BYTES
+    many_pixels = _png(2500, 2000)  # small file, over MAX_PIXELS
+    assert len(huge) > MAX_BYTES and len(many_pixels) < MAX_BYTES
+    img = {"image_bytes": {"b64": _b64(jpeg)}}
+    v2 = {"name": "image", "shape": [1], "datatype": "BYTES"}
+    return [
+        (V1, "empty body", b""),
+        (V1, "not JSON", b"hello"),
+        (V1, "a JSON list", []),
+        (V1, "no instances", {}),
+        (V1, "instances not a list", {"instances": "x"}),
+        (V1, "no images", {"instances": []}),
+        (V1, "a number as instance", {"instances": [1]}),
+        (V1, "no b64", {"instances": [{"image_bytes": {}}]}),
+        (V1, "empty b64", {"instances": [{"image_bytes": {"b64": ""}}]}),
+        (V1, "b64 not a string", {"instances": [{"image_bytes": {"b64": 12}}]}),
+        (V1, "bad base64", {"instances": [{"image_bytes": {"b64": "!!not base64!!"}}]}),
+        (V1, "text, not an image", _instances(b"hello, I am not a JPEG")),
+        (V1, "truncated JPEG", _instances(jpeg[: len(jpeg) // 2])),
+        (V1, "JPEG header only", _instances(jpeg[:20])),
+        (V1, "corrupt PNG", _instances(_png(50, 50)[:40] + b"\x00" * 200)),
+        (V1, "too many instances", {"instances": [img] * 9}),
+        (V1, "over the byte limit", _instances(huge)),
+        (V1, "over the pixel limit", _instances(many_pixels)),
+        (V1, "one good, one bad", {"instances": [img, {"image_bytes": {"b64": "@@"}}]}),
+        (EXPLAIN, "explain, not an image", _instances(b"GIF89a but not really")),
+        (V2, "v2 without inputs", {"inputs": []}),
+        (V2, "v2 inputs not a list", {"inputs": "image"}),
+        (
+            V2,
+            "v2 FP32, not BYTES",
+            {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}]},
+        ),
+        (V2, "v2 bad base64", {"inputs": [v2 | {"data": ["%%%"]}]}),
+        (V2, "v2 not an image", {"inputs": [v2 | {"data": [_b64(b"plain text")]}]}),
+        (V2, "v2 empty body", b""),
+        ("/v1/models/unknown:predict", "unknown model", _instances(jpeg)),
+    ]
+
+
+def test_bad_inputs_get_a_4xx_that_says_what_to_fix(
+    server: Server, jpeg_bytes: Callable[..., bytes]
+) -> None:
+    jpeg = jpeg_bytes(600, 450)
+    corpus = _bad_inputs(jpeg)
+    assert len(corpus) >= 20
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for path, what, body in corpus:
+            if isinstance(body, bytes):
+                answer = client.post(
+                    path, content=body, headers={"content-type": "application/json"}
+                )
+            else:
+                answer = client.post(path, json=body)
+            assert 400 <= answer.status_code < 500, f"{what}: {answer.status_code} {answer.text}"
+            assert len(answer.text) > 10, f"{what}: {answer.text!r} says nothing"
+            assert client.post(V1, json=_instances(jpeg)).status_code == 200, f"down after {what}"
+        specific = client.post(V1, json={"instances": [{"image_bytes": {"b64": "@@"}}]})
+        assert "instances[0]" in specific.text and "base64" in specific.text
+        assert "at most 8" in client.post(V1, json={"instances": [{"b64": "x"}] * 9}).text
+    assert _b64(jpeg)[:200] not in server.log.read_text(), "image bytes never reach the logs"
+
+
+def test_random_bytes_never_get_a_5xx(server: Server) -> None:
+    rng = random.Random(1)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for i in range(120):
+            blob = rng.randbytes(rng.randint(0, 3000))
+            if i % 3 == 0:
+                answer = client.post(V1, content=blob, headers={"content-type": "application/json"})
+            elif i % 3 == 1:
+                answer = client.post(V1, json=_instances(blob))
+            else:
+                body = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                                    "data": [_b64(blob)]}]}  # fmt: skip
+                answer = client.post(V2, json=body)
+            assert answer.status_code < 500, f"fuzz case {i}: {answer.status_code} {answer.text}"
+
+
+def test_metrics_and_inference_log(server: Server, jpeg_bytes: Callable[..., bytes]) -> None:
+    httpx.post(f"{server.url}{V1}", json=_instances(jpeg_bytes(600, 450)), timeout=30)
+    httpx.post(f"{server.url}{V1}", json={"instances": [{"b64": "@@"}]}, timeout=30)
+    text = httpx.get(f"{server.url}/metrics").text
+    for name in ("dermaops_predictions_total", "dermaops_confidence_bucket",
+                 "dermaops_melanoma_flags_total", "dermaops_input_image_stat_bucket",
+                 'dermaops_request_errors_total{reason="bad_base64"}',
+                 'dermaops_model_info{', "request_predict_seconds"):  # fmt: skip
+        assert name in text, name
+    lines = server.inference_log.read_text().splitlines()
+    record = json.loads(lines[-1])
+    assert {"brightness", "sharpness", "width", "dx", "confidence", "melanoma"} <= set(record)
+    assert record["width"] == 600.0 and len(lines[-1]) < 2000, "statistics, never pixels"
