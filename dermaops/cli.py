@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from dermaops.cli_platform import pipeline_app, predict, registry_app, serve
+from dermaops.cli_platform import bench_serve, pipeline_app, predict, registry_app, serve
 from dermaops.errors import DermaOpsError
 from dermaops.settings import Home, load_settings
 
@@ -32,6 +32,7 @@ app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(registry_app, name="registry")
 app.command("serve")(serve)
 app.command("predict")(predict)
+bench_app.command("serve")(bench_serve)
 
 ConfigOpt = Annotated[
     Path | None,

@@ -308,3 +308,35 @@ def _wait_ready(url: str, seconds: float) -> None:
             pass
         time.sleep(0.5)
     raise DermaOpsError(f"the predictor at {url} was not ready within {seconds:.0f} s")
+
+
+def bench_serve(
+    model_uri: Annotated[
+        str,
+        typer.Option(help="Folder, file://, or models:/NAME@ALIAS (default: the deployed one)."),
+    ] = "",
+    requests: Annotated[int, typer.Option(min=10, help="Requests at each concurrency.")] = 200,
+    concurrency: Annotated[str, typer.Option(help="Comma-separated levels.")] = "1,8,32",
+    backend: Annotated[str, typer.Option(help="auto, onnx, torch or cuda.")] = "auto",
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Result file (default: $DERMAOPS_HOME/bench/serve.json)."),
+    ] = None,
+) -> None:
+    """p50/p99 and images/s of the real predictor on loopback vs the same model in process."""
+    from dermaops.bench import write_result
+    from dermaops.serving.bench import bench_serve as run
+
+    try:
+        levels = tuple(int(c) for c in concurrency.split(","))
+    except ValueError as e:
+        raise ConfigError(f"--concurrency {concurrency!r}: expected numbers like 1,8,32") from e
+    home = Home.from_env()
+    result = run(model_uri, home, requests, levels, backend)
+    path = json_out or home.bench / "serve.json"
+    write_result(result, path)
+    typer.echo(json.dumps(result, indent=2))
+    typer.echo(
+        f"served p50 is {result['ratio_p50_vs_in_process']}x the in-process decode + forward "
+        f"({result['backend']}); {result['errors']} errors ({path})"
+    )

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dermaops.data.prepare import PrepareSettings, prepare
 from dermaops.data.synth import SynthSettings, synthesize
 
 
@@ -44,6 +45,14 @@ def synth_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated set of 80 images in the Kaggle layout (read-only: copy before changing)."""
     out = tmp_path_factory.mktemp("synth") / "raw"
     synthesize(out, SynthSettings(n=80, seed=7, workers=2))
+    return out
+
+
+@pytest.fixture(scope="session")
+def prepared_small(synth_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 80-image generated set, prepared (read-only)."""
+    out = tmp_path_factory.mktemp("prepared") / "small"
+    prepare(synth_raw, out, PrepareSettings(workers=2, max_share_gap=0.5))
     return out
 
 

@@ -24,7 +24,7 @@ from dermaops.labels import CLASSES
 from dermaops.model_dir import write_calibration
 from dermaops.train.loop import train
 from dermaops.train.settings import TrainSettings
-from tests.integration.conftest import free_port
+from tests.fault_server import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -1,0 +1,67 @@
+"""serve, predict and bench serve through the installed `dermaops` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from dermaops.deploy import write_pointer
+from dermaops.settings import Home
+from dermaops.train.loop import train
+from dermaops.train.settings import TrainSettings
+from tests.e2e.conftest import DERMAOPS
+from tests.fault_server import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def deployed(prepared_small: Path, dermaops_home: Path, tmp_path: Path) -> Path:
+    """A small model, deployed the way the pipeline's deploy stage does it locally."""
+    settings = TrainSettings(model="resnet18", weights="none", epochs=1, image_size=32,
+                             batch_size=16)  # fmt: skip
+    train(prepared_small, tmp_path / "run", settings)
+    model = tmp_path / "run" / "model"
+    write_pointer(Home(dermaops_home).serving, model.as_uri(), "dermaops", "3")
+    return model
+
+
+def test_serve_the_deployed_model_and_predict(
+    cli: Cli, deployed: Path, dermaops_home: Path, jpeg_bytes: Callable[..., bytes], tmp_path: Path
+) -> None:
+    port = free_port()
+    env = os.environ | {"DERMAOPS_HOME": str(dermaops_home)}
+    server = subprocess.Popen(
+        [str(DERMAOPS), "serve", "--http-port", str(port)], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        image = tmp_path / "lesion.jpg"
+        image.write_bytes(jpeg_bytes(600, 450))
+        url = f"http://127.0.0.1:{port}"
+        table = cli("predict", str(image), "--url", url, "--wait", "120")
+        assert "model dermaops version 3" in table.stdout and "lesion.jpg:" in table.stdout
+        answer = json.loads(cli("predict", str(image), "--url", url, "--json").stdout)
+        assert len(answer["predictions"]) == 1
+        refused = cli("predict", str(tmp_path / "lesion.jpg"), "--url", url, "--model-name", "x",
+                      check=False)  # fmt: skip
+        assert refused.returncode == 1 and "refused the request (404)" in refused.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_bench_serve_prints_a_ratio_and_writes_json(
+    cli: Cli, deployed: Path, dermaops_home: Path
+) -> None:
+    result = cli("bench", "serve", "--requests", "10", "--concurrency", "1,4")
+    assert "x the in-process decode + forward" in result.stdout and "0 errors" in result.stdout
+    saved = json.loads((dermaops_home / "bench" / "serve.json").read_text())
+    assert [level["concurrency"] for level in saved["served"]] == [1, 4]
+    assert saved["ratio_p50_vs_in_process"] > 0 and saved["in_process"]["p50_ms"] > 0
