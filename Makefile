@@ -30,11 +30,11 @@ demo: $(STAMP)
 # The deployed champion served on loopback, one generated image classified, the server stopped.
 serve-once: $(STAMP)
 	@test -f $(DERMAOPS_HOME)/serving/current.json || { echo "no model deployed yet"; exit 0; }
-	@$(BIN)/dermaops serve --http-port $(DEMO_PORT) > $(DERMAOPS_HOME)/serve.log 2>&1 & pid=$$!; \
+	@$(BIN)/dermaops serve --http-port $(DEMO_PORT) > $(DERMAOPS_HOME)/serve.log 2>&1 & \
+	trap "kill $$!" EXIT; \
 	image=$$(find $(DERMAOPS_HOME)/pipelines -path '*ingest*' -name '*.jpg' -print -quit); \
 	echo "serving the champion on http://127.0.0.1:$(DEMO_PORT) (log: $(DERMAOPS_HOME)/serve.log)"; \
-	$(BIN)/dermaops predict "$$image" --url http://127.0.0.1:$(DEMO_PORT) --wait 120; \
-	status=$$?; kill $$pid; exit $$status
+	$(BIN)/dermaops predict "$$image" --url http://127.0.0.1:$(DEMO_PORT) --wait 120
 
 ## test: lint, type-check and run every test but the GPU ones
 test: lint typecheck

@@ -9,21 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+import torch
 
 from dermaops.data.synth import SynthSettings, synthesize
 from dermaops.errors import DermaOpsError
 from dermaops.imaging import decode
+from dermaops.model_dir import META
 from dermaops.models import Preprocessing
 from dermaops.serving.backends import choose_backend
 from dermaops.serving.resolve import resolve_model
@@ -40,22 +45,42 @@ def bench_serve(
     concurrency: tuple[int, ...] = (1, 8, 32),
     backend: str = "auto",
     images: int = 32,
+    rounds: int = 5,
 ) -> dict[str, Any]:
-    """Latency and throughput of the served model, and the in-process reference."""
+    """Latency and throughput of the served model, and the in-process reference.
+
+    The in-process loop and the served requests at concurrency 1 alternate in ``rounds``, so
+    that the machine's noise falls on both alike; higher concurrency levels follow.
+    """
     folder, version = resolve_model(model_uri, home)
     with tempfile.TemporaryDirectory() as tmp:
         jpegs = _jpegs(Path(tmp) / "synth", images)
-        in_process = _in_process(folder, backend, jpegs, requests)
-        levels = _served(folder, backend, jpegs, requests, concurrency, Path(tmp))
-    first = levels[0]
+        local = _InProcess(folder, backend, jpegs)
+        with _server(folder, backend, Path(tmp)) as url:
+            bodies = [_body(j) for j in jpegs]
+            per_round = max(1, requests // rounds)
+            near: list[float] = []
+            served: list[float] = []
+            errors = 0
+            for _ in range(rounds):
+                near += local.times(per_round)
+                level = asyncio.run(_level(url, bodies, per_round, 1))
+                served += level.pop("times")
+                errors += level["errors"]
+            levels = [{"concurrency": 1, **_summary(served, errors, sum(served))}]
+            for c in (c for c in concurrency if c != 1):
+                level = asyncio.run(_level(url, bodies, requests, c))
+                level.pop("times")
+                levels.append(level)
+    in_process = {"backend": local.backend.name, **_summary(near, 0, sum(near))}
     return {
         "model": str(folder),
         "version": version,
-        "backend": in_process["backend"],
+        "backend": local.backend.name,
         "requests_per_level": requests,
         "in_process": in_process,
         "served": levels,
-        "ratio_p50_vs_in_process": round(first["p50_ms"] / in_process["p50_ms"], 3),
+        "ratio_p50_vs_in_process": round(levels[0]["p50_ms"] / in_process["p50_ms"], 3),
         "errors": sum(level["errors"] for level in levels),
     }
 
@@ -65,35 +90,34 @@ def _jpegs(folder: Path, n: int) -> list[bytes]:
     return [p.read_bytes() for p in sorted(folder.rglob("*.jpg"))[:n]]
 
 
-def _in_process(folder: Path, backend: str, jpegs: list[bytes], count: int) -> dict[str, Any]:
-    import json
+class _InProcess:
+    """Decode, stem and forward in this process: what serving adds nothing to."""
 
-    from dermaops.model_dir import META
+    def __init__(self, folder: Path, backend: str, jpegs: list[bytes]):
+        meta = json.loads((folder / META).read_text())
+        self.pre = Preprocessing.from_dict(meta["preprocessing"])
+        self.backend = choose_backend(folder, backend)
+        if self.backend.name == "onnxruntime":
+            torch.set_num_threads(1)  # as the predictor does: the cores are ONNX Runtime's
+        self.jpegs = jpegs
+        self.times(5)  # warm-up
 
-    pre = Preprocessing.from_dict(json.loads((folder / META).read_text())["preprocessing"])
-    run = choose_backend(folder, backend)
-    times = []
-    for i in range(count + 5):
-        start = time.perf_counter()
-        image = decode(jpegs[i % len(jpegs)], min_size=pre.cache_size).image
-        run(pixels_to_batch([cache_pixels(image, pre)], pre))
-        if i >= 5:  # warm-up
-            times.append(time.perf_counter() - start)
-    return {"backend": run.name, **_summary(times, 0, sum(times))}
+    def times(self, count: int) -> list[float]:
+        result = []
+        for i in range(count):
+            start = time.perf_counter()
+            image = decode(self.jpegs[i % len(self.jpegs)], min_size=self.pre.cache_size).image
+            self.backend(pixels_to_batch([cache_pixels(image, self.pre)], self.pre))
+            result.append(time.perf_counter() - start)
+        return result
 
 
-def _served(
-    folder: Path,
-    backend: str,
-    jpegs: list[bytes],
-    count: int,
-    levels: tuple[int, ...],
-    tmp: Path,
-) -> list[dict[str, Any]]:
+@contextmanager
+def _server(folder: Path, backend: str, tmp: Path) -> Iterator[str]:
     port = _free_port()
     command = [sys.executable, "-m", "dermaops.serving", "--model_dir", str(folder),
                "--http_port", str(port), "--enable_grpc", "false", "--backend", backend,
-               "--max_instances", "1"]  # fmt: skip
+               "--enable_latency_logging", "false"]  # fmt: skip
     env = os.environ | {"DERMAOPS_HOME": str(tmp / "home")}
     log = tmp / "server.log"
     with log.open("w") as out:
@@ -101,8 +125,7 @@ def _served(
         try:
             url = f"http://127.0.0.1:{port}"
             _wait_ready(url, server, log)
-            bodies = [_body(j) for j in jpegs]
-            return [asyncio.run(_level(url, bodies, count, c)) for c in levels]
+            yield url
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -133,7 +156,7 @@ async def _level(url: str, bodies: list[bytes], count: int, concurrency: int) ->
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - started
-    return {"concurrency": concurrency, **_summary(times, errors, wall)}
+    return {"concurrency": concurrency, **_summary(times, errors, wall), "times": times}
 
 
 def _summary(times: list[float], errors: int, wall: float) -> dict[str, Any]:

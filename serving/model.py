@@ -81,6 +81,9 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         self.pre = Preprocessing.from_dict(meta["preprocessing"])
         self.temperature, self.threshold = _calibration(folder)
         self.backend: Backend = choose_backend(folder, self.settings.backend, self.settings.compile)
+        if self.backend.name == "onnxruntime":
+            # torch only resizes here; its spinning OpenMP team would steal ONNX Runtime's cores.
+            torch.set_num_threads(1)
         self.forward = self._forward_fn()
         warm = pixels_to_batch([np.zeros((*self.pre.cache_size[::-1], 3), np.uint8)], self.pre)
         if self.backend(warm).shape != (1, len(CLASSES)):
@@ -106,18 +109,22 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         return direct
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Batch:
-        min_size = self.pre.cache_size
         loop = asyncio.get_running_loop()
-        try:
-            decoded = await loop.run_in_executor(self.pool, self._decode, payload, min_size)
+        try:  # one hop to a worker thread: decoding must not block the event loop
+            pixels, stats = await loop.run_in_executor(self.pool, self._pixels, payload)
         except BadImage as e:
             ERRORS.labels(e.code).inc()
             raise
-        pixels = [cache_pixels(d.image, self.pre) for d in decoded]
-        stats = [image_stats(p, d.original_size) for p, d in zip(pixels, decoded, strict=True)]
         request_id = (headers or {}).get("x-request-id", "")
         v2 = payload if isinstance(payload, InferRequest) else None
         return Batch(v2, pixels, stats, request_id)
+
+    def _pixels(self, payload: Any) -> tuple[list[np.ndarray], list[dict[str, float]]]:
+        """Decode, then the stem's cache pixels and the drift statistics of each image."""
+        decoded = self._decode(payload, self.pre.cache_size)
+        pixels = [cache_pixels(d.image, self.pre) for d in decoded]
+        stats = [image_stats(p, d.original_size) for p, d in zip(pixels, decoded, strict=True)]
+        return pixels, stats
 
     def _decode(self, payload: Any, min_size: tuple[int, int]) -> list[Decoded]:
         if isinstance(payload, InferRequest):
