@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import socket
@@ -18,6 +19,7 @@ import pandas as pd
 import pytest
 
 from dermaops.baseline import run_baseline
+from dermaops.errors import ConfigError
 from dermaops.evaluate import evaluate
 from dermaops.gate import GateThresholds
 from dermaops.labels import CLASSES
@@ -182,3 +184,26 @@ def test_a_tracking_server_from_the_environment_is_used(
     source = reg.client.get_model_version_download_uri(reg.model_name, version)
     assert source.startswith("file://"), "KServe gets the store's URI, never models:/"
     assert not (dermaops_home / "mlflow").exists(), "nothing went to the local sqlite default"
+
+
+def test_the_predictor_loads_an_alias_from_the_registry(
+    trained: Trained, dermaops_home: Path, jpeg_bytes: Callable[..., bytes]
+) -> None:
+    import asyncio
+
+    from dermaops.serving.model import DermaOpsModel
+    from dermaops.serving.settings import ServingSettings
+    from dermaops.settings import Home
+
+    reg = Registry()
+    version = _register(reg, trained, "kfp-6")
+    settings = ServingSettings(model_uri="models:/dermaops@challenger", inference_log=False)
+    model = DermaOpsModel("dermaops", settings, Home(dermaops_home))
+    assert model.load() and model.version == version
+    assert model.threshold == pytest.approx(trained.metrics()["melanoma"]["threshold"])
+    body = {"instances": [{"b64": base64.b64encode(jpeg_bytes(600, 450)).decode()}]}
+    answer, _ = asyncio.run(model(body))
+    assert answer["model_version"] == version
+    model.stop()
+    with pytest.raises(ConfigError, match="no alias 'champion'"):
+        DermaOpsModel("dermaops", ServingSettings(model_uri="models:/dermaops@champion")).load()
