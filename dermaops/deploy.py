@@ -37,6 +37,9 @@ class ServiceSettings(BaseModel):
     memory: str = "2Gi"
     gpus: int = Field(0, ge=0, description="nvidia.com/gpu per replica (0: ONNX Runtime on CPU)")
     service_account: str = Field("", description="one that may read the model store")
+    logger_url: str = Field(
+        "", description="send every request and response there (KServe's logger), e.g. the monitor"
+    )
 
 
 def inference_service(storage_uri: str, model_version: str, s: ServiceSettings) -> dict[str, Any]:
@@ -74,6 +77,8 @@ def inference_service(storage_uri: str, model_version: str, s: ServiceSettings) 
         predictor["canaryTrafficPercent"] = s.canary_percent
     if s.service_account:
         predictor["serviceAccountName"] = s.service_account
+    if s.logger_url:
+        predictor["logger"] = {"mode": "all", "url": s.logger_url}
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",

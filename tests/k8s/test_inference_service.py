@@ -17,7 +17,8 @@ URI = "s3://mlflow/1/abc/artifacts/model"
 def test_rendered_service_passes_the_crd_schema(
     validate_custom_resource: Callable[[dict[str, Any]], None],
 ) -> None:
-    for settings in (ServiceSettings(), ServiceSettings(gpus=1, canary_percent=20)):
+    logged = ServiceSettings(logger_url="http://dermaops-monitor.dermaops:8080/events")
+    for settings in (ServiceSettings(), ServiceSettings(gpus=1, canary_percent=20), logged):
         validate_custom_resource(inference_service(URI, "3", settings))
 
 
