@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Load the model (ready only after a warm-up inference), then serve until stopped."""
     import kserve
+    import torch
 
     from dermaops.serving.model import DermaOpsModel
     from dermaops.serving.settings import ServingSettings
@@ -56,6 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings(ServingSettings, env_prefix="DERMAOPS_SERVING_", overrides=overrides)
     model = DermaOpsModel(args.model_name, settings)
     model.load()
+    if model.backend.name == "onnxruntime":
+        # torch only resizes here; its spinning OpenMP team would steal ONNX Runtime's cores.
+        torch.set_num_threads(1)
     kserve.ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,

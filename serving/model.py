@@ -81,9 +81,6 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         self.pre = Preprocessing.from_dict(meta["preprocessing"])
         self.temperature, self.threshold = _calibration(folder)
         self.backend: Backend = choose_backend(folder, self.settings.backend, self.settings.compile)
-        if self.backend.name == "onnxruntime":
-            # torch only resizes here; its spinning OpenMP team would steal ONNX Runtime's cores.
-            torch.set_num_threads(1)
         self.forward = self._forward_fn()
         warm = pixels_to_batch([np.zeros((*self.pre.cache_size[::-1], 3), np.uint8)], self.pre)
         if self.backend(warm).shape != (1, len(CLASSES)):
