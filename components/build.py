@@ -18,8 +18,7 @@ from dermaops.components.prepare import prepare
 from dermaops.components.promote import promote
 from dermaops.components.register import register
 from dermaops.components.train import train
-
-DEFAULT_IMAGE = "ghcr.io/dermaops/dermaops:0.1.0"
+from dermaops.deploy import DEFAULT_IMAGE
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 MODEL_MOUNT = "/mnt/models"
+DEFAULT_IMAGE = "ghcr.io/dermaops/dermaops:0.1.0"  # the project image: pipelines and predictor
 POINTER = "current.json"
 
 
@@ -25,7 +26,7 @@ class ServiceSettings(BaseModel):
 
     name: str = Field("dermaops", pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=45)
     namespace: str = Field("dermaops", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    image: str = Field("ghcr.io/dermaops/dermaops:0.1.0", description="the project image")
+    image: str = Field(DEFAULT_IMAGE, description="the project image")
     canary_percent: int = Field(
         0, ge=0, le=100, description="traffic to the new version while the last one serves the rest"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dermaops.components.build import DEFAULT_IMAGE
+from dermaops.deploy import DEFAULT_IMAGE
 
 
 class PipelineSettings(BaseModel):
