@@ -8,6 +8,8 @@ import io
 import json
 import logging
 import os
+import threading
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +73,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         self.pool = ThreadPoolExecutor(settings.workers or os.cpu_count() or 1, "dermaops")
         self.inference_log: InferenceLog | None = None
         self._torch_model: torch.nn.Module | None = None
+        self._explain_lock = threading.Lock()
 
     def load(self) -> bool:
         """Resolve and load the model, run one inference; only then ``ready``."""
@@ -93,15 +96,15 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         self.ready = True
         return self.ready
 
-    def _forward_fn(self) -> Any:
+    def _forward_fn(self) -> Callable[[torch.Tensor], Awaitable[np.ndarray]]:
+        """The forward pass off the event loop; micro-batched on CUDA or when asked."""
         cuda = self.backend.name.startswith("torch-cuda")
         size = self.settings.max_batch or (32 if cuda else 0)
         if size > 1:
             return MicroBatcher(self.backend, size, self.settings.max_wait_ms, self.pool)
-        loop_pool = self.pool
 
         async def direct(x: torch.Tensor) -> np.ndarray:
-            return await asyncio.get_running_loop().run_in_executor(loop_pool, self.backend, x)
+            return await asyncio.get_running_loop().run_in_executor(self.pool, self.backend, x)
 
         return direct
 
@@ -225,13 +228,14 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         from dermaops.gradcam import heatmaps, overlay
         from dermaops.model_dir import load_model_dir
 
-        if self._torch_model is None:
-            self._torch_model = load_model_dir(self.folder)[0]
         x = pixels_to_batch(batch.pixels, self.pre)
-        with torch.inference_mode():
-            probs = torch.softmax(self._torch_model(x) / self.temperature, dim=1).numpy()
-        top = [int(i) for i in probs.argmax(axis=1)]
-        maps = heatmaps(self._torch_model, self.arch, x, top)
+        with self._explain_lock:  # Grad-CAM hooks the one torch model: one request at a time
+            if self._torch_model is None:
+                self._torch_model = load_model_dir(self.folder)[0]
+            with torch.inference_mode():
+                probs = torch.softmax(self._torch_model(x) / self.temperature, dim=1).numpy()
+            top = [int(i) for i in probs.argmax(axis=1)]
+            maps = heatmaps(self._torch_model, self.arch, x, top)
         crops = centre_crop(
             fit_short_side(torch.from_numpy(np.stack(batch.pixels)), self.pre.image_size),
             self.pre.image_size,
