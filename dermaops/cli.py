@@ -10,7 +10,14 @@ from typing import Annotated
 
 import typer
 
-from dermaops.cli_platform import bench_serve, pipeline_app, predict, registry_app, serve
+from dermaops.cli_platform import (
+    bench_serve,
+    monitor_app,
+    pipeline_app,
+    predict,
+    registry_app,
+    serve,
+)
 from dermaops.errors import DermaOpsError
 from dermaops.settings import Home, load_settings
 
@@ -30,6 +37,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(registry_app, name="registry")
+app.add_typer(monitor_app, name="monitor")
 app.command("serve")(serve)
 app.command("predict")(predict)
 bench_app.command("serve")(bench_serve)

@@ -17,6 +17,9 @@ from dermaops.errors import ConfigError
 from dermaops.settings import Home
 
 pipeline_app = typer.Typer(help="Compile, run and submit the KFP pipelines.", no_args_is_help=True)
+monitor_app = typer.Typer(
+    help="Drift of live traffic against the training data.", no_args_is_help=True
+)
 registry_app = typer.Typer(
     help="The MLflow model registry: versions, promotion, rollback.", no_args_is_help=True
 )
@@ -340,3 +343,44 @@ def bench_serve(
         f"served p50 is {result['ratio_p50_vs_in_process']}x the in-process decode + forward "
         f"({result['backend']}); {result['errors']} errors ({path})"
     )
+
+
+@monitor_app.command("drift")
+def monitor_drift(
+    reference: Annotated[
+        Path | None,
+        typer.Option(help="reference_stats.csv (default: the deployed model's).", exists=True),
+    ] = None,
+    log_dir: Annotated[
+        Path | None, typer.Option(help="Inference log folder (default: $DERMAOPS_HOME/inference).")
+    ] = None,
+    window: Annotated[int | None, typer.Option(help="Most recent rows compared.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Report folder (default: $DERMAOPS_HOME/monitoring).")
+    ] = None,
+) -> None:
+    """One Evidently drift report: HTML, a JSON summary, and the verdict (exit 0 either way)."""
+    from dermaops.monitoring.drift import (
+        DriftSettings,
+        compute_drift,
+        deployed_reference,
+        read_reference,
+        read_window,
+    )
+    from dermaops.settings import load_settings
+
+    home = Home.from_env()
+    settings = load_settings(
+        DriftSettings, env_prefix="DERMAOPS_DRIFT_", overrides={"window": window}
+    )
+    ref = read_reference(reference or deployed_reference(home), settings.reference_split)
+    current = read_window(log_dir or home.inference_log, settings.window)
+    target = out or home.root / "monitoring"
+    summary = compute_drift(ref, current, settings, target)
+    verdict = "DRIFT" if summary.drifted else "no drift"
+    typer.echo(
+        f"{verdict}: {summary.drift_share:.0%} of columns drifted "
+        f"({', '.join(summary.drifted_columns) or 'none'}); {summary.current_rows} recent rows "
+        f"against {summary.reference_rows} reference rows"
+    )
+    typer.echo(f"report: {target / 'drift_report.html'}  summary: {target / 'drift_summary.json'}")

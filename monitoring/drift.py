@@ -1,0 +1,170 @@
+"""An Evidently data-drift report between the training reference and recent traffic."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from dermaops.deploy import POINTER
+from dermaops.errors import ConfigError, DermaOpsError
+from dermaops.features import STAT_NAMES
+from dermaops.model_dir import locate_model_dir
+from dermaops.settings import Home
+
+log = logging.getLogger(__name__)
+
+REFERENCE = "reference_stats.csv"
+LOG_NAME = "predictions.jsonl"
+CLASS_COLUMN = "dx"  # the true class in the reference, the predicted class in traffic
+
+
+class DriftError(DermaOpsError):
+    """Drift cannot be computed from what was given."""
+
+
+class DriftSettings(BaseModel):
+    """How much traffic to look at and when to call it drift."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    window: int = Field(500, ge=10, description="most recent inference-log rows compared")
+    min_rows: int = Field(30, ge=5, description="fewer rows than this: no verdict")
+    drift_share: float = Field(
+        0.3, gt=0, le=1, description="share of drifted columns that makes the set drifted"
+    )
+    p_value: float = Field(0.05, gt=0, lt=1, description="per-column test threshold")
+    reference_split: str = Field("train", description="the reference's split (train, val, all)")
+
+
+@dataclass(frozen=True)
+class DriftSummary:
+    """The verdict and what it rests on."""
+
+    drifted: bool
+    drift_share: float
+    drifted_columns: list[str]
+    columns: dict[str, dict[str, Any]]
+    reference_rows: int
+    current_rows: int
+    computed_at: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_reference(path: Path, split: str = "train") -> pd.DataFrame:
+    """The reference statistics (``reference_stats.csv``), one split or all of them."""
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise DriftError(f"cannot read the drift reference {path}: {e}") from e
+    missing = [c for c in (*STAT_NAMES, CLASS_COLUMN) if c not in frame.columns]
+    if missing:
+        raise DriftError(f"{path} lacks {', '.join(missing)}: not a reference_stats.csv")
+    if split != "all":
+        frame = frame[frame["split"] == split]
+    if frame.empty:
+        raise DriftError(f"{path} has no rows of split {split!r}")
+    return frame
+
+
+def read_window(folder: Path, rows: int) -> pd.DataFrame:
+    """The last ``rows`` records of the inference log (rotated files read newest last)."""
+    files = sorted(folder.glob(f"{LOG_NAME}.*"), key=_rotation, reverse=True)
+    files.append(folder / LOG_NAME)
+    records: list[dict[str, Any]] = []
+    for path in files:
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    log.warning("skipping a damaged line in %s", path)
+    frame = pd.DataFrame.from_records(records[-rows:])
+    missing = [c for c in (*STAT_NAMES, CLASS_COLUMN) if c not in frame.columns]
+    if records and missing:
+        raise DriftError(f"the inference log in {folder} lacks {', '.join(missing)}")
+    return frame
+
+
+def _rotation(path: Path) -> int:
+    suffix = path.name.rsplit(".", 1)[-1]
+    return int(suffix) if suffix.isdigit() else 0
+
+
+def compute_drift(
+    reference: pd.DataFrame, current: pd.DataFrame, s: DriftSettings, out: Path
+) -> DriftSummary:
+    """Run the Evidently report; write ``drift_report.html`` and ``drift_summary.json``."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    if len(current) < s.min_rows:
+        raise DriftError(
+            f"{len(current)} rows of traffic; drift needs at least {s.min_rows} (min_rows)"
+        )
+    columns = [*STAT_NAMES, CLASS_COLUMN]
+    definition = DataDefinition(
+        numerical_columns=list(STAT_NAMES), categorical_columns=[CLASS_COLUMN]
+    )
+    datasets = [
+        Dataset.from_pandas(frame[columns].reset_index(drop=True), data_definition=definition)
+        for frame in (current, reference)
+    ]
+    preset = DataDriftPreset(drift_share=s.drift_share, threshold=s.p_value)
+    snapshot = Report([preset], include_tests=True).run(*datasets)
+    out.mkdir(parents=True, exist_ok=True)
+    snapshot.save_html(str(out / "drift_report.html"))
+    summary = _summarise(json.loads(snapshot.json()), len(reference), len(current))
+    (out / "drift_summary.json").write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
+    return summary
+
+
+def _summarise(report: dict[str, Any], reference_rows: int, current_rows: int) -> DriftSummary:
+    """Per-column verdicts from the tests (a p-value or a distance, Evidently decides which)."""
+    scores = {}
+    for metric in report["metrics"]:
+        column = metric["config"].get("column")
+        if column:
+            scores[column] = {"score": float(metric["value"]), "method": metric["config"]["method"]}
+    overall = False
+    for test in report["tests"]:
+        params = test["metric_config"]["params"]
+        column = params.get("column")
+        if column in scores:
+            scores[column]["drifted"] = test["status"] != "SUCCESS"
+        elif "drift_share" in params:
+            overall = test["status"] != "SUCCESS"
+    counted = next(m for m in report["metrics"] if "DriftedColumnsCount" in m["metric_name"])
+    share = float(counted["value"]["share"])
+    return DriftSummary(
+        drifted=overall,
+        drift_share=share,
+        drifted_columns=sorted(c for c, v in scores.items() if v.get("drifted")),
+        columns=scores,
+        reference_rows=reference_rows,
+        current_rows=current_rows,
+        computed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def deployed_reference(home: Home) -> Path:
+    """The drift reference registered with the locally deployed model."""
+    pointer = home.serving / POINTER
+    try:
+        uri = json.loads(pointer.read_text())["model_uri"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(
+            f"no deployed model to take a reference from ({pointer}): pass --reference"
+        ) from e
+    parsed = urlparse(uri)
+    folder = locate_model_dir(Path(unquote(parsed.path) if parsed.scheme == "file" else uri))
+    return folder / REFERENCE
