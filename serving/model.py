@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from dermaops.serving.batching import MicroBatcher
 from dermaops.serving.inputs import BadImage, Limits, v1_images, v2_images
 from dermaops.serving.resolve import resolve_model
 from dermaops.serving.settings import ServingSettings
-from dermaops.serving.telemetry import ERRORS, MODEL_INFO, InferenceLog, observe
+from dermaops.serving.telemetry import ERRORS, LATENCY, MODEL_INFO, InferenceLog, observe
 from dermaops.settings import Home
 from dermaops.stem import cache_pixels, centre_crop, fit_short_side, pixels_to_batch
 
@@ -48,6 +49,7 @@ class Batch:
     pixels: list[np.ndarray]
     stats: list[dict[str, float]]
     request_id: str
+    started: float  # time.perf_counter() when preprocessing began
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         return direct
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Batch:
+        started = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:  # one hop to a worker thread: decoding must not block the event loop
             pixels, stats = await loop.run_in_executor(self.pool, self._pixels, payload)
@@ -117,7 +120,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             raise
         request_id = (headers or {}).get("x-request-id", "")
         v2 = payload if isinstance(payload, InferRequest) else None
-        return Batch(v2, pixels, stats, request_id)
+        return Batch(v2, pixels, stats, request_id, started)
 
     def _pixels(self, payload: Any) -> tuple[list[np.ndarray], list[dict[str, float]]]:
         """Decode, then the stem's cache pixels and the drift statistics of each image."""
@@ -170,6 +173,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
     ) -> dict[str, Any] | InferResponse:
         if not isinstance(result, Scored):
             return result  # explain's answer is complete already
+        LATENCY.labels("predict").observe(time.perf_counter() - result.batch.started)
         if result.batch.v2 is not None:
             return self._v2_response(result)
         return {
@@ -222,7 +226,9 @@ class DermaOpsModel(Model):  # type: ignore[misc]
     async def explain(self, batch: Batch, headers: dict[str, str] | None = None) -> dict[str, Any]:
         """Grad-CAM of the top class of each image: heatmap and overlay as base64 PNG."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, self._explain, batch)
+        answer = await loop.run_in_executor(self.pool, self._explain, batch)
+        LATENCY.labels("explain").observe(time.perf_counter() - batch.started)
+        return answer
 
     def _explain(self, batch: Batch) -> dict[str, Any]:
         from dermaops.gradcam import heatmaps, overlay

@@ -41,6 +41,12 @@ INPUT_SIZE = Histogram(
     "Width x height of the images as sent.",
     buckets=(1e4, 1e5, 2.7e5, 5e5, 1e6, 4e6, 1.6e7, 4e7),
 )
+LATENCY = Histogram(
+    "dermaops_request_duration_seconds",
+    "From the decoded request to the answer (decode, stem, forward, formatting).",
+    ["verb"],
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+)
 ERRORS = Counter("dermaops_request_errors", "Rejected or failed requests, by reason.", ["reason"])
 MODEL_INFO = Gauge(
     "dermaops_model_info",

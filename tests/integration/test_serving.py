@@ -242,10 +242,13 @@ def test_metrics_and_inference_log(server: Server, jpeg_bytes: Callable[..., byt
     httpx.post(f"{server.url}{V1}", json=_instances(jpeg_bytes(600, 450)), timeout=30)
     httpx.post(f"{server.url}{V1}", json={"instances": [{"b64": "@@"}]}, timeout=30)
     text = httpx.get(f"{server.url}/metrics").text
-    for name in ("dermaops_predictions_total", "dermaops_confidence_bucket",
-                 "dermaops_melanoma_flags_total", "dermaops_input_image_stat_bucket",
-                 'dermaops_request_errors_total{reason="bad_base64"}',
-                 'dermaops_model_info{', "request_predict_seconds"):  # fmt: skip
+    expected = (
+        "dermaops_predictions_total", "dermaops_confidence_bucket", "dermaops_model_info{",
+        "dermaops_melanoma_flags_total", "dermaops_input_image_stat_bucket",
+        'dermaops_request_errors_total{reason="bad_base64"}', "request_predict_seconds",
+        'dermaops_request_duration_seconds_bucket{le="0.005",verb="predict"}',
+    )  # fmt: skip
+    for name in expected:
         assert name in text, name
     lines = server.inference_log.read_text().splitlines()
     record = json.loads(lines[-1])
