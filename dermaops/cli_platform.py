@@ -384,3 +384,40 @@ def monitor_drift(
         f"against {summary.reference_rows} reference rows"
     )
     typer.echo(f"report: {target / 'drift_report.html'}  summary: {target / 'drift_summary.json'}")
+
+
+@monitor_app.command("serve")
+def monitor_serve(
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    reference: Annotated[
+        Path | None,
+        typer.Option(help="reference_stats.csv (default: the deployed model's).", exists=True),
+    ] = None,
+    log_dir: Annotated[
+        Path | None, typer.Option(help="Inference log folder (default: $DERMAOPS_HOME/inference).")
+    ] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between scheduled drift runs.")] = 900,
+    cooldown: Annotated[
+        float, typer.Option(help="Seconds before a second retraining run.")
+    ] = 21600,
+    retrain_command: Annotated[
+        str | None, typer.Option(help="What a retraining trigger runs.")
+    ] = None,
+) -> None:
+    """The monitor: scheduled drift, /metrics, /report, and Alertmanager's /alerts webhook."""
+    import uvicorn
+
+    from dermaops.monitoring.drift import deployed_reference
+    from dermaops.monitoring.service import MonitorSettings, build_app
+
+    home = Home.from_env()
+    settings = MonitorSettings(
+        reference=str(reference or deployed_reference(home)),
+        inference_log=str(log_dir or home.inference_log),
+        out=str(home.root / "monitoring"),
+        interval_s=interval,
+        cooldown_s=cooldown,
+        **({"retrain_command": retrain_command} if retrain_command else {}),
+    )
+    uvicorn.run(build_app(settings), host=host, port=port, log_level="info")

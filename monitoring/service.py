@@ -1,0 +1,222 @@
+"""``dermaops monitor serve``: drift on a schedule and on demand, its metrics, and retraining.
+
+GET  /metrics   dermaops_drift_share, dermaops_drift_detected, per-column verdicts, window size,
+                last-run time, retraining triggers
+GET  /report    the latest Evidently HTML report;  GET /summary  its JSON summary
+POST /drift     run the drift job now
+POST /alerts    Alertmanager's webhook: a firing alert labelled action=retrain starts one
+                retraining run, unless one started within the cooldown (a storm starts one run)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shlex
+import subprocess
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+from pydantic import BaseModel, ConfigDict, Field
+
+from dermaops.errors import DermaOpsError
+from dermaops.features import STAT_NAMES
+from dermaops.monitoring.drift import (
+    CLASS_COLUMN,
+    DriftError,
+    DriftSettings,
+    DriftSummary,
+    compute_drift,
+    read_reference,
+    read_window,
+)
+
+log = logging.getLogger(__name__)
+
+
+class MonitorSettings(BaseModel):
+    """The monitor's schedule, inputs and what a retraining trigger runs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reference: str = Field(..., description="reference_stats.csv")
+    inference_log: str = Field(..., description="the predictor's inference log folder")
+    out: str = Field(..., description="where reports and the trigger record go")
+    interval_s: float = Field(900, gt=0, description="seconds between scheduled drift runs")
+    cooldown_s: float = Field(6 * 3600, ge=0, description="no second retraining run within this")
+    retrain_command: str = Field(
+        "dermaops pipeline run --local --kind retraining",
+        description="what a trigger runs (on a cluster: dermaops pipeline submit --host ...)",
+    )
+    drift: DriftSettings = DriftSettings()
+
+
+@dataclass
+class MonitorState:
+    """What the monitor knows; guarded by ``lock`` (drift runs in a worker thread)."""
+
+    settings: MonitorSettings
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    summary: DriftSummary | None = None
+    last_error: str = ""
+    last_trigger: float = float("-inf")
+    retraining: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.share = Gauge("dermaops_drift_share", "Share of drifted columns.", registry=r)
+        self.detected = Gauge("dermaops_drift_detected", "1 when the set drifted.", registry=r)
+        self.column = Gauge(
+            "dermaops_drift_column", "1 when a column drifted.", ["column"], registry=r
+        )
+        self.window = Gauge("dermaops_drift_window_rows", "Rows of traffic compared.", registry=r)
+        self.last_run = Gauge(
+            "dermaops_drift_last_run_timestamp_seconds", "When drift last ran.", registry=r
+        )
+        self.failures = Counter("dermaops_drift_failures", "Drift runs that failed.", registry=r)
+        self.triggers = Counter(
+            "dermaops_retraining_triggers", "Retraining decisions, by outcome.", ["outcome"],
+            registry=r,
+        )  # fmt: skip
+
+
+def run_drift(state: MonitorState) -> DriftSummary:
+    """One drift run; updates the gauges (or counts the failure) and keeps the summary."""
+    s = state.settings
+    with state.lock:
+        try:
+            reference = read_reference(Path(s.reference), s.drift.reference_split)
+            current = read_window(Path(s.inference_log), s.drift.window)
+            summary = compute_drift(reference, current, s.drift, Path(s.out))
+        except DermaOpsError as e:
+            state.failures.inc()
+            state.last_error = str(e)
+            raise
+        state.summary, state.last_error = summary, ""
+        state.share.set(summary.drift_share)
+        state.detected.set(int(summary.drifted))
+        for column in (*STAT_NAMES, CLASS_COLUMN):
+            state.column.labels(column).set(int(column in summary.drifted_columns))
+        state.window.set(summary.current_rows)
+        state.last_run.set(time.time())
+    log.info("drift share %.2f (%s)", summary.drift_share, "DRIFT" if summary.drifted else "ok")
+    return summary
+
+
+def handle_alerts(state: MonitorState, payload: dict[str, Any]) -> dict[str, Any]:
+    """Start at most one retraining run for firing action=retrain alerts; record the decision."""
+    firing = [
+        a for a in payload.get("alerts", [])
+        if a.get("status") == "firing" and a.get("labels", {}).get("action") == "retrain"
+    ]  # fmt: skip
+    if not firing:
+        return {"outcome": "ignored", "reason": "no firing alert labelled action=retrain"}
+    names = sorted({a["labels"].get("alertname", "?") for a in firing})
+    with state.lock:
+        now = time.monotonic()
+        running = state.retraining is not None and state.retraining.poll() is None
+        if running or now - state.last_trigger < state.settings.cooldown_s:
+            why = "a retraining run is in progress" if running else "within the cooldown"
+            decision = {"outcome": "suppressed", "reason": why, "alerts": names}
+        else:
+            state.last_trigger = now
+            state.retraining = _start(state.settings)
+            decision = {"outcome": "started", "alerts": names, "pid": state.retraining.pid}
+        state.triggers.labels(decision["outcome"]).inc()
+    _record(Path(state.settings.out), decision)
+    return decision
+
+
+def _start(s: MonitorSettings) -> subprocess.Popen[bytes]:
+    out = Path(s.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    with (out / f"retraining-{stamp}.log").open("wb") as logfile:
+        return subprocess.Popen(shlex.split(s.retrain_command), stdout=logfile, stderr=logfile)
+
+
+def _record(out: Path, decision: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    line = {"time": datetime.now(UTC).isoformat(timespec="seconds"), **decision}
+    with (out / "triggers.jsonl").open("a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def build_app(settings: MonitorSettings) -> FastAPI:
+    """The monitor's HTTP API, with the scheduled drift job running in the background."""
+    state = MonitorState(settings)
+
+    async def schedule() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await loop.run_in_executor(None, run_drift, state)
+            except DriftError as e:
+                log.warning("scheduled drift run: %s", e)
+            await asyncio.sleep(settings.interval_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(schedule())
+        yield
+        task.cancel()
+
+    app = FastAPI(title="DermaOps monitor", lifespan=lifespan)
+    app.state.monitor = state
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/drift")
+    def drift_now() -> dict[str, Any]:
+        try:
+            return run_drift(state).as_dict()
+        except DriftError as e:
+            raise HTTPException(409, str(e)) from e
+
+    @app.get("/summary")
+    def summary() -> JSONResponse:
+        if state.summary is None:
+            raise HTTPException(404, f"no drift report yet: {state.last_error or 'none run'}")
+        return JSONResponse(state.summary.as_dict())
+
+    @app.get("/report")
+    def report() -> FileResponse:
+        path = Path(settings.out) / "drift_report.html"
+        if not path.is_file():
+            raise HTTPException(404, "no drift report yet; POST /drift runs one")
+        return FileResponse(path, media_type="text/html")
+
+    @app.post("/alerts")
+    async def alerts(request: Request) -> dict[str, Any]:
+        try:
+            payload = await request.json()
+        except ValueError as e:
+            raise HTTPException(400, f"expected Alertmanager's JSON webhook body: {e}") from e
+        if not isinstance(payload, dict) or not isinstance(payload.get("alerts"), list):
+            raise HTTPException(400, 'expected Alertmanager\'s webhook body with "alerts": [...]')
+        return handle_alerts(state, payload)
+
+    return app

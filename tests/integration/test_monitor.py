@@ -1,0 +1,99 @@
+"""`dermaops monitor serve` as a process: scheduled drift, metrics, report, alert webhook."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import DERMAOPS
+from tests.fault_server import free_port
+from tests.integration.traffic import log_traffic
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _alert(status: str = "firing", action: str = "retrain") -> dict[str, object]:
+    labels = {"alertname": "DermaOpsDataDrift", "severity": "warning", "action": action}
+    return {
+        "status": status,
+        "labels": labels,
+        "annotations": {},
+        "startsAt": "2026-11-28T00:00:00Z",
+    }
+
+
+@pytest.fixture
+def monitor(
+    synth_raw: Path, prepared_small: Path, tmp_path: Path, dermaops_home: Path
+) -> Iterator[tuple[str, Path]]:
+    log_traffic(synth_raw, tmp_path / "traffic", drifted=True)
+    marker = tmp_path / "retraining-runs"
+    retrain = f"{sys.executable} -c \"open('{marker}', 'a').write('run\\n')\""
+    port = free_port()
+    command = [str(DERMAOPS), "monitor", "serve", "--port", str(port),
+               "--reference", str(prepared_small / "reference_stats.csv"),
+               "--log-dir", str(tmp_path / "traffic"), "--interval", "3600",
+               "--cooldown", "3600", "--retrain-command", retrain]  # fmt: skip
+    env = os.environ | {"DERMAOPS_HOME": str(dermaops_home), "DERMAOPS_DRIFT_MIN_ROWS": "20",
+                        "DERMAOPS_DRIFT_REFERENCE_SPLIT": "all"}  # fmt: skip
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+            try:
+                if httpx.get(f"{url}/summary", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("the monitor produced no drift summary in 90 s")
+        yield url, marker
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_scheduled_drift_metrics_and_report(monitor: tuple[str, Path]) -> None:
+    url, _ = monitor
+    summary = httpx.get(f"{url}/summary").json()
+    assert summary["drifted"] is True and "brightness" in summary["drifted_columns"]
+    metrics = httpx.get(f"{url}/metrics").text
+    assert "dermaops_drift_detected 1.0" in metrics
+    assert 'dermaops_drift_column{column="brightness"} 1.0' in metrics
+    assert "dermaops_drift_window_rows 80.0" in metrics
+    assert "dermaops_drift_last_run_timestamp_seconds" in metrics
+    report = httpx.get(f"{url}/report")
+    assert report.status_code == 200 and "<html" in report.text[:500].lower()
+    assert httpx.post(f"{url}/drift", timeout=60).json()["drifted"] is True
+
+
+def test_an_alert_storm_starts_exactly_one_retraining_run(
+    monitor: tuple[str, Path], dermaops_home: Path
+) -> None:
+    url, marker = monitor
+    storm = {"receiver": "dermaops-monitor", "status": "firing", "alerts": [_alert()]}
+    outcomes = [httpx.post(f"{url}/alerts", json=storm).json()["outcome"] for _ in range(5)]
+    assert outcomes[0] == "started" and set(outcomes[1:]) == {"suppressed"}
+    resolved = {"alerts": [_alert(status="resolved"), _alert(action="notify")]}
+    assert httpx.post(f"{url}/alerts", json=resolved).json()["outcome"] == "ignored"
+    assert httpx.post(f"{url}/alerts", content=b"not json").status_code == 400
+    assert httpx.post(f"{url}/alerts", json={"alerts": "x"}).status_code == 400
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert marker.read_text() == "run\n", "one run, not five"
+    record = (dermaops_home / "monitoring" / "triggers.jsonl").read_text().splitlines()
+    assert [json.loads(line)["outcome"] for line in record] == ["started", *["suppressed"] * 4]
+    metrics = httpx.get(f"{url}/metrics").text
+    assert 'dermaops_retraining_triggers_total{outcome="suppressed"} 4.0' in metrics
