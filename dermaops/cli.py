@@ -10,14 +10,8 @@ from typing import Annotated
 
 import typer
 
-from dermaops.cli_platform import (
-    bench_serve,
-    monitor_app,
-    pipeline_app,
-    predict,
-    registry_app,
-    serve,
-)
+from dermaops.cli_platform import pipeline_app, registry_app
+from dermaops.cli_serving import bench_serve, monitor_app, predict, serve
 from dermaops.errors import DermaOpsError
 from dermaops.settings import Home, load_settings
 

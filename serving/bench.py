@@ -11,7 +11,6 @@ import asyncio
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,10 +25,10 @@ import numpy as np
 import torch
 
 from dermaops.data.synth import SynthSettings, synthesize
-from dermaops.errors import DermaOpsError
 from dermaops.imaging import decode
 from dermaops.model_dir import META
 from dermaops.models import Preprocessing
+from dermaops.net import free_port, wait_until_ready
 from dermaops.serving.backends import choose_backend
 from dermaops.serving.resolve import resolve_model
 from dermaops.settings import Home
@@ -114,7 +113,7 @@ class _InProcess:
 
 @contextmanager
 def _server(folder: Path, backend: str, tmp: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "dermaops.serving", "--model_dir", str(folder),
                "--http_port", str(port), "--enable_grpc", "false", "--backend", backend,
                "--enable_latency_logging", "false"]  # fmt: skip
@@ -124,7 +123,7 @@ def _server(folder: Path, backend: str, tmp: Path) -> Iterator[str]:
         server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             url = f"http://127.0.0.1:{port}"
-            _wait_ready(url, server, log)
+            wait_until_ready(f"{url}/v2/health/ready", 180, server, log)
             yield url
         finally:
             server.terminate()
@@ -175,24 +174,3 @@ _JSON = {"content-type": "application/json"}
 def _body(jpeg: bytes) -> bytes:
     b64 = base64.b64encode(jpeg).decode()
     return f'{{"instances":[{{"image_bytes":{{"b64":"{b64}"}}}}]}}'.encode()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _wait_ready(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise DermaOpsError(f"the predictor exited:\n{log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise DermaOpsError("the predictor was not ready within 180 s")

@@ -127,11 +127,3 @@ def _range_start(value: str | None) -> int:
 
 def _basic(auth: tuple[str, str]) -> str:
     return "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now (on 127.0.0.1)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port

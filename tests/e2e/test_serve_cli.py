@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from dermaops.deploy import write_pointer
+from dermaops.net import free_port
 from dermaops.settings import Home
 from dermaops.train.loop import train
 from dermaops.train.settings import TrainSettings
 from tests.e2e.conftest import DERMAOPS
-from tests.fault_server import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 Cli = Callable[..., subprocess.CompletedProcess[str]]

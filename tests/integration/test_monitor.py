@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dermaops.net import free_port, wait_until_ready
 from tests.e2e.conftest import DERMAOPS
-from tests.fault_server import free_port
 from tests.integration.traffic import log_traffic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -44,20 +44,13 @@ def monitor(
                "--cooldown", "3600", "--retrain-command", retrain]  # fmt: skip
     env = os.environ | {"DERMAOPS_HOME": str(dermaops_home), "DERMAOPS_DRIFT_MIN_ROWS": "20",
                         "DERMAOPS_DRIFT_REFERENCE_SPLIT": "all"}  # fmt: skip
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "monitor.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-            try:
-                if httpx.get(f"{url}/summary", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("the monitor produced no drift summary in 90 s")
+        # The first scheduled drift run happens at start-up: wait for its summary.
+        wait_until_ready(f"{url}/summary", 90, process, log)
         yield url, marker
     finally:
         process.terminate()

@@ -5,15 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import mlflow.pyfunc
 import pandas as pd
 import pytest
@@ -23,6 +20,7 @@ from dermaops.errors import ConfigError
 from dermaops.evaluate import evaluate
 from dermaops.gate import GateThresholds
 from dermaops.labels import CLASSES
+from dermaops.net import free_port, wait_until_ready
 from dermaops.registry import Registry
 from dermaops.registry.client import RegistryError
 from dermaops.registry.model import download, log_training_run
@@ -144,28 +142,19 @@ def test_registered_model_serves_through_pyfunc_and_downloads_for_kserve(
 @pytest.fixture
 def mlflow_server(tmp_path: Path) -> Iterator[str]:
     """A real `mlflow server` on loopback; artifacts go straight to the store, as with S3."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     command = [
         str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
         "--port", str(port), "--workers", "1",
         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
         "--no-serve-artifacts", "--default-artifact-root", (tmp_path / "store").as_uri(),
     ]  # fmt: skip
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "mlflow.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not answer /health in 90 s")
+        wait_until_ready(f"{url}/health", 90, server, log)
         yield url
     finally:
         server.terminate()

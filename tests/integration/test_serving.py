@@ -9,7 +9,6 @@ import os
 import random
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,9 @@ from PIL import Image
 from dermaops.evaluate import evaluate
 from dermaops.labels import CLASSES
 from dermaops.model_dir import write_calibration
+from dermaops.net import free_port, wait_until_ready
 from dermaops.train.loop import train
 from dermaops.train.settings import TrainSettings
-from tests.fault_server import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -72,27 +71,13 @@ def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_ready(url, process, log)
+            wait_until_ready(f"{url}/v2/health/ready", 120, process, log)
             threshold = json.loads((model_dir / "calibration.json").read_text())
             yield Server(url, log, root / "home" / "inference" / "predictions.jsonl",
                          threshold["melanoma_threshold"])  # fmt: skip
         finally:
             process.terminate()
             process.wait(timeout=30)
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the predictor exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    pytest.fail("the predictor was not ready in 120 s")
 
 
 def _b64(data: bytes) -> str:

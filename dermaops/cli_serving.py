@@ -1,0 +1,193 @@
+"""``dermaops serve|predict|bench serve|monitor ...``: the KServe and monitoring layers.
+
+Kept apart from :mod:`dermaops.cli` so that data and training commands never load kserve,
+evidently or FastAPI; every command imports its layer inside its body.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dermaops.errors import ConfigError
+from dermaops.settings import Home
+
+monitor_app = typer.Typer(
+    help="Drift of live traffic against the training data.", no_args_is_help=True
+)
+ModelNameOpt = Annotated[str, typer.Option("--model-name", help="The registered model.")]
+ReferenceOpt = Annotated[
+    Path | None,
+    typer.Option(help="reference_stats.csv (default: the deployed model's).", exists=True),
+]
+LogDirOpt = Annotated[
+    Path | None, typer.Option(help="Inference log folder (default: $DERMAOPS_HOME/inference).")
+]
+
+
+def serve(
+    model_uri: Annotated[
+        str,
+        typer.Option(help="Folder, file://, or models:/NAME@ALIAS (default: the deployed one)."),
+    ] = "",
+    http_port: Annotated[int, typer.Option(help="HTTP port (binds all interfaces).")] = 8080,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port (0: no gRPC).")] = 0,
+    backend: Annotated[str, typer.Option(help="auto, onnx, torch or cuda.")] = "auto",
+    model_name: ModelNameOpt = "dermaops",
+) -> None:
+    """Serve a model with the KServe predictor (v1, v2, explain, /metrics) until stopped."""
+    from dermaops.serving.__main__ import main as serve_main
+
+    argv = ["--model_name", model_name, "--http_port", str(http_port), "--backend", backend]
+    argv += (
+        ["--enable_grpc", "true", "--grpc_port", str(grpc_port)]
+        if grpc_port
+        else ["--enable_grpc", "false"]
+    )
+    if model_uri:
+        argv += ["--model_uri", model_uri]
+    serve_main(argv)
+
+
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="JPEG or PNG files.", exists=True)],
+    url: Annotated[str, typer.Option(help="The predictor.")] = "http://127.0.0.1:8080",
+    model_name: ModelNameOpt = "dermaops",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the server's JSON.")] = False,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the predictor to be ready.")] = 0,
+) -> None:
+    """Classify images with a running predictor (v1 protocol) and print a table."""
+    import base64
+
+    import httpx
+
+    from dermaops.errors import DermaOpsError
+
+    if wait:
+        from dermaops.net import wait_until_ready
+
+        wait_until_ready(f"{url}/v2/health/ready", wait)
+    body = {"instances": [{"image_bytes": {"b64": base64.b64encode(p.read_bytes()).decode()}}
+                          for p in images]}  # fmt: skip
+    try:
+        response = httpx.post(f"{url}/v1/models/{model_name}:predict", json=body, timeout=60)
+    except httpx.HTTPError as e:
+        raise DermaOpsError(f"no predictor at {url}: {e}") from e
+    if response.status_code != 200:
+        raise DermaOpsError(
+            f"the predictor refused the request ({response.status_code}): {response.text}"
+        )
+    answer = response.json()
+    if as_json:
+        typer.echo(json.dumps(answer, indent=2))
+        return
+    typer.echo(f"model {answer['model_name']} version {answer['model_version']}")
+    for path, p in zip(images, answer["predictions"], strict=True):
+        top = ", ".join(f"{t['dx']} {t['probability']:.1%}" for t in p["top_k"])
+        mel = p["melanoma"]
+        flag = "MELANOMA FLAG" if mel["flag"] else "no melanoma flag"
+        typer.echo(f"{path.name}: {top}; {flag} (P(mel) {mel['probability']:.3f}, "
+                   f"threshold {mel['threshold']:.3f})")  # fmt: skip
+
+
+def bench_serve(
+    model_uri: Annotated[
+        str,
+        typer.Option(help="Folder, file://, or models:/NAME@ALIAS (default: the deployed one)."),
+    ] = "",
+    requests: Annotated[int, typer.Option(min=10, help="Requests at each concurrency.")] = 200,
+    concurrency: Annotated[str, typer.Option(help="Comma-separated levels.")] = "1,8,32",
+    backend: Annotated[str, typer.Option(help="auto, onnx, torch or cuda.")] = "auto",
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Result file (default: $DERMAOPS_HOME/bench/serve.json)."),
+    ] = None,
+) -> None:
+    """p50/p99 and images/s of the real predictor on loopback vs the same model in process."""
+    from dermaops.bench import write_result
+    from dermaops.serving.bench import bench_serve as run
+
+    try:
+        levels = tuple(int(c) for c in concurrency.split(","))
+    except ValueError as e:
+        raise ConfigError(f"--concurrency {concurrency!r}: expected numbers like 1,8,32") from e
+    home = Home.from_env()
+    result = run(model_uri, home, requests, levels, backend)
+    path = json_out or home.bench / "serve.json"
+    write_result(result, path)
+    typer.echo(json.dumps(result, indent=2))
+    typer.echo(
+        f"served p50 is {result['ratio_p50_vs_in_process']}x the in-process decode + forward "
+        f"({result['backend']}); {result['errors']} errors ({path})"
+    )
+
+
+@monitor_app.command("drift")
+def monitor_drift(
+    reference: ReferenceOpt = None,
+    log_dir: LogDirOpt = None,
+    window: Annotated[int | None, typer.Option(help="Most recent rows compared.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Report folder (default: $DERMAOPS_HOME/monitoring).")
+    ] = None,
+) -> None:
+    """One Evidently drift report: HTML, a JSON summary, and the verdict (exit 0 either way)."""
+    from dermaops.monitoring.drift import (
+        DriftSettings,
+        compute_drift,
+        deployed_reference,
+        read_reference,
+        read_window,
+    )
+    from dermaops.settings import load_settings
+
+    home = Home.from_env()
+    settings = load_settings(
+        DriftSettings, env_prefix="DERMAOPS_DRIFT_", overrides={"window": window}
+    )
+    ref = read_reference(reference or deployed_reference(home), settings.reference_split)
+    current = read_window(log_dir or home.inference_log, settings.window)
+    target = out or home.root / "monitoring"
+    summary = compute_drift(ref, current, settings, target)
+    verdict = "DRIFT" if summary.drifted else "no drift"
+    typer.echo(
+        f"{verdict}: {summary.drift_share:.0%} of columns drifted "
+        f"({', '.join(summary.drifted_columns) or 'none'}); {summary.current_rows} recent rows "
+        f"against {summary.reference_rows} reference rows"
+    )
+    typer.echo(f"report: {target / 'drift_report.html'}  summary: {target / 'drift_summary.json'}")
+
+
+@monitor_app.command("serve")
+def monitor_serve(
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    reference: ReferenceOpt = None,
+    log_dir: LogDirOpt = None,
+    interval: Annotated[float, typer.Option(help="Seconds between scheduled drift runs.")] = 900,
+    cooldown: Annotated[
+        float, typer.Option(help="Seconds before a second retraining run.")
+    ] = 21600,
+    retrain_command: Annotated[
+        str | None, typer.Option(help="What a retraining trigger runs.")
+    ] = None,
+) -> None:
+    """The monitor: scheduled drift, /metrics, /report, and Alertmanager's /alerts webhook."""
+    import uvicorn
+
+    from dermaops.monitoring.drift import deployed_reference
+    from dermaops.monitoring.service import MonitorSettings, build_app
+
+    home = Home.from_env()
+    settings = MonitorSettings(
+        reference=str(reference or deployed_reference(home)),
+        inference_log=str(log_dir or home.inference_log),
+        out=str(home.root / "monitoring"),
+        interval_s=interval,
+        cooldown_s=cooldown,
+        **({"retrain_command": retrain_command} if retrain_command else {}),
+    )
+    uvicorn.run(build_app(settings), host=host, port=port, log_level="info")
