@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from dermaops.cli_platform import pipeline_app, registry_app
-from dermaops.cli_serving import bench_serve, monitor_app, predict, serve
+from dermaops.cli_serving import bench_serve, monitor_app, predict, serve, traffic
 from dermaops.errors import DermaOpsError
 from dermaops.settings import Home, load_settings
 
@@ -34,6 +34,7 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(monitor_app, name="monitor")
 app.command("serve")(serve)
 app.command("predict")(predict)
+app.command("traffic")(traffic)
 bench_app.command("serve")(bench_serve)
 
 ConfigOpt = Annotated[

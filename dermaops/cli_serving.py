@@ -93,6 +93,39 @@ def predict(
                    f"threshold {mel['threshold']:.3f})")  # fmt: skip
 
 
+def traffic(
+    folder: Annotated[
+        Path,
+        typer.Argument(help="Folder searched for JPEG/PNG files.", exists=True, file_okay=False),
+    ],
+    url: Annotated[str, typer.Option(help="The predictor.")] = "http://127.0.0.1:8080",
+    n: Annotated[int, typer.Option(min=1, help="Images to send (the first N, sorted).")] = 60,
+    shifted: Annotated[
+        bool, typer.Option(help="Darker, blurred and bluer: what drift looks like.")
+    ] = False,
+    model_name: ModelNameOpt = "dermaops",
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the predictor to be ready.")] = 0,
+) -> None:
+    """Send images one request each to a running predictor (for the demo and drift checks)."""
+    from dermaops.errors import DermaOpsError
+    from dermaops.traffic import send
+
+    images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[
+        :n
+    ]
+    if not images:
+        raise ConfigError(f"no JPEG or PNG files under {folder}")
+    if wait:
+        from dermaops.net import wait_until_ready
+
+        wait_until_ready(f"{url}/v2/health/ready", wait)
+    result = send(url, images, shifted, model_name)
+    kind = "shifted " if shifted else ""
+    typer.echo(f"sent {result.sent} {kind}images to {url}: {result.sent - result.failed} answered")
+    if result.failed:
+        raise DermaOpsError(f"{result.failed} requests refused: " + "; ".join(result.errors))
+
+
 def bench_serve(
     model_uri: Annotated[
         str,
@@ -178,11 +211,13 @@ def monitor_serve(
     """The monitor: scheduled drift, /metrics, /report, and Alertmanager's /alerts webhook."""
     import uvicorn
 
-    from dermaops.monitoring.drift import deployed_reference
+    from dermaops.monitoring.drift import DriftSettings, deployed_reference
     from dermaops.monitoring.service import MonitorSettings, build_app
+    from dermaops.settings import load_settings
 
     home = Home.from_env()
     settings = MonitorSettings(
+        drift=load_settings(DriftSettings, env_prefix="DERMAOPS_DRIFT_"),
         reference=str(reference or deployed_reference(home)),
         inference_log=str(log_dir or home.inference_log),
         out=str(home.root / "monitoring"),

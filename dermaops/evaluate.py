@@ -17,6 +17,7 @@ import torch
 from dermaops.calibration import apply_temperature, choose_threshold, fit_temperature, rates
 from dermaops.data.prepared import PreparedSet
 from dermaops.data.report import GENERATED_NOTICE
+from dermaops.embedding import PROJECTION, Projection, WithEmbedding
 from dermaops.evaluate_report import (
     plot_confusion,
     plot_gradcam_grid,
@@ -24,11 +25,12 @@ from dermaops.evaluate_report import (
     write_markdown,
 )
 from dermaops.gradcam import heatmaps, overlay
-from dermaops.inference import predict_probs, resolve_device, split_tensors
+from dermaops.inference import predict_with_embeddings, resolve_device, split_tensors
 from dermaops.labels import INDEX
 from dermaops.metrics import Roc, confusion, expected_calibration_error, roc_points, summary
 from dermaops.model_dir import load_model_dir
 from dermaops.models import Preprocessing
+from dermaops.reference import OUTPUTS, write_outputs
 from dermaops.stem import centre_crop, eval_batch
 
 log = logging.getLogger(__name__)
@@ -61,22 +63,55 @@ def evaluate(
     data = PreparedSet.open(prepared)
     cpu = torch.device("cpu")
     val, test = (split_tensors(data, name, pre.image_size, cpu) for name in ("val", "test"))
-    predictions = Predictions(
-        predict_probs(model, val.pixels, pre, batch_size), val.labels.numpy(),
-        predict_probs(model, test.pixels, pre, batch_size), test.labels.numpy(),
-    )  # fmt: skip
+    with_embedding = WithEmbedding(model, meta["arch"])
+    val_probs, val_embedding = predict_with_embeddings(with_embedding, val.pixels, pre, batch_size)
+    test_probs, test_embedding = predict_with_embeddings(
+        with_embedding, test.pixels, pre, batch_size
+    )
+    del with_embedding
+    predictions = Predictions(val_probs, val.labels.numpy(), test_probs, test.labels.numpy())
     described = {
         "arch": meta["arch"],
         "image_size": pre.image_size,
         "best_epoch": meta.get("best_epoch"),
     }
     metrics = score(predictions, out, described, data.generated, target_sensitivity)
+    _reference_outputs(
+        out, data, predictions, metrics["temperature"], (val_embedding, test_embedding)
+    )
     grid = out / "gradcam_melanoma.png"
     _melanoma_gradcam(model, meta["arch"], pre, test.pixels, predictions, grid, data.generated)
     if grid.is_file():
         with (out / "report.md").open("a") as report:
             report.write(f"## Grad-CAM on test melanomas\n\n![Grad-CAM]({grid.name})\n")
     return metrics
+
+
+def _reference_outputs(
+    out: Path,
+    data: PreparedSet,
+    predictions: Predictions,
+    temperature: float,
+    embeddings: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """The projection fitted on validation embeddings, and the drift reference's model columns.
+
+    Written as the predictor will log traffic: calibrated probabilities, the same projection.
+    """
+    projection = Projection.fit(embeddings[0])
+    projection.save(out / PROJECTION)
+    ids = [
+        image_id
+        for split in ("val", "test")
+        for image_id in data.index[data.index["split"] == split].sort_values("row")["image_id"]
+    ]
+    probs = apply_temperature(
+        np.concatenate([predictions.val_probs, predictions.test_probs]), temperature
+    )
+    write_outputs(out / OUTPUTS, ids, probs, projection(np.concatenate(embeddings)))
+    log.info(
+        "embedding projection: %s of the variance", [round(v, 3) for v in projection.explained]
+    )
 
 
 def _melanoma_gradcam(

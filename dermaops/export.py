@@ -9,12 +9,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from dermaops.embedding import WithEmbedding
 from dermaops.errors import DermaOpsError
 from dermaops.models import Preprocessing
 
 log = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
+OUTPUTS = ("logits", "embedding")
 PARITY_TOLERANCE = 1e-4
 
 
@@ -22,23 +24,25 @@ class ExportError(DermaOpsError):
     """The ONNX file disagrees with the torch model, or could not be written."""
 
 
-def export_onnx(model: nn.Module, pre: Preprocessing, path: Path) -> float:
+def export_onnx(model: nn.Module, arch: str, pre: Preprocessing, path: Path) -> float:
     """Write ``model`` as one ONNX file (dynamic batch); return the parity gap it passed.
+
+    The graph has two outputs: ``logits`` and ``embedding`` (the head's input, for drift).
 
     Raises:
         ExportError: export failed, or probabilities differ by more than 1e-4 on a check batch.
     """
-    model = model.eval().cpu()
+    split = WithEmbedding(model.eval().cpu(), arch).eval()
     example = torch.zeros(1, 3, pre.image_size, pre.image_size)
     try:
         torch.onnx.export(
-            model, (example,), str(path), input_names=["input"], output_names=["logits"],
+            split, (example,), str(path), input_names=["input"], output_names=list(OUTPUTS),
             dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},), dynamo=True,
             external_data=False,
         )  # fmt: skip
     except Exception as e:  # the exporter raises many types; all mean the same to a user
         raise ExportError(f"ONNX export of {type(model).__name__} failed: {e}") from e
-    gap = onnx_parity(model, path, pre)
+    gap = onnx_parity(split, path, pre)
     if gap > PARITY_TOLERANCE:
         path.unlink(missing_ok=True)
         raise ExportError(
@@ -48,7 +52,7 @@ def export_onnx(model: nn.Module, pre: Preprocessing, path: Path) -> float:
     return gap
 
 
-def onnx_parity(model: nn.Module, path: Path, pre: Preprocessing, batch: int = 8) -> float:
+def onnx_parity(model: WithEmbedding, path: Path, pre: Preprocessing, batch: int = 8) -> float:
     """Max absolute difference of softmax probabilities, torch vs ONNX Runtime, on one batch."""
     import onnxruntime as ort
 
@@ -56,8 +60,8 @@ def onnx_parity(model: nn.Module, path: Path, pre: Preprocessing, batch: int = 8
         batch, 3, pre.image_size, pre.image_size, generator=torch.Generator().manual_seed(0)
     )
     with torch.no_grad():
-        expected = torch.softmax(model.eval().cpu()(x), dim=1).numpy()
+        expected = torch.softmax(model.eval().cpu()(x)[0], dim=1).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (logits,) = session.run(None, {"input": x.numpy()})
+    logits, _ = session.run(None, {"input": x.numpy()})
     got = torch.softmax(torch.from_numpy(np.asarray(logits)), dim=1).numpy()
     return float(np.abs(got - expected).max())

@@ -22,6 +22,9 @@ STAT_NAMES: Final = (
     "height",
     "aspect",
 )
+# What the model made of an image, logged by the predictor and computed for the reference.
+PREDICTION: Final = "prediction"  # the predicted class code
+CONFIDENCE: Final = "confidence"  # its calibrated probability
 
 
 def image_stats(pixels: np.ndarray, original_size: tuple[int, int]) -> dict[str, float]:

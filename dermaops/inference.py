@@ -5,14 +5,17 @@ Shared by training (validation), evaluation and, later, serving.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from dermaops.data.prepared import PreparedSet
+from dermaops.embedding import WithEmbedding
 from dermaops.errors import DermaOpsError
 from dermaops.models import Preprocessing
 from dermaops.stem import eval_batch, fit_short_side
@@ -52,21 +55,45 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return torch.bfloat16
 
 
-@torch.no_grad()
 def predict_probs(
     model: nn.Module, pixels: torch.Tensor, pre: Preprocessing, batch: int
 ) -> np.ndarray:
     """Softmax probabilities (N, 7) for uint8 images whose short side is ``image_size``."""
+    return torch.cat(
+        [torch.softmax(logits, dim=1) for logits in _forward(model, pixels, pre, batch)]
+    ).numpy()
+
+
+def predict_with_embeddings(
+    model: WithEmbedding, pixels: torch.Tensor, pre: Preprocessing, batch: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities (N, 7) and the head's input (N, D) for the same images."""
+    probs, embeddings = [], []
+    for logits, embedding in _forward(model, pixels, pre, batch):
+        probs.append(torch.softmax(logits, dim=1))
+        embeddings.append(embedding)
+    return torch.cat(probs).numpy(), torch.cat(embeddings).numpy()
+
+
+@torch.no_grad()
+def _forward(
+    model: nn.Module, pixels: torch.Tensor, pre: Preprocessing, batch: int
+) -> Iterator[Any]:
+    """The model's outputs, batch by batch, as float32 on the CPU; eval mode while it runs."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     dtype = autocast_dtype(device, "auto")
-    out = []
-    for start in range(0, len(pixels), batch):
-        x = eval_batch(pixels[start : start + batch].to(device), pre)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=dtype) if dtype else nullcontext():
-            out.append(torch.softmax(model(x).float(), dim=1).cpu())
-    model.train(was_training)
-    return torch.cat(out).numpy()
+    try:
+        for start in range(0, len(pixels), batch):
+            x = eval_batch(pixels[start : start + batch].to(device), pre)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=dtype) if dtype else nullcontext():
+                out = model(x)
+            if isinstance(out, tuple):
+                yield tuple(o.float().cpu() for o in out)
+            else:
+                yield out.float().cpu()
+    finally:
+        model.train(was_training)

@@ -3,12 +3,15 @@
 model.json     architecture, classes, preprocessing (size, mean, std), provenance
 weights.pt     the state dict
 labels.json    class index -> code and full name
-calibration.json  temperature and melanoma threshold fitted on validation (added at registration)
+calibration.json  temperature and melanoma threshold fitted on validation   } added by
+projection.json   the embedding projection fitted on validation            } assemble(), at
+reference_stats.csv  the drift reference (statistics and model outputs)    } registration
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +84,24 @@ def locate_model_dir(root: Path) -> Path:
     if len(found) != 1:
         raise ModelDirError(f"{root} holds no DermaOps model ({META}) nor one MLflow model of it")
     return found[0].parent
+
+
+def assemble(model_dir: Path, prepared: Path, eval_dir: Path, dest: Path) -> dict[str, float]:
+    """Copy a trained ``model_dir`` to ``dest`` with what its evaluation learned: calibration,
+    the embedding projection and the drift reference. What registration stores and serving loads.
+
+    Returns:
+        The calibration (temperature and melanoma threshold).
+    """
+    from dermaops.embedding import PROJECTION
+    from dermaops.reference import OUTPUTS, REFERENCE, join_reference
+
+    try:
+        metrics = json.loads((eval_dir / "metrics.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ModelDirError(f"{eval_dir} is not an evaluation folder: {e}") from e
+    shutil.copytree(model_dir, dest)
+    calibration = write_calibration(dest, metrics)
+    shutil.copy2(eval_dir / PROJECTION, dest / PROJECTION)
+    join_reference(prepared / REFERENCE, eval_dir / OUTPUTS, dest / REFERENCE)
+    return calibration

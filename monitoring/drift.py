@@ -14,16 +14,17 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from dermaops.deploy import POINTER
+from dermaops.embedding import PROJECTION_NAMES
 from dermaops.errors import ConfigError, DermaOpsError
-from dermaops.features import STAT_NAMES
+from dermaops.features import CONFIDENCE, PREDICTION, STAT_NAMES
 from dermaops.model_dir import locate_model_dir
+from dermaops.reference import REFERENCE
 from dermaops.settings import Home
 
 log = logging.getLogger(__name__)
 
-REFERENCE = "reference_stats.csv"
 LOG_NAME = "predictions.jsonl"
-CLASS_COLUMN = "dx"  # the true class in the reference, the predicted class in traffic
+MODEL_NUMERIC = (CONFIDENCE, *PROJECTION_NAMES)  # compared when the reference has them
 
 
 class DriftError(DermaOpsError):
@@ -41,7 +42,11 @@ class DriftSettings(BaseModel):
         0.3, gt=0, le=1, description="share of drifted columns that makes the set drifted"
     )
     p_value: float = Field(0.05, gt=0, lt=1, description="per-column test threshold")
-    reference_split: str = Field("train", description="the reference's split (train, val, all)")
+    reference_split: str = Field(
+        "val",
+        description="the reference's split (train, val, test, all); val has the model's "
+        "outputs on images it never trained on",
+    )
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,7 @@ class DriftSummary:
     drifted: bool
     drift_share: float
     drifted_columns: list[str]
-    columns: dict[str, dict[str, Any]]
+    columns: dict[str, dict[str, Any]]  # every compared column: score, method, drifted
     reference_rows: int
     current_rows: int
     computed_at: str
@@ -66,7 +71,7 @@ def read_reference(path: Path, split: str = "train") -> pd.DataFrame:
         frame = pd.read_csv(path)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise DriftError(f"cannot read the drift reference {path}: {e}") from e
-    missing = [c for c in (*STAT_NAMES, CLASS_COLUMN) if c not in frame.columns]
+    missing = [c for c in STAT_NAMES if c not in frame.columns]
     if missing:
         raise DriftError(f"{path} lacks {', '.join(missing)}: not a reference_stats.csv")
     if split != "all":
@@ -89,7 +94,7 @@ def read_window(folder: Path, rows: int) -> pd.DataFrame:
                 except json.JSONDecodeError:
                     log.warning("skipping a damaged line in %s", path)
     frame = pd.DataFrame.from_records(records[-rows:])
-    missing = [c for c in (*STAT_NAMES, CLASS_COLUMN) if c not in frame.columns]
+    missing = [c for c in STAT_NAMES if c not in frame.columns]
     if records and missing:
         raise DriftError(f"the inference log in {folder} lacks {', '.join(missing)}")
     return frame
@@ -111,10 +116,11 @@ def compute_drift(
         raise DriftError(
             f"{len(current)} rows of traffic; drift needs at least {s.min_rows} (min_rows)"
         )
-    columns = [*STAT_NAMES, CLASS_COLUMN]
-    definition = DataDefinition(
-        numerical_columns=list(STAT_NAMES), categorical_columns=[CLASS_COLUMN]
-    )
+    numeric = [*STAT_NAMES, *(c for c in MODEL_NUMERIC if _comparable(c, reference, current))]
+    categorical = [PREDICTION] if _comparable(PREDICTION, reference, current) else []
+    columns = [*numeric, *categorical]
+    log.info("comparing %d columns: %s", len(columns), ", ".join(columns))
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
     datasets = [
         Dataset.from_pandas(frame[columns].reset_index(drop=True), data_definition=definition)
         for frame in (current, reference)
@@ -126,6 +132,12 @@ def compute_drift(
     summary = _summarise(json.loads(snapshot.json()), len(reference), len(current))
     (out / "drift_summary.json").write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
     return summary
+
+
+def _comparable(column: str, reference: pd.DataFrame, current: pd.DataFrame) -> bool:
+    """Both sides have the column, filled: a reference without the model's outputs (prepare's
+    own, or its train split) or traffic from a model without a projection leaves it out."""
+    return all(column in f.columns and f[column].notna().all() for f in (reference, current))
 
 
 def _summarise(report: dict[str, Any], reference_rows: int, current_rows: int) -> DriftSummary:

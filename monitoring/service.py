@@ -36,9 +36,7 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, Field
 
 from dermaops.errors import DermaOpsError
-from dermaops.features import STAT_NAMES
 from dermaops.monitoring.drift import (
-    CLASS_COLUMN,
     DriftError,
     DriftSettings,
     DriftSummary,
@@ -112,7 +110,7 @@ def run_drift(state: MonitorState) -> DriftSummary:
         state.summary, state.last_error = summary, ""
         state.share.set(summary.drift_share)
         state.detected.set(int(summary.drifted))
-        for column in (*STAT_NAMES, CLASS_COLUMN):
+        for column in summary.columns:
             state.column.labels(column).set(int(column in summary.drifted_columns))
         state.window.set(summary.current_rows)
         state.last_run.set(time.time())

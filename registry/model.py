@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from mlflow.types import ColSpec, Schema
 
 import dermaops
 from dermaops.labels import CLASSES
-from dermaops.model_dir import META, write_calibration
+from dermaops.model_dir import META, assemble
 from dermaops.registry.client import Registry, RegistryError
 
 log = logging.getLogger(__name__)
@@ -38,7 +37,6 @@ SCALARS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "auc_macr
            "ece_uncalibrated", "temperature")  # fmt: skip
 MELANOMA = ("threshold", "test_sensitivity", "test_specificity")
 MODEL_ARTIFACT = "model"
-REFERENCE = "reference_stats.csv"
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("binary", "image")]),
     outputs=Schema([*(ColSpec("double", c) for c in CLASSES), ColSpec("boolean", "melanoma")]),
@@ -75,15 +73,15 @@ def register(
     run_id: str,
     model_dir: Path,
     prepared: Path,
-    metrics: dict[str, Any],
+    eval_dir: Path,
     tags: dict[str, str] | None = None,
 ) -> ModelVersion:
-    """Log ``model_dir`` with calibration and drift reference; register it as ``challenger``."""
+    """Log ``model_dir`` with calibration, embedding projection and drift reference (from the
+    evaluation in ``eval_dir``); register it as ``challenger``."""
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "model_dir"
-        shutil.copytree(model_dir, staged)
-        calibration = write_calibration(staged, metrics)
-        shutil.copy2(prepared / REFERENCE, staged / REFERENCE)
+        calibration = assemble(model_dir, prepared, eval_dir, staged)
         saved = Path(tmp) / MODEL_ARTIFACT
         mlflow.pyfunc.save_model(
             path=str(saved),
@@ -206,6 +204,6 @@ def log_training_run(
         *(("data", prepared / name) for name in data_files),
     ]
     log_run(reg, run_id, params, scalars, artifacts)
-    version = register(reg, run_id, run_dir / "model", prepared, metrics)
+    version = register(reg, run_id, run_dir / "model", prepared, eval_dir)
     reg.tag_run(run_id, {"registered_version": str(version.version)})
     return str(version.version)

@@ -10,6 +10,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from dermaops.embedding import WithEmbedding
 from dermaops.errors import ConfigError
 from dermaops.export import ONNX_FILE
 from dermaops.model_dir import load_model_dir
@@ -17,11 +18,17 @@ from dermaops.model_dir import load_model_dir
 log = logging.getLogger(__name__)
 
 
+Outputs = tuple[np.ndarray, np.ndarray]  # logits (N, 7) and embedding (N, D), float32
+
+
 class Backend(Protocol):
     name: str
 
-    def __call__(self, batch: torch.Tensor) -> np.ndarray:
-        """Logits (N, 7) as float32 for a normalised batch (N, 3, S, S)."""
+    def __call__(self, batch: torch.Tensor) -> Outputs:
+        """Logits and embeddings for a normalised batch (N, 3, S, S).
+
+        A model exported before embeddings were part of the graph gives an (N, 0) embedding.
+        """
         ...
 
 
@@ -41,15 +48,18 @@ class OnnxBackend:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
 
-    def __call__(self, batch: torch.Tensor) -> np.ndarray:
-        logits = self.session.run(None, {self.input: batch.numpy()})[0]
-        return np.asarray(logits, dtype=np.float32)
+    def __call__(self, batch: torch.Tensor) -> Outputs:
+        logits, *embedding = self.session.run(None, {self.input: batch.numpy()})
+        logits = np.asarray(logits, dtype=np.float32)
+        if not embedding:
+            return logits, np.zeros((len(logits), 0), np.float32)
+        return logits, np.asarray(embedding[0], dtype=np.float32)
 
 
 class TorchBackend:
     """The torch model; on CUDA in fp16 and channels_last, optionally compiled."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, compile: bool = False):
+    def __init__(self, model: WithEmbedding, device: torch.device, compile: bool = False):
         self.device = device
         self.half = device.type == "cuda"
         model = model.to(device).eval()
@@ -59,11 +69,12 @@ class TorchBackend:
         self.name = f"torch-{device.type}" + ("-fp16" if self.half else "")
 
     @torch.inference_mode()
-    def __call__(self, batch: torch.Tensor) -> np.ndarray:
+    def __call__(self, batch: torch.Tensor) -> Outputs:
         x = batch.to(self.device, non_blocking=True)
         if self.half:
             x = x.half().contiguous(memory_format=torch.channels_last)
-        return self.model(x).float().cpu().numpy()
+        logits, embedding = self.model(x)
+        return logits.float().cpu().numpy(), embedding.float().cpu().numpy()
 
 
 def choose_backend(folder: Path, choice: str, compile: bool = False) -> Backend:
@@ -84,5 +95,6 @@ def choose_backend(folder: Path, choice: str, compile: bool = False) -> Backend:
         raise ConfigError("--backend cuda: CUDA is not available here")
     if choice not in ("cuda", "torch"):
         raise ConfigError(f"--backend {choice!r}: choose auto, onnx, torch or cuda")
-    model, _, _ = load_model_dir(folder)
-    return TorchBackend(model, torch.device("cuda" if choice == "cuda" else "cpu"), compile)
+    model, _, meta = load_model_dir(folder)
+    device = torch.device("cuda" if choice == "cuda" else "cpu")
+    return TorchBackend(WithEmbedding(model, meta["arch"]), device, compile)

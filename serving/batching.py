@@ -9,7 +9,8 @@ from concurrent.futures import Executor
 import numpy as np
 import torch
 
-Forward = Callable[[torch.Tensor], np.ndarray]
+Outputs = tuple[np.ndarray, ...]
+Forward = Callable[[torch.Tensor], Outputs]
 
 
 class MicroBatcher:
@@ -20,15 +21,15 @@ class MicroBatcher:
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.executor = executor
-        self._queue: asyncio.Queue[tuple[torch.Tensor, asyncio.Future[np.ndarray]]] | None = None
+        self._queue: asyncio.Queue[tuple[torch.Tensor, asyncio.Future[Outputs]]] | None = None
         self._worker: asyncio.Task[None] | None = None
 
-    async def __call__(self, batch: torch.Tensor) -> np.ndarray:
+    async def __call__(self, batch: torch.Tensor) -> Outputs:
         loop = asyncio.get_running_loop()
         if self._queue is None or self._worker is None or self._worker.done():
             self._queue = asyncio.Queue()
             self._worker = loop.create_task(self._drain())
-        done: asyncio.Future[np.ndarray] = loop.create_future()
+        done: asyncio.Future[Outputs] = loop.create_future()
         await self._queue.put((batch, done))
         return await done
 
@@ -48,11 +49,11 @@ class MicroBatcher:
                 size += len(item[0])
             await self._run(items)
 
-    async def _run(self, items: list[tuple[torch.Tensor, asyncio.Future[np.ndarray]]]) -> None:
+    async def _run(self, items: list[tuple[torch.Tensor, asyncio.Future[Outputs]]]) -> None:
         loop = asyncio.get_running_loop()
         joined = torch.cat([batch for batch, _ in items])
         try:
-            logits = await loop.run_in_executor(self.executor, self.forward, joined)
+            outputs = await loop.run_in_executor(self.executor, self.forward, joined)
         except Exception as e:  # every waiting request learns of the failure
             for _, done in items:
                 if not done.done():
@@ -61,5 +62,5 @@ class MicroBatcher:
         start = 0
         for batch, done in items:
             if not done.done():
-                done.set_result(logits[start : start + len(batch)])
+                done.set_result(tuple(o[start : start + len(batch)] for o in outputs))
             start += len(batch)

@@ -23,12 +23,13 @@ from kserve.errors import InferenceError
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from PIL import Image
 
-from dermaops.features import image_stats
+from dermaops.embedding import PROJECTION, PROJECTION_NAMES, Projection
+from dermaops.features import PREDICTION, image_stats
 from dermaops.imaging import Decoded, ImageLimits
 from dermaops.labels import CLASSES, FULL_NAMES, INDEX
 from dermaops.model_dir import CALIBRATION, META
 from dermaops.models import Preprocessing
-from dermaops.serving.backends import Backend, choose_backend
+from dermaops.serving.backends import Backend, Outputs, choose_backend
 from dermaops.serving.batching import MicroBatcher
 from dermaops.serving.inputs import BadImage, Limits, v1_images, v2_images
 from dermaops.serving.resolve import resolve_model
@@ -54,11 +55,12 @@ class Batch:
 
 @dataclass(frozen=True)
 class Scored:
-    """A batch with its calibrated probabilities and melanoma flags."""
+    """A batch with its calibrated probabilities, melanoma flags and embedding projections."""
 
     batch: Batch
     probs: np.ndarray
     flags: np.ndarray
+    projections: np.ndarray  # (N, K); K is 0 when the model has no projection
 
 
 class DermaOpsModel(Model):  # type: ignore[misc]
@@ -85,11 +87,15 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         self.version = self.settings.model_version or version
         self.pre = Preprocessing.from_dict(meta["preprocessing"])
         self.temperature, self.threshold = _calibration(folder)
+        self.projection = _projection(folder)
         self.backend: Backend = choose_backend(folder, self.settings.backend, self.settings.compile)
         self.forward = self._forward_fn()
         warm = pixels_to_batch([np.zeros((*self.pre.cache_size[::-1], 3), np.uint8)], self.pre)
-        if self.backend(warm).shape != (1, len(CLASSES)):
+        logits, embedding = self.backend(warm)
+        if logits.shape != (1, len(CLASSES)):
             raise InferenceError(f"{folder} gave a wrong output shape at warm-up")
+        if self.projection is not None:
+            self.projection(embedding)  # a projection of another width fails here, not later
         if self.settings.inference_log:
             where = self.settings.inference_log_dir or str(self.home.inference_log)
             self.inference_log = InferenceLog(Path(where))
@@ -98,14 +104,14 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         self.ready = True
         return self.ready
 
-    def _forward_fn(self) -> Callable[[torch.Tensor], Awaitable[np.ndarray]]:
+    def _forward_fn(self) -> Callable[[torch.Tensor], Awaitable[Outputs]]:
         """The forward pass off the event loop; micro-batched on CUDA or when asked."""
         cuda = self.backend.name.startswith("torch-cuda")
         size = self.settings.max_batch or (32 if cuda else 0)
         if size > 1:
             return MicroBatcher(self.backend, size, self.settings.max_wait_ms, self.pool)
 
-        async def direct(x: torch.Tensor) -> np.ndarray:
+        async def direct(x: torch.Tensor) -> Outputs:
             return await asyncio.get_running_loop().run_in_executor(self.pool, self.backend, x)
 
         return direct
@@ -138,7 +144,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         self, batch: Batch, headers: dict[str, str] | None = None, response_headers: Any = None
     ) -> Scored:
         try:
-            logits = await self.forward(pixels_to_batch(batch.pixels, self.pre))
+            logits, embedding = await self.forward(pixels_to_batch(batch.pixels, self.pre))
         except Exception as e:
             ERRORS.labels("inference").inc()
             raise InferenceError(f"inference failed: {type(e).__name__}: {e}") from e
@@ -146,22 +152,34 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         probs = np.exp(scaled - scaled.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
         flags = probs[:, MEL] >= self.threshold
+        projected = (
+            self.projection(embedding)
+            if self.projection is not None
+            else np.zeros((len(probs), 0), np.float32)
+        )
         observe(self.version, probs, flags, batch.stats)
+        scored = Scored(batch, probs, flags, projected)
         if self.inference_log is not None:
-            self._log(batch, probs, flags)
-        return Scored(batch, probs, flags)
+            self._log(scored)
+        return scored
 
-    def _log(self, batch: Batch, probs: np.ndarray, flags: np.ndarray) -> None:
+    def _log(self, scored: Scored) -> None:
+        """One line per image: statistics, embedding projections and the answer; no pixels."""
         assert self.inference_log is not None
-        for stats, row, flag in zip(batch.stats, probs, flags, strict=True):
+        rows = zip(scored.batch.stats, scored.probs, scored.flags, scored.projections, strict=True)
+        for stats, row, flag, projected in rows:
             top = int(row.argmax())
             self.inference_log.write(
                 {
-                    "request_id": batch.request_id,
+                    "request_id": scored.batch.request_id,
                     "model": self.name,
                     "model_version": self.version,
                     **{k: round(v, 5) for k, v in stats.items()},
-                    "dx": CLASSES[top],
+                    **{
+                        k: round(float(v), 5)
+                        for k, v in zip(PROJECTION_NAMES, projected, strict=False)
+                    },
+                    PREDICTION: CLASSES[top],
                     "confidence": round(float(row[top]), 5),
                     "melanoma": bool(flag),
                     **{f"p_{c}": round(float(p), 5) for c, p in zip(CLASSES, row, strict=True)},
@@ -276,6 +294,17 @@ def _calibration(folder: Path) -> tuple[float, float]:
         return 1.0, 0.5
     calibration = json.loads(path.read_text())
     return float(calibration["temperature"]), float(calibration["melanoma_threshold"])
+
+
+def _projection(folder: Path) -> Projection | None:
+    """The embedding projection registered with the model, if it has one."""
+    path = folder / PROJECTION
+    if not path.is_file():
+        log.warning(
+            "%s has no %s: the inference log will lack embedding features", folder, PROJECTION
+        )
+        return None
+    return Projection.load(path)
 
 
 def _png(pixels: np.ndarray) -> str:

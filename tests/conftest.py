@@ -56,6 +56,24 @@ def prepared_small(synth_raw: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return out
 
 
+@pytest.fixture(scope="session")
+def served_model(prepared_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small trained model (ONNX included) with what registration adds: calibration, the
+    embedding projection and the drift reference (read-only)."""
+    from dermaops.evaluate import evaluate
+    from dermaops.model_dir import assemble
+    from dermaops.train.loop import train
+    from dermaops.train.settings import TrainSettings
+
+    root = tmp_path_factory.mktemp("served")
+    settings = TrainSettings(model="resnet18", weights="none", epochs=1, image_size=32,
+                             batch_size=16)  # fmt: skip
+    train(prepared_small, root / "run", settings)
+    evaluate(prepared_small, root / "run" / "model", root / "evaluation")
+    assemble(root / "run" / "model", prepared_small, root / "evaluation", root / "model")
+    return root / "model"
+
+
 @pytest.fixture
 def jpeg_bytes() -> Callable[..., bytes]:
     """Encode a small RGB test image (a gradient, so resizing and orientation show)."""

@@ -298,7 +298,7 @@ def _write_outputs(
     model_dir = run_dir / "model"
     model_dir.mkdir(exist_ok=True)
     if s.export_onnx:
-        gap = export_onnx(model, pre, model_dir / ONNX_FILE)
+        gap = export_onnx(model, s.model, pre, model_dir / ONNX_FILE)
         extra["onnx"] = {"file": ONNX_FILE, "parity_max_abs_diff": gap}
     save_model_dir(model_dir, model, s.model, pre, extra)
     (run_dir / "history.json").write_text(json.dumps(state["history"], indent=2) + "\n")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from dermaops.features import STAT_NAMES
 from dermaops.monitoring.drift import (
     DriftError,
     DriftSettings,
@@ -34,7 +35,7 @@ def test_same_distribution_is_not_drift_and_changed_images_are(
     drift = compute_drift(reference, shifted, SETTINGS, tmp_path / "drift")
     assert drift.drifted and drift.drift_share >= SETTINGS.drift_share
     assert {"brightness", "sharpness"} <= set(drift.drifted_columns)
-    assert "dx" not in drift.drifted_columns, "the class mix did not change"
+    assert set(drift.columns) == set(STAT_NAMES), "prepare's reference has no model outputs"
     saved = json.loads((tmp_path / "drift" / "drift_summary.json").read_text())
     assert saved["drifted"] is True and saved["columns"]["brightness"]["drifted"] is True
     assert (tmp_path / "drift" / "drift_report.html").stat().st_size > 10_000
@@ -45,11 +46,13 @@ def test_window_reads_rotated_logs_newest_last_and_needs_enough_rows(tmp_path: P
     folder.mkdir()
     row = dict.fromkeys(("brightness", "contrast", "saturation", "hue_mean", "hue_spread",
                          "sharpness", "width", "height", "aspect"), 0.5)  # fmt: skip
-    (folder / "predictions.jsonl.2").write_text(json.dumps(row | {"dx": "old"}) + "\n")
-    (folder / "predictions.jsonl.1").write_text(json.dumps(row | {"dx": "mid"}) + "\nnot json\n")
-    (folder / "predictions.jsonl").write_text(json.dumps(row | {"dx": "new"}) + "\n")
-    assert read_window(folder, 10)["dx"].tolist() == ["old", "mid", "new"]
-    assert read_window(folder, 2)["dx"].tolist() == ["mid", "new"]
+    (folder / "predictions.jsonl.2").write_text(json.dumps(row | {"prediction": "old"}) + "\n")
+    (folder / "predictions.jsonl.1").write_text(
+        json.dumps(row | {"prediction": "mid"}) + "\nnot json\n"
+    )
+    (folder / "predictions.jsonl").write_text(json.dumps(row | {"prediction": "new"}) + "\n")
+    assert read_window(folder, 10)["prediction"].tolist() == ["old", "mid", "new"]
+    assert read_window(folder, 2)["prediction"].tolist() == ["mid", "new"]
     with pytest.raises(DriftError, match="at least 20"):
         compute_drift(pd.DataFrame(), read_window(folder, 10), SETTINGS, tmp_path / "out")
     with pytest.raises(DriftError, match=r"not a reference_stats\.csv"):

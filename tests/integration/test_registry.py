@@ -126,9 +126,13 @@ def test_registered_model_serves_through_pyfunc_and_downloads_for_kserve(
     reg = Registry()
     version = _register(reg, trained, "kfp-4")
     folder = download(reg, version, tmp_path / "dl")
-    assert {"weights.pt", "model.json", "calibration.json", "reference_stats.csv"} <= {
-        p.name for p in folder.iterdir()
-    }
+    assert {"weights.pt", "model.json", "calibration.json", "reference_stats.csv",
+            "projection.json"} <= {p.name for p in folder.iterdir()}  # fmt: skip
+    reference = pd.read_csv(folder / "reference_stats.csv")
+    scored = reference[reference["split"].isin(["val", "test"])]
+    assert scored["prediction"].isin(CLASSES).all() and scored["confidence"].between(0, 1).all()
+    assert scored[["embedding_pc1", "embedding_pc2", "embedding_pc3"]].notna().all().all()
+    assert reference.loc[reference["split"] == "train", "prediction"].isna().all()
     mlflow.set_tracking_uri(reg.uri)
     model = mlflow.pyfunc.load_model(f"models:/{reg.model_name}/{version}")
     out = model.predict(pd.DataFrame({"image": [jpeg_bytes(120, 90), jpeg_bytes(60, 80)]}))

@@ -18,12 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dermaops.evaluate import evaluate
 from dermaops.labels import CLASSES
-from dermaops.model_dir import write_calibration
 from dermaops.net import free_port, wait_until_ready
-from dermaops.train.loop import train
-from dermaops.train.settings import TrainSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,15 +39,8 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def model_dir(prepared_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small trained model with ONNX and the calibration registration would add."""
-    root = tmp_path_factory.mktemp("served")
-    settings = TrainSettings(model="resnet18", weights="none", epochs=1, image_size=32,
-                             batch_size=16)  # fmt: skip
-    train(prepared_small, root / "run", settings)
-    metrics = evaluate(prepared_small, root / "run" / "model", root / "evaluation")
-    write_calibration(root / "run" / "model", metrics)
-    return root / "run" / "model"
+def model_dir(served_model: Path) -> Path:
+    return served_model
 
 
 @pytest.fixture(scope="module")
@@ -237,5 +226,6 @@ def test_metrics_and_inference_log(server: Server, jpeg_bytes: Callable[..., byt
         assert name in text, name
     lines = server.inference_log.read_text().splitlines()
     record = json.loads(lines[-1])
-    assert {"brightness", "sharpness", "width", "dx", "confidence", "melanoma"} <= set(record)
+    assert {"brightness", "sharpness", "width", "prediction", "confidence", "melanoma",
+            "embedding_pc1", "embedding_pc2", "embedding_pc3"} <= set(record)  # fmt: skip
     assert record["width"] == 600.0 and len(lines[-1]) < 2000, "statistics, never pixels"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,19 +22,13 @@ from dermaops.serving.model import DermaOpsModel
 from dermaops.serving.resolve import resolve_model
 from dermaops.serving.settings import ServingSettings
 from dermaops.settings import Home
-from dermaops.train.loop import train
-from dermaops.train.settings import TrainSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def model_dir(prepared_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("direct")
-    settings = TrainSettings(model="resnet18", weights="none", epochs=1, image_size=32,
-                             batch_size=16)  # fmt: skip
-    train(prepared_small, root / "run", settings)
-    return root / "run" / "model"
+def model_dir(served_model: Path) -> Path:
+    return served_model
 
 
 def _payload(*images: bytes) -> dict[str, object]:
@@ -52,7 +47,9 @@ def test_ready_only_after_load_and_same_answer_on_both_backends(
         assert model.backend.name == ("onnxruntime" if backend == "onnx" else "torch-cpu")
         result, _ = asyncio.run(model(_payload(jpeg_bytes(600, 450))))
         answers[backend] = result["predictions"][0]["probabilities"]
-        assert (model.temperature, model.threshold) == (1.0, 0.5), "no calibration.json here"
+        calibration = json.loads((model_dir / "calibration.json").read_text())
+        assert (model.temperature, model.threshold) == tuple(calibration.values())
+        assert model.projection is not None and model.projection.components.shape == (3, 512)
         model.stop()
     onnx, torch_ = (np.array(list(answers[b].values())) for b in ("onnx", "torch"))
     assert np.abs(onnx - torch_).max() < 1e-4
@@ -90,12 +87,13 @@ def test_micro_batcher_joins_concurrent_requests_and_splits_answers() -> None:
     calls: list[int] = []
     lock = threading.Lock()
 
-    def forward(x: torch.Tensor) -> np.ndarray:
+    def forward(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         with lock:
             calls.append(len(x))
-        return x.reshape(len(x), -1).numpy()[:, :1] * 10
+        values = x.reshape(len(x), -1).numpy()[:, :1]
+        return values * 10, values + 1
 
-    async def many() -> list[np.ndarray]:
+    async def many() -> list[tuple[np.ndarray, ...]]:
         batcher = MicroBatcher(forward, max_batch=8, max_wait_ms=50, executor=pool)
         inputs = [torch.full((n, 1), float(i)) for i, n in enumerate([1, 2, 1, 3])]
         return await asyncio.gather(*(batcher(x) for x in inputs))
@@ -103,4 +101,5 @@ def test_micro_batcher_joins_concurrent_requests_and_splits_answers() -> None:
     with ThreadPoolExecutor(2) as pool:
         results = asyncio.run(many())
     assert sum(calls) == 7 and len(calls) < 4, f"batched into {calls}"
-    assert [r.ravel().tolist() for r in results] == [[0.0], [10.0, 10.0], [20.0], [30.0] * 3]
+    assert [r[0].ravel().tolist() for r in results] == [[0.0], [10.0, 10.0], [20.0], [30.0] * 3]
+    assert [r[1].ravel().tolist() for r in results] == [[1.0], [2.0, 2.0], [3.0], [4.0] * 3]
