@@ -1,0 +1,211 @@
+"""The whole monitoring loop with real binaries on loopback.
+
+The predictor serves a trained model; Prometheus (Debian's) scrapes it and the monitor with the
+project's alert rules; shifted traffic (darker, blurred, bluer) makes the monitor's drift job
+report drift; DermaOpsDataDrift fires; Alertmanager (Debian's), with the project's routing,
+posts it to the monitor's /alerts and to the team chat; the monitor starts exactly one
+retraining run however often Alertmanager repeats itself. Every wait polls an API.
+
+Only timings are changed from the shipped configuration: scrape and evaluation every second,
+the drift alert's hold time 1 s instead of 5 min, Alertmanager's waits 1-2 s; and the addresses,
+which are loopback ports. The retraining command is a one-line script that records each start
+(a real retraining run is the pipeline tests' business).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from dermaops.net import free_port, wait_until_ready
+from tests.e2e.conftest import DERMAOPS
+from tests.fault_server import FaultyServer
+from tests.k8s.test_alerting import ALERTMANAGER, RULES, _tool
+from tests.k8s.test_dashboard import dashboard_expressions, fill_variables
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+LOOP_TIMEOUT = 150  # seconds for traffic -> drift -> alert -> webhook -> run
+
+
+@dataclass(frozen=True)
+class Loop:
+    predictor: str
+    monitor: str
+    prometheus: str
+    alertmanager: str
+    chat: FaultyServer
+    runs: Path  # one line per retraining run started
+    triggers: Path  # the monitor's record of every decision
+
+
+def _start(stack: ExitStack, command: list[str], log: Path, env: dict[str, str] | None = None
+           ) -> subprocess.Popen[bytes]:  # fmt: skip
+    with log.open("w") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def stop() -> None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    stack.callback(stop)
+    return process
+
+
+def _rules_for_test(dest: Path) -> None:
+    """The project's rules; only DermaOpsDataDrift's hold time shortened (5m -> 1s)."""
+    rules = yaml.safe_load(RULES.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if rule.get("alert") == "DermaOpsDataDrift":
+                rule["for"] = "1s"
+    dest.write_text(yaml.safe_dump(rules))
+
+
+def _alertmanager_for_test(dest: Path, monitor: str, chat: str) -> None:
+    """The project's routing with loopback receivers and second-scale waits."""
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    route = config["route"]
+    route.update(group_wait="1s", group_interval="1s", repeat_interval="2s")
+    for child in route["routes"]:
+        child["group_wait"] = "1s"
+    receivers = {r["name"]: r for r in config["receivers"]}
+    receivers["dermaops-monitor"]["webhook_configs"][0]["url"] = f"{monitor}/alerts"
+    (dest.parent / "chat-url").write_text(f"{chat}/slack")
+    receivers["team-chat"]["slack_configs"][0]["api_url_file"] = str(dest.parent / "chat-url")
+    dest.write_text(yaml.safe_dump(config))
+
+
+def _prometheus_config(dest: Path, rules: Path, targets: dict[str, str], alertmanager: str) -> None:
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules)],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]},
+        "scrape_configs": [
+            {"job_name": job, "static_configs": [{"targets": [target]}]}
+            for job, target in targets.items()
+        ],
+    }
+    dest.write_text(yaml.safe_dump(config))
+
+
+def _poll(what: str, check: Callable[[], Any], seconds: float, logs: list[Path]) -> Any:
+    """``check()`` until it returns something truthy; on timeout, fail with the logs' tails."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.5)
+    tails = "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in logs if p.is_file())
+    pytest.fail(f"{what}: not within {seconds:.0f} s\n{tails}")
+
+
+def _query(prometheus: str, expr: str) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10).json()
+    assert answer["status"] == "success", f"{expr}: {answer}"
+    result: list[dict[str, Any]] = answer["data"]["result"]
+    return result
+
+
+@pytest.fixture
+def loop(served_model: Path, tmp_path: Path, dermaops_home: Path) -> Iterator[Loop]:
+    prometheus_bin, alertmanager_bin = _tool("prometheus"), _tool("prometheus-alertmanager")
+    ports = {name: free_port() for name in ("predictor", "monitor", "prometheus", "alertmanager")}
+    url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    env = os.environ | {"DERMAOPS_HOME": str(dermaops_home), "DERMAOPS_DRIFT_MIN_ROWS": "20"}
+    runs = tmp_path / "retraining-runs"
+    retrain = f"{sys.executable} -c \"open('{runs}', 'a').write('run\\n')\""
+    logs = {name: tmp_path / f"{name}.log" for name in ports}
+    with ExitStack() as stack:
+        chat = stack.enter_context(FaultyServer())
+        chat.add("/slack", b"ok")
+        predictor = _start(stack, [sys.executable, "-m", "dermaops.serving", "--model_dir",
+                                   str(served_model), "--http_port", str(ports["predictor"]),
+                                   "--enable_grpc", "false"], logs["predictor"], env)  # fmt: skip
+        monitor = _start(stack, [str(DERMAOPS), "monitor", "serve", "--port", str(ports["monitor"]),
+                                 "--reference", str(served_model / "reference_stats.csv"),
+                                 "--interval", "2", "--cooldown", "3600",
+                                 "--retrain-command", retrain], logs["monitor"], env)  # fmt: skip
+        _rules_for_test(tmp_path / "rules.yaml")
+        _alertmanager_for_test(tmp_path / "alertmanager.yaml", url["monitor"], chat.url)
+        alertmanager = _start(stack, [alertmanager_bin,
+                                      f"--config.file={tmp_path / 'alertmanager.yaml'}",
+                                      f"--storage.path={tmp_path / 'am-data'}",
+                                      f"--web.listen-address=127.0.0.1:{ports['alertmanager']}",
+                                      "--cluster.listen-address="],
+                              logs["alertmanager"])  # fmt: skip
+        targets = {"dermaops-predictor": f"127.0.0.1:{ports['predictor']}",
+                   "dermaops-monitor": f"127.0.0.1:{ports['monitor']}"}  # fmt: skip
+        _prometheus_config(tmp_path / "prometheus.yml", tmp_path / "rules.yaml", targets,
+                           f"127.0.0.1:{ports['alertmanager']}")  # fmt: skip
+        prometheus = _start(stack, [prometheus_bin, f"--config.file={tmp_path / 'prometheus.yml'}",
+                                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                    f"--web.listen-address=127.0.0.1:{ports['prometheus']}"],
+                            logs["prometheus"])  # fmt: skip
+        wait_until_ready(f"{url['predictor']}/v2/health/ready", 120, predictor, logs["predictor"])
+        wait_until_ready(f"{url['monitor']}/healthz", 60, monitor, logs["monitor"])
+        wait_until_ready(f"{url['alertmanager']}/-/ready", 30, alertmanager, logs["alertmanager"])
+        wait_until_ready(f"{url['prometheus']}/-/ready", 30, prometheus, logs["prometheus"])
+        yield Loop(url["predictor"], url["monitor"], url["prometheus"], url["alertmanager"], chat,
+                   runs, dermaops_home / "monitoring" / "triggers.jsonl")  # fmt: skip
+        for name, path in logs.items():  # kept for a failing run's report
+            (tmp_path / f"{name}.log.kept").write_bytes(path.read_bytes())
+
+
+def test_drifted_traffic_fires_the_alert_and_starts_one_retraining_run(
+    loop: Loop, synth_raw: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    logs = sorted(tmp_path.glob("*.log"))
+    _poll("Prometheus scrapes both targets",
+          lambda: len(_query(loop.prometheus, "up == 1")) == 2, 30, logs)  # fmt: skip
+    out = cli("traffic", str(synth_raw), "--url", loop.predictor, "--n", "60", "--shifted").stdout
+    assert "sent 60 shifted images" in out and "60 answered" in out
+    httpx.post(f"{loop.predictor}/v1/models/dermaops:predict", json={"instances": [{"b64": "%"}]})
+
+    summary = _poll("the monitor reports drift",
+                    lambda: (s := httpx.get(f"{loop.monitor}/summary").json()).get("drifted") and s,
+                    60, logs)  # fmt: skip
+    assert {"brightness", "sharpness"} <= set(summary["drifted_columns"])
+    assert {"embedding_pc1", "prediction", "confidence"} <= set(summary["columns"]), (
+        "the model's own view is compared too"
+    )
+    firing = 'ALERTS{alertname="DermaOpsDataDrift", alertstate="firing"}'
+    _poll("DermaOpsDataDrift fires in Prometheus",
+          lambda: _query(loop.prometheus, firing), 30, logs)  # fmt: skip
+
+    def decisions() -> list[dict[str, Any]]:
+        if not loop.triggers.is_file():
+            return []
+        return [json.loads(line) for line in loop.triggers.read_text().splitlines()]
+
+    # Alertmanager repeats the firing group every 2 s: wait for the run and two repeats.
+    _poll("one run started and Alertmanager's repeats suppressed",
+          lambda: len(decisions()) >= 3, LOOP_TIMEOUT, logs)  # fmt: skip
+    outcomes = [d["outcome"] for d in decisions()]
+    assert outcomes[0] == "started" and set(outcomes[1:]) == {"suppressed"}, outcomes
+    assert decisions()[0]["alerts"] == ["DermaOpsDataDrift"]
+    _poll("the retraining command ran", loop.runs.is_file, 30, logs)
+    assert loop.runs.read_text() == "run\n", "exactly one retraining run"
+    chat = [json.loads(body) for path, body in loop.chat.posts if path == "/slack"]
+    assert any("DermaOpsDataDrift" in post.get("text", "") + json.dumps(post) for post in chat)
+
+    # Every dashboard query runs against real data; each has a series now.
+    empty = [e for e in dashboard_expressions() if not _query(loop.prometheus, fill_variables(e))]
+    assert not empty, f"dashboard queries without data: {empty}"
