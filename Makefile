@@ -9,6 +9,7 @@ export DERMAOPS_HOME ?= $(CURDIR)/.dermaops
 PYTEST_ARGS ?=
 DEMO_N ?= 1500
 DEMO_PORT ?= 8080
+DEMO_MONITOR_PORT ?= 8090
 
 .PHONY: demo serve-once test lint typecheck venv bench lock clean
 
@@ -27,14 +28,9 @@ demo: $(STAMP)
 	elif [ $$status -ne 0 ]; then exit $$status; fi
 	@$(MAKE) --no-print-directory serve-once
 
-# The deployed champion served on loopback, one generated image classified, the server stopped.
+# The deployed champion served on loopback: one prediction, normal and shifted traffic, drift.
 serve-once: $(STAMP)
-	@test -f $(DERMAOPS_HOME)/serving/current.json || { echo "no model deployed yet"; exit 0; }
-	@$(BIN)/dermaops serve --http-port $(DEMO_PORT) > $(DERMAOPS_HOME)/serve.log 2>&1 & \
-	trap "kill $$!" EXIT; \
-	image=$$(find $(DERMAOPS_HOME)/pipelines -path '*ingest*' -name '*.jpg' -print -quit); \
-	echo "serving the champion on http://127.0.0.1:$(DEMO_PORT) (log: $(DERMAOPS_HOME)/serve.log)"; \
-	$(BIN)/dermaops predict "$$image" --url http://127.0.0.1:$(DEMO_PORT) --wait 120
+	@scripts/demo_serve.sh $(BIN) $(DEMO_PORT) $(DEMO_MONITOR_PORT)
 
 ## test: lint, type-check and run every test but the GPU ones
 test: lint typecheck

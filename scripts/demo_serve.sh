@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The end of `make demo`: serve the deployed champion on loopback, classify one image, send
+# normal then shifted traffic, run the drift job after each, and show the monitor's gauges.
+# Usage: scripts/demo_serve.sh BIN_DIR PORT MONITOR_PORT   (DERMAOPS_HOME set by make)
+set -euo pipefail
+bin=$1 port=$2 monitor_port=$3
+home=${DERMAOPS_HOME:?}
+if [[ ! -f $home/serving/current.json ]]; then
+  echo "no model deployed yet (the gate stopped it): nothing to serve"
+  exit 0
+fi
+image=$(find "$home/pipelines" -path '*ingest*' -name '*.jpg' -print -quit)
+images=$(dirname "$image")
+url=http://127.0.0.1:$port
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+
+"$bin/dermaops" serve --http-port "$port" > "$home/serve.log" 2>&1 &
+pids+=($!)
+echo "== serving the champion on $url (log: $home/serve.log)"
+"$bin/dermaops" predict "$image" --url "$url" --wait 120
+
+echo "== 60 images as the model knows them, then the drift job on those 60"
+"$bin/dermaops" traffic "$images" --url "$url" --n 60
+"$bin/dermaops" monitor drift --window 60 --out "$home/monitoring/normal"
+echo "== 60 images from a 'new dermatoscope' (darker, blurred, bluer), then drift again"
+"$bin/dermaops" traffic "$images" --url "$url" --n 60 --shifted
+"$bin/dermaops" monitor drift --window 60
+
+echo "== the monitor's gauges (dermaops monitor serve, stopped after this)"
+"$bin/dermaops" monitor serve --port "$monitor_port" > "$home/monitor.log" 2>&1 &
+pids+=($!)
+monitor=http://127.0.0.1:$monitor_port
+"$bin/python" - "$monitor" <<'PY'
+import sys
+import httpx
+from dermaops.net import wait_until_ready
+
+wait_until_ready(f"{sys.argv[1]}/summary", 120)  # the first scheduled run is at start-up
+for line in httpx.get(f"{sys.argv[1]}/metrics").text.splitlines():
+    if line.startswith(("dermaops_drift_share", "dermaops_drift_detected", "dermaops_drift_window")):
+        print(line)
+PY
+echo
+echo "Drift report:   $home/monitoring/drift_report.html (before the shift: $home/monitoring/normal/)"
+echo "Predictor logs: $home/inference/predictions.jsonl (statistics and predictions, no pixels)"
+echo "Run the monitor yourself: DERMAOPS_HOME=$home $bin/dermaops monitor serve --port $monitor_port"
+echo "  then open $monitor/report and $monitor/metrics"
