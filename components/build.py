@@ -18,7 +18,7 @@ from dermaops.components.prepare import prepare
 from dermaops.components.promote import promote
 from dermaops.components.register import register
 from dermaops.components.train import train
-from dermaops.deploy import DEFAULT_IMAGE
+from dermaops.deploy import TRAINER_IMAGE
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Components:
     notify: PythonComponent
 
 
-def build(image: str = DEFAULT_IMAGE) -> Components:
+def build(image: str = TRAINER_IMAGE) -> Components:
     """Components whose tasks run ``image`` (it has dermaops and kfp installed)."""
 
     def component(func: Any) -> PythonComponent:

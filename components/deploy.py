@@ -9,7 +9,7 @@ def deploy(
     target: str = "kubernetes",
     name: str = "dermaops",
     namespace: str = "dermaops",
-    image: str = "ghcr.io/dermaops/dermaops:0.1.0",
+    image: str = "ghcr.io/dermaops/serving:0.1.0",
     canary_percent: int = 10,
     service: dict = {},  # noqa: B006 (KFP reads defaults from the signature)
     kfp_run_id: str = "",

@@ -21,7 +21,10 @@ monitor_app = typer.Typer(
 ModelNameOpt = Annotated[str, typer.Option("--model-name", help="The registered model.")]
 ReferenceOpt = Annotated[
     Path | None,
-    typer.Option(help="reference_stats.csv (default: the deployed model's).", exists=True),
+    typer.Option(
+        help="reference_stats.csv, or a model folder holding one (default: the deployed model's).",
+        exists=True,
+    ),
 ]
 LogDirOpt = Annotated[
     Path | None, typer.Option(help="Inference log folder (default: $DERMAOPS_HOME/inference).")

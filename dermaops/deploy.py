@@ -15,7 +15,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 MODEL_MOUNT = "/mnt/models"
-DEFAULT_IMAGE = "ghcr.io/dermaops/dermaops:0.1.0"  # the project image: pipelines and predictor
+TRAINER_IMAGE = "ghcr.io/dermaops/trainer:0.1.0"  # every pipeline task (Dockerfile target trainer)
+SERVING_IMAGE = "ghcr.io/dermaops/serving:0.1.0"  # the predictor (Dockerfile target serving)
 POINTER = "current.json"
 
 
@@ -26,7 +27,7 @@ class ServiceSettings(BaseModel):
 
     name: str = Field("dermaops", pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=45)
     namespace: str = Field("dermaops", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    image: str = Field(DEFAULT_IMAGE, description="the project image")
+    image: str = Field(SERVING_IMAGE, description="the predictor image")
     canary_percent: int = Field(
         0, ge=0, le=100, description="traffic to the new version while the last one serves the rest"
     )
@@ -38,8 +39,10 @@ class ServiceSettings(BaseModel):
     memory: str = "2Gi"
     gpus: int = Field(0, ge=0, description="nvidia.com/gpu per replica (0: ONNX Runtime on CPU)")
     service_account: str = Field("", description="one that may read the model store")
-    logger_url: str = Field(
-        "", description="send every request and response there (KServe's logger), e.g. the monitor"
+    monitor_url: str = Field(
+        "http://dermaops-monitor.dermaops.svc:8000",
+        description="the monitor the predictor sends its records to (features, never pixels; "
+        "KServe's logger would send the images); empty: none",
     )
 
 
@@ -61,7 +64,12 @@ def inference_service(storage_uri: str, model_version: str, s: ServiceSettings) 
                 "env": [
                     # KServe's webhook adds the storage initializer for this variable.
                     {"name": "STORAGE_URI", "value": storage_uri},
-                    {"name": "DERMAOPS_MODEL_VERSION", "value": model_version},
+                    {"name": "DERMAOPS_SERVING_MODEL_VERSION", "value": model_version},
+                    *(
+                        [{"name": "DERMAOPS_SERVING_MONITOR_URL", "value": s.monitor_url}]
+                        if s.monitor_url
+                        else []
+                    ),
                 ],
                 "ports": [{"containerPort": 8080, "protocol": "TCP"}],
                 "resources": {"requests": {"cpu": s.cpu, "memory": s.memory}, "limits": limits},
@@ -78,8 +86,6 @@ def inference_service(storage_uri: str, model_version: str, s: ServiceSettings) 
         predictor["canaryTrafficPercent"] = s.canary_percent
     if s.service_account:
         predictor["serviceAccountName"] = s.service_account
-    if s.logger_url:
-        predictor["logger"] = {"mode": "all", "url": s.logger_url}
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",

@@ -18,13 +18,13 @@ from dermaops.deploy import POINTER
 from dermaops.embedding import PROJECTION_NAMES
 from dermaops.errors import ConfigError, DermaOpsError
 from dermaops.features import CONFIDENCE, PREDICTION, STAT_NAMES
+from dermaops.inference_log import LOG_NAME
 from dermaops.model_dir import locate_model_dir
 from dermaops.reference import REFERENCE
 from dermaops.settings import Home
 
 log = logging.getLogger(__name__)
 
-LOG_NAME = "predictions.jsonl"
 MODEL_NUMERIC = (CONFIDENCE, *PROJECTION_NAMES)  # compared when the reference has them
 
 
@@ -66,8 +66,18 @@ class DriftSummary:
         return asdict(self)
 
 
-def read_reference(path: Path, split: str = "train") -> pd.DataFrame:
-    """The reference statistics (``reference_stats.csv``), one split or all of them."""
+def read_reference(path: Path, split: str = "val") -> pd.DataFrame:
+    """The reference statistics, one split or all of them.
+
+    Args:
+        path: a ``reference_stats.csv``, or a model folder holding one (a DermaOps model
+            directory, an MLflow model, or what KServe's storage initializer fetched).
+    """
+    if path.is_dir():
+        try:
+            path = locate_model_dir(path) / REFERENCE
+        except DermaOpsError as e:
+            raise DriftError(f"no drift reference in {path}: {e}") from e
     try:
         frame = pd.read_csv(path)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:

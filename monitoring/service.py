@@ -4,6 +4,8 @@ GET  /metrics   dermaops_drift_share, dermaops_drift_detected, per-column verdic
                 last-run time, retraining triggers
 GET  /report    the latest Evidently HTML report;  GET /summary  its JSON summary
 POST /drift     run the drift job now
+POST /records   inference-log records from predictors (statistics and predictions, no pixels),
+                appended to the log the drift job reads
 POST /alerts    Alertmanager's webhook: a firing alert labelled action=retrain starts one
                 retraining run, unless one started within the cooldown (a storm starts one run)
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import shlex
 import subprocess
 import threading
@@ -36,6 +39,8 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, Field
 
 from dermaops.errors import DermaOpsError
+from dermaops.features import STAT_NAMES
+from dermaops.inference_log import InferenceLog
 from dermaops.monitoring.drift import (
     DriftError,
     DriftSettings,
@@ -76,6 +81,7 @@ class MonitorState:
     last_error: str = ""
     last_trigger: float = float("-inf")
     retraining: subprocess.Popen[bytes] | None = None
+    writer: InferenceLog | None = None
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -89,6 +95,10 @@ class MonitorState:
             "dermaops_drift_last_run_timestamp_seconds", "When drift last ran.", registry=r
         )
         self.failures = Counter("dermaops_drift_failures", "Drift runs that failed.", registry=r)
+        self.records = Counter(
+            "dermaops_monitor_received_records", "Records from predictors, by outcome.",
+            ["outcome"], registry=r,
+        )  # fmt: skip
         self.triggers = Counter(
             "dermaops_retraining_triggers", "Retraining decisions, by outcome.", ["outcome"],
             registry=r,
@@ -116,6 +126,36 @@ def run_drift(state: MonitorState) -> DriftSummary:
         state.last_run.set(time.time())
     log.info("drift share %.2f (%s)", summary.drift_share, "DRIFT" if summary.drifted else "ok")
     return summary
+
+
+def receive_records(state: MonitorState, payload: Any) -> dict[str, int]:
+    """Append the well-formed records to the inference log; count the rest as rejected.
+
+    Raises:
+        ValueError: the body is not ``{"records": [...]}``.
+    """
+    if not isinstance(payload, dict) or not isinstance(payload.get("records"), list):
+        raise ValueError('expected {"records": [...]}')
+    good = [r for r in payload["records"] if _well_formed(r)]
+    with state.lock:
+        if state.writer is None:
+            state.writer = InferenceLog(Path(state.settings.inference_log))
+        for record in good:
+            state.writer.write(record)
+    rejected = len(payload["records"]) - len(good)
+    state.records.labels("accepted").inc(len(good))
+    state.records.labels("rejected").inc(rejected)
+    return {"accepted": len(good), "rejected": rejected}
+
+
+def _well_formed(record: Any) -> bool:
+    """A dict with every image statistic as a finite number; nothing that looks like pixels."""
+    if not isinstance(record, dict) or len(record) > 64:
+        return False
+    numbers = all(
+        isinstance(record.get(k), int | float) and math.isfinite(record[k]) for k in STAT_NAMES
+    )
+    return numbers and all(not isinstance(v, str) or len(v) <= 256 for v in record.values())
 
 
 def handle_alerts(state: MonitorState, payload: dict[str, Any]) -> dict[str, Any]:
@@ -206,6 +246,13 @@ def build_app(settings: MonitorSettings) -> FastAPI:
         if not path.is_file():
             raise HTTPException(404, "no drift report yet; POST /drift runs one")
         return FileResponse(path, media_type="text/html")
+
+    @app.post("/records")
+    async def records(request: Request) -> dict[str, int]:
+        try:
+            return receive_records(state, await request.json())
+        except ValueError as e:
+            raise HTTPException(400, f"expected the predictor's records: {e}") from e
 
     @app.post("/alerts")
     async def alerts(request: Request) -> dict[str, Any]:

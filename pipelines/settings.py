@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dermaops.deploy import DEFAULT_IMAGE
+from dermaops.deploy import SERVING_IMAGE, TRAINER_IMAGE
 
 
 class PipelineSettings(BaseModel):
@@ -12,7 +12,8 @@ class PipelineSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    image: str = Field(DEFAULT_IMAGE, description="the project image every task runs")
+    image: str = Field(TRAINER_IMAGE, description="the project image every task runs")
+    serving_image: str = Field(SERVING_IMAGE, description="the predictor image deploy rolls out")
     accelerator: str = Field("nvidia.com/gpu", description="the train task's accelerator resource")
     gpus: int = Field(1, ge=0, description="accelerators for train (0: train on CPU nodes)")
     gpu_node_label: str = Field("nvidia.com/gpu.present", description="node selector key")

@@ -112,7 +112,7 @@ def build_pipeline(kind: Kind, settings: PipelineSettings | None = None) -> Base
             with dsl.If(promoted.output == True, name="promoted"):  # noqa: E712 (a KFP condition)
                 deployed = c.deploy(
                     version=registered.output, target=deploy_target, namespace=namespace,
-                    image=s.image, canary_percent=canary_percent, **tracked,
+                    image=s.serving_image, canary_percent=canary_percent, **tracked,
                 )  # fmt: skip
                 _configure(deployed, "deploy", s)
 

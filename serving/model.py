@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +27,17 @@ from PIL import Image
 from dermaops.embedding import PROJECTION, PROJECTION_NAMES, Projection
 from dermaops.features import PREDICTION, image_stats
 from dermaops.imaging import Decoded, ImageLimits
+from dermaops.inference_log import InferenceLog
 from dermaops.labels import CLASSES, FULL_NAMES, INDEX
 from dermaops.model_dir import CALIBRATION, META
 from dermaops.models import Preprocessing
 from dermaops.serving.backends import Backend, Outputs, choose_backend
 from dermaops.serving.batching import MicroBatcher
+from dermaops.serving.forward import RecordForwarder
 from dermaops.serving.inputs import BadImage, Limits, v1_images, v2_images
 from dermaops.serving.resolve import resolve_model
 from dermaops.serving.settings import ServingSettings
-from dermaops.serving.telemetry import ERRORS, LATENCY, MODEL_INFO, InferenceLog, observe
+from dermaops.serving.telemetry import ERRORS, LATENCY, MODEL_INFO, observe
 from dermaops.settings import Home
 from dermaops.stem import cache_pixels, centre_crop, fit_short_side, pixels_to_batch
 
@@ -75,7 +78,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
         )
         self.pool = ThreadPoolExecutor(settings.workers or os.cpu_count() or 1, "dermaops")
-        self.inference_log: InferenceLog | None = None
+        self.sinks: list[InferenceLog | RecordForwarder] = []
         self._torch_model: torch.nn.Module | None = None
         self._explain_lock = threading.Lock()
 
@@ -98,7 +101,9 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             self.projection(embedding)  # a projection of another width fails here, not later
         if self.settings.inference_log:
             where = self.settings.inference_log_dir or str(self.home.inference_log)
-            self.inference_log = InferenceLog(Path(where))
+            self.sinks.append(InferenceLog(Path(where)))
+        if self.settings.monitor_url:
+            self.sinks.append(RecordForwarder(self.settings.monitor_url))
         MODEL_INFO.labels(self.name, self.version, self.arch, self.backend.name).set(1)
         log.info("serving %s v%s (%s) with %s", self.name, self.version, folder, self.backend.name)
         self.ready = True
@@ -159,32 +164,33 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         )
         observe(self.version, probs, flags, batch.stats)
         scored = Scored(batch, probs, flags, projected)
-        if self.inference_log is not None:
+        if self.sinks:
             self._log(scored)
         return scored
 
     def _log(self, scored: Scored) -> None:
-        """One line per image: statistics, embedding projections and the answer; no pixels."""
-        assert self.inference_log is not None
+        """One record per image to the log and the monitor: statistics, embedding projections
+        and the answer; never pixels."""
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
         rows = zip(scored.batch.stats, scored.probs, scored.flags, scored.projections, strict=True)
         for stats, row, flag, projected in rows:
             top = int(row.argmax())
-            self.inference_log.write(
-                {
-                    "request_id": scored.batch.request_id,
-                    "model": self.name,
-                    "model_version": self.version,
-                    **{k: round(v, 5) for k, v in stats.items()},
-                    **{
-                        k: round(float(v), 5)
-                        for k, v in zip(PROJECTION_NAMES, projected, strict=False)
-                    },
-                    PREDICTION: CLASSES[top],
-                    "confidence": round(float(row[top]), 5),
-                    "melanoma": bool(flag),
-                    **{f"p_{c}": round(float(p), 5) for c, p in zip(CLASSES, row, strict=True)},
-                }
-            )
+            record = {
+                "time": now,
+                "request_id": scored.batch.request_id,
+                "model": self.name,
+                "model_version": self.version,
+                **{k: round(v, 5) for k, v in stats.items()},
+                **{
+                    k: round(float(v), 5) for k, v in zip(PROJECTION_NAMES, projected, strict=False)
+                },
+                PREDICTION: CLASSES[top],
+                "confidence": round(float(row[top]), 5),
+                "melanoma": bool(flag),
+                **{f"p_{c}": round(float(p), 5) for c, p in zip(CLASSES, row, strict=True)},
+            }
+            for sink in self.sinks:
+                sink.write(record)
 
     async def postprocess(
         self, result: Any, headers: dict[str, str] | None = None, response_headers: Any = None
@@ -281,8 +287,8 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         }
 
     def stop(self) -> None:
-        if self.inference_log is not None:
-            self.inference_log.close()
+        for sink in self.sinks:
+            sink.close()
         self.pool.shutdown(wait=False)
 
 

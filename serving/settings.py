@@ -28,4 +28,7 @@ class ServingSettings(BaseModel):
     top_k: int = Field(3, ge=1, le=7)
     inference_log: bool = Field(True, description="append image statistics and predictions")
     inference_log_dir: str = Field("", description="default: $DERMAOPS_HOME/inference")
+    monitor_url: str = Field(
+        "", description="also send each inference-log record to this monitor's /records"
+    )
     workers: int = Field(0, ge=0, description="threads for decoding and CPU inference (0: cores)")

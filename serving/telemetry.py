@@ -1,17 +1,12 @@
 """What the predictor tells the outside: Prometheus metrics and the inference log for drift.
 
 Metrics live in prometheus_client's default registry, which KServe's ``/metrics`` serves next
-to its own request histograms. The inference log is JSON lines, one per image: the image's
-statistics (never its pixels) and the prediction, rotated by size.
+to its own request histograms. The inference log (:mod:`dermaops.inference_log`)
+holds the same answers per image, for drift.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import logging.handlers
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -67,28 +62,3 @@ def observe(version: str, probs: Any, flags: Any, stats: list[dict[str, float]])
         for name in UNIT_STATS:
             INPUT_STAT.labels(name).observe(stat[name])
         INPUT_SIZE.observe(stat["width"] * stat["height"])
-
-
-class InferenceLog:
-    """Append-only JSON lines under a folder, rotated at ``max_bytes`` keeping ``backups``."""
-
-    def __init__(self, folder: Path, max_bytes: int = 50 * 2**20, backups: int = 5):
-        folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / "predictions.jsonl"
-        self._logger = logging.getLogger(f"dermaops.inference_log.{id(self)}")
-        self._logger.propagate = False
-        self._logger.setLevel(logging.INFO)
-        handler = logging.handlers.RotatingFileHandler(
-            self.path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
-        )
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        self._logger.addHandler(handler)
-
-    def write(self, record: dict[str, Any]) -> None:
-        stamped = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **record}
-        self._logger.info(json.dumps(stamped, separators=(",", ":")))
-
-    def close(self) -> None:
-        for handler in list(self._logger.handlers):
-            handler.close()
-            self._logger.removeHandler(handler)

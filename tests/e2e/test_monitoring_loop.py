@@ -1,10 +1,11 @@
 """The whole monitoring loop with real binaries on loopback.
 
-The predictor serves a trained model; Prometheus (Debian's) scrapes it and the monitor with the
-project's alert rules; shifted traffic (darker, blurred, bluer) makes the monitor's drift job
-report drift; DermaOpsDataDrift fires; Alertmanager (Debian's), with the project's routing,
-posts it to the monitor's /alerts and to the team chat; the monitor starts exactly one
-retraining run however often Alertmanager repeats itself. Every wait polls an API.
+The predictor serves a trained model and forwards its inference-log records to the monitor
+(separate homes, as separate pods); Prometheus (Debian's) scrapes both with the project's
+rules; shifted traffic (darker, blurred, bluer) makes the monitor's drift job report drift;
+DermaOpsDataDrift fires; Alertmanager (Debian's), with the project's routing, posts it to the
+monitor's /alerts and to the team chat; the monitor starts exactly one retraining run however
+often Alertmanager repeats itself. Every wait polls an API.
 
 Only timings are changed from the shipped configuration: scrape and evaluation every second,
 the drift alert's hold time 1 s instead of 5 min, Alertmanager's waits 1-2 s; and the addresses,
@@ -130,6 +131,8 @@ def loop(served_model: Path, tmp_path: Path, dermaops_home: Path) -> Iterator[Lo
     ports = {name: free_port() for name in ("predictor", "monitor", "prometheus", "alertmanager")}
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     env = os.environ | {"DERMAOPS_HOME": str(dermaops_home), "DERMAOPS_DRIFT_MIN_ROWS": "20"}
+    predictor_env = os.environ | {"DERMAOPS_HOME": str(tmp_path / "predictor-home"),
+                                  "DERMAOPS_SERVING_MONITOR_URL": url["monitor"]}  # fmt: skip
     runs = tmp_path / "retraining-runs"
     retrain = f"{sys.executable} -c \"open('{runs}', 'a').write('run\\n')\""
     logs = {name: tmp_path / f"{name}.log" for name in ports}
@@ -138,9 +141,10 @@ def loop(served_model: Path, tmp_path: Path, dermaops_home: Path) -> Iterator[Lo
         chat.add("/slack", b"ok")
         predictor = _start(stack, [sys.executable, "-m", "dermaops.serving", "--model_dir",
                                    str(served_model), "--http_port", str(ports["predictor"]),
-                                   "--enable_grpc", "false"], logs["predictor"], env)  # fmt: skip
+                                   "--enable_grpc", "false"], logs["predictor"],
+                           predictor_env)  # fmt: skip
         monitor = _start(stack, [str(DERMAOPS), "monitor", "serve", "--port", str(ports["monitor"]),
-                                 "--reference", str(served_model / "reference_stats.csv"),
+                                 "--reference", str(served_model),
                                  "--interval", "2", "--cooldown", "3600",
                                  "--retrain-command", retrain], logs["monitor"], env)  # fmt: skip
         _rules_for_test(tmp_path / "rules.yaml")
@@ -186,6 +190,8 @@ def test_drifted_traffic_fires_the_alert_and_starts_one_retraining_run(
     assert {"embedding_pc1", "prediction", "confidence"} <= set(summary["columns"]), (
         "the model's own view is compared too"
     )
+    forwarded = httpx.get(f"{loop.predictor}/metrics").text
+    assert 'dermaops_monitor_records_total{outcome="sent"} 60.0' in forwarded
     firing = 'ALERTS{alertname="DermaOpsDataDrift", alertstate="firing"}'
     _poll("DermaOpsDataDrift fires in Prometheus",
           lambda: _query(loop.prometheus, firing), 30, logs)  # fmt: skip

@@ -90,3 +90,24 @@ def test_an_alert_storm_starts_exactly_one_retraining_run(
     assert [json.loads(line)["outcome"] for line in record] == ["started", *["suppressed"] * 4]
     metrics = httpx.get(f"{url}/metrics").text
     assert 'dermaops_retraining_triggers_total{outcome="suppressed"} 4.0' in metrics
+
+
+def test_records_from_predictors_join_the_log_and_bad_ones_are_refused(
+    monitor: tuple[str, Path], dermaops_home: Path, tmp_path: Path
+) -> None:
+    url, _ = monitor
+    stats = dict.fromkeys(("brightness", "contrast", "saturation", "hue_mean", "hue_spread",
+                           "sharpness", "width", "height", "aspect"), 0.5)  # fmt: skip
+    good = {**stats, "prediction": "nv", "confidence": 0.8, "time": "2026-11-28T00:00:00Z"}
+    pixels = {**stats, "image": "A" * 5000}  # something that looks like image data
+    missing = {"prediction": "nv"}
+    answer = httpx.post(f"{url}/records", json={"records": [good, good, pixels, missing, "x"]})
+    assert answer.json() == {"accepted": 2, "rejected": 3}
+    assert httpx.post(f"{url}/records", json=[good]).status_code == 400
+    assert httpx.post(f"{url}/records", content=b"{").status_code == 400
+    # The fixture's monitor reads tmp_path/traffic; records land in that same log.
+    lines = (tmp_path / "traffic" / "predictions.jsonl").read_text().splitlines()
+    received = [json.loads(line) for line in lines[-2:]]
+    assert received == [good, good], "appended as sent, original time kept"
+    metrics = httpx.get(f"{url}/metrics").text
+    assert 'dermaops_monitor_received_records_total{outcome="rejected"} 3.0' in metrics

@@ -229,3 +229,10 @@ def test_metrics_and_inference_log(server: Server, jpeg_bytes: Callable[..., byt
     assert {"brightness", "sharpness", "width", "prediction", "confidence", "melanoma",
             "embedding_pc1", "embedding_pc2", "embedding_pc3"} <= set(record)  # fmt: skip
     assert record["width"] == 600.0 and len(lines[-1]) < 2000, "statistics, never pixels"
+
+
+def test_the_smoke_check_helm_test_runs_passes_against_a_real_predictor(server: Server) -> None:
+    from dermaops.serving.smoke import main
+
+    assert main(["--url", server.url, "--wait", "30"]) == 0
+    assert main(["--url", server.url, "--model-name", "other", "--wait", "5"]) == 1

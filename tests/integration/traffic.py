@@ -8,8 +8,8 @@ import pandas as pd
 
 from dermaops.features import image_stats
 from dermaops.imaging import decode
+from dermaops.inference_log import InferenceLog
 from dermaops.models import Preprocessing
-from dermaops.serving.telemetry import InferenceLog
 from dermaops.stem import cache_pixels
 from dermaops.traffic import shift
 

@@ -62,3 +62,20 @@ def validate_custom_resource() -> Callable[[dict[str, Any]], None]:
         _crd_validator(doc["kind"], group_version).validate(body)
 
     return validate
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def find_tool(name: str) -> str:
+    """A binary from PATH or the project's .tools/bin (`make tools`); fail in CI, else skip."""
+    import os
+    import shutil
+
+    found = shutil.which(name) or shutil.which(name, path=str(ROOT / ".tools" / "bin"))
+    if found:
+        return found
+    message = f"{name} is missing: run `make tools` (helm) or apt-get install it"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)

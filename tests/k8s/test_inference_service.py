@@ -17,7 +17,7 @@ URI = "s3://mlflow/1/abc/artifacts/model"
 def test_rendered_service_passes_the_crd_schema(
     validate_custom_resource: Callable[[dict[str, Any]], None],
 ) -> None:
-    logged = ServiceSettings(logger_url="http://dermaops-monitor.dermaops:8080/events")
+    logged = ServiceSettings(monitor_url="")
     for settings in (ServiceSettings(), ServiceSettings(gpus=1, canary_percent=20), logged):
         validate_custom_resource(inference_service(URI, "3", settings))
 
@@ -38,6 +38,9 @@ def test_storage_uri_canary_and_gpu_are_where_kserve_reads_them() -> None:
     assert predictor["canaryTrafficPercent"] == 20 and predictor["minReplicas"] == 0
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert container["securityContext"]["runAsNonRoot"] is True
+    assert env["DERMAOPS_SERVING_MODEL_VERSION"] == "3"
+    assert env["DERMAOPS_SERVING_MONITOR_URL"].endswith(":8000"), "features go to the monitor"
+    assert "logger" not in predictor, "KServe's logger would send patients' images"
     assert (
         "canaryTrafficPercent"
         not in inference_service(URI, "3", ServiceSettings())["spec"]["predictor"]

@@ -1,0 +1,64 @@
+# syntax=docker/dockerfile:1
+# DermaOps images, one multi-stage file. Targets:
+#   serving   the KServe predictor (CPU: ONNX Runtime; build with TORCH_INDEX_URL="" for the GPU image)
+#   monitor   drift monitor, Alertmanager webhook, `dermaops pipeline submit`
+#   trainer   the KFP components (build with TORCH_INDEX_URL="": torch with CUDA for the GPU pool)
+# BASE_IMAGE must be a Debian-based Python 3.11; CI builds from a locally bootstrapped one.
+ARG BASE_IMAGE=python:3.11.11-slim-bookworm
+
+FROM ${BASE_IMAGE} AS build
+# The CPU wheels of torch by default; an empty value installs the CUDA wheels from the index.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+RUN python3 -m venv /opt/dermaops
+WORKDIR /src
+COPY requirements/lock.txt requirements/lock.txt
+COPY pyproject.toml README.md ./
+# Dependencies first, pinned by the lock, so a code change does not reinstall them. Torch
+# comes first from TORCH_INDEX_URL when set (the lock's version; a +cpu build satisfies it).
+RUN set -eu; \
+    pip=/opt/dermaops/bin/pip; \
+    if [ -n "$TORCH_INDEX_URL" ]; then \
+      $pip install -c requirements/lock.txt --index-url "$TORCH_INDEX_URL" \
+        --extra-index-url https://pypi.org/simple \
+        "$(grep -E '^torch==' requirements/lock.txt)" "$(grep -E '^torchvision==' requirements/lock.txt)"; \
+    fi; \
+    python3 -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > /tmp/deps.txt; \
+    $pip install -c requirements/lock.txt -r /tmp/deps.txt
+COPY dermaops dermaops
+COPY components components
+COPY pipelines pipelines
+COPY registry registry
+COPY serving serving
+COPY monitoring monitoring
+RUN /opt/dermaops/bin/pip install --no-deps . \
+ && /opt/dermaops/bin/pip uninstall -y pip setuptools \
+ && find /opt/dermaops -name '__pycache__' -prune -exec rm -rf {} +
+
+FROM ${BASE_IMAGE} AS runtime
+# Nothing to build with: no compiler, no pip; a non-root user; writes only to volumes.
+RUN useradd --uid 10001 --user-group --no-create-home --home-dir /tmp --shell /usr/sbin/nologin dermaops
+COPY --from=build /opt/dermaops /opt/dermaops
+ENV PATH=/opt/dermaops/bin:$PATH \
+    DERMAOPS_HOME=/var/lib/dermaops \
+    HOME=/tmp \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    MLFLOW_DISABLE_TELEMETRY=true
+USER 10001:10001
+WORKDIR /tmp
+
+FROM runtime AS serving
+EXPOSE 8080
+ENTRYPOINT ["python3", "-m", "dermaops.serving"]
+CMD ["--model_dir=/mnt/models", "--http_port=8080"]
+
+FROM runtime AS monitor
+EXPOSE 8000
+ENTRYPOINT ["dermaops", "monitor", "serve"]
+CMD ["--host=0.0.0.0", "--port=8000"]
+
+FROM runtime AS trainer
+# KFP sets the command of each component; the default shows the CLI.
+CMD ["dermaops", "--help"]

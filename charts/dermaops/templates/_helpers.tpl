@@ -1,0 +1,157 @@
+{{/* Names, labels and image references shared by every template. */}}
+
+{{- define "dermaops.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 45 | trimSuffix "-" -}}
+{{- else if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 45 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 45 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "dermaops.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{/* Selector labels of one component: include with (list . "component"). */}}
+{{- define "dermaops.selector" -}}
+{{- $root := index . 0 -}}
+app.kubernetes.io/name: {{ $root.Chart.Name }}
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end -}}
+
+{{/* An image reference from images.<component>: include with (list . .Values.images.serving). */}}
+{{- define "dermaops.image" -}}
+{{- $root := index . 0 -}}
+{{- $image := index . 1 -}}
+{{- printf "%s:%s" $image.repository ($image.tag | default $root.Chart.AppVersion) -}}
+{{- end -}}
+
+{{- define "dermaops.predictorImage" -}}
+{{- include "dermaops.image" (list . (ternary .Values.images.servingGpu .Values.images.serving .Values.predictor.gpu.enabled)) -}}
+{{- end -}}
+
+{{- define "dermaops.monitorUrl" -}}
+{{- printf "http://%s-monitor.%s.svc:8000" (include "dermaops.fullname" .) .Release.Namespace -}}
+{{- end -}}
+
+{{/* The restricted Pod Security Standard, for pods and containers. */}}
+{{- define "dermaops.podSecurity" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "dermaops.containerSecurity" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* The predictor container, the same under KServe and in the plain Deployment. */}}
+{{- define "dermaops.predictorContainer" -}}
+name: kserve-container
+image: {{ include "dermaops.predictorImage" . }}
+imagePullPolicy: {{ .Values.images.pullPolicy }}
+args:
+  - --model_name={{ .Values.model.name }}
+  - --model_dir=/mnt/models
+  - --http_port=8080
+  - --backend={{ ternary "cuda" .Values.predictor.backend .Values.predictor.gpu.enabled }}
+env:
+  {{- if .Values.kserve.enabled }}
+  - name: STORAGE_URI
+    value: {{ required "model.storageUri is required: the artifact URI of the version to serve" .Values.model.storageUri | quote }}
+  {{- end }}
+  - name: DERMAOPS_MODEL_VERSION
+    value: {{ .Values.model.version | quote }}
+  - name: DERMAOPS_SERVING_MAX_IMAGE_BYTES
+    value: {{ .Values.predictor.maxImageBytes | int64 | quote }}
+  - name: DERMAOPS_HOME
+    value: /var/lib/dermaops
+  {{- if .Values.monitor.enabled }}
+  - name: DERMAOPS_SERVING_MONITOR_URL
+    value: {{ include "dermaops.monitorUrl" . | quote }}
+  {{- end }}
+  {{- with .Values.predictor.env }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+ports:
+  - name: http1  # the name Knative accepts for an HTTP/1 port (Serverless mode)
+    containerPort: 8080
+    protocol: TCP
+readinessProbe:
+  httpGet: {path: /v2/health/ready, port: 8080}
+  periodSeconds: 5
+  failureThreshold: 3
+livenessProbe:
+  httpGet: {path: /v2/health/live, port: 8080}
+  initialDelaySeconds: 30
+  periodSeconds: 15
+startupProbe:
+  httpGet: {path: /v2/health/ready, port: 8080}
+  periodSeconds: 5
+  failureThreshold: 60
+resources:
+  requests:
+    {{- toYaml .Values.predictor.resources.requests | nindent 4 }}
+  limits:
+    {{- toYaml .Values.predictor.resources.limits | nindent 4 }}
+    {{- if .Values.predictor.gpu.enabled }}
+    nvidia.com/gpu: {{ .Values.predictor.gpu.count }}
+    {{- end }}
+securityContext:
+  {{- include "dermaops.containerSecurity" . | nindent 2 }}
+volumeMounts:
+  - {name: home, mountPath: /var/lib/dermaops}
+  - {name: tmp, mountPath: /tmp}
+{{- end -}}
+
+{{- define "dermaops.predictorScheduling" -}}
+{{- if .Values.predictor.gpu.enabled }}
+nodeSelector:
+  {{- toYaml .Values.predictor.gpu.nodeSelector | nindent 2 }}
+tolerations:
+  {{- toYaml .Values.predictor.gpu.tolerations | nindent 2 }}
+{{- else }}
+{{- with .Values.predictor.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.predictor.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* KServe's storage initializer: fetch model.storageUri into the `model` volume. */}}
+{{- define "dermaops.storageInitializer" -}}
+name: storage-initializer
+image: {{ .Values.storageInitializer.image }}
+imagePullPolicy: IfNotPresent
+args:
+  - {{ required "model.storageUri is required: the artifact URI of the version to serve" .Values.model.storageUri | quote }}
+  - /mnt/models
+resources:
+  requests: {cpu: 100m, memory: 256Mi}
+  limits: {cpu: "1", memory: 1Gi}
+securityContext:
+  {{- include "dermaops.containerSecurity" . | nindent 2 }}
+volumeMounts:
+  - {name: model, mountPath: /mnt/models}
+  - {name: tmp, mountPath: /tmp}
+{{- end -}}

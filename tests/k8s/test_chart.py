@@ -1,0 +1,246 @@
+"""The Helm chart, proven without a cluster: helm lint and template, every object validated
+strictly (built-in kinds against Kubernetes 1.30, custom resources against their CRDs), the
+restricted pod-security policy, and the rules and routing it ships checked by their own tools."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from dermaops.deploy import ServiceSettings
+from tests.k8s.conftest import ROOT, find_tool
+
+pytestmark = pytest.mark.k8s
+
+CHART = ROOT / "charts" / "dermaops"
+KUBE_VERSION = "1.30.0"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+URI = ["--set", "model.storageUri=s3://dermaops/1/model"]
+CUSTOM = {"InferenceService", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
+WORKLOADS = {"Deployment", "Pod", "InferenceService"}
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([find_tool("helm"), *args], capture_output=True, text=True, check=False)
+
+
+def render(*args: str) -> list[dict[str, Any]]:
+    done = helm("template", "dermaops", str(CHART), "--namespace", "dermaops",
+                "--kube-version", KUBE_VERSION, *args)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
+    """The pod template of a workload (the predictor spec of an InferenceService)."""
+    if doc["kind"] == "Pod":
+        return doc["spec"]  # type: ignore[no-any-return]
+    if doc["kind"] == "InferenceService":
+        return doc["spec"]["predictor"]  # type: ignore[no-any-return]
+    return doc["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+
+
+def containers(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    spec = pod_spec(doc)
+    yield from spec.get("initContainers", [])
+    yield from spec["containers"]
+
+
+VARIANTS = {
+    "defaults": URI,
+    "no-kserve": [*URI, "--set", "kserve.enabled=false"],
+    "everything": [*URI, "--set", "mlflow.enabled=true"],
+    **{path.stem: ["-f", str(path)] for path in CI_VALUES},
+}
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def rendered(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    return render(*VARIANTS[request.param])
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.stem)
+def test_lint_strict(values: Path) -> None:
+    done = helm("lint", "--strict", str(CHART), "-f", str(values))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_object_passes_strict_validation(
+    rendered: list[dict[str, Any]],
+    validate_custom_resource: Callable[[dict[str, Any]], None],
+) -> None:
+    for doc in rendered:
+        if doc["kind"] in CUSTOM:
+            validate_custom_resource(doc)
+        else:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def test_validation_is_strict(validate_custom_resource: Callable[[dict[str, Any]], None]) -> None:
+    docs = render(*URI)
+    deployment = by_kind(docs, "Deployment")[0]
+    deployment["spec"]["replica"] = 2  # a typo the API server refuses
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+    with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+        kubernetes_validate.validate({**deployment, "kind": "Deploymnet"}, KUBE_VERSION, True)
+    service = by_kind(docs, "InferenceService")[0]
+    service["spec"]["predictor"]["minReplica"] = 1
+    with pytest.raises(jsonschema.ValidationError, match="minReplica"):
+        validate_custom_resource(service)
+
+
+def test_restricted_pod_security_and_resources(rendered: list[dict[str, Any]]) -> None:
+    for doc in rendered:
+        if doc["kind"] not in WORKLOADS:
+            continue
+        pod = pod_spec(doc)
+        assert pod["securityContext"]["runAsNonRoot"] is True, doc["metadata"]["name"]
+        for c in containers(doc):
+            where = f"{doc['metadata']['name']}/{c['name']}"
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["runAsNonRoot"] is True, where
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert sc["seccompProfile"]["type"] == "RuntimeDefault", where
+            assert c["resources"]["requests"] and c["resources"]["limits"], where
+            image = c["image"]
+            assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), where
+        if doc["kind"] != "Pod":  # servers: probes tied to the real readiness
+            for c in pod["containers"]:
+                assert {"readinessProbe", "livenessProbe"} <= set(c), doc["metadata"]["name"]
+
+
+def test_secrets_are_referenced_by_name_never_carried(rendered: list[dict[str, Any]]) -> None:
+    for secret in by_kind(rendered, "Secret"):
+        assert set(secret["stringData"]) == {"alertmanager.yaml"}, "only routing, no credentials"
+    text = yaml.safe_dump_all(rendered)
+    for word in ("AWS_SECRET_ACCESS_KEY:", "password:", "hooks.slack.com"):
+        assert word not in text
+
+
+def test_predictor_serves_the_model_with_the_project_image() -> None:
+    docs = render(*URI)
+    (service,) = by_kind(docs, "InferenceService")
+    predictor = service["spec"]["predictor"]
+    (container,) = predictor["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["STORAGE_URI"] == "s3://dermaops/1/model"
+    assert env["DERMAOPS_SERVING_MONITOR_URL"] == "http://dermaops-monitor.dermaops.svc:8000"
+    assert container["image"] == ServiceSettings().image, "the chart and the deploy stage agree"
+    assert (
+        container["name"] == "kserve-container" and "--model_dir=/mnt/models" in container["args"]
+    )
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    assert "canaryTrafficPercent" not in predictor
+
+
+def test_gpu_values_put_the_predictor_on_the_gpu_pool() -> None:
+    docs = render("-f", str(CHART / "ci" / "gpu-values.yaml"))
+    (service,) = by_kind(docs, "InferenceService")
+    predictor = service["spec"]["predictor"]
+    (container,) = predictor["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["image"].startswith("ghcr.io/dermaops/serving-gpu:")
+    assert "--backend=cuda" in container["args"]
+    assert predictor["nodeSelector"]["nvidia.com/gpu.present"] == "true"
+    assert predictor["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert predictor["canaryTrafficPercent"] == 20
+    assert service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+
+
+def test_without_kserve_a_plain_deployment_fetches_and_serves_the_model() -> None:
+    docs = render(*URI, "--set", "kserve.enabled=false")
+    assert not by_kind(docs, "InferenceService")
+    predictor = next(
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-predictor")
+    )
+    spec = pod_spec(predictor)
+    assert spec["initContainers"][0]["args"] == ["s3://dermaops/1/model", "/mnt/models"]
+    mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+    assert mounts["model"] == "/mnt/models"
+    (hpa,) = by_kind(docs, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == predictor["metadata"]["name"]
+    services = {s["metadata"]["name"] for s in by_kind(docs, "Service")}
+    assert "dermaops-predictor" in services, "the same Service name KServe would create"
+
+
+def test_bad_values_are_refused_with_a_clear_message() -> None:
+    missing = helm("template", "x", str(CHART))
+    assert missing.returncode != 0 and "model.storageUri is required" in missing.stderr
+    for setting, message in [("predictor.minReplicas=-1", "minimum"),
+                             ("predictor.typo=1", "additional properties 'typo'"),
+                             ("images.monitor.tag=latest", "/images/monitor/tag"),
+                             ("kserve.deploymentMode=Knative", "deploymentMode")]:  # fmt: skip
+        done = helm("template", "x", str(CHART), *URI, "--set", setting)
+        assert done.returncode != 0 and message in done.stderr, (setting, done.stderr)
+
+
+def test_shipped_rules_routing_and_dashboard_are_the_tested_files(tmp_path: Path) -> None:
+    docs = render(*URI)
+    (rule,) = by_kind(docs, "PrometheusRule")
+    source = yaml.safe_load((CHART / "files" / "alerts" / "dermaops.rules.yaml").read_text())
+    assert rule["spec"] == source
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rule["spec"]))
+    promtool = find_tool("promtool")
+    done = subprocess.run([promtool, "check", "rules", str(tmp_path / "rules.yaml")],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    (secret,) = by_kind(docs, "Secret")
+    config = yaml.safe_load(secret["stringData"]["alertmanager.yaml"])
+    urls = [w["url"] for r in config["receivers"] for w in r.get("webhook_configs", [])]
+    assert urls == ["http://dermaops-monitor.dermaops.svc:8000/alerts"]
+    (tmp_path / "alertmanager.yaml").write_text(secret["stringData"]["alertmanager.yaml"])
+    amtool = find_tool("amtool")
+    done = subprocess.run([amtool, "check-config", str(tmp_path / "alertmanager.yaml")],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    (dashboard,) = [c for c in by_kind(docs, "ConfigMap") if "dermaops.json" in c["data"]]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads(dashboard["data"]["dermaops.json"])
+    assert shipped == json.loads((CHART / "files" / "dashboards" / "dermaops.json").read_text())
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_network_policies_select_the_pods_they_protect() -> None:
+    docs = render(*URI, "--set", "mlflow.enabled=true")
+    pods = {d["metadata"]["name"]: _pod_labels(d) for d in docs if d["kind"] in WORKLOADS - {"Pod"}}
+    policies = {p["metadata"]["name"]: p["spec"] for p in by_kind(docs, "NetworkPolicy")}
+    protected = {
+        name: [pod for pod, labels in pods.items()
+               if _selects(spec["podSelector"]["matchLabels"], labels)]
+        for name, spec in policies.items()
+    }  # fmt: skip
+    assert protected == {
+        "dermaops-predictor": ["dermaops"],
+        "dermaops-monitor": ["dermaops-monitor"],
+        "dermaops-mlflow": ["dermaops-mlflow"],
+    }
+    sources = policies["dermaops-monitor"]["ingress"][0]["from"]
+    peers = [p["podSelector"]["matchLabels"] for p in sources if "podSelector" in p]
+    assert any(_selects(peer, pods["dermaops"]) for peer in peers), "the predictor posts records"
+    assert not any(_selects(peer, pods["dermaops-mlflow"]) for peer in peers), "MLflow may not"
+
+
+def _pod_labels(doc: dict[str, Any]) -> dict[str, str]:
+    if doc["kind"] == "InferenceService":
+        return doc["spec"]["predictor"]["labels"]  # type: ignore[no-any-return]
+    return doc["spec"]["template"]["metadata"]["labels"]  # type: ignore[no-any-return]
