@@ -1,6 +1,6 @@
 """Stage ``register``: log the run to MLflow and register the model as ``challenger``."""
 
-from kfp.dsl import Artifact, Dataset, Input, Model
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
 
 
 def register(
@@ -8,15 +8,19 @@ def register(
     model: Input[Model],
     evaluation: Input[Artifact],
     baseline: Input[Artifact],
+    card: Output[Markdown],
     pipeline: str = "training",
     kfp_run_id: str = "",
     model_name: str = "dermaops",
 ) -> str:
-    """Log params, metrics and reports; log the model with calibration and drift reference.
+    """Log params, metrics and reports; log the model with calibration and drift reference;
+    write the version's model card (logged to MLflow, and ``card`` for the KFP UI).
 
     Returns:
         The new model version.
     """
+    import shutil
+    import tempfile
     from pathlib import Path
 
     from dermaops.components.runtime import stage
@@ -27,8 +31,10 @@ def register(
 
         reg = Registry(RegistrySettings(model_name=model_name))
         run = reg.pipeline_run(kfp_run_id, pipeline)
-        version = log_training_run(
-            reg, run.info.run_id, Path(prepared.path), Path(model.path),
-            Path(evaluation.path), Path(baseline.path),
-        )  # fmt: skip
+        with tempfile.TemporaryDirectory() as cards:
+            version = log_training_run(
+                reg, run.info.run_id, Path(prepared.path), Path(model.path),
+                Path(evaluation.path), Path(baseline.path), card_out=Path(cards),
+            )  # fmt: skip
+            shutil.copyfile(Path(cards) / "model_card.md", card.path)
     return version

@@ -261,17 +261,29 @@ def evaluate_command(
         ),
     ] = 0.85,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    min_support: Annotated[
+        int, typer.Option(min=1, help="Smallest subgroup (test images) reported with figures.")
+    ] = 30,
+    gap_margin: Annotated[
+        float, typer.Option(min=0.001, max=1.0, help="Flag a subgroup this far below overall.")
+    ] = 0.10,
 ) -> None:
-    """Evaluate on the test split: metrics.json, confusion matrix, reliability, report."""
+    """Evaluate on the test split: metrics.json (with subgroups), plots, report."""
     from dermaops.evaluate import evaluate
+    from dermaops.subgroups import SubgroupSettings
 
     model_dir = run / "model" if (run / "model").is_dir() else run
-    metrics = evaluate(data, model_dir, out, target_sensitivity, device)
+    groups = SubgroupSettings(min_support=min_support, gap_margin=gap_margin)
+    metrics = evaluate(data, model_dir, out, target_sensitivity, device, subgroups=groups)
     mel = metrics["melanoma"]
     typer.echo(
         f"test macro-F1 {metrics['f1_macro']:.4f}, accuracy {metrics['accuracy']:.2%}, melanoma "
         f"sensitivity {mel['test_sensitivity']:.1%} at P(mel) >= {mel['threshold']:.3f}; {out}"
     )
+    for gap in metrics["subgroups"]["gaps"]:
+        if gap["flagged"]:
+            typer.echo(f"subgroup gap: {gap['metric']} {gap['value']:.3f} for {gap['attribute']} = "
+                       f"{gap['group']} vs {gap['overall']:.3f} overall")  # fmt: skip
     if metrics["generated"]:
         typer.echo(metrics["notice"])
 

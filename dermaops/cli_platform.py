@@ -186,6 +186,33 @@ def registry_rollback(
     typer.echo(f"champion rolled back from version {was} to version {now}")
 
 
+@registry_app.command("card")
+def registry_card(
+    version: Annotated[str, typer.Argument(help="A registered version, e.g. 3.")],
+    model_name: ModelNameOpt = "dermaops",
+    out: Annotated[
+        Path | None, typer.Option(help="Write model_card.md and .html here instead of printing.")
+    ] = None,
+) -> None:
+    """The model card of a registered version: provenance, metrics, subgroups, limitations."""
+    import shutil
+    import tempfile
+
+    from dermaops.registry import Registry, RegistrySettings
+    from dermaops.registry.card import fetch_card
+
+    reg = Registry(RegistrySettings(model_name=model_name))
+    with tempfile.TemporaryDirectory() as tmp:
+        card = fetch_card(reg, version, Path(tmp))
+        if out is None:
+            typer.echo(card.read_text())
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        for path in card.parent.iterdir():
+            shutil.copy2(path, out / path.name)
+    typer.echo(f"wrote {out / card.name} and {out / 'model_card.html'}")
+
+
 def _data_arguments(data: str) -> dict[str, Any]:
     if data == "synthetic":
         return {"source": "synthetic"}
@@ -227,5 +254,8 @@ def _print_where(home: Home, kind: str, since_ms: int, pipeline_root: str) -> No
     typer.echo(f"champion:        version {champion['version'] if champion else '-'}")
     typer.echo(f"report:          {outputs / 'evaluate' / 'report_html'} (HTML)")
     typer.echo(f"summary:         {outputs / 'notify' / 'summary'} (Markdown)")
+    if registered != "-":
+        typer.echo(f"model card:      {outputs / 'register' / 'card'} "
+                   f"(or: dermaops registry card {registered})")  # fmt: skip
     if reg.local:
         typer.echo(f"open MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {reg.uri}")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from dermaops.calibration import apply_temperature, choose_threshold, fit_temperature, rates
@@ -32,6 +33,9 @@ from dermaops.model_dir import load_model_dir
 from dermaops.models import Preprocessing
 from dermaops.reference import OUTPUTS, write_outputs
 from dermaops.stem import centre_crop, eval_batch
+from dermaops.subgroups import SubgroupSettings, evaluate_subgroups
+from dermaops.subgroups import markdown as subgroup_markdown
+from dermaops.subgroups import scores as subgroup_scores
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +45,14 @@ PREDICTIONS = "test_predictions.npz"  # calibrated test probabilities and labels
 
 @dataclass(frozen=True)
 class Predictions:
-    """Class probabilities and true labels of the validation and test splits."""
+    """Class probabilities and true labels of the validation and test splits, and the test
+    images' metadata (sex, age, site) for the subgroup figures."""
 
     val_probs: np.ndarray
     val_labels: np.ndarray
     test_probs: np.ndarray
     test_labels: np.ndarray
+    test_meta: pd.DataFrame | None = None
 
 
 def evaluate(
@@ -56,6 +62,7 @@ def evaluate(
     target_sensitivity: float = 0.85,
     device: str = "auto",
     batch_size: int = 128,
+    subgroups: SubgroupSettings | None = None,
 ) -> dict[str, Any]:
     """Write metrics.json, plots and report.md for ``model_dir`` on ``prepared``'s test split."""
     model, pre, meta = load_model_dir(model_dir)
@@ -69,13 +76,16 @@ def evaluate(
         with_embedding, test.pixels, pre, batch_size
     )
     del with_embedding
-    predictions = Predictions(val_probs, val.labels.numpy(), test_probs, test.labels.numpy())
+    test_meta = data.index[data.index["split"] == "test"].sort_values("row")
+    predictions = Predictions(
+        val_probs, val.labels.numpy(), test_probs, test.labels.numpy(), test_meta
+    )
     described = {
         "arch": meta["arch"],
         "image_size": pre.image_size,
         "best_epoch": meta.get("best_epoch"),
     }
-    metrics = score(predictions, out, described, data.generated, target_sensitivity)
+    metrics = score(predictions, out, described, data.generated, target_sensitivity, subgroups)
     _reference_outputs(
         out, data, predictions, metrics["temperature"], (val_embedding, test_embedding)
     )
@@ -140,8 +150,13 @@ def score(
     model: dict[str, Any],
     generated: bool,
     target_sensitivity: float = 0.85,
+    subgroups: SubgroupSettings | None = None,
 ) -> dict[str, Any]:
-    """Calibrate on validation, score test; write metrics.json, the plots and report.md."""
+    """Calibrate on validation, score test; write metrics.json, the plots and report.md.
+
+    With the test images' metadata, ``metrics["subgroups"]`` holds the per-group figures with
+    bootstrap intervals and the flagged gaps (:mod:`dermaops.subgroups`).
+    """
     p = predictions
     temperature = fit_temperature(p.val_probs, p.val_labels)
     val, test = (
@@ -168,12 +183,18 @@ def score(
         "generated": generated,
         "notice": GENERATED_NOTICE if generated else "",
     }
+    if p.test_meta is not None:
+        judged = subgroup_scores(p.test_labels, test, point.threshold)
+        metrics["subgroups"] = evaluate_subgroups(p.test_meta, judged, subgroups)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     np.savez_compressed(out / PREDICTIONS, probs=test, labels=p.test_labels)
     plot_confusion(counts, out / "confusion_matrix.png", generated)
     plot_reliability(p.test_labels, p.test_probs, test, out / "reliability.png")
     write_markdown(metrics, out / "report.md")
+    if "subgroups" in metrics:
+        with (out / "report.md").open("a") as report:
+            report.write("\n" + subgroup_markdown(metrics["subgroups"]) + "\n")
     log.info("test macro-F1 %.4f, melanoma sensitivity %.3f", metrics["f1_macro"], sensitivity)
     return metrics
 

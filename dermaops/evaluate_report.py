@@ -138,7 +138,7 @@ def write_markdown(metrics: dict[str, Any], path: Path) -> None:
     path.write_text("\n".join(lines))
 
 
-def write_html(markdown: Path, path: Path) -> None:
+def write_html(markdown: Path, path: Path, title: str = "DermaOps evaluation") -> None:
     """``markdown`` as one self-contained HTML page, its images inlined (the KFP UI shows it)."""
     from markdown_it import MarkdownIt
 
@@ -157,6 +157,6 @@ def write_html(markdown: Path, path: Path) -> None:
         "img{max-width:100%}blockquote{background:#fff3cd;margin:0;padding:.5rem 1rem}"
     )
     path.write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>DermaOps evaluation</title>"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html_lib.escape(title)}</title>"
         f"<style>{style}</style></head><body>{body}</body></html>\n"
     )

@@ -104,14 +104,15 @@ def build_pipeline(kind: Kind, settings: PipelineSettings | None = None) -> Base
                 pipeline=kind, **tracked,
             ).after(gated)  # fmt: skip
             _configure(registered, "register", s)
+            version = registered.outputs["Output"]  # the version; "card" is the model card
             promoted = c.promote(
                 prepared=data, evaluation=scored.outputs["evaluation"],
-                version=registered.output, must_beat=retraining, **thresholds, **tracked,
+                version=version, must_beat=retraining, **thresholds, **tracked,
             )  # fmt: skip
             _configure(promoted, "promote", s)
             with dsl.If(promoted.output == True, name="promoted"):  # noqa: E712 (a KFP condition)
                 deployed = c.deploy(
-                    version=registered.output, target=deploy_target, namespace=namespace,
+                    version=version, target=deploy_target, namespace=namespace,
                     image=s.serving_image, canary_percent=canary_percent, **tracked,
                 )  # fmt: skip
                 _configure(deployed, "deploy", s)

@@ -140,3 +140,13 @@ def _reaching(uri: str) -> Iterator[None]:
         yield
     except MlflowException as e:
         raise RegistryError(f"MLflow at {uri} failed: {e.message}") from e
+
+
+def alias_version(reg: Registry, alias: str) -> str | None:
+    """The version an alias points at, or None when it is not set."""
+    try:
+        return str(reg.client.get_model_version_by_alias(reg.model_name, alias).version)
+    except MlflowException as e:
+        if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise RegistryError(f"could not read alias {alias}: {e.message}") from e

@@ -28,7 +28,8 @@ from mlflow.types import ColSpec, Schema
 import dermaops
 from dermaops.labels import CLASSES
 from dermaops.model_dir import META, assemble
-from dermaops.registry.client import Registry, RegistryError
+from dermaops.registry.card import log_card
+from dermaops.registry.client import Registry, RegistryError, alias_version
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +172,16 @@ def download(reg: Registry, version: str, dest: Path) -> Path:
 
 
 def log_training_run(
-    reg: Registry, run_id: str, prepared: Path, run_dir: Path, eval_dir: Path, baseline_dir: Path
+    reg: Registry,
+    run_id: str,
+    prepared: Path,
+    run_dir: Path,
+    eval_dir: Path,
+    baseline_dir: Path,
+    card_out: Path | None = None,
 ) -> str:
-    """Log one training run (settings, data, metrics, reports) and register its model.
+    """Log one training run (settings, data, metrics, reports), register its model, and log
+    the version's model card (also written to ``card_out`` when given).
 
     Returns:
         The registered version.
@@ -195,6 +203,9 @@ def log_training_run(
     scalars |= {f"f1.{code}": row["f1"] for code, row in metrics["per_class"].items()}
     scalars |= {f"baseline_{k}": baseline[k] for k in ("f1_macro", "accuracy")}
     scalars["baseline_melanoma_sensitivity"] = baseline["melanoma"]["test_sensitivity"]
+    if "subgroups" in metrics:
+        flagged = [g for g in metrics["subgroups"]["gaps"] if g["flagged"]]
+        scalars["subgroup_gaps_flagged"] = len(flagged)
     data_files = ["data_report.json", "data_report.md", "class_distribution.png", "split_info.csv"]
     artifacts = [
         ("evaluation", eval_dir),
@@ -204,6 +215,8 @@ def log_training_run(
         *(("data", prepared / name) for name in data_files),
     ]
     log_run(reg, run_id, params, scalars, artifacts)
+    parent = alias_version(reg, CHAMPION)
     version = register(reg, run_id, run_dir / "model", prepared, eval_dir)
     reg.tag_run(run_id, {"registered_version": str(version.version)})
+    log_card(reg, version, metrics, run_dir / "model", prepared, parent, card_out)
     return str(version.version)

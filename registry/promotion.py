@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 
 from dermaops.evaluate import evaluate
 from dermaops.gate import GateResult, GateThresholds, check, compare
-from dermaops.registry.client import Registry, RegistryError
+from dermaops.registry.client import Registry, RegistryError, alias_version
 from dermaops.registry.model import CHALLENGER, CHAMPION, PREVIOUS, download
 from dermaops.settings import ACTOR_ENV
 
@@ -41,16 +41,6 @@ class PromotionResult:
 def actor() -> str:
     """Who acts: ``DERMAOPS_ACTOR`` (a pipeline sets it), else the login name."""
     return os.environ.get(ACTOR_ENV) or getpass.getuser()
-
-
-def alias_version(reg: Registry, alias: str) -> str | None:
-    """The version an alias points at, or None when it is not set."""
-    try:
-        return str(reg.client.get_model_version_by_alias(reg.model_name, alias).version)
-    except MlflowException as e:
-        if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-            return None
-        raise RegistryError(f"could not read alias {alias}: {e.message}") from e
 
 
 def promote(reg: Registry, version: str, verdicts: list[GateResult], why: str) -> PromotionResult:

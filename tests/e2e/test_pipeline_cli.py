@@ -33,6 +33,11 @@ def test_train_rerun_rollback_and_retrain_with_feedback(
 ) -> None:
     first = cli("pipeline", "run", "--local", *TINY)
     assert "MLflow run:" in first.stdout and "champion:        version 1" in first.stdout
+    assert "dermaops registry card 1" in first.stdout
+    card = cli("registry", "card", "1").stdout
+    assert card.startswith("# Model card: dermaops version 1") and "## Subgroups" in card
+    kfp_card = _runs(dermaops_home, "training")[-1] / "register" / "card"
+    assert card == kfp_card.read_text() + "\n", "the KFP output and MLflow hold one card"
     pointer = json.loads((dermaops_home / "serving" / "current.json").read_text())
     assert pointer["version"] == "1" and pointer["model_uri"].startswith("file://")
 

@@ -32,6 +32,10 @@ def test_train_evaluate_gate(cli: Cli, prepared: Path, tmp_path: Path) -> None:
     assert json.loads((run / "model" / "model.json").read_text())["onnx"]["file"] == "model.onnx"
     evaluated = cli("evaluate", "--data", str(prepared), "--run", str(run), "--out", str(report))
     assert "test macro-F1" in evaluated.stdout and "GENERATED DATA" in evaluated.stdout
+    subgroups = json.loads((report / "metrics.json").read_text())["subgroups"]
+    assert {"overall", "groups", "gaps"} <= set(subgroups)
+    assert set(subgroups["groups"]) == {"sex", "age_band", "site"}
+    assert "ci95" in subgroups["overall"] and "## Subgroups" in (report / "report.md").read_text()
     strict = cli("gate", "--metrics", str(report / "metrics.json"), check=False)
     assert strict.returncode == 1 and "gate failed: macro-F1" in strict.stderr
     lenient = tmp_path / "gate.yaml"

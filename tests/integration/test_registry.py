@@ -22,6 +22,7 @@ from dermaops.gate import GateThresholds
 from dermaops.labels import CLASSES
 from dermaops.net import free_port, wait_until_ready
 from dermaops.registry import Registry
+from dermaops.registry.card import fetch_card
 from dermaops.registry.client import RegistryError
 from dermaops.registry.model import download, log_training_run
 from dermaops.registry.promotion import (
@@ -73,7 +74,9 @@ def _audit(reg: Registry, version: str) -> list[str]:
     return [tags[k] for k in sorted(tags) if k.startswith(AUDIT_PREFIX)]
 
 
-def test_register_promote_and_roll_back(trained: Trained, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_register_promote_and_roll_back(
+    trained: Trained, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("DERMAOPS_ACTOR", "test-suite")
     reg = Registry()
     first = _register(reg, trained, "kfp-1")
@@ -94,6 +97,20 @@ def test_register_promote_and_roll_back(trained: Trained, monkeypatch: pytest.Mo
     assert "not promoted" in _audit(reg, second)[-1]
     tie = promote_challenger(reg, second, trained.metrics(), trained.prepared, LENIENT, False)
     assert tie.promoted and tie.champion_before == first
+
+    cards = tmp_path / "cards"
+    first_card = fetch_card(reg, first, cards / "1").read_text()
+    second_card = fetch_card(reg, second, cards / "2").read_text()
+    assert "Champion when registered: none (first)" in first_card
+    assert f"Champion when registered: version {first}" in second_card
+    assert "pipeline run: kfp-2" in second_card and "GENERATED" in second_card
+    for section in ("## Model", "## Data", "## Intended use", "## Performance (test split)",
+                    "## The melanoma operating point", "## Calibration", "## Subgroups",
+                    "## Known limitations", "## Lineage"):  # fmt: skip
+        assert section in second_card, section
+    assert (cards / "2").rglob("model_card.html")
+    with pytest.raises(RegistryError, match="no version 99"):
+        fetch_card(reg, "99", cards / "x")
     assert alias_version(reg, "previous") == first
 
     assert rollback(reg, "bad calibration in clinic") == (second, first)
