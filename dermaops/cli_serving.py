@@ -211,15 +211,27 @@ def monitor_serve(
         str | None, typer.Option(help="What a retraining trigger runs.")
     ] = None,
 ) -> None:
-    """The monitor: scheduled drift, /metrics, /report, and Alertmanager's /alerts webhook."""
+    """The monitor: scheduled drift, /metrics, /report, and Alertmanager's /alerts webhook.
+
+    POST paths need a bearer token: $DERMAOPS_MONITOR_TOKEN or the file in
+    $DERMAOPS_MONITOR_TOKEN_FILE, else one made at $DERMAOPS_HOME/monitoring/token.
+    """
     import uvicorn
+    from pydantic import SecretStr
 
     from dermaops.monitoring.drift import DriftSettings, deployed_reference
     from dermaops.monitoring.service import MonitorSettings, build_app
     from dermaops.settings import load_settings
+    from dermaops.tokens import MONITOR_TOKEN_ENV, ensure_token, read_token
 
     home = Home.from_env()
+    token = read_token()
+    if token is None:
+        token_file = home.root / "monitoring" / "token"
+        token = ensure_token(token_file)
+        typer.echo(f"no {MONITOR_TOKEN_ENV}: the POST paths take the bearer token in {token_file}")
     settings = MonitorSettings(
+        token=SecretStr(token),
         drift=load_settings(DriftSettings, env_prefix="DERMAOPS_DRIFT_"),
         reference=str(reference or deployed_reference(home)),
         inference_log=str(log_dir or home.inference_log),

@@ -8,6 +8,9 @@ POST /records   inference-log records from predictors (statistics and prediction
                 appended to the log the drift job reads
 POST /alerts    Alertmanager's webhook: a firing alert labelled action=retrain starts one
                 retraining run, unless one started within the cooldown (a storm starts one run)
+
+The three POST paths need ``Authorization: Bearer <token>``; anything else gets 401 and
+changes nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -36,7 +39,7 @@ from prometheus_client import (
     Gauge,
     generate_latest,
 )
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from dermaops.errors import DermaOpsError
 from dermaops.features import STAT_NAMES
@@ -49,6 +52,7 @@ from dermaops.monitoring.drift import (
     read_reference,
     read_window,
 )
+from dermaops.tokens import bearer_matches
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,7 @@ class MonitorSettings(BaseModel):
         "dermaops pipeline run --local --kind retraining",
         description="what a trigger runs (on a cluster: dermaops pipeline submit --host ...)",
     )
+    token: SecretStr = Field(..., description="bearer token the POST paths require")
     drift: DriftSettings = DriftSettings()
 
 
@@ -98,6 +103,10 @@ class MonitorState:
         self.records = Counter(
             "dermaops_monitor_received_records", "Records from predictors, by outcome.",
             ["outcome"], registry=r,
+        )  # fmt: skip
+        self.unauthorized = Counter(
+            "dermaops_monitor_unauthorized", "Refused requests without the right token.",
+            ["path"], registry=r,
         )  # fmt: skip
         self.triggers = Counter(
             "dermaops_retraining_triggers", "Retraining decisions, by outcome.", ["outcome"],
@@ -218,6 +227,15 @@ def build_app(settings: MonitorSettings) -> FastAPI:
 
     app = FastAPI(title="DermaOps monitor", lifespan=lifespan)
     app.state.monitor = state
+    token = settings.token.get_secret_value()
+
+    def authorised(request: Request) -> None:
+        """401 unless the request carries the monitor's bearer token."""
+        if not bearer_matches(request.headers.get("authorization"), token):
+            state.unauthorized.labels(request.url.path).inc()
+            raise HTTPException(
+                401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -227,7 +245,7 @@ def build_app(settings: MonitorSettings) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/drift")
+    @app.post("/drift", dependencies=[Depends(authorised)])
     def drift_now() -> dict[str, Any]:
         try:
             return run_drift(state).as_dict()
@@ -247,14 +265,14 @@ def build_app(settings: MonitorSettings) -> FastAPI:
             raise HTTPException(404, "no drift report yet; POST /drift runs one")
         return FileResponse(path, media_type="text/html")
 
-    @app.post("/records")
+    @app.post("/records", dependencies=[Depends(authorised)])
     async def records(request: Request) -> dict[str, int]:
         try:
             return receive_records(state, await request.json())
         except ValueError as e:
             raise HTTPException(400, f"expected the predictor's records: {e}") from e
 
-    @app.post("/alerts")
+    @app.post("/alerts", dependencies=[Depends(authorised)])
     async def alerts(request: Request) -> dict[str, Any]:
         try:
             payload = await request.json()

@@ -25,11 +25,13 @@ RECORDS = Counter(
 
 
 class RecordForwarder:
-    """POST ``{"records": [...]}`` to ``url`` in batches of up to ``batch`` every ``interval`` s."""
+    """POST ``{"records": [...]}`` to ``url`` with the monitor's bearer ``token``, in batches of
+    up to ``batch`` every ``interval`` s."""
 
     def __init__(
         self,
         url: str,
+        token: str,
         batch: int = 64,
         interval: float = 1.0,
         max_queue: int = 10_000,
@@ -37,6 +39,7 @@ class RecordForwarder:
     ):
         self.url = url.rstrip("/") + "/records"
         self.batch, self.interval, self.timeout = batch, interval, timeout
+        self._headers = {"Authorization": f"Bearer {token}"}
         self._queue: queue.Queue[dict[str, Any]] = queue.Queue(max_queue)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dermaops-forward", daemon=True)
@@ -49,7 +52,7 @@ class RecordForwarder:
             RECORDS.labels("dropped").inc()
 
     def _run(self) -> None:
-        with httpx.Client(timeout=self.timeout) as client:
+        with httpx.Client(timeout=self.timeout, headers=self._headers) as client:
             while not (self._stop.is_set() and self._queue.empty()):
                 records = self._take()
                 if records:

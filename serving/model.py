@@ -25,6 +25,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from PIL import Image
 
 from dermaops.embedding import PROJECTION, PROJECTION_NAMES, Projection
+from dermaops.errors import ConfigError
 from dermaops.features import PREDICTION, image_stats
 from dermaops.imaging import Decoded, ImageLimits
 from dermaops.inference_log import InferenceLog
@@ -40,6 +41,7 @@ from dermaops.serving.settings import ServingSettings
 from dermaops.serving.telemetry import ERRORS, LATENCY, MODEL_INFO, observe
 from dermaops.settings import Home
 from dermaops.stem import cache_pixels, centre_crop, fit_short_side, pixels_to_batch
+from dermaops.tokens import MONITOR_TOKEN_ENV, read_token
 
 log = logging.getLogger(__name__)
 MEL = INDEX["mel"]
@@ -103,11 +105,24 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             where = self.settings.inference_log_dir or str(self.home.inference_log)
             self.sinks.append(InferenceLog(Path(where)))
         if self.settings.monitor_url:
-            self.sinks.append(RecordForwarder(self.settings.monitor_url))
+            self.sinks.append(RecordForwarder(self.settings.monitor_url, self._monitor_token()))
         MODEL_INFO.labels(self.name, self.version, self.arch, self.backend.name).set(1)
         log.info("serving %s v%s (%s) with %s", self.name, self.version, folder, self.backend.name)
         self.ready = True
         return self.ready
+
+    def _monitor_token(self) -> str:
+        """The monitor's token: the environment (a Secret), else a local monitor's own file."""
+        token = read_token()
+        local = self.home.root / "monitoring" / "token"
+        if token is None and local.is_file():
+            token = local.read_text().strip()
+        if not token:
+            raise ConfigError(
+                f"DERMAOPS_SERVING_MONITOR_URL is set but no token: set {MONITOR_TOKEN_ENV} "
+                f"or {MONITOR_TOKEN_ENV}_FILE (the monitor refuses records without it)"
+            )
+        return token
 
     def _forward_fn(self) -> Callable[[torch.Tensor], Awaitable[Outputs]]:
         """The forward pass off the event loop; micro-batched on CUDA or when asked."""

@@ -87,7 +87,9 @@ def _alertmanager_for_test(dest: Path, monitor: str, chat: str) -> None:
     for child in route["routes"]:
         child["group_wait"] = "1s"
     receivers = {r["name"]: r for r in config["receivers"]}
-    receivers["dermaops-monitor"]["webhook_configs"][0]["url"] = f"{monitor}/alerts"
+    webhook = receivers["dermaops-monitor"]["webhook_configs"][0]
+    webhook["url"] = f"{monitor}/alerts"
+    webhook["http_config"]["authorization"]["credentials_file"] = str(dest.parent / "token")
     (dest.parent / "chat-url").write_text(f"{chat}/slack")
     receivers["team-chat"]["slack_configs"][0]["api_url_file"] = str(dest.parent / "chat-url")
     dest.write_text(yaml.safe_dump(config))
@@ -130,9 +132,19 @@ def loop(served_model: Path, tmp_path: Path, dermaops_home: Path) -> Iterator[Lo
     prometheus_bin, alertmanager_bin = _tool("prometheus"), _tool("prometheus-alertmanager")
     ports = {name: free_port() for name in ("predictor", "monitor", "prometheus", "alertmanager")}
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    env = os.environ | {"DERMAOPS_HOME": str(dermaops_home), "DERMAOPS_DRIFT_MIN_ROWS": "20"}
-    predictor_env = os.environ | {"DERMAOPS_HOME": str(tmp_path / "predictor-home"),
-                                  "DERMAOPS_SERVING_MONITOR_URL": url["monitor"]}  # fmt: skip
+    (tmp_path / "token").write_text("loop-test-token\n")  # the Secret all three read
+    token = {"DERMAOPS_MONITOR_TOKEN_FILE": str(tmp_path / "token")}
+    env = (
+        os.environ | token | {"DERMAOPS_HOME": str(dermaops_home), "DERMAOPS_DRIFT_MIN_ROWS": "20"}
+    )
+    predictor_env = (
+        os.environ
+        | token
+        | {
+            "DERMAOPS_HOME": str(tmp_path / "predictor-home"),
+            "DERMAOPS_SERVING_MONITOR_URL": url["monitor"],
+        }
+    )
     runs = tmp_path / "retraining-runs"
     retrain = f"{sys.executable} -c \"open('{runs}', 'a').write('run\\n')\""
     logs = {name: tmp_path / f"{name}.log" for name in ports}

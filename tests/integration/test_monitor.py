@@ -18,6 +18,8 @@ from tests.e2e.conftest import DERMAOPS
 from tests.integration.traffic import log_traffic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+TOKEN = "test-token-9f2c"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _alert(status: str = "firing", action: str = "retrain") -> dict[str, object]:
@@ -42,8 +44,10 @@ def monitor(
                "--reference", str(prepared_small / "reference_stats.csv"),
                "--log-dir", str(tmp_path / "traffic"), "--interval", "3600",
                "--cooldown", "3600", "--retrain-command", retrain]  # fmt: skip
+    (tmp_path / "token").write_text(TOKEN + "\n")
     env = os.environ | {"DERMAOPS_HOME": str(dermaops_home), "DERMAOPS_DRIFT_MIN_ROWS": "20",
-                        "DERMAOPS_DRIFT_REFERENCE_SPLIT": "all"}  # fmt: skip
+                        "DERMAOPS_DRIFT_REFERENCE_SPLIT": "all",
+                        "DERMAOPS_MONITOR_TOKEN_FILE": str(tmp_path / "token")}  # fmt: skip
     log = tmp_path / "monitor.log"
     with log.open("w") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -68,7 +72,7 @@ def test_scheduled_drift_metrics_and_report(monitor: tuple[str, Path]) -> None:
     assert "dermaops_drift_last_run_timestamp_seconds" in metrics
     report = httpx.get(f"{url}/report")
     assert report.status_code == 200 and "<html" in report.text[:500].lower()
-    assert httpx.post(f"{url}/drift", timeout=60).json()["drifted"] is True
+    assert httpx.post(f"{url}/drift", timeout=60, headers=AUTH).json()["drifted"] is True
 
 
 def test_an_alert_storm_starts_exactly_one_retraining_run(
@@ -76,12 +80,17 @@ def test_an_alert_storm_starts_exactly_one_retraining_run(
 ) -> None:
     url, marker = monitor
     storm = {"receiver": "dermaops-monitor", "status": "firing", "alerts": [_alert()]}
-    outcomes = [httpx.post(f"{url}/alerts", json=storm).json()["outcome"] for _ in range(5)]
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+        refused = httpx.post(f"{url}/alerts", json=storm, headers=headers)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    assert not (dermaops_home / "monitoring" / "triggers.jsonl").exists(), "nothing recorded"
+    outcomes = [httpx.post(f"{url}/alerts", json=storm, headers=AUTH).json()["outcome"]
+                for _ in range(5)]  # fmt: skip
     assert outcomes[0] == "started" and set(outcomes[1:]) == {"suppressed"}
     resolved = {"alerts": [_alert(status="resolved"), _alert(action="notify")]}
-    assert httpx.post(f"{url}/alerts", json=resolved).json()["outcome"] == "ignored"
-    assert httpx.post(f"{url}/alerts", content=b"not json").status_code == 400
-    assert httpx.post(f"{url}/alerts", json={"alerts": "x"}).status_code == 400
+    assert httpx.post(f"{url}/alerts", json=resolved, headers=AUTH).json()["outcome"] == "ignored"
+    assert httpx.post(f"{url}/alerts", content=b"not json", headers=AUTH).status_code == 400
+    assert httpx.post(f"{url}/alerts", json={"alerts": "x"}, headers=AUTH).status_code == 400
     deadline = time.monotonic() + 30
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -90,6 +99,7 @@ def test_an_alert_storm_starts_exactly_one_retraining_run(
     assert [json.loads(line)["outcome"] for line in record] == ["started", *["suppressed"] * 4]
     metrics = httpx.get(f"{url}/metrics").text
     assert 'dermaops_retraining_triggers_total{outcome="suppressed"} 4.0' in metrics
+    assert 'dermaops_monitor_unauthorized_total{path="/alerts"} 3.0' in metrics
 
 
 def test_records_from_predictors_join_the_log_and_bad_ones_are_refused(
@@ -101,10 +111,12 @@ def test_records_from_predictors_join_the_log_and_bad_ones_are_refused(
     good = {**stats, "prediction": "nv", "confidence": 0.8, "time": "2026-11-28T00:00:00Z"}
     pixels = {**stats, "image": "A" * 5000}  # something that looks like image data
     missing = {"prediction": "nv"}
-    answer = httpx.post(f"{url}/records", json={"records": [good, good, pixels, missing, "x"]})
+    assert httpx.post(f"{url}/records", json={"records": [good]}).status_code == 401
+    answer = httpx.post(f"{url}/records", json={"records": [good, good, pixels, missing, "x"]},
+                        headers=AUTH)  # fmt: skip
     assert answer.json() == {"accepted": 2, "rejected": 3}
-    assert httpx.post(f"{url}/records", json=[good]).status_code == 400
-    assert httpx.post(f"{url}/records", content=b"{").status_code == 400
+    assert httpx.post(f"{url}/records", json=[good], headers=AUTH).status_code == 400
+    assert httpx.post(f"{url}/records", content=b"{", headers=AUTH).status_code == 400
     # The fixture's monitor reads tmp_path/traffic; records land in that same log.
     lines = (tmp_path / "traffic" / "predictions.jsonl").read_text().splitlines()
     received = [json.loads(line) for line in lines[-2:]]

@@ -202,8 +202,12 @@ def test_shipped_rules_routing_and_dashboard_are_the_tested_files(tmp_path: Path
 
     (secret,) = by_kind(docs, "Secret")
     config = yaml.safe_load(secret["stringData"]["alertmanager.yaml"])
-    urls = [w["url"] for r in config["receivers"] for w in r.get("webhook_configs", [])]
-    assert urls == ["http://dermaops-monitor.dermaops.svc:8000/alerts"]
+    (webhook,) = [w for r in config["receivers"] for w in r.get("webhook_configs", [])]
+    assert webhook["url"] == "http://dermaops-monitor.dermaops.svc:8000/alerts"
+    assert webhook["http_config"]["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": "/etc/alertmanager/secrets/dermaops-monitor-token/token",
+    }, "Alertmanager sends the monitor's token"
     (tmp_path / "alertmanager.yaml").write_text(secret["stringData"]["alertmanager.yaml"])
     amtool = find_tool("amtool")
     done = subprocess.run([amtool, "check-config", str(tmp_path / "alertmanager.yaml")],
@@ -244,3 +248,22 @@ def _pod_labels(doc: dict[str, Any]) -> dict[str, str]:
     if doc["kind"] == "InferenceService":
         return doc["spec"]["predictor"]["labels"]  # type: ignore[no-any-return]
     return doc["spec"]["template"]["metadata"]["labels"]  # type: ignore[no-any-return]
+
+
+def test_the_monitor_token_comes_from_one_secret_for_monitor_and_predictor() -> None:
+    for variant in (URI, [*URI, "--set", "kserve.enabled=false"]):
+        docs = render(*variant)
+        for doc in docs:
+            if doc["kind"] not in ("Deployment", "InferenceService"):
+                continue
+            pod = pod_spec(doc)
+            secrets = {
+                v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v
+            }
+            assert secrets["monitor-token"] == "dermaops-monitor-token", doc["metadata"]["name"]
+            main = pod["containers"][0]
+            env = {e["name"]: e.get("value") for e in main["env"]}
+            path = env["DERMAOPS_MONITOR_TOKEN_FILE"]
+            mounts = {m["name"]: m["mountPath"] for m in main["volumeMounts"]}
+            assert path == mounts["monitor-token"] + "/token"
+            assert "DERMAOPS_MONITOR_TOKEN" not in env, "never the token itself"

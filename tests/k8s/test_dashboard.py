@@ -41,7 +41,8 @@ def _exported_metrics() -> set[str]:
     import dermaops.serving.telemetry  # noqa: F401  registers the predictor's metrics
     from dermaops.monitoring.service import MonitorSettings, MonitorState
 
-    state = MonitorState(MonitorSettings(reference="r.csv", inference_log="log", out="out"))
+    settings = MonitorSettings(reference="r.csv", inference_log="log", out="out", token="t")
+    state = MonitorState(settings)
     return {m.name for r in (REGISTRY, state.registry) for m in r.collect()}
 
 

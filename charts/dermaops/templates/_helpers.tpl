@@ -85,6 +85,8 @@ env:
   {{- if .Values.monitor.enabled }}
   - name: DERMAOPS_SERVING_MONITOR_URL
     value: {{ include "dermaops.monitorUrl" . | quote }}
+  - name: DERMAOPS_MONITOR_TOKEN_FILE
+    value: /var/run/secrets/dermaops/monitor-token/token
   {{- end }}
   {{- with .Values.predictor.env }}
   {{- toYaml . | nindent 2 }}
@@ -118,6 +120,19 @@ securityContext:
 volumeMounts:
   - {name: home, mountPath: /var/lib/dermaops}
   - {name: tmp, mountPath: /tmp}
+  {{- if .Values.monitor.enabled }}
+  - {name: monitor-token, mountPath: /var/run/secrets/dermaops/monitor-token, readOnly: true}
+  {{- end }}
+{{- end -}}
+
+{{/* The predictor's volumes besides the model: scratch space and the monitor's token. */}}
+{{- define "dermaops.predictorVolumes" -}}
+- {name: home, emptyDir: {}}
+- {name: tmp, emptyDir: {}}
+{{- if .Values.monitor.enabled }}
+- name: monitor-token
+  secret: {secretName: {{ .Values.monitor.tokenSecret }}, defaultMode: 0400}
+{{- end }}
 {{- end -}}
 
 {{- define "dermaops.predictorScheduling" -}}
