@@ -32,6 +32,8 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(registry_app, name="registry")
 app.add_typer(monitor_app, name="monitor")
+feedback_app = typer.Typer(help="Clinician feedback and retained images.", no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
 app.command("serve")(serve)
 app.command("predict")(predict)
 app.command("traffic")(traffic)
@@ -352,6 +354,26 @@ def bench_train(
     write_result(result, path)
     typer.echo(json.dumps(result, indent=2))
     typer.echo(f"the training step runs at {result['ratio']}x the bare model step ({path})")
+
+
+@feedback_app.command("purge")
+def feedback_purge(
+    older_than: Annotated[
+        float, typer.Option(min=0, help="Delete what is older than this many days.")
+    ],
+    dry_run: Annotated[bool, typer.Option(help="Only count what would go.")] = False,
+) -> None:
+    """Delete feedback rows and images, and retained served images, past their retention."""
+    from dermaops.data.feedback import purge_feedback
+    from dermaops.privacy import purge
+
+    home = Home.from_env()
+    rows = purge_feedback(home.feedback, older_than, dry_run)
+    retained = purge(home.root / "retained", older_than, dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    typer.echo(f"{verb} {rows} feedback rows with their images ({home.feedback}) and "
+               f"{retained.files} retained images, {retained.bytes / 1e6:.1f} MB "
+               f"({home.root / 'retained'}), older than {older_than:g} days")  # fmt: skip
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from dermaops.inference_log import InferenceLog
 from dermaops.labels import CLASSES, FULL_NAMES, INDEX
 from dermaops.model_dir import CALIBRATION, META
 from dermaops.models import Preprocessing
+from dermaops.privacy import day_folder, store_pixels
 from dermaops.serving.backends import Backend, Outputs, choose_backend
 from dermaops.serving.batching import MicroBatcher
 from dermaops.serving.forward import RecordForwarder
@@ -151,9 +153,18 @@ class DermaOpsModel(Model):  # type: ignore[misc]
     def _pixels(self, payload: Any) -> tuple[list[np.ndarray], list[dict[str, float]]]:
         """Decode, then the stem's cache pixels and the drift statistics of each image."""
         decoded = self._decode(payload, self.pre.cache_size)
+        if self.settings.retain_images:
+            self._retain(decoded)
         pixels = [cache_pixels(d.image, self.pre) for d in decoded]
         stats = [image_stats(p, d.original_size) for p, d in zip(pixels, decoded, strict=True)]
         return pixels, stats
+
+    def _retain(self, decoded: list[Decoded]) -> None:
+        """Keep the images (only when asked): pixels alone, by day, for ``feedback purge``."""
+        root = Path(self.settings.retained_dir or self.home.root / "retained")
+        folder = day_folder(root)
+        for d in decoded:
+            store_pixels(d.image, folder / uuid.uuid4().hex)
 
     def _decode(self, payload: Any, min_size: tuple[int, int]) -> list[Decoded]:
         if isinstance(payload, InferRequest):

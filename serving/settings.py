@@ -28,6 +28,10 @@ class ServingSettings(BaseModel):
     top_k: int = Field(3, ge=1, le=7)
     inference_log: bool = Field(True, description="append image statistics and predictions")
     inference_log_dir: str = Field("", description="default: $DERMAOPS_HOME/inference")
+    retain_images: bool = Field(
+        False, description="keep each served image (pixels only, no metadata) for later review"
+    )
+    retained_dir: str = Field("", description="default: $DERMAOPS_HOME/retained")
     monitor_url: str = Field(
         "", description="also send each inference-log record to this monitor's /records"
     )

@@ -23,6 +23,7 @@ from dermaops.data.loaders import HAM_METADATA_NAMES, RawDataset, load_raw
 from dermaops.data.schema import DATASET_COLUMN, METADATA_COLUMNS
 from dermaops.errors import DatasetLayoutError
 from dermaops.labels import CLASSES
+from dermaops.privacy import store_clean
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,8 @@ def merge_feedback(raw: Path, feedback: Path) -> int:
     if clash:
         raise DatasetLayoutError(f"feedback image ids already in {metadata}: {sorted(clash)[:5]}")
     for row in rows.itertuples(index=False):
-        source = feedback / str(row.image_file)
-        link_or_copy(source, images / f"FB_{row.feedback_id}{source.suffix.lower()}")
+        # A copy without EXIF, XMP or ICC (GPS, device serials, dates), never a link.
+        store_clean((feedback / str(row.image_file)).read_bytes(), images / f"FB_{row.feedback_id}")
     # A new file, not a rewrite: ``raw`` may hold hard links into a cached or shared set.
     staged = metadata.with_name(metadata.name + ".partial")
     pd.concat([base, added], ignore_index=True).to_csv(staged, index=False)
@@ -129,3 +130,39 @@ def load_checked(raw: Path) -> RawDataset:
             f"{raw} has no usable images ({len(dataset.quarantined)} left out)"
         )
     return dataset
+
+
+def purge_feedback(folder: Path, older_than_days: float, dry_run: bool = False) -> int:
+    """Delete feedback rows (and their images) older than ``older_than_days``; rows removed.
+
+    A row's age is its ``created_at`` when it has one, else its image file's modification time.
+    ``feedback.csv`` is rewritten atomically, so an ingest never sees a row without its image.
+    """
+    path = folder / FEEDBACK_FILE
+    if not path.is_file():
+        return 0
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    cutoff = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=older_than_days)
+    stamps = frame["created_at"] if "created_at" in frame.columns else pd.Series(pd.NA, frame.index)
+    created = pd.to_datetime(stamps, utc=True, errors="coerce")
+    mtimes = [
+        pd.Timestamp((folder / f).stat().st_mtime, unit="s", tz="UTC")
+        if (folder / f).is_file() else pd.NaT
+        for f in frame["image_file"]
+    ]  # fmt: skip
+    age = created.fillna(pd.Series(mtimes, index=frame.index))
+    old = age < cutoff
+    if not old.any() or dry_run:
+        return int(old.sum())
+    staged = path.with_name(path.name + ".partial")
+    frame[~old].to_csv(staged, index=False)
+    staged.replace(path)
+    for image in frame.loc[old, "image_file"]:
+        (folder / image).unlink(missing_ok=True)
+    log.info(
+        "purged %d feedback rows older than %s days from %s",
+        int(old.sum()),
+        older_than_days,
+        folder,
+    )
+    return int(old.sum())

@@ -224,6 +224,10 @@ def test_drifted_traffic_fires_the_alert_and_starts_one_retraining_run(
     chat = [json.loads(body) for path, body in loop.chat.posts if path == "/slack"]
     assert any("DermaOpsDataDrift" in post.get("text", "") + json.dumps(post) for post in chat)
 
+    from tests.log_scan import assert_no_image_data
+
+    assert_no_image_data([*tmp_path.glob("*.log"), *tmp_path.rglob("predictions.jsonl*")])
+
     # Every dashboard query runs against real data; each has a series now.
     empty = [e for e in dashboard_expressions() if not _query(loop.prometheus, fill_variables(e))]
     assert not empty, f"dashboard queries without data: {empty}"

@@ -236,3 +236,10 @@ def test_the_smoke_check_helm_test_runs_passes_against_a_real_predictor(server: 
 
     assert main(["--url", server.url, "--wait", "30"]) == 0
     assert main(["--url", server.url, "--model-name", "other", "--wait", "5"]) == 1
+
+
+def test_no_log_holds_image_bytes_or_base64(server: Server) -> None:
+    """Runs last in this module: every request above (good, bad and fuzzed) has been logged."""
+    from tests.log_scan import assert_no_image_data
+
+    assert_no_image_data([server.log, *server.inference_log.parent.glob("predictions.jsonl*")])

@@ -103,3 +103,30 @@ def test_micro_batcher_joins_concurrent_requests_and_splits_answers() -> None:
     assert sum(calls) == 7 and len(calls) < 4, f"batched into {calls}"
     assert [r[0].ravel().tolist() for r in results] == [[0.0], [10.0, 10.0], [20.0], [30.0] * 3]
     assert [r[1].ravel().tolist() for r in results] == [[1.0], [2.0, 2.0], [3.0], [4.0] * 3]
+
+
+def test_images_are_kept_only_when_asked_and_then_without_metadata(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    from dermaops.privacy import has_metadata
+    from tests.unit.test_privacy import _photo
+
+    photo = _photo(size=(600, 450))
+    for retain in (False, True):
+        settings = ServingSettings(model_uri=str(model_dir), inference_log=False,
+                                   retain_images=retain)  # fmt: skip
+        model = DermaOpsModel("dermaops", settings, Home(tmp_path / str(retain)))
+        model.load()
+        asyncio.run(model(_payload(photo, photo)))
+        model.stop()
+        kept = sorted((tmp_path / str(retain) / "retained").rglob("*.jpg"))
+        assert len(kept) == (2 if retain else 0)
+        for path in kept:
+            assert not has_metadata(path.read_bytes()) and b"SN-0042" not in path.read_bytes()
+
+
+def test_forwarding_to_a_monitor_needs_its_token(model_dir: Path, tmp_path: Path) -> None:
+    settings = ServingSettings(model_uri=str(model_dir), monitor_url="http://127.0.0.1:9")
+    model = DermaOpsModel("dermaops", settings, Home(tmp_path))
+    with pytest.raises(ConfigError, match="DERMAOPS_MONITOR_TOKEN"):
+        model.load()
