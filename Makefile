@@ -11,7 +11,7 @@ DEMO_N ?= 1500
 DEMO_PORT ?= 8080
 DEMO_MONITOR_PORT ?= 8090
 
-.PHONY: demo serve-once test lint typecheck venv tools bench lock clean
+.PHONY: demo serve-once test lint typecheck venv tools audit bench lock clean
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,14 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+## audit: known vulnerabilities in the locked dependencies (exit 2 when it cannot check)
+audit: .tools/audit/bin/pip-audit
+	$(BIN)/python scripts/audit.py requirements/lock.txt --pip-audit .tools/audit/bin/pip-audit
+
+.tools/audit/bin/pip-audit: | $(STAMP)
+	$(PYTHON) -m venv .tools/audit
+	.tools/audit/bin/pip install --quiet --disable-pip-version-check pip-audit==2.10.1
 
 ## bench: prepare throughput against a plain PIL loop (a ratio, same run, same files)
 bench: $(STAMP)
