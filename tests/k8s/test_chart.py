@@ -242,6 +242,11 @@ def test_network_policies_select_the_pods_they_protect() -> None:
     peers = [p["podSelector"]["matchLabels"] for p in sources if "podSelector" in p]
     assert any(_selects(peer, pods["dermaops"]) for peer in peers), "the predictor posts records"
     assert not any(_selects(peer, pods["dermaops-mlflow"]) for peer in peers), "MLflow may not"
+    front = policies["dermaops-predictor"]["ingress"][0]["from"]
+    (release_pods,) = [p["podSelector"] for p in front if "podSelector" in p]
+    (rule,) = release_pods["matchExpressions"]
+    assert rule["key"] == "app.kubernetes.io/component" and set(rule["values"]) == {"ui", "test"}
+    assert pods["dermaops-monitor"]["app.kubernetes.io/component"] not in rule["values"]
 
 
 def _pod_labels(doc: dict[str, Any]) -> dict[str, str]:
@@ -267,3 +272,19 @@ def test_the_monitor_token_comes_from_one_secret_for_monitor_and_predictor() -> 
             mounts = {m["name"]: m["mountPath"] for m in main["volumeMounts"]}
             assert path == mounts["monitor-token"] + "/token"
             assert "DERMAOPS_MONITOR_TOKEN" not in env, "never the token itself"
+
+
+def test_mlflow_runs_with_authentication_from_a_secret() -> None:
+    docs = render(*URI, "--set", "mlflow.enabled=true")
+    (server,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("mlflow")]
+    (container,) = pod_spec(server)["containers"]
+    assert "--app-name=basic-auth" in container["args"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == (
+        "dermaops-mlflow-auth"
+    )
+    volumes = {v["name"]: v for v in pod_spec(server)["volumes"]}
+    assert volumes["auth"]["secret"]["secretName"] == "dermaops-mlflow-auth"
+    off = render(*URI, "--set", "mlflow.enabled=true", "--set", "mlflow.auth.enabled=false")
+    (plain,) = [d for d in by_kind(off, "Deployment") if d["metadata"]["name"].endswith("mlflow")]
+    assert "--app-name=basic-auth" not in pod_spec(plain)["containers"][0]["args"]
