@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from dermaops.cli_platform import pipeline_app, registry_app
-from dermaops.cli_serving import bench_serve, monitor_app, predict, serve, traffic
+from dermaops.cli_serving import bench_serve, monitor_app, predict, serve, traffic, ui
 from dermaops.errors import DermaOpsError
 from dermaops.settings import Home, load_settings
 
@@ -37,6 +37,7 @@ app.add_typer(feedback_app, name="feedback")
 app.command("serve")(serve)
 app.command("predict")(predict)
 app.command("traffic")(traffic)
+app.command("ui")(ui)
 bench_app.command("serve")(bench_serve)
 
 ConfigOpt = Annotated[

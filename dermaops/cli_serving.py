@@ -129,6 +129,36 @@ def traffic(
         raise DermaOpsError(f"{result.failed} requests refused: " + "; ".join(result.errors))
 
 
+def ui(
+    predictor_url: Annotated[str, typer.Option(help="The predictor.")] = "http://127.0.0.1:8080",
+    port: Annotated[int, typer.Option(help="HTTP port of the page.")] = 8501,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    model_name: ModelNameOpt = "dermaops",
+    feedback_dir: Annotated[
+        Path | None, typer.Option(help="Feedback store (default: $DERMAOPS_HOME/feedback).")
+    ] = None,
+) -> None:
+    """The clinician page: upload an image, see the answer and Grad-CAM, send a diagnosis."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    spec = importlib.util.find_spec("dermaops.ui.app")
+    if spec is None or spec.origin is None:
+        raise ConfigError("dermaops.ui is not installed: pip install -e . (or the ui image)")
+    app = Path(spec.origin)
+    store = feedback_dir or Home.from_env().feedback
+    command = [sys.executable, "-m", "streamlit", "run", str(app),
+               "--server.port", str(port), "--server.address", host, "--server.headless", "true",
+               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+               "--", "--predictor-url", predictor_url, "--model-name", model_name,
+               "--feedback-dir", str(store)]  # fmt: skip
+    typer.echo(
+        f"clinician UI on http://{host}:{port} (predictor {predictor_url}, feedback {store})"
+    )
+    raise typer.Exit(subprocess.call(command))
+
+
 def bench_serve(
     model_uri: Annotated[
         str,

@@ -46,3 +46,5 @@ echo "Drift report:   $home/monitoring/drift_report.html (before the shift: $hom
 echo "Predictor logs: $home/inference/predictions.jsonl (statistics and predictions, no pixels)"
 echo "Run the monitor yourself: DERMAOPS_HOME=$home $bin/dermaops monitor serve --port $monitor_port"
 echo "  then open $monitor/report and $monitor/metrics"
+echo "Clinician UI: DERMAOPS_HOME=$home $bin/dermaops serve --http-port $port &"
+echo "  DERMAOPS_HOME=$home $bin/dermaops ui --predictor-url $url   then open http://127.0.0.1:8501"

@@ -2,8 +2,12 @@
 
 A feedback folder holds ``feedback.csv`` and the images it names::
 
-    feedback.csv   feedback_id, image_file, dx[, clinician, created_at, age, sex, localization]
+    feedback.csv   feedback_id, image_file, dx[, clinician, created_at, model_version,
+                   predicted_dx, age, sex, localization]
     images/        the photographs, named in image_file (relative to the folder)
+
+:func:`record_feedback` is how the clinician UI writes it: the image without metadata, one row
+per image (a resubmission updates that row), atomically, under a lock.
 
 Each feedback image becomes a new lesion (``lesion_id`` ``FB_<feedback_id>``): it can never
 join a lesion of an earlier test split, and with split pins it is dealt to train or val only.
@@ -11,9 +15,13 @@ join a lesion of an earlier test split, and with split pins it is dealt to train
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
 import os
 import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
@@ -23,7 +31,7 @@ from dermaops.data.loaders import HAM_METADATA_NAMES, RawDataset, load_raw
 from dermaops.data.schema import DATASET_COLUMN, METADATA_COLUMNS
 from dermaops.errors import DatasetLayoutError
 from dermaops.labels import CLASSES
-from dermaops.privacy import store_clean
+from dermaops.privacy import clean_image, store_clean
 
 log = logging.getLogger(__name__)
 
@@ -166,3 +174,68 @@ def purge_feedback(folder: Path, older_than_days: float, dry_run: bool = False) 
         folder,
     )
     return int(old.sum())
+
+
+@dataclass(frozen=True)
+class Recorded:
+    feedback_id: str
+    created: bool  # False: this image was already in the store (its row was updated)
+
+
+def record_feedback(
+    folder: Path,
+    image: bytes,
+    dx: str,
+    clinician: str,
+    model_version: str = "",
+    predicted_dx: str = "",
+    details: dict[str, str] | None = None,
+) -> Recorded:
+    """Store a clinician's diagnosis of ``image`` for the next training set.
+
+    The feedback id is a hash of the image's pixels-only bytes, so sending the same image twice
+    keeps one row; the second submission's diagnosis replaces the first.
+
+    Raises:
+        ValueError: an unknown diagnosis or an empty clinician name.
+        ImageError: ``image`` is not a readable JPEG or PNG.
+    """
+    if dx not in CLASSES:
+        raise ValueError(f"dx {dx!r} is not one of {', '.join(CLASSES)}")
+    if not clinician.strip():
+        raise ValueError("feedback needs the clinician's name")
+    cleaned, suffix = clean_image(image)
+    feedback_id = hashlib.sha256(cleaned).hexdigest()[:16]
+    row = {
+        "feedback_id": feedback_id,
+        "image_file": f"images/{feedback_id}{suffix}",
+        "dx": dx,
+        "clinician": clinician.strip(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model_version": model_version,
+        "predicted_dx": predicted_dx,
+        **{k: v for k, v in (details or {}).items() if k in ("age", "sex", "localization")},
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = folder / FEEDBACK_FILE
+        frame = (
+            pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+            if path.is_file()
+            else pd.DataFrame(columns=list(row))
+        )
+        created = feedback_id not in set(frame["feedback_id"])
+        if created:
+            store_clean(cleaned, folder / "images" / feedback_id)
+            frame = pd.concat([frame, pd.DataFrame([row])], ignore_index=True)
+        else:
+            for key, value in row.items():
+                frame.loc[frame["feedback_id"] == feedback_id, key] = value
+        staged = path.with_name(path.name + ".partial")
+        frame.to_csv(staged, index=False)
+        staged.replace(path)
+    log.info(
+        "feedback %s: %s by %s (%s)", feedback_id, dx, clinician, "new" if created else "updated"
+    )
+    return Recorded(feedback_id, created)

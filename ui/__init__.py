@@ -1,0 +1,1 @@
+"""The clinician UI (``dermaops ui``): upload, prediction, Grad-CAM, feedback. Streamlit."""
