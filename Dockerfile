@@ -2,6 +2,7 @@
 # DermaOps images, one multi-stage file. Targets:
 #   serving   the KServe predictor (CPU: ONNX Runtime; build with TORCH_INDEX_URL="" for the GPU image)
 #   monitor   drift monitor, Alertmanager webhook, `dermaops pipeline submit`
+#   ui        the clinician page (Streamlit)
 #   trainer   the KFP components (build with TORCH_INDEX_URL="": torch with CUDA for the GPU pool)
 # BASE_IMAGE must be a Debian-based Python 3.11; CI builds from a locally bootstrapped one.
 ARG BASE_IMAGE=python:3.11.11-slim-bookworm
@@ -31,6 +32,7 @@ COPY pipelines pipelines
 COPY registry registry
 COPY serving serving
 COPY monitoring monitoring
+COPY ui ui
 RUN /opt/dermaops/bin/pip install --no-deps . \
  && /opt/dermaops/bin/pip uninstall -y pip setuptools \
  && find /opt/dermaops -name '__pycache__' -prune -exec rm -rf {} +
@@ -58,6 +60,11 @@ FROM runtime AS monitor
 EXPOSE 8000
 ENTRYPOINT ["dermaops", "monitor", "serve"]
 CMD ["--host=0.0.0.0", "--port=8000"]
+
+FROM runtime AS ui
+EXPOSE 8501
+ENTRYPOINT ["dermaops", "ui"]
+CMD ["--host=0.0.0.0", "--port=8501"]
 
 FROM runtime AS trainer
 # KFP sets the command of each component; the default shows the CLI.

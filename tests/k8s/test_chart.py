@@ -237,6 +237,7 @@ def test_network_policies_select_the_pods_they_protect() -> None:
         "dermaops-predictor": ["dermaops"],
         "dermaops-monitor": ["dermaops-monitor"],
         "dermaops-mlflow": ["dermaops-mlflow"],
+        "dermaops-ui": ["dermaops-ui"],
     }
     sources = policies["dermaops-monitor"]["ingress"][0]["from"]
     peers = [p["podSelector"]["matchLabels"] for p in sources if "podSelector" in p]
@@ -247,6 +248,7 @@ def test_network_policies_select_the_pods_they_protect() -> None:
     (rule,) = release_pods["matchExpressions"]
     assert rule["key"] == "app.kubernetes.io/component" and set(rule["values"]) == {"ui", "test"}
     assert pods["dermaops-monitor"]["app.kubernetes.io/component"] not in rule["values"]
+    assert pods["dermaops-ui"]["app.kubernetes.io/component"] in rule["values"], "the UI may"
 
 
 def _pod_labels(doc: dict[str, Any]) -> dict[str, str]:
@@ -259,6 +261,12 @@ def test_the_monitor_token_comes_from_one_secret_for_monitor_and_predictor() -> 
     for variant in (URI, [*URI, "--set", "kserve.enabled=false"]):
         docs = render(*variant)
         for doc in docs:
+            component = doc["metadata"]["labels"].get("app.kubernetes.io/component")
+            if (
+                component not in ("predictor", "monitor")
+                or doc["kind"] == "HorizontalPodAutoscaler"
+            ):
+                continue
             if doc["kind"] not in ("Deployment", "InferenceService"):
                 continue
             pod = pod_spec(doc)
@@ -288,3 +296,18 @@ def test_mlflow_runs_with_authentication_from_a_secret() -> None:
     off = render(*URI, "--set", "mlflow.enabled=true", "--set", "mlflow.auth.enabled=false")
     (plain,) = [d for d in by_kind(off, "Deployment") if d["metadata"]["name"].endswith("mlflow")]
     assert "--app-name=basic-auth" not in pod_spec(plain)["containers"][0]["args"]
+
+
+def test_the_ui_asks_the_predictor_and_writes_to_the_pipelines_feedback_claim() -> None:
+    docs = render(*URI)
+    (ui,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "dermaops-ui"]
+    (container,) = pod_spec(ui)["containers"]
+    assert "--predictor-url=http://dermaops-predictor.dermaops.svc" in container["args"]
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
+              for v in pod_spec(ui)["volumes"] if "persistentVolumeClaim" in v}  # fmt: skip
+    from dermaops.pipelines.settings import PipelineSettings
+
+    assert claims["feedback"] == PipelineSettings().feedback_pvc, "the claim retraining mounts"
+    (claim,) = [c for c in by_kind(docs, "PersistentVolumeClaim")
+                if c["metadata"]["name"] == claims["feedback"]]  # fmt: skip
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
