@@ -262,12 +262,8 @@ def test_the_monitor_token_comes_from_one_secret_for_monitor_and_predictor() -> 
         docs = render(*variant)
         for doc in docs:
             component = doc["metadata"]["labels"].get("app.kubernetes.io/component")
-            if (
-                component not in ("predictor", "monitor")
-                or doc["kind"] == "HorizontalPodAutoscaler"
-            ):
-                continue
-            if doc["kind"] not in ("Deployment", "InferenceService"):
+            workload = doc["kind"] in ("Deployment", "InferenceService")
+            if not workload or component not in ("predictor", "monitor"):
                 continue
             pod = pod_spec(doc)
             secrets = {
