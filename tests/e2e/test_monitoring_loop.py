@@ -33,7 +33,8 @@ import yaml
 from dermaops.net import free_port, wait_until_ready
 from tests.e2e.conftest import DERMAOPS
 from tests.fault_server import FaultyServer
-from tests.k8s.test_alerting import ALERTMANAGER, RULES, _tool
+from tests.k8s.conftest import find_tool
+from tests.k8s.test_alerting import ALERTMANAGER, RULES
 from tests.k8s.test_dashboard import dashboard_expressions, fill_variables
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -129,7 +130,7 @@ def _query(prometheus: str, expr: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def loop(served_model: Path, tmp_path: Path, dermaops_home: Path) -> Iterator[Loop]:
-    prometheus_bin, alertmanager_bin = _tool("prometheus"), _tool("prometheus-alertmanager")
+    prometheus_bin, alertmanager_bin = find_tool("prometheus"), find_tool("prometheus-alertmanager")
     ports = {name: free_port() for name in ("predictor", "monitor", "prometheus", "alertmanager")}
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     (tmp_path / "token").write_text("loop-test-token\n")  # the Secret all three read

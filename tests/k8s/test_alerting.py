@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.k8s.conftest import ROOT, find_tool
+
 pytestmark = pytest.mark.k8s
 
-ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "charts" / "dermaops" / "files" / "alerts" / "dermaops.rules.yaml"
 RULE_TESTS = Path(__file__).parent / "rules" / "dermaops_rules_test.yaml"
 ALERTMANAGER = ROOT / "charts" / "dermaops" / "files" / "alertmanager" / "alertmanager.yaml"
-
-
-def _tool(name: str) -> str:
-    """The binary, or a skip on a workstation without it (CI installs it, and fails without)."""
-    found = shutil.which(name)
-    if found:
-        return found
-    message = f"{name} is missing: apt-get install prometheus prometheus-alertmanager"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def _run(*command: str, cwd: Path = ROOT) -> str:
@@ -36,7 +24,7 @@ def _run(*command: str, cwd: Path = ROOT) -> str:
 
 
 def test_rules_are_valid_and_their_unit_tests_pass() -> None:
-    promtool = _tool("promtool")
+    promtool = find_tool("promtool")
     assert "SUCCESS: 7 rules found" in _run(promtool, "check", "rules", str(RULES))
     assert "SUCCESS" in _run(promtool, "test", "rules", RULE_TESTS.name, cwd=RULE_TESTS.parent)
 
@@ -55,7 +43,7 @@ def test_every_alert_has_a_firing_test() -> None:
 
 
 def test_alertmanager_config_and_routes() -> None:
-    amtool = _tool("amtool")
+    amtool = find_tool("amtool")
     _run(amtool, "check-config", str(ALERTMANAGER))
     route = [amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER}"]
     drift = _run(*route, "alertname=DermaOpsDataDrift", "action=retrain", "severity=warning")

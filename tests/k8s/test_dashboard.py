@@ -12,7 +12,8 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-from tests.k8s.test_alerting import ROOT, RULES, _run, _tool
+from tests.k8s.conftest import ROOT, find_tool
+from tests.k8s.test_alerting import RULES, _run
 
 pytestmark = pytest.mark.k8s
 
@@ -73,7 +74,7 @@ def test_dashboard_layout() -> None:
 
 
 def test_every_expression_parses_with_promtool(tmp_path: Path) -> None:
-    promtool = _tool("promtool")
+    promtool = find_tool("promtool")
     exprs = dashboard_expressions()
     recorded = [{"record": f"dermaops:dashboard:{i}", "expr": fill_variables(e)}
                 for i, e in enumerate(exprs)]  # fmt: skip
