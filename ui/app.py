@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -17,11 +18,16 @@ from dermaops.ui.client import DISCLAIMER, PredictorError, classify, operating_p
 
 
 def _arguments() -> argparse.Namespace:
+    """From ``streamlit run app.py -- --predictor-url ...``, else DERMAOPS_UI_* variables."""
+    env = os.environ.get
     parser = argparse.ArgumentParser()
-    parser.add_argument("--predictor-url", required=True)
-    parser.add_argument("--model-name", default="dermaops")
-    parser.add_argument("--feedback-dir", required=True)
-    return parser.parse_args(sys.argv[1:])
+    parser.add_argument("--predictor-url", default=env("DERMAOPS_UI_PREDICTOR_URL"))
+    parser.add_argument("--model-name", default=env("DERMAOPS_UI_MODEL_NAME", "dermaops"))
+    parser.add_argument("--feedback-dir", default=env("DERMAOPS_UI_FEEDBACK_DIR"))
+    parsed, _ = parser.parse_known_args(sys.argv[1:])
+    if not parsed.predictor_url or not parsed.feedback_dir:
+        parser.error("--predictor-url and --feedback-dir are required (or DERMAOPS_UI_*)")
+    return parsed
 
 
 args = _arguments()
