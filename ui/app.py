@@ -24,6 +24,10 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--predictor-url", default=env("DERMAOPS_UI_PREDICTOR_URL"))
     parser.add_argument("--model-name", default=env("DERMAOPS_UI_MODEL_NAME", "dermaops"))
     parser.add_argument("--feedback-dir", default=env("DERMAOPS_UI_FEEDBACK_DIR"))
+    parser.add_argument(
+        "--require-signin", action="store_true",
+        default=env("DERMAOPS_UI_REQUIRE_SIGNIN", "").lower() in ("1", "true", "yes"),
+    )  # fmt: skip
     parsed, _ = parser.parse_known_args(sys.argv[1:])
     if not parsed.predictor_url or not parsed.feedback_dir:
         parser.error("--predictor-url and --feedback-dir are required (or DERMAOPS_UI_*)")
@@ -77,6 +81,9 @@ st.caption(f"Model {answer.model_name}, version {answer.model_version}")
 
 st.subheader("Your diagnosis")
 proxy_user = signed_in_user(st.context.headers)
+if args.require_signin and not proxy_user:
+    st.warning("Feedback needs a signed-in user, and no sign-in proxy named one for this page.")
+    st.stop()
 with st.form("feedback"):
     dx = st.radio(
         "Confirm or correct", CLASSES, index=CLASSES.index(answer.top[0][0]),

@@ -89,3 +89,13 @@ def test_a_dead_predictor_is_reported_and_the_upload_kept(
     at = _upload(_app(monkeypatch, f"http://127.0.0.1:{free_port()}", tmp_path), seed=7)
     assert "cannot be reached" in at.error[0].value and "Your image is kept" in at.error[0].value
     assert at.file_uploader[0].value is not None, "the upload stays for a retry"
+
+
+def test_with_signin_required_no_proxy_user_means_no_feedback_form(
+    predictor: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DERMAOPS_UI_REQUIRE_SIGNIN", "true")
+    at = _upload(_app(monkeypatch, predictor, tmp_path / "store"), seed=8)
+    assert any(m.value.startswith("**Most likely:") for m in at.markdown), "answers still shown"
+    assert "needs a signed-in user" in at.warning[0].value
+    assert not at.radio and not at.text_input, "no way to send feedback anonymously"

@@ -299,6 +299,8 @@ def test_the_ui_asks_the_predictor_and_writes_to_the_pipelines_feedback_claim() 
     (ui,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "dermaops-ui"]
     (container,) = pod_spec(ui)["containers"]
     assert "--predictor-url=http://dermaops-predictor.dermaops.svc" in container["args"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["DERMAOPS_UI_REQUIRE_SIGNIN"] == "true", "feedback only from signed-in users"
     claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
               for v in pod_spec(ui)["volumes"] if "persistentVolumeClaim" in v}  # fmt: skip
     from dermaops.pipelines.settings import PipelineSettings
