@@ -11,8 +11,6 @@ import asyncio
 import base64
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,8 +26,8 @@ from dermaops.data.synth import SynthSettings, synthesize
 from dermaops.imaging import decode
 from dermaops.model_dir import META
 from dermaops.models import Preprocessing
-from dermaops.net import free_port, wait_until_ready
 from dermaops.serving.backends import choose_backend
+from dermaops.serving.process import predictor_process
 from dermaops.serving.resolve import resolve_model
 from dermaops.settings import Home
 from dermaops.stem import cache_pixels, pixels_to_batch
@@ -113,21 +111,9 @@ class _InProcess:
 
 @contextmanager
 def _server(folder: Path, backend: str, tmp: Path) -> Iterator[str]:
-    port = free_port()
-    command = [sys.executable, "-m", "dermaops.serving", "--model_dir", str(folder),
-               "--http_port", str(port), "--enable_grpc", "false", "--backend", backend,
-               "--enable_latency_logging", "false"]  # fmt: skip
-    env = os.environ | {"DERMAOPS_HOME": str(tmp / "home")}
-    log = tmp / "server.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_until_ready(f"{url}/v2/health/ready", 180, server, log)
-            yield url
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    flags = ["--backend", backend, "--enable_latency_logging", "false"]
+    with predictor_process(folder, tmp / "home", tmp / "server.log", flags) as url:
+        yield url
 
 
 async def _level(url: str, bodies: list[bytes], count: int, concurrency: int) -> dict[str, Any]:

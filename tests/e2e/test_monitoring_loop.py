@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 from dermaops.net import free_port, wait_until_ready
+from dermaops.serving.process import predictor_process
 from tests.e2e.conftest import DERMAOPS
 from tests.fault_server import FaultyServer
 from tests.k8s.conftest import find_tool
@@ -131,31 +132,20 @@ def _query(prometheus: str, expr: str) -> list[dict[str, Any]]:
 @pytest.fixture
 def loop(served_model: Path, tmp_path: Path, dermaops_home: Path) -> Iterator[Loop]:
     prometheus_bin, alertmanager_bin = find_tool("prometheus"), find_tool("prometheus-alertmanager")
-    ports = {name: free_port() for name in ("predictor", "monitor", "prometheus", "alertmanager")}
+    ports = {name: free_port() for name in ("monitor", "prometheus", "alertmanager")}
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     (tmp_path / "token").write_text("loop-test-token\n")  # the Secret all three read
     token = {"DERMAOPS_MONITOR_TOKEN_FILE": str(tmp_path / "token")}
     env = (
         os.environ | token | {"DERMAOPS_HOME": str(dermaops_home), "DERMAOPS_DRIFT_MIN_ROWS": "20"}
     )
-    predictor_env = (
-        os.environ
-        | token
-        | {
-            "DERMAOPS_HOME": str(tmp_path / "predictor-home"),
-            "DERMAOPS_SERVING_MONITOR_URL": url["monitor"],
-        }
-    )
+    forwarding = token | {"DERMAOPS_SERVING_MONITOR_URL": url["monitor"]}
     runs = tmp_path / "retraining-runs"
     retrain = f"{sys.executable} -c \"open('{runs}', 'a').write('run\\n')\""
-    logs = {name: tmp_path / f"{name}.log" for name in ports}
+    logs = {name: tmp_path / f"{name}.log" for name in (*ports, "predictor")}
     with ExitStack() as stack:
         chat = stack.enter_context(FaultyServer())
         chat.add("/slack", b"ok")
-        predictor = _start(stack, [sys.executable, "-m", "dermaops.serving", "--model_dir",
-                                   str(served_model), "--http_port", str(ports["predictor"]),
-                                   "--enable_grpc", "false"], logs["predictor"],
-                           predictor_env)  # fmt: skip
         monitor = _start(stack, [str(DERMAOPS), "monitor", "serve", "--port", str(ports["monitor"]),
                                  "--reference", str(served_model),
                                  "--interval", "2", "--cooldown", "3600",
@@ -168,7 +158,10 @@ def loop(served_model: Path, tmp_path: Path, dermaops_home: Path) -> Iterator[Lo
                                       f"--web.listen-address=127.0.0.1:{ports['alertmanager']}",
                                       "--cluster.listen-address="],
                               logs["alertmanager"])  # fmt: skip
-        targets = {"dermaops-predictor": f"127.0.0.1:{ports['predictor']}",
+        url["predictor"] = stack.enter_context(predictor_process(
+            served_model, tmp_path / "predictor-home", logs["predictor"], env=forwarding
+        ))  # fmt: skip
+        targets = {"dermaops-predictor": url["predictor"].removeprefix("http://"),
                    "dermaops-monitor": f"127.0.0.1:{ports['monitor']}"}  # fmt: skip
         _prometheus_config(tmp_path / "prometheus.yml", tmp_path / "rules.yaml", targets,
                            f"127.0.0.1:{ports['alertmanager']}")  # fmt: skip
@@ -176,7 +169,6 @@ def loop(served_model: Path, tmp_path: Path, dermaops_home: Path) -> Iterator[Lo
                                     f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                                     f"--web.listen-address=127.0.0.1:{ports['prometheus']}"],
                             logs["prometheus"])  # fmt: skip
-        wait_until_ready(f"{url['predictor']}/v2/health/ready", 120, predictor, logs["predictor"])
         wait_until_ready(f"{url['monitor']}/healthz", 60, monitor, logs["monitor"])
         wait_until_ready(f"{url['alertmanager']}/-/ready", 30, alertmanager, logs["alertmanager"])
         wait_until_ready(f"{url['prometheus']}/-/ready", 30, prometheus, logs["prometheus"])

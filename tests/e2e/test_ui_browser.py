@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from dermaops.data.ingest import IngestSettings, ingest
 from dermaops.net import free_port, wait_until_ready
+from dermaops.serving.process import predictor_process
 from dermaops.serving.smoke import lesion_jpeg
 from dermaops.settings import Home
 from tests.e2e.conftest import DERMAOPS
@@ -82,13 +82,8 @@ def test_upload_predict_explain_correct_and_retrain_with_it(
     image.write_bytes(lesion_jpeg(seed=3))
     store = tmp_path / "home" / "feedback"
     with ExitStack() as stack:
-        port = free_port()
-        command = [sys.executable, "-m", "dermaops.serving", "--model_dir", str(served_model),
-                   "--http_port", str(port), "--enable_grpc", "false"]  # fmt: skip
-        predictor = _start(stack, command, tmp_path / "predictor.log", env)
-        predictor_url = f"http://127.0.0.1:{port}"
-        wait_until_ready(
-            f"{predictor_url}/v2/health/ready", 120, predictor, tmp_path / "predictor.log"
+        predictor_url = stack.enter_context(
+            predictor_process(served_model, tmp_path / "home", tmp_path / "predictor.log")
         )
         ui = _ui(stack, predictor_url, store, tmp_path, env)
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import random
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +16,7 @@ import pytest
 from PIL import Image
 
 from dermaops.labels import CLASSES
-from dermaops.net import free_port, wait_until_ready
+from dermaops.serving.process import predictor_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -46,27 +43,16 @@ def model_dir(served_model: Path) -> Path:
 @pytest.fixture(scope="module")
 def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("server")
-    port = free_port()
-    env = os.environ | {
-        "DERMAOPS_HOME": str(root / "home"),
+    limits = {
         "DERMAOPS_SERVING_MAX_IMAGE_BYTES": str(MAX_BYTES),
         "DERMAOPS_SERVING_MAX_IMAGE_PIXELS": str(MAX_PIXELS),
         "DERMAOPS_SERVING_MAX_INSTANCES": "8",
     }
-    command = [sys.executable, "-m", "dermaops.serving", "--model_dir", str(model_dir),
-               "--http_port", str(port), "--enable_grpc", "false", "--workers", "1"]  # fmt: skip
     log = root / "server.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_until_ready(f"{url}/v2/health/ready", 120, process, log)
-            threshold = json.loads((model_dir / "calibration.json").read_text())
-            yield Server(url, log, root / "home" / "inference" / "predictions.jsonl",
-                         threshold["melanoma_threshold"])  # fmt: skip
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+    with predictor_process(model_dir, root / "home", log, ["--workers", "1"], limits) as url:
+        threshold = json.loads((model_dir / "calibration.json").read_text())
+        yield Server(url, log, root / "home" / "inference" / "predictions.jsonl",
+                     threshold["melanoma_threshold"])  # fmt: skip
 
 
 def _b64(data: bytes) -> str:

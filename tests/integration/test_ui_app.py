@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +10,8 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dermaops.net import free_port, wait_until_ready
+from dermaops.net import free_port
+from dermaops.serving.process import predictor_process
 from dermaops.serving.smoke import lesion_jpeg
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -22,20 +21,8 @@ APP = Path(__file__).resolve().parents[2] / "ui" / "app.py"
 @pytest.fixture(scope="module")
 def predictor(served_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("ui-predictor")
-    port = free_port()
-    command = [sys.executable, "-m", "dermaops.serving", "--model_dir", str(served_model),
-               "--http_port", str(port), "--enable_grpc", "false"]  # fmt: skip
-    env = os.environ | {"DERMAOPS_HOME": str(root / "home")}
-    log = root / "predictor.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_ready(f"{url}/v2/health/ready", 120, process, log)
+    with predictor_process(served_model, root / "home", root / "predictor.log") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def _app(monkeypatch: pytest.MonkeyPatch, url: str, store: Path) -> AppTest:
