@@ -62,6 +62,18 @@ VARIANTS = {
     "defaults": URI,
     "no-kserve": [*URI, "--set", "kserve.enabled=false"],
     "everything": [*URI, "--set", "mlflow.enabled=true"],
+    "predictor-only": [
+        *URI,
+        *(
+            arg
+            for key in ("monitor", "ui", "alerts", "alertmanager")
+            for arg in ("--set", f"{key}.enabled=false")
+        ),
+        "--set",
+        "grafana.dashboard=false",
+        "--set",
+        "networkPolicy.enabled=false",
+    ],
     **{path.stem: ["-f", str(path)] for path in CI_VALUES},
 }
 
