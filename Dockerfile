@@ -13,19 +13,21 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 RUN python3 -m venv /opt/dermaops
 WORKDIR /src
-COPY requirements/lock.txt requirements/lock.txt
-COPY pyproject.toml README.md ./
-# Dependencies first, pinned by the lock, so a code change does not reinstall them. Torch
-# comes first from TORCH_INDEX_URL when set (the lock's version; a +cpu build satisfies it).
+COPY requirements/runtime.txt requirements/runtime-cpu.txt requirements/
+# Dependencies first, so a code change does not reinstall them: the runtime closure pinned and
+# hash-checked (--require-hashes). CPU images take torch and torchvision, at the same versions,
+# from TORCH_INDEX_URL (PyTorch's CPU builds are not on PyPI, so their hashes are not ours).
 RUN set -eu; \
     pip=/opt/dermaops/bin/pip; \
     if [ -n "$TORCH_INDEX_URL" ]; then \
-      $pip install -c requirements/lock.txt --index-url "$TORCH_INDEX_URL" \
-        --extra-index-url https://pypi.org/simple \
-        "$(grep -E '^torch==' requirements/lock.txt)" "$(grep -E '^torchvision==' requirements/lock.txt)"; \
-    fi; \
-    python3 -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > /tmp/deps.txt; \
-    $pip install -c requirements/lock.txt -r /tmp/deps.txt
+      $pip install --no-deps --index-url "$TORCH_INDEX_URL" \
+        "$(grep -E '^torch==' requirements/runtime.txt | cut -d' ' -f1)" \
+        "$(grep -E '^torchvision==' requirements/runtime.txt | cut -d' ' -f1)"; \
+      $pip install --require-hashes --no-deps -r requirements/runtime-cpu.txt; \
+    else \
+      $pip install --require-hashes --no-deps -r requirements/runtime.txt; \
+    fi
+COPY pyproject.toml README.md ./
 COPY dermaops dermaops
 COPY components components
 COPY pipelines pipelines
@@ -33,7 +35,7 @@ COPY registry registry
 COPY serving serving
 COPY monitoring monitoring
 COPY ui ui
-RUN /opt/dermaops/bin/pip install --no-deps . \
+RUN /opt/dermaops/bin/pip install --no-deps --no-build-isolation . \
  && /opt/dermaops/bin/pip uninstall -y pip setuptools \
  && find /opt/dermaops -name '__pycache__' -prune -exec rm -rf {} +
 

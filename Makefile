@@ -61,12 +61,15 @@ audit: .tools/audit/bin/pip-audit
 bench: $(STAMP)
 	$(BIN)/dermaops bench prepare --n 2000
 
-## lock: re-resolve requirements/lock.txt for the project and the planned stack
+## lock: re-resolve requirements/lock.txt, and the images' hashed runtime closure (runtime*.txt)
 lock:
 	$(PYTHON) -m venv /tmp/dermaops-lock-venv
 	/tmp/dermaops-lock-venv/bin/pip install --quiet --dry-run --ignore-installed \
 	  --report /tmp/dermaops-lock.json -e '.[dev]' -r requirements/planned.txt
 	$(PYTHON) scripts/write_lock.py /tmp/dermaops-lock.json requirements/lock.txt
+	/tmp/dermaops-lock-venv/bin/pip install --quiet --dry-run --ignore-installed \
+	  --report /tmp/dermaops-runtime.json -c requirements/lock.txt .
+	$(PYTHON) scripts/write_runtime_lock.py /tmp/dermaops-runtime.json requirements/
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
