@@ -43,3 +43,13 @@ def wait_until_ready(
             pass
         time.sleep(0.3)
     raise DermaOpsError(f"{url} did not answer 200 within {seconds:.0f} s")
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Terminate ``process``; kill it if it has not exited within ``timeout`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from dermaops.net import free_port, wait_until_ready
+from dermaops.net import free_port, stop, wait_until_ready
 
 
 @contextmanager
@@ -37,9 +37,4 @@ def predictor_process(
         wait_until_ready(f"{url}/v2/health/ready", wait, process, log)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)

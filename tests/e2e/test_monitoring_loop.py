@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +36,7 @@ from tests.fault_server import FaultyServer
 from tests.k8s.conftest import find_tool
 from tests.k8s.test_alerting import ALERTMANAGER, RULES
 from tests.k8s.test_dashboard import dashboard_expressions, fill_variables
+from tests.processes import start
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -52,23 +52,6 @@ class Loop:
     chat: FaultyServer
     runs: Path  # one line per retraining run started
     triggers: Path  # the monitor's record of every decision
-
-
-def _start(stack: ExitStack, command: list[str], log: Path, env: dict[str, str] | None = None
-           ) -> subprocess.Popen[bytes]:  # fmt: skip
-    with log.open("w") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-    def stop() -> None:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    stack.callback(stop)
-    return process
 
 
 def _rules_for_test(dest: Path) -> None:
@@ -146,13 +129,13 @@ def loop(served_model: Path, tmp_path: Path, dermaops_home: Path) -> Iterator[Lo
     with ExitStack() as stack:
         chat = stack.enter_context(FaultyServer())
         chat.add("/slack", b"ok")
-        monitor = _start(stack, [str(DERMAOPS), "monitor", "serve", "--port", str(ports["monitor"]),
+        monitor = start(stack, [str(DERMAOPS), "monitor", "serve", "--port", str(ports["monitor"]),
                                  "--reference", str(served_model),
                                  "--interval", "2", "--cooldown", "3600",
                                  "--retrain-command", retrain], logs["monitor"], env)  # fmt: skip
         _rules_for_test(tmp_path / "rules.yaml")
         _alertmanager_for_test(tmp_path / "alertmanager.yaml", url["monitor"], chat.url)
-        alertmanager = _start(stack, [alertmanager_bin,
+        alertmanager = start(stack, [alertmanager_bin,
                                       f"--config.file={tmp_path / 'alertmanager.yaml'}",
                                       f"--storage.path={tmp_path / 'am-data'}",
                                       f"--web.listen-address=127.0.0.1:{ports['alertmanager']}",
@@ -165,7 +148,7 @@ def loop(served_model: Path, tmp_path: Path, dermaops_home: Path) -> Iterator[Lo
                    "dermaops-monitor": f"127.0.0.1:{ports['monitor']}"}  # fmt: skip
         _prometheus_config(tmp_path / "prometheus.yml", tmp_path / "rules.yaml", targets,
                            f"127.0.0.1:{ports['alertmanager']}")  # fmt: skip
-        prometheus = _start(stack, [prometheus_bin, f"--config.file={tmp_path / 'prometheus.yml'}",
+        prometheus = start(stack, [prometheus_bin, f"--config.file={tmp_path / 'prometheus.yml'}",
                                     f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                                     f"--web.listen-address=127.0.0.1:{ports['prometheus']}"],
                             logs["prometheus"])  # fmt: skip

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -22,18 +21,10 @@ from dermaops.serving.smoke import lesion_jpeg
 from dermaops.settings import Home
 from tests.e2e.conftest import DERMAOPS
 from tests.k8s.conftest import find_tool
+from tests.processes import start
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 WAIT = 90  # seconds for the page to show what it should
-
-
-def _start(
-    stack: ExitStack, command: list[str], log: Path, env: dict[str, str]
-) -> subprocess.Popen[bytes]:
-    with log.open("w") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-    stack.callback(lambda: (process.terminate(), process.wait(timeout=20)))
-    return process
 
 
 @pytest.fixture
@@ -59,7 +50,7 @@ def _ui(stack: ExitStack, predictor: str, store: Path, tmp_path: Path, env: dict
     port = free_port()
     command = [str(DERMAOPS), "ui", "--port", str(port), "--predictor-url", predictor,
                "--feedback-dir", str(store)]  # fmt: skip
-    process = _start(stack, command, tmp_path / f"ui-{port}.log", env)
+    process = start(stack, command, tmp_path / f"ui-{port}.log", env)
     url = f"http://127.0.0.1:{port}"
     wait_until_ready(f"{url}/_stcore/health", 60, process, tmp_path / f"ui-{port}.log")
     return url
