@@ -4,8 +4,10 @@
 #   monitor   drift monitor, Alertmanager webhook, `dermaops pipeline submit`
 #   ui        the clinician page (Streamlit)
 #   trainer   the KFP components (build with TORCH_INDEX_URL="": torch with CUDA for the GPU pool)
-# BASE_IMAGE must be a Debian-based Python 3.11; CI builds from a locally bootstrapped one.
-ARG BASE_IMAGE=python:3.11.11-slim-bookworm
+# BASE_IMAGE must be a Debian-based Python 3.11. The default is pinned by digest (the multi-arch
+# index of python:3.11.16-slim-bookworm, built 2026-09-01, as docker-library/repo-info records
+# it); `make pin-images` refreshes pins from the registry.
+ARG BASE_IMAGE=python:3.11.16-slim-bookworm@sha256:c425d915a89a6dcd3183b1797ad9bd8878caff5a417f6371c8df93c8ea8b727f
 
 FROM ${BASE_IMAGE} AS build
 # The CPU wheels of torch by default; an empty value installs the CUDA wheels from the index.

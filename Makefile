@@ -11,7 +11,7 @@ DEMO_N ?= 1500
 DEMO_PORT ?= 8080
 DEMO_MONITOR_PORT ?= 8090
 
-.PHONY: demo serve-once test lint typecheck venv tools audit bench lock clean
+.PHONY: demo serve-once test lint typecheck venv tools audit pin-images bench lock clean
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ audit: .tools/audit/bin/pip-audit
 .tools/audit/bin/pip-audit: | $(STAMP)
 	$(PYTHON) -m venv .tools/audit
 	.tools/audit/bin/pip install --quiet --disable-pip-version-check pip-audit==2.10.1
+
+## pin-images: pin the base and third-party images to the digests their registries serve now
+pin-images: $(STAMP)
+	$(BIN)/python scripts/pin_images.py
 
 ## bench: prepare throughput against a plain PIL loop (a ratio, same run, same files)
 bench: $(STAMP)

@@ -160,6 +160,22 @@ def test_predictor_serves_the_model_with_the_project_image() -> None:
     assert "canaryTrafficPercent" not in predictor
 
 
+def test_images_can_be_pinned_by_digest() -> None:
+    digest = "sha256:" + "ab" * 32
+    initializer = f"kserve/storage-initializer:v0.21.0@{digest}"
+    docs = render(*URI, "--set", f"images.serving.digest={digest}",
+                  "--set", f"images.monitor.tag=abc123@{digest}",
+                  "--set", f"storageInitializer.image={initializer}")  # fmt: skip
+    images = {c["name"]: c["image"] for d in docs if d["kind"] in WORKLOADS for c in containers(d)}
+    assert images["kserve-container"] == f"ghcr.io/dermaops/serving@{digest}"
+    assert images["monitor"] == f"ghcr.io/dermaops/monitor:abc123@{digest}", "skaffold's form"
+    assert images["storage-initializer"] == initializer, "make pin-images' form"
+    for setting in ("images.ui.digest=sha256:abc", "images.ui.tag=v1@md5:00",
+                    "mlflow.image=ghcr.io/mlflow/mlflow:v3@sha256:abc"):  # fmt: skip
+        done = helm("template", "x", str(CHART), *URI, "--set", setting)
+        assert done.returncode != 0 and "pattern" in done.stderr, (setting, done.stderr)
+
+
 def test_gpu_values_put_the_predictor_on_the_gpu_pool() -> None:
     docs = render("-f", str(CHART / "ci" / "gpu-values.yaml"))
     (service,) = by_kind(docs, "InferenceService")

@@ -26,11 +26,16 @@ app.kubernetes.io/instance: {{ $root.Release.Name }}
 app.kubernetes.io/component: {{ index . 1 }}
 {{- end -}}
 
-{{/* An image reference from images.<component>: include with (list . .Values.images.serving). */}}
+{{/* An image reference from images.<component>, by digest when one is given:
+     include with (list . .Values.images.serving). */}}
 {{- define "dermaops.image" -}}
 {{- $root := index . 0 -}}
 {{- $image := index . 1 -}}
+{{- if $image.digest -}}
+{{- printf "%s@%s" $image.repository $image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" $image.repository ($image.tag | default $root.Chart.AppVersion) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "dermaops.predictorImage" -}}
