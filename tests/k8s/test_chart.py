@@ -24,7 +24,9 @@ CHART = ROOT / "charts" / "dermaops"
 KUBE_VERSION = "1.30.0"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 URI = ["--set", "model.storageUri=s3://dermaops/1/model"]
-CUSTOM = {"InferenceService", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
+CUSTOM = {"InferenceService", "ServiceMonitor", "PodMonitor", "PrometheusRule",
+          "AuthorizationPolicy"}  # fmt: skip
+ISTIO = ["--set", "istio.authorizationPolicies=true", "--set", "mlflow.enabled=true"]
 WORKLOADS = {"Deployment", "Pod", "InferenceService"}
 
 
@@ -62,6 +64,7 @@ VARIANTS = {
     "defaults": URI,
     "no-kserve": [*URI, "--set", "kserve.enabled=false"],
     "everything": [*URI, "--set", "mlflow.enabled=true"],
+    "istio-serverless": [*URI, *ISTIO, "--set", "kserve.deploymentMode=Serverless"],
     "predictor-only": [
         *URI,
         *(
@@ -282,7 +285,94 @@ def test_network_policies_select_the_pods_they_protect() -> None:
 def _pod_labels(doc: dict[str, Any]) -> dict[str, str]:
     if doc["kind"] == "InferenceService":
         return doc["spec"]["predictor"]["labels"]  # type: ignore[no-any-return]
+    if doc["kind"] == "Pod":
+        return doc["metadata"]["labels"]  # type: ignore[no-any-return]
     return doc["spec"]["template"]["metadata"]["labels"]  # type: ignore[no-any-return]
+
+
+def _istio_allows(policy: dict[str, Any], peer: str, method: str, path: str) -> bool:
+    """Istio's ALLOW semantics for the fields the chart uses: some rule whose `from` (any
+    source) and `to` (any operation) both match. peer is the caller's principal
+    (TRUST_DOMAIN/ns/NAMESPACE/sa/ACCOUNT); values match exactly, as `prefix*` or `*suffix`."""
+
+    def match(patterns: list[str], value: str) -> bool:
+        return any(p == value or (p.endswith("*") and value.startswith(p[:-1]))
+                   or (p.startswith("*") and value.endswith(p[1:])) for p in patterns)  # fmt: skip
+
+    namespace = peer.split("/")[2]
+    for rule in policy["spec"]["rules"]:
+        sources = [f["source"] for f in rule.get("from", [])]
+        operations = [t["operation"] for t in rule.get("to", [])]
+        used = {k for part in sources + operations for k in part}
+        assert used <= {"principals", "namespaces", "methods", "paths"}, f"teach me {used}"
+        source_ok = not sources or any(
+            match(s.get("principals", ["*"]), peer) and match(s.get("namespaces", ["*"]), namespace)
+            for s in sources
+        )
+        operation_ok = not operations or any(
+            method in o.get("methods", [method]) and match(o.get("paths", ["*"]), path)
+            for o in operations
+        )
+        if source_ok and operation_ok:
+            return True
+    return False
+
+
+def test_istio_policies_admit_exactly_the_callers_the_code_has() -> None:
+    docs = render(*URI, *ISTIO, "--set", "kserve.deploymentMode=Serverless")
+    policies = {p["metadata"]["name"].removeprefix("dermaops-"): p
+                for p in by_kind(docs, "AuthorizationPolicy")}  # fmt: skip
+    workloads = {d["metadata"]["name"]: d for d in docs if d["kind"] in WORKLOADS}
+    for name, pod in [("predictor", "dermaops"), ("monitor", "dermaops-monitor"),
+                      ("ui", "dermaops-ui"), ("mlflow", "dermaops-mlflow")]:  # fmt: skip
+        selector = policies[name]["spec"]["selector"]["matchLabels"]
+        assert [w for w, d in workloads.items() if _selects(selector, _pod_labels(d))] == [pod]
+
+    def peer(workload: str) -> str:  # the principal the mesh gives a rendered pod
+        account = pod_spec(workloads[workload]).get("serviceAccountName", "default")
+        return f"cluster.local/ns/dermaops/sa/{account}"
+
+    names = ("dermaops-ui", "dermaops-test", "dermaops", "dermaops-monitor")
+    ui, test, predictor, monitor = (peer(name) for name in names)
+    gateway = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+    prometheus = "cluster.local/ns/monitoring/sa/prometheus"
+    pipeline = "cluster.local/ns/kubeflow/sa/pipeline-runner"
+    allowed = [
+        ("predictor", ui, "POST", "/v1/models/dermaops:predict"),
+        ("predictor", ui, "POST", "/v1/models/dermaops:explain"),
+        ("predictor", gateway, "POST", "/v2/models/dermaops/infer"),
+        ("predictor", test, "GET", "/v2/health/ready"),
+        ("predictor", prometheus, "GET", "/metrics"),
+        ("predictor", "cluster.local/ns/knative-serving/sa/controller", "POST", "/v1/models/x"),
+        ("monitor", predictor, "POST", "/records"),
+        ("monitor", prometheus, "GET", "/metrics"),
+        ("monitor", "cluster.local/ns/monitoring/sa/alertmanager", "POST", "/alerts"),
+        ("monitor", test, "GET", "/healthz"),
+        ("ui", gateway, "GET", "/"),
+        ("mlflow", pipeline, "POST", "/api/2.0/mlflow/runs/create"),
+        ("mlflow", monitor, "GET", "/api/2.0/mlflow/registered-models/alias"),
+    ]
+    denied = [
+        ("predictor", monitor, "POST", "/v1/models/dermaops:predict"),
+        ("predictor", prometheus, "POST", "/v1/models/dermaops:predict"),
+        ("predictor", "cluster.local/ns/other/sa/default", "GET", "/v2/health/ready"),
+        ("monitor", predictor, "POST", "/alerts"),
+        ("monitor", ui, "POST", "/records"),
+        ("monitor", gateway, "GET", "/report"),
+        ("ui", predictor, "GET", "/"),
+        ("mlflow", ui, "GET", "/"),
+        ("mlflow", predictor, "GET", "/"),
+    ]
+    for case in allowed:
+        assert _istio_allows(policies[case[0]], *case[1:]), case
+    for case in denied:
+        assert not _istio_allows(policies[case[0]], *case[1:]), case
+    raw = {p["metadata"]["name"]: p for p in by_kind(render(*URI, *ISTIO), "AuthorizationPolicy")}
+    knative = "cluster.local/ns/knative-serving/sa/controller"
+    assert not _istio_allows(raw["dermaops-predictor"], knative, "POST", "/v1/models/x"), (
+        "the activator is let in only in Serverless mode"
+    )
+    assert not by_kind(render(*URI), "AuthorizationPolicy"), "off unless asked for"
 
 
 def test_the_monitor_token_comes_from_one_secret_for_monitor_and_predictor() -> None:

@@ -175,3 +175,14 @@ volumeMounts:
   - {name: model, mountPath: /mnt/models}
   - {name: tmp, mountPath: /tmp}
 {{- end -}}
+
+{{/* The mesh identity of a service account in the release namespace: include with (list . "sa"). */}}
+{{- define "dermaops.principal" -}}
+{{- $root := index . 0 -}}
+{{- printf "%s/ns/%s/sa/%s" $root.Values.istio.trustDomain $root.Release.Namespace (index . 1) -}}
+{{- end -}}
+
+{{/* The predictor's service account: the one holding storage credentials, else the default. */}}
+{{- define "dermaops.predictorServiceAccount" -}}
+{{- .Values.kserve.storageServiceAccount | default "default" -}}
+{{- end -}}
