@@ -26,6 +26,13 @@ ReferenceOpt = Annotated[
         exists=True,
     ),
 ]
+ReferenceVersionOpt = Annotated[
+    str,
+    typer.Option(
+        help="Registered version --reference belongs to; traffic from other versions is "
+        "compared on image statistics only (default: the deployed model's, else unknown)."
+    ),
+]
 LogDirOpt = Annotated[
     Path | None, typer.Option(help="Inference log folder (default: $DERMAOPS_HOME/inference).")
 ]
@@ -194,6 +201,7 @@ def bench_serve(
 @monitor_app.command("drift")
 def monitor_drift(
     reference: ReferenceOpt = None,
+    reference_version: ReferenceVersionOpt = "",
     log_dir: LogDirOpt = None,
     window: Annotated[int | None, typer.Option(help="Most recent rows compared.")] = None,
     out: Annotated[
@@ -205,6 +213,7 @@ def monitor_drift(
         DriftSettings,
         compute_drift,
         deployed_reference,
+        match_version,
         read_reference,
         read_window,
     )
@@ -214,16 +223,21 @@ def monitor_drift(
     settings = load_settings(
         DriftSettings, env_prefix="DERMAOPS_DRIFT_", overrides={"window": window}
     )
-    ref = read_reference(reference or deployed_reference(home), settings.reference_split)
+    if reference is None:
+        reference, reference_version = deployed_reference(home)
+    ref = read_reference(reference, settings.reference_split)
     current = read_window(log_dir or home.inference_log, settings.window)
     target = out or home.root / "monitoring"
-    summary = compute_drift(ref, current, settings, target)
+    in_window = match_version(current, reference_version, settings.min_rows)
+    summary = compute_drift(ref, in_window, settings, target, reference_version)
     verdict = "DRIFT" if summary.drifted else "no drift"
     typer.echo(
         f"{verdict}: {summary.drift_share:.0%} of columns drifted "
         f"({', '.join(summary.drifted_columns) or 'none'}); {summary.current_rows} recent rows "
         f"against {summary.reference_rows} reference rows"
     )
+    if summary.note:
+        typer.echo(f"note: {summary.note}")
     typer.echo(f"report: {target / 'drift_report.html'}  summary: {target / 'drift_summary.json'}")
 
 
@@ -232,6 +246,14 @@ def monitor_serve(
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     reference: ReferenceOpt = None,
+    reference_version: ReferenceVersionOpt = "",
+    registry_model: Annotated[
+        str,
+        typer.Option(
+            help="Registered model (MLflow) to fetch a new version's reference from when "
+            "traffic moves to it (default: none; the monitor keeps its reference)."
+        ),
+    ] = "",
     log_dir: LogDirOpt = None,
     interval: Annotated[float, typer.Option(help="Seconds between scheduled drift runs.")] = 900,
     cooldown: Annotated[
@@ -260,10 +282,14 @@ def monitor_serve(
         token_file = home.root / "monitoring" / "token"
         token = ensure_token(token_file)
         typer.echo(f"no {MONITOR_TOKEN_ENV}: the POST paths take the bearer token in {token_file}")
+    if reference is None:
+        reference, reference_version = deployed_reference(home)
     settings = MonitorSettings(
         token=SecretStr(token),
         drift=load_settings(DriftSettings, env_prefix="DERMAOPS_DRIFT_"),
-        reference=str(reference or deployed_reference(home)),
+        reference=str(reference),
+        reference_version=reference_version,
+        registry_model=registry_model,
         inference_log=str(log_dir or home.inference_log),
         out=str(home.root / "monitoring"),
         interval_s=interval,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,9 +61,44 @@ class DriftSummary:
     reference_rows: int
     current_rows: int
     computed_at: str
+    reference_version: str = ""  # the registered version the reference belongs to, if known
+    note: str = ""  # what was left out of the comparison, and why
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The traffic a version's reference is compared with, and whether on the model's outputs."""
+
+    rows: pd.DataFrame
+    model_outputs: bool
+    note: str = ""
+
+
+def match_version(current: pd.DataFrame, reference_version: str, min_rows: int) -> Window:
+    """The rows to compare with the reference of ``reference_version``.
+
+    Image statistics do not depend on the model; its outputs (class, confidence, embedding) do,
+    and another version's outputs against this reference would read as drift after every
+    rollout. So: rows of the reference's version when there are enough of them, else every row
+    on the image statistics alone. An unknown version ("") or unlabelled traffic compares all.
+    """
+    if not reference_version or "model_version" not in current.columns:
+        return Window(current, True)
+    versions = current["model_version"].astype(str)
+    same = current[versions == reference_version]
+    if len(same) == len(current):
+        return Window(current, True)
+    others = ", ".join(sorted(set(versions) - {reference_version}))
+    if len(same) >= min_rows:
+        note = (f"{len(current) - len(same)} rows from version {others} left out: the "
+                f"reference is version {reference_version}")  # fmt: skip
+        return Window(same, True, note)
+    note = (f"traffic from version {others} against the reference of version "
+            f"{reference_version}: image statistics only, not the model's outputs")  # fmt: skip
+    return Window(current, False, note)
 
 
 def read_reference(path: Path, split: str = "val") -> pd.DataFrame:
@@ -117,18 +152,30 @@ def _rotation(path: Path) -> int:
 
 
 def compute_drift(
-    reference: pd.DataFrame, current: pd.DataFrame, s: DriftSettings, out: Path
+    reference: pd.DataFrame,
+    current: pd.DataFrame | Window,
+    s: DriftSettings,
+    out: Path,
+    reference_version: str = "",
 ) -> DriftSummary:
-    """Run the Evidently report; write ``drift_report.html`` and ``drift_summary.json``."""
+    """Run the Evidently report; write ``drift_report.html`` and ``drift_summary.json``.
+
+    ``current`` is the traffic, or a :class:`Window` of it that says whether the model's
+    outputs may be compared (see :func:`match_version`).
+    """
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
+    window = current if isinstance(current, Window) else Window(current, True)
+    current = window.rows
     if len(current) < s.min_rows:
         raise DriftError(
             f"{len(current)} rows of traffic; drift needs at least {s.min_rows} (min_rows)"
         )
-    numeric = [*STAT_NAMES, *(c for c in MODEL_NUMERIC if _comparable(c, reference, current))]
-    categorical = [PREDICTION] if _comparable(PREDICTION, reference, current) else []
+    outputs = [c for c in (*MODEL_NUMERIC, PREDICTION) if _comparable(c, reference, current)]
+    outputs = outputs if window.model_outputs else []
+    numeric = [*STAT_NAMES, *(c for c in outputs if c != PREDICTION)]
+    categorical = [PREDICTION] if PREDICTION in outputs else []
     columns = [*numeric, *categorical]
     log.info("comparing %d columns: %s", len(columns), ", ".join(columns))
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
@@ -145,6 +192,9 @@ def compute_drift(
     out.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(out / "drift_report.html"))
     summary = _summarise(json.loads(snapshot.json()), len(reference), len(current))
+    summary = replace(summary, reference_version=reference_version, note=window.note)
+    if window.note:
+        log.warning("drift: %s", window.note)
     (out / "drift_summary.json").write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
     return summary
 
@@ -183,15 +233,16 @@ def _summarise(report: dict[str, Any], reference_rows: int, current_rows: int) -
     )
 
 
-def deployed_reference(home: Home) -> Path:
-    """The drift reference registered with the locally deployed model."""
+def deployed_reference(home: Home) -> tuple[Path, str]:
+    """The drift reference registered with the locally deployed model, and its version."""
     pointer = home.serving / POINTER
     try:
-        uri = json.loads(pointer.read_text())["model_uri"]
+        deployed = json.loads(pointer.read_text())
+        uri, version = deployed["model_uri"], str(deployed["version"])
     except (OSError, ValueError, KeyError) as e:
         raise ConfigError(
             f"no deployed model to take a reference from ({pointer}): pass --reference"
         ) from e
     parsed = urlparse(uri)
     folder = locate_model_dir(Path(unquote(parsed.path) if parsed.scheme == "file" else uri))
-    return folder / REFERENCE
+    return folder / REFERENCE, version

@@ -3,6 +3,10 @@
 GET  /metrics   dermaops_drift_share, dermaops_drift_detected, per-column verdicts, window size,
                 last-run time, retraining triggers
 GET  /report    the latest Evidently HTML report;  GET /summary  its JSON summary
+
+Each drift run compares the traffic of the reference's model version. When the predictors move
+to another version, the monitor fetches that version's reference from the registry (with
+``registry_model`` set) and follows it; until it has one, it compares image statistics only.
 POST /drift     run the drift job now
 POST /records   inference-log records from predictors (statistics and predictions, no pixels),
                 appended to the log the drift job reads
@@ -30,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import (
@@ -49,12 +54,17 @@ from dermaops.monitoring.drift import (
     DriftSettings,
     DriftSummary,
     compute_drift,
+    match_version,
     read_reference,
     read_window,
 )
+from dermaops.serving.resolve import resolve_model
+from dermaops.settings import Home
 from dermaops.tokens import bearer_matches
 
 log = logging.getLogger(__name__)
+
+REFETCH_S = 600.0  # seconds before a version whose reference could not be fetched is retried
 
 
 class MonitorSettings(BaseModel):
@@ -62,7 +72,15 @@ class MonitorSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    reference: str = Field(..., description="reference_stats.csv")
+    reference: str = Field(..., description="reference_stats.csv, or a model folder holding one")
+    reference_version: str = Field(
+        "", description="registered version the reference belongs to (empty: unknown)"
+    )
+    registry_model: str = Field(
+        "",
+        description="registered model whose versions' references the monitor fetches when "
+        "traffic moves to a new version (MLflow, MLFLOW_TRACKING_URI); empty: never fetch",
+    )
     inference_log: str = Field(..., description="the predictor's inference log folder")
     out: str = Field(..., description="where reports and the trigger record go")
     interval_s: float = Field(900, gt=0, description="seconds between scheduled drift runs")
@@ -87,8 +105,13 @@ class MonitorState:
     last_trigger: float = float("-inf")
     retraining: subprocess.Popen[bytes] | None = None
     writer: InferenceLog | None = None
+    reference: str = ""  # what drift compares with now: settings.reference, or a fetched one
+    reference_version: str = ""
+    unfetchable: dict[str, float] = field(default_factory=dict)  # version -> when it failed
 
     def __post_init__(self) -> None:
+        self.reference = self.reference or self.settings.reference
+        self.reference_version = self.reference_version or self.settings.reference_version
         r = self.registry
         self.share = Gauge("dermaops_drift_share", "Share of drifted columns.", registry=r)
         self.detected = Gauge("dermaops_drift_detected", "1 when the set drifted.", registry=r)
@@ -100,6 +123,11 @@ class MonitorState:
             "dermaops_drift_last_run_timestamp_seconds", "When drift last ran.", registry=r
         )
         self.failures = Counter("dermaops_drift_failures", "Drift runs that failed.", registry=r)
+        self.outputs_compared = Gauge(
+            "dermaops_drift_model_outputs_compared",
+            "1 when the last run compared the model's outputs (traffic of the reference's "
+            "version), 0 when image statistics only.", registry=r,
+        )  # fmt: skip
         self.records = Counter(
             "dermaops_monitor_received_records", "Records from predictors, by outcome.",
             ["outcome"], registry=r,
@@ -119,9 +147,12 @@ def run_drift(state: MonitorState) -> DriftSummary:
     s = state.settings
     with state.lock:
         try:
-            reference = read_reference(Path(s.reference), s.drift.reference_split)
             current = read_window(Path(s.inference_log), s.drift.window)
-            summary = compute_drift(reference, current, s.drift, Path(s.out))
+            follow_version(state, current)
+            reference = read_reference(Path(state.reference), s.drift.reference_split)
+            window = match_version(current, state.reference_version, s.drift.min_rows)
+            summary = compute_drift(reference, window, s.drift, Path(s.out),
+                                    state.reference_version)  # fmt: skip
         except DermaOpsError as e:
             state.failures.inc()
             state.last_error = str(e)
@@ -132,9 +163,32 @@ def run_drift(state: MonitorState) -> DriftSummary:
         for column in summary.columns:
             state.column.labels(column).set(int(column in summary.drifted_columns))
         state.window.set(summary.current_rows)
+        state.outputs_compared.set(int(window.model_outputs))
         state.last_run.set(time.time())
     log.info("drift share %.2f (%s)", summary.drift_share, "DRIFT" if summary.drifted else "ok")
     return summary
+
+
+def follow_version(state: MonitorState, current: pd.DataFrame) -> None:
+    """Switch to the reference of the version that served the newest record, fetched from the
+    registry; a version that cannot be fetched is retried after ``REFETCH_S``."""
+    name = state.settings.registry_model
+    if not name or current.empty or "model_version" not in current.columns:
+        return
+    newest = str(current["model_version"].iloc[-1])
+    if newest == state.reference_version or not newest.isdigit():
+        return
+    if time.monotonic() - state.unfetchable.get(newest, float("-inf")) < REFETCH_S:
+        return
+    try:
+        folder, _ = resolve_model(f"models:/{name}/{newest}", Home.from_env())
+    except (DermaOpsError, OSError) as e:
+        state.unfetchable[newest] = time.monotonic()
+        log.warning("no drift reference for %s version %s yet: %s", name, newest, e)
+        return
+    log.info("drift reference: %s version %s (was %s)", name, newest,
+             state.reference_version or "unknown")  # fmt: skip
+    state.reference, state.reference_version = str(folder), newest
 
 
 def receive_records(state: MonitorState, payload: Any) -> dict[str, int]:

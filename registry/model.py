@@ -161,8 +161,8 @@ def download(reg: Registry, version: str, dest: Path) -> Path:
     """Fetch a version's artifact and return its DermaOps model directory."""
     from dermaops.model_dir import locate_model_dir
 
-    source = reg.client.get_model_version_download_uri(reg.model_name, version)
     try:
+        source = reg.client.get_model_version_download_uri(reg.model_name, version)
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=source, dst_path=str(dest), tracking_uri=reg.uri
         )

@@ -217,3 +217,43 @@ def test_the_predictor_loads_an_alias_from_the_registry(
     model.stop()
     with pytest.raises(ConfigError, match="no alias 'champion'"):
         DermaOpsModel("dermaops", ServingSettings(model_uri="models:/dermaops@champion")).load()
+
+
+def test_the_monitor_follows_traffic_to_the_reference_of_its_version(
+    trained: Trained, tmp_path: Path, dermaops_home: Path
+) -> None:
+    from dermaops.monitoring.drift import DriftSettings
+    from dermaops.monitoring.service import MonitorSettings, MonitorState, run_drift
+
+    reg = Registry()
+    version = _register(reg, trained, "kfp-7")
+    served = download(reg, version, tmp_path / "served") / "reference_stats.csv"
+    rows = pd.read_csv(served)
+    rows = rows[rows["split"] == "val"].drop(columns=["split"])
+    traffic = tmp_path / "traffic"
+    traffic.mkdir()
+
+    def serve(model_version: str) -> None:
+        lines = [json.dumps(r | {"model_version": model_version})
+                 for r in rows.to_dict(orient="records")]  # fmt: skip
+        (traffic / "predictions.jsonl").write_text("\n".join(lines * 3) + "\n")
+
+    settings = MonitorSettings(
+        reference=str(trained.prepared / "reference_stats.csv"), reference_version="0",
+        registry_model=reg.model_name, inference_log=str(traffic), out=str(tmp_path / "out"),
+        token="t", drift=DriftSettings(min_rows=10),
+    )  # fmt: skip
+    state = MonitorState(settings)
+    serve("99")  # a version the registry does not have: image statistics only, and retried later
+    summary = run_drift(state)
+    assert state.reference_version == "0" and "99" in state.unfetchable
+    assert "image statistics only" in summary.note and "confidence" not in summary.columns
+    assert state.registry.get_sample_value("dermaops_drift_model_outputs_compared") == 0
+
+    serve(version)  # the predictors moved to a registered version: its reference is fetched
+    summary = run_drift(state)
+    assert state.reference_version == version and summary.reference_version == version
+    assert Path(state.reference).is_dir() and not summary.note
+    assert {"confidence", "prediction", "embedding_pc1"} <= set(summary.columns)
+    assert not summary.drifted, "the version's own validation rows against its reference"
+    assert state.registry.get_sample_value("dermaops_drift_model_outputs_compared") == 1

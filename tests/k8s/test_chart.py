@@ -375,6 +375,26 @@ def test_istio_policies_admit_exactly_the_callers_the_code_has() -> None:
     assert not by_kind(render(*URI), "AuthorizationPolicy"), "off unless asked for"
 
 
+def test_the_monitor_knows_its_references_version_and_where_to_fetch_the_next() -> None:
+    def monitor(*values: str) -> dict[str, Any]:
+        docs = render(*URI, "--set-string", "model.version=7", *values)
+        (found,) = [c for d in docs if d["kind"] == "Deployment" for c in containers(d)
+                    if c["name"] == "monitor"]  # fmt: skip
+        return found
+
+    alone = monitor()
+    assert "--reference-version=7" in alone["args"]
+    assert not any(a.startswith("--registry-model") for a in alone["args"]), "no MLflow to ask"
+    with_mlflow = monitor("--set", "mlflow.enabled=true",
+                          "--set", "monitor.registry.credentialsSecret=mlflow-monitor")  # fmt: skip
+    assert "--registry-model=dermaops" in with_mlflow["args"]
+    env = {e["name"]: e.get("value") for e in with_mlflow["env"]}
+    assert env["MLFLOW_TRACKING_URI"] == "http://dermaops-mlflow.dermaops.svc:5000"
+    assert with_mlflow["envFrom"] == [{"secretRef": {"name": "mlflow-monitor"}}]
+    external = monitor("--set", "monitor.registry.trackingUri=https://mlflow.example.org")
+    assert {"name": "MLFLOW_TRACKING_URI", "value": "https://mlflow.example.org"} in external["env"]
+
+
 def test_the_monitor_token_comes_from_one_secret_for_monitor_and_predictor() -> None:
     for variant in (URI, [*URI, "--set", "kserve.enabled=false"]):
         docs = render(*variant)

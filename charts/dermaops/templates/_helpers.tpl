@@ -186,3 +186,13 @@ volumeMounts:
 {{- define "dermaops.predictorServiceAccount" -}}
 {{- .Values.kserve.storageServiceAccount | default "default" -}}
 {{- end -}}
+
+{{/* Where the monitor fetches new versions' references: monitor.registry.trackingUri, else
+     the chart's MLflow, else nothing. */}}
+{{- define "dermaops.monitorTrackingUri" -}}
+{{- if .Values.monitor.registry.trackingUri -}}
+{{- .Values.monitor.registry.trackingUri -}}
+{{- else if .Values.mlflow.enabled -}}
+{{- printf "http://%s-mlflow.%s.svc:5000" (include "dermaops.fullname" .) .Release.Namespace -}}
+{{- end -}}
+{{- end -}}
