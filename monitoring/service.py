@@ -3,10 +3,6 @@
 GET  /metrics   dermaops_drift_share, dermaops_drift_detected, per-column verdicts, window size,
                 last-run time, retraining triggers
 GET  /report    the latest Evidently HTML report;  GET /summary  its JSON summary
-
-Each drift run compares the traffic of the reference's model version. When the predictors move
-to another version, the monitor fetches that version's reference from the registry (with
-``registry_model`` set) and follows it; until it has one, it compares image statistics only.
 POST /drift     run the drift job now
 POST /records   inference-log records from predictors (statistics and predictions, no pixels),
                 appended to the log the drift job reads
@@ -15,6 +11,10 @@ POST /alerts    Alertmanager's webhook: a firing alert labelled action=retrain s
 
 The three POST paths need ``Authorization: Bearer <token>``; anything else gets 401 and
 changes nothing.
+
+Each drift run compares the traffic of the reference's model version. When the predictors move
+to another version, the monitor fetches that version's reference from the registry (with
+``registry_model`` set) and follows it; until it has one, it compares image statistics only.
 """
 
 from __future__ import annotations
@@ -105,13 +105,13 @@ class MonitorState:
     last_trigger: float = float("-inf")
     retraining: subprocess.Popen[bytes] | None = None
     writer: InferenceLog | None = None
-    reference: str = ""  # what drift compares with now: settings.reference, or a fetched one
-    reference_version: str = ""
+    reference: str = field(init=False)  # what drift compares with: the settings', or fetched
+    reference_version: str = field(init=False)
     unfetchable: dict[str, float] = field(default_factory=dict)  # version -> when it failed
 
     def __post_init__(self) -> None:
-        self.reference = self.reference or self.settings.reference
-        self.reference_version = self.reference_version or self.settings.reference_version
+        self.reference = self.settings.reference
+        self.reference_version = self.settings.reference_version
         r = self.registry
         self.share = Gauge("dermaops_drift_share", "Share of drifted columns.", registry=r)
         self.detected = Gauge("dermaops_drift_detected", "1 when the set drifted.", registry=r)
