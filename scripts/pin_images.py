@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_FILES = (Path("Dockerfile"), Path("charts/dermaops/values.yaml"))
-LOCATIONS = re.compile(r"^(?P<lead>\s*(?:ARG BASE_IMAGE=|image:\s*))(?P<ref>\S+)\s*$")
+LOCATIONS = re.compile(r"^\s*(?:ARG BASE_IMAGE=|image:\s*)(?P<ref>\S+)\s*$")
 MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
