@@ -273,6 +273,8 @@ def test_network_policies_select_the_pods_they_protect() -> None:
     sources = policies["dermaops-monitor"]["ingress"][0]["from"]
     peers = [p["podSelector"]["matchLabels"] for p in sources if "podSelector" in p]
     assert any(_selects(peer, pods["dermaops"]) for peer in peers), "the predictor posts records"
+    test_pod = by_kind(docs, "Pod")[0]["metadata"]["labels"]
+    assert any(_selects(peer, test_pod) for peer in peers), "helm test checks the monitor is up"
     assert not any(_selects(peer, pods["dermaops-mlflow"]) for peer in peers), "MLflow may not"
     front = policies["dermaops-predictor"]["ingress"][0]["from"]
     (release_pods,) = [p["podSelector"] for p in front if "podSelector" in p]
