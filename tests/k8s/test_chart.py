@@ -284,6 +284,26 @@ def test_network_policies_select_the_pods_they_protect() -> None:
     assert pods["dermaops-ui"]["app.kubernetes.io/component"] in rule["values"], "the UI may"
 
 
+def test_a_serverless_predictor_admits_knative_on_its_queue_proxy_ports() -> None:
+    def predictor_rule(*values: str) -> dict[str, Any]:
+        docs = render(*URI, *values)
+        policy = next(p for p in by_kind(docs, "NetworkPolicy")
+                      if p["metadata"]["name"] == "dermaops-predictor")  # fmt: skip
+        (rule,) = policy["spec"]["ingress"]
+        return rule  # type: ignore[no-any-return]
+
+    def namespaces(rule: dict[str, Any]) -> set[str]:
+        return {p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                for p in rule["from"] if "namespaceSelector" in p}  # fmt: skip
+
+    raw = predictor_rule()
+    assert raw["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    assert namespaces(raw) == {"istio-system", "monitoring"}
+    serverless = predictor_rule("--set", "kserve.deploymentMode=Serverless")
+    assert "ports" not in serverless, "Knative's queue-proxy listens on 8012/8013/9090/9091"
+    assert namespaces(serverless) == {"istio-system", "monitoring", "knative-serving"}
+
+
 def _pod_labels(doc: dict[str, Any]) -> dict[str, str]:
     if doc["kind"] == "InferenceService":
         return doc["spec"]["predictor"]["labels"]  # type: ignore[no-any-return]

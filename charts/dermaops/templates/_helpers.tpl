@@ -196,3 +196,8 @@ volumeMounts:
 {{- printf "http://%s-mlflow.%s.svc:5000" (include "dermaops.fullname" .) .Release.Namespace -}}
 {{- end -}}
 {{- end -}}
+
+{{/* "true" when the predictor runs as a Knative service (KServe's Serverless mode). */}}
+{{- define "dermaops.serverless" -}}
+{{- if and .Values.kserve.enabled (eq .Values.kserve.deploymentMode "Serverless") -}}true{{- end -}}
+{{- end -}}
