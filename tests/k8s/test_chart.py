@@ -27,6 +27,8 @@ URI = ["--set", "model.storageUri=s3://dermaops/1/model"]
 CUSTOM = {"InferenceService", "ServiceMonitor", "PodMonitor", "PrometheusRule",
           "AuthorizationPolicy"}  # fmt: skip
 ISTIO = ["--set", "istio.authorizationPolicies=true", "--set", "mlflow.enabled=true"]
+PROMETHEUS = "cluster.local/ns/monitoring/sa/prometheus"
+ALERTMANAGER = "cluster.local/ns/monitoring/sa/alertmanager"
 WORKLOADS = {"Deployment", "Pod", "InferenceService"}
 
 
@@ -64,7 +66,14 @@ VARIANTS = {
     "defaults": URI,
     "no-kserve": [*URI, "--set", "kserve.enabled=false"],
     "everything": [*URI, "--set", "mlflow.enabled=true"],
-    "istio-serverless": [*URI, *ISTIO, "--set", "kserve.deploymentMode=Serverless"],
+    "istio-serverless": [
+        *URI,
+        *ISTIO,
+        "--set",
+        "kserve.deploymentMode=Serverless",
+        "--set",
+        "istio.monitoringPrincipals={" + PROMETHEUS + "}",
+    ],
     "predictor-only": [
         *URI,
         *(
@@ -341,7 +350,8 @@ def _istio_allows(policy: dict[str, Any], peer: str, method: str, path: str) -> 
 
 
 def test_istio_policies_admit_exactly_the_callers_the_code_has() -> None:
-    docs = render(*URI, *ISTIO, "--set", "kserve.deploymentMode=Serverless")
+    in_mesh = "istio.monitoringPrincipals={" + f"{PROMETHEUS},{ALERTMANAGER}" + "}"
+    docs = render(*URI, *ISTIO, "--set", "kserve.deploymentMode=Serverless", "--set", in_mesh)
     policies = {p["metadata"]["name"].removeprefix("dermaops-"): p
                 for p in by_kind(docs, "AuthorizationPolicy")}  # fmt: skip
     workloads = {d["metadata"]["name"]: d for d in docs if d["kind"] in WORKLOADS}
@@ -357,7 +367,7 @@ def test_istio_policies_admit_exactly_the_callers_the_code_has() -> None:
     names = ("dermaops-ui", "dermaops-test", "dermaops", "dermaops-monitor")
     ui, test, predictor, monitor = (peer(name) for name in names)
     gateway = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
-    prometheus = "cluster.local/ns/monitoring/sa/prometheus"
+    prometheus = PROMETHEUS
     pipeline = "cluster.local/ns/kubeflow/sa/pipeline-runner"
     allowed = [
         ("predictor", ui, "POST", "/v1/models/dermaops:predict"),
@@ -368,7 +378,7 @@ def test_istio_policies_admit_exactly_the_callers_the_code_has() -> None:
         ("predictor", "cluster.local/ns/knative-serving/sa/controller", "POST", "/v1/models/x"),
         ("monitor", predictor, "POST", "/records"),
         ("monitor", prometheus, "GET", "/metrics"),
-        ("monitor", "cluster.local/ns/monitoring/sa/alertmanager", "POST", "/alerts"),
+        ("monitor", ALERTMANAGER, "POST", "/alerts"),
         ("monitor", test, "GET", "/healthz"),
         ("ui", gateway, "GET", "/"),
         ("mlflow", pipeline, "POST", "/api/2.0/mlflow/runs/create"),
@@ -379,6 +389,7 @@ def test_istio_policies_admit_exactly_the_callers_the_code_has() -> None:
         ("predictor", prometheus, "POST", "/v1/models/dermaops:predict"),
         ("predictor", "cluster.local/ns/other/sa/default", "GET", "/v2/health/ready"),
         ("monitor", predictor, "POST", "/alerts"),
+        ("monitor", ui, "GET", "/metrics"),
         ("monitor", ui, "POST", "/records"),
         ("monitor", gateway, "GET", "/report"),
         ("ui", predictor, "GET", "/"),
@@ -394,6 +405,13 @@ def test_istio_policies_admit_exactly_the_callers_the_code_has() -> None:
     assert not _istio_allows(raw["dermaops-predictor"], knative, "POST", "/v1/models/x"), (
         "the activator is let in only in Serverless mode"
     )
+    # A monitoring stack outside the mesh has no identity: its two paths are open to any caller
+    # (the NetworkPolicies and the token still apply), nothing else is.
+    anyone = "cluster.local/ns/elsewhere/sa/default"
+    assert _istio_allows(raw["dermaops-monitor"], anyone, "POST", "/alerts")
+    assert _istio_allows(raw["dermaops-predictor"], anyone, "GET", "/metrics")
+    assert not _istio_allows(raw["dermaops-monitor"], anyone, "POST", "/records")
+    assert not _istio_allows(raw["dermaops-predictor"], anyone, "POST", "/v1/models/x:predict")
     assert not by_kind(render(*URI), "AuthorizationPolicy"), "off unless asked for"
 
 
