@@ -95,7 +95,8 @@ class MonitorSettings(BaseModel):
 
 @dataclass
 class MonitorState:
-    """What the monitor knows; guarded by ``lock`` (drift runs in a worker thread)."""
+    """What the monitor knows; guarded by ``lock`` (drift runs in a worker thread), and a
+    reference fetch by ``fetching``, so that records never wait on the registry."""
 
     settings: MonitorSettings
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
@@ -108,6 +109,7 @@ class MonitorState:
     reference: str = field(init=False)  # what drift compares with: the settings', or fetched
     reference_version: str = field(init=False)
     unfetchable: dict[str, float] = field(default_factory=dict)  # version -> when it failed
+    fetching: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.reference = self.settings.reference
@@ -145,26 +147,27 @@ class MonitorState:
 def run_drift(state: MonitorState) -> DriftSummary:
     """One drift run; updates the gauges (or counts the failure) and keeps the summary."""
     s = state.settings
-    with state.lock:
-        try:
+    try:
+        with state.lock:
             current = read_window(Path(s.inference_log), s.drift.window)
-            follow_version(state, current)
+        follow_version(state, current)  # may wait on the registry: /records does not wait on it
+        with state.lock:
             reference = read_reference(Path(state.reference), s.drift.reference_split)
             window = match_version(current, state.reference_version, s.drift.min_rows)
             summary = compute_drift(reference, window, s.drift, Path(s.out),
                                     state.reference_version)  # fmt: skip
-        except DermaOpsError as e:
-            state.failures.inc()
-            state.last_error = str(e)
-            raise
-        state.summary, state.last_error = summary, ""
-        state.share.set(summary.drift_share)
-        state.detected.set(int(summary.drifted))
-        for column in summary.columns:
-            state.column.labels(column).set(int(column in summary.drifted_columns))
-        state.window.set(summary.current_rows)
-        state.outputs_compared.set(int(window.model_outputs))
-        state.last_run.set(time.time())
+            state.summary, state.last_error = summary, ""
+            state.share.set(summary.drift_share)
+            state.detected.set(int(summary.drifted))
+            for column in summary.columns:
+                state.column.labels(column).set(int(column in summary.drifted_columns))
+            state.window.set(summary.current_rows)
+            state.outputs_compared.set(int(window.model_outputs))
+            state.last_run.set(time.time())
+    except DermaOpsError as e:
+        state.failures.inc()
+        state.last_error = str(e)
+        raise
     log.info("drift share %.2f (%s)", summary.drift_share, "DRIFT" if summary.drifted else "ok")
     return summary
 
@@ -178,17 +181,21 @@ def follow_version(state: MonitorState, current: pd.DataFrame) -> None:
     newest = str(current["model_version"].iloc[-1])
     if newest == state.reference_version or not newest.isdigit():
         return
-    if time.monotonic() - state.unfetchable.get(newest, float("-inf")) < REFETCH_S:
-        return
-    try:
-        folder, _ = resolve_model(f"models:/{name}/{newest}", Home.from_env())
-    except (DermaOpsError, OSError) as e:
-        state.unfetchable[newest] = time.monotonic()
-        log.warning("no drift reference for %s version %s yet: %s", name, newest, e)
-        return
-    log.info("drift reference: %s version %s (was %s)", name, newest,
-             state.reference_version or "unknown")  # fmt: skip
-    state.reference, state.reference_version = str(folder), newest
+    with state.fetching:  # one fetch at a time; a second run finds it done
+        if newest == state.reference_version:
+            return
+        if time.monotonic() - state.unfetchable.get(newest, float("-inf")) < REFETCH_S:
+            return
+        try:
+            folder, _ = resolve_model(f"models:/{name}/{newest}", Home.from_env())
+        except (DermaOpsError, OSError) as e:
+            state.unfetchable[newest] = time.monotonic()
+            log.warning("no drift reference for %s version %s yet: %s", name, newest, e)
+            return
+        log.info("drift reference: %s version %s (was %s)", name, newest,
+                 state.reference_version or "unknown")  # fmt: skip
+        with state.lock:
+            state.reference, state.reference_version = str(folder), newest
 
 
 def receive_records(state: MonitorState, payload: Any) -> dict[str, int]:
