@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from pathlib import Path
+
 import pandas as pd
+import pytest
 
 from dermaops.monitoring.drift import match_version
 
@@ -30,3 +35,40 @@ def test_an_unknown_version_or_unlabelled_traffic_compares_everything() -> None:
     assert match_version(_traffic(*"34"), "", min_rows=1).model_outputs
     unlabelled = pd.DataFrame({"brightness": [0.1, 0.2]})
     assert match_version(unlabelled, "3", min_rows=1).rows is unlabelled
+
+
+def test_a_slow_registry_fetch_holds_up_neither_records_nor_a_second_fetch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dermaops.features import STAT_NAMES
+    from dermaops.monitoring import service
+
+    release, fetches = threading.Event(), []
+
+    def slow_resolve(uri: str, home: object) -> tuple[Path, str]:
+        fetches.append(uri)
+        release.wait(10)
+        return tmp_path / "model", "4"
+
+    monkeypatch.setattr(service, "resolve_model", slow_resolve)
+    settings = service.MonitorSettings(
+        reference="r.csv", reference_version="3", registry_model="dermaops",
+        inference_log=str(tmp_path / "log"), out=str(tmp_path / "out"), token="t",
+    )  # fmt: skip
+    state = service.MonitorState(settings)
+    traffic = _traffic(*"4" * 5)
+    fetchers = [threading.Thread(target=service.follow_version, args=(state, traffic))
+                for _ in range(2)]  # fmt: skip
+    for t in fetchers:
+        t.start()
+    deadline = time.monotonic() + 10
+    while not fetches and time.monotonic() < deadline:
+        time.sleep(0.01)
+    record = dict.fromkeys(STAT_NAMES, 0.5) | {"model_version": "4"}
+    assert service.receive_records(state, {"records": [record]}) == {"accepted": 1, "rejected": 0}
+    assert fetches == ["models:/dermaops/4"] and state.reference_version == "3", "still fetching"
+    release.set()
+    for t in fetchers:
+        t.join(10)
+    assert fetches == ["models:/dermaops/4"], "the second run found the reference fetched"
+    assert (state.reference, state.reference_version) == (str(tmp_path / "model"), "4")
