@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dermaops.errors import ConfigError
+
 MODEL_MOUNT = "/mnt/models"
 TRAINER_IMAGE = "ghcr.io/dermaops/trainer:0.1.0"  # every pipeline task (Dockerfile target trainer)
 SERVING_IMAGE = "ghcr.io/dermaops/serving:0.1.0"  # the predictor (Dockerfile target serving)
@@ -116,3 +118,20 @@ def write_pointer(folder: Path, model_uri: str, name: str, version: str) -> Path
     staged.write_text(json.dumps(pointer, indent=2) + "\n")
     staged.replace(folder / POINTER)
     return folder / POINTER
+
+
+def read_pointer(folder: Path, when_missing: str) -> tuple[str, str]:
+    """(model URI, version) of the locally deployed model, from ``folder/current.json``.
+
+    Raises:
+        ConfigError: nothing is deployed (the message ends with ``when_missing``, what to do
+            instead), or the file is not a pointer.
+    """
+    pointer = folder / POINTER
+    try:
+        target = json.loads(pointer.read_text())
+        return str(target["model_uri"]), str(target["version"])
+    except FileNotFoundError as e:
+        raise ConfigError(f"no deployed model ({pointer} is missing): {when_missing}") from e
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"{pointer} is not a deployment pointer: {e}") from e

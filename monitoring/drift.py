@@ -14,9 +14,9 @@ from urllib.parse import unquote, urlparse
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from dermaops.deploy import POINTER
+from dermaops.deploy import read_pointer
 from dermaops.embedding import PROJECTION_NAMES
-from dermaops.errors import ConfigError, DermaOpsError
+from dermaops.errors import DermaOpsError
 from dermaops.features import CONFIDENCE, PREDICTION, STAT_NAMES
 from dermaops.inference_log import LOG_NAME
 from dermaops.model_dir import locate_model_dir
@@ -235,14 +235,7 @@ def _summarise(report: dict[str, Any], reference_rows: int, current_rows: int) -
 
 def deployed_reference(home: Home) -> tuple[Path, str]:
     """The drift reference registered with the locally deployed model, and its version."""
-    pointer = home.serving / POINTER
-    try:
-        deployed = json.loads(pointer.read_text())
-        uri, version = deployed["model_uri"], str(deployed["version"])
-    except (OSError, ValueError, KeyError) as e:
-        raise ConfigError(
-            f"no deployed model to take a reference from ({pointer}): pass --reference"
-        ) from e
+    uri, version = read_pointer(home.serving, "pass --reference")
     parsed = urlparse(uri)
     folder = locate_model_dir(Path(unquote(parsed.path) if parsed.scheme == "file" else uri))
     return folder / REFERENCE, version

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from dermaops.deploy import POINTER
+from dermaops.deploy import read_pointer
 from dermaops.errors import ConfigError
 from dermaops.model_dir import locate_model_dir
 from dermaops.settings import Home
@@ -27,7 +26,9 @@ def resolve_model(uri: str, home: Home) -> tuple[Path, str]:
     """
     version = "local"
     if not uri:
-        uri, version = _pointer(home)
+        uri, version = read_pointer(
+            home.serving, "run `dermaops pipeline run --local` or pass --model-uri"
+        )
     if uri.startswith("models:/"):
         return _from_registry(uri, home)
     parsed = urlparse(uri)
@@ -40,20 +41,6 @@ def resolve_model(uri: str, home: Home) -> tuple[Path, str]:
     if not path.exists():
         raise ConfigError(f"model {uri} does not exist")
     return locate_model_dir(path), version
-
-
-def _pointer(home: Home) -> tuple[str, str]:
-    pointer = home.serving / POINTER
-    try:
-        target = json.loads(pointer.read_text())
-        return str(target["model_uri"]), str(target["version"])
-    except FileNotFoundError as e:
-        raise ConfigError(
-            f"no --model-uri and no deployed model ({pointer} is missing): run "
-            "`dermaops pipeline run --local` or pass --model-uri"
-        ) from e
-    except (OSError, ValueError, KeyError) as e:
-        raise ConfigError(f"{pointer} is not a deployment pointer: {e}") from e
 
 
 def _from_registry(uri: str, home: Home) -> tuple[Path, str]:
