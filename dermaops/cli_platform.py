@@ -259,3 +259,58 @@ def _print_where(home: Home, kind: str, since_ms: int, pipeline_root: str) -> No
                    f"(or: dermaops registry card {registered})")  # fmt: skip
     if reg.local:
         typer.echo(f"open MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {reg.uri}")
+
+
+def deploy(
+    version: Annotated[str, typer.Argument(help="The registered version to serve, e.g. 3.")],
+    model_name: ModelNameOpt = "dermaops",
+    namespace: Annotated[str, typer.Option(help="Namespace of the chart's release.")] = "dermaops",
+    release: Annotated[str, typer.Option(help="The Helm release of the chart.")] = "dermaops",
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            help="kserve (InferenceService) or deployment (kserve.enabled=false); default: "
+            "what the cluster holds, else kserve."
+        ),
+    ] = None,
+    canary: Annotated[
+        int | None,
+        typer.Option(min=1, max=100, help="The new version's share of traffic (Serverless)."),
+    ] = None,
+    storage_uri: Annotated[
+        str,
+        typer.Option(help="The version's files in the artifact store (default: the registry's)."),
+    ] = "",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the JSON patches; send nothing.")
+    ] = False,
+) -> None:
+    """Serve a version on the cluster: patch the storage URI, version and canary of the chart's
+    predictor and monitor (JSON patches guarded by tests of the chart's layout)."""
+    from dermaops.components.kube import connect, read_release
+    from dermaops.components.kube import deploy as deploy_release
+    from dermaops.deploy import MODES, Observed, Promotion, plan
+
+    if mode is not None and mode not in MODES:
+        raise ConfigError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
+    if not storage_uri:
+        from dermaops.registry import Registry, RegistrySettings
+        from dermaops.registry.model import storage_uri as registered_uri
+
+        storage_uri = registered_uri(Registry(RegistrySettings(model_name=model_name)), version)
+    promotion = Promotion(version, storage_uri, canary)
+    cluster = connect()
+    if cluster:
+        observed = read_release(release, namespace)
+        if mode is not None and mode != observed.mode:
+            raise ConfigError(f"--mode {mode}, but release {release} serves as {observed.mode}")
+    elif dry_run:
+        observed = Observed(mode or "kserve")
+    else:
+        raise ConfigError("no in-cluster config and no kubeconfig: --dry-run shows the patches")
+    if dry_run:
+        for patch in plan(promotion, release, namespace, observed):
+            typer.echo(json.dumps(patch.as_dict()))
+        return
+    for patch in deploy_release(promotion, release, namespace):
+        typer.echo(f"patched {patch.kind} {patch.namespace}/{patch.name}: version {version}")

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from dermaops.deploy import REFERENCE_VERSION_ENV
 from dermaops.errors import ConfigError
 from dermaops.settings import Home
 
@@ -29,8 +30,9 @@ ReferenceOpt = Annotated[
 ReferenceVersionOpt = Annotated[
     str,
     typer.Option(
+        envvar=REFERENCE_VERSION_ENV,
         help="Registered version --reference belongs to; traffic from other versions is "
-        "compared on image statistics only (default: the deployed model's, else unknown)."
+        "compared on image statistics only (default: the deployed model's, else unknown).",
     ),
 ]
 LogDirOpt = Annotated[

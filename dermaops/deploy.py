@@ -1,108 +1,255 @@
-"""What a deployment is: the KServe InferenceService for one model version, or a local pointer.
+"""What a promotion changes: a JSON patch of named fields of the objects the chart renders.
 
-KServe's storage initializer cannot resolve ``models:/`` URIs, so a deployment always names the
-artifact URI of the version (``s3://…``, ``gs://…``, ``file://…``) that the registry resolved.
-This module only builds documents; applying them belongs to the caller (the deploy component).
+The Helm chart (``charts/dermaops``) owns the predictor and the monitor: image, probes, volumes,
+token, security, scaling. Deploying a version changes only what a promotion changes, in both of
+the chart's modes (a KServe InferenceService, or the plain Deployment of ``kserve.enabled=false``):
+
+- the model's storage URI (``STORAGE_URI``: KServe's webhook reads it, and the storage
+  initializer of the plain Deployment and of the monitor expands it into its arguments),
+- the version: the predictor's ``DERMAOPS_SERVING_MODEL_VERSION``, the object's
+  ``dermaops.io/model-version`` label, and the monitor's reference version,
+- the canary percent, where the mode has one (KServe's Serverless mode).
+
+Each change addresses its field by position and is guarded by ``test`` operations on the names
+at that position, so a chart whose fields moved makes the patch fail, whole, instead of changing
+the wrong field. Locally, deploying writes ``$DERMAOPS_HOME/serving/current.json`` instead.
+This module only builds documents; applying them is :mod:`dermaops.components.kube`'s.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any, Literal
 
 from dermaops.errors import ConfigError
 
-MODEL_MOUNT = "/mnt/models"
+Mode = Literal["kserve", "deployment"]
+MODES: tuple[Mode, ...] = ("kserve", "deployment")
+
+CHART = "dermaops"  # the chart's name; object names derive from the release as its helpers do
 TRAINER_IMAGE = "ghcr.io/dermaops/trainer:0.1.0"  # every pipeline task (Dockerfile target trainer)
-SERVING_IMAGE = "ghcr.io/dermaops/serving:0.1.0"  # the predictor (Dockerfile target serving)
+MODEL_MOUNT = "/mnt/models"
 POINTER = "current.json"
 
+VERSION_LABEL = "dermaops.io/model-version"
+DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+SERVERLESS = "Serverless"
+PREDICTOR_CONTAINER = "kserve-container"  # the name KServe gives its model container
+STORAGE_INITIALIZER = "storage-initializer"
+MONITOR_CONTAINER = "monitor"
+STORAGE_URI_ENV = "STORAGE_URI"  # read by KServe's webhook; expanded by the storage initializers
+MODEL_VERSION_ENV = "DERMAOPS_SERVING_MODEL_VERSION"  # ServingSettings.model_version
+REFERENCE_VERSION_ENV = "DERMAOPS_MONITOR_REFERENCE_VERSION"  # `monitor serve --reference-version`
 
-class ServiceSettings(BaseModel):
-    """The InferenceService around the predictor: image, scale, resources, canary."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+def fullname(release: str) -> str:
+    """The chart's ``dermaops.fullname`` of a release (without ``fullnameOverride``)."""
+    name = release if CHART in release else f"{release}-{CHART}"
+    return name[:45].rstrip("-")
 
-    name: str = Field("dermaops", pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=45)
-    namespace: str = Field("dermaops", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    image: str = Field(SERVING_IMAGE, description="the predictor image")
-    canary_percent: int = Field(
-        0, ge=0, le=100, description="traffic to the new version while the last one serves the rest"
+
+@dataclass(frozen=True)
+class Promotion:
+    """What changes when a version is deployed."""
+
+    version: str
+    storage_uri: str
+    canary_percent: int | None = None  # None: keep the chart's; 1-100: the new version's share
+
+    def __post_init__(self) -> None:
+        if not self.version:
+            raise ConfigError("a deployment needs the model version")
+        if self.storage_uri.startswith(("models:/", "mlflow-artifacts:", "runs:/")):
+            raise ConfigError(
+                f"{self.storage_uri} is MLflow's own URI, which KServe's storage initializer "
+                "cannot fetch: deploy the URI of the version's files in the artifact store"
+            )
+        if self.canary_percent is not None and not 1 <= self.canary_percent <= 100:
+            raise ConfigError(f"canary percent {self.canary_percent}: give 1 to 100")
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A ``test`` operation, and what it means when it fails."""
+
+    path: str
+    value: Any
+    meaning: str
+
+
+@dataclass(frozen=True)
+class Patch:
+    """A JSON patch (RFC 6902) of one object: guards first, then the changes."""
+
+    kind: str
+    api_version: str
+    name: str
+    namespace: str
+    guards: list[Guard] = field(default_factory=list)
+    changes: list[dict[str, Any]] = field(default_factory=list)
+
+    def operations(self) -> list[dict[str, Any]]:
+        tests = [{"op": "test", "path": g.path, "value": g.value} for g in self.guards]
+        return [*tests, *self.changes]
+
+    def as_dict(self) -> dict[str, Any]:
+        """What ``dermaops deploy --dry-run`` prints for this object."""
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "namespace": self.namespace,
+            "patch": self.operations(),
+        }
+
+    def broken_guards(self, obj: Mapping[str, Any]) -> list[str]:
+        """Why the patch would fail on ``obj``, one line per guard that does not hold."""
+        broken = []
+        for g in self.guards:
+            found = pointer_get(obj, g.path)
+            if found != g.value:
+                broken.append(f"{g.meaning} ({g.path} is {found!r}, expected {g.value!r})")
+        return broken
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the cluster holds for a release; ``None`` when there is no cluster to ask (the
+    chart's defaults are assumed: the monitor on, fetching the served model's reference)."""
+
+    mode: Mode
+    serverless: bool | None = None  # KServe's deployment mode, when known
+    monitor: bool = True
+    monitor_fetches_model: bool = True  # the monitor has its storage initializer
+
+
+def plan(promotion: Promotion, release: str, namespace: str, observed: Observed) -> list[Patch]:
+    """The patches that deploy ``promotion`` to a release of the chart.
+
+    Raises:
+        ConfigError: a canary where the mode has none.
+    """
+    name = fullname(release)
+    if observed.mode == "kserve":
+        patches = [_inference_service(promotion, name, namespace, observed.serverless)]
+    elif observed.mode == "deployment":
+        patches = [_predictor_deployment(promotion, name, namespace)]
+    else:
+        raise ConfigError(f"deploy mode {observed.mode!r}: use one of {', '.join(MODES)}")
+    if observed.monitor:
+        patches.append(_monitor(promotion, name, namespace, observed.monitor_fetches_model))
+    return patches
+
+
+def _inference_service(p: Promotion, name: str, namespace: str, serverless: bool | None) -> Patch:
+    patch = Patch("InferenceService", "serving.kserve.io/v1beta1", name, namespace)
+    container = "/spec/predictor/containers/0"
+    _container(patch, container, PREDICTOR_CONTAINER)
+    _env(patch, container, 0, MODEL_VERSION_ENV, p.version)
+    _env(patch, container, 1, STORAGE_URI_ENV, p.storage_uri)
+    _label(patch, p.version)
+    if p.canary_percent is not None:
+        if serverless is False:
+            raise ConfigError(
+                f"a canary ({p.canary_percent}%) needs KServe's Serverless mode "
+                "(kserve.deploymentMode=Serverless); this InferenceService is a RawDeployment"
+            )
+        patch.guards.append(
+            Guard(f"/metadata/annotations/{_escape(DEPLOYMENT_MODE_ANNOTATION)}", SERVERLESS,
+                  "a canary needs KServe's Serverless mode (kserve.deploymentMode=Serverless)")
+        )  # fmt: skip
+        patch.changes.append(
+            {"op": "add", "path": "/spec/predictor/canaryTrafficPercent", "value": p.canary_percent}
+        )
+    return patch
+
+
+def _predictor_deployment(p: Promotion, name: str, namespace: str) -> Patch:
+    if p.canary_percent is not None:
+        raise ConfigError(
+            f"a canary ({p.canary_percent}%) needs KServe's Serverless mode (kserve.enabled=true, "
+            "kserve.deploymentMode=Serverless); this release serves with a plain Deployment"
+        )
+    patch = Patch("Deployment", "apps/v1", f"{name}-predictor", namespace)
+    pod = "/spec/template/spec"
+    _container(patch, f"{pod}/initContainers/0", STORAGE_INITIALIZER)
+    _env(patch, f"{pod}/initContainers/0", 0, STORAGE_URI_ENV, p.storage_uri)
+    _container(patch, f"{pod}/containers/0", PREDICTOR_CONTAINER)
+    _env(patch, f"{pod}/containers/0", 0, MODEL_VERSION_ENV, p.version)
+    _label(patch, p.version)
+    return patch
+
+
+def _monitor(p: Promotion, name: str, namespace: str, fetches_model: bool) -> Patch:
+    patch = Patch("Deployment", "apps/v1", f"{name}-monitor", namespace)
+    pod = "/spec/template/spec"
+    _container(patch, f"{pod}/containers/0", MONITOR_CONTAINER)
+    _env(patch, f"{pod}/containers/0", 0, REFERENCE_VERSION_ENV, p.version)
+    if fetches_model:
+        _container(patch, f"{pod}/initContainers/0", STORAGE_INITIALIZER)
+        _env(patch, f"{pod}/initContainers/0", 0, STORAGE_URI_ENV, p.storage_uri)
+    return patch
+
+
+def _container(patch: Patch, path: str, name: str) -> None:
+    patch.guards.append(Guard(f"{path}/name", name, f"container {name} is not at {path}"))
+
+
+def _env(patch: Patch, container: str, index: int, name: str, value: str) -> None:
+    path = f"{container}/env/{index}"
+    patch.guards.append(Guard(f"{path}/name", name, f"{name} is not env[{index}] of {container}"))
+    patch.changes.append({"op": "replace", "path": f"{path}/value", "value": value})
+
+
+def _label(patch: Patch, version: str) -> None:
+    path = f"/metadata/labels/{_escape(VERSION_LABEL)}"
+    patch.changes.append({"op": "replace", "path": path, "value": version})
+
+
+def _escape(key: str) -> str:
+    """A map key as a JSON pointer token (RFC 6901)."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def pointer_get(obj: Any, pointer: str) -> Any:
+    """The value at a JSON pointer, or ``None`` when the path does not exist."""
+    for raw in pointer.lstrip("/").split("/"):
+        token = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(obj, Mapping):
+            obj = obj.get(token)
+        elif isinstance(obj, list) and token.isdigit() and int(token) < len(obj):
+            obj = obj[int(token)]
+        else:
+            return None
+    return obj
+
+
+def observe(objects: Mapping[str, Mapping[str, Any] | None]) -> Observed:
+    """The mode and the optional parts of a release, from its objects as the cluster holds them.
+
+    Args:
+        objects: ``InferenceService``, ``predictor`` (the plain Deployment) and ``monitor``
+            (its Deployment), each ``None`` when the cluster has none.
+
+    Raises:
+        ConfigError: the release has no predictor.
+    """
+    isvc, plain, monitor = objects.get("InferenceService"), objects.get("predictor"), None
+    monitor = objects.get("monitor")
+    fetches = bool(monitor) and bool(pointer_get(monitor, "/spec/template/spec/initContainers"))
+    if isvc:
+        mode = pointer_get(isvc, f"/metadata/annotations/{_escape(DEPLOYMENT_MODE_ANNOTATION)}")
+        return Observed("kserve", mode == SERVERLESS, monitor is not None, fetches)
+    if plain:
+        return Observed("deployment", None, monitor is not None, fetches)
+    raise ConfigError(
+        "no predictor of this release in the cluster (neither an InferenceService nor a "
+        "Deployment): install the chart first (helm install), then deploy versions"
     )
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(4, ge=1)
-    scale_metric: str = Field("concurrency", pattern="^(cpu|memory|concurrency|rps)$")
-    scale_target: int = Field(4, ge=1, description="in-flight requests per replica")
-    cpu: str = "1"
-    memory: str = "2Gi"
-    gpus: int = Field(0, ge=0, description="nvidia.com/gpu per replica (0: ONNX Runtime on CPU)")
-    service_account: str = Field("", description="one that may read the model store")
-    monitor_url: str = Field(
-        "http://dermaops-monitor.dermaops.svc:8000",
-        description="the monitor the predictor sends its records to (features, never pixels; "
-        "KServe's logger would send the images); empty: none",
-    )
-
-
-def inference_service(storage_uri: str, model_version: str, s: ServiceSettings) -> dict[str, Any]:
-    """The InferenceService manifest serving ``storage_uri`` with the DermaOps predictor."""
-    limits: dict[str, Any] = {"cpu": s.cpu, "memory": s.memory}
-    if s.gpus:
-        limits["nvidia.com/gpu"] = s.gpus
-    predictor: dict[str, Any] = {
-        "minReplicas": s.min_replicas,
-        "maxReplicas": s.max_replicas,
-        "scaleMetric": s.scale_metric,
-        "scaleTarget": s.scale_target,
-        "containers": [
-            {
-                "name": "kserve-container",
-                "image": s.image,
-                "args": ["--model_name", s.name, "--model_dir", MODEL_MOUNT, "--http_port", "8080"],
-                "env": [
-                    # KServe's webhook adds the storage initializer for this variable.
-                    {"name": "STORAGE_URI", "value": storage_uri},
-                    {"name": "DERMAOPS_SERVING_MODEL_VERSION", "value": model_version},
-                    *(
-                        [{"name": "DERMAOPS_SERVING_MONITOR_URL", "value": s.monitor_url}]
-                        if s.monitor_url
-                        else []
-                    ),
-                ],
-                "ports": [{"containerPort": 8080, "protocol": "TCP"}],
-                "resources": {"requests": {"cpu": s.cpu, "memory": s.memory}, "limits": limits},
-                "securityContext": {
-                    "allowPrivilegeEscalation": False,
-                    "runAsNonRoot": True,
-                    "capabilities": {"drop": ["ALL"]},
-                    "seccompProfile": {"type": "RuntimeDefault"},
-                },
-            }
-        ],
-    }
-    if s.canary_percent:
-        predictor["canaryTrafficPercent"] = s.canary_percent
-    if s.service_account:
-        predictor["serviceAccountName"] = s.service_account
-    return {
-        "apiVersion": "serving.kserve.io/v1beta1",
-        "kind": "InferenceService",
-        "metadata": {
-            "name": s.name,
-            "namespace": s.namespace,
-            "labels": {
-                "app.kubernetes.io/name": "dermaops",
-                "app.kubernetes.io/component": "predictor",
-                "dermaops.io/model-version": model_version,
-            },
-            "annotations": {"serving.kserve.io/enable-prometheus-scraping": "true"},
-        },
-        "spec": {"predictor": predictor},
-    }
 
 
 def write_pointer(folder: Path, model_uri: str, name: str, version: str) -> Path:

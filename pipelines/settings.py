@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dermaops.deploy import SERVING_IMAGE, TRAINER_IMAGE
+from dermaops.deploy import CHART, TRAINER_IMAGE
 
 
 class PipelineSettings(BaseModel):
@@ -13,7 +13,7 @@ class PipelineSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     image: str = Field(TRAINER_IMAGE, description="the project image every task runs")
-    serving_image: str = Field(SERVING_IMAGE, description="the predictor image deploy rolls out")
+    release: str = Field(CHART, description="the Helm release whose predictor deploy patches")
     accelerator: str = Field("nvidia.com/gpu", description="the train task's accelerator resource")
     gpus: int = Field(1, ge=0, description="accelerators for train (0: train on CPU nodes)")
     gpu_node_label: str = Field("nvidia.com/gpu.present", description="node selector key")
@@ -25,7 +25,9 @@ class PipelineSettings(BaseModel):
     train_cpu: str = Field("8", description="CPU request of train")
     train_memory: str = Field("32G", description="memory request of train")
     mlflow_secret: str = Field(
-        "dermaops-mlflow", description="Secret with MLFLOW_TRACKING_URI (and user/password)"
+        "dermaops-mlflow",
+        description="Secret with MLFLOW_TRACKING_URI (and user/password; and, when the server "
+        "proxies artifacts, DERMAOPS_REGISTRY_ARTIFACTS_DESTINATION)",
     )
     storage_secret: str = Field(
         "dermaops-object-store", description="Secret with the artifact store's S3 credentials"

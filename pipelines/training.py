@@ -14,6 +14,7 @@ from kfp.dsl.base_component import BaseComponent
 
 from dermaops.components.build import build
 from dermaops.pipelines.settings import PipelineSettings
+from dermaops.settings import ARTIFACTS_DESTINATION_ENV
 
 Kind = Literal["training", "retraining"]
 KINDS: tuple[Kind, ...] = ("training", "retraining")
@@ -24,7 +25,8 @@ FEEDBACK_MOUNT = "/mnt/feedback"
 RETRIES = {"ingest": 3, "prepare": 1, "train": 1, "evaluate": 1}
 # Cached where the same inputs give the same outputs and a rerun would only cost time.
 CACHED = {"ingest", "prepare", "baseline"}
-MLFLOW_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+MLFLOW_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+               ARTIFACTS_DESTINATION_ENV)  # fmt: skip
 STORE_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL")
 MLFLOW_TASKS = {"train", "evaluate", "gate", "register", "promote", "deploy", "notify"}
 
@@ -62,7 +64,7 @@ def build_pipeline(kind: Kind, settings: PipelineSettings | None = None) -> Base
         max_ece: float = 0.15,
         deploy_target: str = "kubernetes",
         namespace: str = "dermaops",
-        canary_percent: int = 10,
+        canary_percent: int = 0,
         webhook_url: str = "",
         model_name: str = "dermaops",
     ) -> None:
@@ -113,7 +115,7 @@ def build_pipeline(kind: Kind, settings: PipelineSettings | None = None) -> Base
             with dsl.If(promoted.output == True, name="promoted"):  # noqa: E712 (a KFP condition)
                 deployed = c.deploy(
                     version=version, target=deploy_target, namespace=namespace,
-                    image=s.serving_image, canary_percent=canary_percent, **tracked,
+                    release=s.release, canary_percent=canary_percent, **tracked,
                 )  # fmt: skip
                 _configure(deployed, "deploy", s)
 

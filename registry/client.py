@@ -2,6 +2,8 @@
 
 Tracking URI: the setting, else ``MLFLOW_TRACKING_URI`` (a cluster passes it from a Secret),
 else sqlite under ``DERMAOPS_HOME/mlflow`` with file artifacts beside it: the embedded default.
+A server that proxies artifacts (``mlflow server --serve-artifacts``) hands out
+``mlflow-artifacts:/`` URIs; the artifacts destination setting maps them to the store itself.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field
 
 from dermaops.errors import DermaOpsError
-from dermaops.settings import Home
+from dermaops.settings import ARTIFACTS_DESTINATION_ENV, Home
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,11 @@ class RegistrySettings(BaseModel):
     tracking_uri: str = Field("", description="empty: MLFLOW_TRACKING_URI, else local sqlite")
     experiment: str = Field("dermaops", min_length=1)
     model_name: str = Field("dermaops", min_length=1, description="the registered model")
+    artifacts_destination: str = Field(
+        "",
+        description="the tracking server's --artifacts-destination when it proxies artifacts "
+        f"(mlflow-artifacts:/ URIs); empty: {ARTIFACTS_DESTINATION_ENV}",
+    )
 
 
 class Registry:
@@ -49,6 +56,9 @@ class Registry:
         self.settings = settings or RegistrySettings()
         self.home = home or Home.from_env()
         self.uri = self.settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+        self.artifacts_destination = self.settings.artifacts_destination or os.environ.get(
+            ARTIFACTS_DESTINATION_ENV, ""
+        )
         self.local = not self.uri
         if self.local:
             self.home.mlflow.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import mlflow.pyfunc
 import numpy as np
@@ -30,6 +31,7 @@ from dermaops.labels import CLASSES
 from dermaops.model_dir import META, assemble
 from dermaops.registry.card import log_card
 from dermaops.registry.client import Registry, RegistryError, alias_version
+from dermaops.settings import ARTIFACTS_DESTINATION_ENV
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ SCALARS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "auc_macr
            "ece_uncalibrated", "temperature")  # fmt: skip
 MELANOMA = ("threshold", "test_sensitivity", "test_specificity")
 MODEL_ARTIFACT = "model"
+STORAGE_URI_TAG = "dermaops.storage_uri"  # the version's files in the store, for KServe
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("binary", "image")]),
     outputs=Schema([*(ColSpec("double", c) for c in CLASSES), ColSpec("boolean", "melanoma")]),
@@ -98,6 +101,7 @@ def register(
             raise RegistryError(f"could not store the model in MLflow: {e.message}") from e
     source = f"{reg.client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
     version = _create_version(reg, source, run_id, version_tags(metrics, prepared) | (tags or {}))
+    _record_storage_uri(reg, str(version.version))
     reg.client.set_registered_model_alias(reg.model_name, CHALLENGER, version.version)
     log.info("registered %s version %s as %s", reg.model_name, version.version, CHALLENGER)
     return version
@@ -113,6 +117,51 @@ def _create_version(reg: Registry, source: str, run_id: str, tags: dict[str, str
         return reg.client.create_model_version(reg.model_name, source, run_id, tags=tags)
     except MlflowException as e:
         raise RegistryError(f"could not register {source}: {e.message}") from e
+
+
+def store_uri(uri: str, destination: str) -> str:
+    """The URI of an artifact in the store itself, what KServe's storage initializer fetches.
+
+    A tracking server that proxies artifacts hands out ``mlflow-artifacts:/PATH`` for what it
+    keeps at ``DESTINATION/PATH`` (its ``--artifacts-destination``); other URIs name the store.
+
+    Raises:
+        RegistryError: a proxied URI and no destination to map it to.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme != "mlflow-artifacts":
+        return uri
+    if not destination:
+        raise RegistryError(
+            f"{uri} is proxied by the MLflow server, and KServe cannot fetch it: set "
+            f"{ARTIFACTS_DESTINATION_ENV} to the server's --artifacts-destination"
+        )
+    return f"{destination.rstrip('/')}/{parsed.path.lstrip('/')}"
+
+
+def storage_uri(reg: Registry, version: str) -> str:
+    """Where a version's files are in the artifact store: the URI deploy hands to KServe.
+
+    Raises:
+        RegistryError: no such version, or its files are only reachable through MLflow.
+    """
+    try:
+        found = reg.client.get_model_version(reg.model_name, version)
+        recorded = found.tags.get(STORAGE_URI_TAG)
+        uri = recorded or reg.client.get_model_version_download_uri(reg.model_name, version)
+    except MlflowException as e:
+        raise RegistryError(f"{reg.model_name} version {version}: {e.message}") from e
+    return store_uri(uri, reg.artifacts_destination)
+
+
+def _record_storage_uri(reg: Registry, version: str) -> None:
+    """Tag the new version with where its files are, so deploy needs no mapping of its own."""
+    try:
+        uri = storage_uri(reg, version)
+    except RegistryError as e:
+        log.warning("version %s: %s (deploying it to a cluster will fail)", version, e)
+        return
+    reg.client.set_model_version_tag(reg.model_name, version, STORAGE_URI_TAG, uri)
 
 
 def version_tags(metrics: dict[str, Any], prepared: Path) -> dict[str, str]:

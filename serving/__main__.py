@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Mapping
 
 from dermaops.errors import DermaOpsError
+from dermaops.serving.settings import ENV_PREFIX, ServingSettings
+from dermaops.settings import load_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,15 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Load the model (ready only after a warm-up inference), then serve until stopped."""
-    import kserve
-    import torch
-
-    from dermaops.serving.model import DermaOpsModel
-    from dermaops.serving.settings import ServingSettings
-    from dermaops.settings import load_settings
-
+def settings_from(
+    argv: list[str] | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[argparse.Namespace, ServingSettings]:
+    """KServe's flags, and our settings from ``DERMAOPS_SERVING_*`` overridden by our flags:
+    what a pod's args and env (the chart's) make of the predictor."""
     args, _ = build_parser().parse_known_args(argv)
     overrides = {
         "model_uri": args.model_uri,
@@ -54,7 +53,20 @@ def main(argv: list[str] | None = None) -> None:
         "max_instances": args.max_instances,
         "inference_log": False if args.no_inference_log else None,
     }
-    settings = load_settings(ServingSettings, env_prefix="DERMAOPS_SERVING_", overrides=overrides)
+    settings = load_settings(
+        ServingSettings, env_prefix=ENV_PREFIX, overrides=overrides, environ=environ
+    )
+    return args, settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Load the model (ready only after a warm-up inference), then serve until stopped."""
+    import kserve
+    import torch
+
+    from dermaops.serving.model import DermaOpsModel
+
+    args, settings = settings_from(argv)
     model = DermaOpsModel(args.model_name, settings)
     model.load()
     if model.backend.name == "onnxruntime":

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dermaops.imaging import ImageLimits
 
+ENV_PREFIX = "DERMAOPS_SERVING_"
+
 
 class ServingSettings(BaseModel):
     """What to serve and how strictly."""

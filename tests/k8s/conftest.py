@@ -70,14 +70,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def find_tool(name: str) -> str:
-    """A binary from PATH or the project's .tools/bin (`make tools`); fail in CI, else skip."""
+    """A binary from the project's .tools/bin (`make tools`), else PATH; fail in CI, else skip."""
     import os
     import shutil
 
-    found = shutil.which(name) or shutil.which(name, path=str(ROOT / ".tools" / "bin"))
+    found = shutil.which(name, path=str(ROOT / ".tools" / "bin")) or shutil.which(name)
     if found:
         return found
-    message = f"{name} is missing: run `make tools` (helm) or apt-get install it"
+    message = f"{name} is missing: run `make tools` (helm, kubectl) or apt-get install it"
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)

@@ -15,7 +15,6 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from dermaops.deploy import ServiceSettings
 from tests.k8s.chart import (
     CHART,
     ISTIO,
@@ -139,7 +138,7 @@ def test_predictor_serves_the_model_with_the_project_image() -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["STORAGE_URI"] == "s3://dermaops/1/model"
     assert env["DERMAOPS_SERVING_MONITOR_URL"] == "http://dermaops-monitor.dermaops.svc:8000"
-    assert container["image"] == ServiceSettings().image, "the chart and the deploy stage agree"
+    assert container["image"] == "ghcr.io/dermaops/serving:0.1.0", "the chart's appVersion"
     assert (
         container["name"] == "kserve-container" and "--model_dir=/mnt/models" in container["args"]
     )
@@ -185,7 +184,9 @@ def test_without_kserve_a_plain_deployment_fetches_and_serves_the_model() -> Non
         d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-predictor")
     )
     spec = pod_spec(predictor)
-    assert spec["initContainers"][0]["args"] == ["s3://dermaops/1/model", "/mnt/models"]
+    (initializer,) = spec["initContainers"]
+    assert initializer["args"] == ["$(STORAGE_URI)", "/mnt/models"], "expanded by the kubelet"
+    assert initializer["env"] == [{"name": "STORAGE_URI", "value": "s3://dermaops/1/model"}]
     mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
     assert mounts["model"] == "/mnt/models"
     (hpa,) = by_kind(docs, "HorizontalPodAutoscaler")
@@ -244,7 +245,7 @@ def test_the_monitor_knows_its_references_version_and_where_to_fetch_the_next() 
         return found
 
     alone = monitor()
-    assert "--reference-version=7" in alone["args"]
+    assert {"name": "DERMAOPS_MONITOR_REFERENCE_VERSION", "value": "7"} in alone["env"]
     assert not any(a.startswith("--registry-model") for a in alone["args"]), "no MLflow to ask"
     with_mlflow = monitor("--set", "mlflow.enabled=true",
                           "--set", "monitor.registry.credentialsSecret=mlflow-monitor")  # fmt: skip

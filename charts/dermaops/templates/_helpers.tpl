@@ -77,12 +77,14 @@ args:
   - --http_port=8080
   - --backend={{ ternary "cuda" .Values.predictor.backend .Values.predictor.gpu.enabled }}
 env:
-  {{- if .Values.kserve.enabled }}
-  - name: STORAGE_URI
-    value: {{ required "model.storageUri is required: the artifact URI of the version to serve" .Values.model.storageUri | quote }}
-  {{- end }}
-  - name: DERMAOPS_MODEL_VERSION
+  # env[0] and env[1] are addressed by position by `dermaops deploy` (dermaops/deploy.py), with
+  # test operations on their names: keep them first, in this order.
+  - name: DERMAOPS_SERVING_MODEL_VERSION
     value: {{ .Values.model.version | quote }}
+  {{- if .Values.kserve.enabled }}
+  - name: STORAGE_URI  # KServe's webhook adds the storage initializer for it
+    value: {{ include "dermaops.storageUri" . | quote }}
+  {{- end }}
   - name: DERMAOPS_SERVING_MAX_IMAGE_BYTES
     value: {{ .Values.predictor.maxImageBytes | int64 | quote }}
   - name: DERMAOPS_HOME
@@ -158,14 +160,22 @@ tolerations:
 {{- end }}
 {{- end -}}
 
-{{/* KServe's storage initializer: fetch model.storageUri into the `model` volume. */}}
+{{- define "dermaops.storageUri" -}}
+{{- required "model.storageUri is required: the artifact URI of the version to serve" .Values.model.storageUri -}}
+{{- end -}}
+
+{{/* KServe's storage initializer: fetch model.storageUri into the `model` volume. STORAGE_URI is
+     env[0], which `dermaops deploy` patches on promotion. */}}
 {{- define "dermaops.storageInitializer" -}}
 name: storage-initializer
 image: {{ .Values.storageInitializer.image }}
 imagePullPolicy: IfNotPresent
 args:
-  - {{ required "model.storageUri is required: the artifact URI of the version to serve" .Values.model.storageUri | quote }}
+  - $(STORAGE_URI)
   - /mnt/models
+env:
+  - name: STORAGE_URI
+    value: {{ include "dermaops.storageUri" . | quote }}
 resources:
   requests: {cpu: 100m, memory: 256Mi}
   limits: {cpu: "1", memory: 1Gi}

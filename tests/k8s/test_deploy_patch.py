@@ -1,0 +1,183 @@
+"""`dermaops deploy` against the chart, from both ends: the patches the CLI prints, applied by a
+real `kubectl patch --local --type json` to what helm renders, change only what a promotion
+changes, keep every object strictly valid, and fail whole when the chart's fields moved."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from dermaops.deploy import Observed, Patch, Promotion, observe, plan
+from dermaops.errors import ConfigError
+from tests.k8s.chart import CHART, KUBE_VERSION, URI, render
+from tests.k8s.conftest import find_tool
+
+pytestmark = pytest.mark.k8s
+
+NEW_URI = "s3://dermaops-mlflow/artifacts/9/models/m-feedface/artifacts"
+SHAPES = {  # variant -> (helm values, the deploy mode it needs)
+    "defaults": ([*URI], "kserve"),
+    "no-kserve": ([*URI, "--set", "kserve.enabled=false"], "deployment"),
+    **{p.stem: (["-f", str(p)], "kserve") for p in sorted((CHART / "ci").glob("*-values.yaml"))},
+}
+
+
+def dermaops_deploy(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real command line, with no cluster to ask (so --mode decides)."""
+    env = os.environ | {"KUBECONFIG": "/nonexistent", "KUBERNETES_SERVICE_HOST": ""}
+    return subprocess.run([sys.executable, "-m", "dermaops", "deploy", *args],
+                          capture_output=True, text=True, env=env, check=False)  # fmt: skip
+
+
+def kubectl_patch(obj: dict[str, Any], ops: list[dict[str, Any]], tmp: Path) -> dict[str, Any]:
+    path = tmp / f"{obj['kind']}-{obj['metadata']['name']}.yaml"
+    path.write_text(yaml.safe_dump(obj))
+    done = subprocess.run(
+        [find_tool("kubectl"), "patch", "--local", "-f", str(path), "--type", "json",
+         "-p", json.dumps(ops), "-o", "yaml"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode:
+        raise AssertionError(done.stderr)
+    patched: dict[str, Any] = yaml.safe_load(done.stdout)
+    return patched
+
+
+def differences(a: Any, b: Any, at: str = "") -> Iterator[str]:
+    """JSON pointers of every leaf that differs between two documents."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in a.keys() | b.keys():
+            token = key.replace("~", "~0").replace("/", "~1")
+            yield from differences(a.get(key), b.get(key), f"{at}/{token}")
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            yield from differences(x, y, f"{at}/{i}")
+    elif a != b:
+        yield at
+
+
+def target(docs: list[dict[str, Any]], patch: dict[str, Any]) -> dict[str, Any]:
+    (found,) = [d for d in docs if d["kind"] == patch["kind"]
+                and d["metadata"]["name"] == patch["name"]]  # fmt: skip
+    return found
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_printed_patches_change_only_what_a_promotion_changes(
+    shape: str, tmp_path: Path, validate_custom_resource: Callable[[dict[str, Any]], None]
+) -> None:
+    values, mode = SHAPES[shape]
+    docs = render(*values)
+    canary = ["--canary", "50"] if shape == "gpu-values" else []  # the Serverless shape
+    done = dermaops_deploy("9", "--storage-uri", NEW_URI, "--mode", mode, "--dry-run", *canary)
+    assert done.returncode == 0, done.stderr
+    printed = [json.loads(line) for line in done.stdout.splitlines()]
+    assert {(p["kind"], p["name"]) for p in printed} == {
+        ("InferenceService" if mode == "kserve" else "Deployment",
+         "dermaops" if mode == "kserve" else "dermaops-predictor"),
+        ("Deployment", "dermaops-monitor"),
+    }  # fmt: skip
+    for patch in printed:
+        before = target(docs, patch)
+        after = kubectl_patch(before, patch["patch"], tmp_path)
+        intended = {op["path"] for op in patch["patch"] if op["op"] != "test"}
+        assert set(differences(before, after)) == intended, patch["name"]
+        assert {str(op["value"]) for op in patch["patch"] if op["op"] != "test"} <= {
+            "9",
+            NEW_URI,
+            "50",
+        }, "a version, its URI, a canary: nothing else"
+        if after["kind"] == "InferenceService":
+            validate_custom_resource(after)
+        else:
+            kubernetes_validate.validate(after, KUBE_VERSION, strict=True)
+
+
+def test_the_version_lands_wherever_the_chart_put_it(tmp_path: Path) -> None:
+    docs = render(*URI, "--set", "kserve.enabled=false")
+    promotion = Promotion("9", NEW_URI)
+    for patch in plan(promotion, "dermaops", "dermaops", Observed("deployment")):
+        after = kubectl_patch(target(docs, patch.as_dict()), patch.operations(), tmp_path)
+        spec = after["spec"]["template"]["spec"]
+        init_env = {e["name"]: e["value"] for e in spec["initContainers"][0]["env"]}
+        env = {e["name"]: e["value"] for e in spec["containers"][0]["env"]}
+        assert init_env["STORAGE_URI"] == NEW_URI, "what the storage initializer fetches"
+        if patch.name.endswith("-predictor"):
+            assert env["DERMAOPS_SERVING_MODEL_VERSION"] == "9"
+            assert after["metadata"]["labels"]["dermaops.io/model-version"] == "9"
+        else:
+            assert env["DERMAOPS_MONITOR_REFERENCE_VERSION"] == "9"
+
+
+def test_a_chart_whose_fields_moved_makes_the_patch_fail_whole(tmp_path: Path) -> None:
+    docs = render(*URI)
+    (patch, _) = plan(Promotion("9", NEW_URI), "dermaops", "dermaops", Observed("kserve"))
+    isvc = target(docs, patch.as_dict())
+    moved = copy.deepcopy(isvc)
+    env = moved["spec"]["predictor"]["containers"][0]["env"]
+    env.insert(0, {"name": "DERMAOPS_SERVING_TOP_K", "value": "3"})  # a new variable first
+    with pytest.raises(AssertionError, match="test"):
+        kubectl_patch(moved, patch.operations(), tmp_path)
+    reasons = patch.broken_guards(moved)
+    assert "DERMAOPS_SERVING_MODEL_VERSION is not env[0]" in reasons[0], reasons
+    assert "STORAGE_URI is not env[1]" in reasons[1], reasons
+    assert not patch.broken_guards(isvc), "the chart as it renders today"
+
+
+def test_a_canary_is_refused_where_the_mode_has_none(tmp_path: Path) -> None:
+    raw = render(*URI)  # RawDeployment
+    with pytest.raises(ConfigError, match="Serverless"):
+        plan(Promotion("9", NEW_URI, 20), "dermaops", "dermaops", Observed("kserve", False))
+    with pytest.raises(ConfigError, match=r"Serverless.*plain Deployment"):
+        plan(Promotion("9", NEW_URI, 20), "dermaops", "dermaops", Observed("deployment"))
+    # Without a cluster to ask, the guard refuses it when the patch reaches the object.
+    unknown: Patch = plan(Promotion("9", NEW_URI, 20), "dermaops", "dermaops",
+                          Observed("kserve"))[0]  # fmt: skip
+    isvc = target(raw, unknown.as_dict())
+    with pytest.raises(AssertionError, match="test"):
+        kubectl_patch(isvc, unknown.operations(), tmp_path)
+    assert any("Serverless" in r for r in unknown.broken_guards(isvc))
+    done = dermaops_deploy("9", "--storage-uri", NEW_URI, "--mode", "deployment", "--canary",
+                           "20", "--dry-run")  # fmt: skip
+    assert done.returncode == 1 and "needs KServe's Serverless mode" in done.stderr
+
+
+def test_the_release_is_read_from_its_objects() -> None:
+    serverless = render("-f", str(CHART / "ci" / "gpu-values.yaml"))
+    plain = render(*URI, "--set", "kserve.enabled=false", "--set", "monitor.reference=/ref.csv")
+
+    def objects(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
+        named = {
+            d["metadata"]["name"]: d
+            for d in docs
+            if d["kind"] in ("Deployment", "InferenceService")
+        }
+        return {"InferenceService": named.get("dermaops") if "dermaops" in named else None,
+                "predictor": named.get("dermaops-predictor"),
+                "monitor": named.get("dermaops-monitor")}  # fmt: skip
+
+    assert observe(objects(serverless)) == Observed("kserve", True, True, True)
+    assert observe(objects(plain)) == Observed("deployment", None, True, False)
+    patches = plan(Promotion("9", NEW_URI), "dermaops", "dermaops", observe(objects(plain)))
+    monitor = patches[-1].operations()
+    assert not any("initContainers" in op["path"] for op in monitor), "its reference is yours"
+    with pytest.raises(ConfigError, match="install the chart first"):
+        observe({"InferenceService": None, "predictor": None, "monitor": None})
+
+
+def test_uris_kserve_cannot_fetch_are_refused() -> None:
+    for uri in ("models:/dermaops/3", "mlflow-artifacts:/1/abc/artifacts/model"):
+        with pytest.raises(ConfigError, match="cannot fetch"):
+            Promotion("3", uri)
+    done = dermaops_deploy("3", "--storage-uri", "models:/dermaops@champion", "--dry-run")
+    assert done.returncode == 1 and "cannot fetch" in done.stderr
