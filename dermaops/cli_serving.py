@@ -211,14 +211,7 @@ def monitor_drift(
     ] = None,
 ) -> None:
     """One Evidently drift report: HTML, a JSON summary, and the verdict (exit 0 either way)."""
-    from dermaops.monitoring.drift import (
-        DriftSettings,
-        compute_drift,
-        deployed_reference,
-        match_version,
-        read_reference,
-        read_window,
-    )
+    from dermaops.monitoring.drift import DriftSettings, deployed_reference, drift_job, read_window
     from dermaops.settings import load_settings
 
     home = Home.from_env()
@@ -227,11 +220,9 @@ def monitor_drift(
     )
     if reference is None:
         reference, reference_version = deployed_reference(home)
-    ref = read_reference(reference, settings.reference_split)
     current = read_window(log_dir or home.inference_log, settings.window)
     target = out or home.root / "monitoring"
-    in_window = match_version(current, reference_version, settings.min_rows)
-    summary = compute_drift(ref, in_window, settings, target, reference_version)
+    summary, _ = drift_job(reference, reference_version, current, settings, target)
     verdict = "DRIFT" if summary.drifted else "no drift"
     typer.echo(
         f"{verdict}: {summary.drift_share:.0%} of columns drifted "

@@ -29,8 +29,7 @@ from dermaops.gradcam import heatmaps, overlay
 from dermaops.inference import predict_with_embeddings, resolve_device, split_tensors
 from dermaops.labels import INDEX
 from dermaops.metrics import Roc, confusion, expected_calibration_error, roc_points, summary
-from dermaops.model_dir import load_model_dir
-from dermaops.models import Preprocessing
+from dermaops.model_dir import Preprocessing, load_model_dir
 from dermaops.reference import OUTPUTS, write_outputs
 from dermaops.stem import centre_crop, eval_batch
 from dermaops.subgroups import SubgroupSettings, evaluate_subgroups

@@ -11,11 +11,10 @@ from torch import nn
 
 from dermaops.embedding import WithEmbedding
 from dermaops.errors import DermaOpsError
-from dermaops.models import Preprocessing
+from dermaops.model_dir import Preprocessing
 
 log = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
 OUTPUTS = ("logits", "embedding")
 PARITY_TOLERANCE = 1e-4
 

@@ -17,7 +17,7 @@ from torch import nn
 from dermaops.data.prepared import PreparedSet
 from dermaops.embedding import WithEmbedding
 from dermaops.errors import DermaOpsError
-from dermaops.models import Preprocessing
+from dermaops.model_dir import Preprocessing
 from dermaops.stem import eval_batch, fit_short_side
 
 

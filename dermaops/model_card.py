@@ -18,7 +18,7 @@ import pandas as pd
 from dermaops.data.report import GENERATED_NOTICE
 from dermaops.evaluate_report import write_html
 from dermaops.labels import CLASSES, FULL_NAMES
-from dermaops.model_dir import META
+from dermaops.model_dir import ModelArtifact
 from dermaops.subgroups import markdown as subgroup_markdown
 
 CARD_MD, CARD_HTML = "model_card.md", "model_card.html"
@@ -117,7 +117,7 @@ def write_card(
     metrics: dict[str, Any], model_dir: Path, prepared: Path, lineage: Lineage, out: Path
 ) -> tuple[Path, Path]:
     """Write ``model_card.md`` and ``model_card.html`` into ``out``."""
-    model = json.loads((model_dir / META).read_text())
+    model = ModelArtifact.load(model_dir).meta
     out.mkdir(parents=True, exist_ok=True)
     md = out / CARD_MD
     md.write_text(card_markdown(metrics, model, prepared, lineage))

@@ -1,4 +1,4 @@
-"""The saved model directory: what training writes and evaluation and serving read.
+"""The saved model directory, and :class:`ModelArtifact`, the one reader of a registered one.
 
 model.json     architecture, classes, preprocessing (size, mean, std), provenance
 weights.pt     the state dict
@@ -11,30 +11,164 @@ reference_stats.csv  the drift reference (statistics and model outputs)    } reg
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+import numpy as np
 
 import dermaops
+from dermaops.calibration import apply_temperature
 from dermaops.errors import DermaOpsError
-from dermaops.labels import CLASSES, FULL_NAMES
-from dermaops.models import Preprocessing, build_model
+from dermaops.labels import CLASSES, FULL_NAMES, INDEX
+
+if TYPE_CHECKING:  # torch is imported by the functions that need it, never by serving's reads
+    from torch import nn
+
+    from dermaops.embedding import Projection
+
+log = logging.getLogger(__name__)
 
 WEIGHTS, META, LABELS = "weights.pt", "model.json", "labels.json"
 CALIBRATION = "calibration.json"
+ONNX = "model.onnx"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MEL = INDEX["mel"]
 
 
 class ModelDirError(DermaOpsError):
     """A model directory is missing a file or was written for other classes."""
 
 
+@dataclass(frozen=True)
+class Preprocessing:
+    """What serving must do to an image before the model sees it (saved with the weights).
+
+    An image is scaled to cover ``cache_size`` (as prepare does), then its short side to
+    ``image_size``, then centre-cropped square and normalised with ``mean`` and ``std``.
+    """
+
+    image_size: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    cache_size: tuple[int, int] = (300, 225)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        return cls(
+            image_size=int(data["image_size"]),
+            mean=_triple(data["mean"]),
+            std=_triple(data["std"]),
+            cache_size=(int(data["cache_size"][0]), int(data["cache_size"][1])),
+        )
+
+
+def _triple(values: Any) -> tuple[float, float, float]:
+    a, b, c = (float(v) for v in values)
+    return a, b, c
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """A model folder as registration stores it, read once: what serving, the monitor, the
+    pyfunc model and the benches know of a model. Torch is loaded only by :meth:`torch_model`.
+    """
+
+    folder: Path
+    meta: dict[str, Any] = field(repr=False)
+    preprocessing: Preprocessing
+    temperature: float = 1.0
+    melanoma_threshold: float = 0.5
+
+    @classmethod
+    def load(cls, root: Path) -> ModelArtifact:
+        """The model at ``root``: a model folder, or an MLflow model holding one.
+
+        Raises:
+            ModelDirError: no model there, or one trained for other classes.
+        """
+        folder = locate_model_dir(root)
+        try:
+            meta: dict[str, Any] = json.loads((folder / META).read_text())
+            preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ModelDirError(f"{folder} is not a DermaOps model directory: {e}") from e
+        if meta.get("classes") != list(CLASSES):
+            raise ModelDirError(
+                f"{folder} was trained for classes {meta.get('classes')}, not {CLASSES}"
+            )
+        return cls(folder, meta, preprocessing, *_calibration(folder))
+
+    @property
+    def arch(self) -> str:
+        return str(self.meta["arch"])
+
+    @property
+    def onnx_path(self) -> Path | None:
+        path = self.folder / ONNX
+        return path if path.is_file() else None
+
+    @property
+    def reference_path(self) -> Path:
+        """The drift reference registered with the model (``reference_stats.csv``)."""
+        from dermaops.reference import REFERENCE
+
+        return self.folder / REFERENCE
+
+    @cached_property
+    def projection(self) -> Projection | None:
+        """The embedding projection registered with the model, if it has one."""
+        from dermaops.embedding import PROJECTION, Projection
+
+        path = self.folder / PROJECTION
+        if not path.is_file():
+            log.warning("%s has no %s: no embedding features for the monitor", self.folder,
+                        PROJECTION)  # fmt: skip
+            return None
+        return Projection.load(path)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities (N, 7) from the model's logits."""
+        return apply_temperature(np.asarray(logits, np.float64), self.temperature, True)
+
+    def melanoma_flags(self, probabilities: np.ndarray) -> np.ndarray:
+        """Whether each image is flagged for melanoma at the registered operating point."""
+        flags: np.ndarray = probabilities[:, MEL] >= self.melanoma_threshold
+        return flags
+
+    def torch_model(self) -> nn.Module:
+        """The weights in their torchvision model (eval mode, CPU)."""
+        from dermaops.models import build_model
+
+        return build_model(self.arch, len(CLASSES), self.folder / WEIGHTS).eval()
+
+
+def _calibration(folder: Path) -> tuple[float, float]:
+    """(temperature, melanoma threshold) registered with the model; uncalibrated defaults."""
+    path = folder / CALIBRATION
+    if not path.is_file():
+        log.warning("%s has no %s: temperature 1 and melanoma threshold 0.5", folder, CALIBRATION)
+        return 1.0, 0.5
+    try:
+        calibration = json.loads(path.read_text())
+        return float(calibration["temperature"]), float(calibration["melanoma_threshold"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelDirError(f"{path} is not a calibration: {e}") from e
+
+
 def save_model_dir(
     folder: Path, model: nn.Module, arch: str, pre: Preprocessing, extra: dict[str, Any]
 ) -> None:
     """Write weights, model.json and labels.json into ``folder``."""
+    import torch
+
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, folder / WEIGHTS)
     meta = {
@@ -51,16 +185,8 @@ def save_model_dir(
 
 def load_model_dir(folder: Path) -> tuple[nn.Module, Preprocessing, dict[str, Any]]:
     """The model (eval mode, CPU), its preprocessing, and model.json."""
-    try:
-        meta: dict[str, Any] = json.loads((folder / META).read_text())
-    except (OSError, ValueError) as e:
-        raise ModelDirError(f"{folder} is not a DermaOps model directory: {e}") from e
-    if meta.get("classes") != list(CLASSES):
-        raise ModelDirError(
-            f"{folder} was trained for classes {meta.get('classes')}, not {CLASSES}"
-        )
-    model = build_model(meta["arch"], len(CLASSES), folder / WEIGHTS)
-    return model.eval(), Preprocessing.from_dict(meta["preprocessing"]), meta
+    artifact = ModelArtifact.load(folder)
+    return artifact.torch_model(), artifact.preprocessing, artifact.meta
 
 
 def write_calibration(folder: Path, metrics: dict[str, Any]) -> dict[str, float]:

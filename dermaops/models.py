@@ -6,9 +6,8 @@ from __future__ import annotations
 import logging
 import pickle
 import urllib.error
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -17,9 +16,6 @@ from torchvision import models as tvm
 from dermaops.errors import DermaOpsError
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class WeightsUnavailableError(DermaOpsError):
@@ -45,32 +41,6 @@ ARCHS: dict[str, Arch] = {
         "classifier.3", ("features.14", "features.15", "features.16"), "features.16"
     ),
 }
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What serving must do to an image before the model sees it (saved with the weights).
-
-    An image is scaled to cover ``cache_size`` (as prepare does), then its short side to
-    ``image_size``, then centre-cropped square and normalised with ``mean`` and ``std``.
-    """
-
-    image_size: int
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    cache_size: tuple[int, int] = (300, 225)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
-        return cls(
-            image_size=int(data["image_size"]),
-            mean=_triple(data["mean"]),
-            std=_triple(data["std"]),
-            cache_size=(int(data["cache_size"][0]), int(data["cache_size"][1])),
-        )
 
 
 def build_model(name: str, num_classes: int, weights: str | Path = "none") -> nn.Module:
@@ -137,8 +107,3 @@ def _load_file(model: nn.Module, path: Path) -> None:
         model.load_state_dict(state)
     except (OSError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as e:
         raise WeightsUnavailableError(f"cannot load weights from {path}: {e}") from e
-
-
-def _triple(values: Any) -> tuple[float, float, float]:
-    a, b, c = (float(v) for v in values)
-    return a, b, c

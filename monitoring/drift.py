@@ -9,17 +9,16 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from dermaops.deploy import read_pointer
 from dermaops.embedding import PROJECTION_NAMES
 from dermaops.errors import DermaOpsError
 from dermaops.features import CONFIDENCE, PREDICTION, STAT_NAMES
 from dermaops.inference_log import LOG_NAME
 from dermaops.model_dir import locate_model_dir
+from dermaops.model_uri import load_model
 from dermaops.reference import REFERENCE
 from dermaops.settings import Home
 
@@ -233,9 +232,21 @@ def _summarise(report: dict[str, Any], reference_rows: int, current_rows: int) -
     )
 
 
+def drift_job(
+    reference: Path,
+    reference_version: str,
+    current: pd.DataFrame,
+    s: DriftSettings,
+    out: Path,
+) -> tuple[DriftSummary, Window]:
+    """One drift run, as the CLI and the monitor run it: the reference's split, the traffic of
+    its version (see :func:`match_version`), the Evidently report written to ``out``."""
+    ref = read_reference(reference, s.reference_split)
+    window = match_version(current, reference_version, s.min_rows)
+    return compute_drift(ref, window, s, out, reference_version), window
+
+
 def deployed_reference(home: Home) -> tuple[Path, str]:
     """The drift reference registered with the locally deployed model, and its version."""
-    uri, version = read_pointer(home.serving, "pass --reference")
-    parsed = urlparse(uri)
-    folder = locate_model_dir(Path(unquote(parsed.path) if parsed.scheme == "file" else uri))
-    return folder / REFERENCE, version
+    artifact, version = load_model("", home, when_missing="pass --reference")
+    return artifact.reference_path, version

@@ -49,16 +49,14 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from dermaops.errors import DermaOpsError
 from dermaops.features import STAT_NAMES
 from dermaops.inference_log import InferenceLog
+from dermaops.model_uri import resolve_model
 from dermaops.monitoring.drift import (
     DriftError,
     DriftSettings,
     DriftSummary,
-    compute_drift,
-    match_version,
-    read_reference,
+    drift_job,
     read_window,
 )
-from dermaops.serving.resolve import resolve_model
 from dermaops.settings import Home
 from dermaops.tokens import bearer_matches
 
@@ -152,10 +150,8 @@ def run_drift(state: MonitorState) -> DriftSummary:
             current = read_window(Path(s.inference_log), s.drift.window)
         follow_version(state, current)  # may wait on the registry: /records does not wait on it
         with state.lock:
-            reference = read_reference(Path(state.reference), s.drift.reference_split)
-            window = match_version(current, state.reference_version, s.drift.min_rows)
-            summary = compute_drift(reference, window, s.drift, Path(s.out),
-                                    state.reference_version)  # fmt: skip
+            summary, window = drift_job(Path(state.reference), state.reference_version,
+                                        current, s.drift, Path(s.out))  # fmt: skip
             state.summary, state.last_error = summary, ""
             state.share.set(summary.drift_share)
             state.detected.set(int(summary.drifted))

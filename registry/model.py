@@ -28,7 +28,7 @@ from mlflow.types import ColSpec, Schema
 
 import dermaops
 from dermaops.labels import CLASSES
-from dermaops.model_dir import META, assemble
+from dermaops.model_dir import ModelArtifact, assemble
 from dermaops.registry.card import log_card
 from dermaops.registry.client import Registry, RegistryError, alias_version
 from dermaops.settings import ARTIFACTS_DESTINATION_ENV
@@ -51,11 +51,8 @@ class DermaOpsPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
     """``mlflow.pyfunc.load_model`` support: encoded images in, probabilities and flag out."""
 
     def load_context(self, context: Any) -> None:
-        from dermaops.model_dir import load_model_dir
-
-        folder = Path(context.artifacts["model_dir"])
-        self.model, self.pre, _ = load_model_dir(folder)
-        self.calibration = json.loads((folder / "calibration.json").read_text())
+        self.artifact = ModelArtifact.load(Path(context.artifacts["model_dir"]))
+        self.model = self.artifact.torch_model()
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
         import torch
@@ -65,10 +62,10 @@ class DermaOpsPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
 
         images = [decode(bytes(b)).image for b in model_input["image"]]
         with torch.inference_mode():
-            logits = self.model(images_to_batch(images, self.pre)).float()
-        probs = torch.softmax(logits / self.calibration["temperature"], dim=1).numpy()
+            logits = self.model(images_to_batch(images, self.artifact.preprocessing)).float()
+        probs = self.artifact.probabilities(logits.numpy())
         frame = pd.DataFrame(probs.astype(np.float64), columns=list(CLASSES))
-        frame["melanoma"] = frame["mel"] >= self.calibration["melanoma_threshold"]
+        frame["melanoma"] = self.artifact.melanoma_flags(probs)
         return frame
 
 
@@ -93,7 +90,7 @@ def register(
             artifacts={"model_dir": str(staged)},
             signature=SIGNATURE,
             pip_requirements=[f"dermaops=={dermaops.__version__}"],
-            metadata={"dermaops": json.loads((staged / META).read_text()) | calibration},
+            metadata={"dermaops": ModelArtifact.load(staged).meta | calibration},
         )
         try:
             reg.client.log_artifacts(run_id, str(saved), MODEL_ARTIFACT)
@@ -235,7 +232,7 @@ def log_training_run(
     Returns:
         The registered version.
     """
-    meta = json.loads((run_dir / "model" / META).read_text())
+    meta = ModelArtifact.load(run_dir / "model").meta
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     baseline = json.loads((baseline_dir / "metrics.json").read_text())
     manifest = json.loads((prepared / "manifest.json").read_text())

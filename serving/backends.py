@@ -12,8 +12,7 @@ import torch
 
 from dermaops.embedding import WithEmbedding
 from dermaops.errors import ConfigError
-from dermaops.export import ONNX_FILE
-from dermaops.model_dir import load_model_dir
+from dermaops.model_dir import ONNX, ModelArtifact
 
 log = logging.getLogger(__name__)
 
@@ -77,24 +76,23 @@ class TorchBackend:
         return logits.float().cpu().numpy(), embedding.float().cpu().numpy()
 
 
-def choose_backend(folder: Path, choice: str, compile: bool = False) -> Backend:
+def choose_backend(artifact: ModelArtifact, choice: str, compile: bool = False) -> Backend:
     """``auto``: torch on CUDA when there is a GPU, else ONNX Runtime when the model has ONNX.
 
     Raises:
         ConfigError: ``onnx`` asked for a model without model.onnx, or ``cuda`` without a GPU.
     """
-    onnx = folder / ONNX_FILE
+    folder, onnx = artifact.folder, artifact.folder / ONNX
     cuda = torch.cuda.is_available()
     if choice == "auto":
         choice = "cuda" if cuda else ("onnx" if onnx.is_file() else "torch")
     if choice == "onnx":
         if not onnx.is_file():
-            raise ConfigError(f"--backend onnx: {folder} has no {ONNX_FILE}")
+            raise ConfigError(f"--backend onnx: {folder} has no {ONNX}")
         return OnnxBackend(onnx)
     if choice == "cuda" and not cuda:
         raise ConfigError("--backend cuda: CUDA is not available here")
     if choice not in ("cuda", "torch"):
         raise ConfigError(f"--backend {choice!r}: choose auto, onnx, torch or cuda")
-    model, _, meta = load_model_dir(folder)
     device = torch.device("cuda" if choice == "cuda" else "cpu")
-    return TorchBackend(WithEmbedding(model, meta["arch"]), device, compile)
+    return TorchBackend(WithEmbedding(artifact.torch_model(), artifact.arch), device, compile)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 import tempfile
 import time
@@ -24,11 +23,10 @@ import torch
 
 from dermaops.data.synth import SynthSettings, synthesize
 from dermaops.imaging import decode
-from dermaops.model_dir import META
-from dermaops.models import Preprocessing
+from dermaops.model_dir import ModelArtifact
+from dermaops.model_uri import load_model
 from dermaops.serving.backends import choose_backend
 from dermaops.serving.process import predictor_process
-from dermaops.serving.resolve import resolve_model
 from dermaops.settings import Home
 from dermaops.stem import cache_pixels, pixels_to_batch
 
@@ -49,11 +47,11 @@ def bench_serve(
     The in-process loop and the served requests at concurrency 1 alternate in ``rounds``, so
     that the machine's noise falls on both alike; higher concurrency levels follow.
     """
-    folder, version = resolve_model(model_uri, home)
+    artifact, version = load_model(model_uri, home)
     with tempfile.TemporaryDirectory() as tmp:
         jpegs = _jpegs(Path(tmp) / "synth", images)
-        local = _InProcess(folder, backend, jpegs)
-        with _server(folder, backend, Path(tmp)) as url:
+        local = _InProcess(artifact, backend, jpegs)
+        with _server(artifact.folder, backend, Path(tmp)) as url:
             bodies = [_body(j) for j in jpegs]
             per_round = max(1, requests // rounds)
             near: list[float] = []
@@ -71,7 +69,7 @@ def bench_serve(
                 levels.append(level)
     in_process = {"backend": local.backend.name, **_summary(near, 0, sum(near))}
     return {
-        "model": str(folder),
+        "model": str(artifact.folder),
         "version": version,
         "backend": local.backend.name,
         "requests_per_level": requests,
@@ -90,10 +88,9 @@ def _jpegs(folder: Path, n: int) -> list[bytes]:
 class _InProcess:
     """Decode, stem and forward in this process: what serving adds nothing to."""
 
-    def __init__(self, folder: Path, backend: str, jpegs: list[bytes]):
-        meta = json.loads((folder / META).read_text())
-        self.pre = Preprocessing.from_dict(meta["preprocessing"])
-        self.backend = choose_backend(folder, backend)
+    def __init__(self, artifact: ModelArtifact, backend: str, jpegs: list[bytes]):
+        self.pre = artifact.preprocessing
+        self.backend = choose_backend(artifact, backend)
         if self.backend.name == "onnxruntime":
             torch.set_num_threads(1)  # as the predictor does: the cores are ONNX Runtime's
         self.jpegs = jpegs

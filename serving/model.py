@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import json
 import logging
 import os
 import threading
@@ -25,20 +24,19 @@ from kserve.errors import InferenceError
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from PIL import Image
 
-from dermaops.embedding import PROJECTION, PROJECTION_NAMES, Projection
+from dermaops.embedding import PROJECTION_NAMES
 from dermaops.errors import ConfigError
 from dermaops.features import PREDICTION, image_stats
 from dermaops.imaging import Decoded, ImageLimits
 from dermaops.inference_log import InferenceLog
-from dermaops.labels import CLASSES, FULL_NAMES, INDEX
-from dermaops.model_dir import CALIBRATION, META
-from dermaops.models import Preprocessing
+from dermaops.labels import CLASSES, FULL_NAMES
+from dermaops.model_dir import MEL
+from dermaops.model_uri import load_model
 from dermaops.privacy import day_folder, store_pixels
 from dermaops.serving.backends import Backend, Outputs, choose_backend
 from dermaops.serving.batching import MicroBatcher
 from dermaops.serving.forward import RecordForwarder
 from dermaops.serving.inputs import BadImage, Limits, v1_images, v2_images
-from dermaops.serving.resolve import resolve_model
 from dermaops.serving.settings import ServingSettings
 from dermaops.serving.telemetry import ERRORS, LATENCY, MODEL_INFO, observe
 from dermaops.settings import Home
@@ -46,7 +44,6 @@ from dermaops.stem import cache_pixels, centre_crop, fit_short_side, pixels_to_b
 from dermaops.tokens import MONITOR_TOKEN_ENV, read_token
 
 log = logging.getLogger(__name__)
-MEL = INDEX["mel"]
 
 
 @dataclass(frozen=True)
@@ -88,28 +85,27 @@ class DermaOpsModel(Model):  # type: ignore[misc]
 
     def load(self) -> bool:
         """Resolve and load the model, run one inference; only then ``ready``."""
-        folder, version = resolve_model(self.settings.model_uri, self.home)
-        meta = json.loads((folder / META).read_text())
-        self.folder, self.arch = folder, str(meta["arch"])
+        self.artifact, version = load_model(self.settings.model_uri, self.home)
         self.version = self.settings.model_version or version
-        self.pre = Preprocessing.from_dict(meta["preprocessing"])
-        self.temperature, self.threshold = _calibration(folder)
-        self.projection = _projection(folder)
-        self.backend: Backend = choose_backend(folder, self.settings.backend, self.settings.compile)
+        self.pre = self.artifact.preprocessing
+        self.backend: Backend = choose_backend(
+            self.artifact, self.settings.backend, self.settings.compile
+        )
         self.forward = self._forward_fn()
         warm = pixels_to_batch([np.zeros((*self.pre.cache_size[::-1], 3), np.uint8)], self.pre)
         logits, embedding = self.backend(warm)
         if logits.shape != (1, len(CLASSES)):
-            raise InferenceError(f"{folder} gave a wrong output shape at warm-up")
-        if self.projection is not None:
-            self.projection(embedding)  # a projection of another width fails here, not later
+            raise InferenceError(f"{self.artifact.folder} gave a wrong output shape at warm-up")
+        if self.artifact.projection is not None:
+            self.artifact.projection(embedding)  # a projection of another width fails here
         if self.settings.inference_log:
             where = self.settings.inference_log_dir or str(self.home.inference_log)
             self.sinks.append(InferenceLog(Path(where)))
         if self.settings.monitor_url:
             self.sinks.append(RecordForwarder(self.settings.monitor_url, self._monitor_token()))
-        MODEL_INFO.labels(self.name, self.version, self.arch, self.backend.name).set(1)
-        log.info("serving %s v%s (%s) with %s", self.name, self.version, folder, self.backend.name)
+        MODEL_INFO.labels(self.name, self.version, self.artifact.arch, self.backend.name).set(1)
+        log.info("serving %s v%s (%s) with %s", self.name, self.version, self.artifact.folder,
+                 self.backend.name)  # fmt: skip
         self.ready = True
         return self.ready
 
@@ -179,15 +175,10 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         except Exception as e:
             ERRORS.labels("inference").inc()
             raise InferenceError(f"inference failed: {type(e).__name__}: {e}") from e
-        scaled = logits / self.temperature
-        probs = np.exp(scaled - scaled.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
-        flags = probs[:, MEL] >= self.threshold
-        projected = (
-            self.projection(embedding)
-            if self.projection is not None
-            else np.zeros((len(probs), 0), np.float32)
-        )
+        probs = self.artifact.probabilities(logits)
+        flags = self.artifact.melanoma_flags(probs)
+        projection = self.artifact.projection
+        projected = projection(embedding) if projection is not None else np.zeros((len(probs), 0))
         observe(self.version, probs, flags, batch.stats)
         scored = Scored(batch, probs, flags, projected)
         if self.sinks:
@@ -250,7 +241,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             "melanoma": {
                 "flag": bool(flag),
                 "probability": round(float(row[MEL]), 6),
-                "threshold": round(self.threshold, 6),
+                "threshold": round(self.artifact.melanoma_threshold, 6),
             },
         }
 
@@ -270,7 +261,10 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             model_name=self.name,
             model_version=self.version,
             infer_outputs=outputs,
-            parameters={"classes": ",".join(CLASSES), "melanoma_threshold": self.threshold},
+            parameters={
+                "classes": ",".join(CLASSES),
+                "melanoma_threshold": self.artifact.melanoma_threshold,
+            },
         )
 
     async def explain(self, batch: Batch, headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -282,16 +276,15 @@ class DermaOpsModel(Model):  # type: ignore[misc]
 
     def _explain(self, batch: Batch) -> dict[str, Any]:
         from dermaops.gradcam import heatmaps, overlay
-        from dermaops.model_dir import load_model_dir
 
         x = pixels_to_batch(batch.pixels, self.pre)
         with self._explain_lock:  # Grad-CAM hooks the one torch model: one request at a time
             if self._torch_model is None:
-                self._torch_model = load_model_dir(self.folder)[0]
+                self._torch_model = self.artifact.torch_model()
             with torch.inference_mode():
-                probs = torch.softmax(self._torch_model(x) / self.temperature, dim=1).numpy()
+                probs = self.artifact.probabilities(self._torch_model(x).numpy())
             top = [int(i) for i in probs.argmax(axis=1)]
-            maps = heatmaps(self._torch_model, self.arch, x, top)
+            maps = heatmaps(self._torch_model, self.artifact.arch, x, top)
         crops = centre_crop(
             fit_short_side(torch.from_numpy(np.stack(batch.pixels)), self.pre.image_size),
             self.pre.image_size,
@@ -316,27 +309,6 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         for sink in self.sinks:
             sink.close()
         self.pool.shutdown(wait=False)
-
-
-def _calibration(folder: Path) -> tuple[float, float]:
-    """(temperature, melanoma threshold) registered with the model; uncalibrated defaults."""
-    path = folder / CALIBRATION
-    if not path.is_file():
-        log.warning("%s has no %s: temperature 1 and melanoma threshold 0.5", folder, CALIBRATION)
-        return 1.0, 0.5
-    calibration = json.loads(path.read_text())
-    return float(calibration["temperature"]), float(calibration["melanoma_threshold"])
-
-
-def _projection(folder: Path) -> Projection | None:
-    """The embedding projection registered with the model, if it has one."""
-    path = folder / PROJECTION
-    if not path.is_file():
-        log.warning(
-            "%s has no %s: the inference log will lack embedding features", folder, PROJECTION
-        )
-        return None
-    return Projection.load(path)
 
 
 def _png(pixels: np.ndarray) -> str:

@@ -19,7 +19,8 @@ from dermaops.data.prepared import PreparedSet
 from dermaops.data.synth import SynthSettings, synthesize
 from dermaops.inference import autocast_dtype, resolve_device, split_tensors
 from dermaops.labels import CLASSES
-from dermaops.models import Preprocessing, build_model
+from dermaops.model_dir import Preprocessing
+from dermaops.models import build_model
 from dermaops.train.settings import TrainSettings
 from dermaops.train.step import Stepper, make_inputs
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from dermaops.data.prepared import PreparedSet
 from dermaops.errors import DermaOpsError
-from dermaops.export import ONNX_FILE, export_onnx
+from dermaops.export import export_onnx
 from dermaops.inference import (
     SplitTensors,
     autocast_dtype,
@@ -27,8 +27,8 @@ from dermaops.inference import (
 )
 from dermaops.labels import CLASSES
 from dermaops.metrics import macro_f1
-from dermaops.model_dir import save_model_dir
-from dermaops.models import Preprocessing, build_model, head_parameters, last_block_parameters
+from dermaops.model_dir import ONNX, Preprocessing, save_model_dir
+from dermaops.models import build_model, head_parameters, last_block_parameters
 from dermaops.train.curves import plot_history
 from dermaops.train.settings import TrainSettings
 from dermaops.train.step import Distributed, Stepper, batches, make_inputs, steps_per_epoch
@@ -298,8 +298,8 @@ def _write_outputs(
     model_dir = run_dir / "model"
     model_dir.mkdir(exist_ok=True)
     if s.export_onnx:
-        gap = export_onnx(model, s.model, pre, model_dir / ONNX_FILE)
-        extra["onnx"] = {"file": ONNX_FILE, "parity_max_abs_diff": gap}
+        gap = export_onnx(model, s.model, pre, model_dir / ONNX)
+        extra["onnx"] = {"file": ONNX, "parity_max_abs_diff": gap}
     save_model_dir(model_dir, model, s.model, pre, extra)
     (run_dir / "history.json").write_text(json.dumps(state["history"], indent=2) + "\n")
     plot_history(state["history"], run_dir / "curves.png", generated=data.generated)

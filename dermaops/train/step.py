@@ -18,7 +18,7 @@ from torch import nn
 
 from dermaops.augment import augment
 from dermaops.labels import CLASSES
-from dermaops.models import Preprocessing
+from dermaops.model_dir import Preprocessing
 from dermaops.stem import normalise
 
 

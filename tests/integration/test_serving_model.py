@@ -17,9 +17,9 @@ from kserve.errors import InvalidInput
 
 from dermaops.deploy import write_pointer
 from dermaops.errors import ConfigError
+from dermaops.model_uri import resolve_model
 from dermaops.serving.batching import MicroBatcher
 from dermaops.serving.model import DermaOpsModel
-from dermaops.serving.resolve import resolve_model
 from dermaops.serving.settings import ServingSettings
 from dermaops.settings import Home
 

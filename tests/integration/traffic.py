@@ -9,7 +9,7 @@ import pandas as pd
 from dermaops.features import image_stats
 from dermaops.imaging import decode
 from dermaops.inference_log import InferenceLog
-from dermaops.models import Preprocessing
+from dermaops.model_dir import Preprocessing
 from dermaops.stem import cache_pixels
 from dermaops.traffic import shift
 

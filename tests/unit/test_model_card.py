@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from dermaops.labels import CLASSES
 from dermaops.model_card import Lineage, write_card
+from dermaops.model_dir import Preprocessing
 from dermaops.subgroups import SubgroupSettings, evaluate_subgroups
 from tests.unit.test_subgroups import _set
 
@@ -24,7 +26,8 @@ def test_card_has_provenance_operating_point_flagged_gap_and_lineage(tmp_path: P
                           "dataset": ["ham10000"] * 4})  # fmt: skip
     index.to_csv(prepared / "index.csv", index=False)
     (model_dir / "model.json").write_text(json.dumps(
-        {"arch": "resnet50", "preprocessing": {"image_size": 224}, "best_epoch": 7,
+        {"arch": "resnet50", "classes": list(CLASSES),
+         "preprocessing": Preprocessing(224).as_dict(), "best_epoch": 7,
          "train_settings": {"weights": "imagenet", "epochs": 20, "lr": 0.001}}
     ))  # fmt: skip
     meta, scores = _set()

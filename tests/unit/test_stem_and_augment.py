@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from dermaops.augment import AugmentSettings, augment
-from dermaops.models import Preprocessing
+from dermaops.model_dir import Preprocessing
 from dermaops.stem import cache_pixels, centre_crop, eval_batch, fit_short_side, images_to_batch
 
 PRE = Preprocessing(

@@ -1,4 +1,9 @@
-"""Find the model directory to serve: a folder, a file:// or MLflow URI, or the local pointer."""
+"""The one resolver of model URIs: a folder, ``file://``, ``models:/NAME@ALIAS`` (MLflow), or the
+local deployment pointer, for serving, the monitor and the benches.
+
+``models:/`` needs MLflow: the registry layer is imported for such a URI only, so resolving a
+folder (what KServe's storage initializer fetched) loads no platform SDK.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,19 @@ from urllib.parse import unquote, urlparse
 
 from dermaops.deploy import read_pointer
 from dermaops.errors import ConfigError
-from dermaops.model_dir import locate_model_dir
+from dermaops.model_dir import ModelArtifact, locate_model_dir
 from dermaops.settings import Home
 
 log = logging.getLogger(__name__)
 
 
-def resolve_model(uri: str, home: Home) -> tuple[Path, str]:
+def load_model(uri: str, home: Home, when_missing: str = "") -> tuple[ModelArtifact, str]:
+    """The model at ``uri`` (see :func:`resolve_model`), read once, and its version label."""
+    folder, version = resolve_model(uri, home, when_missing)
+    return ModelArtifact.load(folder), version
+
+
+def resolve_model(uri: str, home: Home, when_missing: str = "") -> tuple[Path, str]:
     """(model directory, version label) for ``uri``.
 
     ``""`` reads ``$DERMAOPS_HOME/serving/current.json`` (written by the pipeline's deploy
@@ -27,7 +38,7 @@ def resolve_model(uri: str, home: Home) -> tuple[Path, str]:
     version = "local"
     if not uri:
         uri, version = read_pointer(
-            home.serving, "run `dermaops pipeline run --local` or pass --model-uri"
+            home.serving, when_missing or "run `dermaops pipeline run --local` or pass --model-uri"
         )
     if uri.startswith("models:/"):
         return _from_registry(uri, home)
