@@ -1,10 +1,13 @@
 """Deploy a version to a release of the chart with the Kubernetes client (in a pod, or from a
-kubeconfig): read what the release has, then send the JSON patches of :mod:`dermaops.deploy`."""
+kubeconfig): read what the release has, then send the JSON patches of :mod:`dermaops.deploy`.
+
+Objects are read and patched through the API's paths, so that each patch goes out as
+``application/json-patch+json`` (the typed client sends custom objects as merge patches).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from dermaops.deploy import Observed, Patch, Promotion, fullname, observe, plan
@@ -12,7 +15,10 @@ from dermaops.errors import ConfigError, DermaOpsError
 
 log = logging.getLogger(__name__)
 
-GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+PATHS = {  # kind -> (API group path, plural)
+    "InferenceService": ("/apis/serving.kserve.io/v1beta1", "inferenceservices"),
+    "Deployment": ("/apis/apps/v1", "deployments"),
+}
 
 
 class KubernetesError(DermaOpsError):
@@ -36,42 +42,14 @@ def connect() -> bool:
 
 def read_release(release: str, namespace: str) -> Observed:
     """The mode and parts of a release, from the objects the cluster holds."""
-    from kubernetes import client
-
     name = fullname(release)
-    apps = client.AppsV1Api()
-    found = {
-        "InferenceService": _read(
-            lambda: client.CustomObjectsApi().get_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name
-            ),
-            f"InferenceService {namespace}/{name}",
-        ),
-        **{
-            part: _read(
-                lambda part=part: _json(
-                    apps.read_namespaced_deployment(
-                        f"{name}-{part}", namespace, _preload_content=False
-                    )
-                ),
-                f"Deployment {namespace}/{name}-{part}",
-            )
-            for part in ("predictor", "monitor")
-        },
-    }
-    return observe(found)
-
-
-def _read(get: Callable[[], dict[str, Any]], what: str) -> dict[str, Any] | None:
-    """The object as the API writes it (camelCase, as JSON pointers name it); None if absent."""
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        return get()
-    except ApiException as e:
-        if e.status == 404:
-            return None
-        raise KubernetesError(f"reading {what}: {e.status} {e.reason}") from e
+    return observe(
+        {
+            "InferenceService": read("InferenceService", namespace, name),
+            "predictor": read("Deployment", namespace, f"{name}-predictor"),
+            "monitor": read("Deployment", namespace, f"{name}-monitor"),
+        }
+    )
 
 
 def deploy(promotion: Promotion, release: str, namespace: str) -> list[Patch]:
@@ -90,45 +68,48 @@ def deploy(promotion: Promotion, release: str, namespace: str) -> list[Patch]:
 
 
 def apply(patch: Patch) -> None:
-    """Send one patch (``application/json-patch+json``); the API server applies it whole."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    ops = patch.operations()
+    """Check the guards on the object as it is, then send the patch; the API server applies it
+    whole or not at all."""
+    obj = read(patch.kind, patch.namespace, patch.name)
     where = f"{patch.kind} {patch.namespace}/{patch.name}"
-    try:
-        if patch.kind == "InferenceService":
-            api = client.CustomObjectsApi()
-            obj = api.get_namespaced_custom_object(GROUP, VERSION, patch.namespace, PLURAL,
-                                                   patch.name)  # fmt: skip
-            _check(patch, obj)
-            api.patch_namespaced_custom_object(GROUP, VERSION, patch.namespace, PLURAL,
-                                               patch.name, ops)  # fmt: skip
-        elif patch.kind == "Deployment":
-            apps = client.AppsV1Api()
-            raw = apps.read_namespaced_deployment(patch.name, patch.namespace,
-                                                  _preload_content=False)  # fmt: skip
-            _check(patch, _json(raw))
-            apps.patch_namespaced_deployment(patch.name, patch.namespace, ops)
-        else:
-            raise ConfigError(f"cannot patch a {patch.kind}")
-    except ApiException as e:
-        raise KubernetesError(f"patching {where}: {e.status} {e.reason}: {e.body}") from e
-    log.info("patched %s: %s", where, ops)
-
-
-def _check(patch: Patch, obj: dict[str, Any]) -> None:
-    """Refuse before sending when a guard does not hold, saying which field moved."""
+    if obj is None:
+        raise ConfigError(f"{where} does not exist: install the chart first")
     broken = patch.broken_guards(obj)
     if broken:
         raise ConfigError(
-            f"{patch.kind} {patch.namespace}/{patch.name} is not shaped as this version of "
-            f"the chart renders it, so nothing was patched: {'; '.join(broken)}"
+            f"{where} is not shaped as this version of the chart renders it, so nothing was "
+            f"patched: {'; '.join(broken)}"
         )
+    _call("PATCH", _path(patch.kind, patch.namespace, patch.name), where, patch.operations())
+    log.info("patched %s: %s", where, patch.operations())
 
 
-def _json(response: Any) -> dict[str, Any]:
-    import json
+def read(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """An object as the API writes it (camelCase, as JSON pointers name it); None if absent."""
+    return _call("GET", _path(kind, namespace, name), f"{kind} {namespace}/{name}")
 
-    data: dict[str, Any] = json.loads(response.data)
-    return data
+
+def _path(kind: str, namespace: str, name: str) -> str:
+    group, plural = PATHS[kind]
+    return f"{group}/namespaces/{namespace}/{plural}/{name}"
+
+
+def _call(
+    method: str, path: str, what: str, body: list[dict[str, Any]] | None = None
+) -> dict[str, Any] | None:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = "application/json-patch+json"
+    try:
+        found: dict[str, Any] = client.ApiClient().call_api(
+            path, method, header_params=headers, body=body, auth_settings=["BearerToken"],
+            response_type="object", _return_http_data_only=True,
+        )  # fmt: skip
+    except ApiException as e:
+        if e.status == 404 and method == "GET":
+            return None
+        raise KubernetesError(f"{method} {what}: {e.status} {e.reason}: {e.body}") from e
+    return found
