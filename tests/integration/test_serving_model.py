@@ -48,8 +48,9 @@ def test_ready_only_after_load_and_same_answer_on_both_backends(
         result, _ = asyncio.run(model(_payload(jpeg_bytes(600, 450))))
         answers[backend] = result["predictions"][0]["probabilities"]
         calibration = json.loads((model_dir / "calibration.json").read_text())
-        assert (model.temperature, model.threshold) == tuple(calibration.values())
-        assert model.projection is not None and model.projection.components.shape == (3, 512)
+        artifact = model.artifact
+        assert (artifact.temperature, artifact.melanoma_threshold) == tuple(calibration.values())
+        assert artifact.projection is not None and artifact.projection.components.shape == (3, 512)
         model.stop()
     onnx, torch_ = (np.array(list(answers[b].values())) for b in ("onnx", "torch"))
     assert np.abs(onnx - torch_).max() < 1e-4
