@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 
 def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -13,6 +12,8 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
 
     Log-probabilities differ from logits by a per-row constant, which softmax ignores.
     """
+    from scipy.optimize import minimize_scalar  # only fitting needs scipy, not serving
+
     log_p = np.log(np.clip(probs, 1e-12, 1.0))
 
     def nll(log_t: float) -> float:
@@ -26,7 +27,8 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
 def apply_temperature(
     probs: np.ndarray, temperature: float, already_log: bool = False
 ) -> np.ndarray:
-    """softmax(log p / T), row-wise."""
+    """softmax(z / T), row-wise: the one temperature-scaled softmax. ``z`` is log-probabilities
+    or logits (``already_log``): they differ by a per-row constant, which softmax ignores."""
     log_p = probs if already_log else np.log(np.clip(probs, 1e-12, 1.0))
     z = log_p / temperature
     z -= z.max(axis=1, keepdims=True)

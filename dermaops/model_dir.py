@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 WEIGHTS, META, LABELS = "weights.pt", "model.json", "labels.json"
 CALIBRATION = "calibration.json"
 ONNX = "model.onnx"
+REFERENCE = "reference_stats.csv"  # the drift reference (dermaops.reference writes it)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MEL = INDEX["mel"]
@@ -118,8 +119,6 @@ class ModelArtifact:
     @property
     def reference_path(self) -> Path:
         """The drift reference registered with the model (``reference_stats.csv``)."""
-        from dermaops.reference import REFERENCE
-
         return self.folder / REFERENCE
 
     @cached_property
@@ -136,7 +135,7 @@ class ModelArtifact:
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities (N, 7) from the model's logits."""
-        return apply_temperature(np.asarray(logits, np.float64), self.temperature, True)
+        return apply_temperature(np.asarray(logits, np.float64), self.temperature, already_log=True)
 
     def melanoma_flags(self, probabilities: np.ndarray) -> np.ndarray:
         """Whether each image is flagged for melanoma at the registered operating point."""
@@ -220,7 +219,7 @@ def assemble(model_dir: Path, prepared: Path, eval_dir: Path, dest: Path) -> dic
         The calibration (temperature and melanoma threshold).
     """
     from dermaops.embedding import PROJECTION
-    from dermaops.reference import OUTPUTS, REFERENCE, join_reference
+    from dermaops.reference import OUTPUTS, join_reference
 
     try:
         metrics = json.loads((eval_dir / "metrics.json").read_text())

@@ -21,7 +21,6 @@ from dermaops.errors import DermaOpsError
 from dermaops.features import CONFIDENCE, PREDICTION
 from dermaops.labels import CLASSES
 
-REFERENCE = "reference_stats.csv"
 OUTPUTS = "reference_outputs.csv"
 
 

@@ -17,9 +17,8 @@ from dermaops.embedding import PROJECTION_NAMES
 from dermaops.errors import DermaOpsError
 from dermaops.features import CONFIDENCE, PREDICTION, STAT_NAMES
 from dermaops.inference_log import LOG_NAME
-from dermaops.model_dir import locate_model_dir
+from dermaops.model_dir import REFERENCE, locate_model_dir
 from dermaops.model_uri import load_model
-from dermaops.reference import REFERENCE
 from dermaops.settings import Home
 
 log = logging.getLogger(__name__)
