@@ -149,7 +149,7 @@ def ui(
 ) -> None:
     """The clinician page: upload an image, see the answer and Grad-CAM, send a diagnosis."""
     import importlib.util
-    import subprocess
+    import os
     import sys
 
     spec = importlib.util.find_spec("dermaops.ui.app")
@@ -165,7 +165,10 @@ def ui(
     typer.echo(
         f"clinician UI on http://{host}:{port} (predictor {predictor_url}, feedback {store})"
     )
-    raise typer.Exit(subprocess.call(command))
+    sys.stdout.flush()
+    # Become Streamlit, so that a stop (a test, a kubelet's SIGTERM) reaches the server itself
+    # instead of orphaning it behind a waiting parent.
+    os.execv(sys.executable, command)
 
 
 def bench_serve(

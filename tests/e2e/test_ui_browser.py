@@ -136,3 +136,15 @@ def test_an_unreachable_predictor_is_reported_and_the_upload_kept(
         _wait_for_text(web, "cannot be reached")
         body = web.find_element(By.TAG_NAME, "body").text
         assert "Your image is kept" in body and "lesion.jpg" in body and "Retry" in body
+
+
+def test_stopping_the_ui_stops_its_server(tmp_path: Path) -> None:
+    """`dermaops ui` becomes Streamlit: stopping the process it started leaves no server behind."""
+    import httpx
+
+    env = os.environ | {"DERMAOPS_HOME": str(tmp_path / "home")}
+    with ExitStack() as stack:
+        url = _ui(stack, "http://127.0.0.1:9", tmp_path / "feedback", tmp_path, env)
+        assert httpx.get(f"{url}/_stcore/health", timeout=10).status_code == 200
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/_stcore/health", timeout=10)
