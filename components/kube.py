@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from dermaops.deploy import Observed, Patch, Promotion, fullname, observe, plan
+from dermaops.deploy import Patch, Promotion, fullname, observe, plan
 from dermaops.errors import ConfigError, DermaOpsError
 
 log = logging.getLogger(__name__)
@@ -40,16 +40,14 @@ def connect() -> bool:
     return True
 
 
-def read_release(release: str, namespace: str) -> Observed:
-    """The mode and parts of a release, from the objects the cluster holds."""
+def read_release(release: str, namespace: str) -> dict[str, dict[str, Any] | None]:
+    """The release's objects as the cluster holds them (see :func:`dermaops.deploy.observe`)."""
     name = fullname(release)
-    return observe(
-        {
-            "InferenceService": read("InferenceService", namespace, name),
-            "predictor": read("Deployment", namespace, f"{name}-predictor"),
-            "monitor": read("Deployment", namespace, f"{name}-monitor"),
-        }
-    )
+    return {
+        "InferenceService": read("InferenceService", namespace, name),
+        "predictor": read("Deployment", namespace, f"{name}-predictor"),
+        "monitor": read("Deployment", namespace, f"{name}-monitor"),
+    }
 
 
 def deploy(promotion: Promotion, release: str, namespace: str) -> list[Patch]:
@@ -61,27 +59,29 @@ def deploy(promotion: Promotion, release: str, namespace: str) -> list[Patch]:
     """
     if not connect():
         raise KubernetesError("no in-cluster config and no kubeconfig: cannot reach a cluster")
-    patches = plan(promotion, release, namespace, read_release(release, namespace))
-    for patch in patches:
-        apply(patch)
+    objects = read_release(release, namespace)
+    patches = plan(promotion, release, namespace, observe(objects))
+    send(patches, objects)
     return patches
 
 
-def apply(patch: Patch) -> None:
-    """Check the guards on the object as it is, then send the patch; the API server applies it
-    whole or not at all."""
-    obj = read(patch.kind, patch.namespace, patch.name)
-    where = f"{patch.kind} {patch.namespace}/{patch.name}"
-    if obj is None:
-        raise ConfigError(f"{where} does not exist: install the chart first")
-    broken = patch.broken_guards(obj)
-    if broken:
-        raise ConfigError(
-            f"{where} is not shaped as this version of the chart renders it, so nothing was "
-            f"patched: {'; '.join(broken)}"
-        )
-    _call("PATCH", _path(patch.kind, patch.namespace, patch.name), where, patch.operations())
-    log.info("patched %s: %s", where, patch.operations())
+def send(patches: list[Patch], objects: dict[str, dict[str, Any] | None]) -> None:
+    """Check every patch's guards on the objects as read, then send each; the API server
+    applies a patch whole or not at all (its ``test`` operations guard the moment of writing)."""
+    by_name = {obj["metadata"]["name"]: obj for obj in objects.values() if obj}
+    for patch in patches:
+        where = f"{patch.kind} {patch.namespace}/{patch.name}"
+        broken = patch.broken_guards(by_name.get(patch.name, {}))
+        if broken:
+            raise ConfigError(
+                f"{where} is not shaped as this version of the chart renders it, so nothing "
+                f"was patched: {'; '.join(broken)}"
+            )
+    for patch in patches:
+        _call("PATCH", _path(patch.kind, patch.namespace, patch.name),
+              f"{patch.kind} {patch.namespace}/{patch.name}", patch.operations())  # fmt: skip
+        log.info("patched %s %s/%s: %s", patch.kind, patch.namespace, patch.name,
+                 patch.operations())  # fmt: skip
 
 
 def read(kind: str, namespace: str, name: str) -> dict[str, Any] | None:

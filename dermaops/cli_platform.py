@@ -287,9 +287,8 @@ def deploy(
 ) -> None:
     """Serve a version on the cluster: patch the storage URI, version and canary of the chart's
     predictor and monitor (JSON patches guarded by tests of the chart's layout)."""
-    from dermaops.components.kube import connect, read_release
-    from dermaops.components.kube import deploy as deploy_release
-    from dermaops.deploy import MODES, Observed, Promotion, plan
+    from dermaops.components.kube import connect, read_release, send
+    from dermaops.deploy import MODES, Observed, Promotion, observe, plan
 
     if mode is not None and mode not in MODES:
         raise ConfigError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
@@ -299,18 +298,21 @@ def deploy(
 
         storage_uri = registered_uri(Registry(RegistrySettings(model_name=model_name)), version)
     promotion = Promotion(version, storage_uri, canary)
-    cluster = connect()
-    if cluster:
-        observed = read_release(release, namespace)
+    objects = read_release(release, namespace) if connect() else None
+    if objects is not None:
+        observed = observe(objects)
         if mode is not None and mode != observed.mode:
             raise ConfigError(f"--mode {mode}, but release {release} serves as {observed.mode}")
     elif dry_run:
         observed = Observed(mode or "kserve")
     else:
         raise ConfigError("no in-cluster config and no kubeconfig: --dry-run shows the patches")
+    patches = plan(promotion, release, namespace, observed)
     if dry_run:
-        for patch in plan(promotion, release, namespace, observed):
+        for patch in patches:
             typer.echo(json.dumps(patch.as_dict()))
         return
-    for patch in deploy_release(promotion, release, namespace):
+    assert objects is not None
+    send(patches, objects)
+    for patch in patches:
         typer.echo(f"patched {patch.kind} {patch.namespace}/{patch.name}: version {version}")

@@ -32,7 +32,6 @@ MODES: tuple[Mode, ...] = ("kserve", "deployment")
 
 CHART = "dermaops"  # the chart's name; object names derive from the release as its helpers do
 TRAINER_IMAGE = "ghcr.io/dermaops/trainer:0.1.0"  # every pipeline task (Dockerfile target trainer)
-MODEL_MOUNT = "/mnt/models"
 POINTER = "current.json"
 
 VERSION_LABEL = "dermaops.io/model-version"
@@ -238,7 +237,7 @@ def observe(objects: Mapping[str, Mapping[str, Any] | None]) -> Observed:
     Raises:
         ConfigError: the release has no predictor.
     """
-    isvc, plain, monitor = objects.get("InferenceService"), objects.get("predictor"), None
+    isvc, plain = objects.get("InferenceService"), objects.get("predictor")
     monitor = objects.get("monitor")
     fetches = bool(monitor) and bool(pointer_get(monitor, "/spec/template/spec/initContainers"))
     if isvc:

@@ -8,16 +8,13 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow.pyfunc
 import pandas as pd
 import pytest
 
-from dermaops.baseline import run_baseline
 from dermaops.errors import ConfigError
-from dermaops.evaluate import evaluate
 from dermaops.gate import GateThresholds
 from dermaops.labels import CLASSES
 from dermaops.net import free_port, wait_until_ready
@@ -33,35 +30,11 @@ from dermaops.registry.promotion import (
     rollback,
     versions,
 )
-from dermaops.train.loop import train
-from dermaops.train.settings import TrainSettings
+from tests.integration.conftest import Trained
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LENIENT = GateThresholds(min_f1_macro=0.0, min_melanoma_sensitivity=0.0, max_ece=1.0)
-
-
-@dataclass(frozen=True)
-class Trained:
-    prepared: Path
-    run: Path
-    evaluation: Path
-    baseline: Path
-
-    def metrics(self) -> dict[str, object]:
-        loaded: dict[str, object] = json.loads((self.evaluation / "metrics.json").read_text())
-        return loaded
-
-
-@pytest.fixture(scope="module")
-def trained(prepared_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    root = tmp_path_factory.mktemp("trained")
-    settings = TrainSettings(model="resnet18", weights="none", epochs=1, image_size=32,
-                             batch_size=16, export_onnx=False)  # fmt: skip
-    train(prepared_small, root / "run", settings)
-    evaluate(prepared_small, root / "run" / "model", root / "evaluation")
-    run_baseline(prepared_small, root / "baseline", trees=20)
-    return Trained(prepared_small, root / "run", root / "evaluation", root / "baseline")
 
 
 def _register(reg: Registry, t: Trained, kfp_run_id: str) -> str:

@@ -16,34 +16,23 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dermaops.baseline import run_baseline
-from dermaops.evaluate import evaluate
 from dermaops.net import free_port, stop, wait_until_ready
 from dermaops.registry import Registry
 from dermaops.registry.model import STORAGE_URI_TAG, log_training_run, storage_uri
 from dermaops.serving.process import predictor_process
 from dermaops.settings import ARTIFACTS_DESTINATION_ENV
-from dermaops.train.loop import train
-from dermaops.train.settings import TrainSettings
-from tests.k8s.conftest import ROOT
+from tests.integration.conftest import Trained
+from tests.k8s.conftest import find_tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-TOOLS = ROOT / ".tools" / "storage" / "bin"
 BUCKET, DESTINATION = "dermaops-mlflow", "s3://dermaops-mlflow/artifacts"
 KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
 
 
-def tool(name: str) -> Path:
-    """A binary of the storage tools' venv (`make tools`); fail in CI, else skip."""
-    path = TOOLS / name
-    if not path.is_file():
-        message = f"{path} is missing: run `make tools`"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+def tool(name: str) -> str:
+    return find_tool(name, venv="storage")
 
 
 @dataclass(frozen=True)
@@ -66,16 +55,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = os.environ | KEYS
     s3_port, mlflow_port = free_port(), free_port()
     s3 = f"http://127.0.0.1:{s3_port}"
-    moto = _started([str(tool("moto_server")), "-H", "127.0.0.1", "-p", str(s3_port)],
+    moto = _started([tool("moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
                     root / "moto.log", env)  # fmt: skip
     server = None
     try:
         wait_until_ready(f"{s3}/moto-api/", 60, moto, root / "moto.log")
         make_bucket = (f"import boto3; boto3.client('s3', endpoint_url='{s3}')"
                        f".create_bucket(Bucket='{BUCKET}')")  # fmt: skip
-        subprocess.run([str(tool("python")), "-c", make_bucket], env=env, check=True)
+        subprocess.run([tool("python"), "-c", make_bucket], env=env, check=True)
         server = _started(
-            [str(tool("mlflow")), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
+            [tool("mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
              "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
              "--serve-artifacts", "--artifacts-destination", DESTINATION],
             root / "mlflow.log", env | {"MLFLOW_S3_ENDPOINT_URL": s3},
@@ -89,21 +78,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 stop(process)
 
 
-@pytest.fixture(scope="module")
-def trained(prepared_small: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("trained")
-    settings = TrainSettings(model="resnet18", weights="none", epochs=1, image_size=32,
-                             batch_size=16)  # fmt: skip
-    train(prepared_small, root / "run", settings)
-    evaluate(prepared_small, root / "run" / "model", root / "evaluation")
-    run_baseline(prepared_small, root / "baseline", trees=20)
-    return {"prepared": prepared_small, "run": root / "run", "evaluation": root / "evaluation",
-            "baseline": root / "baseline"}  # fmt: skip
-
-
 def test_kserve_fetches_what_deploy_chose_and_the_predictor_serves_that_version(
     stack: Stack,
-    trained: dict[str, Path],
+    trained: Trained,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     jpeg_bytes: Callable[..., bytes],
@@ -112,8 +89,8 @@ def test_kserve_fetches_what_deploy_chose_and_the_predictor_serves_that_version(
     monkeypatch.setenv(ARTIFACTS_DESTINATION_ENV, DESTINATION)
     reg = Registry()
     run = reg.pipeline_run("kfp-s3", "training")
-    version = log_training_run(reg, run.info.run_id, trained["prepared"], trained["run"],
-                               trained["evaluation"], trained["baseline"])  # fmt: skip
+    version = log_training_run(reg, run.info.run_id, trained.prepared, trained.run,
+                               trained.evaluation, trained.baseline)  # fmt: skip
 
     proxied = reg.client.get_model_version_download_uri(reg.model_name, version)
     assert proxied.startswith("mlflow-artifacts:"), "the server proxies: KServe cannot fetch it"
@@ -134,7 +111,7 @@ def test_kserve_fetches_what_deploy_chose_and_the_predictor_serves_that_version(
     # KServe's storage initializer's own code fetches it from the store.
     models = tmp_path / "mnt" / "models"
     fetch = "import sys; from kserve_storage import Storage; Storage.download(*sys.argv[1:])"
-    subprocess.run([str(tool("python")), "-c", fetch, uri, str(models)],
+    subprocess.run([tool("python"), "-c", fetch, uri, str(models)],
                    env=os.environ | stack.env(), check=True, capture_output=True)  # fmt: skip
     assert any(models.rglob("model.json")), "the DermaOps model folder inside the MLflow model"
 
@@ -147,14 +124,14 @@ def test_kserve_fetches_what_deploy_chose_and_the_predictor_serves_that_version(
 
 
 def test_a_proxied_uri_without_its_destination_is_refused_with_the_fix(
-    stack: Stack, trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    stack: Stack, trained: Trained, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.mlflow)
     monkeypatch.delenv(ARTIFACTS_DESTINATION_ENV, raising=False)
     reg = Registry()
     run = reg.pipeline_run("kfp-s3-unmapped", "training")
-    version = log_training_run(reg, run.info.run_id, trained["prepared"], trained["run"],
-                               trained["evaluation"], trained["baseline"])  # fmt: skip
+    version = log_training_run(reg, run.info.run_id, trained.prepared, trained.run,
+                               trained.evaluation, trained.baseline)  # fmt: skip
     assert STORAGE_URI_TAG not in reg.client.get_model_version(reg.model_name, version).tags
     done = subprocess.run(
         [sys.executable, "-m", "dermaops", "deploy", version, "--dry-run"],

@@ -69,15 +69,21 @@ def validate_custom_resource() -> Callable[[dict[str, Any]], None]:
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def find_tool(name: str) -> str:
-    """A binary from the project's .tools/bin (`make tools`), else PATH; fail in CI, else skip."""
+def find_tool(name: str, venv: str = "") -> str:
+    """A binary from the project's .tools/bin (`make tools`), else PATH; or, with ``venv``, from
+    that tools venv only (.tools/VENV/bin). Missing: fail in CI, else skip, saying how to get it."""
     import os
     import shutil
 
-    found = shutil.which(name, path=str(ROOT / ".tools" / "bin")) or shutil.which(name)
+    if venv:
+        found = shutil.which(name, path=str(ROOT / ".tools" / venv / "bin"))
+    else:
+        found = shutil.which(name, path=str(ROOT / ".tools" / "bin")) or shutil.which(name)
     if found:
         return found
-    message = f"{name} is missing: run `make tools` (helm, kubectl) or apt-get install it"
+    message = f"{name} is missing: run `make tools` (helm, kubectl, .tools/storage)" + (
+        "" if venv else " or apt-get install it"
+    )
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
