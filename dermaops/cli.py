@@ -338,7 +338,7 @@ def bench_train(
 ) -> None:
     """Training-step images/s against the same step on random tensors, and their ratio."""
     from dermaops.bench import write_result
-    from dermaops.inference import resolve_device
+    from dermaops.model.inference import resolve_device
     from dermaops.train.bench import bench_train as run
     from dermaops.train.settings import TrainSettings
 

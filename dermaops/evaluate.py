@@ -18,20 +18,20 @@ import torch
 from dermaops.calibration import apply_temperature, choose_threshold, fit_temperature, rates
 from dermaops.data.prepared import PreparedSet
 from dermaops.data.report import GENERATED_NOTICE
-from dermaops.embedding import PROJECTION, Projection, WithEmbedding
 from dermaops.evaluate_report import (
     plot_confusion,
     plot_gradcam_grid,
     plot_reliability,
     write_markdown,
 )
-from dermaops.gradcam import heatmaps, overlay
-from dermaops.inference import predict_with_embeddings, resolve_device, split_tensors
 from dermaops.labels import INDEX
 from dermaops.metrics import Roc, confusion, expected_calibration_error, roc_points, summary
-from dermaops.model_dir import Preprocessing, load_model_dir
-from dermaops.reference import OUTPUTS, write_outputs
-from dermaops.stem import centre_crop, eval_batch
+from dermaops.model.artifact import Preprocessing, load_model_dir
+from dermaops.model.cam import heatmaps, overlay
+from dermaops.model.embedding import PROJECTION, Projection, WithEmbedding
+from dermaops.model.inference import predict_with_embeddings, resolve_device, split_tensors
+from dermaops.model.reference import OUTPUTS, write_outputs
+from dermaops.model.stem import centre_crop, eval_batch
 from dermaops.subgroups import SubgroupSettings, evaluate_subgroups
 from dermaops.subgroups import markdown as subgroup_markdown
 from dermaops.subgroups import scores as subgroup_scores

@@ -18,7 +18,7 @@ import pandas as pd
 from dermaops.data.report import GENERATED_NOTICE
 from dermaops.evaluate_report import write_html
 from dermaops.labels import CLASSES, FULL_NAMES
-from dermaops.model_dir import ModelArtifact
+from dermaops.model.artifact import ModelArtifact
 from dermaops.subgroups import markdown as subgroup_markdown
 
 CARD_MD, CARD_HTML = "model_card.md", "model_card.html"

@@ -13,12 +13,12 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from dermaops.embedding import PROJECTION_NAMES
 from dermaops.errors import DermaOpsError
 from dermaops.features import CONFIDENCE, PREDICTION, STAT_NAMES
 from dermaops.inference_log import LOG_NAME
-from dermaops.model_dir import REFERENCE, locate_model_dir
-from dermaops.model_uri import load_model
+from dermaops.model.artifact import REFERENCE, locate_model_dir
+from dermaops.model.embedding import PROJECTION_NAMES
+from dermaops.model.uri import load_model
 from dermaops.settings import Home
 
 log = logging.getLogger(__name__)

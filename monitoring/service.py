@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from dermaops.errors import DermaOpsError
 from dermaops.features import STAT_NAMES
 from dermaops.inference_log import InferenceLog
-from dermaops.model_uri import resolve_model
+from dermaops.model.uri import resolve_model
 from dermaops.monitoring.drift import (
     DriftError,
     DriftSettings,

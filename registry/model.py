@@ -28,7 +28,7 @@ from mlflow.types import ColSpec, Schema
 
 import dermaops
 from dermaops.labels import CLASSES
-from dermaops.model_dir import ModelArtifact, assemble
+from dermaops.model.artifact import ModelArtifact, assemble
 from dermaops.registry.card import log_card
 from dermaops.registry.client import Registry, RegistryError, alias_version
 from dermaops.settings import ARTIFACTS_DESTINATION_ENV
@@ -58,7 +58,7 @@ class DermaOpsPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
         import torch
 
         from dermaops.imaging import decode
-        from dermaops.stem import images_to_batch
+        from dermaops.model.stem import images_to_batch
 
         images = [decode(bytes(b)).image for b in model_input["image"]]
         with torch.inference_mode():
@@ -205,7 +205,7 @@ def log_run(
 
 def download(reg: Registry, version: str, dest: Path) -> Path:
     """Fetch a version's artifact and return its DermaOps model directory."""
-    from dermaops.model_dir import locate_model_dir
+    from dermaops.model.artifact import locate_model_dir
 
     try:
         source = reg.client.get_model_version_download_uri(reg.model_name, version)

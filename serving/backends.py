@@ -10,9 +10,9 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from dermaops.embedding import WithEmbedding
 from dermaops.errors import ConfigError
-from dermaops.model_dir import ONNX, ModelArtifact
+from dermaops.model.artifact import ONNX, ModelArtifact
+from dermaops.model.embedding import WithEmbedding
 
 log = logging.getLogger(__name__)
 

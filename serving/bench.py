@@ -23,12 +23,12 @@ import torch
 
 from dermaops.data.synth import SynthSettings, synthesize
 from dermaops.imaging import decode
-from dermaops.model_dir import ModelArtifact
-from dermaops.model_uri import load_model
+from dermaops.model.artifact import ModelArtifact
+from dermaops.model.stem import cache_pixels, pixels_to_batch
+from dermaops.model.uri import load_model
 from dermaops.serving.backends import choose_backend
 from dermaops.serving.process import predictor_process
 from dermaops.settings import Home
-from dermaops.stem import cache_pixels, pixels_to_batch
 
 PREDICT = "/v1/models/dermaops:predict"
 

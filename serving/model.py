@@ -24,14 +24,15 @@ from kserve.errors import InferenceError
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from PIL import Image
 
-from dermaops.embedding import PROJECTION_NAMES
 from dermaops.errors import ConfigError
 from dermaops.features import PREDICTION, image_stats
 from dermaops.imaging import Decoded, ImageLimits
 from dermaops.inference_log import InferenceLog
 from dermaops.labels import CLASSES, FULL_NAMES
-from dermaops.model_dir import MEL
-from dermaops.model_uri import load_model
+from dermaops.model.artifact import MEL
+from dermaops.model.embedding import PROJECTION_NAMES
+from dermaops.model.stem import cache_pixels, centre_crop, fit_short_side, pixels_to_batch
+from dermaops.model.uri import load_model
 from dermaops.privacy import day_folder, store_pixels
 from dermaops.serving.backends import Backend, Outputs, choose_backend
 from dermaops.serving.batching import MicroBatcher
@@ -40,7 +41,6 @@ from dermaops.serving.inputs import BadImage, Limits, v1_images, v2_images
 from dermaops.serving.settings import ServingSettings
 from dermaops.serving.telemetry import ERRORS, LATENCY, MODEL_INFO, observe
 from dermaops.settings import Home
-from dermaops.stem import cache_pixels, centre_crop, fit_short_side, pixels_to_batch
 from dermaops.tokens import MONITOR_TOKEN_ENV, read_token
 
 log = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         return answer
 
     def _explain(self, batch: Batch) -> dict[str, Any]:
-        from dermaops.gradcam import heatmaps, overlay
+        from dermaops.model.cam import heatmaps, overlay
 
         x = pixels_to_batch(batch.pixels, self.pre)
         with self._explain_lock:  # Grad-CAM hooks the one torch model: one request at a time

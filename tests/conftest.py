@@ -61,7 +61,7 @@ def served_model(prepared_small: Path, tmp_path_factory: pytest.TempPathFactory)
     """A small trained model (ONNX included) with what registration adds: calibration, the
     embedding projection and the drift reference (read-only)."""
     from dermaops.evaluate import evaluate
-    from dermaops.model_dir import assemble
+    from dermaops.model.artifact import assemble
     from dermaops.train.loop import train
     from dermaops.train.settings import TrainSettings
 

@@ -17,10 +17,10 @@ import torch
 from dermaops.data.prepare import PrepareSettings, prepare
 from dermaops.data.prepared import PreparedSet
 from dermaops.data.synth import SynthSettings, synthesize
-from dermaops.inference import autocast_dtype, resolve_device, split_tensors
 from dermaops.labels import CLASSES
-from dermaops.model_dir import Preprocessing
-from dermaops.models import build_model
+from dermaops.model.artifact import Preprocessing
+from dermaops.model.factory import build_model
+from dermaops.model.inference import autocast_dtype, resolve_device, split_tensors
 from dermaops.train.settings import TrainSettings
 from dermaops.train.step import Stepper, make_inputs
 

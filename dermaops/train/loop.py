@@ -17,18 +17,18 @@ from tqdm import tqdm
 
 from dermaops.data.prepared import PreparedSet
 from dermaops.errors import DermaOpsError
-from dermaops.export import export_onnx
-from dermaops.inference import (
+from dermaops.labels import CLASSES
+from dermaops.metrics import macro_f1
+from dermaops.model.artifact import ONNX, Preprocessing, save_model_dir
+from dermaops.model.export import export_onnx
+from dermaops.model.factory import build_model, head_parameters, last_block_parameters
+from dermaops.model.inference import (
     SplitTensors,
     autocast_dtype,
     predict_probs,
     resolve_device,
     split_tensors,
 )
-from dermaops.labels import CLASSES
-from dermaops.metrics import macro_f1
-from dermaops.model_dir import ONNX, Preprocessing, save_model_dir
-from dermaops.models import build_model, head_parameters, last_block_parameters
 from dermaops.train.curves import plot_history
 from dermaops.train.settings import TrainSettings
 from dermaops.train.step import Distributed, Stepper, batches, make_inputs, steps_per_epoch

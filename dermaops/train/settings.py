@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dermaops.models import ARCHS
+from dermaops.model.factory import ARCHS
 
 
 class TrainSettings(BaseModel):

@@ -18,8 +18,8 @@ from torch import nn
 
 from dermaops.augment import augment
 from dermaops.labels import CLASSES
-from dermaops.model_dir import Preprocessing
-from dermaops.stem import normalise
+from dermaops.model.artifact import Preprocessing
+from dermaops.model.stem import normalise
 
 
 @dataclass(frozen=True)

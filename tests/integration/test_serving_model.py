@@ -17,7 +17,7 @@ from kserve.errors import InvalidInput
 
 from dermaops.deploy import write_pointer
 from dermaops.errors import ConfigError
-from dermaops.model_uri import resolve_model
+from dermaops.model.uri import resolve_model
 from dermaops.serving.batching import MicroBatcher
 from dermaops.serving.model import DermaOpsModel
 from dermaops.serving.settings import ServingSettings

@@ -16,7 +16,7 @@ import torch
 from dermaops.data.prepare import PrepareSettings, prepare
 from dermaops.data.synth import SynthSettings, synthesize
 from dermaops.evaluate import evaluate
-from dermaops.models import build_model
+from dermaops.model.factory import build_model
 from dermaops.train.loop import CHECKPOINT, RunFolderError, plan_phases, train
 from dermaops.train.settings import TrainSettings
 

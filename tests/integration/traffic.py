@@ -9,8 +9,8 @@ import pandas as pd
 from dermaops.features import image_stats
 from dermaops.imaging import decode
 from dermaops.inference_log import InferenceLog
-from dermaops.model_dir import Preprocessing
-from dermaops.stem import cache_pixels
+from dermaops.model.artifact import Preprocessing
+from dermaops.model.stem import cache_pixels
 from dermaops.traffic import shift
 
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from dermaops.embedding import PROJECTION_NAMES, Projection, ProjectionError, WithEmbedding
-from dermaops.models import ARCHS, build_model
-from dermaops.reference import ReferenceError, join_reference, write_outputs
+from dermaops.model.embedding import PROJECTION_NAMES, Projection, ProjectionError, WithEmbedding
+from dermaops.model.factory import ARCHS, build_model
+from dermaops.model.reference import ReferenceError, join_reference, write_outputs
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_large"])

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from dermaops.labels import CLASSES
+from dermaops.model.artifact import Preprocessing
 from dermaops.model_card import Lineage, write_card
-from dermaops.model_dir import Preprocessing
 from dermaops.subgroups import SubgroupSettings, evaluate_subgroups
 from tests.unit.test_subgroups import _set
 

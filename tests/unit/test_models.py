@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dermaops.models import (
+from dermaops.model.factory import (
     ARCHS,
     WeightsUnavailableError,
     build_model,

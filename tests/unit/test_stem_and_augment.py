@@ -8,8 +8,14 @@ import torch
 from PIL import Image
 
 from dermaops.augment import AugmentSettings, augment
-from dermaops.model_dir import Preprocessing
-from dermaops.stem import cache_pixels, centre_crop, eval_batch, fit_short_side, images_to_batch
+from dermaops.model.artifact import Preprocessing
+from dermaops.model.stem import (
+    cache_pixels,
+    centre_crop,
+    eval_batch,
+    fit_short_side,
+    images_to_batch,
+)
 
 PRE = Preprocessing(
     image_size=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), cache_size=(120, 90)

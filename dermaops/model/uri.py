@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlparse
 
 from dermaops.deploy import read_pointer
 from dermaops.errors import ConfigError
-from dermaops.model_dir import ModelArtifact, locate_model_dir
+from dermaops.model.artifact import ModelArtifact, locate_model_dir
 from dermaops.settings import Home
 
 log = logging.getLogger(__name__)

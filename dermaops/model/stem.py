@@ -14,7 +14,7 @@ import torch.nn.functional as F  # noqa: N812
 from PIL import Image
 
 from dermaops.imaging import resize_cover, to_array
-from dermaops.model_dir import Preprocessing
+from dermaops.model.artifact import Preprocessing
 
 
 def fit_short_side(pixels: torch.Tensor, size: int, chunk: int = 256) -> torch.Tensor:

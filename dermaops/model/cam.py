@@ -15,7 +15,7 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from dermaops.models import ARCHS
+from dermaops.model.factory import ARCHS
 
 Method = Literal["gradcam", "gradcam++"]
 _METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus}
@@ -31,7 +31,7 @@ def heatmaps(
     """Class-activation maps (N, S, S) in 0..1 for normalised ``inputs`` (N, 3, S, S).
 
     Args:
-        model: a model from :func:`~dermaops.models.build_model`.
+        model: a model from :func:`~dermaops.model.factory.build_model`.
         arch: its architecture name (chooses the layer).
         inputs: what the model sees, from the stem.
         classes: the class to explain for each input.

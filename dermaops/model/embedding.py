@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from dermaops.errors import DermaOpsError
-from dermaops.models import ARCHS
+from dermaops.model.factory import ARCHS
 
 PROJECTION = "projection.json"
 COMPONENTS: Final = 3

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from dermaops.embedding import WithEmbedding
 from dermaops.errors import DermaOpsError
-from dermaops.model_dir import Preprocessing
+from dermaops.model.artifact import Preprocessing
+from dermaops.model.embedding import WithEmbedding
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from dermaops.data.prepared import PreparedSet
-from dermaops.embedding import WithEmbedding
 from dermaops.errors import DermaOpsError
-from dermaops.model_dir import Preprocessing
-from dermaops.stem import eval_batch, fit_short_side
+from dermaops.model.artifact import Preprocessing
+from dermaops.model.embedding import WithEmbedding
+from dermaops.model.stem import eval_batch, fit_short_side
 
 
 @dataclass

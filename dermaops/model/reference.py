@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dermaops.embedding import PROJECTION_NAMES
 from dermaops.errors import DermaOpsError
 from dermaops.features import CONFIDENCE, PREDICTION
 from dermaops.labels import CLASSES
+from dermaops.model.embedding import PROJECTION_NAMES
 
 OUTPUTS = "reference_outputs.csv"
 

@@ -28,14 +28,14 @@ from dermaops.labels import CLASSES, FULL_NAMES, INDEX
 if TYPE_CHECKING:  # torch is imported by the functions that need it, never by serving's reads
     from torch import nn
 
-    from dermaops.embedding import Projection
+    from dermaops.model.embedding import Projection
 
 log = logging.getLogger(__name__)
 
 WEIGHTS, META, LABELS = "weights.pt", "model.json", "labels.json"
 CALIBRATION = "calibration.json"
 ONNX = "model.onnx"
-REFERENCE = "reference_stats.csv"  # the drift reference (dermaops.reference writes it)
+REFERENCE = "reference_stats.csv"  # the drift reference (dermaops.model.reference writes it)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MEL = INDEX["mel"]
@@ -124,7 +124,7 @@ class ModelArtifact:
     @cached_property
     def projection(self) -> Projection | None:
         """The embedding projection registered with the model, if it has one."""
-        from dermaops.embedding import PROJECTION, Projection
+        from dermaops.model.embedding import PROJECTION, Projection
 
         path = self.folder / PROJECTION
         if not path.is_file():
@@ -144,7 +144,7 @@ class ModelArtifact:
 
     def torch_model(self) -> nn.Module:
         """The weights in their torchvision model (eval mode, CPU)."""
-        from dermaops.models import build_model
+        from dermaops.model.factory import build_model
 
         return build_model(self.arch, len(CLASSES), self.folder / WEIGHTS).eval()
 
@@ -218,8 +218,8 @@ def assemble(model_dir: Path, prepared: Path, eval_dir: Path, dest: Path) -> dic
     Returns:
         The calibration (temperature and melanoma threshold).
     """
-    from dermaops.embedding import PROJECTION
-    from dermaops.reference import OUTPUTS, join_reference
+    from dermaops.model.embedding import PROJECTION
+    from dermaops.model.reference import OUTPUTS, join_reference
 
     try:
         metrics = json.loads((eval_dir / "metrics.json").read_text())
