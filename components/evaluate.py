@@ -32,9 +32,9 @@ def evaluate(
     from dermaops.components.runtime import stage
 
     with stage("evaluate", kfp_run_id, model_name):
-        from dermaops.evaluate import evaluate as run
-        from dermaops.evaluate import melanoma_roc
-        from dermaops.evaluate_report import write_html
+        from dermaops.evaluation.report import write_html
+        from dermaops.evaluation.run import evaluate as run
+        from dermaops.evaluation.run import melanoma_roc
         from dermaops.labels import CLASSES
 
         out = Path(evaluation.path)

@@ -21,7 +21,7 @@ def gate(
     from dermaops.components.runtime import stage
 
     with stage("gate", kfp_run_id, model_name):
-        from dermaops.gate import GateFailedError, GateThresholds, check
+        from dermaops.evaluation.gate import GateFailedError, GateThresholds, check
 
         thresholds = GateThresholds(
             min_f1_macro=min_f1_macro,

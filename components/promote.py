@@ -25,7 +25,7 @@ def promote(
     from dermaops.components.runtime import stage
 
     with stage("promote", kfp_run_id, model_name):
-        from dermaops.gate import GateThresholds
+        from dermaops.evaluation.gate import GateThresholds
         from dermaops.registry import Registry, RegistrySettings
         from dermaops.registry.promotion import promote_challenger
 

@@ -58,6 +58,9 @@ def faces(source: str, package: str) -> dict[str, str]:
                 if name in where:
                     raise ValueError(f"{package}: {name} is offered twice")
                 where[name] = stmt.module
+    shadowed = set(where) & {module.rsplit(".", 1)[1] for module in where.values()}
+    if shadowed:  # a submodule, once imported, is an attribute of its package and would win
+        raise ValueError(f"{package}: {sorted(shadowed)} name both a face and a submodule")
     if not where:
         raise ValueError(f"{package}: no 'if TYPE_CHECKING:' imports to offer")
     return where

@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 
 from dermaops.data.prepared import PreparedSet
-from dermaops.evaluate import Predictions, score
+from dermaops.evaluation.run import Predictions, score
 
 log = logging.getLogger(__name__)
 

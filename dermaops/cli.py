@@ -273,8 +273,8 @@ def evaluate_command(
     ] = 0.10,
 ) -> None:
     """Evaluate on the test split: metrics.json (with subgroups), plots, report."""
-    from dermaops.evaluate import evaluate
-    from dermaops.subgroups import SubgroupSettings
+    from dermaops.evaluation.run import evaluate
+    from dermaops.evaluation.subgroups import SubgroupSettings
 
     model_dir = run / "model" if (run / "model").is_dir() else run
     groups = SubgroupSettings(min_support=min_support, gap_margin=gap_margin)
@@ -301,7 +301,7 @@ def gate_command(
     config: ConfigOpt = None,
 ) -> None:
     """The quality gate: exit 0 if the model may be promoted, 1 with the reasons if not."""
-    from dermaops.gate import GateThresholds, check
+    from dermaops.evaluation.gate import GateThresholds, check
 
     thresholds = load_settings(GateThresholds, env_prefix="DERMAOPS_GATE_", config_file=config)
     result = check(json.loads(metrics.read_text()), thresholds)

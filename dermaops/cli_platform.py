@@ -162,7 +162,7 @@ def registry_promote(
     ] = False,
 ) -> None:
     """Promote a version by hand, through the same gate and champion comparison."""
-    from dermaops.gate import GateThresholds
+    from dermaops.evaluation.gate import GateThresholds
     from dermaops.registry import Registry, RegistrySettings
     from dermaops.registry.promotion import promote_stored
 

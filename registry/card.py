@@ -12,11 +12,11 @@ import mlflow.artifacts
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from dermaops.model_card import CARD_HTML, CARD_MD, Lineage, write_card
+from dermaops.evaluation.card import CARD_HTML, CARD_MD, Lineage, write_card
 from dermaops.registry.client import KFP_RUN_TAG, Registry, RegistryError
 
 CARD_ARTIFACT = "model_card"
-CARD_TAG = "dermaops.model_card"
+CARD_TAG = "dermaops.evaluation.card"
 
 
 def log_card(

@@ -19,8 +19,8 @@ from typing import Any
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from dermaops.evaluate import evaluate
-from dermaops.gate import GateResult, GateThresholds, check, compare
+from dermaops.evaluation.gate import GateResult, GateThresholds, check, compare
+from dermaops.evaluation.run import evaluate
 from dermaops.registry.client import Registry, RegistryError, alias_version
 from dermaops.registry.model import CHALLENGER, CHAMPION, PREVIOUS, download
 from dermaops.settings import ACTOR_ENV

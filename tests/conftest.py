@@ -60,7 +60,7 @@ def prepared_small(synth_raw: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def served_model(prepared_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small trained model (ONNX included) with what registration adds: calibration, the
     embedding projection and the drift reference (read-only)."""
-    from dermaops.evaluate import evaluate
+    from dermaops.evaluation.run import evaluate
     from dermaops.model.artifact import assemble
     from dermaops.train.loop import train
     from dermaops.train.settings import TrainSettings

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import dermaops
-from dermaops.calibration import apply_temperature
 from dermaops.errors import DermaOpsError
+from dermaops.evaluation.calibration import apply_temperature
 from dermaops.labels import CLASSES, FULL_NAMES, INDEX
 
 if TYPE_CHECKING:  # torch is imported by the functions that need it, never by serving's reads

@@ -17,8 +17,8 @@ from tqdm import tqdm
 
 from dermaops.data.prepared import PreparedSet
 from dermaops.errors import DermaOpsError
+from dermaops.evaluation.metrics import macro_f1
 from dermaops.labels import CLASSES
-from dermaops.metrics import macro_f1
 from dermaops.model.artifact import ONNX, Preprocessing, save_model_dir
 from dermaops.model.export import export_onnx
 from dermaops.model.factory import build_model, head_parameters, last_block_parameters

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dermaops.baseline import run_baseline
-from dermaops.evaluate import evaluate
+from dermaops.evaluation.run import evaluate
 from dermaops.train.loop import train
 from dermaops.train.settings import TrainSettings
 from tests.fault_server import FaultyServer

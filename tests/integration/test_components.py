@@ -23,7 +23,7 @@ from dermaops.components.ingest import ingest
 from dermaops.components.notify import notify
 from dermaops.components.prepare import prepare
 from dermaops.components.train import train
-from dermaops.gate import GateFailedError
+from dermaops.evaluation.gate import GateFailedError
 from dermaops.registry import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from dermaops.errors import ConfigError
-from dermaops.gate import GateThresholds
+from dermaops.evaluation.gate import GateThresholds
 from dermaops.labels import CLASSES
 from dermaops.net import free_port, wait_until_ready
 from dermaops.registry import Registry

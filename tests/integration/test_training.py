@@ -15,7 +15,7 @@ import torch
 
 from dermaops.data.prepare import PrepareSettings, prepare
 from dermaops.data.synth import SynthSettings, synthesize
-from dermaops.evaluate import evaluate
+from dermaops.evaluation.run import evaluate
 from dermaops.model.factory import build_model
 from dermaops.train.loop import CHECKPOINT, RunFolderError, plan_phases, train
 from dermaops.train.settings import TrainSettings

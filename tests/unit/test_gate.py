@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dermaops.gate import GateFailedError, GateThresholds, check, compare
+from dermaops.evaluation.gate import GateFailedError, GateThresholds, check, compare
 
 GOOD: dict[str, Any] = {"f1_macro": 0.7, "ece": 0.05, "melanoma": {"test_sensitivity": 0.86}}
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dermaops.calibration import apply_temperature, choose_threshold, fit_temperature, rates
+from dermaops.evaluation.calibration import (
+    apply_temperature,
+    choose_threshold,
+    fit_temperature,
+    rates,
+)
+from dermaops.evaluation.metrics import expected_calibration_error, summary
 from dermaops.labels import CLASSES
-from dermaops.metrics import expected_calibration_error, summary
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from dermaops.evaluation.card import Lineage, write_card
+from dermaops.evaluation.subgroups import SubgroupSettings, evaluate_subgroups
 from dermaops.labels import CLASSES
 from dermaops.model.artifact import Preprocessing
-from dermaops.model_card import Lineage, write_card
-from dermaops.subgroups import SubgroupSettings, evaluate_subgroups
 from tests.unit.test_subgroups import _set
 
 

@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from dermaops.labels import INDEX
-from dermaops.subgroups import (
+from dermaops.evaluation.subgroups import (
     Scores,
     SubgroupSettings,
     evaluate_subgroups,
@@ -16,6 +15,7 @@ from dermaops.subgroups import (
     markdown,
     metric_values,
 )
+from dermaops.labels import INDEX
 
 MEL = INDEX["mel"]
 

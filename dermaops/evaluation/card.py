@@ -16,10 +16,10 @@ from typing import Any
 import pandas as pd
 
 from dermaops.data.report import GENERATED_NOTICE
-from dermaops.evaluate_report import write_html
+from dermaops.evaluation.report import write_html
+from dermaops.evaluation.subgroups import markdown as subgroup_markdown
 from dermaops.labels import CLASSES, FULL_NAMES
 from dermaops.model.artifact import ModelArtifact
-from dermaops.subgroups import markdown as subgroup_markdown
 
 CARD_MD, CARD_HTML = "model_card.md", "model_card.html"
 

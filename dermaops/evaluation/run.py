@@ -15,26 +15,37 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dermaops.calibration import apply_temperature, choose_threshold, fit_temperature, rates
 from dermaops.data.prepared import PreparedSet
 from dermaops.data.report import GENERATED_NOTICE
-from dermaops.evaluate_report import (
+from dermaops.evaluation.calibration import (
+    apply_temperature,
+    choose_threshold,
+    fit_temperature,
+    rates,
+)
+from dermaops.evaluation.metrics import (
+    Roc,
+    confusion,
+    expected_calibration_error,
+    roc_points,
+    summary,
+)
+from dermaops.evaluation.report import (
     plot_confusion,
     plot_gradcam_grid,
     plot_reliability,
     write_markdown,
 )
+from dermaops.evaluation.subgroups import SubgroupSettings, evaluate_subgroups
+from dermaops.evaluation.subgroups import markdown as subgroup_markdown
+from dermaops.evaluation.subgroups import scores as subgroup_scores
 from dermaops.labels import INDEX
-from dermaops.metrics import Roc, confusion, expected_calibration_error, roc_points, summary
 from dermaops.model.artifact import Preprocessing, load_model_dir
 from dermaops.model.cam import heatmaps, overlay
 from dermaops.model.embedding import PROJECTION, Projection, WithEmbedding
 from dermaops.model.inference import predict_with_embeddings, resolve_device, split_tensors
 from dermaops.model.reference import OUTPUTS, write_outputs
 from dermaops.model.stem import centre_crop, eval_batch
-from dermaops.subgroups import SubgroupSettings, evaluate_subgroups
-from dermaops.subgroups import markdown as subgroup_markdown
-from dermaops.subgroups import scores as subgroup_scores
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +165,7 @@ def score(
     """Calibrate on validation, score test; write metrics.json, the plots and report.md.
 
     With the test images' metadata, ``metrics["subgroups"]`` holds the per-group figures with
-    bootstrap intervals and the flagged gaps (:mod:`dermaops.subgroups`).
+    bootstrap intervals and the flagged gaps (:mod:`dermaops.evaluation.subgroups`).
     """
     p = predictions
     temperature = fit_temperature(p.val_probs, p.val_labels)
