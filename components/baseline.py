@@ -16,7 +16,7 @@ def baseline(
     from dermaops.components.runtime import stage
 
     with stage("baseline"):
-        from dermaops.baseline import run_baseline
+        from dermaops.train.baseline import run_baseline
 
         scores = run_baseline(Path(prepared.path), Path(evaluation.path), trees=trees, seed=seed)
     metrics.log_metric("f1_macro", scores["f1_macro"])

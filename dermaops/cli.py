@@ -238,7 +238,7 @@ def baseline_command(
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
 ) -> None:
     """Random Forest on hand-made colour and texture features, scored like the CNN."""
-    from dermaops.baseline import run_baseline
+    from dermaops.train.baseline import run_baseline
 
     if class_weight not in ("balanced", "none"):
         raise typer.BadParameter("choose balanced or none", param_hint="--class-weight")

@@ -3,7 +3,7 @@
 Every image reaches a model the same way: decoded and scaled to cover the cache size (what
 ``prepare`` stores), its short side scaled to ``image_size`` with antialiasing, centre-cropped
 square, and normalised with the mean and std saved beside the weights. Training replaces the
-centre crop with random augmentation (:mod:`dermaops.augment`) and nothing else.
+centre crop with random augmentation (:mod:`dermaops.train.augment`) and nothing else.
 """
 
 from __future__ import annotations

@@ -16,10 +16,10 @@ import torch.distributed as dist
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from dermaops.augment import augment
 from dermaops.labels import CLASSES
 from dermaops.model.artifact import Preprocessing
 from dermaops.model.stem import normalise
+from dermaops.train.augment import augment
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dermaops.baseline import run_baseline
 from dermaops.evaluation.run import evaluate
+from dermaops.train.baseline import run_baseline
 from dermaops.train.loop import train
 from dermaops.train.settings import TrainSettings
 from tests.fault_server import FaultyServer

@@ -88,7 +88,7 @@ def test_learns_well_above_chance_and_evaluates(prepared_300: Path, tmp_path: Pa
 
 
 def test_baseline_is_scored_like_the_cnn(prepared_300: Path, tmp_path: Path) -> None:
-    from dermaops.baseline import run_baseline
+    from dermaops.train.baseline import run_baseline
 
     metrics = run_baseline(prepared_300, tmp_path / "rf", trees=50)
     assert metrics["f1_macro"] > 0.2 and metrics["model"]["arch"].startswith("random_forest")

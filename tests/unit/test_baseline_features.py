@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dermaops.baseline import handcrafted_features
+from dermaops.train.baseline import handcrafted_features
 
 
 def test_shape_and_histograms_sum_to_one() -> None:

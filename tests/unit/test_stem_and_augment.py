@@ -7,7 +7,6 @@ import pytest
 import torch
 from PIL import Image
 
-from dermaops.augment import AugmentSettings, augment
 from dermaops.model.artifact import Preprocessing
 from dermaops.model.stem import (
     cache_pixels,
@@ -16,6 +15,7 @@ from dermaops.model.stem import (
     fit_short_side,
     images_to_batch,
 )
+from dermaops.train.augment import AugmentSettings, augment
 
 PRE = Preprocessing(
     image_size=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), cache_size=(120, 90)
