@@ -367,7 +367,7 @@ def feedback_purge(
 ) -> None:
     """Delete feedback rows and images, and retained served images, past their retention."""
     from dermaops.data.feedback import purge_feedback
-    from dermaops.privacy import purge
+    from dermaops.data.privacy import purge
 
     home = Home.from_env()
     rows = purge_feedback(home.feedback, older_than, dry_run)

@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from dermaops.data.features import CONFIDENCE, PREDICTION, STAT_NAMES
 from dermaops.errors import DermaOpsError
-from dermaops.features import CONFIDENCE, PREDICTION, STAT_NAMES
 from dermaops.inference_log import LOG_NAME
 from dermaops.model.artifact import REFERENCE, locate_model_dir
 from dermaops.model.embedding import PROJECTION_NAMES

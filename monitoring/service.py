@@ -46,8 +46,8 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from dermaops.data.features import STAT_NAMES
 from dermaops.errors import DermaOpsError
-from dermaops.features import STAT_NAMES
 from dermaops.inference_log import InferenceLog
 from dermaops.model.uri import resolve_model
 from dermaops.monitoring.drift import (

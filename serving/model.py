@@ -24,8 +24,9 @@ from kserve.errors import InferenceError
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from PIL import Image
 
+from dermaops.data.features import PREDICTION, image_stats
+from dermaops.data.privacy import day_folder, store_pixels
 from dermaops.errors import ConfigError
-from dermaops.features import PREDICTION, image_stats
 from dermaops.imaging import Decoded, ImageLimits
 from dermaops.inference_log import InferenceLog
 from dermaops.labels import CLASSES, FULL_NAMES
@@ -33,7 +34,6 @@ from dermaops.model.artifact import MEL
 from dermaops.model.embedding import PROJECTION_NAMES
 from dermaops.model.stem import cache_pixels, centre_crop, fit_short_side, pixels_to_batch
 from dermaops.model.uri import load_model
-from dermaops.privacy import day_folder, store_pixels
 from dermaops.serving.backends import Backend, Outputs, choose_backend
 from dermaops.serving.batching import MicroBatcher
 from dermaops.serving.forward import RecordForwarder

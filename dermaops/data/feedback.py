@@ -28,10 +28,10 @@ from typing import Final
 import pandas as pd
 
 from dermaops.data.loaders import HAM_METADATA_NAMES, RawDataset, load_raw
+from dermaops.data.privacy import clean_image, store_clean
 from dermaops.data.schema import DATASET_COLUMN, METADATA_COLUMNS
 from dermaops.errors import DatasetLayoutError
 from dermaops.labels import CLASSES
-from dermaops.privacy import clean_image, store_clean
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ The output folder holds everything training, evaluation and drift monitoring rea
 - ``split_info.csv``: image_id, lesion_id, dx, split (train/val/test);
 - ``images.npy``: decoded uint8 pixels (rows, height, width, 3), aspect kept, read by memmap;
 - ``index.csv``: the metadata of every cached row, with its row number and split;
-- ``reference_stats.csv``: per-image statistics (:mod:`dermaops.features`) for drift;
+- ``reference_stats.csv``: per-image statistics (:mod:`dermaops.data.features`) for drift;
 - ``data_report.json`` / ``.md`` / ``class_distribution.png``, and ``manifest.json``.
 
 Preparing is skipped when ``manifest.json`` records the same input fingerprint.
@@ -29,13 +29,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm import tqdm
 
 import dermaops
+from dermaops.data.features import STAT_NAMES, image_stats
 from dermaops.data.fingerprint import tree_fingerprint
 from dermaops.data.loaders import RawDataset, load_raw
 from dermaops.data.report import build_report, write_report
 from dermaops.data.schema import DATASET_COLUMN, METADATA_COLUMNS, SPLIT_PINS, Quarantined
 from dermaops.data.split import check_split, extend_split, split_by_lesion
 from dermaops.errors import ImageError, PreparedDataError
-from dermaops.features import STAT_NAMES, image_stats
 from dermaops.imaging import ImageLimits, decode, resize_cover, to_array
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dermaops.data.features import CONFIDENCE, PREDICTION
 from dermaops.errors import DermaOpsError
-from dermaops.features import CONFIDENCE, PREDICTION
 from dermaops.labels import CLASSES
 from dermaops.model.embedding import PROJECTION_NAMES
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dermaops.features import STAT_NAMES
+from dermaops.data.features import STAT_NAMES
 from dermaops.monitoring.drift import (
     DriftError,
     DriftSettings,

@@ -109,7 +109,7 @@ def test_micro_batcher_joins_concurrent_requests_and_splits_answers() -> None:
 def test_images_are_kept_only_when_asked_and_then_without_metadata(
     model_dir: Path, tmp_path: Path
 ) -> None:
-    from dermaops.privacy import has_metadata
+    from dermaops.data.privacy import has_metadata
     from tests.unit.test_privacy import _photo
 
     photo = _photo(size=(600, 450))

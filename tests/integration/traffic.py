@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dermaops.features import image_stats
+from dermaops.data.features import image_stats
 from dermaops.imaging import decode
 from dermaops.inference_log import InferenceLog
 from dermaops.model.artifact import Preprocessing

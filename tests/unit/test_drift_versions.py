@@ -40,7 +40,7 @@ def test_an_unknown_version_or_unlabelled_traffic_compares_everything() -> None:
 def test_a_slow_registry_fetch_holds_up_neither_records_nor_a_second_fetch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dermaops.features import STAT_NAMES
+    from dermaops.data.features import STAT_NAMES
     from dermaops.monitoring import service
 
     release, fetches = threading.Event(), []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dermaops.features import STAT_NAMES, image_stats
+from dermaops.data.features import STAT_NAMES, image_stats
 
 
 def _solid(rgb: tuple[int, int, int]) -> np.ndarray:

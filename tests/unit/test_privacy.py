@@ -14,8 +14,14 @@ import pytest
 from PIL import Image
 
 from dermaops.data.feedback import merge_feedback, purge_feedback, read_feedback
+from dermaops.data.privacy import (
+    UnsupportedImageError,
+    clean_image,
+    has_metadata,
+    purge,
+    store_clean,
+)
 from dermaops.imaging import decode
-from dermaops.privacy import UnsupportedImageError, clean_image, has_metadata, purge, store_clean
 
 GPS_IFD, MAKE, SERIAL, DATETIME, ORIENTATION = 0x8825, 0x010F, 0xA431, 0x0132, 0x0112
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from dermaops.data.feedback import read_feedback, record_feedback
-from dermaops.privacy import has_metadata
+from dermaops.data.privacy import has_metadata
 from dermaops.ui.client import Answer, PredictorError, classify, operating_point, signed_in_user
 from tests.fault_server import FaultyServer
 from tests.unit.test_privacy import _photo
