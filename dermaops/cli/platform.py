@@ -1,7 +1,6 @@
 """``dermaops pipeline ...`` and ``dermaops registry ...``: the KFP and MLflow layers.
 
-Kept apart from :mod:`dermaops.cli` so that data and training commands never load kfp or
-mlflow; every command imports its layer inside its body.
+Every command imports its layer inside its body, so no other command loads kfp or mlflow.
 """
 
 from __future__ import annotations

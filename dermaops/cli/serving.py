@@ -1,7 +1,7 @@
 """``dermaops serve|predict|bench serve|monitor ...``: the KServe and monitoring layers.
 
-Kept apart from :mod:`dermaops.cli` so that data and training commands never load kserve,
-evidently or FastAPI; every command imports its layer inside its body.
+Every command imports its layer inside its body, so no other command loads kserve, evidently
+or FastAPI.
 """
 
 from __future__ import annotations
