@@ -17,7 +17,7 @@ from dermaops.data.features import CONFIDENCE, PREDICTION, STAT_NAMES
 from dermaops.errors import DermaOpsError
 from dermaops.inference_log import LOG_NAME
 from dermaops.model.artifact import REFERENCE, locate_model_dir
-from dermaops.model.embedding import PROJECTION_NAMES
+from dermaops.model.projection import PROJECTION_NAMES
 from dermaops.model.uri import load_model
 from dermaops.settings import Home
 

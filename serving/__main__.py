@@ -62,16 +62,12 @@ def settings_from(
 def main(argv: list[str] | None = None) -> None:
     """Load the model (ready only after a warm-up inference), then serve until stopped."""
     import kserve
-    import torch
 
     from dermaops.serving.model import DermaOpsModel
 
     args, settings = settings_from(argv)
     model = DermaOpsModel(args.model_name, settings)
     model.load()
-    if model.backend.name == "onnxruntime":
-        # torch only resizes here; its spinning OpenMP team would steal ONNX Runtime's cores.
-        torch.set_num_threads(1)
     kserve.ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,

@@ -1,98 +1,189 @@
-"""Where the forward pass runs: ONNX Runtime on CPU, or torch (fp16, channels_last) on CUDA."""
+"""Where the forward pass runs: ONNX Runtime on CPU (no torch), or torch (fp16) on CUDA.
+
+Both take the stem's cache pixels, uint8 (N, H, W, 3), and answer with logits and embeddings;
+``explain`` adds each image's heatmap of its top class and the square the model saw. The ONNX
+backend runs the serving graph (:mod:`dermaops.model.export`), which holds the rest of the stem
+and the class activation maps, so the CPU predictor's image needs no torch; torch is imported only
+when the torch backend is chosen.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
-from pathlib import Path
-from typing import Protocol
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
 from dermaops.errors import ConfigError
-from dermaops.model.artifact import ONNX, ModelArtifact
-from dermaops.model.embedding import WithEmbedding
+from dermaops.model.artifact import GRAPH_INPUT, GRAPH_OUTPUTS, ONNX, ModelArtifact
+from dermaops.model.heatmap import class_heatmaps
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
-
+LOGITS, EMBEDDING, IMAGE, CAMS = GRAPH_OUTPUTS
 Outputs = tuple[np.ndarray, np.ndarray]  # logits (N, 7) and embedding (N, D), float32
+
+
+class ExplainUnavailableError(NotImplementedError):
+    """This backend cannot explain this model (its head is not pooled-linear): HTTP 501."""
+
+
+@dataclass(frozen=True)
+class Explained:
+    """Per image: logits, the top class's heatmap (S, S) in 0..1, the square seen (S, S, 3)."""
+
+    logits: np.ndarray
+    heatmaps: np.ndarray
+    images: np.ndarray
 
 
 class Backend(Protocol):
     name: str
 
-    def __call__(self, batch: torch.Tensor) -> Outputs:
-        """Logits and embeddings for a normalised batch (N, 3, S, S).
+    def __call__(self, pixels: np.ndarray) -> Outputs:
+        """Logits and embeddings for uint8 cache pixels (N, H, W, 3)."""
+        ...
 
-        A model exported before embeddings were part of the graph gives an (N, 0) embedding.
-        """
+    def explain(self, pixels: np.ndarray) -> Explained:
+        """Heatmaps of each image's top class (Grad-CAM, or its equal for pooled-linear heads)."""
         ...
 
 
 class OnnxBackend:
-    """ONNX Runtime's CPU provider, one session, all cores unless told otherwise."""
+    """The serving graph on ONNX Runtime's CPU provider; one session, all cores unless told."""
 
     name = "onnxruntime"
 
-    def __init__(self, path: Path, threads: int = 0):
+    def __init__(self, artifact: ModelArtifact, threads: int = 0):
         import onnxruntime as ort
 
+        path = artifact.folder / ONNX
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle threads sleep instead of spinning: the event loop and decoding need the cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
+        inputs = [(i.name, i.type) for i in self.session.get_inputs()]
+        if inputs != [(GRAPH_INPUT, "tensor(uint8)")]:
+            raise ConfigError(
+                f"{path} takes {inputs}, not the serving graph's uint8 {GRAPH_INPUT!r}: it was "
+                f"exported before the stem was part of the graph; train or export it again, or "
+                f"serve it with --backend torch"
+            )
+        self.outputs = {o.name for o in self.session.get_outputs()}
+        self.size = artifact.preprocessing.image_size
 
-    def __call__(self, batch: torch.Tensor) -> Outputs:
-        logits, *embedding = self.session.run(None, {self.input: batch.numpy()})
-        logits = np.asarray(logits, dtype=np.float32)
-        if not embedding:
-            return logits, np.zeros((len(logits), 0), np.float32)
-        return logits, np.asarray(embedding[0], dtype=np.float32)
+    def __call__(self, pixels: np.ndarray) -> Outputs:
+        logits, embedding = self.session.run([LOGITS, EMBEDDING], {GRAPH_INPUT: pixels})
+        return np.asarray(logits, np.float32), np.asarray(embedding, np.float32)
+
+    def explain(self, pixels: np.ndarray) -> Explained:
+        if CAMS not in self.outputs:
+            raise ExplainUnavailableError(
+                "this model's head is not global pooling then one linear layer, so its serving "
+                "graph has no class activation maps; explain it with the GPU predictor "
+                "(--backend torch or cuda), which runs Grad-CAM"
+            )
+        logits, images, cams = self.session.run([LOGITS, IMAGE, CAMS], {GRAPH_INPUT: pixels})
+        top = np.asarray(logits).argmax(axis=1).tolist()
+        return Explained(np.asarray(logits, np.float32), class_heatmaps(cams, top, self.size),
+                         np.asarray(images))  # fmt: skip
 
 
 class TorchBackend:
     """The torch model; on CUDA in fp16 and channels_last, optionally compiled."""
 
-    def __init__(self, model: WithEmbedding, device: torch.device, compile: bool = False):
-        self.device = device
+    def __init__(self, artifact: ModelArtifact, device: torch.device, compile: bool = False):
+        import torch
+
+        from dermaops.model.embedding import WithEmbedding
+
+        self.artifact, self.pre, self.device = artifact, artifact.preprocessing, device
         self.half = device.type == "cuda"
-        model = model.to(device).eval()
+        model = WithEmbedding(artifact.torch_model(), artifact.arch).to(device).eval()
         if self.half:
             model = model.half().to(memory_format=torch.channels_last)
-        self.model = torch.compile(model) if compile else model
+        self.model: Any = torch.compile(model) if compile else model
         self.name = f"torch-{device.type}" + ("-fp16" if self.half else "")
+        self._cam_model: torch.nn.Module | None = None
+        self._cam_lock = threading.Lock()
 
-    @torch.inference_mode()
-    def __call__(self, batch: torch.Tensor) -> Outputs:
-        x = batch.to(self.device, non_blocking=True)
-        if self.half:
-            x = x.half().contiguous(memory_format=torch.channels_last)
-        logits, embedding = self.model(x)
-        return logits.float().cpu().numpy(), embedding.float().cpu().numpy()
+    def __call__(self, pixels: np.ndarray) -> Outputs:
+        import torch
+
+        from dermaops.model.stem import pixels_to_batch
+
+        with torch.inference_mode():
+            x = pixels_to_batch(list(pixels), self.pre).to(self.device, non_blocking=True)
+            if self.half:
+                x = x.half().contiguous(memory_format=torch.channels_last)
+            logits, embedding = self.model(x)
+            return logits.float().cpu().numpy(), embedding.float().cpu().numpy()
+
+    def explain(self, pixels: np.ndarray) -> Explained:
+        """Grad-CAM on a float copy of the model on the CPU, one request at a time (it hooks it)."""
+        import torch
+
+        from dermaops.model.cam import heatmaps
+        from dermaops.model.stem import centre_crop, fit_short_side, pixels_to_batch
+
+        x = pixels_to_batch(list(pixels), self.pre)
+        with self._cam_lock:
+            if self._cam_model is None:
+                self._cam_model = self.artifact.torch_model()
+            with torch.inference_mode():
+                logits = self._cam_model(x).numpy()
+            maps = heatmaps(self._cam_model, self.artifact.arch, x, logits.argmax(axis=1).tolist())
+        size = self.pre.image_size
+        images = centre_crop(fit_short_side(torch.from_numpy(pixels), size), size).numpy()
+        return Explained(logits, maps, images)
 
 
 def choose_backend(artifact: ModelArtifact, choice: str, compile: bool = False) -> Backend:
     """``auto``: torch on CUDA when there is a GPU, else ONNX Runtime when the model has ONNX.
 
     Raises:
-        ConfigError: ``onnx`` asked for a model without model.onnx, or ``cuda`` without a GPU.
+        ConfigError: ``onnx`` asked for a model without model.onnx; ``cuda`` without a GPU;
+            ``torch`` or ``cuda`` in an image without torch (the CPU predictor's).
     """
-    folder, onnx = artifact.folder, artifact.folder / ONNX
-    cuda = torch.cuda.is_available()
+    if choice not in ("auto", "onnx", "torch", "cuda"):
+        raise ConfigError(f"--backend {choice!r}: choose auto, onnx, torch or cuda")
+    has_onnx = (artifact.folder / ONNX).is_file()
+    cuda = _cuda_available()
     if choice == "auto":
-        choice = "cuda" if cuda else ("onnx" if onnx.is_file() else "torch")
+        choice = "cuda" if cuda else ("onnx" if has_onnx else "torch")
     if choice == "onnx":
-        if not onnx.is_file():
-            raise ConfigError(f"--backend onnx: {folder} has no {ONNX}")
-        return OnnxBackend(onnx)
+        if not has_onnx:
+            raise ConfigError(f"--backend onnx: {artifact.folder} has no {ONNX}")
+        return OnnxBackend(artifact)
+    if not _has_torch():
+        raise ConfigError(
+            f"--backend {choice}: this installation has no torch (the CPU predictor's image); "
+            f"serve a model with {ONNX} here, or use the serving-gpu image"
+        )
     if choice == "cuda" and not cuda:
         raise ConfigError("--backend cuda: CUDA is not available here")
-    if choice not in ("cuda", "torch"):
-        raise ConfigError(f"--backend {choice!r}: choose auto, onnx, torch or cuda")
-    device = torch.device("cuda" if choice == "cuda" else "cpu")
-    return TorchBackend(WithEmbedding(artifact.torch_model(), artifact.arch), device, compile)
+    import torch
+
+    return TorchBackend(artifact, torch.device("cuda" if choice == "cuda" else "cpu"), compile)
+
+
+def _has_torch() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def _cuda_available() -> bool:
+    """A GPU torch can use; False where torch is not installed."""
+    if not _has_torch():
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())

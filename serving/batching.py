@@ -7,10 +7,9 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 
 import numpy as np
-import torch
 
 Outputs = tuple[np.ndarray, ...]
-Forward = Callable[[torch.Tensor], Outputs]
+Forward = Callable[[np.ndarray], Outputs]
 
 
 class MicroBatcher:
@@ -21,10 +20,10 @@ class MicroBatcher:
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.executor = executor
-        self._queue: asyncio.Queue[tuple[torch.Tensor, asyncio.Future[Outputs]]] | None = None
+        self._queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[Outputs]]] | None = None
         self._worker: asyncio.Task[None] | None = None
 
-    async def __call__(self, batch: torch.Tensor) -> Outputs:
+    async def __call__(self, batch: np.ndarray) -> Outputs:
         loop = asyncio.get_running_loop()
         if self._queue is None or self._worker is None or self._worker.done():
             self._queue = asyncio.Queue()
@@ -49,9 +48,9 @@ class MicroBatcher:
                 size += len(item[0])
             await self._run(items)
 
-    async def _run(self, items: list[tuple[torch.Tensor, asyncio.Future[Outputs]]]) -> None:
+    async def _run(self, items: list[tuple[np.ndarray, asyncio.Future[Outputs]]]) -> None:
         loop = asyncio.get_running_loop()
-        joined = torch.cat([batch for batch, _ in items])
+        joined = np.concatenate([batch for batch, _ in items])
         try:
             outputs = await loop.run_in_executor(self.executor, self.forward, joined)
         except Exception as e:  # every waiting request learns of the failure

@@ -19,12 +19,10 @@ from typing import Any
 
 import httpx
 import numpy as np
-import torch
 
 from dermaops.data.synth import SynthSettings, synthesize
 from dermaops.imaging import decode
 from dermaops.model.artifact import ModelArtifact
-from dermaops.model.stem import cache_pixels, pixels_to_batch
 from dermaops.model.uri import load_model
 from dermaops.serving.backends import choose_backend
 from dermaops.serving.process import predictor_process
@@ -91,8 +89,6 @@ class _InProcess:
     def __init__(self, artifact: ModelArtifact, backend: str, jpegs: list[bytes]):
         self.pre = artifact.preprocessing
         self.backend = choose_backend(artifact, backend)
-        if self.backend.name == "onnxruntime":
-            torch.set_num_threads(1)  # as the predictor does: the cores are ONNX Runtime's
         self.jpegs = jpegs
         self.times(5)  # warm-up
 
@@ -101,7 +97,7 @@ class _InProcess:
         for i in range(count):
             start = time.perf_counter()
             image = decode(self.jpegs[i % len(self.jpegs)], min_size=self.pre.cache_size).image
-            self.backend(pixels_to_batch([cache_pixels(image, self.pre)], self.pre))
+            self.backend(self.pre.cache_pixels(image)[None])
             result.append(time.perf_counter() - start)
         return result
 

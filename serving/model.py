@@ -7,7 +7,6 @@ import base64
 import io
 import logging
 import os
-import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from kserve import Model
 from kserve.errors import InferenceError
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
@@ -31,8 +29,7 @@ from dermaops.imaging import Decoded, ImageLimits
 from dermaops.inference_log import InferenceLog
 from dermaops.labels import CLASSES, FULL_NAMES
 from dermaops.model.artifact import MEL
-from dermaops.model.embedding import PROJECTION_NAMES
-from dermaops.model.stem import cache_pixels, centre_crop, fit_short_side, pixels_to_batch
+from dermaops.model.projection import PROJECTION_NAMES
 from dermaops.model.uri import load_model
 from dermaops.serving.backends import Backend, Outputs, choose_backend
 from dermaops.serving.batching import MicroBatcher
@@ -80,8 +77,6 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         )
         self.pool = ThreadPoolExecutor(settings.workers or os.cpu_count() or 1, "dermaops")
         self.sinks: list[InferenceLog | RecordForwarder] = []
-        self._torch_model: torch.nn.Module | None = None
-        self._explain_lock = threading.Lock()
 
     def load(self) -> bool:
         """Resolve and load the model, run one inference; only then ``ready``."""
@@ -92,8 +87,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             self.artifact, self.settings.backend, self.settings.compile
         )
         self.forward = self._forward_fn()
-        warm = pixels_to_batch([np.zeros((*self.pre.cache_size[::-1], 3), np.uint8)], self.pre)
-        logits, embedding = self.backend(warm)
+        logits, embedding = self.backend(np.zeros((1, *self.pre.cache_size[::-1], 3), np.uint8))
         if logits.shape != (1, len(CLASSES)):
             raise InferenceError(f"{self.artifact.folder} gave a wrong output shape at warm-up")
         if self.artifact.projection is not None:
@@ -122,14 +116,14 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             )
         return token
 
-    def _forward_fn(self) -> Callable[[torch.Tensor], Awaitable[Outputs]]:
+    def _forward_fn(self) -> Callable[[np.ndarray], Awaitable[Outputs]]:
         """The forward pass off the event loop; micro-batched on CUDA or when asked."""
         cuda = self.backend.name.startswith("torch-cuda")
         size = self.settings.max_batch or (32 if cuda else 0)
         if size > 1:
             return MicroBatcher(self.backend, size, self.settings.max_wait_ms, self.pool)
 
-        async def direct(x: torch.Tensor) -> Outputs:
+        async def direct(x: np.ndarray) -> Outputs:
             return await asyncio.get_running_loop().run_in_executor(self.pool, self.backend, x)
 
         return direct
@@ -151,7 +145,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         decoded = self._decode(payload, self.pre.cache_size)
         if self.settings.retain_images:
             self._retain(decoded)
-        pixels = [cache_pixels(d.image, self.pre) for d in decoded]
+        pixels = [self.pre.cache_pixels(d.image) for d in decoded]
         stats = [image_stats(p, d.original_size) for p, d in zip(pixels, decoded, strict=True)]
         return pixels, stats
 
@@ -171,7 +165,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         self, batch: Batch, headers: dict[str, str] | None = None, response_headers: Any = None
     ) -> Scored:
         try:
-            logits, embedding = await self.forward(pixels_to_batch(batch.pixels, self.pre))
+            logits, embedding = await self.forward(np.stack(batch.pixels))
         except Exception as e:
             ERRORS.labels("inference").inc()
             raise InferenceError(f"inference failed: {type(e).__name__}: {e}") from e
@@ -275,20 +269,11 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         return answer
 
     def _explain(self, batch: Batch) -> dict[str, Any]:
-        from dermaops.model.cam import heatmaps, overlay
+        from dermaops.model.heatmap import overlay
 
-        x = pixels_to_batch(batch.pixels, self.pre)
-        with self._explain_lock:  # Grad-CAM hooks the one torch model: one request at a time
-            if self._torch_model is None:
-                self._torch_model = self.artifact.torch_model()
-            with torch.inference_mode():
-                probs = self.artifact.probabilities(self._torch_model(x).numpy())
-            top = [int(i) for i in probs.argmax(axis=1)]
-            maps = heatmaps(self._torch_model, self.artifact.arch, x, top)
-        crops = centre_crop(
-            fit_short_side(torch.from_numpy(np.stack(batch.pixels)), self.pre.image_size),
-            self.pre.image_size,
-        ).numpy()
+        seen = self.backend.explain(np.stack(batch.pixels))
+        probs = self.artifact.probabilities(seen.logits)
+        top = [int(i) for i in probs.argmax(axis=1)]
         return {
             "explanations": [
                 {
@@ -296,8 +281,8 @@ class DermaOpsModel(Model):  # type: ignore[misc]
                     "name": FULL_NAMES[CLASSES[c]],
                     "probability": round(float(probs[i, c]), 6),
                     "method": "gradcam",
-                    "heatmap_png_b64": _png((maps[i] * 255).astype(np.uint8)),
-                    "overlay_png_b64": _png(overlay(crops[i], maps[i])),
+                    "heatmap_png_b64": _png((seen.heatmaps[i] * 255).astype(np.uint8)),
+                    "overlay_png_b64": _png(overlay(seen.images[i], seen.heatmaps[i])),
                 }
                 for i, c in enumerate(top)
             ],

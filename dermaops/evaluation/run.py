@@ -41,9 +41,11 @@ from dermaops.evaluation.subgroups import markdown as subgroup_markdown
 from dermaops.evaluation.subgroups import scores as subgroup_scores
 from dermaops.labels import INDEX
 from dermaops.model.artifact import Preprocessing, load_model_dir
-from dermaops.model.cam import heatmaps, overlay
-from dermaops.model.embedding import PROJECTION, Projection, WithEmbedding
+from dermaops.model.cam import heatmaps
+from dermaops.model.embedding import WithEmbedding
+from dermaops.model.heatmap import overlay
 from dermaops.model.inference import predict_with_embeddings, resolve_device, split_tensors
+from dermaops.model.projection import PROJECTION, Projection
 from dermaops.model.reference import OUTPUTS, write_outputs
 from dermaops.model.stem import centre_crop, eval_batch
 

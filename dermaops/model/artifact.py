@@ -19,22 +19,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 
 import dermaops
 from dermaops.errors import DermaOpsError
 from dermaops.evaluation.calibration import apply_temperature
+from dermaops.imaging import resize_cover, to_array
 from dermaops.labels import CLASSES, FULL_NAMES, INDEX
+from dermaops.model.projection import PROJECTION, Projection
 
 if TYPE_CHECKING:  # torch is imported by the functions that need it, never by serving's reads
     from torch import nn
-
-    from dermaops.model.embedding import Projection
 
 log = logging.getLogger(__name__)
 
 WEIGHTS, META, LABELS = "weights.pt", "model.json", "labels.json"
 CALIBRATION = "calibration.json"
-ONNX = "model.onnx"
+ONNX = "model.onnx"  # the serving graph: cache pixels in, what the predictor answers with out
+GRAPH_INPUT = "pixels"  # uint8 (N, H, W, 3) at cache_size, as cache_pixels makes them
+GRAPH_OUTPUTS = ("logits", "embedding", "image", "cams")  # cams: only for pooled-linear heads
 REFERENCE = "reference_stats.csv"  # the drift reference (dermaops.model.reference writes it)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -57,6 +60,11 @@ class Preprocessing:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     cache_size: tuple[int, int] = (300, 225)
+
+    def cache_pixels(self, image: Image.Image) -> np.ndarray:
+        """The first step of the stem, done where the image is decoded (no torch): what
+        ``prepare`` would store for ``image``, uint8 (H, W, 3) covering ``cache_size``."""
+        return to_array(resize_cover(image, self.cache_size))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,8 +132,6 @@ class ModelArtifact:
     @cached_property
     def projection(self) -> Projection | None:
         """The embedding projection registered with the model, if it has one."""
-        from dermaops.model.embedding import PROJECTION, Projection
-
         path = self.folder / PROJECTION
         if not path.is_file():
             log.warning("%s has no %s: no embedding features for the monitor", self.folder,
@@ -218,7 +224,6 @@ def assemble(model_dir: Path, prepared: Path, eval_dir: Path, dest: Path) -> dic
     Returns:
         The calibration (temperature and melanoma threshold).
     """
-    from dermaops.model.embedding import PROJECTION
     from dermaops.model.reference import OUTPUTS, join_reference
 
     try:

@@ -1,7 +1,8 @@
-"""Grad-CAM heatmaps for any model of the factory, for evaluation reports and serving.
+"""Grad-CAM heatmaps for any model of the factory, for evaluation reports and the GPU predictor.
 
-The ``grad-cam`` package does the work (Grad-CAM, Grad-CAM++ and others); this module picks
-the layer for each architecture and turns maps into overlays.
+The ``grad-cam`` package does the work (Grad-CAM, Grad-CAM++ and others); this module picks the
+layer for each architecture. The CPU predictor gets the same maps from the serving graph without
+torch (:mod:`dermaops.model.heatmap`, which also colours them into overlays).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from typing import Literal
 import numpy as np
 import torch
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
-from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
@@ -44,11 +44,3 @@ def heatmaps(
         maps = cam(input_tensor=inputs, targets=[ClassifierOutputTarget(c) for c in classes])
     model.train(was_training)
     return np.asarray(maps, dtype=np.float32)
-
-
-def overlay(image: np.ndarray, heatmap: np.ndarray, weight: float = 0.55) -> np.ndarray:
-    """A heatmap (S, S) in 0..1 blended over an RGB uint8 image (S, S, 3)."""
-    blended: np.ndarray = show_cam_on_image(
-        image.astype(np.float32) / 255.0, heatmap, use_rgb=True, image_weight=weight
-    )
-    return blended

@@ -25,17 +25,24 @@ class WeightsUnavailableError(DermaOpsError):
 @dataclass(frozen=True)
 class Arch:
     """Where a torchvision model keeps its classifier, its last feature block, and the layer
-    Grad-CAM reads (the last one with spatial feature maps)."""
+    Grad-CAM reads (the last one with spatial feature maps).
+
+    ``pooled_linear``: the head is global average pooling of ``cam_layer``'s maps then one linear
+    layer, so Grad-CAM equals the class activation map and the serving graph can output it.
+    """
 
     head: str
     last_block: tuple[str, ...]
     cam_layer: str
+    pooled_linear: bool = False
 
 
 ARCHS: dict[str, Arch] = {
-    "resnet18": Arch("fc", ("layer4",), "layer4"),
-    "resnet50": Arch("fc", ("layer4",), "layer4"),
-    "efficientnet_b0": Arch("classifier.1", ("features.7", "features.8"), "features.8"),
+    "resnet18": Arch("fc", ("layer4",), "layer4", pooled_linear=True),
+    "resnet50": Arch("fc", ("layer4",), "layer4", pooled_linear=True),
+    "efficientnet_b0": Arch(
+        "classifier.1", ("features.7", "features.8"), "features.8", pooled_linear=True
+    ),
     "convnext_tiny": Arch("classifier.2", ("features.7",), "features.7"),
     "mobilenet_v3_large": Arch(
         "classifier.3", ("features.14", "features.15", "features.16"), "features.16"

@@ -19,7 +19,7 @@ import pandas as pd
 from dermaops.data.features import CONFIDENCE, PREDICTION
 from dermaops.errors import DermaOpsError
 from dermaops.labels import CLASSES
-from dermaops.model.embedding import PROJECTION_NAMES
+from dermaops.model.projection import PROJECTION_NAMES
 
 OUTPUTS = "reference_outputs.csv"
 

@@ -3,7 +3,8 @@
 Every image reaches a model the same way: decoded and scaled to cover the cache size (what
 ``prepare`` stores), its short side scaled to ``image_size`` with antialiasing, centre-cropped
 square, and normalised with the mean and std saved beside the weights. Training replaces the
-centre crop with random augmentation (:mod:`dermaops.train.augment`) and nothing else.
+centre crop with random augmentation (:mod:`dermaops.train.augment`) and nothing else. The CPU
+predictor runs all but the decode inside its ONNX graph (:class:`Stem`, exported with the model).
 """
 
 from __future__ import annotations
@@ -12,25 +13,33 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 from PIL import Image
+from torch import nn
 
-from dermaops.imaging import resize_cover, to_array
 from dermaops.model.artifact import Preprocessing
+
+
+def short_side_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """(height, width) of an image whose short side is scaled to ``size``, aspect kept."""
+    scale = size / min(height, width)
+    return round(height * scale), round(width * scale)
+
+
+def scale_to(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Float (N, 3, H, W) grey levels to ``shape``: antialiased bilinear, rounded to whole ones."""
+    x = F.interpolate(x, size=shape, mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255)
 
 
 def fit_short_side(pixels: torch.Tensor, size: int, chunk: int = 256) -> torch.Tensor:
     """Scale uint8 (N, H, W, 3) images so the short side is ``size``, keeping the aspect."""
     n, h, w, _ = pixels.shape
-    scale = size / min(h, w)
-    out_h, out_w = round(h * scale), round(w * scale)
-    if (out_h, out_w) == (h, w):
+    shape = short_side_shape(h, w, size)
+    if shape == (h, w):
         return pixels
     parts = []
     for start in range(0, n, chunk):
-        x = pixels[start : start + chunk].permute(0, 3, 1, 2).float()
-        x = F.interpolate(
-            x, size=(out_h, out_w), mode="bilinear", antialias=True, align_corners=False
-        )
-        parts.append(x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1))
+        x = scale_to(pixels[start : start + chunk].permute(0, 3, 1, 2).float(), shape)
+        parts.append(x.to(torch.uint8).permute(0, 2, 3, 1))
     return torch.cat(parts).contiguous()
 
 
@@ -54,17 +63,40 @@ def eval_batch(pixels: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     return normalise(square, pre)
 
 
-def cache_pixels(image: Image.Image, pre: Preprocessing) -> np.ndarray:
-    """What ``prepare`` would store for this image: uint8 (H, W, 3) covering ``cache_size``."""
-    return to_array(resize_cover(image, pre.cache_size))
-
-
 def images_to_batch(images: list[Image.Image], pre: Preprocessing) -> torch.Tensor:
     """Decoded RGB images (e.g. from a request) to the model's normalised input batch."""
-    return pixels_to_batch([cache_pixels(img, pre) for img in images], pre)
+    return pixels_to_batch([pre.cache_pixels(img) for img in images], pre)
 
 
 def pixels_to_batch(pixels: list[np.ndarray], pre: Preprocessing) -> torch.Tensor:
-    """Cache pixels (from :func:`cache_pixels`) to the model's normalised input batch."""
+    """Cache pixels (:meth:`Preprocessing.cache_pixels`) to the model's normalised input batch."""
     stacked = torch.from_numpy(np.stack(pixels))
     return eval_batch(fit_short_side(stacked, pre.image_size), pre)
+
+
+class Stem(nn.Module):
+    """The stem as one traceable module, for the exported serving graph.
+
+    uint8 cache pixels (N, H, W, 3) in; the normalised batch (N, 3, S, S) and the square the model
+    sees, as uint8 (N, S, S, 3), out. The same functions as :func:`pixels_to_batch`, without the
+    chunking (a graph gets a whole batch).
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, pre: Preprocessing):
+        super().__init__()
+        self.size = pre.image_size
+        self.shape = short_side_shape(pre.cache_size[1], pre.cache_size[0], pre.image_size)
+        self.register_buffer("mean", torch.tensor(pre.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(pre.std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = pixels.permute(0, 3, 1, 2).float()
+        if self.shape != tuple(pixels.shape[1:3]):
+            x = scale_to(x, self.shape)
+        top, left = (self.shape[0] - self.size) // 2, (self.shape[1] - self.size) // 2
+        square = x[:, :, top : top + self.size, left : left + self.size]
+        seen = square.permute(0, 2, 3, 1).to(torch.uint8)
+        return (square / 255 - self.mean) / self.std, seen

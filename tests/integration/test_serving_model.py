@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from kserve.errors import InvalidInput
 
 from dermaops.deploy import write_pointer
@@ -88,15 +87,15 @@ def test_micro_batcher_joins_concurrent_requests_and_splits_answers() -> None:
     calls: list[int] = []
     lock = threading.Lock()
 
-    def forward(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with lock:
             calls.append(len(x))
-        values = x.reshape(len(x), -1).numpy()[:, :1]
+        values = x.reshape(len(x), -1)[:, :1]
         return values * 10, values + 1
 
     async def many() -> list[tuple[np.ndarray, ...]]:
         batcher = MicroBatcher(forward, max_batch=8, max_wait_ms=50, executor=pool)
-        inputs = [torch.full((n, 1), float(i)) for i, n in enumerate([1, 2, 1, 3])]
+        inputs = [np.full((n, 1), float(i), np.float32) for i, n in enumerate([1, 2, 1, 3])]
         return await asyncio.gather(*(batcher(x) for x in inputs))
 
     with ThreadPoolExecutor(2) as pool:

@@ -10,7 +10,6 @@ from dermaops.data.features import image_stats
 from dermaops.imaging import decode
 from dermaops.inference_log import InferenceLog
 from dermaops.model.artifact import Preprocessing
-from dermaops.model.stem import cache_pixels
 from dermaops.traffic import shift
 
 
@@ -23,7 +22,7 @@ def log_traffic(raw: Path, folder: Path, drifted: bool) -> Path:
     for path in sorted(raw.rglob("*.jpg")):
         decoded = decode(path, min_size=pre.cache_size)
         image = shift(decoded.image) if drifted else decoded.image
-        stats = image_stats(cache_pixels(image, pre), decoded.original_size)
+        stats = image_stats(pre.cache_pixels(image), decoded.original_size)
         log.write({**stats, "prediction": metadata.loc[path.stem, "dx"], "confidence": 0.9})
     log.close()
     return folder

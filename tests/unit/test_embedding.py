@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from dermaops.model.embedding import PROJECTION_NAMES, Projection, ProjectionError, WithEmbedding
+from dermaops.model.embedding import WithEmbedding
 from dermaops.model.factory import ARCHS, build_model
+from dermaops.model.projection import PROJECTION_NAMES, Projection, ProjectionError
 from dermaops.model.reference import ReferenceError, join_reference, write_outputs
 
 

@@ -9,7 +9,6 @@ from PIL import Image
 
 from dermaops.model.artifact import Preprocessing
 from dermaops.model.stem import (
-    cache_pixels,
     centre_crop,
     eval_batch,
     fit_short_side,
@@ -49,7 +48,7 @@ def test_serving_path_equals_the_training_path() -> None:
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (450, 600, 3), dtype=np.uint8))
     served = images_to_batch([image], PRE)
-    cached = torch.from_numpy(np.array(cache_pixels(image, PRE)))[None]
+    cached = torch.from_numpy(np.array(PRE.cache_pixels(image)))[None]
     trained = eval_batch(fit_short_side(cached, PRE.image_size), PRE)
     assert torch.equal(served, trained)
 
