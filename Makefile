@@ -32,9 +32,10 @@ demo: $(STAMP)
 serve-once: $(STAMP)
 	@scripts/demo_serve.sh $(BIN) $(DEMO_PORT) $(DEMO_MONITOR_PORT)
 
-## tools: real helm and kubectl (.tools/bin, hash-checked), and KServe's storage code with MLflow's
-## S3-backed server and moto's S3 (.tools/storage), for the chart and registry tests
-tools: .tools/bin/helm .tools/bin/kubectl .tools/storage/.installed
+## tools: real helm and kubectl (.tools/bin, hash-checked), KServe's storage code with MLflow's
+## S3-backed server and moto's S3 (.tools/storage), and Triton's protocol client (.tools/client),
+## for the chart, registry and protocol tests
+tools: .tools/bin/helm .tools/bin/kubectl .tools/storage/.installed .tools/client/.installed
 
 .tools/bin/helm .tools/bin/kubectl: | $(STAMP)
 	$(BIN)/python scripts/fetch_tools.py .tools/bin
@@ -43,6 +44,12 @@ tools: .tools/bin/helm .tools/bin/kubectl .tools/storage/.installed
 	$(PYTHON) -m venv .tools/storage
 	.tools/storage/bin/pip install --quiet --disable-pip-version-check --no-deps \
 	  -r requirements/storage-tools.txt
+	touch $@
+
+.tools/client/.installed: requirements/client-tools.txt
+	$(PYTHON) -m venv .tools/client
+	.tools/client/bin/pip install --quiet --disable-pip-version-check --no-deps \
+	  -r requirements/client-tools.txt
 	touch $@
 
 ## test: lint, type-check and run every test but the GPU ones

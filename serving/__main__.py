@@ -62,12 +62,15 @@ def settings_from(
 def main(argv: list[str] | None = None) -> None:
     """Load the model (ready only after a warm-up inference), then serve until stopped."""
     import kserve
+    from kserve.model_server import app
 
+    from dermaops.serving.binary import BinaryTensors
     from dermaops.serving.model import DermaOpsModel
 
     args, settings = settings_from(argv)
     model = DermaOpsModel(args.model_name, settings)
     model.load()
+    app.add_middleware(BinaryTensors)  # before KServe's decoder, which reads BYTES as UTF-8
     kserve.ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,

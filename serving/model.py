@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from kserve import Model
-from kserve.errors import InferenceError
+from kserve.errors import InferenceError, InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from PIL import Image
 
@@ -249,12 +249,13 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             InferOutput("label", [n], "BYTES", labels),
             InferOutput("melanoma", [n], "BOOL", result.flags.tolist()),
         ]
-        assert result.batch.v2 is not None
+        request = result.batch.v2
+        assert request is not None
         return InferResponse(
-            response_id=result.batch.v2.id or "",
+            response_id=request.id or "",
             model_name=self.name,
             model_version=self.version,
-            infer_outputs=outputs,
+            infer_outputs=_requested(outputs, request),
             parameters={
                 "classes": ",".join(CLASSES),
                 "melanoma_threshold": self.artifact.melanoma_threshold,
@@ -294,6 +295,20 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         for sink in self.sinks:
             sink.close()
         self.pool.shutdown(wait=False)
+
+
+def _requested(outputs: list[InferOutput], request: InferRequest) -> list[InferOutput]:
+    """The outputs a v2 request names, in its order; all of them when it names none."""
+    names = [o.name for o in request.request_outputs or []]
+    if not names:
+        return outputs
+    by_name = {o.name: o for o in outputs}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise InvalidInput(
+            f"unknown output(s) {', '.join(unknown)}; this model has {', '.join(by_name)}"
+        )
+    return [by_name[n] for n in names]
 
 
 def _png(pixels: np.ndarray) -> str:

@@ -81,7 +81,7 @@ def find_tool(name: str, venv: str = "") -> str:
         found = shutil.which(name, path=str(ROOT / ".tools" / "bin")) or shutil.which(name)
     if found:
         return found
-    message = f"{name} is missing: run `make tools` (helm, kubectl, .tools/storage)" + (
+    message = f"{name} is missing: run `make tools` (helm, kubectl, the .tools venvs)" + (
         "" if venv else " or apt-get install it"
     )
     if os.environ.get("CI"):
