@@ -11,7 +11,7 @@ DEMO_N ?= 1500
 DEMO_PORT ?= 8080
 DEMO_MONITOR_PORT ?= 8090
 
-.PHONY: demo serve-once test lint typecheck venv tools audit pin-images bench lock clean
+.PHONY: demo serve-once test lint typecheck venv tools audit pin-images bench lock image-locks clean
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)
@@ -79,15 +79,27 @@ pin-images: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/dermaops bench prepare --n 2000
 
-## lock: re-resolve requirements/lock.txt, and the images' hashed runtime closure (runtime*.txt)
+## lock: re-resolve requirements/lock.txt, then each image's hashed closure (image-*.txt)
+IMAGES := serving serving-gpu monitor ui train
+MLFLOW_SERVER := mlflow==3.17.2 psycopg2-binary==2.9.13 boto3==1.44.8
 lock:
 	$(PYTHON) -m venv /tmp/dermaops-lock-venv
 	/tmp/dermaops-lock-venv/bin/pip install --quiet --dry-run --ignore-installed \
 	  --report /tmp/dermaops-lock.json -e '.[dev]' -r requirements/planned.txt
 	$(PYTHON) scripts/write_lock.py /tmp/dermaops-lock.json requirements/lock.txt
+	$(MAKE) --no-print-directory image-locks
+
+## image-locks: each image's closure under the lock: dermaops's extra, or the MLflow server's drivers
+image-locks:
+	$(PYTHON) -m venv /tmp/dermaops-lock-venv
+	for image in $(IMAGES); do \
+	  /tmp/dermaops-lock-venv/bin/pip install --quiet --dry-run --ignore-installed \
+	    --report /tmp/dermaops-image.json -c requirements/lock.txt ".[$$image]"; \
+	  $(PYTHON) scripts/write_image_lock.py $$image /tmp/dermaops-image.json requirements/; \
+	done
 	/tmp/dermaops-lock-venv/bin/pip install --quiet --dry-run --ignore-installed \
-	  --report /tmp/dermaops-runtime.json -c requirements/lock.txt .
-	$(PYTHON) scripts/write_runtime_lock.py /tmp/dermaops-runtime.json requirements/
+	  --report /tmp/dermaops-image.json -c requirements/lock.txt $(MLFLOW_SERVER)
+	$(PYTHON) scripts/write_image_lock.py mlflow /tmp/dermaops-image.json requirements/
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

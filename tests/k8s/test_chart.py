@@ -158,7 +158,7 @@ def test_images_can_be_pinned_by_digest() -> None:
     assert images["monitor"] == f"ghcr.io/dermaops/monitor:abc123@{digest}", "skaffold's form"
     assert images["storage-initializer"] == initializer, "make pin-images' form"
     for setting in ("images.ui.digest=sha256:abc", "images.ui.tag=v1@md5:00",
-                    "mlflow.image=ghcr.io/mlflow/mlflow:v3@sha256:abc"):  # fmt: skip
+                    "images.mlflow.digest=sha256:abc"):  # fmt: skip
         done = helm("template", "x", str(CHART), *URI, "--set", setting)
         assert done.returncode != 0 and "pattern" in done.stderr, (setting, done.stderr)
 

@@ -1,51 +1,83 @@
-"""The images' hashed requirements agree with the lock and cover the runtime dependencies."""
+"""Each image's hashed closure agrees with the lock, covers its layer, and carries nothing else."""
 
 from __future__ import annotations
 
 import re
 import tomllib
 
+import pytest
+
 from tests.k8s.conftest import ROOT
 
 REQ = ROOT / "requirements"
 BLOCK = re.compile(r"^([a-z0-9._-]+)==(\S+) \\\n    --hash=sha256:([0-9a-f]{64})$", re.M)
+IMAGES = ["serving", "serving-gpu", "monitor", "ui", "train", "train-cpu", "mlflow"]
+MLFLOW_DRIVERS = {"psycopg2-binary", "boto3", "botocore", "s3transfer", "jmespath"}
+CUDA = re.compile(r"^(torch|torchvision|triton|nvidia-.*|cuda-.*)$")
+# What an image must not carry: the frameworks of the layers it does not run.
+NOT_IN = {
+    "serving": {"torch", "torchvision", "grad-cam", "opencv-python-headless", "mlflow", "kfp",
+                "streamlit", "evidently", "scikit-learn", "matplotlib"},
+    "ui": {"torch", "kserve", "mlflow", "kfp", "evidently", "onnxruntime"},
+    "monitor": {"torch", "torchvision", "kserve", "streamlit", "onnxruntime"},
+    "train-cpu": {"torch", "torchvision", "triton", "kserve", "streamlit"},
+    "mlflow": {"torch", "kserve", "streamlit", "kfp"},
+}  # fmt: skip
 
 
-def _pins(text: str) -> dict[str, str]:
-    return {m[1]: m[2] for m in BLOCK.finditer(text)}
+def pins(name: str) -> dict[str, str]:
+    text = (REQ / f"image-{name}.txt").read_text()
+    found = {canonical(m[1]): m[2] for m in BLOCK.finditer(text)}
+    requirements = [line for line in text.splitlines() if line and line[0].isalnum()]
+    assert len(found) == len(requirements), f"image-{name}.txt: a requirement without a hash"
+    return found
 
 
-def _canonical(name: str) -> str:
+def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def test_every_runtime_pin_is_the_locks_and_carries_a_hash() -> None:
+def direct(extra: str | None) -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    listed = project["dependencies"] if extra is None else project["optional-dependencies"][extra]
+    names = {canonical(re.split(r"[=<>\[ ;]", d)[0]) for d in listed}
+    return names - {"dermaops"}
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_every_pin_is_the_locks_and_carries_a_hash(image: str) -> None:
     lock = {
-        _canonical(line.split("==")[0]): line.split("==")[1].strip()
+        canonical(line.split("==")[0]): line.split("==")[1].strip()
         for line in (REQ / "lock.txt").read_text().splitlines()
         if "==" in line and not line.startswith("#")
     }
-    for name in ("runtime.txt", "runtime-cpu.txt"):
-        text = (REQ / name).read_text()
-        requirements = [line for line in text.splitlines() if line and line[0].isalnum()]
-        pins = _pins(text)
-        assert len(pins) == len(requirements) > 100, f"{name}: a requirement without a hash"
-        assert {_canonical(n): v for n, v in pins.items()}.items() <= lock.items(), name
+    found = pins(image)
+    extra = MLFLOW_DRIVERS if image == "mlflow" else set()
+    assert {n: v for n, v in found.items() if n not in extra}.items() <= lock.items()
 
 
-def test_runtime_covers_the_project_and_leaves_out_dev_tools_and_cuda_for_cpu() -> None:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    direct = {_canonical(re.split(r"[=<>\[ ;]", d)[0]) for d in project["dependencies"]}
-    gpu = {_canonical(n) for n in _pins((REQ / "runtime.txt").read_text())}
-    cpu = {_canonical(n) for n in _pins((REQ / "runtime-cpu.txt").read_text())}
-    assert direct <= gpu and direct - {"torch", "torchvision"} <= cpu
-    assert not {"pytest", "ruff", "mypy", "selenium"} & gpu, "no dev tools in the images"
-    assert {"torch", "torchvision"} & cpu == set()
-    assert not any(n.startswith(("nvidia-", "cuda-")) or n == "triton" for n in cpu)
-    assert cpu < gpu
+@pytest.mark.parametrize("image", ["serving", "serving-gpu", "monitor", "ui", "train"])
+def test_each_image_has_the_core_and_its_layer(image: str) -> None:
+    found = set(pins(image))
+    assert direct(None) | direct(image) <= found
+    assert not {"pytest", "ruff", "mypy", "selenium"} & found, "no dev tools in the images"
 
 
-def test_the_dockerfile_installs_them_with_hash_checking() -> None:
+@pytest.mark.parametrize("image", sorted(NOT_IN))
+def test_no_image_carries_another_layers_frameworks(image: str) -> None:
+    assert set(pins(image)) & NOT_IN[image] == set()
+
+
+def test_only_the_trainer_and_the_gpu_predictor_carry_torch() -> None:
+    with_torch = {image for image in IMAGES if "torch" in pins(image)}
+    assert with_torch == {"serving-gpu", "train"}
+    cpu, gpu = pins("train-cpu"), pins("train")
+    assert set(cpu) == {n for n in gpu if not CUDA.match(n)}
+
+
+def test_the_dockerfile_installs_each_closure_with_hash_checking() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "--require-hashes --no-deps -r requirements/runtime.txt" in dockerfile
-    assert "--require-hashes --no-deps -r requirements/runtime-cpu.txt" in dockerfile
+    installer = (ROOT / "scripts" / "install_image.sh").read_text()
+    assert '--require-hashes --no-deps -r "$closure"' in installer
+    for image in ("serving", "serving-gpu", "monitor", "ui", "train", "mlflow"):
+        assert f"scripts/install_image.sh {image}" in dockerfile, image
