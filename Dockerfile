@@ -26,6 +26,11 @@ COPY registry registry
 COPY serving serving
 COPY monitoring monitoring
 COPY ui ui
+# dermaops's own wheel, built once with the hashed setuptools of image-build.txt (a venv's bundled
+# setuptools is older than the license field of pyproject.toml).
+RUN python3 -m venv /opt/build \
+ && /opt/build/bin/pip install --require-hashes --no-deps -r requirements/image-build.txt \
+ && /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
 
 # One build stage per image: its closure with --require-hashes, then the project without deps.
 FROM source AS build-serving

@@ -100,6 +100,9 @@ image-locks:
 	/tmp/dermaops-lock-venv/bin/pip install --quiet --dry-run --ignore-installed \
 	  --report /tmp/dermaops-image.json -c requirements/lock.txt $(MLFLOW_SERVER)
 	$(PYTHON) scripts/write_image_lock.py mlflow /tmp/dermaops-image.json requirements/
+	/tmp/dermaops-lock-venv/bin/pip install --quiet --dry-run --ignore-installed \
+	  --report /tmp/dermaops-image.json -c requirements/lock.txt setuptools
+	$(PYTHON) scripts/write_image_lock.py build /tmp/dermaops-image.json requirements/
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -3,8 +3,8 @@
 #   install_image.sh NAME [TORCH_INDEX_URL]
 # NAME's closure (requirements/image-NAME.txt) is installed with --require-hashes --no-deps; with
 # TORCH_INDEX_URL, torch and torchvision come from that index at the closure's versions and the
-# rest from image-NAME-cpu.txt. Then dermaops itself without dependencies (not for mlflow), and
-# pip and setuptools leave the venv.
+# rest from image-NAME-cpu.txt. Then dermaops's wheel (/wheels, built by the Dockerfile) without
+# dependencies (not for mlflow), and pip and setuptools leave the venv.
 set -eu
 name=$1
 torch_index=${2:-}
@@ -19,7 +19,7 @@ if [ -n "$torch_index" ]; then
 fi
 $pip install --require-hashes --no-deps -r "$closure"
 if [ "$name" != mlflow ]; then
-  $pip install --no-deps --no-build-isolation .
+  $pip install --no-deps /wheels/dermaops-*.whl
 fi
 $pip uninstall -y pip setuptools
 find /opt/dermaops -name '__pycache__' -prune -exec rm -rf {} +

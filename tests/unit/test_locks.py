@@ -11,7 +11,7 @@ from tests.k8s.conftest import ROOT
 
 REQ = ROOT / "requirements"
 BLOCK = re.compile(r"^([a-z0-9._-]+)==(\S+) \\\n    --hash=sha256:([0-9a-f]{64})$", re.M)
-IMAGES = ["serving", "serving-gpu", "monitor", "ui", "train", "train-cpu", "mlflow"]
+IMAGES = ["serving", "serving-gpu", "monitor", "ui", "train", "train-cpu", "mlflow", "build"]
 MLFLOW_DRIVERS = {"psycopg2-binary", "boto3", "botocore", "s3transfer", "jmespath"}
 CUDA = re.compile(r"^(torch|torchvision|triton|nvidia-.*|cuda-.*)$")
 # What an image must not carry: the frameworks of the layers it does not run.
@@ -70,7 +70,7 @@ def test_no_image_carries_another_layers_frameworks(image: str) -> None:
 
 def test_only_the_trainer_and_the_gpu_predictor_carry_torch() -> None:
     with_torch = {image for image in IMAGES if "torch" in pins(image)}
-    assert with_torch == {"serving-gpu", "train"}
+    assert with_torch == {"serving-gpu", "train"}, with_torch
     cpu, gpu = pins("train-cpu"), pins("train")
     assert set(cpu) == {n for n in gpu if not CUDA.match(n)}
 
@@ -79,5 +79,6 @@ def test_the_dockerfile_installs_each_closure_with_hash_checking() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     installer = (ROOT / "scripts" / "install_image.sh").read_text()
     assert '--require-hashes --no-deps -r "$closure"' in installer
+    assert "--require-hashes --no-deps -r requirements/image-build.txt" in dockerfile
     for image in ("serving", "serving-gpu", "monitor", "ui", "train", "mlflow"):
         assert f"scripts/install_image.sh {image}" in dockerfile, image
