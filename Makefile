@@ -11,7 +11,7 @@ DEMO_N ?= 1500
 DEMO_PORT ?= 8080
 DEMO_MONITOR_PORT ?= 8090
 
-.PHONY: demo serve-once test lint typecheck venv tools audit pin-images bench lock image-locks clean
+.PHONY: demo serve-once test lint typecheck venv tools audit pin-images bench lock image-locks images clean
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +88,12 @@ lock:
 	  --report /tmp/dermaops-lock.json -e '.[dev]' -r requirements/planned.txt
 	$(PYTHON) scripts/write_lock.py /tmp/dermaops-lock.json requirements/lock.txt
 	$(MAKE) --no-print-directory image-locks
+
+## images: build the serving, monitor, ui and mlflow images with podman; sizes against budgets
+## (IMAGES_ARGS: e.g. --base localhost/bookworm-python --podman-arg=-v... ; see scripts/images.py)
+IMAGES_ARGS ?=
+images: $(STAMP)
+	$(BIN)/python scripts/images.py $(IMAGES_ARGS)
 
 ## image-locks: each image's closure under the lock: dermaops's extra, or the MLflow server's drivers
 image-locks:
