@@ -29,6 +29,7 @@ from dermaops.imaging import Decoded, ImageLimits
 from dermaops.inference_log import InferenceLog
 from dermaops.labels import CLASSES, FULL_NAMES
 from dermaops.model.artifact import MEL
+from dermaops.model.heatmap import overlay
 from dermaops.model.projection import PROJECTION_NAMES
 from dermaops.model.uri import load_model
 from dermaops.serving.backends import Backend, Outputs, choose_backend
@@ -270,8 +271,6 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         return answer
 
     def _explain(self, batch: Batch) -> dict[str, Any]:
-        from dermaops.model.heatmap import overlay
-
         seen = self.backend.explain(np.stack(batch.pixels))
         probs = self.artifact.probabilities(seen.logits)
         top = [int(i) for i in probs.argmax(axis=1)]
