@@ -3,18 +3,28 @@
 Prints target, size and budget per image (sizes as `podman image inspect` reports them, in
 decimal MB) and exits 1 when one is over. A CPU predictor image pulls on every new replica, so its
 size is its cold start.
-Usage: python scripts/images.py [--base IMAGE] [--tag TAG] [--podman-arg ARG ...] [TARGET ...]
+Usage: python scripts/images.py [--base IMAGE] [--tag TAG] [--podman-arg ARG ...]
+                                [--cold-start MODEL_DIR] [TARGET ...]
   --base        BASE_IMAGE (a Debian-based Python 3.11; default: the Dockerfile's pinned slim)
   --podman-arg  passed to `podman build` (e.g. -v CA.crt:/etc/ssl/certs/ca-certificates.crt:ro
                 behind a proxy that re-signs TLS)
+  --cold-start  also time the serving container from `podman run` to ready, serving MODEL_DIR
+                (a model folder with model.onnx) as the chart runs it: uid 10001, read-only root
+                (DERMAOPS_HOME on a tmpfs where the chart mounts a volume)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import socket
+import statistics
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 BUDGETS_MB = {"serving": 800, "ui": 800, "monitor": 1200, "mlflow": 1200}
 
@@ -31,12 +41,55 @@ def build(target: str, tag: str, base: str | None, extra: list[str]) -> int:
     return int(json.loads(out)[0]["Size"])
 
 
+def cold_start(image: str, model_dir: Path, runs: int = 3) -> float:
+    """Median seconds from `podman run` to the predictor's model being ready."""
+    seconds = []
+    for _ in range(runs):
+        port = _free_port()
+        started = time.perf_counter()
+        name = subprocess.run(
+            ["podman", "run", "-d", "--rm", "--user", "10001:10001", "--read-only",
+             "--tmpfs", "/tmp", "-e", "DERMAOPS_HOME=/tmp/dermaops",
+             "-v", f"{model_dir.resolve()}:/mnt/models:ro",
+             "-p", f"127.0.0.1:{port}:8080", image],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
+        try:
+            seconds.append(
+                _until_ready(f"http://127.0.0.1:{port}/v2/models/dermaops/ready") - started
+            )
+        finally:
+            subprocess.run(["podman", "rm", "-f", name], check=False, capture_output=True)
+    return statistics.median(seconds)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _until_ready(url: str, timeout: float = 120) -> float:
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return time.perf_counter()
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready after {timeout:.0f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("targets", nargs="*", default=list(BUDGETS_MB))
     parser.add_argument("--base")
     parser.add_argument("--tag", default="dev")
     parser.add_argument("--podman-arg", action="append", default=[])
+    parser.add_argument("--cold-start", type=Path, metavar="MODEL_DIR")
     args = parser.parse_args(argv)
     unknown = set(args.targets) - set(BUDGETS_MB)
     if unknown:
@@ -48,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         budget = BUDGETS_MB[target]
         over += size > budget
         print(f"{target:<10} {size:>8.0f} {budget:>10}{'  OVER' if size > budget else ''}")
+    if args.cold_start and "serving" in args.targets:
+        seconds = cold_start(f"localhost/dermaops-serving:{args.tag}", args.cold_start)
+        print(f"serving cold start (podman run to ready, median of 3): {seconds:.1f} s")
     return 1 if over else 0
 
 
