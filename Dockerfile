@@ -8,6 +8,7 @@
 #   trainer      the KFP components (torch with CUDA; TORCH_INDEX_URL=<PyTorch's CPU index>
 #                builds it for CPU nodes)
 #   mlflow       the tracking server with the PostgreSQL and S3 drivers the chart's MLflow needs
+#   storage-initializer  KServe's storage code (kserve-storage 0.21.0), as its own image runs it
 # BASE_IMAGE must be a Debian-based Python 3.11. The default is pinned by digest (the multi-arch
 # index of python:3.11.16-slim-bookworm, built 2026-09-01, as docker-library/repo-info records
 # it); `make pin-images` refreshes pins from the registry.
@@ -16,7 +17,7 @@ ARG BASE_IMAGE=python:3.11.16-slim-bookworm@sha256:c425d915a89a6dcd3183b1797ad9b
 FROM ${BASE_IMAGE} AS source
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY scripts/install_image.sh scripts/
+COPY scripts/install_image.sh scripts/storage_initializer.py scripts/
 COPY requirements/image-*.txt requirements/
 COPY pyproject.toml README.md ./
 COPY dermaops dermaops
@@ -51,6 +52,9 @@ RUN sh scripts/install_image.sh train "$TORCH_INDEX_URL"
 
 FROM source AS build-mlflow
 RUN sh scripts/install_image.sh mlflow
+
+FROM source AS build-storage-initializer
+RUN sh scripts/install_image.sh storage-initializer
 
 FROM ${BASE_IMAGE} AS runtime
 # Nothing to build with: no compiler, no pip; a non-root user; writes only to volumes.
@@ -98,3 +102,8 @@ FROM runtime AS mlflow
 COPY --from=build-mlflow /opt/dermaops /opt/dermaops
 EXPOSE 5000
 ENTRYPOINT ["mlflow", "server"]
+
+FROM runtime AS storage-initializer
+COPY --from=build-storage-initializer /opt/dermaops /opt/dermaops
+COPY --from=source /src/scripts/storage_initializer.py /opt/dermaops/storage_initializer.py
+ENTRYPOINT ["python3", "/opt/dermaops/storage_initializer.py"]

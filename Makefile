@@ -95,7 +95,8 @@ IMAGES_ARGS ?=
 images: $(STAMP)
 	$(BIN)/python scripts/images.py $(IMAGES_ARGS)
 
-## image-locks: each image's closure under the lock: dermaops's extra, or the MLflow server's drivers
+## image-locks: each image's closure under the lock: dermaops's extra, the MLflow server's drivers,
+## and KServe's storage code (kserve-storage, pinned as in storage-tools.txt)
 image-locks:
 	$(PYTHON) -m venv /tmp/dermaops-lock-venv
 	for image in $(IMAGES); do \
@@ -109,6 +110,10 @@ image-locks:
 	/tmp/dermaops-lock-venv/bin/pip install --quiet --dry-run --ignore-installed \
 	  --report /tmp/dermaops-image.json -c requirements/lock.txt setuptools
 	$(PYTHON) scripts/write_image_lock.py build /tmp/dermaops-image.json requirements/
+	/tmp/dermaops-lock-venv/bin/pip install --quiet --dry-run --ignore-installed \
+	  --report /tmp/dermaops-image.json -c requirements/storage-tools.txt kserve-storage==0.21.0
+	$(PYTHON) scripts/write_image_lock.py storage-initializer /tmp/dermaops-image.json \
+	  requirements/ storage-tools.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

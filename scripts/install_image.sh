@@ -4,7 +4,8 @@
 # NAME's closure (requirements/image-NAME.txt) is installed with --require-hashes --no-deps; with
 # TORCH_INDEX_URL, torch and torchvision come from that index at the closure's versions and the
 # rest from image-NAME-cpu.txt. Then dermaops's wheel (/wheels, built by the Dockerfile) without
-# dependencies (not for mlflow), and pip and setuptools leave the venv.
+# dependencies (not for the third-party images, mlflow and storage-initializer), and pip and
+# setuptools leave the venv.
 set -eu
 name=$1
 torch_index=${2:-}
@@ -18,7 +19,7 @@ if [ -n "$torch_index" ]; then
   closure=requirements/image-$name-cpu.txt
 fi
 $pip install --require-hashes --no-deps -r "$closure"
-if [ "$name" != mlflow ]; then
+if [ "$name" != mlflow ] && [ "$name" != storage-initializer ]; then
   $pip install --no-deps /wheels/dermaops-*.whl
 fi
 $pip uninstall -y pip setuptools

@@ -7,7 +7,8 @@ server's drivers), pinned as in lock.txt, each wheel with the sha256 pip recorde
 closure without torch, torchvision and the CUDA wheels, which a CPU build takes from PyTorch's CPU
 index.
 Regenerate with `make lock`.
-Usage: python scripts/write_image_lock.py NAME REPORT.json requirements/
+Usage: python scripts/write_image_lock.py NAME REPORT.json requirements/ [PINS]
+  PINS: the file the versions come from (default lock.txt)
 """
 
 import json
@@ -16,8 +17,8 @@ import sys
 from pathlib import Path
 
 HEADER = """\
-# The {name} image's closure, pinned as in lock.txt, each with the sha256 of its Linux x86_64
-# CPython 3.11 wheel{cpu}. Installed with
+# The {name} image's closure, pinned as in {pins}, each with the sha256
+# of its Linux x86_64 CPython 3.11 wheel{cpu}. Installed with
 #   pip install --require-hashes --no-deps -r requirements/{file}
 # Regenerate: make lock.
 """
@@ -26,7 +27,7 @@ CUDA_ONLY = re.compile(r"^(torch|torchvision|triton|nvidia-.*|cuda-.*)$")
 CPU_VARIANTS = {"train"}
 
 
-def main(name: str, report_path: str, out_dir: str) -> None:
+def main(name: str, report_path: str, out_dir: str, pins: str = "lock.txt") -> None:
     report = json.loads(Path(report_path).read_text())
     blocks = {}
     for item in sorted(report["install"], key=lambda i: i["metadata"]["name"].lower()):
@@ -39,13 +40,14 @@ def main(name: str, report_path: str, out_dir: str) -> None:
         )
     out = Path(out_dir)
     file = f"image-{name}.txt"
-    (out / file).write_text(HEADER.format(name=name, cpu="", file=file) + "".join(blocks.values()))
+    header = HEADER.format(name=name, pins=pins, cpu="", file=file)
+    (out / file).write_text(header + "".join(blocks.values()))
     if name in CPU_VARIANTS:
         cpu = [block for package, block in blocks.items() if not CUDA_ONLY.match(package)]
         file = f"image-{name}-cpu.txt"
-        header = HEADER.format(name=name, cpu=CPU_NOTE, file=file)
+        header = HEADER.format(name=name, pins=pins, cpu=CPU_NOTE, file=file)
         (out / file).write_text(header + "".join(cpu))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -11,7 +11,17 @@ from tests.k8s.conftest import ROOT
 
 REQ = ROOT / "requirements"
 BLOCK = re.compile(r"^([a-z0-9._-]+)==(\S+) \\\n    --hash=sha256:([0-9a-f]{64})$", re.M)
-IMAGES = ["serving", "serving-gpu", "monitor", "ui", "train", "train-cpu", "mlflow", "build"]
+IMAGES = [
+    "serving",
+    "serving-gpu",
+    "monitor",
+    "ui",
+    "train",
+    "train-cpu",
+    "mlflow",
+    "build",
+    "storage-initializer",
+]
 MLFLOW_DRIVERS = {"psycopg2-binary", "boto3", "botocore", "s3transfer", "jmespath"}
 CUDA = re.compile(r"^(torch|torchvision|triton|nvidia-.*|cuda-.*)$")
 # What an image must not carry: the frameworks of the layers it does not run.
@@ -22,6 +32,7 @@ NOT_IN = {
     "monitor": {"torch", "torchvision", "kserve", "streamlit", "onnxruntime"},
     "train-cpu": {"torch", "torchvision", "triton", "kserve", "streamlit"},
     "mlflow": {"torch", "kserve", "streamlit", "kfp"},
+    "storage-initializer": {"torch", "kserve", "mlflow", "dermaops"},
 }  # fmt: skip
 
 
@@ -46,9 +57,11 @@ def direct(extra: str | None) -> set[str]:
 
 @pytest.mark.parametrize("image", IMAGES)
 def test_every_pin_is_the_locks_and_carries_a_hash(image: str) -> None:
+    """KServe's storage code is pinned as in storage-tools.txt: it cannot share the lock."""
+    source = "storage-tools.txt" if image == "storage-initializer" else "lock.txt"
     lock = {
         canonical(line.split("==")[0]): line.split("==")[1].strip()
-        for line in (REQ / "lock.txt").read_text().splitlines()
+        for line in (REQ / source).read_text().splitlines()
         if "==" in line and not line.startswith("#")
     }
     found = pins(image)
@@ -80,5 +93,13 @@ def test_the_dockerfile_installs_each_closure_with_hash_checking() -> None:
     installer = (ROOT / "scripts" / "install_image.sh").read_text()
     assert '--require-hashes --no-deps -r "$closure"' in installer
     assert "--require-hashes --no-deps -r requirements/image-build.txt" in dockerfile
-    for image in ("serving", "serving-gpu", "monitor", "ui", "train", "mlflow"):
+    for image in (
+        "serving",
+        "serving-gpu",
+        "monitor",
+        "ui",
+        "train",
+        "mlflow",
+        "storage-initializer",
+    ):
         assert f"scripts/install_image.sh {image}" in dockerfile, image

@@ -1,0 +1,126 @@
+"""Podman for the container test: a bootstrapped base (cached, verified), images, pods, cleanup.
+
+No registry can be pulled here, so the base is Debian bookworm with python3 from `debootstrap`
+(TOOLBOX.md), imported as a local image; its tarball is cached outside the clone under a key of
+the inputs that make it, with a sha256 checked before every use. Builds mount the host's CA bundle,
+so pip inside them trusts what the host trusts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.k8s.conftest import ROOT
+
+SUITE, PACKAGES = "bookworm", "python3,python3-venv,ca-certificates"
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+CONF = "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n" \
+       "[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\n"  # fmt: skip
+
+
+def podman(*args: str, check: bool = True, timeout: float = 900) -> str:
+    done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout,
+                          check=False, env=_env())  # fmt: skip
+    if check and done.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args[:3])}... failed:\n{done.stderr[-3000:]}")
+    return done.stdout.strip()
+
+
+def _env() -> dict[str, str]:
+    conf = Path(tempfile.gettempdir()) / "dermaops-containers.conf"
+    if not conf.is_file():
+        conf.write_text(CONF)  # TOOLBOX.md: rootful podman 4.3 with runc and cgroupfs
+    return {**os.environ, "CONTAINERS_CONF": str(conf)}
+
+
+def base_image(cache: Path) -> str:
+    """The bootstrapped base as a local image, from the verified cache or made afresh."""
+    key = hashlib.sha256(f"{SUITE} minbase {PACKAGES}".encode()).hexdigest()[:16]
+    image = f"localhost/dermaops-ci-base:{key}"
+    if _exists(image):
+        return image
+    tarball, digest = cache / f"base-{key}.tar", cache / f"base-{key}.tar.sha256"
+    if not (tarball.is_file() and digest.is_file() and _sha256(tarball) == digest.read_text()):
+        _bootstrap(tarball)
+        digest.write_text(_sha256(tarball))
+    podman("import", str(tarball), image)
+    return image
+
+
+def _exists(image: str) -> bool:
+    return subprocess.run(["podman", "image", "exists", image], env=_env(),
+                          check=False).returncode == 0  # fmt: skip
+
+
+def _bootstrap(tarball: Path) -> None:
+    tarball.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as root:
+        subprocess.run(["debootstrap", "--variant=minbase", f"--include={PACKAGES}", SUITE, root],
+                       check=True, capture_output=True, timeout=900)  # fmt: skip
+        subprocess.run(["tar", "-C", root, "-cf", str(tarball), "."], check=True, timeout=300)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build(target: str, base: str, tag: str) -> str:
+    """Build a Dockerfile target on ``base``; the image's name."""
+    image = f"localhost/dermaops-{target}:{tag}"
+    ca = ["--volume", f"{CA_BUNDLE}:{CA_BUNDLE}:ro"] if CA_BUNDLE.is_file() else []
+    podman("build", "--target", target, "--build-arg", f"BASE_IMAGE={base}", *ca, "-t", image,
+           str(ROOT))  # fmt: skip
+    return image
+
+
+def size(image: str) -> int:
+    return int(json.loads(podman("image", "inspect", image))[0]["Size"])
+
+
+def inspect(container: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(podman("container", "inspect", container))[0]
+    return result
+
+
+def address(container: str, network: str) -> str:
+    return str(inspect(container)["NetworkSettings"]["Networks"][network]["IPAddress"])
+
+
+def chowned_volume(name: str, owner: str) -> None:
+    """A fresh podman volume owned by the pod's uid:gid (emptyDirs come up root-owned otherwise);
+    one of the same name left by a killed run goes first."""
+    podman("volume", "rm", "-f", name, check=False)
+    podman("volume", "create", name)
+    uid, gid = (int(part) for part in owner.split(":"))
+    os.chown(podman("volume", "inspect", name, "--format", "{{.Mountpoint}}"), uid, gid)
+
+
+@contextmanager
+def cleaned(network: str) -> Iterator[list[str]]:
+    """A podman network, and afterwards the removal of it and of what the test listed:
+    ``pod:NAME``, ``container:NAME``, ``volume:NAME``, ``image:NAME`` (also when it failed)."""
+    made: list[str] = []
+    podman("network", "rm", "-f", network, check=False)  # left by a killed run
+    podman("network", "create", network)
+    try:
+        yield made
+    finally:
+        for item in reversed(made):
+            kind, name = item.split(":", 1)
+            remove: Sequence[str] = {"pod": ["pod", "rm", "-f"], "container": ["rm", "-f"],
+                                     "volume": ["volume", "rm", "-f"],
+                                     "image": ["rmi", "-f"]}[kind]  # fmt: skip
+            podman(*remove, name, check=False)
+        podman("network", "rm", "-f", network, check=False)
