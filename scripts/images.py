@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from dermaops.net import free_port, wait_until_ready
 
 BUDGETS_MB = {"serving": 800, "ui": 800, "monitor": 1200, "mlflow": 1200}
 
@@ -45,7 +44,7 @@ def cold_start(image: str, model_dir: Path, runs: int = 3) -> float:
     """Median seconds from `podman run` to the predictor's model being ready."""
     seconds = []
     for _ in range(runs):
-        port = _free_port()
+        port = free_port()
         started = time.perf_counter()
         name = subprocess.run(
             ["podman", "run", "-d", "--rm", "--user", "10001:10001", "--read-only",
@@ -55,32 +54,11 @@ def cold_start(image: str, model_dir: Path, runs: int = 3) -> float:
             check=True, capture_output=True, text=True,
         ).stdout.strip()  # fmt: skip
         try:
-            seconds.append(
-                _until_ready(f"http://127.0.0.1:{port}/v2/models/dermaops/ready") - started
-            )
+            wait_until_ready(f"http://127.0.0.1:{port}/v2/models/dermaops/ready", 120)
+            seconds.append(time.perf_counter() - started)
         finally:
             subprocess.run(["podman", "rm", "-f", name], check=False, capture_output=True)
     return statistics.median(seconds)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _until_ready(url: str, timeout: float = 120) -> float:
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return time.perf_counter()
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} not ready after {timeout:.0f} s")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,8 +18,6 @@ import base64
 import io
 import os
 import shutil
-import socket
-import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,9 +26,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dermaops.errors import DermaOpsError
 from dermaops.model.artifact import Preprocessing, save_model_dir
 from dermaops.model.export import export_onnx
 from dermaops.model.factory import build_model
+from dermaops.net import free_port, wait_until_ready
 from tests.e2e import podman as pm
 from tests.k8s.chart import by_kind, pod_spec, render
 from tests.k8s.podman_pods import Host, PodPlan, plan_pod
@@ -57,13 +57,6 @@ class Running:
     url: str
     plan: PodPlan
     images: dict[str, str]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _model_zip(folder: Path) -> Path:
@@ -107,7 +100,7 @@ def predictor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             secrets={"dermaops-monitor-token": {"token": "ci-token"}},
             claims={}, workdir=work / "host", network=NETWORK,
         )  # fmt: skip
-        port = _free_port()
+        port = free_port()
         plan = plan_pod("dermaops-predictor", pod_spec(deployment), {8080: port}, host)
         for volume in plan.volumes:
             pm.chowned_volume(volume, plan.owner)
@@ -126,16 +119,11 @@ def predictor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
 
 
 def _wait_ready(url: str, plan: PodPlan, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    logs = pm.podman("logs", f"{plan.name}-kserve-container", check=False)
-    raise AssertionError(f"{url} not ready after {timeout:.0f} s:\n{logs[-3000:]}")
+    try:
+        wait_until_ready(url, timeout)
+    except DermaOpsError as e:
+        logs = pm.podman("logs", f"{plan.name}-kserve-container", check=False)
+        raise AssertionError(f"{e}:\n{logs[-3000:]}") from e
 
 
 def _jpeg() -> bytes:
