@@ -34,6 +34,13 @@ def podman(*args: str, check: bool = True, timeout: float = 900) -> str:
     return done.stdout.strip()
 
 
+def logs(container: str) -> str:
+    """A container's output, stdout and stderr together (podman replays them on its own two)."""
+    done = subprocess.run(["podman", "logs", container], capture_output=True, text=True,
+                          timeout=60, check=False, env=_env())  # fmt: skip
+    return done.stdout + done.stderr
+
+
 def _env() -> dict[str, str]:
     conf = Path(tempfile.gettempdir()) / "dermaops-containers.conf"
     if not conf.is_file():
@@ -96,6 +103,49 @@ def inspect(container: str) -> dict[str, Any]:
 
 def address(container: str, network: str) -> str:
     return str(inspect(container)["NetworkSettings"]["Networks"][network]["IPAddress"])
+
+
+# A Service on one host: a TCP forwarder listening on the Service's ports, relaying each to the
+# pod's address and container port (what kube-proxy does), in a container of its own.
+FORWARDER = """
+import asyncio, sys
+
+async def pipe(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+
+def relay(address, port):
+    async def handle(reader, writer):
+        up_reader, up_writer = await asyncio.open_connection(address, port)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+    return handle
+
+async def main():
+    address, pairs = sys.argv[1], [p.split(":") for p in sys.argv[2:]]
+    servers = [await asyncio.start_server(relay(address, int(t)), "0.0.0.0", int(l))
+               for l, t in pairs]
+    await asyncio.gather(*(s.serve_forever() for s in servers))
+
+asyncio.run(main())
+"""
+
+
+def service(name: str, network: str, image: str, pod_address: str, ports: dict[int, int]) -> str:
+    """Start a Service's forwarder; its address on ``network``."""
+    pairs = [f"{listen}:{target}" for listen, target in ports.items()]
+    podman("run", "-d", "--name", name, "--network", network, "--read-only",  # a Service's
+           "--sysctl", "net.ipv4.ip_unprivileged_port_start=0",  # port 80, as uid 10001
+           "--entrypoint", "python3", image, "-c", FORWARDER, pod_address, *pairs)  # fmt: skip
+    return address(name, network)
+
+
+def pod_address(pod: str, network: str) -> str:
+    infra = podman("pod", "inspect", pod, "--format", "{{.InfraContainerID}}")
+    return address(infra, network)
 
 
 def chowned_volume(name: str, owner: str) -> None:

@@ -1,11 +1,12 @@
-"""The chart's predictor in containers: the images built, the rendered pod run as the chart says.
+"""The chart's objects in containers: the images built, the rendered pods run as the chart says.
 
-The CPU predictor image and KServe's storage code as an image are built on a bootstrapped Debian
-base; the chart is rendered with `kserve.enabled=false` and its predictor pod runs through
-`tests/k8s/podman_pods.py` (init container first, the pod's user, read-only root, dropped
-capabilities, limits, the token Secret as a file). KServe's storage initializer fetches the model
-from an archive served by a pod on the test's own network. The test talks to the predictor only
-through its published loopback port.
+The predictor, monitor and UI images and KServe's storage code as an image are built on a
+bootstrapped Debian base; the chart is rendered with `kserve.enabled=false` and its monitor,
+predictor and UI pods, and the helm test's pod, run through `tests/k8s/podman_pods.py` (init
+containers first, the pod's user, read-only root, dropped capabilities, limits, the token Secret
+as a file). KServe's storage initializer fetches the model from an archive served by a pod on the
+test's own network; each Service is a forwarder there under its cluster DNS name. The test talks to
+the pods only through their published loopback ports.
 
 The archive is a zip: Debian bookworm's Python (3.11.2, the bootstrapped base's) has no
 `tarfile` extraction filters, which kserve-storage 0.21 uses for tar archives; the pinned
@@ -18,10 +19,12 @@ import base64
 import io
 import os
 import shutil
+import time
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -33,30 +36,39 @@ from dermaops.model.factory import build_model
 from dermaops.net import free_port, wait_until_ready
 from tests.e2e import podman as pm
 from tests.k8s.chart import by_kind, pod_spec, render
-from tests.k8s.podman_pods import Host, PodPlan, plan_pod
+from tests.k8s.podman_pods import Host, PodPlan, plan_pod, service_ports
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
-NETWORK, TAG = "dermaops-ci", "ci"
+NETWORK, TAG, TOKEN, NAMESPACE = "dermaops-ci", "ci", "ci-token", "dermaops"
 SERVING_BUDGET = 800e6
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dermaops-ci"
 
 
 def needs(tool: str) -> None:
     if shutil.which(tool) is None or os.geteuid() != 0:
-        message = (
-            f"{tool} (run as root) is needed: apt-get install podman runc catatonit debootstrap"
-        )
+        message = f"{tool}, as root: apt-get install podman runc catatonit debootstrap"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
 
 
 @dataclass(frozen=True)
-class Running:
-    url: str
+class Pod:
+    url: str  # its published loopback address
     plan: PodPlan
+
+
+@dataclass(frozen=True)
+class Release:
+    """The chart's pods running on the test's network, and what they were made from."""
+
+    predictor: Pod
+    monitor: Pod
+    ui: Pod
     images: dict[str, str]
+    docs: list[dict[str, Any]]
+    host: Host
 
 
 def _model_zip(folder: Path) -> Path:
@@ -73,8 +85,13 @@ def _model_zip(folder: Path) -> Path:
     return archive
 
 
+def _doc(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (doc,) = [d for d in by_kind(docs, kind) if d["metadata"]["name"] == name]
+    return doc
+
+
 @pytest.fixture(scope="module")
-def predictor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
     for tool in ("podman", "runc", "debootstrap"):
         needs(tool)
     work = tmp_path_factory.mktemp("containers")
@@ -82,7 +99,7 @@ def predictor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     base = pm.base_image(CACHE)
     with pm.cleaned(NETWORK) as made:
         images = {}
-        for target in ("serving", "storage-initializer"):
+        for target in ("serving", "storage-initializer", "monitor", "ui"):
             images[target] = pm.build(target, base, TAG)
             made.append(f"image:{images[target]}")
         made.append("container:ci-archive")
@@ -92,38 +109,62 @@ def predictor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
                   "/srv")  # fmt: skip
         uri = f"http://{pm.address('ci-archive', NETWORK)}:8000/{archive.name}"
         docs = render("--set", "kserve.enabled=false", "--set", f"model.storageUri={uri}")
-        (deployment,) = [d for d in by_kind(docs, "Deployment")
-                         if d["metadata"]["name"] == "dermaops-predictor"]  # fmt: skip
+        ours = {f"ghcr.io/dermaops/{t}:0.1.0": images[t] for t in ("serving", "monitor", "ui")}
         host = Host(
-            images={"ghcr.io/dermaops/serving:0.1.0": images["serving"],
-                    "kserve/storage-initializer:v0.21.0": images["storage-initializer"]},
-            secrets={"dermaops-monitor-token": {"token": "ci-token"}},
-            claims={}, workdir=work / "host", network=NETWORK,
+            images=ours | {"kserve/storage-initializer:v0.21.0": images["storage-initializer"]},
+            secrets={"dermaops-monitor-token": {"token": TOKEN}},
+            claims={"dermaops-monitor": "ci-monitor-home", "dermaops-feedback": "ci-feedback"},
+            workdir=work / "host", network=NETWORK,
         )  # fmt: skip
-        port = free_port()
-        plan = plan_pod("dermaops-predictor", pod_spec(deployment), {8080: port}, host)
-        for volume in plan.volumes:
-            pm.chowned_volume(volume, plan.owner)
-            made.append(f"volume:{volume}")
-        made.append(f"pod:{plan.name}")
-        pm.podman(*plan.create[1:])
-        url = f"http://127.0.0.1:{port}"
+        monitor = _start(docs, "dermaops-monitor", host, made)
+        host = _expose(docs, "dermaops-monitor", host, images["serving"], made)
+        predictor = _start(docs, "dermaops-predictor", host, made, check_before=True)
+        host = _expose(docs, "dermaops-predictor", host, images["serving"], made)
+        ui = _start(docs, "dermaops-ui", host, made)
+        yield Release(predictor, monitor, ui, images, docs, host)
+
+
+def _start(docs: list[dict[str, Any]], name: str, host: Host, made: list[str],
+           check_before: bool = False) -> Pod:  # fmt: skip
+    """Run a Deployment's pod: volumes, pod, init containers to completion, containers; ready."""
+    spec = pod_spec(_doc(docs, "Deployment", name))
+    port = free_port()
+    (target,) = service_ports(_doc(docs, "Service", name), spec).values()
+    plan = plan_pod(name, spec, {target: port}, host)
+    for volume in plan.volumes:
+        pm.chowned_volume(volume, plan.owner)
+        made.append(f"volume:{volume}")
+    made.append(f"pod:{plan.name}")
+    pm.podman(*plan.create[1:])
+    url = f"http://127.0.0.1:{port}"
+    if check_before:
         with pytest.raises(httpx.TransportError):
-            httpx.get(f"{url}/v2/health/ready", timeout=2)  # nothing answers before the model
-        for command in plan.init:
-            pm.podman(*command[1:])  # to completion, as Kubernetes runs init containers
-        for command in plan.run:
-            pm.podman(*command[1:])
-        _wait_ready(f"{url}{plan.readiness[0].path}", plan)
-        yield Running(url, plan, images)
+            httpx.get(f"{url}{plan.readiness[0].path}", timeout=2)  # nothing before the model
+    for command in plan.init:
+        pm.podman(*command[1:])  # to completion, as Kubernetes runs init containers
+    for command in plan.run:
+        pm.podman(*command[1:])
+    _wait_ready(f"{url}{plan.readiness[0].path}", plan)
+    return Pod(url, plan)
+
+
+def _expose(docs: list[dict[str, Any]], name: str, host: Host, image: str,
+            made: list[str]) -> Host:  # fmt: skip
+    """The Service ``name`` in front of its pod, under its cluster DNS name, for later pods."""
+    spec = pod_spec(_doc(docs, "Deployment", name))
+    forwarder = f"ci-svc-{name}"
+    made.append(f"container:{forwarder}")
+    address = pm.service(forwarder, NETWORK, image, pm.pod_address(name, NETWORK),
+                         service_ports(_doc(docs, "Service", name), spec))  # fmt: skip
+    return replace(host, hosts={**host.hosts, f"{name}.{NAMESPACE}.svc": address})
 
 
 def _wait_ready(url: str, plan: PodPlan, timeout: float = 180) -> None:
     try:
         wait_until_ready(url, timeout)
     except DermaOpsError as e:
-        logs = pm.podman("logs", f"{plan.name}-kserve-container", check=False)
-        raise AssertionError(f"{e}:\n{logs[-3000:]}") from e
+        logs = "\n".join(pm.logs(c[c.index("--name") + 1])[-2000:] for c in plan.run)
+        raise AssertionError(f"{e}:\n{logs}") from e
 
 
 def _jpeg() -> bytes:
@@ -134,41 +175,84 @@ def _jpeg() -> bytes:
     return buf.getvalue()
 
 
-def test_the_predictor_answers_v1_v2_and_explain_from_its_container(predictor: Running) -> None:
+def test_the_predictor_answers_v1_v2_and_explain_from_its_container(release: Release) -> None:
+    url = release.predictor.url
     b64 = base64.b64encode(_jpeg()).decode()
-    v1 = httpx.post(f"{predictor.url}/v1/models/dermaops:predict", timeout=60,
+    v1 = httpx.post(f"{url}/v1/models/dermaops:predict", timeout=60,
                     json={"instances": [{"image_bytes": {"b64": b64}}]})  # fmt: skip
     assert v1.status_code == 200 and len(v1.json()["predictions"]) == 1
     tensor = {"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64]}
-    v2 = httpx.post(f"{predictor.url}/v2/models/dermaops/infer", json={"inputs": [tensor]},
-                    timeout=60)  # fmt: skip
+    v2 = httpx.post(f"{url}/v2/models/dermaops/infer", json={"inputs": [tensor]}, timeout=60)
     assert v2.status_code == 200 and v2.json()["outputs"][0]["shape"] == [1, 7]
-    explain = httpx.post(f"{predictor.url}/v1/models/dermaops:explain", timeout=60,
+    explain = httpx.post(f"{url}/v1/models/dermaops:explain", timeout=60,
                          json={"instances": [{"b64": b64}]})  # fmt: skip
     assert explain.status_code == 200
     assert explain.json()["explanations"][0]["overlay_png_b64"]
 
 
-def test_bad_payloads_are_400_and_the_container_stays_up(predictor: Running) -> None:
+def test_bad_payloads_are_400_and_the_container_stays_up(release: Release) -> None:
     for body in ({"instances": [{"b64": "%%"}]}, {"nothing": 1}):
-        answer = httpx.post(f"{predictor.url}/v1/models/dermaops:predict", json=body, timeout=30)
+        answer = httpx.post(f"{release.predictor.url}/v1/models/dermaops:predict", json=body,
+                            timeout=30)  # fmt: skip
         assert answer.status_code == 400, answer.text
-    state = pm.inspect(f"{predictor.plan.name}-kserve-container")["State"]
+    state = pm.inspect("dermaops-predictor-kserve-container")["State"]
     assert state["Running"] is True and state["Restarting"] is False
 
 
-def test_it_runs_as_the_chart_says_uid_10001_read_only_root(predictor: Running) -> None:
-    details = pm.inspect(f"{predictor.plan.name}-kserve-container")
-    assert details["Config"]["User"] == "10001:10001"
-    assert details["HostConfig"]["ReadonlyRootfs"] is True
-    assert (
-        "ALL" in [c.upper() for c in details["HostConfig"]["CapDrop"]]
-        or len(details["HostConfig"]["CapDrop"]) > 10
-    )  # podman lists the dropped capabilities one by one
+def test_records_reach_the_monitor_with_the_secrets_token(release: Release) -> None:
+    b64 = base64.b64encode(_jpeg()).decode()
+    for _ in range(3):
+        httpx.post(f"{release.predictor.url}/v1/models/dermaops:predict", timeout=60,
+                   json={"instances": [{"b64": b64}]})  # fmt: skip
+    accepted = 0.0
+    deadline = time.monotonic() + 30
+    while accepted < 3 and time.monotonic() < deadline:
+        metrics = httpx.get(f"{release.monitor.url}/metrics", timeout=10).text
+        lines = [
+            ln
+            for ln in metrics.splitlines()
+            if ln.startswith('dermaops_monitor_received_records_total{outcome="accepted"}')
+        ]
+        accepted = float(lines[0].split()[-1]) if lines else 0.0  # fmt: skip
+        time.sleep(1)
+    assert accepted >= 3
+    refused = httpx.post(f"{release.monitor.url}/records", json={"records": []}, timeout=10)
+    assert refused.status_code == 401
 
 
-def test_the_cpu_predictor_image_has_no_torch_and_fits_its_budget(predictor: Running) -> None:
-    image = predictor.images["serving"]
+def test_the_helm_test_pod_passes_from_its_own_container(release: Release) -> None:
+    plan = plan_pod("dermaops-test", pod_spec(_doc(release.docs, "Pod", "dermaops-test")), {},
+                    release.host)  # fmt: skip
+    for volume in plan.volumes:
+        pm.chowned_volume(volume, plan.owner)
+    try:
+        pm.podman(*plan.create[1:])
+        (command,) = plan.run
+        pm.podman(*command[1:])
+        container = command[command.index("--name") + 1]
+        code = pm.podman("wait", container, timeout=300)
+        assert code == "0", pm.logs(container)
+    finally:
+        pm.podman("pod", "rm", "-f", plan.name, check=False)
+        for volume in plan.volumes:
+            pm.podman("volume", "rm", "-f", volume, check=False)
+
+
+def test_the_ui_answers_its_health_path(release: Release) -> None:
+    assert httpx.get(f"{release.ui.url}/_stcore/health", timeout=10).text == "ok"
+
+
+def test_every_container_runs_as_10001_with_a_read_only_root(release: Release) -> None:
+    for pod in (release.predictor, release.monitor, release.ui):
+        for command in pod.plan.run:
+            details = pm.inspect(command[command.index("--name") + 1])
+            assert details["Config"]["User"] == "10001:10001"
+            assert details["HostConfig"]["ReadonlyRootfs"] is True
+            assert "CAP_NET_BIND_SERVICE" in details["HostConfig"]["CapDrop"]  # ALL, one by one
+
+
+def test_the_cpu_predictor_image_has_no_torch_and_fits_its_budget(release: Release) -> None:
+    image = release.images["serving"]
     listing = pm.podman("run", "--rm", "--entrypoint", "sh", image, "-c",
                         "ls /opt/dermaops/lib/python3*/site-packages")  # fmt: skip
     assert "dermaops" in listing and "kserve" in listing and "onnxruntime" in listing

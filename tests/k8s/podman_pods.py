@@ -44,7 +44,8 @@ class Host:
     """How this host provides what a cluster would.
 
     images: rendered image -> local image; secrets: Secret name -> {key: value};
-    claims: claim name -> podman volume; workdir: where Secret and token files are written.
+    claims: claim name -> podman volume; workdir: where Secret and token files are written;
+    hosts: DNS name -> address, for the Services a pod calls (see :func:`service_ports`).
     """
 
     images: Mapping[str, str]
@@ -52,6 +53,7 @@ class Host:
     claims: Mapping[str, str]
     workdir: Path
     network: str = ""
+    hosts: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ def plan_pod(name: str, spec: Mapping[str, Any], publish: Mapping[int, int], hos
         plan.create += ["--network", host.network]
     for container_port, host_port in publish.items():
         plan.create += ["--publish", f"127.0.0.1:{host_port}:{container_port}"]
+    for dns, address in host.hosts.items():
+        plan.create += ["--add-host", f"{dns}:{address}"]
     for container in spec.get("initContainers", []):
         plan.init.append(_run(container, name, pod, mounts, host, detach=False))
     for container in spec["containers"]:
@@ -265,3 +269,23 @@ def _expand(text: str, env: Mapping[str, str]) -> str:
         return env.get(match.group(1), match.group(0))
 
     return VARIABLE.sub(one, text)
+
+
+def service_ports(service: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[int, int]:
+    """A Service's ports -> the container ports of the pod it selects (named ports resolved)."""
+    _known(service["spec"], {"type", "selector", "ports"}, f"service {service['metadata']['name']}")
+    ports = {}
+    for port in service["spec"]["ports"]:
+        target = port.get("targetPort", port["port"])
+        container_ports = {int(_port(c, target)) for c in spec["containers"]
+                           if _has_port(c, target)}  # fmt: skip
+        if len(container_ports) != 1:
+            raise UnmappedFieldError(f"service port {port} matches {container_ports or 'nothing'}")
+        ports[int(port["port"])] = container_ports.pop()
+    return ports
+
+
+def _has_port(container: Mapping[str, Any], port: int | str) -> bool:
+    if isinstance(port, int) or str(port).isdigit():
+        return any(p["containerPort"] == int(port) for p in container.get("ports", []))
+    return any(p.get("name") == port for p in container.get("ports", []))
