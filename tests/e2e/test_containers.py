@@ -41,7 +41,6 @@ from tests.k8s.podman_pods import Host, PodPlan, plan_pod, service_ports
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 NETWORK, TAG, TOKEN, NAMESPACE = "dermaops-ci", "ci", "ci-token", "dermaops"
-SERVING_BUDGET = 800e6
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dermaops-ci"
 
 
@@ -251,10 +250,17 @@ def test_every_container_runs_as_10001_with_a_read_only_root(release: Release) -
             assert "CAP_NET_BIND_SERVICE" in details["HostConfig"]["CapDrop"]  # ALL, one by one
 
 
-def test_the_cpu_predictor_image_has_no_torch_and_fits_its_budget(release: Release) -> None:
-    image = release.images["serving"]
-    listing = pm.podman("run", "--rm", "--entrypoint", "sh", image, "-c",
-                        "ls /opt/dermaops/lib/python3*/site-packages")  # fmt: skip
-    assert "dermaops" in listing and "kserve" in listing and "onnxruntime" in listing
-    assert not {"torch", "torchvision", "cv2", "mlflow", "streamlit"} & set(listing.split())
-    assert pm.size(image) <= SERVING_BUDGET
+@pytest.mark.parametrize(
+    ("image", "carries", "budget"),
+    [("serving", {"kserve", "onnxruntime"}, 800e6), ("monitor", {"evidently", "mlflow"}, 1200e6),
+     ("ui", {"streamlit"}, 800e6)],
+)  # fmt: skip
+def test_each_image_carries_its_layer_no_torch_and_fits_its_budget(
+    release: Release, image: str, carries: set[str], budget: float
+) -> None:
+    name = release.images[image]
+    listing = set(pm.podman("run", "--rm", "--entrypoint", "sh", name, "-c",
+                            "ls /opt/dermaops/lib/python3*/site-packages").split())  # fmt: skip
+    assert {"dermaops", *carries} <= listing
+    assert not {"torch", "torchvision", "cv2"} & listing
+    assert pm.size(name) <= budget, f"{image}: {pm.size(name) / 1e6:.0f} MB"
