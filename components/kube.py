@@ -78,10 +78,9 @@ def send(patches: list[Patch], objects: dict[str, dict[str, Any] | None]) -> Non
                 f"was patched: {'; '.join(broken)}"
             )
     for patch in patches:
-        _call("PATCH", _path(patch.kind, patch.namespace, patch.name),
-              f"{patch.kind} {patch.namespace}/{patch.name}", patch.operations())  # fmt: skip
-        log.info("patched %s %s/%s: %s", patch.kind, patch.namespace, patch.name,
-                 patch.operations())  # fmt: skip
+        where = f"{patch.kind} {patch.namespace}/{patch.name}"
+        _call("PATCH", _path(patch.kind, patch.namespace, patch.name), where, patch.operations())
+        log.info("patched %s: %s", where, patch.operations())
 
 
 def read(kind: str, namespace: str, name: str) -> dict[str, Any] | None:

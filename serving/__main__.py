@@ -68,6 +68,13 @@ def main(argv: list[str] | None = None) -> None:
     from dermaops.serving.model import DermaOpsModel
 
     args, settings = settings_from(argv)
+    if args.workers > 1:  # KServe's workers import its app afresh, without the middleware
+        logging.getLogger("dermaops.serving").warning(
+            "--workers %d: KServe's worker processes import its app afresh, without the binary "
+            "tensor middleware, so raw BYTES requests get KServe's own 500; run one worker per "
+            "pod and scale with replicas",
+            args.workers,
+        )
     model = DermaOpsModel(args.model_name, settings)
     model.load()
     app.add_middleware(BinaryTensors)  # before KServe's decoder, which reads BYTES as UTF-8

@@ -64,7 +64,9 @@ class OnnxBackend:
     def __init__(self, artifact: ModelArtifact, threads: int = 0):
         import onnxruntime as ort
 
-        path = artifact.folder / ONNX
+        path = artifact.onnx_path
+        if path is None:
+            raise ConfigError(f"--backend onnx: {artifact.folder} has no {ONNX}")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -122,7 +124,7 @@ class TorchBackend:
         from dermaops.model.stem import pixels_to_batch
 
         with torch.inference_mode():
-            x = pixels_to_batch(list(pixels), self.pre).to(self.device, non_blocking=True)
+            x = pixels_to_batch(pixels, self.pre).to(self.device, non_blocking=True)
             if self.half:
                 x = x.half().contiguous(memory_format=torch.channels_last)
             logits, embedding = self.model(x)
@@ -135,7 +137,7 @@ class TorchBackend:
         from dermaops.model.cam import heatmaps
         from dermaops.model.stem import centre_crop, fit_short_side, pixels_to_batch
 
-        x = pixels_to_batch(list(pixels), self.pre)
+        x = pixels_to_batch(pixels, self.pre)
         with self._cam_lock:
             if self._cam_model is None:
                 self._cam_model = self.artifact.torch_model()
@@ -156,13 +158,10 @@ def choose_backend(artifact: ModelArtifact, choice: str, compile: bool = False) 
     """
     if choice not in ("auto", "onnx", "torch", "cuda"):
         raise ConfigError(f"--backend {choice!r}: choose auto, onnx, torch or cuda")
-    has_onnx = (artifact.folder / ONNX).is_file()
     cuda = _cuda_available()
     if choice == "auto":
-        choice = "cuda" if cuda else ("onnx" if has_onnx else "torch")
+        choice = "cuda" if cuda else ("onnx" if artifact.onnx_path else "torch")
     if choice == "onnx":
-        if not has_onnx:
-            raise ConfigError(f"--backend onnx: {artifact.folder} has no {ONNX}")
         return OnnxBackend(artifact)
     if not _has_torch():
         raise ConfigError(

@@ -40,7 +40,7 @@ from dermaops.evaluation.subgroups import SubgroupSettings, evaluate_subgroups
 from dermaops.evaluation.subgroups import markdown as subgroup_markdown
 from dermaops.evaluation.subgroups import scores as subgroup_scores
 from dermaops.labels import INDEX
-from dermaops.model.artifact import Preprocessing, load_model_dir
+from dermaops.model.artifact import ModelArtifact, Preprocessing
 from dermaops.model.cam import heatmaps
 from dermaops.model.embedding import WithEmbedding
 from dermaops.model.heatmap import overlay
@@ -77,12 +77,13 @@ def evaluate(
     subgroups: SubgroupSettings | None = None,
 ) -> dict[str, Any]:
     """Write metrics.json, plots and report.md for ``model_dir`` on ``prepared``'s test split."""
-    model, pre, meta = load_model_dir(model_dir)
+    artifact = ModelArtifact.load(model_dir)
+    model, pre, arch = artifact.torch_model(), artifact.preprocessing, artifact.arch
     model.to(resolve_device(device))
     data = PreparedSet.open(prepared)
     cpu = torch.device("cpu")
     val, test = (split_tensors(data, name, pre.image_size, cpu) for name in ("val", "test"))
-    with_embedding = WithEmbedding(model, meta["arch"])
+    with_embedding = WithEmbedding(model, arch)
     val_probs, val_embedding = predict_with_embeddings(with_embedding, val.pixels, pre, batch_size)
     test_probs, test_embedding = predict_with_embeddings(
         with_embedding, test.pixels, pre, batch_size
@@ -93,16 +94,16 @@ def evaluate(
         val_probs, val.labels.numpy(), test_probs, test.labels.numpy(), test_meta
     )
     described = {
-        "arch": meta["arch"],
+        "arch": arch,
         "image_size": pre.image_size,
-        "best_epoch": meta.get("best_epoch"),
+        "best_epoch": artifact.meta.get("best_epoch"),
     }
     metrics = score(predictions, out, described, data.generated, target_sensitivity, subgroups)
     _reference_outputs(
         out, data, predictions, metrics["temperature"], (val_embedding, test_embedding)
     )
     grid = out / "gradcam_melanoma.png"
-    _melanoma_gradcam(model, meta["arch"], pre, test.pixels, predictions, grid, data.generated)
+    _melanoma_gradcam(model, arch, pre, test.pixels, predictions, grid, data.generated)
     if grid.is_file():
         with (out / "report.md").open("a") as report:
             report.write(f"## Grad-CAM on test melanomas\n\n![Grad-CAM]({grid.name})\n")

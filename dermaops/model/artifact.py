@@ -188,12 +188,6 @@ def save_model_dir(
     (folder / LABELS).write_text(json.dumps(labels, indent=2) + "\n")
 
 
-def load_model_dir(folder: Path) -> tuple[nn.Module, Preprocessing, dict[str, Any]]:
-    """The model (eval mode, CPU), its preprocessing, and model.json."""
-    artifact = ModelArtifact.load(folder)
-    return artifact.torch_model(), artifact.preprocessing, artifact.meta
-
-
 def write_calibration(folder: Path, metrics: dict[str, Any]) -> dict[str, float]:
     """Store the evaluation's temperature and melanoma operating threshold with the model."""
     try:

@@ -9,6 +9,8 @@ predictor runs all but the decode inside its ONNX graph (:class:`Stem`, exported
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -68,9 +70,9 @@ def images_to_batch(images: list[Image.Image], pre: Preprocessing) -> torch.Tens
     return pixels_to_batch([pre.cache_pixels(img) for img in images], pre)
 
 
-def pixels_to_batch(pixels: list[np.ndarray], pre: Preprocessing) -> torch.Tensor:
+def pixels_to_batch(pixels: np.ndarray | Sequence[np.ndarray], pre: Preprocessing) -> torch.Tensor:
     """Cache pixels (:meth:`Preprocessing.cache_pixels`) to the model's normalised input batch."""
-    stacked = torch.from_numpy(np.stack(pixels))
+    stacked = torch.from_numpy(pixels if isinstance(pixels, np.ndarray) else np.stack(pixels))
     return eval_batch(fit_short_side(stacked, pre.image_size), pre)
 
 
@@ -78,25 +80,18 @@ class Stem(nn.Module):
     """The stem as one traceable module, for the exported serving graph.
 
     uint8 cache pixels (N, H, W, 3) in; the normalised batch (N, 3, S, S) and the square the model
-    sees, as uint8 (N, S, S, 3), out. The same functions as :func:`pixels_to_batch`, without the
-    chunking (a graph gets a whole batch).
+    sees, as uint8 (N, S, S, 3), out. The steps of :func:`pixels_to_batch`, without the chunking
+    (a graph gets a whole batch).
     """
-
-    mean: torch.Tensor
-    std: torch.Tensor
 
     def __init__(self, pre: Preprocessing):
         super().__init__()
-        self.size = pre.image_size
+        self.pre = pre
         self.shape = short_side_shape(pre.cache_size[1], pre.cache_size[0], pre.image_size)
-        self.register_buffer("mean", torch.tensor(pre.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(pre.std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = pixels.permute(0, 3, 1, 2).float()
         if self.shape != tuple(pixels.shape[1:3]):
-            x = scale_to(x, self.shape)
-        top, left = (self.shape[0] - self.size) // 2, (self.shape[1] - self.size) // 2
-        square = x[:, :, top : top + self.size, left : left + self.size]
-        seen = square.permute(0, 2, 3, 1).to(torch.uint8)
-        return (square / 255 - self.mean) / self.std, seen
+            scaled = scale_to(pixels.permute(0, 3, 1, 2).float(), self.shape)
+            pixels = scaled.to(torch.uint8).permute(0, 2, 3, 1)
+        seen = centre_crop(pixels, self.pre.image_size)
+        return eval_batch(seen, self.pre), seen
