@@ -81,7 +81,7 @@ bench: $(STAMP)
 
 ## lock: re-resolve requirements/lock.txt, then each image's hashed closure (image-*.txt)
 IMAGES := serving serving-gpu monitor ui train
-MLFLOW_SERVER := mlflow==3.17.2 psycopg2-binary==2.9.13 boto3==1.44.8
+MLFLOW_SERVER := mlflow[auth]==3.17.2 psycopg[binary]==3.3.9 boto3==1.44.8
 lock:
 	$(PYTHON) -m venv /tmp/dermaops-lock-venv
 	/tmp/dermaops-lock-venv/bin/pip install --quiet --dry-run --ignore-installed \

@@ -143,6 +143,12 @@ def service(name: str, network: str, image: str, pod_address: str, ports: dict[i
     return address(name, network)
 
 
+def gateway(network: str) -> tuple[str, str]:
+    """The host's address on ``network`` and the network's subnet (CIDR)."""
+    (subnet, *_) = json.loads(podman("network", "inspect", network))[0]["subnets"]
+    return str(subnet["gateway"]), str(subnet["subnet"])
+
+
 def pod_address(pod: str, network: str) -> str:
     infra = podman("pod", "inspect", pod, "--format", "{{.InfraContainerID}}")
     return address(infra, network)

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import runpy
 import time
 import zipfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,12 @@ from dermaops.model.artifact import Preprocessing, save_model_dir
 from dermaops.model.export import export_onnx
 from dermaops.model.factory import build_model
 from dermaops.net import free_port, wait_until_ready
+from dermaops.registry import Registry
+from dermaops.registry.model import log_training_run, storage_uri
+from dermaops.settings import ARTIFACTS_DESTINATION_ENV
+from tests.conftest import Trained
 from tests.e2e import podman as pm
+from tests.e2e import stores
 from tests.k8s.chart import by_kind, pod_spec, render
 from tests.k8s.conftest import ROOT, find_tool
 from tests.k8s.podman_pods import Host, PodPlan, plan_pod, service_ports
@@ -42,6 +49,7 @@ from tests.k8s.podman_pods import Host, PodPlan, plan_pod, service_ports
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 NETWORK, TAG, TOKEN, NAMESPACE = "dermaops-ci", "ci", "ci-token", "dermaops"
+BUCKET, ADMIN = "dermaops-mlflow", ("admin", "ci-admin-password")
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dermaops-ci"
 BUDGETS_MB = runpy.run_path(str(ROOT / "scripts" / "images.py"))["BUDGETS_MB"]  # make images'
 
@@ -71,6 +79,8 @@ class Release:
     predictor: Pod
     monitor: Pod
     ui: Pod
+    mlflow: Pod
+    s3: str  # moto's endpoint, on the network's gateway
     images: dict[str, str]
     docs: list[dict[str, Any]]
     host: Host
@@ -98,12 +108,13 @@ def _doc(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
     needs_root_and_podman()
+    stores.postgres_bin()
     work = tmp_path_factory.mktemp("containers")
     archive = _model_zip(work)
     base = pm.base_image(CACHE)
-    with pm.cleaned(NETWORK) as made:
+    with pm.cleaned(NETWORK) as made, ExitStack() as started:
         images = {}
-        for target in ("serving", "storage-initializer", "monitor", "ui"):
+        for target in ("serving", "storage-initializer", "monitor", "ui", "mlflow"):
             images[target] = pm.build(target, base, TAG)
             made.append(f"image:{images[target]}")
         made.append("container:ci-archive")
@@ -112,20 +123,48 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
                   "python3", images["serving"], "-m", "http.server", "8000", "--directory",
                   "/srv")  # fmt: skip
         uri = f"http://{pm.address('ci-archive', NETWORK)}:8000/{archive.name}"
-        docs = render("--set", "kserve.enabled=false", "--set", f"model.storageUri={uri}")
-        ours = {f"ghcr.io/dermaops/{t}:0.1.0": images[t] for t in ("serving", "monitor", "ui")}
+        # The MLflow's stores on the host, on the network's gateway (up once a container is on it).
+        gateway, subnet = pm.gateway(NETWORK)
+        db = started.enter_context(stores.postgres(gateway, subnet, ("mlflow", "mlflow_auth")))
+        s3 = started.enter_context(stores.s3(work, gateway, BUCKET))
+        values = {"kserve.enabled": "false", "model.storageUri": uri, "mlflow.enabled": "true",
+                  "monitor.registry.credentialsSecret": "dermaops-mlflow-client"}  # fmt: skip
+        docs = render(*(arg for k, v in values.items() for arg in ("--set", f"{k}={v}")))
+        ours = {f"ghcr.io/dermaops/{t}:0.1.0": images[t]
+                for t in ("serving", "monitor", "ui", "mlflow")}  # fmt: skip
         host = Host(
             images=ours | {"kserve/storage-initializer:v0.21.0": images["storage-initializer"]},
-            secrets={"dermaops-monitor-token": {"token": TOKEN}},
+            secrets={"dermaops-monitor-token": {"token": TOKEN}, **_mlflow_secrets(db, s3)},
             claims={"dermaops-monitor": "ci-monitor-home", "dermaops-feedback": "ci-feedback"},
             workdir=work / "host", network=NETWORK,
         )  # fmt: skip
+        mlflow = _start(docs, "dermaops-mlflow", host, made)
+        host = _expose(docs, "dermaops-mlflow", host, images["serving"], made)
         monitor = _start(docs, "dermaops-monitor", host, made)
         host = _expose(docs, "dermaops-monitor", host, images["serving"], made)
         predictor = _start(docs, "dermaops-predictor", host, made, check_before=True)
         host = _expose(docs, "dermaops-predictor", host, images["serving"], made)
         ui = _start(docs, "dermaops-ui", host, made)
-        yield Release(predictor, monitor, ui, images, docs, host)
+        yield Release(predictor, monitor, ui, mlflow, s3, images, docs, host)
+
+
+def _mlflow_secrets(db: stores.Postgres, s3: str) -> dict[str, dict[str, str]]:
+    """The Secrets the chart's MLflow and its clients read, by the names the chart gives them."""
+    user, password = ADMIN
+    auth = "\n".join([
+        "[mlflow]", "default_permission = READ", f"database_uri = {db.uri('mlflow_auth')}",
+        f"admin_username = {user}", f"admin_password = {password}",
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+    ])  # fmt: skip
+    return {
+        "dermaops-mlflow-db": {"uri": db.uri("mlflow")},
+        "dermaops-object-store": {**stores.S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": s3},
+        "dermaops-mlflow-auth": {"basic_auth.ini": auth, "flask_secret_key": "ci-flask-secret"},
+        "dermaops-mlflow-client": {
+            "MLFLOW_TRACKING_USERNAME": user,
+            "MLFLOW_TRACKING_PASSWORD": password,
+        },
+    }
 
 
 def _start(docs: list[dict[str, Any]], name: str, host: Host, made: list[str],
@@ -140,16 +179,24 @@ def _start(docs: list[dict[str, Any]], name: str, host: Host, made: list[str],
         made.append(f"volume:{volume}")
     made.append(f"pod:{plan.name}")
     pm.podman(*plan.create[1:])
-    url = f"http://127.0.0.1:{port}"
+    ready = f"http://127.0.0.1:{port}{plan.readiness[0].path}"
     if check_before:
-        with pytest.raises(httpx.TransportError):
-            httpx.get(f"{url}{plan.readiness[0].path}", timeout=2)  # nothing before the model
+        assert not _answers_ready(ready), "ready before the storage initializer fetched the model"
     for command in plan.init:
         pm.podman(*command[1:])  # to completion, as Kubernetes runs init containers
     for command in plan.run:
         pm.podman(*command[1:])
-    _wait_ready(f"{url}{plan.readiness[0].path}", plan)
-    return Pod(url, plan)
+    if check_before:  # the container is up and loading (about 3 s: imports, ONNX, a warm-up)
+        assert not _answers_ready(ready), "ready while the model was still loading"
+    _wait_ready(ready, plan)
+    return Pod(f"http://127.0.0.1:{port}", plan)
+
+
+def _answers_ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def _expose(docs: list[dict[str, Any]], name: str, host: Host, image: str,
@@ -269,3 +316,40 @@ def test_each_image_carries_its_layer_no_torch_and_fits_its_budget(
     assert {"dermaops", *carries} <= listing
     assert not {"torch", "torchvision", "cv2"} & listing
     assert pm.size(name) <= BUDGETS_MB[image] * 1e6, f"{image}: {pm.size(name) / 1e6:.0f} MB"
+
+
+def test_the_registry_registers_through_the_charts_mlflow_and_kserve_fetches_it(
+    release: Release, trained: Trained, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The registry code against the mlflow image (PostgreSQL, artifacts proxied to S3, basic
+    auth); KServe's storage code, from its image on the network, fetches what deploy would serve."""
+    url = release.mlflow.url
+    anonymous = httpx.get(f"{url}/api/2.0/mlflow/registered-models/search", timeout=30)
+    assert anonymous.status_code == 401, "every client signs in"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN[1])
+    monkeypatch.setenv(ARTIFACTS_DESTINATION_ENV, f"s3://{BUCKET}/artifacts")
+    reg = Registry()
+    run = reg.pipeline_run("kfp-containers", "training")
+    version = log_training_run(reg, run.info.run_id, trained.prepared, trained.run,
+                               trained.evaluation, trained.baseline)  # fmt: skip
+    uri = storage_uri(reg, version)
+    assert uri.startswith(f"s3://{BUCKET}/artifacts/")
+
+    volume = "ci-fetched-model"
+    pm.chowned_volume(volume, "10001:10001")
+    try:
+        keys = [
+            f"--env={k}={v}" for k, v in {**stores.S3_KEYS, "AWS_ENDPOINT_URL": release.s3}.items()
+        ]
+        pm.podman("run", "--rm", "--network", NETWORK, "--user", "10001:10001", "--read-only",
+                  *keys, "--volume", f"{volume}:/mnt/models", release.images["storage-initializer"],
+                  uri, "/mnt/models")  # fmt: skip
+        fetched = Path(pm.podman("volume", "inspect", volume, "--format", "{{.Mountpoint}}"))
+        (card,) = fetched.rglob("model.json")
+        assert json.loads(card.read_text()) == json.loads(
+            next((trained.run / "model").rglob("model.json")).read_text()
+        )
+    finally:
+        pm.podman("volume", "rm", "-f", volume, check=False)

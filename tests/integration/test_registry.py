@@ -30,7 +30,7 @@ from dermaops.registry.promotion import (
     rollback,
     versions,
 )
-from tests.integration.conftest import Trained
+from tests.conftest import Trained
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -21,7 +21,7 @@ from dermaops.registry import Registry
 from dermaops.registry.model import STORAGE_URI_TAG, log_training_run, storage_uri
 from dermaops.serving.process import predictor_process
 from dermaops.settings import ARTIFACTS_DESTINATION_ENV
-from tests.integration.conftest import Trained
+from tests.conftest import Trained
 from tests.k8s.conftest import find_tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

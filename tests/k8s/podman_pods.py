@@ -30,7 +30,7 @@ NOT_HERE = {
     "requests": "podman enforces limits only",
 }
 POD_FIELDS = {"securityContext", "volumes", "initContainers", "containers"}
-CONTAINER_FIELDS = {"name", "image", "command", "args", "env", "volumeMounts",
+CONTAINER_FIELDS = {"name", "image", "command", "args", "env", "envFrom", "volumeMounts",
                     "securityContext", "resources", "readinessProbe"}  # fmt: skip
 VARIABLE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
@@ -156,11 +156,20 @@ def _volumes(
 
 
 def _secret_dir(secret: Mapping[str, Any], host: Host) -> Path:
-    _known(secret, {"secretName", "defaultMode"}, f"secret volume {secret.get('secretName')}")
+    """A Secret as files: every key, or only the listed ``items`` at their paths."""
+    where = f"secret volume {secret.get('secretName')}"
+    _known(secret, {"secretName", "defaultMode", "items"}, where)
+    data = host.secrets[secret["secretName"]]
+    paths = {key: key for key in data}
+    if "items" in secret:
+        for item in secret["items"]:
+            _known(item, {"key", "path"}, f"{where}, item")
+        paths = {item["key"]: item["path"] for item in secret["items"]}
     folder = host.workdir / "secrets" / secret["secretName"]
     folder.mkdir(parents=True, exist_ok=True)
-    for key, value in host.secrets[secret["secretName"]].items():
-        path = folder / key
+    for key, relative in paths.items():
+        value = data[key]
+        path = folder / relative
         path.write_text(value)
         path.chmod(secret.get("defaultMode", 0o644) | 0o004)  # the pod's uid is not the file's
     return folder
@@ -187,7 +196,8 @@ def _run(container: Mapping[str, Any], pod: str, security: Mapping[str, Any],
     command += ["-d"] if detach else ["--rm"]
     command += _user(security) + _container_security(container.get("securityContext", {}), name)
     command += _limits(container.get("resources", {}), name)
-    env = _env(container.get("env", []), host, name)
+    env = _env_from(container.get("envFrom", []), host, name)
+    env |= _env(container.get("env", []), host, name)  # env wins over envFrom, as in Kubernetes
     for key, value in env.items():
         command += ["--env", f"{key}={value}"]
     for mount in container.get("volumeMounts", []):
@@ -257,6 +267,17 @@ def _env(entries: list[Mapping[str, Any]], host: Host, where: str) -> dict[str, 
             env[entry["name"]] = host.secrets[ref["name"]][ref["key"]]
         else:
             env[entry["name"]] = _expand(str(entry.get("value", "")), env)
+    return env
+
+
+def _env_from(sources: list[Mapping[str, Any]], host: Host, where: str) -> dict[str, str]:
+    """``envFrom`` Secrets: every key of each becomes a variable."""
+    env: dict[str, str] = {}
+    for source in sources:
+        if set(source) != {"secretRef"}:
+            raise UnmappedFieldError(f"container {where}: envFrom {sorted(source)}")
+        _known(source["secretRef"], {"name"}, f"container {where}, envFrom secretRef")
+        env |= host.secrets[source["secretRef"]["name"]]
     return env
 
 

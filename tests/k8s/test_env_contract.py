@@ -46,6 +46,7 @@ THIRD_PARTY = {
         "HOME",
         mlflow_env.MLFLOW_AUTH_CONFIG_PATH.name,
         mlflow_env.MLFLOW_FLASK_SERVER_SECRET_KEY.name,
+        mlflow_env.MLFLOW_SERVER_ENABLE_JOB_EXECUTION.name,
     },
 }
 # What each container needs on a cluster (with the monitor on, as by default).

@@ -79,6 +79,25 @@ def test_the_monitor_gets_its_claim_and_a_placeholder_token(
     assert plan.readiness[0].port == 8000
 
 
+def test_mlflow_gets_its_secrets_as_env_and_only_the_listed_file(tmp_path: Path) -> None:
+    docs = render("--set", "mlflow.enabled=true", "--set", f"model.storageUri={URI}")
+    secrets = {
+        "dermaops-mlflow-db": {"uri": "postgresql://u:p@db:5432/mlflow"},
+        "dermaops-object-store": {"AWS_ACCESS_KEY_ID": "k", "MLFLOW_S3_ENDPOINT_URL": "http://s3"},
+        "dermaops-mlflow-auth": {"basic_auth.ini": "[mlflow]", "flask_secret_key": "f"},
+    }
+    plan = plan_pod("dermaops-mlflow", spec_of(docs, "dermaops-mlflow"), {5000: 15000},
+                    Host(images={}, secrets=secrets, claims={}, workdir=tmp_path))  # fmt: skip
+    (server,) = plan.run
+    env = flag(server, "--env")
+    assert {"AWS_ACCESS_KEY_ID=k", "MLFLOW_S3_ENDPOINT_URL=http://s3",  # envFrom
+            "MLFLOW_FLASK_SERVER_SECRET_KEY=f"} <= set(env)  # fmt: skip
+    assert "--backend-store-uri=postgresql://u:p@db:5432/mlflow" in server, "$(VAR) from a Secret"
+    auth = tmp_path / "secrets" / "dermaops-mlflow-auth"
+    assert [p.name for p in auth.iterdir()] == ["basic_auth.ini"], "items: only the listed key"
+    assert f"{auth}:/etc/mlflow/auth:ro" in flag(server, "--volume")
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -90,6 +109,8 @@ def test_the_monitor_gets_its_claim_and_a_placeholder_token(
             {"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "x"}}}), "fieldRef"),
         (lambda s: s["securityContext"].update(seccompProfile={"type": "Unconfined"}),
          "Unconfined"),
+        (lambda s: s["containers"][0].update(envFrom=[{"configMapRef": {"name": "c"}}]),
+         "configMapRef"),
     ],
 )  # fmt: skip
 def test_a_field_it_does_not_map_is_an_error(

@@ -22,7 +22,10 @@ IMAGES = [
     "build",
     "storage-initializer",
 ]
-MLFLOW_DRIVERS = {"psycopg2-binary", "boto3", "botocore", "s3transfer", "jmespath"}
+# What the chart's MLflow server needs beyond the lock: PostgreSQL (psycopg 3: SQLAlchemy 2.1's
+# driver for postgresql://) and S3 drivers, and the basic-auth app's CSRF (mlflow[auth]).
+MLFLOW_SERVER_ONLY = {"psycopg", "psycopg-binary", "boto3", "botocore", "s3transfer", "jmespath",
+                      "flask-wtf", "wtforms"}  # fmt: skip
 CUDA = re.compile(r"^(torch|torchvision|triton|nvidia-.*|cuda-.*)$")
 # What an image must not carry: the frameworks of the layers it does not run.
 NOT_IN = {
@@ -65,8 +68,12 @@ def test_every_pin_is_the_locks_and_carries_a_hash(image: str) -> None:
         if "==" in line and not line.startswith("#")
     }
     found = pins(image)
-    extra = MLFLOW_DRIVERS if image == "mlflow" else set()
+    extra = MLFLOW_SERVER_ONLY if image == "mlflow" else set()
     assert {n: v for n, v in found.items() if n not in extra}.items() <= lock.items()
+
+
+def test_the_mlflow_image_has_the_drivers_and_the_auth_app_the_chart_uses() -> None:
+    assert set(pins("mlflow")) >= MLFLOW_SERVER_ONLY
 
 
 @pytest.mark.parametrize("image", ["serving", "serving-gpu", "monitor", "ui", "train"])
