@@ -3,6 +3,7 @@
 GET  /metrics   dermaops_drift_share, dermaops_drift_detected, per-column verdicts, window size,
                 last-run time, retraining triggers
 GET  /report    the latest Evidently HTML report;  GET /summary  its JSON summary
+GET  /decisions the latest retraining decisions, and why (``?limit=N``)
 POST /drift     run the drift job now
 POST /records   inference-log records from predictors (statistics and predictions, no pixels),
                 appended to the log the drift job reads
@@ -12,6 +13,11 @@ POST /alerts    Alertmanager's webhook: a firing alert labelled action=retrain s
 The three POST paths need ``Authorization: Bearer <token>``; anything else gets 401 and
 changes nothing.
 
+Nothing waits on a drift run: it works on a snapshot of the window in a worker thread, and takes
+the monitor's locks only to read the log and to publish its result, so records, alerts and
+scrapes go on while Evidently runs. The retraining cooldown and the run in flight are on disk
+(``decisions.py``) and read at start: a restarted monitor does not start a second run.
+
 Each drift run compares the traffic of the reference's model version. When the predictors move
 to another version, the monitor fetches that version's reference from the registry (with
 ``registry_model`` set) and follows it; until it has one, it compares image statistics only.
@@ -20,7 +26,6 @@ to another version, the monitor fetches that version's reference from the regist
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import shlex
@@ -36,6 +41,7 @@ from typing import Any
 
 import pandas as pd
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -50,6 +56,14 @@ from dermaops.data.features import STAT_NAMES
 from dermaops.errors import DermaOpsError
 from dermaops.inference_log import InferenceLog
 from dermaops.model.uri import resolve_model
+from dermaops.monitoring.decisions import (
+    LastRun,
+    append_decision,
+    load_last_run,
+    process_start,
+    read_decisions,
+    save_last_run,
+)
 from dermaops.monitoring.drift import (
     DriftError,
     DriftSettings,
@@ -93,16 +107,20 @@ class MonitorSettings(BaseModel):
 
 @dataclass
 class MonitorState:
-    """What the monitor knows; guarded by ``lock`` (drift runs in a worker thread), and a
-    reference fetch by ``fetching``, so that records never wait on the registry."""
+    """What the monitor knows, under short locks that no request holds for long: ``lock`` for
+    the summary, the reference and the retraining decision; ``log_lock`` for the inference log's
+    writer and the window's read. ``drifting`` lets one drift run at a time (only drift runs take
+    it) and ``fetching`` one reference fetch, so that records never wait on the registry."""
 
     settings: MonitorSettings
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    log_lock: threading.Lock = field(default_factory=threading.Lock)
+    drifting: threading.Lock = field(default_factory=threading.Lock)
     summary: DriftSummary | None = None
     last_error: str = ""
-    last_trigger: float = float("-inf")
-    retraining: subprocess.Popen[bytes] | None = None
+    last_run: LastRun | None = None  # the last retraining run started, read back at start
+    retraining: subprocess.Popen[bytes] | None = None  # that run, when this process started it
     writer: InferenceLog | None = None
     reference: str = field(init=False)  # what drift compares with: the settings', or fetched
     reference_version: str = field(init=False)
@@ -112,6 +130,7 @@ class MonitorState:
     def __post_init__(self) -> None:
         self.reference = self.settings.reference
         self.reference_version = self.settings.reference_version
+        self.last_run = load_last_run(Path(self.settings.out))
         r = self.registry
         self.share = Gauge("dermaops_drift_share", "Share of drifted columns.", registry=r)
         self.detected = Gauge("dermaops_drift_detected", "1 when the set drifted.", registry=r)
@@ -119,7 +138,7 @@ class MonitorState:
             "dermaops_drift_column", "1 when a column drifted.", ["column"], registry=r
         )
         self.window = Gauge("dermaops_drift_window_rows", "Rows of traffic compared.", registry=r)
-        self.last_run = Gauge(
+        self.last_drift = Gauge(
             "dermaops_drift_last_run_timestamp_seconds", "When drift last ran.", registry=r
         )
         self.failures = Counter("dermaops_drift_failures", "Drift runs that failed.", registry=r)
@@ -143,15 +162,21 @@ class MonitorState:
 
 
 def run_drift(state: MonitorState) -> DriftSummary:
-    """One drift run; updates the gauges (or counts the failure) and keeps the summary."""
+    """One drift run on a snapshot of the window; updates the gauges (or counts the failure)
+    and keeps the summary. Requests never wait for it (see :class:`MonitorState`)."""
     s = state.settings
-    try:
+    with state.drifting:
+        try:
+            current = read_window(Path(s.inference_log), s.drift.window, state.log_lock)
+            follow_version(state, current)  # may wait on the registry; nothing else waits
+            with state.lock:
+                reference, version = Path(state.reference), state.reference_version
+            summary, window = drift_job(reference, version, current, s.drift, Path(s.out))
+        except DermaOpsError as e:
+            state.failures.inc()
+            state.last_error = str(e)
+            raise
         with state.lock:
-            current = read_window(Path(s.inference_log), s.drift.window)
-        follow_version(state, current)  # may wait on the registry: /records does not wait on it
-        with state.lock:
-            summary, window = drift_job(Path(state.reference), state.reference_version,
-                                        current, s.drift, Path(s.out))  # fmt: skip
             state.summary, state.last_error = summary, ""
             state.share.set(summary.drift_share)
             state.detected.set(int(summary.drifted))
@@ -159,11 +184,7 @@ def run_drift(state: MonitorState) -> DriftSummary:
                 state.column.labels(column).set(int(column in summary.drifted_columns))
             state.window.set(summary.current_rows)
             state.outputs_compared.set(int(window.model_outputs))
-            state.last_run.set(time.time())
-    except DermaOpsError as e:
-        state.failures.inc()
-        state.last_error = str(e)
-        raise
+            state.last_drift.set(time.time())
     log.info("drift share %.2f (%s)", summary.drift_share, "DRIFT" if summary.drifted else "ok")
     return summary
 
@@ -203,7 +224,7 @@ def receive_records(state: MonitorState, payload: Any) -> dict[str, int]:
     if not isinstance(payload, dict) or not isinstance(payload.get("records"), list):
         raise ValueError('expected {"records": [...]}')
     good = [r for r in payload["records"] if _well_formed(r)]
-    with state.lock:
+    with state.log_lock:
         if state.writer is None:
             state.writer = InferenceLog(Path(state.settings.inference_log))
         for record in good:
@@ -225,7 +246,11 @@ def _well_formed(record: Any) -> bool:
 
 
 def handle_alerts(state: MonitorState, payload: dict[str, Any]) -> dict[str, Any]:
-    """Start at most one retraining run for firing action=retrain alerts; record the decision."""
+    """Start at most one retraining run for firing action=retrain alerts; record the decision.
+
+    No run starts while the last one runs or within the cooldown after it started, across
+    restarts of the monitor: the decision is saved before the run starts (a monitor killed in
+    between keeps the cooldown rather than start a second run)."""
     firing = [
         a for a in payload.get("alerts", [])
         if a.get("status") == "firing" and a.get("labels", {}).get("action") == "retrain"
@@ -233,19 +258,43 @@ def handle_alerts(state: MonitorState, payload: dict[str, Any]) -> dict[str, Any
     if not firing:
         return {"outcome": "ignored", "reason": "no firing alert labelled action=retrain"}
     names = sorted({a["labels"].get("alertname", "?") for a in firing})
+    out = Path(state.settings.out)
     with state.lock:
-        now = time.monotonic()
-        running = state.retraining is not None and state.retraining.poll() is None
-        if running or now - state.last_trigger < state.settings.cooldown_s:
-            why = "a retraining run is in progress" if running else "within the cooldown"
+        now, last = time.time(), state.last_run
+        why = _suppressed_because(state, now)
+        if why:
             decision = {"outcome": "suppressed", "reason": why, "alerts": names}
         else:
-            state.last_trigger = now
+            save_last_run(out, LastRun(now))
             state.retraining = _start(state.settings)
-            decision = {"outcome": "started", "alerts": names, "pid": state.retraining.pid}
+            pid = state.retraining.pid
+            state.last_run = LastRun(now, pid, process_start(pid))
+            save_last_run(out, state.last_run)
+            decision = {"outcome": "started", "alerts": names, "pid": pid}
+        if last is not None and decision["outcome"] == "suppressed":
+            decision["last_run_started"] = _iso(last.started)
         state.triggers.labels(decision["outcome"]).inc()
-    _record(Path(state.settings.out), decision)
+        append_decision(out, {"time": _iso(now), **decision})
     return decision
+
+
+def _suppressed_because(state: MonitorState, now: float) -> str:
+    """Why no run may start now, or empty when one may."""
+    last = state.last_run
+    if last is None:
+        return ""
+    # This process's child is polled (and reaped); one started before a restart is running
+    # only if that very process still is.
+    child = state.retraining
+    if child.poll() is None if child is not None else last.alive():
+        return "a retraining run is in progress"
+    if now - last.started < state.settings.cooldown_s:
+        return f"within the cooldown (until {_iso(last.started + state.settings.cooldown_s)})"
+    return ""
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
 def _start(s: MonitorSettings) -> subprocess.Popen[bytes]:
@@ -254,13 +303,6 @@ def _start(s: MonitorSettings) -> subprocess.Popen[bytes]:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     with (out / f"retraining-{stamp}.log").open("wb") as logfile:
         return subprocess.Popen(shlex.split(s.retrain_command), stdout=logfile, stderr=logfile)
-
-
-def _record(out: Path, decision: dict[str, Any]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    line = {"time": datetime.now(UTC).isoformat(timespec="seconds"), **decision}
-    with (out / "triggers.jsonl").open("a") as f:
-        f.write(json.dumps(line) + "\n")
 
 
 def build_app(settings: MonitorSettings) -> FastAPI:
@@ -322,10 +364,15 @@ def build_app(settings: MonitorSettings) -> FastAPI:
             raise HTTPException(404, "no drift report yet; POST /drift runs one")
         return FileResponse(path, media_type="text/html")
 
+    @app.get("/decisions")
+    def decisions(limit: int = 50) -> list[dict[str, Any]]:
+        return read_decisions(Path(settings.out), limit)
+
     @app.post("/records", dependencies=[Depends(authorised)])
     async def records(request: Request) -> dict[str, int]:
         try:
-            return receive_records(state, await request.json())
+            # The file write in a worker: the event loop never waits on the disk or a lock.
+            return await run_in_threadpool(receive_records, state, await request.json())
         except ValueError as e:
             raise HTTPException(400, f"expected the predictor's records: {e}") from e
 
@@ -337,6 +384,6 @@ def build_app(settings: MonitorSettings) -> FastAPI:
             raise HTTPException(400, f"expected Alertmanager's JSON webhook body: {e}") from e
         if not isinstance(payload, dict) or not isinstance(payload.get("alerts"), list):
             raise HTTPException(400, 'expected Alertmanager\'s webhook body with "alerts": [...]')
-        return handle_alerts(state, payload)
+        return await run_in_threadpool(handle_alerts, state, payload)
 
     return app

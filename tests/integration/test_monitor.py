@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -13,13 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dermaops.net import free_port, wait_until_ready
-from tests.e2e.conftest import DERMAOPS
+from tests.integration.monitor_process import AUTH, TOKEN, monitor_process
 from tests.integration.traffic import log_traffic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-TOKEN = "test-token-9f2c"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _alert(status: str = "firing", action: str = "retrain") -> dict[str, object]:
@@ -39,26 +34,10 @@ def monitor(
     log_traffic(synth_raw, tmp_path / "traffic", drifted=True)
     marker = tmp_path / "retraining-runs"
     retrain = f"{sys.executable} -c \"open('{marker}', 'a').write('run\\n')\""
-    port = free_port()
-    command = [str(DERMAOPS), "monitor", "serve", "--port", str(port),
-               "--reference", str(prepared_small / "reference_stats.csv"),
-               "--log-dir", str(tmp_path / "traffic"), "--interval", "3600",
-               "--cooldown", "3600", "--retrain-command", retrain]  # fmt: skip
-    (tmp_path / "token").write_text(TOKEN + "\n")
-    env = os.environ | {"DERMAOPS_HOME": str(dermaops_home), "DERMAOPS_DRIFT_MIN_ROWS": "20",
-                        "DERMAOPS_DRIFT_REFERENCE_SPLIT": "all",
-                        "DERMAOPS_MONITOR_TOKEN_FILE": str(tmp_path / "token")}  # fmt: skip
-    log = tmp_path / "monitor.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        # The first scheduled drift run happens at start-up: wait for its summary.
-        wait_until_ready(f"{url}/summary", 90, process, log)
-        yield url, marker
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    # The first scheduled drift run happens at start-up: it waits for its summary.
+    with monitor_process(dermaops_home, prepared_small / "reference_stats.csv",
+                         tmp_path / "traffic", retrain) as m:  # fmt: skip
+        yield m.url, marker
 
 
 def test_scheduled_drift_metrics_and_report(monitor: tuple[str, Path]) -> None:
