@@ -12,19 +12,24 @@ def train(
     image_size: int = 224,
     batch_size: int = 64,
     settings: dict = {},  # noqa: B006 (KFP reads defaults from the signature)
+    checkpoints: str = "",
     kfp_run_id: str = "",
     model_name: str = "dermaops",
 ) -> None:
     """Train into ``model`` (a run folder: ``model/`` directory, curves, history).
 
     ``settings`` takes any other ``TrainSettings`` field, e.g. ``{"lr": 0.0005}``.
+    ``checkpoints``: a durable folder (the checkpoint volume the pipeline mounts) where the
+    checkpoint is kept under this run and task, so that a retry in a new pod, with an empty
+    ``model`` folder, resumes; empty keeps it in ``model`` (a retry resumes only if it reuses
+    the folder, as the local runner does).
     """
     from pathlib import Path
 
     from dermaops.components.runtime import stage
 
     with stage("train", kfp_run_id, model_name):
-        from dermaops.train.loop import CHECKPOINT
+        from dermaops.train.loop import CHECKPOINT, task_checkpoints
         from dermaops.train.loop import train as run
         from dermaops.train.settings import TrainSettings
 
@@ -32,9 +37,10 @@ def train(
             **{**settings, "model": arch, "weights": weights, "epochs": epochs,
                "image_size": image_size, "batch_size": batch_size}
         )  # fmt: skip
+        kept = task_checkpoints(Path(checkpoints), kfp_run_id) if checkpoints else None
         # A retried task finds its own checkpoint and goes on from the last finished epoch.
-        resume = (Path(model.path) / CHECKPOINT).is_file()
-        result = run(Path(prepared.path), Path(model.path), chosen, resume=resume)
+        resume = ((kept or Path(model.path)) / CHECKPOINT).is_file()
+        result = run(Path(prepared.path), Path(model.path), chosen, resume, kept)
     model.metadata.update(
         {
             "arch": arch,

@@ -60,7 +60,8 @@ def run_local(
         cache_root=str(root / ".kfp_cache"),
     )
     pipeline = build_pipeline(kind, settings)
-    typed = typed_arguments(pipeline, {"deploy_target": "local", **arguments})
+    here = {"deploy_target": "local", "checkpoints": str(home.root.resolve() / "checkpoints")}
+    typed = typed_arguments(pipeline, {**here, **arguments})
     started = time.monotonic()
     try:
         pipeline(**typed)

@@ -34,4 +34,12 @@ class PipelineSettings(BaseModel):
     )
     webhook_secret: str = Field("dermaops-webhook", description="Secret with DERMAOPS_WEBHOOK_URL")
     feedback_pvc: str = Field("dermaops-feedback", description="PVC with clinician feedback")
+    checkpoint_pvc: str = Field(
+        "dermaops-checkpoints",
+        description="PVC where train keeps its checkpoint per run, so that a retry in a new pod "
+        "resumes (the chart's pipelines.checkpoints); empty: in the task's output only",
+    )
     ingest_backoff: str = Field("30s", description="first wait before an ingest retry")
+    train_backoff: str = Field(
+        "60s", description="wait before a train retry (a preempted GPU node is replaced)"
+    )

@@ -20,6 +20,7 @@ Kind = Literal["training", "retraining"]
 KINDS: tuple[Kind, ...] = ("training", "retraining")
 COMPILED = Path(__file__).parent / "compiled"
 FEEDBACK_MOUNT = "/mnt/feedback"
+CHECKPOINT_MOUNT = "/mnt/checkpoints"
 
 # Retries as in the earlier system's table; none around the gate or anything after it.
 RETRIES = {"ingest": 3, "prepare": 1, "train": 1, "evaluate": 1}
@@ -59,6 +60,7 @@ def build_pipeline(kind: Kind, settings: PipelineSettings | None = None) -> Base
         image_size: int = 224,
         batch_size: int = 64,
         train_settings: dict = {},  # noqa: B006 (KFP reads defaults from the signature)
+        checkpoints: str = CHECKPOINT_MOUNT if s.checkpoint_pvc else "",
         min_f1_macro: float = 0.6,
         min_melanoma_sensitivity: float = 0.8,
         max_ece: float = 0.15,
@@ -87,10 +89,14 @@ def build_pipeline(kind: Kind, settings: PipelineSettings | None = None) -> Base
             _configure(baseline, "baseline", s)
             trained = c.train(
                 prepared=data, arch=arch, weights=weights, epochs=epochs, image_size=image_size,
-                batch_size=batch_size, settings=train_settings, **tracked,
+                batch_size=batch_size, settings=train_settings, checkpoints=checkpoints,
+                **tracked,
             )  # fmt: skip
             _configure(trained, "train", s)
             _on_gpu_pool(trained, s)
+            if s.checkpoint_pvc:  # a retry, in a new pod, resumes from the last epoch
+                kubernetes.mount_pvc(trained, pvc_name=s.checkpoint_pvc,
+                                     mount_path=CHECKPOINT_MOUNT)  # fmt: skip
             scored = c.evaluate(prepared=data, model=trained.outputs["model"], **tracked)
             _configure(scored, "evaluate", s)
             thresholds = {
@@ -132,6 +138,8 @@ def _configure(
     if stage == "ingest":
         task.set_retry(retries, backoff_duration=s.ingest_backoff, backoff_factor=2,
                        backoff_max_duration="600s")  # fmt: skip
+    elif stage == "train":  # resumes from its checkpoint volume (see PipelineSettings)
+        task.set_retry(retries, backoff_duration=s.train_backoff)
     elif retries:
         task.set_retry(retries)
     task.set_caching_options(enable_caching=stage in CACHED if cached is None else cached)

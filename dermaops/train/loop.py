@@ -73,27 +73,57 @@ def plan_phases(s: TrainSettings) -> list[Phase]:
     return phases
 
 
-def train(prepared: Path, run_dir: Path, s: TrainSettings, resume: bool = False) -> TrainResult:
+def task_checkpoints(root: Path, kfp_run_id: str, task: str = "train") -> Path:
+    """Where a pipeline task keeps its checkpoint under durable ``root`` (a volume every retry
+    of the task mounts): keyed by the pipeline run and the task, the two a retry keeps.
+
+    Raises:
+        RunFolderError: no run id, so retries of different runs would share one checkpoint.
+    """
+    if not kfp_run_id.strip() or "/" in kfp_run_id or kfp_run_id in {".", ".."}:
+        raise RunFolderError(
+            f"durable checkpoints need the pipeline run's id to key them, got {kfp_run_id!r}"
+        )
+    return root / kfp_run_id / task
+
+
+def train(
+    prepared: Path,
+    run_dir: Path,
+    s: TrainSettings,
+    resume: bool = False,
+    checkpoints: Path | None = None,
+) -> TrainResult:
     """Train on ``prepared`` into ``run_dir`` (checkpoint every epoch, model/ at the end).
+
+    The checkpoint goes to ``checkpoints`` when given (storage that outlives the run folder: a
+    retried pipeline task gets a new, empty output folder), else into ``run_dir``. A resumed run
+    may start from an empty ``run_dir``; it ends with the weights and history of a run that was
+    never interrupted.
 
     Under torchrun (WORLD_SIZE > 1) every rank trains on its share of each batch with
     DistributedDataParallel; rank 0 alone writes checkpoints and outputs.
 
     Raises:
         RunFolderError: ``run_dir`` already holds a run and ``resume`` is False, or ``resume``
-            is True and there is no checkpoint.
+            is True and there is no checkpoint, or one of other settings.
     """
     ddp = Distributed.from_env(resolve_device(s.device))
     try:
-        return _train(prepared, run_dir, s, resume, ddp)
+        return _train(prepared, run_dir, s, resume, checkpoints or run_dir, ddp)
     finally:
         ddp.close()
 
 
 def _train(
-    prepared: Path, run_dir: Path, s: TrainSettings, resume: bool, ddp: Distributed
+    prepared: Path,
+    run_dir: Path,
+    s: TrainSettings,
+    resume: bool,
+    checkpoints: Path,
+    ddp: Distributed,
 ) -> TrainResult:
-    state = _start_or_resume(run_dir, s, resume, ddp)
+    state = _start_or_resume(run_dir, checkpoints, s, resume, ddp)
     device = ddp.device
     torch.manual_seed(s.seed)
     data = PreparedSet.open(prepared)
@@ -148,7 +178,7 @@ def _train(
             state.update(phase=state["phase"] + 1, phase_epoch=0, bad_epochs=0, optimizer=None)
             stepper = None
         if ddp.is_main:
-            _save_checkpoint(run_dir, state)
+            _save_checkpoint(checkpoints, state)
         ddp.barrier()
     model.load_state_dict(state["best_state"])
     if ddp.is_main:
@@ -252,33 +282,41 @@ def _update_best(state: dict[str, Any], model: nn.Module, f1: float, epoch: int)
 
 
 def _start_or_resume(
-    run_dir: Path, s: TrainSettings, resume: bool, ddp: Distributed
+    run_dir: Path, checkpoints: Path, s: TrainSettings, resume: bool, ddp: Distributed
 ) -> dict[str, Any] | None:
-    path = run_dir / CHECKPOINT
+    path = checkpoints / CHECKPOINT
     if resume:
         if not path.exists():
             raise RunFolderError(f"nothing to resume: {path} does not exist")
         state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
         if state["settings"] != s.model_dump():
-            raise RunFolderError(f"{run_dir} was started with other settings: {state['settings']}")
-        log.info("resuming %s after epoch %d", run_dir, state["epoch"])
+            raise RunFolderError(f"{path} was started with other settings: {state['settings']}")
+        log.info("resuming %s from %s after epoch %d", run_dir, path, state["epoch"])
+        if ddp.is_main:
+            _write_settings(run_dir, s)  # a new pod's output folder starts empty
         return state
-    occupied = run_dir.exists() and any(run_dir.iterdir())
+    occupied = any(folder.exists() and any(folder.iterdir()) for folder in {run_dir, checkpoints})
     ddp.barrier()  # every rank looks before rank 0 writes, so all agree
     if occupied:
         raise RunFolderError(
-            f"{run_dir} already holds a run; pass --resume or choose another --out"
+            f"{run_dir} (or its checkpoint folder {checkpoints}) already holds a run; "
+            "pass --resume or choose another --out"
         )
     if ddp.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "settings.json").write_text(s.model_dump_json(indent=2) + "\n")
+        _write_settings(run_dir, s)
     return None
 
 
-def _save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
-    tmp = run_dir / f"{CHECKPOINT}.tmp"
+def _write_settings(run_dir: Path, s: TrainSettings) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "settings.json").write_text(s.model_dump_json(indent=2) + "\n")
+
+
+def _save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"{CHECKPOINT}.tmp"
     torch.save(state, tmp)
-    tmp.replace(run_dir / CHECKPOINT)  # a kill mid-write leaves the previous checkpoint
+    tmp.replace(folder / CHECKPOINT)  # a kill mid-write leaves the previous checkpoint
 
 
 def _write_outputs(

@@ -1,15 +1,23 @@
-"""KFP's retry policy, run by the local runner, recovers a transient ingest failure."""
+"""KFP's retry policies, run by the local runner: a transient ingest failure, a preempted train."""
 
 # No ``from __future__ import annotations``: KFP reads the test pipeline's annotations as types.
+import json
+import shutil
+import threading
+import time
 from pathlib import Path
 
+import psutil
 import pytest
+import torch
 from kfp import dsl, local
 
 from dermaops.components.build import build
 from dermaops.data.loaders import load_raw
 from dermaops.pipelines import PipelineSettings
 from dermaops.pipelines.training import _configure
+from dermaops.train.loop import CHECKPOINT, train
+from dermaops.train.settings import TrainSettings
 from tests.fault_server import FaultyServer
 from tests.integration.mirrors import mirror_dataverse
 
@@ -34,3 +42,59 @@ def test_transient_ingest_failure_is_retried(
     assert len(http_server.hits("/api/access/datafile/12")) == 2, "failed once, then retried"
     raw = next(tmp_path.glob("ingest-only-*/ingest/raw"))
     assert len(load_raw(raw).records) == 80
+
+
+def test_a_retried_train_in_a_new_pod_resumes_from_the_checkpoint_volume(
+    prepared_small: Path, tmp_path: Path
+) -> None:
+    """The first attempt is SIGKILLed after an epoch (a preempted node); its output folder is
+    emptied before the retry, as a new pod would find it; the retry resumes from the checkpoint
+    volume and ends where an uninterrupted run ends."""
+    chosen = {"model": "resnet18", "weights": "none", "epochs": 3, "image_size": 32,
+              "batch_size": 16, "seed": 5, "export_onnx": False}  # fmt: skip
+    whole = tmp_path / "whole"
+    train(prepared_small, whole, TrainSettings(**chosen))
+    train_op, volume = build().train, tmp_path / "volume"
+    settings = PipelineSettings(train_backoff="4s")
+
+    @dsl.pipeline(name="train-only")
+    def train_only(checkpoints: str) -> None:
+        data = dsl.importer(artifact_uri=str(prepared_small), artifact_class=dsl.Dataset)
+        run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+        task = train_op(prepared=data.output, arch="resnet18", weights="none", epochs=3,
+                        image_size=32, batch_size=16, settings={"seed": 5, "export_onnx": False},
+                        checkpoints=checkpoints, kfp_run_id=run_id)  # fmt: skip
+        _configure(task, "train", settings)
+
+    preempted: list[dict[str, object]] = []  # the history the killed attempt checkpointed
+
+    def preempt() -> None:
+        """Kill the first attempt once it has a checkpoint, and empty its output folder."""
+        deadline = time.monotonic() + 240
+        while not list(volume.rglob(CHECKPOINT)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # The component's interpreter, not the runner's shell around it: the shell is this
+        # process's child, and reaping it here would hide its exit status from the runner.
+        (executor,) = [p for p in psutil.Process().children(recursive=True)
+                       if p.cmdline()[1:3] == ["-m", "kfp.dsl.executor_main"]]  # fmt: skip
+        preempted.extend(torch.load(next(volume.rglob(CHECKPOINT)), weights_only=False)["history"])
+        executor.kill()
+        executor.wait(timeout=30)
+        for folder in tmp_path.glob("train-only-*/train/model"):
+            shutil.rmtree(folder)
+            folder.mkdir()
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))
+    killer = threading.Thread(target=preempt)
+    killer.start()
+    train_only(checkpoints=str(volume))
+    killer.join()
+
+    assert 1 <= len(preempted) < 3, "killed between the first checkpoint and the end"
+    (resumed,) = tmp_path.glob("train-only-*/train/model")
+    history = [json.loads((f / "history.json").read_text()) for f in (whole, resumed)]
+    assert history[1][: len(preempted)] == preempted, "resumed (its timings kept), not restarted"
+    strip = [[{k: v for k, v in h.items() if k != "seconds"} for h in run] for run in history]
+    assert strip[0] == strip[1]
+    a, b = (torch.load(f / "model" / "weights.pt") for f in (whole, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)

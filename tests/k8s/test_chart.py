@@ -272,3 +272,15 @@ def test_the_ui_asks_the_predictor_and_writes_to_the_pipelines_feedback_claim() 
     (claim,) = [c for c in by_kind(docs, "PersistentVolumeClaim")
                 if c["metadata"]["name"] == claims["feedback"]]  # fmt: skip
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_the_checkpoint_claim_is_where_the_pipelines_train_task_runs() -> None:
+    from dermaops.pipelines.settings import PipelineSettings
+
+    docs = render(*URI)
+    (claim,) = [c for c in by_kind(docs, "PersistentVolumeClaim")
+                if c["metadata"]["name"] == PipelineSettings().checkpoint_pvc]  # fmt: skip
+    assert claim["metadata"]["namespace"] == "kubeflow", "the pipelines' pods mount it"
+    assert not [c for c in by_kind(render(*URI, "--set", "pipelines.checkpoints.create=false"),
+                                   "PersistentVolumeClaim")
+                if c["metadata"]["name"] == "dermaops-checkpoints"]  # fmt: skip

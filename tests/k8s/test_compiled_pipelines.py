@@ -80,6 +80,22 @@ def test_train_runs_on_the_gpu_pool() -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_train_keeps_its_checkpoint_where_a_retry_in_a_new_pod_finds_it(kind: str) -> None:
+    spec, platform = _documents(COMPILED / f"{kind}_pipeline.yaml")
+    train = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    (mount,) = train["pvcMount"]
+    assert mount["mountPath"] == "/mnt/checkpoints"
+    assert mount["pvcNameParameter"]["runtimeValue"]["constant"] == "dermaops-checkpoints"
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["checkpoints"]["defaultValue"] == "/mnt/checkpoints"
+    (task,) = [c["dag"]["tasks"]["train"] for c in spec["components"].values()
+               if "train" in c.get("dag", {}).get("tasks", {})]  # fmt: skip
+    assert task["inputs"]["parameters"]["checkpoints"]["componentInputParameter"] == (
+        "pipelinechannel--checkpoints"
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_credentials_come_from_secrets_by_name_only(kind: str) -> None:
     spec, platform = _documents(COMPILED / f"{kind}_pipeline.yaml")
     for executor in spec["deploymentSpec"]["executors"].values():
