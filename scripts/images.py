@@ -34,8 +34,7 @@ from dermaops.net import free_port, wait_until_ready
 
 BUDGETS_MB = {"serving": 800, "ui": 800, "monitor": 1200, "mlflow": 1200,
               "storage-initializer": 600}  # fmt: skip
-NETWORK, UID, GID = "dermaops-coldstart", 10001, 10001
-USER = f"{UID}:{GID}"  # the chart's pods' user
+NETWORK, USER = "dermaops-coldstart", "10001:10001"  # the chart's pods' user
 
 
 def build(target: str, tag: str, base: str | None, extra: list[str]) -> int:
@@ -78,8 +77,8 @@ def archive_server(image: str, model_dir: Path) -> Iterator[str]:
             podman("run", "-d", "--rm", "--name", name, "--network", NETWORK, "--user", USER,
                    "-v", f"{folder}:/srv:ro", "--entrypoint", "python3", image,
                    "-m", "http.server", "8000", "--directory", "/srv")  # fmt: skip
-            address = podman("inspect", name, "--format",
-                             f"{{{{.NetworkSettings.Networks.{NETWORK}.IPAddress}}}}")  # fmt: skip
+            networks = json.loads(podman("inspect", name))[0]["NetworkSettings"]["Networks"]
+            address = networks[NETWORK]["IPAddress"]
             yield f"http://{address}:8000/model.zip"
         finally:
             podman("rm", "-f", name, check=False)
@@ -93,9 +92,10 @@ def cold_start(serving: str, initializer: str, model_dir: Path, runs: int = 3) -
     with archive_server(serving, model_dir.resolve()) as uri:
         for run in range(runs):
             pod, port = f"dermaops-coldstart-{run}", free_port()
-            volume = f"{pod}-model"  # an emptyDir: a tmpfs the pod's uid owns
-            podman("volume", "create", "--opt", "type=tmpfs", "--opt", "device=tmpfs",
-                   "--opt", f"o=uid={UID},gid={GID}", volume)  # fmt: skip
+            volume = f"{pod}-model"  # the emptyDir, owned by the pod's uid (as fsGroup makes it)
+            podman("volume", "create", volume)
+            podman("run", "--rm", "--user", "0", "-v", f"{volume}:/mnt/models", "--entrypoint",
+                   "chown", serving, USER, "/mnt/models")  # fmt: skip
             try:
                 started = time.perf_counter()
                 podman("pod", "create", "--name", pod, "--network", NETWORK,
