@@ -283,10 +283,11 @@ def _suppressed_because(state: MonitorState, now: float) -> str:
     last = state.last_run
     if last is None:
         return ""
-    # This process's child is polled (and reaped); one started before a restart is running
-    # only if that very process still is.
+    # This process's own run is polled (and so reaped); one started before a restart runs
+    # only if that very process still does.
     child = state.retraining
-    if child.poll() is None if child is not None else last.alive():
+    running = child.poll() is None if child is not None else last.alive()
+    if running:
         return "a retraining run is in progress"
     if now - last.started < state.settings.cooldown_s:
         return f"within the cooldown (until {_iso(last.started + state.settings.cooldown_s)})"

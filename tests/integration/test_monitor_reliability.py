@@ -88,7 +88,7 @@ def test_records_alerts_and_scrapes_never_wait_for_a_drift_run(
     assert _logged(traffic, "load-") == 1000, "every record is in the log"
 
 
-def test_a_restarted_monitor_keeps_the_cooldown_and_the_run_in_flight(
+def test_a_restarted_monitor_keeps_the_cooldown_and_skips_torn_lines(
     synth_raw: Path, prepared_small: Path, tmp_path: Path, dermaops_home: Path
 ) -> None:
     traffic = log_traffic(synth_raw, tmp_path / "traffic", drifted=True)
