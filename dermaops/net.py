@@ -20,6 +20,14 @@ def free_port() -> int:
         return port
 
 
+def answers_ok(url: str, timeout: float = 2) -> bool:
+    """Whether ``url`` answers 200 now; no answer at all is a no."""
+    try:
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def wait_until_ready(
     url: str,
     seconds: float,
@@ -36,11 +44,8 @@ def wait_until_ready(
         if process is not None and process.poll() is not None:
             tail = log.read_text()[-3000:] if log and log.is_file() else ""
             raise DermaOpsError(f"the server behind {url} exited:\n{tail}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
+        if answers_ok(url):
+            return
         time.sleep(0.3)
     raise DermaOpsError(f"{url} did not answer 200 within {seconds:.0f} s")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -84,7 +85,7 @@ def task_checkpoints(root: Path, kfp_run_id: str, task: str = "train") -> Path:
         raise RunFolderError(
             f"durable checkpoints need the pipeline run's id to key them, got {kfp_run_id!r}"
         )
-    return root / kfp_run_id / task
+    return root / f"{kfp_run_id}-{task}"  # one level: removed whole when the run ends
 
 
 def train(
@@ -97,9 +98,9 @@ def train(
     """Train on ``prepared`` into ``run_dir`` (checkpoint every epoch, model/ at the end).
 
     The checkpoint goes to ``checkpoints`` when given (storage that outlives the run folder: a
-    retried pipeline task gets a new, empty output folder), else into ``run_dir``. A resumed run
-    may start from an empty ``run_dir``; it ends with the weights and history of a run that was
-    never interrupted.
+    retried pipeline task gets a new, empty output folder), and is removed from there when the
+    run ends; else it goes into ``run_dir`` and stays. A resumed run may start from an empty
+    ``run_dir``; it ends with the weights and history of a run that was never interrupted.
 
     Under torchrun (WORLD_SIZE > 1) every rank trains on its share of each batch with
     DistributedDataParallel; rank 0 alone writes checkpoints and outputs.
@@ -183,6 +184,8 @@ def _train(
     model.load_state_dict(state["best_state"])
     if ddp.is_main:
         _write_outputs(run_dir, model, s, pre, data, state)
+        if checkpoints != run_dir:  # storage shared by every run: free this run's share
+            _remove_checkpoint(checkpoints)
     return TrainResult(run_dir, state["best_epoch"], state["best_f1"], state["epoch"], ddp.is_main)
 
 
@@ -310,6 +313,13 @@ def _start_or_resume(
 def _write_settings(run_dir: Path, s: TrainSettings) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "settings.json").write_text(s.model_dump_json(indent=2) + "\n")
+
+
+def _remove_checkpoint(folder: Path) -> None:
+    """A finished run's checkpoint, and its folder once empty (nothing retries a success)."""
+    (folder / CHECKPOINT).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def _save_checkpoint(folder: Path, state: dict[str, Any]) -> None:

@@ -36,15 +36,15 @@ from dermaops.errors import DermaOpsError
 from dermaops.model.artifact import Preprocessing, save_model_dir
 from dermaops.model.export import export_onnx
 from dermaops.model.factory import build_model
-from dermaops.net import free_port, wait_until_ready
+from dermaops.net import answers_ok, free_port, wait_until_ready
 from dermaops.registry import Registry
 from dermaops.registry.model import log_training_run, storage_uri
 from dermaops.settings import ARTIFACTS_DESTINATION_ENV
+from tests import stores
 from tests.conftest import Trained
 from tests.e2e import podman as pm
-from tests.e2e import stores
 from tests.k8s.chart import by_kind, pod_spec, render
-from tests.k8s.conftest import ROOT, find_tool
+from tests.k8s.conftest import ROOT, find_tool, unavailable
 from tests.k8s.podman_pods import Host, PodPlan, plan_pod, service_ports
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -62,10 +62,7 @@ def needs_root_and_podman() -> None:
     for tool in ("podman", "runc", "debootstrap"):
         find_tool(tool)
     if os.geteuid() != 0:
-        message = "the container test runs as root (debootstrap, rootful podman, volume chown)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("the container test runs as root (debootstrap, rootful podman, volume chown)")
 
 
 @dataclass(frozen=True)
@@ -183,22 +180,15 @@ def _start(docs: list[dict[str, Any]], name: str, host: Host, made: list[str],
     pm.podman(*plan.create[1:])
     ready = f"http://127.0.0.1:{port}{plan.readiness[0].path}"
     if check_before:
-        assert not _answers_ready(ready), "ready before the storage initializer fetched the model"
+        assert not answers_ok(ready), "ready before the storage initializer fetched the model"
     for command in plan.init:
         pm.podman(*command[1:])  # to completion, as Kubernetes runs init containers
     for command in plan.run:
         pm.podman(*command[1:])
     if check_before:  # the container is up and loading (about 3 s: imports, ONNX, a warm-up)
-        assert not _answers_ready(ready), "ready while the model was still loading"
+        assert not answers_ok(ready), "ready while the model was still loading"
     _wait_ready(ready, plan)
     return Pod(f"http://127.0.0.1:{port}", plan)
-
-
-def _answers_ready(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def _expose(docs: list[dict[str, Any]], name: str, host: Host, image: str,

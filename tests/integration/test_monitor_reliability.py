@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -51,6 +50,7 @@ def test_records_alerts_and_scrapes_never_wait_for_a_drift_run(
                          "true", env=env, wait_for="/healthz") as monitor:  # fmt: skip
         url = monitor.url
         drift: dict[str, float] = {}
+        timings: list[tuple[float, float]] = []  # (answered at, seconds waited)
 
         def run_drift() -> None:
             drift["start"] = time.monotonic()
@@ -58,25 +58,24 @@ def test_records_alerts_and_scrapes_never_wait_for_a_drift_run(
             drift["end"] = time.monotonic()
             assert answer.status_code == 200, answer.text
 
-        runner = threading.Thread(target=run_drift)
-        runner.start()
-        time.sleep(0.5)  # the run has begun: reading the window, then Evidently
-        timings: list[tuple[float, float]] = []  # (answered at, seconds waited)
-
         def timed(method: str, path: str, **kwargs: object) -> None:
             sent = time.monotonic()
             answer = httpx.request(method, f"{url}{path}", timeout=60, **kwargs)
             assert answer.status_code == 200, answer.text
             timings.append((time.monotonic(), time.monotonic() - sent))
 
-        with ThreadPoolExecutor(8) as pool:
+        with ThreadPoolExecutor(9) as pool:
+            futures = [pool.submit(run_drift)]
+            time.sleep(0.5)  # the run has begun: reading the window, then Evidently
             for batch in range(100):
                 body = {"records": records[batch * 10 : (batch + 1) * 10]}
-                pool.submit(timed, "POST", "/records", json=body, headers=AUTH)
+                futures.append(pool.submit(timed, "POST", "/records", json=body, headers=AUTH))
                 if batch % 10 == 0:
-                    pool.submit(timed, "GET", "/metrics")
-                    pool.submit(timed, "POST", "/alerts", json={"alerts": []}, headers=AUTH)
-        runner.join()
+                    futures.append(pool.submit(timed, "GET", "/metrics"))
+                    futures.append(pool.submit(timed, "POST", "/alerts", json={"alerts": []},
+                                               headers=AUTH))  # fmt: skip
+            for future in futures:
+                future.result()  # a request's own failure, raised here
 
     assert len(timings) == 120
     took = drift["end"] - drift["start"]
@@ -97,12 +96,7 @@ def test_a_restarted_monitor_keeps_the_cooldown_and_skips_torn_lines(
     retrain = f"{sys.executable} -c \"open('{marker}', 'a').write('run\\n')\""
     out = dermaops_home / "monitoring"
 
-    with monitor_process(dermaops_home, reference, traffic, retrain) as first:
-        assert httpx.post(f"{first.url}/alerts", json=STORM, headers=AUTH).json()["outcome"] == (
-            "started"
-        )
-        os.kill(first.process.pid, signal.SIGKILL)  # an OOM kill, a node lost
-        first.process.wait()
+    _start_a_run_then_sigkill(dermaops_home, reference, traffic, retrain, cooldown=3600)
     # Killed mid-write: a torn last line in the decision log and in the inference log.
     with (out / "triggers.jsonl").open("a") as f:
         f.write('{"time": "2026-11-29T00:00:00+00:00", "outc')
@@ -133,12 +127,7 @@ def test_a_run_still_in_flight_after_a_restart_blocks_a_second_one(
     pid_file = tmp_path / "pid"
     retrain = (f"{sys.executable} -c \"import os, time; open('{pid_file}', 'a')"
                f".write(str(os.getpid()) + '\\n'); time.sleep(60)\"")  # fmt: skip
-    with monitor_process(dermaops_home, reference, traffic, retrain, cooldown=0) as first:
-        assert httpx.post(f"{first.url}/alerts", json=STORM, headers=AUTH).json()["outcome"] == (
-            "started"
-        )
-        os.kill(first.process.pid, signal.SIGKILL)
-        first.process.wait()
+    _start_a_run_then_sigkill(dermaops_home, reference, traffic, retrain, cooldown=0)
     (orphan,) = _pids(pid_file, 1)
     try:
         with monitor_process(dermaops_home, reference, traffic, retrain, cooldown=0) as second:
@@ -153,6 +142,17 @@ def test_a_run_still_in_flight_after_a_restart_blocks_a_second_one(
         for pid in _pids(pid_file, 2):  # the second run, and the orphan once more
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _start_a_run_then_sigkill(
+    home: Path, reference: Path, traffic: Path, retrain: str, cooldown: float
+) -> None:
+    """A monitor whose alert starts a retraining run, then SIGKILLed (an OOM kill, a node lost)."""
+    with monitor_process(home, reference, traffic, retrain, cooldown) as first:
+        started = httpx.post(f"{first.url}/alerts", json=STORM, headers=AUTH).json()
+        assert started["outcome"] == "started"
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.process.wait()
 
 
 def _pids(path: Path, count: int, timeout: float = 30) -> list[int]:

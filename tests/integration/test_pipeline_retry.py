@@ -98,3 +98,5 @@ def test_a_retried_train_in_a_new_pod_resumes_from_the_checkpoint_volume(
     assert strip[0] == strip[1]
     a, b = (torch.load(f / "model" / "weights.pt") for f in (whole, resumed))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not list(volume.rglob(CHECKPOINT)), "the finished run frees the shared volume"
+    assert not any(volume.iterdir()), "its folder too"

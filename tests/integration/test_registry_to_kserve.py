@@ -21,14 +21,13 @@ from dermaops.registry import Registry
 from dermaops.registry.model import STORAGE_URI_TAG, log_training_run, storage_uri
 from dermaops.serving.process import predictor_process
 from dermaops.settings import ARTIFACTS_DESTINATION_ENV
+from tests import stores
 from tests.conftest import Trained
 from tests.k8s.conftest import find_tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BUCKET, DESTINATION = "dermaops-mlflow", "s3://dermaops-mlflow/artifacts"
-KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
 
 
 def tool(name: str) -> str:
@@ -41,41 +40,27 @@ class Stack:
     mlflow: str  # the tracking server, proxying artifacts to s3://BUCKET/artifacts
 
     def env(self) -> dict[str, str]:
-        return {"AWS_ENDPOINT_URL": self.s3, **KEYS}
-
-
-def _started(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    with log.open("w") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        return {"AWS_ENDPOINT_URL": self.s3, **stores.S3_KEYS}
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("stack")
-    env = os.environ | KEYS
-    s3_port, mlflow_port = free_port(), free_port()
-    s3 = f"http://127.0.0.1:{s3_port}"
-    moto = _started([tool("moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
-                    root / "moto.log", env)  # fmt: skip
-    server = None
-    try:
-        wait_until_ready(f"{s3}/moto-api/", 60, moto, root / "moto.log")
-        make_bucket = (f"import boto3; boto3.client('s3', endpoint_url='{s3}')"
-                       f".create_bucket(Bucket='{BUCKET}')")  # fmt: skip
-        subprocess.run([tool("python"), "-c", make_bucket], env=env, check=True)
-        server = _started(
-            [tool("mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
+    port, log = free_port(), root / "mlflow.log"
+    with stores.s3(root, "127.0.0.1", BUCKET) as s3, log.open("w") as out:
+        server = subprocess.Popen(
+            [tool("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
              "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
              "--serve-artifacts", "--artifacts-destination", DESTINATION],
-            root / "mlflow.log", env | {"MLFLOW_S3_ENDPOINT_URL": s3},
+            stdout=out, stderr=subprocess.STDOUT,
+            env=os.environ | stores.S3_KEYS | {"MLFLOW_S3_ENDPOINT_URL": s3},
         )  # fmt: skip
-        url = f"http://127.0.0.1:{mlflow_port}"
-        wait_until_ready(f"{url}/health", 120, server, root / "mlflow.log")
-        yield Stack(s3, url)
-    finally:
-        for process in (server, moto):
-            if process is not None:
-                stop(process)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_until_ready(f"{url}/health", 120, server, log)
+            yield Stack(s3, url)
+        finally:
+            stop(server)
 
 
 def test_kserve_fetches_what_deploy_chose_and_the_predictor_serves_that_version(

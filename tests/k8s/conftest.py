@@ -7,7 +7,7 @@ import copy
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import jsonschema
 import pytest
@@ -72,7 +72,6 @@ ROOT = Path(__file__).resolve().parents[2]
 def find_tool(name: str, venv: str = "") -> str:
     """A binary from the project's .tools/bin (`make tools`), else PATH; or, with ``venv``, from
     that tools venv only (.tools/VENV/bin). Missing: fail in CI, else skip, saying how to get it."""
-    import os
     import shutil
 
     if venv:
@@ -81,9 +80,17 @@ def find_tool(name: str, venv: str = "") -> str:
         found = shutil.which(name, path=str(ROOT / ".tools" / "bin")) or shutil.which(name)
     if found:
         return found
-    message = f"{name} is missing: run `make tools` (helm, kubectl, the .tools venvs)" + (
-        "" if venv else " or apt-get install it"
+    unavailable(
+        f"{name} is missing: run `make tools` (helm, kubectl, the .tools venvs)"
+        + ("" if venv else " or apt-get install it")
     )
+
+
+def unavailable(message: str) -> NoReturn:
+    """What a test needs is not on this machine: a failure in CI (`.ci/run` installs it), a skip
+    elsewhere; ``message`` says how to get it."""
+    import os
+
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)

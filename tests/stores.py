@@ -1,6 +1,6 @@
-"""The stores the chart's MLflow needs, started by the test on the host: Debian's PostgreSQL and
-moto's S3 server, each listening on one address (the gateway of the test's podman network, which
-the pods reach and nothing outside does)."""
+"""The stores MLflow needs, started by the tests on the host: Debian's PostgreSQL and moto's S3
+server, each listening on one address (loopback, or the gateway of the container test's podman
+network, which its pods reach and nothing outside does)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from dermaops.net import free_port, stop, wait_until_ready
-from tests.k8s.conftest import find_tool
+from tests.k8s.conftest import find_tool, unavailable
 
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
@@ -27,10 +25,7 @@ def postgres_bin() -> Path:
     skip elsewhere."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     if not found:
-        message = "Debian's postgresql is not installed (apt-get install postgresql)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("Debian's postgresql is not installed (apt-get install postgresql)")
     return found[-1].parent
 
 
