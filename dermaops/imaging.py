@@ -78,7 +78,7 @@ def decode(
             f"{limits.max_pixels:,}; downscale the image before sending it"
         )
     fmt = img.format or "unknown"
-    orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+    orientation = _orientation(img)
     if min_size is not None and fmt == "JPEG":
         w, h = min_size
         img.draft("RGB", (h, w) if orientation in _TRANSPOSED_ORIENTATIONS else (w, h))
@@ -112,8 +112,8 @@ def resize_cover(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     target_w, target_h = size
     scale = max(target_w / w, target_h / h)
     crop_w, crop_h = target_w / scale, target_h / scale
-    left, top = (w - crop_w) / 2, (h - crop_h) / 2
-    box = (left, top, left + crop_w, top + crop_h)
+    left, top = max(0.0, (w - crop_w) / 2), max(0.0, (h - crop_h) / 2)  # no float dust below 0
+    box = (left, top, min(w, left + crop_w), min(h, top + crop_h))
     return img.resize(size, Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
 
 
@@ -144,13 +144,26 @@ def _too_many_bytes(size: int, max_bytes: int) -> str:
     return f"{size:,} bytes is over the limit of {max_bytes:,}; send a smaller file"
 
 
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1: upright). A PNG keeps its EXIF after the pixels, so reading it
+    decodes them: the same errors as :func:`_load`."""
+    try:
+        return int(img.getexif().get(_EXIF_ORIENTATION, 1))
+    except (EOFError, OSError, SyntaxError, ValueError) as e:
+        raise _decode_error(e) from e
+
+
 def _load(img: Image.Image) -> None:
     try:
         img.load()
     except (EOFError, OSError, SyntaxError, ValueError) as e:
-        if isinstance(e, EOFError) or "truncated" in str(e).lower():
-            raise TruncatedImageError(f"truncated image: {e or 'file ends early'}") from e
-        raise ImageError(f"corrupt image data: {e}") from e
+        raise _decode_error(e) from e
+
+
+def _decode_error(e: Exception) -> ImageError:
+    if isinstance(e, EOFError) or "truncated" in str(e).lower():
+        return TruncatedImageError(f"truncated image: {e or 'file ends early'}")
+    return ImageError(f"corrupt image data: {e}")
 
 
 def _wide_gray_to_rgb(img: Image.Image) -> Image.Image:

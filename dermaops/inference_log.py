@@ -7,9 +7,13 @@ what it receives and reads the latest window for drift.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
-import logging.handlers
+import os
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,26 +61,88 @@ def end_torn_line(path: Path) -> bool:
 
 
 class InferenceLog:
-    """Append-only JSON lines under a folder, rotated at ``max_bytes`` keeping ``backups``."""
+    """Append-only JSON lines under a folder, rotated at ``max_bytes`` keeping ``backups``.
 
-    def __init__(self, folder: Path, max_bytes: int = 50 * 2**20, backups: int = 5):
+    A record that cannot be written (the disk is full, the volume went read-only) is dropped:
+    the answer it belongs to matters more. Each dropped record goes to ``on_failure``; the first
+    of a run of failures is logged as an error, and the write that works again as a warning.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        max_bytes: int = 50 * 2**20,
+        backups: int = 5,
+        on_failure: Callable[[OSError], None] | None = None,
+    ):
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / LOG_NAME
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.on_failure = on_failure
+        self.dropped = 0  # records lost to write failures, over this writer's life
+        self._failing = False
+        self._file: io.FileIO | None = None
+        self._lock = threading.Lock()
         end_torn_line(self.path)
-        self._logger = logging.getLogger(f"dermaops.inference_log.{id(self)}")
-        self._logger.propagate = False
-        self._logger.setLevel(logging.INFO)
-        handler = logging.handlers.RotatingFileHandler(
-            self.path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
-        )
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        self._logger.addHandler(handler)
 
     def write(self, record: dict[str, Any]) -> None:
         stamped = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **record}
-        self._logger.info(json.dumps(stamped, separators=(",", ":")))
+        line = (json.dumps(stamped, separators=(",", ":")) + "\n").encode()
+        with self._lock:
+            try:
+                self._append(line)
+            except OSError as e:
+                self._failed(e)
+                return
+            if self._failing:
+                self._failing = False
+                log.warning("writing the inference log %s again", self.path)
+
+    def _append(self, line: bytes) -> None:
+        if self._file is None:
+            if self._failing:  # the last write may have stopped mid-line
+                end_torn_line(self.path)
+            self._file = io.FileIO(self.path, "a")
+        size = self._file.seek(0, os.SEEK_END)
+        if size and size + len(line) > self.max_bytes:
+            self._rotate()
+            self._file = io.FileIO(self.path, "a")
+        view = memoryview(line)
+        while view:  # a short write (a file-size limit reached) leaves the rest to write
+            view = view[self._file.write(view) or 0 :]
+
+    def _rotate(self) -> None:
+        self._close()
+        for i in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{LOG_NAME}.{i}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{LOG_NAME}.{i + 1}"))
+        if self.backups:
+            self.path.replace(self.path.with_name(f"{LOG_NAME}.1"))
+        else:
+            self.path.unlink()
+
+    def _failed(self, error: OSError) -> None:
+        self.dropped += 1
+        self._close()
+        if self.on_failure is not None:
+            self.on_failure(error)
+        if not self._failing:
+            self._failing = True
+            log.error(
+                "cannot write the inference log %s (%s); answers go on, their records are "
+                "dropped until it can be written again",
+                self.path,
+                error.strerror or error,
+            )
+
+    def _close(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):  # unbuffered: nothing of ours was pending
+                self._file.close()
+            self._file = None
 
     def close(self) -> None:
-        for handler in list(self._logger.handlers):
-            handler.close()
-            self._logger.removeHandler(handler)
+        with self._lock:
+            self._close()

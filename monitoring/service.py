@@ -148,7 +148,8 @@ class MonitorState:
             "version), 0 when image statistics only.", registry=r,
         )  # fmt: skip
         self.records = Counter(
-            "dermaops_monitor_received_records", "Records from predictors, by outcome.",
+            "dermaops_monitor_received_records",
+            "Records from predictors, by outcome (dropped: valid, the log unwritable).",
             ["outcome"], registry=r,
         )  # fmt: skip
         self.unauthorized = Counter(
@@ -227,12 +228,16 @@ def receive_records(state: MonitorState, payload: Any) -> dict[str, int]:
     with state.log_lock:
         if state.writer is None:
             state.writer = InferenceLog(Path(state.settings.inference_log))
+        dropped_before = state.writer.dropped
         for record in good:
             state.writer.write(record)
+        dropped = state.writer.dropped - dropped_before  # the log's disk full, say
     rejected = len(payload["records"]) - len(good)
-    state.records.labels("accepted").inc(len(good))
+    state.records.labels("accepted").inc(len(good) - dropped)
     state.records.labels("rejected").inc(rejected)
-    return {"accepted": len(good), "rejected": rejected}
+    state.records.labels("dropped").inc(dropped)
+    answer = {"accepted": len(good) - dropped, "rejected": rejected}
+    return answer | ({"dropped": dropped} if dropped else {})
 
 
 def _well_formed(record: Any) -> bool:

@@ -2,15 +2,25 @@
 
 Every move leaves an audit tag on each version it touches, ``dermaops.audit.<UTC time>``:
 who, what and why. Tags are never overwritten, so a version's tags are its history.
+
+Alias moves are serialized by a file lock per registry (beside a sqlite store, else in the
+temporary folder), so promotions and rollbacks started at once on one machine take turns; and a
+promotion moves ``champion`` only if it is still the version the challenger was compared with
+(compare-and-set), otherwise it is refused with a message and an audit entry.
 """
 
 from __future__ import annotations
 
+import fcntl
 import getpass
+import hashlib
 import json
 import logging
 import os
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,27 +53,42 @@ def actor() -> str:
     return os.environ.get(ACTOR_ENV) or getpass.getuser()
 
 
-def promote(reg: Registry, version: str, verdicts: list[GateResult], why: str) -> PromotionResult:
+def promote(
+    reg: Registry,
+    version: str,
+    verdicts: list[GateResult],
+    why: str,
+    compared_with: str | None = None,
+) -> PromotionResult:
     """Make ``version`` the champion if every verdict passed; record the decision either way.
 
     Args:
         verdicts: the quality gate and the comparison with the champion.
         why: what the decision rests on, for the audit tag (e.g. the figures compared).
+        compared_with: the champion the verdicts were reached against (None: there was none);
+            if another promotion moved ``champion`` meanwhile, this one is refused.
     """
-    before = alias_version(reg, CHAMPION)
-    reasons = [r for v in verdicts for r in v.reasons]
-    if reasons:
-        _audit(reg, version, f"not promoted: {'; '.join(reasons)}")
-        log.warning("version %s stays %s: %s", version, CHALLENGER, "; ".join(reasons))
-        return PromotionResult(version, False, before, reasons)
-    if before == version:
-        return PromotionResult(version, False, before, [f"version {version} is already champion"])
-    if before is not None:
-        reg.client.set_registered_model_alias(reg.model_name, PREVIOUS, before)
-        _audit(reg, before, f"replaced as champion by version {version}")
-    reg.client.set_registered_model_alias(reg.model_name, CHAMPION, version)
-    _delete_alias(reg, CHALLENGER)
-    _audit(reg, version, f"promoted to champion (was {before or 'none'}): {why}")
+    with promotion_lock(reg):
+        before = alias_version(reg, CHAMPION)
+        reasons = [r for v in verdicts for r in v.reasons]
+        if before not in (compared_with, version):
+            reasons.append(
+                f"the champion changed from {_named(compared_with)} to {_named(before)} while "
+                f"version {version} was being compared; compare it again"
+            )
+        if reasons:
+            _audit(reg, version, f"not promoted: {'; '.join(reasons)}")
+            log.warning("version %s stays %s: %s", version, CHALLENGER, "; ".join(reasons))
+            return PromotionResult(version, False, before, reasons)
+        if before == version:
+            reason = f"version {version} is already champion"
+            return PromotionResult(version, False, before, [reason])
+        if before is not None:
+            reg.client.set_registered_model_alias(reg.model_name, PREVIOUS, before)
+            _audit(reg, before, f"replaced as champion by version {version}")
+        reg.client.set_registered_model_alias(reg.model_name, CHAMPION, version)
+        _delete_alias(reg, CHALLENGER)
+        _audit(reg, version, f"promoted to champion (was {before or 'none'}): {why}")
     log.info("version %s is now %s (was %s)", version, CHAMPION, before)
     return PromotionResult(version, True, before)
 
@@ -73,17 +98,63 @@ def rollback(reg: Registry, why: str = "") -> tuple[str, str]:
 
     ``previous`` is then cleared, so a second rollback does not bounce back.
     """
-    current, previous = alias_version(reg, CHAMPION), alias_version(reg, PREVIOUS)
-    if previous is None or current is None:
-        raise RegistryError(
-            f"nothing to roll back to: {reg.model_name} has champion={current}, previous={previous}"
-        )
-    reg.client.set_registered_model_alias(reg.model_name, CHAMPION, previous)
-    _delete_alias(reg, PREVIOUS)
-    note = f": {why}" if why else ""
-    _audit(reg, current, f"rolled back: champion returned to version {previous}{note}")
-    _audit(reg, previous, f"champion again after rollback from version {current}{note}")
+    with promotion_lock(reg):
+        current, previous = alias_version(reg, CHAMPION), alias_version(reg, PREVIOUS)
+        if previous is None or current is None:
+            raise RegistryError(
+                f"nothing to roll back to: {reg.model_name} has champion={current}, "
+                f"previous={previous}"
+            )
+        reg.client.set_registered_model_alias(reg.model_name, CHAMPION, previous)
+        _delete_alias(reg, PREVIOUS)
+        note = f": {why}" if why else ""
+        _audit(reg, current, f"rolled back: champion returned to version {previous}{note}")
+        _audit(reg, previous, f"champion again after rollback from version {current}{note}")
     return current, previous
+
+
+@contextmanager
+def promotion_lock(reg: Registry, timeout: float = 300) -> Iterator[None]:
+    """Hold this registry's promotion lock (one alias move at a time on this machine).
+
+    Raises:
+        RegistryError: another promotion held it for ``timeout`` seconds.
+    """
+    path = _lock_path(reg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline, waited = time.monotonic() + timeout, False
+    with path.open("a") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waited:
+                    waited = True
+                    log.info("waiting for the promotion lock %s: another promotion of %s "
+                             "is moving aliases", path, reg.model_name)  # fmt: skip
+                if time.monotonic() > deadline:
+                    raise RegistryError(
+                        f"another promotion of {reg.model_name} has held {path} for over "
+                        f"{timeout:.0f} s; try again when it has finished"
+                    ) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _lock_path(reg: Registry) -> Path:
+    """Beside a sqlite store; for a server, one file per tracking URI in the temporary folder."""
+    if reg.uri.startswith("sqlite:///"):
+        return Path(reg.uri.removeprefix("sqlite:///") + ".promotion.lock")
+    digest = hashlib.sha256(reg.uri.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"dermaops-promotion-{digest}.lock"
+
+
+def _named(version: str | None) -> str:
+    return f"version {version}" if version is not None else "none"
 
 
 def versions(reg: Registry) -> list[dict[str, Any]]:
@@ -175,7 +246,7 @@ def promote_challenger(
             theirs = evaluate(prepared, champion_dir, Path(tmp) / "evaluation")
         verdicts.append(compare(metrics, theirs, must_beat))
         why += f"; champion v{champion} scored {theirs['f1_macro']:.4f} on the same test split"
-    return promote(reg, version, verdicts, why)
+    return promote(reg, version, verdicts, why, compared_with=champion)
 
 
 def promote_stored(
@@ -199,7 +270,7 @@ def promote_stored(
             )
         verdicts.append(compare(metrics, stored_metrics(reg, champion), must_beat))
         why += f"; compared with champion v{champion} on test split {ours}"
-    return promote(reg, version, verdicts, why)
+    return promote(reg, version, verdicts, why, compared_with=champion)
 
 
 def _split_digest(reg: Registry, version: str) -> str:

@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     from kserve.model_server import app
 
     from dermaops.serving.binary import BinaryTensors
+    from dermaops.serving.guards import OneVersion, ReadOnlyRepository
     from dermaops.serving.model import DermaOpsModel
 
     args, settings = settings_from(argv)
@@ -78,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     model = DermaOpsModel(args.model_name, settings)
     model.load()
     app.add_middleware(BinaryTensors)  # before KServe's decoder, which reads BYTES as UTF-8
+    app.add_middleware(OneVersion, name=model.name, version=model.version)
+    app.add_middleware(ReadOnlyRepository)
     kserve.ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,

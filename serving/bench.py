@@ -47,8 +47,8 @@ def bench_serve(
     """
     artifact, version = load_model(model_uri, home)
     with tempfile.TemporaryDirectory() as tmp:
-        jpegs = _jpegs(Path(tmp) / "synth", images)
-        local = _InProcess(artifact, backend, jpegs)
+        jpegs = synthetic_jpegs(Path(tmp) / "synth", images)
+        local = InProcess(artifact, backend, jpegs)
         with _server(artifact.folder, backend, Path(tmp)) as url:
             bodies = [_body(j) for j in jpegs]
             per_round = max(1, requests // rounds)
@@ -78,12 +78,12 @@ def bench_serve(
     }
 
 
-def _jpegs(folder: Path, n: int) -> list[bytes]:
+def synthetic_jpegs(folder: Path, n: int) -> list[bytes]:
     synthesize(folder, SynthSettings(n=max(n, 40), seed=11, workers=os.cpu_count() or 1))
     return [p.read_bytes() for p in sorted(folder.rglob("*.jpg"))[:n]]
 
 
-class _InProcess:
+class InProcess:
     """Decode, stem and forward in this process: what serving adds nothing to."""
 
     def __init__(self, artifact: ModelArtifact, backend: str, jpegs: list[bytes]):

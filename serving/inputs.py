@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,9 +62,16 @@ def v2_images(request: InferRequest, limits: Limits, min_size: tuple[int, int]) 
             "shape",
         )
     tensor = tensors[0]
-    data = tensor.data if isinstance(tensor.data, list) else [tensor.data]
+    data = _flat(tensor.data if isinstance(tensor.data, list) else [tensor.data])
     if not data:
         raise BadImage(f"input {tensor.name!r} holds no images", "shape")
+    declared = math.prod(tensor.shape or [0])
+    if declared != len(data):
+        raise BadImage(
+            f"input {tensor.name!r} has shape {list(tensor.shape)} ({declared} elements) but "
+            f"{len(data)} images; send shape [{len(data)}]",
+            "shape",
+        )
     _check_count(len(data), limits)
     images = []
     for i, element in enumerate(data):
@@ -71,6 +79,11 @@ def v2_images(request: InferRequest, limits: Limits, min_size: tuple[int, int]) 
         raw = element if isinstance(element, bytes) else _b64(element, where, limits)
         images.append(_image(raw, where, limits, min_size))
     return images
+
+
+def _flat(data: list[Any]) -> list[Any]:
+    """A tensor's elements in row-major order (JSON may nest them by the shape)."""
+    return [x for item in data for x in (_flat(item) if isinstance(item, list) else [item])]
 
 
 def _v1_field(item: Any, i: int) -> Any:

@@ -37,7 +37,7 @@ from dermaops.serving.batching import MicroBatcher
 from dermaops.serving.forward import RecordForwarder
 from dermaops.serving.inputs import BadImage, Limits, v1_images, v2_images
 from dermaops.serving.settings import ServingSettings
-from dermaops.serving.telemetry import ERRORS, LATENCY, MODEL_INFO, observe
+from dermaops.serving.telemetry import ERRORS, LATENCY, MODEL_INFO, count_log_failure, observe
 from dermaops.settings import Home
 from dermaops.tokens import MONITOR_TOKEN_ENV, read_token
 
@@ -95,7 +95,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             self.artifact.projection(embedding)  # a projection of another width fails here
         if self.settings.inference_log:
             where = self.settings.inference_log_dir or str(self.home.inference_log)
-            self.sinks.append(InferenceLog(Path(where)))
+            self.sinks.append(InferenceLog(Path(where), on_failure=count_log_failure))
         if self.settings.monitor_url:
             self.sinks.append(RecordForwarder(self.settings.monitor_url, self._monitor_token()))
         MODEL_INFO.labels(self.name, self.version, self.artifact.arch, self.backend.name).set(1)

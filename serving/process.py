@@ -1,15 +1,81 @@
-"""A predictor as its own process on a free loopback port: for `bench serve` and the tests."""
+"""A predictor as its own process on a loopback port: for the benchmarks and the tests."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
 
+from dermaops.errors import DermaOpsError
 from dermaops.net import free_port, stop, wait_until_ready
+
+
+class PredictorProcess:
+    """``python -m dermaops.serving`` for ``model`` (gRPC off) on one port, which it keeps
+    across restarts, as a pod keeps its address when the kubelet restarts its container."""
+
+    def __init__(
+        self,
+        model: Path,
+        home: Path,
+        log: Path,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.command = [sys.executable, "-m", "dermaops.serving", "--model_dir", str(model),
+                        "--http_port", str(self.port), "--enable_grpc", "false", *args]  # fmt: skip
+        self.env = os.environ | {"DERMAOPS_HOME": str(home)} | (env or {})
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise DermaOpsError("the predictor is not running")
+        return self.process.pid
+
+    def start(self, wait: float = 180) -> str:
+        """Start it (its output appended to the log) and wait until it is ready; its URL.
+
+        Raises:
+            DermaOpsError: it exited or was not ready within ``wait`` seconds (with the log's tail).
+        """
+        with self.log.open("a") as out:
+            self.process = subprocess.Popen(
+                self.command, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        try:
+            wait_until_ready(f"{self.url}/v2/health/ready", wait, self.process, self.log)
+        except DermaOpsError:
+            self.stop()
+            raise
+        return self.url
+
+    def kill(self) -> None:
+        """SIGKILL, as the kernel's OOM killer or a lost node would: no shutdown at all."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+
+    def __enter__(self) -> PredictorProcess:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
 
 
 @contextmanager
@@ -21,20 +87,11 @@ def predictor_process(
     env: dict[str, str] | None = None,
     wait: float = 180,
 ) -> Iterator[str]:
-    """``python -m dermaops.serving`` for ``model`` (gRPC off), its URL once ready; stopped after.
-
-    Raises:
-        DermaOpsError: it exited or was not ready within ``wait`` seconds (with its log's tail).
-    """
-    port = free_port()
-    command = [sys.executable, "-m", "dermaops.serving", "--model_dir", str(model),
-               "--http_port", str(port), "--enable_grpc", "false", *args]  # fmt: skip
-    environment = os.environ | {"DERMAOPS_HOME": str(home)} | (env or {})
-    with log.open("w") as out:
-        process = subprocess.Popen(command, env=environment, stdout=out, stderr=subprocess.STDOUT)
+    """A started :class:`PredictorProcess`'s URL; stopped after."""
+    log.write_bytes(b"")
+    predictor = PredictorProcess(model, home, log, args, env)
+    predictor.start(wait)
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_ready(f"{url}/v2/health/ready", wait, process, log)
-        yield url
+        yield predictor.url
     finally:
-        stop(process)
+        predictor.stop()

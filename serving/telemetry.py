@@ -7,6 +7,7 @@ holds the same answers per image, for drift.
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -43,6 +44,12 @@ LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
 )
 ERRORS = Counter("dermaops_request_errors", "Rejected or failed requests, by reason.", ["reason"])
+LOG_FAILURES = Counter(
+    "dermaops_inference_log_failures",
+    "Inference-log records dropped because the log could not be written (the answers went "
+    "out), by errno name.",
+    ["reason"],
+)
 MODEL_INFO = Gauge(
     "dermaops_model_info",
     "The model being served (value 1).",
@@ -62,3 +69,8 @@ def observe(version: str, probs: Any, flags: Any, stats: list[dict[str, float]])
         for name in UNIT_STATS:
             INPUT_STAT.labels(name).observe(stat[name])
         INPUT_SIZE.observe(stat["width"] * stat["height"])
+
+
+def count_log_failure(error: OSError) -> None:
+    """One inference-log record dropped: ENOSPC (disk full), EFBIG (file-size limit), EROFS..."""
+    LOG_FAILURES.labels(errno.errorcode.get(error.errno or 0, "other")).inc()

@@ -44,6 +44,7 @@ app.command("ui")(serving.ui)
 bench_app.command("prepare")(data.bench_prepare)
 bench_app.command("train")(train.bench_train)
 bench_app.command("serve")(serving.bench_serve)
+bench_app.command("soak")(serving.bench_soak)
 
 
 @app.callback()

@@ -1,4 +1,4 @@
-"""``dermaops serve|predict|bench serve|monitor ...``: the KServe and monitoring layers.
+"""``dermaops serve|predict|bench serve|bench soak|monitor ...``: the KServe and monitoring layers.
 
 Every command imports its layer inside its body, so no other command loads kserve, evidently
 or FastAPI.
@@ -201,6 +201,45 @@ def bench_serve(
         f"served p50 is {result['ratio_p50_vs_in_process']}x the in-process decode + forward "
         f"({result['backend']}); {result['errors']} errors ({path})"
     )
+
+
+def bench_soak(
+    model_uri: Annotated[
+        str,
+        typer.Option(help="Folder, file://, or models:/NAME@ALIAS (default: the deployed one)."),
+    ] = "",
+    requests: Annotated[int, typer.Option(min=10, help="Measured, after warm-up.")] = 20_000,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight.")] = 8,
+    bad_share: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of bad payloads in the mix.")
+    ] = 0.1,
+    warmup: Annotated[int, typer.Option(min=0, help="Requests before measuring.")] = 500,
+    backend: Annotated[str, typer.Option(help="auto, onnx, torch or cuda.")] = "auto",
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Result file (default: $DERMAOPS_HOME/bench/soak.json)."),
+    ] = None,
+) -> None:
+    """The predictor under a long mix of good and bad requests: errors, p50/p99 over time and
+    resident memory growth after warm-up; exit 1 when a target is missed."""
+    from dermaops.bench import write_result
+    from dermaops.serving.soak import soak
+
+    home = Home.from_env()
+    result = soak(model_uri, home, requests, concurrency, bad_share, backend, warmup)
+    path = json_out or home.bench / "soak.json"
+    write_result(result, path)
+    typer.echo(json.dumps(result, indent=2))
+    typer.echo(
+        f"{result['requests']} requests ({result['bad_requests']} bad) at concurrency "
+        f"{concurrency}: {result['good_errors']} good-request errors, {result['bad_not_4xx']} bad "
+        f"requests not 4xx, {result['connection_errors']} connection errors; p50 "
+        f"{result['p50_ms']} ms ({result['ratio_p50_vs_in_process']}x in-process), p99 "
+        f"{result['p99_ms']} ms; resident memory {result['rss_growth']:+.1%} after warm-up ({path})"
+    )
+    if not result["held"]:
+        typer.echo(f"missed: {'; '.join(result['missed'])}", err=True)
+        raise typer.Exit(1)
 
 
 @monitor_app.command("drift")

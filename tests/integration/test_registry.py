@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from dermaops.registry.promotion import (
     alias_version,
     promote_challenger,
     promote_stored,
+    promotion_lock,
     rollback,
     versions,
 )
@@ -232,3 +234,51 @@ def test_the_monitor_follows_traffic_to_the_reference_of_its_version(
     assert {"confidence", "prediction", "embedding_pc1"} <= set(summary.columns)
     assert not summary.drifted, "the version's own validation rows against its reference"
     assert state.registry.get_sample_value("dermaops_drift_model_outputs_compared") == 1
+
+
+PROMOTE = """
+import json, logging, sys
+from dermaops.evaluation.gate import GateThresholds
+from dermaops.registry import Registry
+from dermaops.registry.promotion import promote_stored
+logging.basicConfig(level=logging.INFO)
+lenient = GateThresholds(min_f1_macro=0.0, min_melanoma_sensitivity=0.0, max_ece=1.0)
+result = promote_stored(Registry(), sys.argv[1], lenient, False)
+print(json.dumps({"version": result.version, "promoted": result.promoted,
+                  "before": result.champion_before, "reasons": result.reasons}))
+"""
+
+
+def test_two_promotions_at_once_leave_one_champion_and_both_audited(
+    trained: Trained, tmp_path: Path
+) -> None:
+    """Two processes promote versions 2 and 3 over champion 1 at the same moment: both compare
+    with version 1, then queue on the promotion lock (held here until both wait). The first to
+    move the alias wins; the second finds the champion changed and is refused, with a message."""
+    reg = Registry()
+    first = _register(reg, trained, "kfp-1")
+    assert promote_challenger(
+        reg, first, trained.metrics(), trained.prepared, LENIENT, False
+    ).promoted
+    contenders = [_register(reg, trained, f"kfp-{i}") for i in (2, 3)]
+    logs = [tmp_path / f"promote-{v}.log" for v in contenders]
+    with promotion_lock(reg):
+        processes = []
+        for version, log in zip(contenders, logs, strict=True):
+            with log.open("w") as err:
+                processes.append(subprocess.Popen([sys.executable, "-c", PROMOTE, version],
+                                                  stdout=subprocess.PIPE, stderr=err))  # fmt: skip
+        deadline = time.monotonic() + 120
+        while not all("waiting for the promotion lock" in log.read_text() for log in logs):
+            assert time.monotonic() < deadline, [log.read_text()[-2000:] for log in logs]
+            assert all(p.poll() is None for p in processes), [log.read_text() for log in logs]
+            time.sleep(0.1)
+    results = [json.loads(p.communicate(timeout=120)[0]) for p in processes]
+    won = [r for r in results if r["promoted"]]
+    lost = [r for r in results if not r["promoted"]]
+    assert len(won) == 1 and len(lost) == 1, results
+    assert won[0]["before"] == first and alias_version(reg, "champion") == won[0]["version"]
+    assert alias_version(reg, "previous") == first
+    assert f"changed from version {first} to version {won[0]['version']}" in lost[0]["reasons"][-1]
+    assert _audit(reg, won[0]["version"])[-1].startswith(f"promoted to champion (was {first})")
+    assert _audit(reg, lost[0]["version"])[-1].startswith("not promoted: the champion changed")

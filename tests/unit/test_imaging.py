@@ -140,3 +140,24 @@ def test_resize_cover_keeps_aspect_and_crops_the_centre() -> None:
 def test_resize_cover_is_identity_at_the_target_size(jpeg_bytes: Callable[..., bytes]) -> None:
     image = decode(jpeg_bytes(30, 20)).image
     assert resize_cover(image, (30, 20)) is image
+
+
+def test_damaged_png_data_is_an_image_error_when_exif_is_read() -> None:
+    """A PNG keeps EXIF after its pixels: reading the orientation decodes them (found by the
+    fuzz test: KServe answered 500 with PIL's OSError)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.arange(48 * 64 * 3, dtype=np.uint8).reshape(48, 64, 3)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    idat = data.index(b"IDAT") + 12  # inside the compressed pixels, past zlib's header
+    data[idat : idat + 16] = bytes(16)
+    with pytest.raises(ImageError):
+        decode(bytes(data))
+
+
+@pytest.mark.parametrize("size", [(55, 55), (55, 199), (97, 3), (1, 1)])
+def test_resize_cover_of_sizes_whose_crop_box_rounds_below_zero(size: tuple[int, int]) -> None:
+    """224 / 55 * 55 is a hair over 55 in floating point: the box's left edge came out at
+    -5e-9 and PIL refused it (one size in thirty below 200 px)."""
+    out = resize_cover(Image.new("RGB", size, (10, 20, 30)), (224, 224))
+    assert out.size == (224, 224)
+    assert out.getpixel((112, 112)) == (10, 20, 30)
