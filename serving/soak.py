@@ -256,7 +256,10 @@ def _answered(payload: Payload, response: httpx.Response) -> bool:
     """A 200 whose body holds one answer per image sent."""
     if response.status_code != 200:
         return False
-    body = response.json()
+    try:
+        body = response.json()
+    except ValueError:
+        return False
     if payload.path == V1:
         return len(body.get("predictions", [])) == payload.images
     shapes = {o["name"]: o["shape"] for o in body.get("outputs", [])}

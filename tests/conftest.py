@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import json
+import os
+import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +40,53 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# Every process the suite starts inherits this mark, so that the end of the run can find any
+# left running (a server a test forgot, an orphan of one it stopped) by its environment.
+RUN_MARK = "DERMAOPS_TEST_RUN"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    os.environ[RUN_MARK] = f"{os.getpid()}.{time.time_ns()}"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if a process it started still runs (after a grace period); stop those."""
+    left = _still_running(f"{RUN_MARK}={os.environ[RUN_MARK]}".encode(), grace=15)
+    if not left:
+        return
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [f"  {pid}: {command}" for pid, command in left.items()]
+    message = "processes the tests started were still running at the end (now killed):"
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_line("\n".join([message, *lines]), red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _still_running(mark: bytes, grace: float) -> dict[int, str]:
+    """Processes whose environment holds ``mark``, other than this one, after ``grace`` s."""
+    deadline = time.monotonic() + grace
+    while True:
+        found: dict[int, str] = {}
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+                continue
+            try:
+                if mark not in (proc / "environ").read_bytes().split(b"\0"):
+                    continue
+                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+            if command:  # a zombie has none: it has exited
+                found[int(proc.name)] = command.decode(errors="replace").strip()[:300]
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
 
 
 @pytest.fixture(autouse=True)

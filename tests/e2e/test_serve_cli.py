@@ -65,3 +65,22 @@ def test_bench_serve_prints_a_ratio_and_writes_json(
     saved = json.loads((dermaops_home / "bench" / "serve.json").read_text())
     assert [level["concurrency"] for level in saved["served"]] == [1, 4]
     assert saved["ratio_p50_vs_in_process"] > 0 and saved["in_process"]["p50_ms"] > 0
+
+
+def test_bench_soak_holds_and_writes_the_figures(
+    cli: Cli, deployed: Path, dermaops_home: Path, tmp_path: Path
+) -> None:
+    """A short soak of the deployed model: every kind of bad payload tried and refused with a
+    4xx, every good one answered, figures over time, ready afterwards."""
+    out = tmp_path / "soak.json"
+    result = cli("bench", "soak", "--requests", "600", "--concurrency", "4", "--bad-share", "0.3",
+                 "--warmup", "50", "--json", str(out))  # fmt: skip
+    assert "0 good-request errors, 0 bad requests not 4xx, 0 connection errors" in result.stdout
+    figures = json.loads(out.read_text())
+    for key in ("requests", "good_errors", "bad_not_4xx", "connection_errors", "p50_ms",
+                "p99_ms", "rss_growth"):  # fmt: skip
+        assert key in figures, key
+    assert figures["requests"] == 600 and figures["held"] and figures["ready_after"]
+    assert len(figures["windows"]) == 10 and figures["version"] == "3"
+    bad_kinds = set(figures["kinds"]) - {"v1", "v1-two-images", "v2"}
+    assert len(bad_kinds) == 13  # each kind of bad payload was sent at least once

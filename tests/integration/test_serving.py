@@ -229,3 +229,39 @@ def test_no_log_holds_image_bytes_or_base64(server: Server) -> None:
     from tests.log_scan import assert_no_image_data
 
     assert_no_image_data([server.log, *server.inference_log.parent.glob("predictions.jsonl*")])
+
+
+def test_the_served_model_cannot_be_unloaded_over_http(server: Server) -> None:
+    """KServe's repository extension let any caller unload the model (ready stayed true)."""
+    for verb in ("unload", "load"):
+        refused = httpx.post(f"{server.url}/v2/repository/models/dermaops/{verb}")
+        assert refused.status_code == 403 and "roll it out" in refused.json()["error"]
+    assert httpx.get(f"{server.url}/v2/models/dermaops/ready").json()["ready"] is True
+
+
+def test_version_paths_serve_the_served_version_and_name_it_otherwise(server: Server) -> None:
+    served = httpx.get(f"{server.url}/v2/models/dermaops").json()["name"]
+    body = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                        "data": [_b64(_png(64, 48))]}]}  # fmt: skip
+    version = httpx.post(f"{server.url}{V2}", json=body).json()["model_version"]
+    assert served == "dermaops"
+    infer = f"{server.url}/v2/models/dermaops/versions/{version}/infer"
+    assert httpx.post(infer, json=body).status_code == 200
+    ready = f"{server.url}/v2/models/dermaops/ready"
+    assert httpx.get(ready, params={"model_version": version}).json()["ready"] is True
+    other = httpx.get(f"{server.url}/v2/models/dermaops/versions/999/ready")
+    assert other.status_code == 404 and f"serves version {version!r}" in other.json()["error"]
+    assert httpx.get(ready, params={"model_version": "999"}).status_code == 404
+    unknown = httpx.get(f"{server.url}/v2/models/nope/versions/{version}/ready")
+    assert unknown.status_code == 404
+
+
+def test_a_v2_shape_that_disagrees_with_its_data_is_refused(server: Server) -> None:
+    image = _b64(_png(64, 48))
+    body = {"inputs": [{"name": "image", "shape": [3], "datatype": "BYTES", "data": [image]}]}
+    refused = httpx.post(f"{server.url}{V2}", json=body)
+    assert refused.status_code == 400 and "send shape [1]" in refused.json()["error"]
+    nested = {"inputs": [{"name": "image", "shape": [2, 1], "datatype": "BYTES",
+                          "data": [[image], [image]]}]}  # fmt: skip
+    answer = httpx.post(f"{server.url}{V2}", json=nested)
+    assert answer.status_code == 200 and answer.json()["outputs"][0]["shape"] == [2, 7]
