@@ -234,8 +234,9 @@ def bench_soak(
         f"{result['requests']} requests ({result['bad_requests']} bad) at concurrency "
         f"{concurrency}: {result['good_errors']} good-request errors, {result['bad_not_4xx']} bad "
         f"requests not 4xx, {result['connection_errors']} connection errors; p50 "
-        f"{result['p50_ms']} ms ({result['ratio_p50_vs_in_process']}x in-process), p99 "
-        f"{result['p99_ms']} ms; resident memory {result['rss_growth']:+.1%} after warm-up ({path})"
+        f"{result['p50_ms']} ms, p99 {result['p99_ms']} ms; {result['images_per_s']} images/s, "
+        f"{result['throughput_vs_in_process']}x one in-process decode + forward loop; resident "
+        f"memory {result['rss_growth']:+.1%} after warm-up ({path})"
     )
     if not result["held"]:
         typer.echo(f"missed: {'; '.join(result['missed'])}", err=True)
