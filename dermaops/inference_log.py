@@ -8,6 +8,7 @@ what it receives and reads the latest window for drift.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import logging
@@ -110,7 +111,10 @@ class InferenceLog:
             self._file = io.FileIO(self.path, "a")
         view = memoryview(line)
         while view:  # a short write (a file-size limit reached) leaves the rest to write
-            view = view[self._file.write(view) or 0 :]
+            written = self._file.write(view)
+            if not written:
+                raise OSError(errno.EIO, f"nothing written to {self.path}")
+            view = view[written:]
 
     def _rotate(self) -> None:
         self._close()

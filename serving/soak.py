@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import numpy as np
 import psutil
+from tqdm import tqdm
 
 from dermaops.model.uri import load_model
 from dermaops.serving.bench import InProcess, synthetic_jpegs
@@ -113,11 +114,7 @@ async def drive(
             for payload in queue:
                 started = time.perf_counter()
                 try:
-                    response = await client.post(
-                        payload.path,
-                        content=payload.body,
-                        headers=JSON,
-                    )
+                    response = await client.post(payload.path, content=payload.body, headers=JSON)
                 except httpx.TransportError:
                     tally.connection_errors += 1
                     status, answer = 0, None
@@ -170,14 +167,17 @@ def soak(
             samples: list[tuple[int, float]] = []
             every = max(1, requests // WINDOWS)
 
-            def sample(done: int) -> None:
-                if done % every == 0:
-                    samples.append((len(tally.latencies_ms), _rss(process)))
-
             plan = _plan(good, bad, requests, bad_share, rng)
-            started = time.perf_counter()
-            asyncio.run(drive(server.url, plan, concurrency, tally, sample))
-            wall = time.perf_counter() - started
+            with tqdm(total=requests, desc="soak", unit="req") as bar:
+
+                def sample(done: int) -> None:
+                    bar.update()
+                    if done % every == 0:
+                        samples.append((len(tally.latencies_ms), _rss(process)))
+
+                started = time.perf_counter()
+                asyncio.run(drive(server.url, plan, concurrency, tally, sample))
+                wall = time.perf_counter() - started
             rss_end = _rss(process)
             ready_after = _ready(server.url)
     return _figures(
