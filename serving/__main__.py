@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Mapping
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     from kserve.model_server import app
 
     from dermaops.serving.binary import BinaryTensors
-    from dermaops.serving.guards import OneVersion, ReadOnlyRepository
+    from dermaops.serving.guards import Admission, OneVersion, ReadOnlyRepository
     from dermaops.serving.model import DermaOpsModel
 
     args, settings = settings_from(argv)
@@ -81,6 +82,13 @@ def main(argv: list[str] | None = None) -> None:
     app.add_middleware(BinaryTensors)  # before KServe's decoder, which reads BYTES as UTF-8
     app.add_middleware(OneVersion, name=model.name, version=model.version)
     app.add_middleware(ReadOnlyRepository)
+    threads = settings.workers or os.cpu_count() or 1
+    app.add_middleware(  # outermost: before anything reads a body
+        Admission,
+        max_body_bytes=settings.body_limit(),
+        max_in_flight=settings.in_flight_limit(threads),
+        timeout_s=settings.request_timeout_s,
+    )
     kserve.ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,

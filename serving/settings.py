@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,3 +39,22 @@ class ServingSettings(BaseModel):
         "", description="also send each inference-log record to this monitor's /records"
     )
     workers: int = Field(0, ge=0, description="threads for decoding and CPU inference (0: cores)")
+    max_body_bytes: int = Field(
+        0, ge=0, description="largest request body (0: max_instances images as base64 JSON)"
+    )
+    max_in_flight: int = Field(
+        0, ge=0, description="inference requests at once; more get 503 (0: 4 per worker thread)"
+    )
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="an inference request unanswered after this gets 504"
+    )
+
+    def body_limit(self) -> int:
+        """The largest body: the setting, else ``max_instances`` images at the image limit as
+        base64 (4 characters per 3 bytes), with room for the JSON around them."""
+        per_image = 4 * math.ceil(self.max_image_bytes / 3) + 1024
+        return self.max_body_bytes or self.max_instances * per_image + 64 * 1024
+
+    def in_flight_limit(self, threads: int) -> int:
+        """Inference requests one replica takes at once: the setting, else 4 per thread."""
+        return self.max_in_flight or 4 * threads

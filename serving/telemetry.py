@@ -44,6 +44,13 @@ LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
 )
 ERRORS = Counter("dermaops_request_errors", "Rejected or failed requests, by reason.", ["reason"])
+REFUSED = Counter(
+    "dermaops_requests_refused",
+    "Inference requests refused before the model saw them, by reason: body_too_large (413), "
+    "overloaded (503, Retry-After), deadline (504).",
+    ["reason"],
+)
+IN_FLIGHT = Gauge("dermaops_requests_in_flight", "Inference requests being handled now.")
 LOG_FAILURES = Counter(
     "dermaops_inference_log_failures",
     "Inference-log records dropped because the log could not be written (the answers went "

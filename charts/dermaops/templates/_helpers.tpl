@@ -87,6 +87,14 @@ env:
   {{- end }}
   - name: DERMAOPS_SERVING_MAX_IMAGE_BYTES
     value: {{ .Values.predictor.maxImageBytes | int64 | quote }}
+  - name: DERMAOPS_SERVING_MAX_INSTANCES
+    value: {{ .Values.predictor.maxInstances | int64 | quote }}
+  - name: DERMAOPS_SERVING_MAX_BODY_BYTES
+    value: {{ .Values.predictor.maxBodyBytes | int64 | quote }}
+  - name: DERMAOPS_SERVING_MAX_IN_FLIGHT
+    value: {{ .Values.predictor.maxInFlight | int64 | quote }}
+  - name: DERMAOPS_SERVING_REQUEST_TIMEOUT_S
+    value: {{ .Values.predictor.requestTimeout | quote }}
   - name: DERMAOPS_HOME
     value: /var/lib/dermaops
   {{- if .Values.monitor.enabled }}

@@ -1,0 +1,118 @@
+"""What one predictor replica takes on: bodies over the limit, more requests than it handles at
+once, and requests past their deadline are refused before they cost memory."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from dermaops.serving.process import PredictorProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+V1 = "/v1/models/dermaops:predict"
+LIMIT = 2_000_000
+
+
+@pytest.fixture(scope="module")
+def predictor(
+    served_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PredictorProcess]:
+    root = tmp_path_factory.mktemp("admission")
+    env = {"DERMAOPS_SERVING_MAX_BODY_BYTES": str(LIMIT), "DERMAOPS_SERVING_MAX_IN_FLIGHT": "2"}
+    with PredictorProcess(served_model, root / "home", root / "server.log", env=env) as p:
+        yield p
+
+
+def _body(jpeg: bytes, n: int = 1) -> bytes:
+    return json.dumps({"instances": [{"b64": base64.b64encode(jpeg).decode()}] * n}).encode()
+
+
+def _rss_mb(pid: int) -> float:
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def refused_total(url: str, reason: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    line = f'dermaops_requests_refused_total{{reason="{reason}"}}'
+    return sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(line))
+
+
+def test_a_300_mb_body_is_refused_before_it_is_read(predictor: PredictorProcess) -> None:
+    """By its Content-Length: the answer comes before a byte of the body is sent."""
+    with socket.create_connection(("127.0.0.1", predictor.port), timeout=10) as s:
+        started = time.monotonic()
+        s.sendall(f"POST {V1} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  "Content-Length: 300000000\r\n\r\n".encode())  # fmt: skip
+        head = s.recv(65536).decode()
+        waited = time.monotonic() - started
+    assert head.startswith("HTTP/1.1 413") and "over the limit of 2,000,000 bytes" in head
+    assert waited < 5
+
+
+def test_a_chunked_300_mb_body_is_cut_at_the_limit_with_little_memory(
+    predictor: PredictorProcess,
+) -> None:
+    """Without a Content-Length the body is counted as it arrives and cut at the limit: 413, and
+    the replica's resident memory grows by far less than the body."""
+    before = _rss_mb(predictor.pid)
+
+    def chunks() -> Iterator[bytes]:
+        block = b" " * 2**20
+        for _ in range(300):
+            yield block
+
+    try:
+        answer = httpx.post(predictor.url + V1, content=chunks(), timeout=60)
+        status = answer.status_code
+    except httpx.TransportError:  # the server may close before the client stops sending
+        status = 413
+    assert status == 413
+    assert _rss_mb(predictor.pid) - before < 50
+    assert httpx.get(f"{predictor.url}/v2/health/ready", timeout=10).status_code == 200
+
+
+def test_more_than_the_replica_handles_at_once_get_503_and_retry_after(
+    predictor: PredictorProcess, jpeg_bytes: Callable[..., bytes]
+) -> None:
+    """24 at once to a replica that takes 2: the rest are refused at once with Retry-After
+    (no queue), counted, and the ones taken are answered."""
+    body = _body(jpeg_bytes(600, 450), 4)
+    shed_before = refused_total(predictor.url, "overloaded")
+
+    async def burst() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=24)
+        async with httpx.AsyncClient(base_url=predictor.url, timeout=60, limits=limits) as c:
+            headers = {"content-type": "application/json"}
+            return await asyncio.gather(*(c.post(V1, content=body, headers=headers)
+                                          for _ in range(24)))  # fmt: skip
+
+    answers = asyncio.run(burst())
+    statuses = Counter(a.status_code for a in answers)
+    assert set(statuses) == {200, 503} and statuses[200] >= 2, statuses
+    shed = [a for a in answers if a.status_code == 503]
+    assert all(a.headers["retry-after"] == "1" and "retry" in a.json()["error"] for a in shed)
+    assert refused_total(predictor.url, "overloaded") - shed_before == statuses[503]
+    health = [httpx.get(f"{predictor.url}/v2/health/ready", timeout=10) for _ in range(3)]
+    assert all(h.status_code == 200 for h in health)  # probes are never shed
+
+
+def test_a_request_past_its_deadline_gets_504(
+    served_model: Path, tmp_path: Path, jpeg_bytes: Callable[..., bytes]
+) -> None:
+    env = {"DERMAOPS_SERVING_REQUEST_TIMEOUT_S": "0.001"}
+    with PredictorProcess(served_model, tmp_path / "home", tmp_path / "log", env=env) as p:
+        late = httpx.post(p.url + V1, content=_body(jpeg_bytes(600, 450), 8), timeout=60)
+        assert late.status_code == 504 and "no answer within 0.001 s" in late.json()["error"]
+        assert refused_total(p.url, "deadline") == 1
+        assert httpx.get(f"{p.url}/v2/health/ready", timeout=10).status_code == 200
