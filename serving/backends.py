@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -21,6 +22,8 @@ import numpy as np
 from dermaops.errors import ConfigError
 from dermaops.model.artifact import GRAPH_INPUT, GRAPH_OUTPUTS, ONNX, ModelArtifact
 from dermaops.model.heatmap import class_heatmaps
+
+NVIDIA_DRIVER = ("/proc/driver/nvidia/version", "/dev/nvidiactl")  # present with the driver
 
 if TYPE_CHECKING:
     import torch
@@ -180,8 +183,9 @@ def _has_torch() -> bool:
 
 
 def _cuda_available() -> bool:
-    """A GPU torch can use; False where torch is not installed."""
-    if not _has_torch():
+    """A GPU torch can use; False where torch is not installed, or where no NVIDIA driver is
+    loaded (checked first: importing torch only to ask costs a CPU replica about 400 MB)."""
+    if not _has_torch() or not any(Path(p).exists() for p in NVIDIA_DRIVER):
         return False
     import torch
 

@@ -171,3 +171,29 @@ def test_a_head_that_is_not_pooled_linear_is_served_but_not_explained_on_cpu(
     assert logits.shape == (2, 7) and embedding.shape[0] == 2
     with pytest.raises(ExplainUnavailableError, match="GPU predictor"):
         backend.explain(pixels)
+
+
+@pytest.mark.skipif(
+    any(Path(p).exists() for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl")),
+    reason="an NVIDIA driver is loaded here: auto may rightly choose torch on CUDA",
+)
+def test_auto_serves_onnx_without_importing_torch_where_torch_is_installed(
+    served_model: Path, tmp_path: Path
+) -> None:
+    """Importing torch only to ask whether there is a GPU cost each CPU replica ~400 MB."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, resource\n"
+        "from dermaops.serving.model import DermaOpsModel\n"
+        "from dermaops.serving.settings import ServingSettings\n"
+        f"m = DermaOpsModel('dermaops', ServingSettings(model_uri={str(served_model)!r},"
+        " inference_log=False))\n"
+        "m.load()\n"
+        "print(m.backend.name, 'torch' in sys.modules)\n"
+    )
+    env = {"DERMAOPS_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=env, check=True, timeout=300)  # fmt: skip
+    assert run.stdout.split() == ["onnxruntime", "False"], run.stderr[-2000:]
