@@ -83,7 +83,7 @@ class Admission:
                 if body is None:
                     await self._refuse(send, 413, "body_too_large", self._too_large(None))
                     return
-                receive = _replay(body)
+                receive = _replay(body, receive)
             await self._within_deadline(scope, receive, send)
         finally:
             self.in_flight -= 1
@@ -143,19 +143,19 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-def _replay(body: bytes) -> Receive:
-    """A receive that hands the app the body already read, then waits as the server's would."""
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the app the body already read, then the server's own (which tells
+    of a client that went away)."""
     sent = False
 
-    async def receive() -> Message:
+    async def replayed() -> Message:
         nonlocal sent
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.Event().wait()  # like a server's receive after the body: until disconnect
-        return {"type": "http.disconnect"}
+        return await receive()
 
-    return receive
+    return replayed
 
 
 VERSION_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)(?P<rest>/.*)?$")
