@@ -49,11 +49,13 @@ def test_openapi_document_fuzzed_without_server_errors(predictor: str, tmp_path:
     sequences; any 5xx or an answer slower than 10 s fails the run. One worker: Hypothesis's
     lambda descriptions parse source, which CPython 3.11's parser cannot do in two threads."""
     st_cli = Path(sys.executable).with_name("st")
-    bounded = ["--max-examples", "30", "--seed", "1"] if not EXAMPLES else []
+    examples = (
+        ["--max-examples", str(EXAMPLES)] if EXAMPLES else ["--max-examples", "30", "--seed", "1"]
+    )
     command = [str(st_cli), "--config-file", str(CONFIG), "run", f"{predictor}/openapi.json",
                "--checks", "not_a_server_error", "--max-response-time", "10",
                "--request-timeout", "30", "--workers", "1", "--warnings", "off", "--no-color",
-               *bounded, *(["--max-examples", str(EXAMPLES)] if EXAMPLES else [])]  # fmt: skip
+               *examples]  # fmt: skip
     run = subprocess.run(
         command, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False
     )  # in tmp_path: Schemathesis keeps its cache in the working folder
