@@ -78,6 +78,15 @@ def observe(version: str, probs: Any, flags: Any, stats: list[dict[str, float]])
         INPUT_SIZE.observe(stat["width"] * stat["height"])
 
 
+REFUSED_REASONS = ("body_too_large", "overloaded", "deadline")
+LOG_FAILURE_REASONS = ("ENOSPC", "EDQUOT", "EFBIG", "EROFS", "EACCES", "EIO", "other")
+for _reason in REFUSED_REASONS:  # every series exists from the start, at 0, so rate() has data
+    REFUSED.labels(_reason)
+for _reason in LOG_FAILURE_REASONS:
+    LOG_FAILURES.labels(_reason)
+
+
 def count_log_failure(error: OSError) -> None:
     """One inference-log record dropped: ENOSPC (disk full), EFBIG (file-size limit), EROFS..."""
-    LOG_FAILURES.labels(errno.errorcode.get(error.errno or 0, "other")).inc()
+    name = errno.errorcode.get(error.errno or 0, "other")
+    LOG_FAILURES.labels(name if name in LOG_FAILURE_REASONS else "other").inc()
