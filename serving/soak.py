@@ -17,7 +17,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,14 +86,10 @@ def mix(jpegs: list[bytes], max_instances: int) -> tuple[list[Payload], list[Pay
 class Tally:
     """What the requests got, in the order they finished."""
 
-    latencies_ms: list[float]
-    good_errors: Counter[str]
-    bad_not_4xx: Counter[str]
+    latencies_ms: list[float] = field(default_factory=list)
+    good_errors: Counter[str] = field(default_factory=Counter)
+    bad_not_4xx: Counter[str] = field(default_factory=Counter)
     connection_errors: int = 0
-
-    @classmethod
-    def empty(cls) -> Tally:
-        return cls([], Counter(), Counter())
 
 
 async def drive(
@@ -161,9 +157,9 @@ def soak(
         with server:
             process = psutil.Process(server.pid)
             warm = _plan(good, bad, warmup, bad_share, rng)
-            asyncio.run(drive(server.url, warm, concurrency, Tally.empty()))
+            asyncio.run(drive(server.url, warm, concurrency, Tally()))
             rss_start = _rss(process)
-            tally = Tally.empty()
+            tally = Tally()
             samples: list[tuple[int, float]] = []
             every = max(1, requests // WINDOWS)
 

@@ -35,19 +35,20 @@ ReferenceVersionOpt = Annotated[
         "compared on image statistics only (default: the deployed model's, else unknown).",
     ),
 ]
+ModelUriOpt = Annotated[
+    str, typer.Option(help="Folder, file://, or models:/NAME@ALIAS (default: the deployed one).")
+]
+BackendOpt = Annotated[str, typer.Option(help="auto, onnx, torch or cuda.")]
 LogDirOpt = Annotated[
     Path | None, typer.Option(help="Inference log folder (default: $DERMAOPS_HOME/inference).")
 ]
 
 
 def serve(
-    model_uri: Annotated[
-        str,
-        typer.Option(help="Folder, file://, or models:/NAME@ALIAS (default: the deployed one)."),
-    ] = "",
+    model_uri: ModelUriOpt = "",
     http_port: Annotated[int, typer.Option(help="HTTP port (binds all interfaces).")] = 8080,
     grpc_port: Annotated[int, typer.Option(help="gRPC port (0: no gRPC).")] = 0,
-    backend: Annotated[str, typer.Option(help="auto, onnx, torch or cuda.")] = "auto",
+    backend: BackendOpt = "auto",
     model_name: ModelNameOpt = "dermaops",
 ) -> None:
     """Serve a model with the KServe predictor (v1, v2, explain, /metrics) until stopped."""
@@ -172,13 +173,10 @@ def ui(
 
 
 def bench_serve(
-    model_uri: Annotated[
-        str,
-        typer.Option(help="Folder, file://, or models:/NAME@ALIAS (default: the deployed one)."),
-    ] = "",
+    model_uri: ModelUriOpt = "",
     requests: Annotated[int, typer.Option(min=10, help="Requests at each concurrency.")] = 200,
     concurrency: Annotated[str, typer.Option(help="Comma-separated levels.")] = "1,8,32",
-    backend: Annotated[str, typer.Option(help="auto, onnx, torch or cuda.")] = "auto",
+    backend: BackendOpt = "auto",
     json_out: Annotated[
         Path | None,
         typer.Option("--json", help="Result file (default: $DERMAOPS_HOME/bench/serve.json)."),
@@ -204,17 +202,14 @@ def bench_serve(
 
 
 def bench_soak(
-    model_uri: Annotated[
-        str,
-        typer.Option(help="Folder, file://, or models:/NAME@ALIAS (default: the deployed one)."),
-    ] = "",
+    model_uri: ModelUriOpt = "",
     requests: Annotated[int, typer.Option(min=10, help="Measured, after warm-up.")] = 20_000,
     concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight.")] = 8,
     bad_share: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of bad payloads in the mix.")
     ] = 0.1,
     warmup: Annotated[int, typer.Option(min=0, help="Requests before measuring.")] = 500,
-    backend: Annotated[str, typer.Option(help="auto, onnx, torch or cuda.")] = "auto",
+    backend: BackendOpt = "auto",
     json_out: Annotated[
         Path | None,
         typer.Option("--json", help="Result file (default: $DERMAOPS_HOME/bench/soak.json)."),

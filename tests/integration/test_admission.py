@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from dermaops.serving.process import PredictorProcess
+from tests.scrape import sample
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,9 +44,7 @@ def _rss_mb(pid: int) -> float:
 
 
 def refused_total(url: str, reason: str) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    line = f'dermaops_requests_refused_total{{reason="{reason}"}}'
-    return sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(line))
+    return sample(url, "dermaops_requests_refused_total", reason=reason)
 
 
 def test_a_300_mb_body_is_refused_before_it_is_read(predictor: PredictorProcess) -> None:

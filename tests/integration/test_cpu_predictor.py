@@ -32,7 +32,7 @@ from dermaops.model.cam import heatmaps
 from dermaops.model.export import export_onnx
 from dermaops.model.factory import ARCHS, build_model
 from dermaops.model.stem import centre_crop, eval_batch, fit_short_side, pixels_to_batch
-from dermaops.serving.backends import ExplainUnavailableError, OnnxBackend
+from dermaops.serving.backends import NVIDIA_DRIVER, ExplainUnavailableError, OnnxBackend
 from dermaops.serving.model import DermaOpsModel
 from dermaops.serving.settings import ServingSettings
 from dermaops.settings import Home
@@ -174,8 +174,9 @@ def test_a_head_that_is_not_pooled_linear_is_served_but_not_explained_on_cpu(
 
 
 @pytest.mark.skipif(
-    any(Path(p).exists() for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl")),
-    reason="an NVIDIA driver is loaded here: auto may rightly choose torch on CUDA",
+    any(Path(p).exists() for p in NVIDIA_DRIVER),
+    reason=f"an NVIDIA driver is loaded here ({' or '.join(NVIDIA_DRIVER)} exists): auto then "
+    "rightly asks torch for CUDA",
 )
 def test_auto_serves_onnx_without_importing_torch_where_torch_is_installed(
     served_model: Path, tmp_path: Path

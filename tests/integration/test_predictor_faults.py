@@ -15,6 +15,7 @@ from dermaops.inference_log import LOG_NAME, parse_json_lines
 from dermaops.serving.bench import synthetic_jpegs
 from dermaops.serving.process import PredictorProcess
 from dermaops.serving.soak import Payload, Tally, drive, mix
+from tests.scrape import sample
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -30,12 +31,6 @@ def records(folder: Path) -> list[dict[str, object]]:
     return parse_json_lines(path.read_bytes(), path)
 
 
-def metric(url: str, name: str) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    found = [ln for ln in text.splitlines() if ln.startswith(name)]
-    return sum(float(ln.split()[-1]) for ln in found)
-
-
 def test_sigkill_under_load_then_restart(
     served_model: Path, tmp_path: Path, good: list[Payload]
 ) -> None:
@@ -48,7 +43,7 @@ def test_sigkill_under_load_then_restart(
     predictor.start()
     try:
         plan = good * 400  # far more than is sent before the kill
-        tally = Tally.empty()
+        tally = Tally()
         load = threading.Thread(target=lambda: asyncio.run(drive(predictor.url, plan, 8, tally)))
         load.start()
         deadline = time.monotonic() + 120
@@ -62,7 +57,7 @@ def test_sigkill_under_load_then_restart(
 
         before = len(records(logs))
         predictor.start()
-        again = Tally.empty()
+        again = Tally()
         asyncio.run(drive(predictor.url, good * 10, 8, again))
         assert not again.good_errors and not again.connection_errors
         images = sum(p.images for p in good * 10)
@@ -87,17 +82,17 @@ def test_inference_log_disk_full_answers_go_on(
         _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
         resource.prlimit(predictor.pid, resource.RLIMIT_FSIZE, (limit, hard))
 
-        full = Tally.empty()
+        full = Tally()
         asyncio.run(drive(predictor.url, good * 20, 4, full))
         assert not full.good_errors and not full.connection_errors
-        dropped = metric(predictor.url, 'dermaops_inference_log_failures_total{reason="EFBIG"}')
+        dropped = sample(predictor.url, "dermaops_inference_log_failures_total", reason="EFBIG")
         images = sum(p.images for p in good * 20)
         kept = len(records(logs)) - 8000
         assert dropped > 0 and kept + dropped == images
         assert server_log.read_text().count("cannot write the inference log") == 1
 
         resource.prlimit(predictor.pid, resource.RLIMIT_FSIZE, (hard, hard))
-        asyncio.run(drive(predictor.url, good, 4, Tally.empty()))
+        asyncio.run(drive(predictor.url, good, 4, Tally()))
         assert len(records(logs)) - 8000 == kept + sum(p.images for p in good)
         assert "writing the inference log" in server_log.read_text()
         assert httpx.get(f"{predictor.url}/v2/health/ready", timeout=10).status_code == 200
