@@ -66,7 +66,12 @@ def main(argv: list[str] | None = None) -> None:
     from kserve.model_server import app
 
     from dermaops.serving.binary import BinaryTensors
-    from dermaops.serving.guards import Admission, OneVersion, ReadOnlyRepository
+    from dermaops.serving.guards import (
+        Admission,
+        OneVersion,
+        ReadOnlyRepository,
+        admission_limits,
+    )
     from dermaops.serving.model import DermaOpsModel
 
     args, settings = settings_from(argv)
@@ -83,12 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     app.add_middleware(OneVersion, name=model.name, version=model.version)
     app.add_middleware(ReadOnlyRepository)
     threads = settings.workers or os.cpu_count() or 1
-    app.add_middleware(  # outermost: before anything reads a body
-        Admission,
-        max_body_bytes=settings.body_limit(),
-        max_in_flight=settings.in_flight_limit(threads),
-        timeout_s=settings.request_timeout_s,
-    )
+    limits = admission_limits(settings, threads)  # after the load: what the model holds
+    app.add_middleware(Admission, limits=limits)  # outermost: before anything reads a body
     kserve.ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,

@@ -159,11 +159,7 @@ def choose_backend(artifact: ModelArtifact, choice: str, compile: bool = False) 
         ConfigError: ``onnx`` asked for a model without model.onnx; ``cuda`` without a GPU;
             ``torch`` or ``cuda`` in an image without torch (the CPU predictor's).
     """
-    if choice not in ("auto", "onnx", "torch", "cuda"):
-        raise ConfigError(f"--backend {choice!r}: choose auto, onnx, torch or cuda")
-    cuda = _cuda_available()
-    if choice == "auto":
-        choice = "cuda" if cuda else ("onnx" if artifact.onnx_path else "torch")
+    choice = resolve(choice, artifact)
     if choice == "onnx":
         return OnnxBackend(artifact)
     if not _has_torch():
@@ -171,11 +167,24 @@ def choose_backend(artifact: ModelArtifact, choice: str, compile: bool = False) 
             f"--backend {choice}: this installation has no torch (the CPU predictor's image); "
             f"serve a model with {ONNX} here, or use the serving-gpu image"
         )
-    if choice == "cuda" and not cuda:
+    if choice == "cuda" and not _cuda_available():
         raise ConfigError("--backend cuda: CUDA is not available here")
     import torch
 
     return TorchBackend(artifact, torch.device("cuda" if choice == "cuda" else "cpu"), compile)
+
+
+def resolve(choice: str, artifact: ModelArtifact) -> str:
+    """What ``choice`` means here: ``auto`` becomes cuda, onnx or torch.
+
+    Raises:
+        ConfigError: not one of auto, onnx, torch, cuda.
+    """
+    if choice not in ("auto", "onnx", "torch", "cuda"):
+        raise ConfigError(f"--backend {choice!r}: choose auto, onnx, torch or cuda")
+    if choice != "auto":
+        return choice
+    return "cuda" if _cuda_available() else ("onnx" if artifact.onnx_path else "torch")
 
 
 def _has_torch() -> bool:

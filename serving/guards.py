@@ -8,9 +8,11 @@ a rollout (the registry and the deploy patch), never a request. So the repositor
 
 Admission keeps one replica inside its memory: a body over the limit gets 413 before it is read
 (by its ``Content-Length``, or as soon as a chunked body passes the limit), requests beyond the
-replica's share get 503 with ``Retry-After`` at once instead of a queue that grows, and a
-request still unanswered at its deadline gets 504. Health, readiness and metrics are never
-refused.
+replica's share get 503 with ``Retry-After`` at once instead of a queue that grows, and so do
+requests whose bodies would take the bytes being handled past what the memory limit holds (a
+request holds about three times its body at its peak: the body, its JSON strings, the decoded
+bytes and pixels); a request still unanswered at its deadline gets 504. Health, readiness and
+metrics are never refused.
 
 The same single version answers the protocol's version paths (``/v2/models/{name}/versions/{v}``
 and ``?model_version=``), which KServe 0.21 answers with 501 for any version: the served one is
@@ -21,11 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import re
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
+import psutil
+
 from dermaops.serving.binary import App, Message, Receive, Scope, Send
-from dermaops.serving.telemetry import IN_FLIGHT, REFUSED
+from dermaops.serving.settings import ServingSettings
+from dermaops.serving.telemetry import BYTES_IN_FLIGHT, IN_FLIGHT, REFUSED
 
 REPOSITORY_PREFIX = "/v2/repository/"
 READ_ONLY = (
@@ -53,41 +63,139 @@ INFERENCE_PATH = re.compile(
 RETRY_AFTER = (b"retry-after", b"1")  # seconds
 
 
-class Admission:
-    """ASGI middleware: what an inference request must meet before KServe reads it."""
+CGROUP_MEMORY_LIMITS = (  # v2, then v1: what a pod's memory limit becomes in its container
+    Path("/sys/fs/cgroup/memory.max"),
+    Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+)
+log = logging.getLogger("dermaops.serving")
 
-    def __init__(self, app: App, max_body_bytes: int, max_in_flight: int, timeout_s: float):
+
+def memory_limit() -> int:
+    """This process's memory limit: its cgroup's (the pod's limit), else the machine's memory."""
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in CGROUP_MEMORY_LIMITS:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():  # v2 says "max" when there is none
+            return min(int(text), physical)
+    return physical
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What :class:`Admission` allows one replica."""
+
+    max_body_bytes: int
+    max_in_flight: int
+    max_bytes_in_flight: int
+    timeout_s: float
+
+
+def admission_limits(settings: ServingSettings, threads: int) -> Limits:
+    """The settings' limits for this replica, its memory limit and what it holds already.
+
+    The bytes in flight follow from the memory limit unless set; a body limit they cannot hold
+    is lowered to them (with a warning), so a request alone always fits.
+    """
+    limit = memory_limit()
+    resident = psutil.Process().memory_info().rss
+    budget = settings.bytes_in_flight_limit(limit, resident)
+    body = settings.body_limit()
+    if body > budget:
+        log.warning(
+            "a memory limit of %s bytes with %s resident holds request bodies up to %s bytes, "
+            "not the %s the settings allow; larger ones get 413 (raise the memory limit, or "
+            "lower max_instances or max_image_bytes)",
+            f"{limit:,}", f"{resident:,}", f"{budget:,}", f"{body:,}",
+        )  # fmt: skip
+        body = budget
+    limits = Limits(body, settings.in_flight_limit(threads), budget, settings.request_timeout_s)
+    log.info(
+        "admission: bodies up to %s bytes; %d requests and %s body bytes at once (memory limit "
+        "%s bytes, %s resident); %g s per request",
+        f"{limits.max_body_bytes:,}", limits.max_in_flight, f"{budget:,}", f"{limit:,}",
+        f"{resident:,}", limits.timeout_s,
+    )  # fmt: skip
+    return limits
+
+
+@dataclass
+class Held:
+    """The body bytes one request is counted for."""
+
+    bytes: int = 0
+
+
+class RefusedError(Exception):
+    """An answer given instead of the app's."""
+
+    def __init__(self, status: int, reason: str, error: str, *headers: tuple[bytes, bytes]):
+        super().__init__(error)
+        self.status, self.reason, self.error, self.headers = status, reason, error, list(headers)
+
+
+class Admission:
+    """ASGI middleware: what an inference request must meet before KServe reads it.
+
+    ``max_bytes_in_flight`` bounds the body bytes of the requests being handled together; it is
+    never below ``max_body_bytes``, so a request alone always fits.
+    """
+
+    def __init__(self, app: App, limits: Limits):
         self.app = app
-        self.max_body_bytes = max_body_bytes
-        self.max_in_flight = max_in_flight
-        self.timeout_s = timeout_s
+        self.max_body_bytes = limits.max_body_bytes
+        self.max_in_flight = limits.max_in_flight
+        self.max_bytes_in_flight = max(limits.max_bytes_in_flight, limits.max_body_bytes)
+        self.timeout_s = limits.timeout_s
         self.in_flight = 0
+        self.bytes_in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not INFERENCE_PATH.match(scope["path"]):
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_body_bytes:
-            await self._refuse(send, 413, "body_too_large", self._too_large(declared))
-            return
-        if self.in_flight >= self.max_in_flight:
-            busy = f"{self.in_flight} requests in flight, the most this replica takes; retry"
-            await self._refuse(send, 503, "overloaded", busy, RETRY_AFTER)
-            return
-        self.in_flight += 1
-        IN_FLIGHT.inc()
+        held = Held()
         try:
-            if declared is None:  # chunked: read it here, counting, so as to stop at the limit
-                body = await self._read_capped(receive)
-                if body is None:
-                    await self._refuse(send, 413, "body_too_large", self._too_large(None))
-                    return
-                receive = _replay(body, receive)
-            await self._within_deadline(scope, receive, send)
+            if declared is not None and declared > self.max_body_bytes:
+                raise RefusedError(413, "body_too_large", self._too_large(declared))
+            if self.in_flight >= self.max_in_flight:
+                busy = f"{self.in_flight} requests in flight, the most this replica takes; retry"
+                raise RefusedError(503, "overloaded", busy, RETRY_AFTER)
+            self._hold(held, declared or 0)
+            self.in_flight += 1
+            IN_FLIGHT.inc()
+            try:
+                body = await self._read_capped(receive, held)
+                await self._within_deadline(scope, _replay(body, receive), send)
+            finally:
+                self.in_flight -= 1
+                IN_FLIGHT.dec()
+        except RefusedError as refused:
+            REFUSED.labels(refused.reason).inc()
+            await answer(send, refused.status, refused.error, refused.headers)
         finally:
-            self.in_flight -= 1
-            IN_FLIGHT.dec()
+            self.bytes_in_flight -= held.bytes
+            BYTES_IN_FLIGHT.dec(held.bytes)
+
+    def _hold(self, held: Held, size: int) -> None:
+        """Count a request's body as ``size`` bytes from now on (never fewer than before).
+
+        Raises:
+            RefusedError: 503, the bytes being handled would pass ``max_bytes_in_flight``.
+        """
+        grow = size - held.bytes
+        if grow <= 0:
+            return
+        if self.bytes_in_flight + grow > self.max_bytes_in_flight:
+            busy = (f"{self.bytes_in_flight:,} bytes of requests being handled, the most this "
+                    "replica's memory takes with this one; retry")  # fmt: skip
+            raise RefusedError(503, "memory", busy, RETRY_AFTER)
+        self.bytes_in_flight += grow
+        BYTES_IN_FLIGHT.inc(grow)
+        held.bytes = size
 
     async def _within_deadline(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
@@ -104,33 +212,34 @@ class Admission:
                 late = (
                     f"no answer within {self.timeout_s:g} s; retry, or send fewer or smaller images"
                 )
-                await self._refuse(send, 504, "deadline", late)
+                raise RefusedError(504, "deadline", late) from None
 
-    async def _read_capped(self, receive: Receive) -> bytes | None:
-        """The whole body, or None as soon as it passes the limit (the rest is never read)."""
-        chunks, size = [], 0
+    async def _read_capped(self, receive: Receive, held: Held) -> deque[bytes]:
+        """The whole body as it came (not joined: the app joins it once), counted against the
+        limits as it arrives.
+
+        Raises:
+            RefusedError: 413 as soon as it passes ``max_body_bytes`` (the rest is never read); 503
+                when it would take the bytes in flight past their limit.
+        """
+        chunks: deque[bytes] = deque()
+        size = 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                return b"".join(chunks)  # the client went away; KServe sees what came
+                return chunks  # the client went away; KServe sees what came
             size += len(message.get("body", b""))
             if size > self.max_body_bytes:
-                return None
+                raise RefusedError(413, "body_too_large", self._too_large(None))
+            self._hold(held, size)
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
-                return b"".join(chunks)
+                return chunks
 
     def _too_large(self, declared: int | None) -> str:
         size = f"{declared:,} bytes" if declared is not None else "the body"
         return (f"{size} is over the limit of {self.max_body_bytes:,} bytes per request; "
                 "send fewer or smaller images")  # fmt: skip
-
-    @staticmethod
-    async def _refuse(
-        send: Send, status: int, reason: str, error: str, *headers: tuple[bytes, bytes]
-    ) -> None:
-        REFUSED.labels(reason).inc()
-        await answer(send, status, error, list(headers))
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -143,16 +252,14 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A receive that hands the app the body already read, then the server's own (which tells
-    of a client that went away)."""
-    sent = False
+def _replay(chunks: deque[bytes], receive: Receive) -> Receive:
+    """A receive that hands the app the body already read, chunk by chunk (each let go once
+    handed over), then the server's own (which tells of a client that went away)."""
 
     async def replayed() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+        if chunks:
+            body = chunks.popleft()
+            return {"type": "http.request", "body": body, "more_body": bool(chunks)}
         return await receive()
 
     return replayed

@@ -10,6 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from dermaops.imaging import ImageLimits
 
 ENV_PREFIX = "DERMAOPS_SERVING_"
+# Resident bytes a request holds at its peak per byte of its body: the body, its JSON strings,
+# the decoded image bytes and pixels. Measured 2.9-3.0 for 8 images of 25 MB, 40 MP each
+# (`tests/integration/test_admission.py` keeps it true); the rest is margin.
+BODY_PEAK = 3.5
 
 
 class ServingSettings(BaseModel):
@@ -45,6 +49,9 @@ class ServingSettings(BaseModel):
     max_in_flight: int = Field(
         0, ge=0, description="inference requests at once; more get 503 (0: 4 per worker thread)"
     )
+    max_bytes_in_flight: int = Field(
+        0, ge=0, description="body bytes handled at once; more get 503 (0: from the memory limit)"
+    )
     request_timeout_s: float = Field(
         60.0, gt=0, description="an inference request unanswered after this gets 504"
     )
@@ -54,6 +61,14 @@ class ServingSettings(BaseModel):
         base64 (4 characters per 3 bytes), with room for the JSON around them."""
         per_image = 4 * math.ceil(self.max_image_bytes / 3) + 1024
         return self.max_body_bytes or self.max_instances * per_image + 64 * 1024
+
+    def bytes_in_flight_limit(self, memory_limit: int, resident: int) -> int:
+        """Body bytes one replica handles at once: the setting, else what is left of nine tenths
+        of ``memory_limit`` after the ``resident`` process, at ``BODY_PEAK`` bytes per body
+        byte."""
+        if self.max_bytes_in_flight:
+            return self.max_bytes_in_flight
+        return max(0, int((0.9 * memory_limit - resident) / BODY_PEAK))
 
     def in_flight_limit(self, threads: int) -> int:
         """Inference requests one replica takes at once: the setting, else 4 per thread."""

@@ -16,7 +16,8 @@ import tempfile
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,9 @@ import numpy as np
 import psutil
 from tqdm import tqdm
 
+from dermaops.errors import ConfigError
 from dermaops.model.uri import load_model
+from dermaops.serving.backends import resolve
 from dermaops.serving.bench import InProcess, synthetic_jpegs
 from dermaops.serving.process import PredictorProcess
 from dermaops.serving.settings import ENV_PREFIX, ServingSettings
@@ -35,6 +38,7 @@ from dermaops.settings import Home, load_settings
 V1 = "/v1/models/dermaops:predict"
 V2 = "/v2/models/dermaops/infer"
 MAX_RSS_GROWTH = 0.10  # over the measured requests, after warm-up
+MAX_IDLE_RSS_MB = 400.0  # a CPU replica at rest, ready, before any request: the floor each pays
 WINDOWS = 10  # latency and memory are reported for this many consecutive slices
 JSON = {"content-type": "application/json"}
 
@@ -137,13 +141,22 @@ def soak(
     backend: str = "auto",
     warmup: int = 500,
     seed: int = 0,
+    url: str = "",
+    pid: int = 0,
 ) -> dict[str, Any]:
-    """The predictor process under ``requests`` requests of the mix, after ``warmup`` more.
+    """The predictor under ``requests`` requests of the mix, after ``warmup`` more.
+
+    By default the predictor is started here for ``model_uri``; with ``url`` the one already
+    serving there is driven instead (a container, a port-forwarded pod), and ``pid``, its process
+    id as this machine sees it, gives the memory figures. The in-process reference is always
+    ``model_uri`` here.
 
     Returns the figures (``requests``, ``good_errors``, ``bad_not_4xx``, ``connection_errors``,
-    ``p50_ms``, ``p99_ms``, ``rss_growth``...) and ``held``: whether every target held.
+    ``p50_ms``, ``p99_ms``, ``idle_rss_mb``, ``rss_growth``...) and ``held``: whether every
+    target held.
     """
     artifact, version = load_model(model_uri, home)
+    backend = resolve(backend, artifact)
     serving = load_settings(ServingSettings, env_prefix=ENV_PREFIX)
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory(prefix="dermaops-soak-") as tmp:
@@ -152,15 +165,15 @@ def soak(
         reference = InProcess(artifact, backend, jpegs)
         in_process_p50 = float(np.percentile(reference.times(200), 50)) * 1000
         del reference
-        flags = ["--backend", backend, "--enable_latency_logging", "false"]
-        server = PredictorProcess(artifact.folder, Path(tmp) / "home", Path(tmp) / "log", flags)
-        with server:
-            process = psutil.Process(server.pid)
+        target = _running(url, pid) if url else _started(artifact.folder, backend, Path(tmp))
+        with target as (address, process):
+            memory = Memory(process)
+            idle = memory.mb()
             warm = _plan(good, bad, warmup, bad_share, rng)
-            asyncio.run(drive(server.url, warm, concurrency, Tally()))
-            rss_start = _rss(process)
+            asyncio.run(drive(address, warm, concurrency, Tally()))
+            rss_start = memory.mb()
             tally = Tally()
-            samples: list[tuple[int, float]] = []
+            samples: list[tuple[int, float | None]] = []
             every = max(1, requests // WINDOWS)
 
             plan = _plan(good, bad, requests, bad_share, rng)
@@ -169,38 +182,71 @@ def soak(
                 def sample(done: int) -> None:
                     bar.update()
                     if done % every == 0:
-                        samples.append((len(tally.latencies_ms), _rss(process)))
+                        samples.append((len(tally.latencies_ms), memory.mb()))
 
                 started = time.perf_counter()
-                asyncio.run(drive(server.url, plan, concurrency, tally, sample))
+                asyncio.run(drive(address, plan, concurrency, tally, sample))
                 wall = time.perf_counter() - started
-            rss_end = _rss(process)
-            ready_after = _ready(server.url)
+            rss_end = memory.mb()
+            ready_after = _ready(address)
     return _figures(
-        plan, tally, samples, wall, (rss_start, rss_end), ready_after, in_process_p50,
-        {"model": str(artifact.folder), "version": version, "concurrency": concurrency,
-         "bad_share": bad_share, "warmup_requests": warmup, "backend": backend},
+        plan, tally, samples, wall, (idle, rss_start, rss_end), ready_after, in_process_p50,
+        {"model": str(artifact.folder), "version": version, "url": url or "started here",
+         "concurrency": concurrency, "bad_share": bad_share, "warmup_requests": warmup,
+         "backend": backend},
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Resident MiB of the predictor's process and any children it started (None: unknown)."""
+
+    process: psutil.Process | None
+
+    def mb(self) -> float | None:
+        if self.process is None:
+            return None
+        every = [self.process, *self.process.children(recursive=True)]
+        return sum(p.memory_info().rss for p in every) / 2**20
+
+
+@contextmanager
+def _started(model: Path, backend: str, tmp: Path) -> Iterator[tuple[str, psutil.Process]]:
+    flags = ["--backend", backend, "--enable_latency_logging", "false"]
+    with PredictorProcess(model, tmp / "home", tmp / "log", flags) as server:
+        yield server.url, psutil.Process(server.pid)
+
+
+@contextmanager
+def _running(url: str, pid: int) -> Iterator[tuple[str, psutil.Process | None]]:
+    """A predictor someone else started; refused unless it is ready (and ``pid`` exists)."""
+    if not _ready(url):
+        raise ConfigError(f"--url {url}: no ready predictor answers there (/v2/health/ready)")
+    try:
+        process = psutil.Process(pid) if pid else None
+    except psutil.NoSuchProcess as e:
+        raise ConfigError(f"--pid {pid}: no such process on this machine") from e
+    yield url.rstrip("/"), process
 
 
 def _figures(
     plan: list[Payload],
     tally: Tally,
-    samples: list[tuple[int, float]],
+    samples: list[tuple[int, float | None]],
     wall: float,
-    rss: tuple[float, float],
+    rss: tuple[float | None, float | None, float | None],
     ready_after: bool,
     in_process_p50: float,
     about: dict[str, Any],
 ) -> dict[str, Any]:
     ms = np.array(tally.latencies_ms)
-    growth = (rss[1] - rss[0]) / rss[0]
+    idle, start, end = rss
     windows, previous = [], 0
     for upto, rss_mb in samples:
         part = ms[previous:upto]
         if len(part):
             windows.append({"good_requests": upto, "p50_ms": _pct(part, 50),
-                            "p99_ms": _pct(part, 99), "rss_mb": round(rss_mb, 1)})  # fmt: skip
+                            "p99_ms": _pct(part, 99), "rss_mb": _round(rss_mb)})  # fmt: skip
         previous = upto
     kinds = Counter(p.kind for p in plan)
     images = sum(p.images for p in plan)  # good ones: a bad payload's images are not counted
@@ -218,9 +264,11 @@ def _figures(
         "in_process_p50_ms": round(in_process_p50, 2),
         "in_process_images_per_s": round(1000 / in_process_p50, 1),
         "throughput_vs_in_process": round(images / wall / (1000 / in_process_p50), 2),
-        "rss_mb_after_warmup": round(rss[0], 1),
-        "rss_mb_end": round(rss[1], 1),
-        "rss_growth": round(growth, 4),
+        "idle_rss_mb": _round(idle),
+        "max_idle_rss_mb": MAX_IDLE_RSS_MB if about["backend"] != "cuda" else None,
+        "rss_mb_after_warmup": _round(start),
+        "rss_mb_end": _round(end),
+        "rss_growth": round((end - start) / start, 4) if start and end else None,
         "ready_after": ready_after,
         "windows": windows,
         "kinds": dict(sorted(kinds.items())),
@@ -235,8 +283,11 @@ def _missed(f: dict[str, Any]) -> list[str]:
     """The targets a soak run missed, in words."""
     missed = [f"{f[k]} {k.replace('_', ' ')}" for k in
               ("good_errors", "bad_not_4xx", "connection_errors") if f[k]]  # fmt: skip
-    if f["rss_growth"] > MAX_RSS_GROWTH:
+    if f["rss_growth"] is not None and f["rss_growth"] > MAX_RSS_GROWTH:
         missed.append(f"resident memory grew {f['rss_growth']:.1%} (at most {MAX_RSS_GROWTH:.0%})")
+    idle, most = f["idle_rss_mb"], f["max_idle_rss_mb"]
+    if idle is not None and most is not None and idle > most:
+        missed.append(f"{idle:.0f} MB resident at rest (at most {most:.0f} MB on CPU)")
     if not f["ready_after"]:
         missed.append("not ready afterwards")
     return missed
@@ -265,12 +316,6 @@ def _answered(payload: Payload, response: httpx.Response) -> bool:
     return shapes.get("probabilities") == [payload.images, 7]
 
 
-def _rss(process: psutil.Process) -> float:
-    """Resident MiB of the predictor and any children it started."""
-    every = [process, *process.children(recursive=True)]
-    return sum(p.memory_info().rss for p in every) / 2**20
-
-
 def _ready(url: str) -> bool:
     try:
         return all(
@@ -279,6 +324,10 @@ def _ready(url: str) -> bool:
         )
     except httpx.HTTPError:
         return False
+
+
+def _round(mb: float | None) -> float | None:
+    return None if mb is None else round(mb, 1)
 
 
 def _pct(ms: np.ndarray, q: int) -> float:

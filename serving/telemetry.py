@@ -47,10 +47,14 @@ ERRORS = Counter("dermaops_request_errors", "Rejected or failed requests, by rea
 REFUSED = Counter(
     "dermaops_requests_refused",
     "Inference requests refused before the model saw them, by reason: body_too_large (413), "
-    "overloaded (503, Retry-After), deadline (504).",
+    "overloaded (503, Retry-After: too many requests), memory (503, Retry-After: too many body "
+    "bytes), deadline (504).",
     ["reason"],
 )
 IN_FLIGHT = Gauge("dermaops_requests_in_flight", "Inference requests being handled now.")
+BYTES_IN_FLIGHT = Gauge(
+    "dermaops_request_bytes_in_flight", "Body bytes of the inference requests being handled now."
+)
 LOG_FAILURES = Counter(
     "dermaops_inference_log_failures",
     "Inference-log records dropped because the log could not be written (the answers went "
@@ -78,7 +82,7 @@ def observe(version: str, probs: Any, flags: Any, stats: list[dict[str, float]])
         INPUT_SIZE.observe(stat["width"] * stat["height"])
 
 
-REFUSED_REASONS = ("body_too_large", "overloaded", "deadline")
+REFUSED_REASONS = ("body_too_large", "overloaded", "memory", "deadline")
 LOG_FAILURE_REASONS = ("ENOSPC", "EDQUOT", "EFBIG", "EROFS", "EACCES", "EIO", "other")
 for _reason in REFUSED_REASONS:  # every series exists from the start, at 0, so rate() has data
     REFUSED.labels(_reason)

@@ -214,14 +214,25 @@ def bench_soak(
         Path | None,
         typer.Option("--json", help="Result file (default: $DERMAOPS_HOME/bench/soak.json)."),
     ] = None,
+    url: Annotated[
+        str,
+        typer.Option(help="Drive the predictor already serving here (default: start one)."),
+    ] = "",
+    pid: Annotated[
+        int,
+        typer.Option(min=0, help="With --url: its process id on this machine, for memory."),
+    ] = 0,
 ) -> None:
-    """The predictor under a long mix of good and bad requests: errors, p50/p99 over time and
-    resident memory growth after warm-up; exit 1 when a target is missed."""
+    """The predictor under a long mix of good and bad requests: errors, p50/p99 over time,
+    resident memory at rest and its growth after warm-up; exit 1 when a target is missed."""
     from dermaops.bench import write_result
     from dermaops.serving.soak import soak
 
     home = Home.from_env()
-    result = soak(model_uri, home, requests, concurrency, bad_share, backend, warmup)
+    if pid and not url:
+        raise ConfigError("--pid names the process behind --url; give --url too")
+    result = soak(model_uri, home, requests, concurrency, bad_share, backend, warmup,
+                  url=url, pid=pid)  # fmt: skip
     path = json_out or home.bench / "soak.json"
     write_result(result, path)
     typer.echo(json.dumps(result, indent=2))
@@ -230,12 +241,19 @@ def bench_soak(
         f"{concurrency}: {result['good_errors']} good-request errors, {result['bad_not_4xx']} bad "
         f"requests not 4xx, {result['connection_errors']} connection errors; p50 "
         f"{result['p50_ms']} ms, p99 {result['p99_ms']} ms; {result['images_per_s']} images/s, "
-        f"{result['throughput_vs_in_process']}x one in-process decode + forward loop; resident "
-        f"memory {result['rss_growth']:+.1%} after warm-up ({path})"
+        f"{result['throughput_vs_in_process']}x one in-process decode + forward loop; "
+        f"{_memory(result)} ({path})"
     )
     if not result["held"]:
         typer.echo(f"missed: {'; '.join(result['missed'])}", err=True)
         raise typer.Exit(1)
+
+
+def _memory(result: dict[str, object]) -> str:
+    if result["idle_rss_mb"] is None:
+        return "resident memory not measured (give --pid)"
+    return (f"{result['idle_rss_mb']} MB resident at rest, {result['rss_growth']:+.1%} after "
+            "warm-up")  # fmt: skip
 
 
 @monitor_app.command("drift")

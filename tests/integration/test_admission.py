@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 V1 = "/v1/models/dermaops:predict"
 LIMIT = 2_000_000
+BUDGET = 3_000_000  # body bytes at once
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,8 @@ def predictor(
     served_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PredictorProcess]:
     root = tmp_path_factory.mktemp("admission")
-    env = {"DERMAOPS_SERVING_MAX_BODY_BYTES": str(LIMIT), "DERMAOPS_SERVING_MAX_IN_FLIGHT": "2"}
+    env = {"DERMAOPS_SERVING_MAX_BODY_BYTES": str(LIMIT), "DERMAOPS_SERVING_MAX_IN_FLIGHT": "2",
+           "DERMAOPS_SERVING_MAX_BYTES_IN_FLIGHT": str(BUDGET)}  # fmt: skip
     with PredictorProcess(served_model, root / "home", root / "server.log", env=env) as p:
         yield p
 
@@ -104,6 +106,39 @@ def test_more_than_the_replica_handles_at_once_get_503_and_retry_after(
     assert refused_total(predictor.url, "overloaded") - shed_before == statuses[503]
     health = [httpx.get(f"{predictor.url}/v2/health/ready", timeout=10) for _ in range(3)]
     assert all(h.status_code == 200 for h in health)  # probes are never shed
+
+
+def _head(port: int, length: int) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(f"POST {V1} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              f"Content-Length: {length}\r\n\r\n".encode())  # fmt: skip
+    return s
+
+
+def test_bodies_past_the_memory_budget_get_503_until_it_frees(
+    predictor: PredictorProcess, jpeg_bytes: Callable[..., bytes]
+) -> None:
+    """A 1.5 MB body still arriving holds its bytes: a 1.9 MB one beside it would pass the 3 MB
+    the replica's memory takes, and is refused at once; once the first is answered it is taken."""
+    body = _body(jpeg_bytes(600, 450))
+    second = body + b" " * (1_900_000 - len(body))
+    refused_before = refused_total(predictor.url, "memory")
+    with _head(predictor.port, 1_500_000) as slow:
+        slow.sendall(b" " * 1000)  # and the rest later
+        deadline = time.monotonic() + 10
+        while sample(predictor.url, "dermaops_request_bytes_in_flight") < 1_500_000:
+            assert time.monotonic() < deadline, "the first body is not counted"
+            time.sleep(0.05)
+        with _head(predictor.port, len(second)) as other:
+            head = other.recv(65536).decode()
+        assert head.startswith("HTTP/1.1 503") and "retry-after: 1" in head.lower()
+        assert "bytes of requests being handled" in head
+        slow.sendall(b" " * (1_500_000 - 1000))
+        assert slow.recv(65536).decode().startswith("HTTP/1.1 400")  # spaces are no JSON
+    assert refused_total(predictor.url, "memory") - refused_before == 1
+    assert sample(predictor.url, "dermaops_request_bytes_in_flight") == 0
+    taken = httpx.post(predictor.url + V1, content=second, timeout=60)
+    assert taken.status_code == 200, taken.text
 
 
 def test_a_request_past_its_deadline_gets_504(
