@@ -14,11 +14,38 @@
 # it); `make pin-images` refreshes pins from the registry.
 ARG BASE_IMAGE=python:3.11.16-slim-bookworm@sha256:c425d915a89a6dcd3183b1797ad9bd8878caff5a417f6371c8df93c8ea8b727f
 
-FROM ${BASE_IMAGE} AS source
+# Each image's third-party closure first, from the lock files alone: a change to our source
+# rebuilds only the small layers that install dermaops's wheel on top.
+FROM ${BASE_IMAGE} AS closures
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY scripts/install_image.sh scripts/storage_initializer.py scripts/
+COPY scripts/install_image.sh scripts/
 COPY requirements/image-*.txt requirements/
+
+FROM closures AS closure-serving
+RUN sh scripts/install_image.sh closure serving
+
+FROM closures AS closure-serving-gpu
+RUN sh scripts/install_image.sh closure serving-gpu
+
+FROM closures AS closure-monitor
+RUN sh scripts/install_image.sh closure monitor
+
+FROM closures AS closure-ui
+RUN sh scripts/install_image.sh closure ui
+
+FROM closures AS closure-trainer
+ARG TORCH_INDEX_URL=""
+RUN sh scripts/install_image.sh closure train "$TORCH_INDEX_URL"
+
+FROM closures AS closure-mlflow
+RUN sh scripts/install_image.sh closure mlflow
+
+FROM closures AS closure-storage-initializer
+RUN sh scripts/install_image.sh closure storage-initializer
+
+FROM closures AS source
+COPY scripts/storage_initializer.py scripts/
 COPY pyproject.toml README.md ./
 COPY dermaops dermaops
 COPY components components
@@ -33,28 +60,33 @@ RUN python3 -m venv /opt/build \
  && /opt/build/bin/pip install --require-hashes --no-deps -r requirements/image-build.txt \
  && /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
 
-# One build stage per image: its closure with --require-hashes, then the project without deps.
-FROM source AS build-serving
-RUN sh scripts/install_image.sh serving
+# One build stage per image: its closure, then the project without deps (not for the
+# third-party images), then pip and setuptools leave.
+FROM closure-serving AS build-serving
+COPY --from=source /wheels /wheels
+RUN sh scripts/install_image.sh project serving
 
-FROM source AS build-serving-gpu
-RUN sh scripts/install_image.sh serving-gpu
+FROM closure-serving-gpu AS build-serving-gpu
+COPY --from=source /wheels /wheels
+RUN sh scripts/install_image.sh project serving-gpu
 
-FROM source AS build-monitor
-RUN sh scripts/install_image.sh monitor
+FROM closure-monitor AS build-monitor
+COPY --from=source /wheels /wheels
+RUN sh scripts/install_image.sh project monitor
 
-FROM source AS build-ui
-RUN sh scripts/install_image.sh ui
+FROM closure-ui AS build-ui
+COPY --from=source /wheels /wheels
+RUN sh scripts/install_image.sh project ui
 
-FROM source AS build-trainer
-ARG TORCH_INDEX_URL=""
-RUN sh scripts/install_image.sh train "$TORCH_INDEX_URL"
+FROM closure-trainer AS build-trainer
+COPY --from=source /wheels /wheels
+RUN sh scripts/install_image.sh project train
 
-FROM source AS build-mlflow
-RUN sh scripts/install_image.sh mlflow
+FROM closure-mlflow AS build-mlflow
+RUN sh scripts/install_image.sh project mlflow
 
-FROM source AS build-storage-initializer
-RUN sh scripts/install_image.sh storage-initializer
+FROM closure-storage-initializer AS build-storage-initializer
+RUN sh scripts/install_image.sh project storage-initializer
 
 FROM ${BASE_IMAGE} AS runtime
 # Nothing to build with: no compiler, no pip; a non-root user; writes only to volumes.

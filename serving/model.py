@@ -44,6 +44,9 @@ from dermaops.tokens import MONITOR_TOKEN_ENV, read_token
 log = logging.getLogger(__name__)
 
 
+Box = tuple[float, float, float, float]  # left, top, right, bottom as fractions of an image
+
+
 @dataclass(frozen=True)
 class Batch:
     """A decoded request: what preprocess hands on."""
@@ -51,6 +54,7 @@ class Batch:
     v2: InferRequest | None
     pixels: list[np.ndarray]
     stats: list[dict[str, float]]
+    boxes: list[Box]  # the square seen, in fractions of each image
     request_id: str
     started: float  # time.perf_counter() when preprocessing began
 
@@ -133,22 +137,23 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:  # one hop to a worker thread: decoding must not block the event loop
-            pixels, stats = await loop.run_in_executor(self.pool, self._pixels, payload)
+            pixels, stats, boxes = await loop.run_in_executor(self.pool, self._pixels, payload)
         except BadImage as e:
             ERRORS.labels(e.code).inc()
             raise
         request_id = (headers or {}).get("x-request-id", "")
         v2 = payload if isinstance(payload, InferRequest) else None
-        return Batch(v2, pixels, stats, request_id, started)
+        return Batch(v2, pixels, stats, boxes, request_id, started)
 
-    def _pixels(self, payload: Any) -> tuple[list[np.ndarray], list[dict[str, float]]]:
-        """Decode, then the stem's cache pixels and the drift statistics of each image."""
+    def _pixels(self, payload: Any) -> tuple[list[np.ndarray], list[dict[str, float]], list[Box]]:
+        """Decode, then the stem's cache pixels, the drift statistics and the square the model
+        sees of each image."""
         decoded = self._decode(payload, self.pre.cache_size)
         if self.settings.retain_images:
             self._retain(decoded)
         pixels = [self.pre.cache_pixels(d.image) for d in decoded]
         stats = [image_stats(p, d.original_size) for p, d in zip(pixels, decoded, strict=True)]
-        return pixels, stats
+        return pixels, stats, [self.pre.seen_box(d.image.size) for d in decoded]
 
     def _retain(self, decoded: list[Decoded]) -> None:
         """Keep the images (only when asked): pixels alone, by day, for ``feedback purge``."""
@@ -283,6 +288,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
                     "method": "gradcam",
                     "heatmap_png_b64": _png((seen.heatmaps[i] * 255).astype(np.uint8)),
                     "overlay_png_b64": _png(overlay(seen.images[i], seen.heatmaps[i])),
+                    "seen_box": [round(f, 6) for f in batch.boxes[i]],
                 }
                 for i, c in enumerate(top)
             ],

@@ -8,13 +8,24 @@ import os
 import sys
 from pathlib import Path
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
 from dermaops.data.feedback import record_feedback
 from dermaops.errors import DermaOpsError
+from dermaops.imaging import ImageLimits
 from dermaops.labels import CLASSES, FULL_NAMES
-from dermaops.ui.client import DISCLAIMER, PredictorError, classify, operating_point, signed_in_user
+from dermaops.ui.client import (
+    DISCLAIMER,
+    PredictorError,
+    classify,
+    grad_cam_views,
+    operating_point,
+    signed_in_user,
+    too_large,
+    upload_limit_mb,
+)
 
 
 def _arguments() -> argparse.Namespace:
@@ -24,6 +35,10 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--predictor-url", default=env("DERMAOPS_UI_PREDICTOR_URL"))
     parser.add_argument("--model-name", default=env("DERMAOPS_UI_MODEL_NAME", "dermaops"))
     parser.add_argument("--feedback-dir", default=env("DERMAOPS_UI_FEEDBACK_DIR"))
+    parser.add_argument(  # the predictor's DERMAOPS_SERVING_MAX_IMAGE_BYTES
+        "--max-image-bytes", type=int,
+        default=int(env("DERMAOPS_UI_MAX_IMAGE_BYTES", ImageLimits.max_bytes)),
+    )  # fmt: skip
     parser.add_argument(
         "--require-signin", action="store_true",
         default=env("DERMAOPS_UI_REQUIRE_SIGNIN", "").lower() in ("1", "true", "yes"),
@@ -39,10 +54,16 @@ st.set_page_config(page_title="DermaOps", layout="wide")
 st.title("DermaOps: dermoscopy decision support")
 st.info(DISCLAIMER)
 
-upload = st.file_uploader("A dermoscopic image (JPEG or PNG)", type=["jpg", "jpeg", "png"])
+upload = st.file_uploader(
+    "A dermoscopic image (JPEG or PNG)", type=["jpg", "jpeg", "png"],
+    max_upload_size=upload_limit_mb(args.max_image_bytes),
+)  # fmt: skip
 if upload is None:
     st.stop()
 image = upload.getvalue()
+if refusal := too_large(image, args.max_image_bytes):
+    st.error(refusal)
+    st.stop()
 key = hashlib.sha256(image).hexdigest()
 if st.session_state.get("image_key") != key or st.button("Retry"):
     st.session_state.pop("answer", None)
@@ -56,27 +77,34 @@ if st.session_state.get("image_key") != key or st.button("Retry"):
         st.stop()
 answer = st.session_state["answer"]
 
-left, right = st.columns(2)
+left, right = st.columns([2, 3])
 with left:
-    st.subheader("What the model sees")
+    st.subheader("What the model says")
     top_code, top_name, top_p = answer.top[0]
     st.markdown(f"**Most likely: {top_name} ({top_code}), {top_p:.0%}**")
     if answer.melanoma_flag:
         st.error(operating_point(answer))
     else:
         st.success(operating_point(answer))
-    chart = pd.DataFrame(
-        {"probability": [answer.probabilities[c] for c in CLASSES]},
-        index=[f"{FULL_NAMES[c]} ({c})" for c in CLASSES],
-    )
-    st.bar_chart(chart, horizontal=True)
+    shares = pd.DataFrame({"diagnosis": [f"{FULL_NAMES[c]} ({c})" for c in CLASSES],
+                           "probability": [answer.probabilities[c] for c in CLASSES]})  # fmt: skip
+    bars = alt.Chart(shares).mark_bar().encode(
+        x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+        y=alt.Y("diagnosis:N", sort=None, title=None, axis=alt.Axis(labelLimit=0)),  # in full
+    )  # fmt: skip
+    st.altair_chart(bars)
     st.table(pd.DataFrame([{"diagnosis": f"{name} ({code})", "probability": f"{p:.1%}"}
                            for code, name, p in answer.top]))  # fmt: skip
 with right:
     st.subheader("Where it looked")
-    if answer.overlay_png:
-        st.image(answer.overlay_png, caption=f"Grad-CAM for {FULL_NAMES[answer.explained]}")
-    st.image(image, caption="The uploaded image")
+    views = grad_cam_views(image, answer, limits=ImageLimits(max_bytes=args.max_image_bytes))
+    if views is None:
+        st.image(image, caption="Your image (this model gives no Grad-CAM)")
+    else:
+        seen, cam = views
+        mine, theirs = st.columns(2)
+        mine.image(seen, caption="Your image: the square the model sees", width="stretch")
+        theirs.image(cam, caption=f"Grad-CAM for {FULL_NAMES[answer.explained]}", width="stretch")
 st.caption(f"Model {answer.model_name}, version {answer.model_version}")
 
 st.subheader("Your diagnosis")

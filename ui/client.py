@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import base64
+import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import numpy as np
+from PIL import Image
 
 from dermaops.errors import DermaOpsError
+from dermaops.imaging import ImageLimits, decode, to_array
 from dermaops.labels import CLASSES, FULL_NAMES
+from dermaops.model.heatmap import overlay, resize_bilinear
 
 DISCLAIMER = (
     "Decision support only, not a diagnosis. A clinician examines the patient and decides; "
@@ -33,7 +38,8 @@ class Answer:
     threshold: float
     model_name: str
     model_version: str
-    overlay_png: bytes | None  # Grad-CAM of the top class over the image
+    heatmap: np.ndarray | None  # Grad-CAM of the top class, (S, S) in 0..1, over the square seen
+    seen_box: tuple[float, float, float, float]  # that square, in fractions of the upright image
     explained: str  # the class Grad-CAM explains
 
 
@@ -57,9 +63,52 @@ def classify(url: str, image: bytes, model: str = "dermaops", timeout: float = 6
         threshold=float(p["melanoma"]["threshold"]),
         model_name=str(predicted["model_name"]),
         model_version=str(predicted["model_version"]),
-        overlay_png=base64.b64decode(e["overlay_png_b64"]) if e.get("overlay_png_b64") else None,
+        heatmap=_heatmap(e["heatmap_png_b64"]) if e.get("heatmap_png_b64") else None,
+        seen_box=_box(e.get("seen_box", (0.0, 0.0, 1.0, 1.0))),
         explained=str(e["dx"]),
     )
+
+
+def _heatmap(png_b64: str) -> np.ndarray:
+    with Image.open(io.BytesIO(base64.b64decode(png_b64))) as png:
+        return np.asarray(png.convert("L"), dtype=np.float32) / 255
+
+
+def _box(values: Any) -> tuple[float, float, float, float]:
+    left, top, right, bottom = (float(v) for v in values)
+    return left, top, right, bottom
+
+
+def upload_limit_mb(max_image_bytes: int) -> int:
+    """The upload widget's limit in whole MiB (Streamlit's unit): none larger than the
+    predictor's limit gets through, and a MiB-multiple limit (the chart's) is met exactly."""
+    return max(1, max_image_bytes // 2**20)
+
+
+def too_large(image: bytes, max_image_bytes: int) -> str | None:
+    """Why the predictor would refuse ``image`` for its size, in words; None when it fits."""
+    if len(image) <= max_image_bytes:
+        return None
+    size, most = len(image) / 2**20, max_image_bytes / 2**20
+    return (f"This image is {size:.1f} MiB; the model takes images up to {most:.1f} MiB. "
+            "Export a smaller JPEG and upload it again.")  # fmt: skip
+
+
+def grad_cam_views(
+    image: bytes, answer: Answer, width: int = 640, limits: ImageLimits = ImageLimits()
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The square of the upload the model saw, at up to ``width`` pixels a side, and the same
+    square with the Grad-CAM heatmap over it, at the same size; None without a heatmap."""
+    if answer.heatmap is None:
+        return None
+    upright = decode(image, limits=limits).image
+    w, h = upright.size
+    left, top, right, bottom = answer.seen_box
+    square = upright.crop((round(left * w), round(top * h), round(right * w), round(bottom * h)))
+    side = min(square.width, square.height, width)
+    seen = to_array(square.resize((side, side), Image.Resampling.LANCZOS))
+    heat = resize_bilinear(answer.heatmap[None], (side, side))[0]
+    return seen, overlay(seen, heat)
 
 
 def _post(url: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:

@@ -147,6 +147,15 @@ def ui(
     feedback_dir: Annotated[
         Path | None, typer.Option(help="Feedback store (default: $DERMAOPS_HOME/feedback).")
     ] = None,
+    max_image_bytes: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            envvar="DERMAOPS_UI_MAX_IMAGE_BYTES",
+            help="The predictor's image limit (its DERMAOPS_SERVING_MAX_IMAGE_BYTES); uploads "
+            "over it are refused on the page (0: the predictor's default).",
+        ),
+    ] = 0,
 ) -> None:
     """The clinician page: upload an image, see the answer and Grad-CAM, send a diagnosis."""
     import importlib.util
@@ -156,13 +165,19 @@ def ui(
     spec = importlib.util.find_spec("dermaops.ui.app")
     if spec is None or spec.origin is None:
         raise ConfigError("dermaops.ui is not installed: pip install -e . (or the ui image)")
+    from dermaops.imaging import ImageLimits
+    from dermaops.ui.client import upload_limit_mb
+
     app = Path(spec.origin)
     store = feedback_dir or Home.from_env().feedback
+    max_image_bytes = max_image_bytes or ImageLimits.max_bytes
+    upload_mb = upload_limit_mb(max_image_bytes)  # Streamlit's unit; the page checks the bytes
     command = [sys.executable, "-m", "streamlit", "run", str(app),
                "--server.port", str(port), "--server.address", host, "--server.headless", "true",
                "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+               "--server.maxUploadSize", str(upload_mb), "--client.toolbarMode", "minimal",
                "--", "--predictor-url", predictor_url, "--model-name", model_name,
-               "--feedback-dir", str(store)]  # fmt: skip
+               "--feedback-dir", str(store), "--max-image-bytes", str(max_image_bytes)]  # fmt: skip
     typer.echo(
         f"clinician UI on http://{host}:{port} (predictor {predictor_url}, feedback {store})"
     )

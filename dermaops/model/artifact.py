@@ -66,6 +66,16 @@ class Preprocessing:
         ``prepare`` would store for ``image``, uint8 (H, W, 3) covering ``cache_size``."""
         return to_array(resize_cover(image, self.cache_size))
 
+    def seen_box(self, size: tuple[int, int]) -> tuple[float, float, float, float]:
+        """The square of an upright ``size`` (width, height) image the model sees, as (left,
+        top, right, bottom) fractions of its width and height: the centre square of the part
+        that covers ``cache_size``, whose side is the short side of that part."""
+        w, h = size
+        scale = max(self.cache_size[0] / w, self.cache_size[1] / h)
+        side = min(self.cache_size) / scale
+        left, top = (w - side) / 2 / w, (h - side) / 2 / h
+        return left, top, 1 - left, 1 - top
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -15,21 +15,28 @@ python:3.11.16-slim base has them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
 import os
 import runpy
+import select
+import socket
 import subprocess
+import threading
 import time
 import zipfile
-from collections.abc import Iterator
-from contextlib import ExitStack
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from dermaops.errors import DermaOpsError
@@ -43,9 +50,11 @@ from dermaops.settings import ARTIFACTS_DESTINATION_ENV
 from tests import stores
 from tests.conftest import Trained
 from tests.e2e import podman as pm
+from tests.e2e.conftest import DERMAOPS
 from tests.k8s.chart import by_kind, pod_spec, render
 from tests.k8s.conftest import ROOT, find_tool, unavailable
 from tests.k8s.podman_pods import Host, PodPlan, plan_pod, service_ports
+from tests.scrape import sample
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -80,6 +89,7 @@ class Release:
     ui: Pod
     mlflow: Pod
     s3: str  # moto's endpoint, on the network's gateway
+    model: Path  # the served model's folder on the host
     images: dict[str, str]
     docs: list[dict[str, Any]]
     host: Host
@@ -87,7 +97,7 @@ class Release:
 
 def _model_zip(folder: Path) -> Path:
     model = build_model("resnet18", 7).eval()
-    pre = Preprocessing(image_size=64)
+    pre = Preprocessing(image_size=96)  # the demo's model: ResNet-18 at 96 px
     save_model_dir(folder / "model", model, "resnet18", pre, {})
     export_onnx(model, "resnet18", pre, folder / "model" / "model.onnx")
     archive = folder / "served" / "model.zip"
@@ -144,7 +154,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
         predictor = _start(docs, "dermaops-predictor", host, made, check_before=True)
         host = _expose(docs, "dermaops-predictor", host, images["serving"], made)
         ui = _start(docs, "dermaops-ui", host, made)
-        yield Release(predictor, monitor, ui, mlflow, s3, images, docs, host)
+        yield Release(predictor, monitor, ui, mlflow, s3, work / "model", images, docs, host)
 
 
 def _mlflow_secrets(db: stores.Postgres, s3: str) -> dict[str, dict[str, str]]:
@@ -258,6 +268,120 @@ def test_bad_payloads_are_400_and_the_container_stays_up(release: Release) -> No
         assert answer.status_code == 400, answer.text
     state = pm.inspect("dermaops-predictor-kserve-container")["State"]
     assert state["Running"] is True and state["Restarting"] is False
+
+
+PREDICTOR = "dermaops-predictor-kserve-container"
+V1 = "/v1/models/dermaops:predict"
+MIB = 2**20
+
+
+@contextmanager
+def peak_resident(pid: int) -> Iterator[Callable[[], float]]:
+    """The largest resident set of ``pid`` (MiB) while the block runs, sampled every 20 ms."""
+    process, peak, done = psutil.Process(pid), [0.0], threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], process.memory_info().rss / MIB)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield lambda: peak[0]
+    finally:
+        done.set()
+        watcher.join()
+
+
+def _post_big(port: int, size: int, chunked: bool) -> str:
+    """A ``size``-byte body declared by Content-Length (nothing of it sent until answered), or
+    chunked in 1 MiB pieces until the server answers; the status line it answered."""
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}"
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as s:
+        s.sendall(f"POST {V1} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  f"{framing}\r\n\r\n".encode())  # fmt: skip
+        piece = b"%x\r\n%s\r\n" % (MIB, b" " * MIB)
+        try:
+            for _ in range(size // MIB if chunked else 0):
+                if select.select([s], [], [], 0)[0]:  # answered: stop sending
+                    break
+                s.sendall(piece)
+        except OSError:  # closed after answering; the answer is still to be read
+            pass
+        return s.recv(65536).decode("latin-1").split("\r\n")[0]
+
+
+def _twelve_megapixels() -> bytes:
+    """A 4000 x 3000 photograph-like JPEG (smooth colour with sensor noise)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(12)
+    base = Image.fromarray(rng.integers(60, 200, (30, 40, 3), dtype=np.uint8)).resize((4000, 3000))
+    noisy = np.asarray(base, dtype=np.int16) + rng.integers(-12, 12, (3000, 4000, 3))
+    buf = io.BytesIO()
+    Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+async def _at_once(url: str, body: bytes, n: int) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=n)
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
+        headers = {"content-type": "application/json"}
+        return await asyncio.gather(*(client.post(V1, content=body, headers=headers)
+                                      for _ in range(n)))  # fmt: skip
+
+
+def test_the_predictor_stays_inside_the_charts_memory_limit(
+    release: Release, tmp_path: Path
+) -> None:
+    """podman runs the predictor with the chart's limits (3 GiB, 2 CPUs). A soak of 10,000
+    requests of the mix (resident memory at rest reported by `bench soak`), 8 bodies of 300 MB at
+    once (declared and chunked), then 200 photographs of 12 MP at once: never OOM-killed, ready
+    throughout, every refusal a 413 or a 503."""
+    url, port = release.predictor.url, int(release.predictor.url.rsplit(":", 1)[1])
+    details = pm.inspect(PREDICTOR)
+    assert details["HostConfig"]["Memory"] == 3 * 2**30, "podman enforces the chart's limit"
+    pid = int(details["State"]["Pid"])
+
+    result = tmp_path / "soak.json"
+    soak = subprocess.run(
+        [str(DERMAOPS), "bench", "soak", "--url", url, "--pid", str(pid), "--model-uri",
+         str(release.model), "--requests", "10000", "--warmup", "200", "--concurrency", "6",
+         "--json", str(result)],
+        env=os.environ | {"DERMAOPS_HOME": str(tmp_path / "home")},
+        capture_output=True, text=True, timeout=1200, check=False,
+    )  # fmt: skip
+    assert soak.returncode == 0, soak.stdout[-3000:] + soak.stderr[-3000:]
+    figures = json.loads(result.read_text())
+    assert figures["held"] and figures["requests"] == 10_000
+    assert figures["idle_rss_mb"] <= 400, figures["idle_rss_mb"]
+
+    with peak_resident(pid) as peak:
+        with ThreadPoolExecutor(8) as pool:
+            big = list(pool.map(lambda i: _post_big(port, 300 * 10**6, chunked=i % 2 == 1),
+                                range(8)))  # fmt: skip
+        assert all(line.split()[1] in ("413", "503") for line in big), big
+        assert [line.split()[1] for line in big[::2]] == ["413"] * 4  # declared: unread
+        assert sample(url, "dermaops_request_bytes_in_flight") == 0
+
+        answers = asyncio.run(_at_once(url, _v1_body(_twelve_megapixels()), 200))
+        statuses = Counter(a.status_code for a in answers)
+        assert set(statuses) <= {200, 503} and statuses[200] >= 1, statuses
+        assert all(a.headers["retry-after"] == "1" for a in answers if a.status_code == 503)
+        assert all(len(a.json()["predictions"]) == 1 for a in answers if a.status_code == 200)
+        assert answers_ok(f"{url}/v2/health/ready")
+    state = pm.inspect(PREDICTOR)["State"]
+    assert state["Running"] and not state["OOMKilled"] and state["Pid"] == pid, state
+    assert peak() < 3 * 1024, f"{peak():.0f} MiB at the peak"
+    print(
+        f"idle {figures['idle_rss_mb']} MiB, peak {peak():.0f} MiB, soak p50 "
+        f"{figures['p50_ms']} ms p99 {figures['p99_ms']} ms, 12 MP burst {dict(statuses)}"
+    )
+
+
+def _v1_body(jpeg: bytes) -> bytes:
+    return json.dumps({"instances": [{"b64": base64.b64encode(jpeg).decode()}]}).encode()
 
 
 def test_records_reach_the_monitor_with_the_secrets_token(release: Release) -> None:

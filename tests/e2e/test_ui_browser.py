@@ -86,8 +86,10 @@ def test_upload_predict_explain_correct_and_retrain_with_it(
         body = web.find_element(By.TAG_NAME, "body").text
         assert "melanoma flag" in body.lower() and "Model dermaops, version" in body
         assert "Decision support only" in body
-        overlay = web.find_elements(By.CSS_SELECTOR, "img")
-        assert len(overlay) >= 2, "the Grad-CAM overlay and the upload are shown"
+        square, cam = web.find_elements(By.CSS_SELECTOR, "[data-testid=stImage] img")
+        assert square.size == cam.size and square.size["width"] == square.size["height"] > 200, (
+            "the upload's square and its Grad-CAM side by side, at one size"
+        )
 
         web.find_element(By.XPATH, "//label[.//p[text()='Melanoma (mel)']]").click()
         name = web.find_element(By.CSS_SELECTOR, "input[type=text]")
@@ -136,6 +138,30 @@ def test_an_unreachable_predictor_is_reported_and_the_upload_kept(
         _wait_for_text(web, "cannot be reached")
         body = web.find_element(By.TAG_NAME, "body").text
         assert "Your image is kept" in body and "lesion.jpg" in body and "Retry" in body
+
+
+def test_uploads_over_the_predictors_limit_are_refused_and_no_deploy_button(
+    browser: Any, tmp_path: Path
+) -> None:
+    """The page takes what the predictor takes (its DERMAOPS_SERVING_MAX_IMAGE_BYTES, here 2 MiB,
+    as the chart gives it), says so, and refuses a bigger file; a clinical page has no
+    developer toolbar."""
+    from selenium.webdriver.common.by import By
+
+    web = browser
+    big = tmp_path / "big.jpg"
+    big.write_bytes(lesion_jpeg(seed=5) + os.urandom(3 * 2**20))
+    env = os.environ | {"DERMAOPS_HOME": str(tmp_path / "home"),
+                        "DERMAOPS_UI_MAX_IMAGE_BYTES": str(2 * 2**20)}  # fmt: skip
+    with ExitStack() as stack:
+        ui = _ui(stack, f"http://127.0.0.1:{free_port()}", tmp_path / "fb", tmp_path, env)
+        web.get(ui)
+        _wait_for_text(web, "2MB per file")
+        assert "Deploy" not in web.find_element(By.TAG_NAME, "body").text
+        assert not web.find_elements(By.CSS_SELECTOR, "[data-testid=stAppDeployButton]")
+        web.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(big))
+        _wait_for_text(web, "File must be 2.0MB or smaller")
+        assert "cannot be reached" not in web.find_element(By.TAG_NAME, "body").text
 
 
 def test_stopping_the_ui_stops_its_server(tmp_path: Path) -> None:

@@ -116,6 +116,11 @@ def test_explain_returns_gradcam_pngs(server: Server, jpeg_bytes: Callable[..., 
     heatmap = Image.open(io.BytesIO(base64.b64decode(explanation["heatmap_png_b64"])))
     overlay = Image.open(io.BytesIO(base64.b64decode(explanation["overlay_png_b64"])))
     assert heatmap.size == (32, 32) and overlay.size == (32, 32) and overlay.mode == "RGB"
+    assert explanation["seen_box"] == pytest.approx([0.125, 0, 0.875, 1])  # 450 of 600 wide
+
+    portrait = httpx.post(f"{server.url}{EXPLAIN}", json=_instances(jpeg_bytes(450, 600)),
+                          timeout=60).json()["explanations"][0]  # fmt: skip
+    assert portrait["seen_box"] == pytest.approx([0.125, 0.21875, 0.875, 0.78125])  # 337.5 px
 
 
 def _bad_inputs(jpeg: bytes) -> list[tuple[str, str, bytes | dict[str, object] | list[object]]]:

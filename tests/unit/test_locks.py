@@ -109,4 +109,5 @@ def test_the_dockerfile_installs_each_closure_with_hash_checking() -> None:
         "mlflow",
         "storage-initializer",
     ):
-        assert f"scripts/install_image.sh {image}" in dockerfile, image
+        assert f"scripts/install_image.sh closure {image}" in dockerfile, image
+        assert f"scripts/install_image.sh project {image}" in dockerfile, image

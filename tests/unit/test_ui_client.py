@@ -2,21 +2,90 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from dermaops.data.feedback import read_feedback, record_feedback
 from dermaops.data.privacy import has_metadata
-from dermaops.ui.client import Answer, PredictorError, classify, operating_point, signed_in_user
+from dermaops.model.artifact import Preprocessing
+from dermaops.ui.client import (
+    Answer,
+    PredictorError,
+    classify,
+    grad_cam_views,
+    operating_point,
+    signed_in_user,
+    too_large,
+    upload_limit_mb,
+)
 from tests.fault_server import FaultyServer
 from tests.unit.test_privacy import _photo
 
 
-def _answer(flag: bool) -> Answer:
-    return Answer({}, [("mel", "Melanoma", 0.4)], flag, 0.4, 0.21, "dermaops", "3", None, "mel")
+def _answer(flag: bool, heatmap: np.ndarray | None = None,
+            box: tuple[float, float, float, float] = (0, 0, 1, 1)) -> Answer:  # fmt: skip
+    return Answer({}, [("mel", "Melanoma", 0.4)], flag, 0.4, 0.21, "dermaops", "3", heatmap, box,
+                  "mel")  # fmt: skip
+
+
+def _coordinates(width: int, height: int) -> Image.Image:
+    """Red is x, green is y, each from 0 to 255 across the image."""
+    x = np.linspace(0, 255, width)[None, :].repeat(height, 0)
+    y = np.linspace(0, 255, height)[:, None].repeat(width, 1)
+    return Image.fromarray(np.stack([x, y, np.zeros_like(x)], -1).round().astype(np.uint8))
+
+
+@pytest.mark.parametrize("size", [(600, 450), (450, 600), (1000, 200), (256, 256)])
+def test_the_seen_box_is_the_square_the_stem_keeps(size: tuple[int, int]) -> None:
+    """Cropping the box from the upright image gives what the stem (cover cache_size, short
+    side to image_size, centre square) hands the model, for any aspect."""
+    import torch
+
+    from dermaops.model.stem import centre_crop, fit_short_side
+
+    pre = Preprocessing(image_size=64)
+    image = _coordinates(*size)
+    cache = torch.from_numpy(pre.cache_pixels(image).copy())[None]
+    stem = centre_crop(fit_short_side(cache, 64), 64)[0].numpy().astype(float)
+    w, h = size
+    left, top, right, bottom = pre.seen_box(size)
+    assert right - left == pytest.approx((bottom - top) * h / w)  # a square
+    boxed = image.crop((left * w, top * h, right * w, bottom * h)).resize((64, 64))
+    assert np.abs(np.asarray(boxed, float) - stem)[..., :2].mean() < 4  # of 255
+
+
+def test_grad_cam_is_shown_on_the_uploads_own_square_at_one_size() -> None:
+    """The heatmap's hot corner lands on the same corner of the square the model saw, and the
+    square and the overlay share one size, the upload's own up to the width asked."""
+    heat = np.zeros((8, 8), np.float32)
+    heat[:2, -2:] = 1.0  # top right
+    buf = io.BytesIO()
+    _coordinates(900, 600).save(buf, "PNG")
+    box = Preprocessing(image_size=8).seen_box((900, 600))
+    views = grad_cam_views(buf.getvalue(), _answer(False, heat, box), width=400)
+    assert views is not None
+    seen, cam = views
+    assert seen.shape == cam.shape == (400, 400, 3)
+    assert seen[0, 0, 0] == pytest.approx(255 * box[0], abs=3)  # the square's left edge
+    hot = cam.astype(float)[..., 0] - cam.astype(float)[..., 2]  # jet: red hot, blue cold
+    assert hot[:100, -100:].mean() > hot[-100:, :100].mean() + 100
+    small = grad_cam_views(buf.getvalue(), _answer(False, heat, box), width=4000)
+    assert small is not None and small[0].shape == (600, 600, 3)  # never upscaled
+    assert grad_cam_views(buf.getvalue(), _answer(False)) is None
+
+
+def test_the_upload_limit_is_the_predictors() -> None:
+    assert upload_limit_mb(20 * 2**20) == 20  # the chart's 20 MiB, exactly
+    assert upload_limit_mb(20_000_000) == 19  # never above the predictor's
+    assert too_large(b"x" * 100, 100) is None
+    refusal = too_large(b"x" * (3 * 2**20), 2 * 2**20)
+    assert refusal is not None and "3.0 MiB" in refusal and "up to 2.0 MiB" in refusal
 
 
 def test_operating_point_in_plain_words() -> None:
