@@ -1,10 +1,11 @@
-"""Stage ``deploy``: serve the champion, on the chart's predictor or with the local predictor."""
+"""Stage ``deploy``: reconcile now, so the champion is served (on the chart's predictor, or by
+the local predictor)."""
 
 from kfp.dsl import Artifact, Output
 
 
 def deploy(
-    patches: Output[Artifact],  # the patches sent (kubernetes), or the pointer written (local)
+    patches: Output[Artifact],  # what the reconcile found and did, as JSON
     version: str,
     target: str = "kubernetes",
     namespace: str = "dermaops",
@@ -13,7 +14,9 @@ def deploy(
     kfp_run_id: str = "",
     model_name: str = "dermaops",
 ) -> str:
-    """Point the release's predictor at ``version``: what ``dermaops deploy`` does.
+    """Serve the champion: what ``dermaops registry reconcile`` does, right after ``version``
+    was promoted. If another promotion or a rollback moved the champion since, the champion is
+    served, not ``version``, and the answer says so.
 
     ``target``: ``kubernetes`` JSON-patches the storage URI, the version and the canary of the
     objects the chart rendered (it renders no object itself); ``local`` points the local
@@ -23,32 +26,31 @@ def deploy(
         What was done, e.g. ``patched InferenceService dermaops/dermaops`` or the pointer file.
     """
     import json
+    from dataclasses import asdict
     from pathlib import Path
 
     from dermaops.components.runtime import stage
 
     with stage("deploy", kfp_run_id, model_name):
-        from dermaops.deploy import Promotion, write_pointer
         from dermaops.errors import ConfigError
         from dermaops.registry import Registry, RegistrySettings
-        from dermaops.registry.model import storage_uri
+        from dermaops.registry.reconcile import ClusterServing, LocalServing, reconcile
         from dermaops.settings import Home
 
         reg = Registry(RegistrySettings(model_name=model_name))
         if target == "kubernetes":
-            from dermaops.components.kube import deploy as deploy_release
-
-            promotion = Promotion(version, storage_uri(reg, version), canary_percent or None)
-            sent = deploy_release(promotion, release, namespace)
-            Path(patches.path).write_text(json.dumps([p.as_dict() for p in sent], indent=2))
-            done = "; ".join(f"patched {p.kind} {p.namespace}/{p.name}" for p in sent)
-            uri = promotion.storage_uri
+            serving: ClusterServing | LocalServing = ClusterServing(
+                release, namespace, canary_percent or None
+            )
         elif target == "local":
-            uri = reg.client.get_model_version_download_uri(model_name, version)
-            done = str(write_pointer(Home.from_env().serving, uri, model_name, version))
-            Path(patches.path).write_text(Path(done).read_text())
+            serving = LocalServing(Home.from_env())
         else:
             raise ConfigError(f"deploy target {target!r} is not kubernetes or local")
-        reg.tag_pipeline_run(kfp_run_id, {"deployed": f"version {version}: {done}"})
-    patches.metadata.update({"storage_uri": uri, "version": version, "target": target})
-    return done
+        done = reconcile(reg, serving)
+        Path(patches.path).write_text(json.dumps(asdict(done), indent=2))
+        said = done.action
+        if done.champion != version:
+            said = f"version {version} is no longer champion ({done.champion} is): {said}"
+        reg.tag_pipeline_run(kfp_run_id, {"deployed": said})
+    patches.metadata.update({"version": str(done.served), "target": target})
+    return said

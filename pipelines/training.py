@@ -109,7 +109,7 @@ def build_pipeline(kind: Kind, settings: PipelineSettings | None = None) -> Base
             registered = c.register(
                 prepared=data, model=trained.outputs["model"],
                 evaluation=scored.outputs["evaluation"], baseline=baseline.outputs["evaluation"],
-                pipeline=kind, **tracked,
+                pipeline=kind, **thresholds, **tracked,
             ).after(gated)  # fmt: skip
             _configure(registered, "register", s)
             version = registered.outputs["Output"]  # the version; "card" is the model card

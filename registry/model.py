@@ -27,6 +27,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 import dermaops
+from dermaops.evaluation.gate import GateThresholds
 from dermaops.labels import CLASSES
 from dermaops.model.artifact import ModelArtifact, assemble
 from dermaops.registry.card import log_card
@@ -41,6 +42,7 @@ SCALARS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "auc_macr
 MELANOMA = ("threshold", "test_sensitivity", "test_specificity")
 MODEL_ARTIFACT = "model"
 STORAGE_URI_TAG = "dermaops.storage_uri"  # the version's files in the store, for KServe
+GATE_TAG_PREFIX = "dermaops.gate."  # + each GateThresholds field
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("binary", "image")]),
     outputs=Schema([*(ColSpec("double", c) for c in CLASSES), ColSpec("boolean", "melanoma")]),
@@ -172,6 +174,19 @@ def version_tags(metrics: dict[str, Any], prepared: Path) -> dict[str, str]:
     }
 
 
+def gate_tags(thresholds: GateThresholds) -> dict[str, str]:
+    """The gate a version was judged by, recorded with it (hand promotion and rollback reuse it)."""
+    return {f"{GATE_TAG_PREFIX}{k}": str(v) for k, v in thresholds.model_dump().items()}
+
+
+def recorded_thresholds(reg: Registry, version: str) -> GateThresholds | None:
+    """The gate recorded with ``version``; None for a version registered without one."""
+    tags = reg.client.get_model_version(reg.model_name, version).tags
+    recorded = {k.removeprefix(GATE_TAG_PREFIX): v for k, v in tags.items()
+                if k.startswith(GATE_TAG_PREFIX)}  # fmt: skip
+    return GateThresholds.model_validate(recorded) if recorded else None
+
+
 def test_split_digest(prepared: Path) -> str:
     """A short hash of the test split's image ids: equal digests, same test split."""
     info = pd.read_csv(prepared / "split_info.csv", dtype=str)
@@ -225,9 +240,11 @@ def log_training_run(
     eval_dir: Path,
     baseline_dir: Path,
     card_out: Path | None = None,
+    thresholds: GateThresholds | None = None,
 ) -> str:
-    """Log one training run (settings, data, metrics, reports), register its model, and log
-    the version's model card (also written to ``card_out`` when given).
+    """Log one training run (settings, data, metrics, reports), register its model with the
+    gate ``thresholds`` it passed, and log the version's model card (also written to
+    ``card_out`` when given).
 
     Returns:
         The registered version.
@@ -262,7 +279,8 @@ def log_training_run(
     ]
     log_run(reg, run_id, params, scalars, artifacts)
     parent = alias_version(reg, CHAMPION)
-    version = register(reg, run_id, run_dir / "model", prepared, eval_dir)
+    tags = gate_tags(thresholds) if thresholds is not None else None
+    version = register(reg, run_id, run_dir / "model", prepared, eval_dir, tags)
     reg.tag_run(run_id, {"registered_version": str(version.version)})
     log_card(reg, version, metrics, run_dir / "model", prepared, parent, card_out)
     return str(version.version)

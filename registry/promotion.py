@@ -7,6 +7,12 @@ Alias moves are serialized by a file lock per registry (beside a sqlite store, e
 temporary folder), so promotions and rollbacks started at once on one machine take turns; and a
 promotion moves ``champion`` only if it is still the version the challenger was compared with
 (compare-and-set), otherwise it is refused with a message and an audit entry.
+
+The aliases a promotion or rollback moves (champion, previous, challenger) are one recorded
+transition: the target is written to the registered model's ``dermaops.transition`` tag first,
+then the aliases, then the audit entries, then the tag is marked done. A transition cut short
+(a killed process, a lost connection) is finished by the next promotion, rollback or reconcile,
+before it reads anything.
 """
 
 from __future__ import annotations
@@ -32,12 +38,22 @@ from mlflow.exceptions import MlflowException
 from dermaops.evaluation.gate import GateResult, GateThresholds, check, compare
 from dermaops.evaluation.run import evaluate
 from dermaops.registry.client import Registry, RegistryError, alias_version
-from dermaops.registry.model import CHALLENGER, CHAMPION, PREVIOUS, download
+from dermaops.registry.model import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS,
+    download,
+    recorded_thresholds,
+)
 from dermaops.settings import ACTOR_ENV
 
 log = logging.getLogger(__name__)
 
 AUDIT_PREFIX = "dermaops.audit."
+TRANSITION_TAG = "dermaops.transition"
+ALIASES = (CHAMPION, PREVIOUS, CHALLENGER)
+# Audit events that make a version champion: the versions a rollback may return to.
+BECAME_CHAMPION = ("promoted to champion", "champion again after rollback")
 
 
 @dataclass(frozen=True)
@@ -69,6 +85,7 @@ def promote(
             if another promotion moved ``champion`` meanwhile, this one is refused.
     """
     with promotion_lock(reg):
+        repair(reg)
         before = alias_version(reg, CHAMPION)
         reasons = [r for v in verdicts for r in v.reasons]
         if before not in (compared_with, version):
@@ -77,40 +94,120 @@ def promote(
                 f"version {version} was being compared; compare it again"
             )
         if reasons:
-            _audit(reg, version, f"not promoted: {'; '.join(reasons)}")
+            audit(reg, version, f"not promoted: {'; '.join(reasons)}")
             log.warning("version %s stays %s: %s", version, CHALLENGER, "; ".join(reasons))
             return PromotionResult(version, False, before, reasons)
         if before == version:
             reason = f"version {version} is already champion"
             return PromotionResult(version, False, before, [reason])
+        events = [(version, f"promoted to champion (was {before or 'none'}): {why}")]
         if before is not None:
-            reg.client.set_registered_model_alias(reg.model_name, PREVIOUS, before)
-            _audit(reg, before, f"replaced as champion by version {version}")
-        reg.client.set_registered_model_alias(reg.model_name, CHAMPION, version)
-        _delete_alias(reg, CHALLENGER)
-        _audit(reg, version, f"promoted to champion (was {before or 'none'}): {why}")
+            events.insert(0, (before, f"replaced as champion by version {version}"))
+        transition(reg, {CHAMPION: version, PREVIOUS: before, CHALLENGER: None}, events)
     log.info("version %s is now %s (was %s)", version, CHAMPION, before)
     return PromotionResult(version, True, before)
 
 
-def rollback(reg: Registry, why: str = "") -> tuple[str, str]:
-    """Point ``champion`` back at ``previous``; returns (from_version, to_version).
+def rollback(
+    reg: Registry, why: str = "", to: str | None = None, thresholds: GateThresholds | None = None
+) -> tuple[str, str]:
+    """Point ``champion`` back at ``previous``, or at ``to``, any earlier champion; returns
+    (from_version, to_version). The version returned to passes the gate again on its own
+    logged metrics (with ``thresholds``, else those recorded with it).
 
-    ``previous`` is then cleared, so a second rollback does not bounce back.
+    ``previous`` is then cleared, so a second rollback does not bounce back; ``to`` walks further.
+
+    Raises:
+        RegistryError: nothing to return to, ``to`` was never champion, or it fails the gate.
     """
     with promotion_lock(reg):
+        repair(reg)
         current, previous = alias_version(reg, CHAMPION), alias_version(reg, PREVIOUS)
-        if previous is None or current is None:
+        earlier = [v for v in former_champions(reg) if v != current]
+        target = to or previous
+        if current is None or target is None:
+            hint = f"; earlier champions: {', '.join(earlier)} (--to)" if earlier else ""
             raise RegistryError(
                 f"nothing to roll back to: {reg.model_name} has champion={current}, "
-                f"previous={previous}"
+                f"previous={previous}{hint}"
             )
-        reg.client.set_registered_model_alias(reg.model_name, CHAMPION, previous)
-        _delete_alias(reg, PREVIOUS)
+        if target == current:
+            raise RegistryError(f"version {target} is the champion already")
+        if target not in earlier:
+            raise RegistryError(
+                f"version {target} was never champion of {reg.model_name}, so it cannot be "
+                f"rolled back to (earlier champions: {', '.join(earlier) or 'none'}); promote it"
+            )
+        verdict = check(stored_metrics(reg, target), thresholds or _thresholds(reg, target))
+        if not verdict.passed:
+            raise RegistryError(
+                f"version {target} fails the gate on its own metrics: {'; '.join(verdict.reasons)}"
+            )
         note = f": {why}" if why else ""
-        _audit(reg, current, f"rolled back: champion returned to version {previous}{note}")
-        _audit(reg, previous, f"champion again after rollback from version {current}{note}")
-    return current, previous
+        transition(reg, {CHAMPION: target, PREVIOUS: None}, [
+            (current, f"rolled back: champion returned to version {target}{note}"),
+            (target, f"champion again after rollback from version {current}{note}"),
+        ])  # fmt: skip
+    return current, target
+
+
+def former_champions(reg: Registry) -> list[str]:
+    """Every version that was ever champion, by its audit entries, most recent first."""
+    became: list[tuple[str, str]] = []
+    for v in reg.client.search_model_versions(f"name = '{reg.model_name}'"):
+        for key, event in v.tags.items():
+            if key.startswith(AUDIT_PREFIX) and event.startswith(BECAME_CHAMPION):
+                became.append((key, str(v.version)))
+    ordered = [version for _, version in sorted(became, reverse=True)]
+    return list(dict.fromkeys(ordered))
+
+
+def transition(reg: Registry, target: dict[str, str | None], events: list[tuple[str, str]]) -> None:
+    """Move the aliases to ``target`` (None: unset) as one recorded transition, then write the
+    audit ``events`` (version, event). Call under :func:`promotion_lock`."""
+    record = {"target": target, "events": events, "state": "started",
+              "at": datetime.now(UTC).isoformat(timespec="seconds"), "by": actor()}  # fmt: skip
+    _record(reg, record)
+    _finish(reg, record)
+
+
+def repair(reg: Registry) -> bool:
+    """Finish a transition that was cut short; whether there was one. Call under the lock."""
+    found = reg.client.get_registered_model(reg.model_name).tags.get(TRANSITION_TAG)
+    if not found:
+        return False
+    record = json.loads(found)
+    if record.get("state") == "done":
+        return False
+    log.warning("finishing an interrupted alias transition of %s from %s (by %s): %s",
+                reg.model_name, record["at"], record["by"], record["target"])  # fmt: skip
+    record["events"] = [[v, f"{e} (finished after an interruption)"] for v, e in record["events"]]
+    _finish(reg, record)
+    return True
+
+
+def _finish(reg: Registry, record: dict[str, Any]) -> None:
+    for alias, version in record["target"].items():
+        if version is None:
+            _delete_alias(reg, alias)
+        else:
+            reg.client.set_registered_model_alias(reg.model_name, alias, version)
+    for version, event in record["events"]:
+        audit(reg, version, event)
+    _record(reg, record | {"state": "done"})
+
+
+def _record(reg: Registry, record: dict[str, Any]) -> None:
+    reg.client.set_registered_model_tag(reg.model_name, TRANSITION_TAG, json.dumps(record))
+
+
+def _thresholds(reg: Registry, version: str) -> GateThresholds:
+    """The gate recorded with ``version`` by the pipeline that made it, else the defaults."""
+    recorded = recorded_thresholds(reg, version)
+    if recorded is None:
+        log.warning("version %s has no recorded gate thresholds: using the defaults", version)
+        return GateThresholds()
+    return recorded
 
 
 @contextmanager
@@ -212,7 +309,7 @@ def model_version(reg: Registry, version: str) -> ModelVersion:
         raise RegistryError(f"{reg.model_name} has no version {version!r}: {e.message}") from e
 
 
-def _audit(reg: Registry, version: str, event: str) -> None:
+def audit(reg: Registry, version: str, event: str) -> None:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     reg.client.set_model_version_tag(
         reg.model_name, version, f"{AUDIT_PREFIX}{stamp}", f"{event} (by {actor()})"
@@ -250,15 +347,16 @@ def promote_challenger(
 
 
 def promote_stored(
-    reg: Registry, version: str, thresholds: GateThresholds, must_beat: bool
+    reg: Registry, version: str, thresholds: GateThresholds | None, must_beat: bool
 ) -> PromotionResult:
-    """A promotion by hand: the gate and the comparison on the metrics logged with each run.
+    """A promotion by hand: the gate (``thresholds``, else those the pipeline that made the
+    version recorded with it) and the comparison on the metrics logged with each run.
 
     Logged metrics are comparable only on one test split; versions judged on different splits
     are refused (run the retraining pipeline, which re-scores the champion, instead).
     """
     metrics = stored_metrics(reg, version)
-    verdicts = [check(metrics, thresholds)]
+    verdicts = [check(metrics, thresholds or _thresholds(reg, version))]
     champion = alias_version(reg, CHAMPION)
     why = f"by hand; macro-F1 {metrics['f1_macro']:.4f}, gate passed"
     if champion is not None and champion != version:

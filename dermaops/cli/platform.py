@@ -28,6 +28,17 @@ ParamOpt = Annotated[
     typer.Option("--param", help="Any pipeline parameter as NAME=VALUE (JSON values parsed)."),
 ]
 ModelNameOpt = Annotated[str, typer.Option("--model-name", help="The registered model.")]
+ServeOnOpt = Annotated[
+    str,
+    typer.Option(
+        "--serve-on",
+        help="Where the champion is served, reconciled after the aliases move: local (the "
+        "pointer `dermaops serve` reads), kubernetes (the chart's --release in --namespace), "
+        "or none.",
+    ),
+]
+NamespaceOpt = Annotated[str, typer.Option(help="Namespace of the chart's release.")]
+ReleaseOpt = Annotated[str, typer.Option(help="The Helm release of the chart.")]
 
 GATE_FAILED, GATE_EXIT = "Inner task failed: 'gate'", 3  # a model stopped by the gate
 
@@ -159,30 +170,75 @@ def registry_promote(
     must_beat: Annotated[
         bool, typer.Option(help="Require a higher macro-F1 than champion.")
     ] = False,
+    serve_on: ServeOnOpt = "local",
+    release: ReleaseOpt = "dermaops",
+    namespace: NamespaceOpt = "dermaops",
 ) -> None:
-    """Promote a version by hand, through the same gate and champion comparison."""
-    from dermaops.evaluation.gate import GateThresholds
+    """Promote a version by hand, through the gate the pipeline that made it recorded and the
+    champion comparison, then serve the champion."""
     from dermaops.registry import Registry, RegistrySettings
     from dermaops.registry.promotion import promote_stored
 
     reg = Registry(RegistrySettings(model_name=model_name))
-    result = promote_stored(reg, version, GateThresholds(), must_beat)
+    result = promote_stored(reg, version, None, must_beat)
     if not result.promoted:
         raise ConfigError(f"version {version} was not promoted: {'; '.join(result.reasons)}")
     typer.echo(f"version {version} is champion (was {result.champion_before or 'none'})")
+    _reconcile(reg, serve_on, release, namespace)
 
 
 @registry_app.command("rollback")
 def registry_rollback(
     model_name: ModelNameOpt = "dermaops",
     reason: Annotated[str, typer.Option(help="Why, for the audit tags.")] = "",
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="Any earlier champion (default: the previous one)."),
+    ] = None,
+    serve_on: ServeOnOpt = "local",
+    release: ReleaseOpt = "dermaops",
+    namespace: NamespaceOpt = "dermaops",
 ) -> None:
-    """Point champion back at the previous champion; both versions record it."""
+    """Point champion back at the previous champion, or --to any earlier one, through the gate
+    of its own metrics (both versions record it), then serve it."""
     from dermaops.registry import Registry, RegistrySettings
     from dermaops.registry.promotion import rollback
 
-    was, now = rollback(Registry(RegistrySettings(model_name=model_name)), reason)
+    reg = Registry(RegistrySettings(model_name=model_name))
+    was, now = rollback(reg, reason, to)
     typer.echo(f"champion rolled back from version {was} to version {now}")
+    _reconcile(reg, serve_on, release, namespace)
+
+
+@registry_app.command("reconcile")
+def registry_reconcile(
+    model_name: ModelNameOpt = "dermaops",
+    serve_on: ServeOnOpt = "local",
+    release: ReleaseOpt = "dermaops",
+    namespace: NamespaceOpt = "dermaops",
+) -> None:
+    """Serve the champion where something else is served (after a failed deploy, say); exit 1
+    when it cannot be."""
+    from dermaops.registry import Registry, RegistrySettings
+
+    if serve_on == "none":
+        raise ConfigError("--serve-on none: reconcile needs local or kubernetes")
+    _reconcile(Registry(RegistrySettings(model_name=model_name)), serve_on, release, namespace)
+
+
+def _reconcile(reg: Any, serve_on: str, release: str, namespace: str) -> None:
+    from dermaops.registry.reconcile import ClusterServing, LocalServing, reconcile
+
+    if serve_on == "none":
+        return
+    if serve_on == "local":
+        serving: LocalServing | ClusterServing = LocalServing(Home.from_env())
+    elif serve_on == "kubernetes":
+        serving = ClusterServing(release, namespace)
+    else:
+        raise ConfigError(f"--serve-on {serve_on!r}: use local, kubernetes or none")
+    done = reconcile(reg, serving)
+    typer.echo(f"{serving.where}: {done.action}")
 
 
 @registry_app.command("card")

@@ -54,8 +54,12 @@ def test_train_rerun_rollback_and_retrain_with_feedback(
 
     rolled = cli("registry", "rollback", "--reason", "drift in clinic")
     assert "from version 2 to version 1" in rolled.stdout
+    assert "the local predictor: pointed" in rolled.stdout, "the champion is served after it"
+    pointer = json.loads((dermaops_home / "serving" / "current.json").read_text())
+    assert pointer["version"] == "1"
     rows = _versions(cli)
     assert rows[1]["aliases"] == ["champion"] and "drift in clinic" in str(rows[0]["last_event"])
+    assert "version 1 is served" in cli("registry", "reconcile").stdout
 
     feedback = tmp_path / "feedback"
     (feedback / "images").mkdir(parents=True)

@@ -1,0 +1,127 @@
+"""One truth for which model serves, on the real MLflow (sqlite): whatever moves the champion
+(promotion by the pipeline or by hand, rollback to any earlier champion, a transition cut
+short, a deploy that failed or never ran), reconciling ends with the champion served."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dermaops.evaluation.gate import GateThresholds
+from dermaops.registry import Registry
+from dermaops.registry.client import RegistryError
+from dermaops.registry.model import recorded_thresholds
+from dermaops.registry.promotion import (
+    TRANSITION_TAG,
+    alias_version,
+    former_champions,
+    promote_challenger,
+    promote_stored,
+    rollback,
+)
+from dermaops.registry.reconcile import LocalServing, ReconcileError, reconcile
+from dermaops.settings import Home
+from tests.conftest import Trained
+from tests.integration.test_registry import LENIENT, _audit, _register
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _served(home: Path) -> str:
+    return str(json.loads((home / "serving" / "current.json").read_text())["version"])
+
+
+def test_promotion_rollback_and_a_failed_deploy_each_end_with_the_champion_served(
+    trained: Trained, dermaops_home: Path
+) -> None:
+    reg, local = Registry(), LocalServing(Home(dermaops_home))
+    first, second = _register(reg, trained, "kfp-1"), _register(reg, trained, "kfp-2")
+    nothing = reconcile(reg, local)
+    assert nothing.converged and nothing.champion is None and local.version() is None
+
+    promote_challenger(reg, first, trained.metrics(), trained.prepared, LENIENT, False)
+    done = reconcile(reg, local)  # the pipeline's deploy stage, after its promote
+    assert (done.was, done.served) == (None, first) and _served(dermaops_home) == first
+    assert reconcile(reg, local).action == f"version {first} is served"  # nothing to do
+
+    # A promotion by hand, then the deploy never ran (a killed stage): the next pass serves it.
+    assert promote_stored(reg, second, None, False).promoted  # the gate recorded with it
+    assert local.version() == first
+    assert reconcile(reg, local).served == second and _served(dermaops_home) == second
+    assert "served on the local predictor (was version 1)" in _audit(reg, second)[-1]
+
+    rollback(reg, "worse in clinic")
+    assert reconcile(reg, local).served == first
+
+    # A deploy that fails: the pointer's folder is not a folder. The champion is named, nothing
+    # served changes, and once the folder is mended the next pass converges.
+    promote_stored(reg, second, None, False)
+    serving = dermaops_home / "serving"
+    (serving / "current.json").unlink()
+    serving.rmdir()
+    serving.write_text("not a folder")
+    with pytest.raises(ReconcileError, match=f"champion version {second} is not served"):
+        reconcile(reg, local)
+    serving.unlink()
+    assert reconcile(reg, local).converged and _served(dermaops_home) == second
+
+
+def test_rollback_walks_back_to_any_earlier_champion_through_its_own_gate(
+    trained: Trained,
+) -> None:
+    reg = Registry()
+    versions = [_register(reg, trained, f"kfp-{i}") for i in range(3)]
+    assert recorded_thresholds(reg, versions[0]) == LENIENT
+    for v in versions:
+        assert promote_stored(reg, v, None, False).promoted
+    assert former_champions(reg) == list(reversed(versions))
+
+    assert rollback(reg, "bad batch", to=versions[0]) == (versions[2], versions[0])
+    assert alias_version(reg, "champion") == versions[0]
+    assert rollback(reg, to=versions[2]) == (versions[0], versions[2])  # and forward again
+    with pytest.raises(RegistryError, match=r"nothing to roll back to.*earlier champions"):
+        rollback(reg)  # previous is cleared by a rollback; --to names where to go
+    strict = GateThresholds(min_f1_macro=1.0)
+    with pytest.raises(RegistryError, match="fails the gate on its own metrics: macro-F1"):
+        rollback(reg, to=versions[1], thresholds=strict)
+    never = _register(reg, trained, "kfp-never")
+    with pytest.raises(RegistryError, match=f"version {never} was never champion"):
+        rollback(reg, to=never)
+    assert alias_version(reg, "champion") == versions[2], "refusals move nothing"
+
+
+def test_an_interrupted_transition_is_finished_before_anything_reads_the_aliases(
+    trained: Trained, dermaops_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies between alias writes (after champion, before previous and challenger):
+    the next reconcile, in a new process's registry client, finishes the recorded transition."""
+    reg = Registry()
+    first, second = _register(reg, trained, "kfp-a"), _register(reg, trained, "kfp-b")
+    promote_stored(reg, first, None, False)
+    real = reg.client.set_registered_model_alias
+    calls: list[str] = []
+
+    def dies_after_one(name: str, alias: str, version: str) -> None:
+        calls.append(alias)
+        if len(calls) > 1:
+            raise KeyboardInterrupt("killed")
+        real(name, alias, version)
+
+    monkeypatch.setattr(reg.client, "set_registered_model_alias", dies_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        promote_stored(reg, second, None, False)
+    assert alias_version(reg, "champion") == second
+    assert alias_version(reg, "previous") is None  # not yet written
+    assert json.loads(_model_tags(reg)[TRANSITION_TAG])["state"] == "started"
+
+    again = Registry()
+    assert reconcile(again, LocalServing(Home(dermaops_home))).served == second
+    assert alias_version(again, "previous") == first
+    assert json.loads(_model_tags(again)[TRANSITION_TAG])["state"] == "done"
+    assert any("finished after an interruption" in e for e in _audit(again, second))
+
+
+def _model_tags(reg: Registry) -> dict[str, str]:
+    return dict(reg.client.get_registered_model(reg.model_name).tags)
