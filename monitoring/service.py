@@ -9,6 +9,8 @@ POST /records   inference-log records from predictors (statistics and prediction
                 appended to the log the drift job reads
 POST /alerts    Alertmanager's webhook: a firing alert labelled action=retrain starts one
                 retraining run, unless one started within the cooldown (a storm starts one run)
+GET  /reconcile the last pass of the reconciler (with ``reconcile_every_s``): the champion, what
+                is served, what was done or why it could not be
 
 The three POST paths need ``Authorization: Bearer <token>``; anything else gets 401 and
 changes nothing.
@@ -17,6 +19,11 @@ Nothing waits on a drift run: it works on a snapshot of the window in a worker t
 the monitor's locks only to read the log and to publish its result, so records, alerts and
 scrapes go on while Evidently runs. The retraining cooldown and the run in flight are on disk
 (``decisions.py``) and read at start: a restarted monitor does not start a second run.
+
+With ``reconcile_every_s`` the monitor also runs the registry's reconciler on that period
+(:mod:`dermaops.registry.reconcile`): the champion is served, or ``dermaops_served_version``
+stays apart from ``dermaops_champion_version`` and the DermaOpsServedVersionNotChampion alert
+fires.
 
 Each drift run compares the traffic of the reference's model version. When the predictors move
 to another version, the monitor fetches that version's reference from the registry (with
@@ -37,7 +44,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -50,7 +57,7 @@ from prometheus_client import (
     Gauge,
     generate_latest,
 )
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from dermaops.data.features import STAT_NAMES
 from dermaops.errors import DermaOpsError
@@ -103,6 +110,20 @@ class MonitorSettings(BaseModel):
     )
     token: SecretStr = Field(..., description="bearer token the POST paths require")
     drift: DriftSettings = DriftSettings()
+    reconcile_every_s: float = Field(
+        0, ge=0, description="seconds between passes of the champion reconciler (0: never)"
+    )
+    serve_on: Literal["local", "kubernetes"] = Field(
+        "local", description="where the reconciler serves the champion"
+    )
+    release: str = Field("dermaops", description="the chart's release (serve_on kubernetes)")
+    namespace: str = Field("dermaops", description="its namespace")
+
+    @model_validator(mode="after")
+    def _reconcile_needs_a_model(self) -> MonitorSettings:
+        if self.reconcile_every_s and not self.registry_model:
+            raise ValueError("reconcile_every_s needs registry_model, the model whose champion")
+        return self
 
 
 @dataclass
@@ -126,6 +147,7 @@ class MonitorState:
     reference_version: str = field(init=False)
     unfetchable: dict[str, float] = field(default_factory=dict)  # version -> when it failed
     fetching: threading.Lock = field(default_factory=threading.Lock)
+    reconciled: dict[str, Any] = field(default_factory=dict)  # the last pass, for GET /reconcile
 
     def __post_init__(self) -> None:
         self.reference = self.settings.reference
@@ -160,6 +182,52 @@ class MonitorState:
             "dermaops_retraining_triggers", "Retraining decisions, by outcome.", ["outcome"],
             registry=r,
         )  # fmt: skip
+        self.champion = Gauge(
+            "dermaops_champion_version", "The registry's champion version (0: none).", registry=r
+        )
+        self.served = Gauge(
+            "dermaops_served_version", "The version served, as last read (0: none).", registry=r
+        )
+        self.reconcile_failures = Counter(
+            "dermaops_reconcile_failures", "Reconciler passes that could not serve the champion.",
+            registry=r,
+        )  # fmt: skip
+
+
+def reconcile_once(state: MonitorState) -> dict[str, Any]:
+    """One pass of the registry's reconciler; its gauges and ``state.reconciled`` follow it."""
+    from dermaops.registry import Registry, RegistrySettings
+    from dermaops.registry.reconcile import (
+        ClusterServing,
+        LocalServing,
+        ReconcileError,
+        reconcile,
+    )
+
+    s = state.settings
+    serving: ClusterServing | LocalServing = (
+        ClusterServing(s.release, s.namespace) if s.serve_on == "kubernetes"
+        else LocalServing(Home.from_env())
+    )  # fmt: skip
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        done = reconcile(Registry(RegistrySettings(model_name=s.registry_model)), serving)
+    except (ReconcileError, DermaOpsError) as e:
+        state.reconcile_failures.inc()
+        champion, served = getattr(e, "champion", None), getattr(e, "served", None)
+        if champion is not None:
+            state.champion.set(float(champion))
+            state.served.set(float(served or 0))
+        log.warning("reconcile: %s", e)
+        result = {"at": at, "converged": False, "champion": champion, "served": served,
+                  "error": str(e)}  # fmt: skip
+    else:
+        state.champion.set(float(done.champion or 0))
+        state.served.set(float(done.served or 0))
+        result = {"at": at, "converged": done.converged, "champion": done.champion,
+                  "served": done.served, "action": done.action}  # fmt: skip
+    state.reconciled = result
+    return result
 
 
 def run_drift(state: MonitorState) -> DriftSummary:
@@ -311,24 +379,35 @@ def _start(s: MonitorSettings) -> subprocess.Popen[bytes]:
         return subprocess.Popen(shlex.split(s.retrain_command), stdout=logfile, stderr=logfile)
 
 
+async def _scheduled_drift(state: MonitorState) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            await loop.run_in_executor(None, run_drift, state)
+        except DriftError as e:
+            log.warning("scheduled drift run: %s", e)
+        await asyncio.sleep(state.settings.interval_s)
+
+
+async def _reconciling(state: MonitorState) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        await loop.run_in_executor(None, reconcile_once, state)
+        await asyncio.sleep(state.settings.reconcile_every_s)
+
+
 def build_app(settings: MonitorSettings) -> FastAPI:
     """The monitor's HTTP API, with the scheduled drift job running in the background."""
     state = MonitorState(settings)
 
-    async def schedule() -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                await loop.run_in_executor(None, run_drift, state)
-            except DriftError as e:
-                log.warning("scheduled drift run: %s", e)
-            await asyncio.sleep(settings.interval_s)
-
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(schedule())
+        tasks = [asyncio.create_task(_scheduled_drift(state))]
+        if settings.reconcile_every_s:
+            tasks.append(asyncio.create_task(_reconciling(state)))
         yield
-        task.cancel()
+        for task in tasks:
+            task.cancel()
 
     app = FastAPI(title="DermaOps monitor", lifespan=lifespan)
     app.state.monitor = state
@@ -369,6 +448,12 @@ def build_app(settings: MonitorSettings) -> FastAPI:
         if not path.is_file():
             raise HTTPException(404, "no drift report yet; POST /drift runs one")
         return FileResponse(path, media_type="text/html")
+
+    @app.get("/reconcile")
+    def reconciled() -> dict[str, Any]:
+        if not settings.reconcile_every_s:
+            raise HTTPException(404, "the reconciler is off (monitor serve --reconcile-every)")
+        return state.reconciled or {"converged": None, "action": "no pass yet"}
 
     @app.get("/decisions")
     def decisions(limit: int = 50) -> list[dict[str, Any]]:

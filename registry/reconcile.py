@@ -30,7 +30,12 @@ log = logging.getLogger(__name__)
 
 
 class ReconcileError(DermaOpsError):
-    """The champion could not be deployed; what is served is unchanged or unknown."""
+    """The champion could not be served; ``champion`` and ``served`` as last read (None:
+    none, or not read)."""
+
+    def __init__(self, message: str, champion: str | None = None, served: str | None = None):
+        super().__init__(message)
+        self.champion, self.served = champion, served
 
 
 class Serving(Protocol):
@@ -142,14 +147,14 @@ def reconcile(reg: Registry, serving: Serving) -> Reconciled:
         except (ConfigError, ReconcileError) as e:
             raise ReconcileError(
                 f"champion version {champion} is not served on {serving.where} (it serves "
-                f"{_named(served)}): {e}"
-            ) from e
+                f"{_named(served)}): {e}", champion, served,
+            ) from e  # fmt: skip
         now = serving.version()
         if now != champion:
             raise ReconcileError(
                 f"deployed champion version {champion} on {serving.where}, which still "
-                f"serves {_named(now)}"
-            )
+                f"serves {_named(now)}", champion, now,
+            )  # fmt: skip
         audit(reg, champion, f"served on {serving.where} (was {_named(served)}): {done}")
     log.info("champion version %s served on %s (was %s)", champion, serving.where, served)
     return Reconciled(champion, served, champion, done)

@@ -326,8 +326,22 @@ def monitor_serve(
     retrain_command: Annotated[
         str | None, typer.Option(help="What a retraining trigger runs.")
     ] = None,
+    reconcile_every: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds between passes of the reconciler that serves --registry-model's "
+            "champion (0: off).",
+        ),
+    ] = 0,
+    serve_on: Annotated[
+        str, typer.Option(help="Where the reconciler serves it: local or kubernetes.")
+    ] = "local",
+    release: Annotated[str, typer.Option(help="The chart's release (kubernetes).")] = "dermaops",
+    namespace: Annotated[str, typer.Option(help="Its namespace.")] = "dermaops",
 ) -> None:
-    """The monitor: scheduled drift, /metrics, /report, and Alertmanager's /alerts webhook.
+    """The monitor: scheduled drift, /metrics, /report, Alertmanager's /alerts webhook, and
+    optionally the reconciler that keeps the champion served.
 
     POST paths need a bearer token: $DERMAOPS_MONITOR_TOKEN or the file in
     $DERMAOPS_MONITOR_TOKEN_FILE, else one made at $DERMAOPS_HOME/monitoring/token.
@@ -340,6 +354,10 @@ def monitor_serve(
     from dermaops.settings import load_settings
     from dermaops.tokens import MONITOR_TOKEN_ENV, ensure_token, read_token
 
+    if serve_on not in ("local", "kubernetes"):
+        raise ConfigError(f"--serve-on {serve_on!r}: use local or kubernetes")
+    if reconcile_every and not registry_model:
+        raise ConfigError("--reconcile-every serves --registry-model's champion: give both")
     home = Home.from_env()
     token = read_token()
     if token is None:
@@ -358,6 +376,10 @@ def monitor_serve(
         out=str(home.root / "monitoring"),
         interval_s=interval,
         cooldown_s=cooldown,
+        reconcile_every_s=reconcile_every,
+        serve_on=serve_on,
+        release=release,
+        namespace=namespace,
         **({"retrain_command": retrain_command} if retrain_command else {}),
     )
     uvicorn.run(build_app(settings), host=host, port=port, log_level="info")

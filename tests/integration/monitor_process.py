@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +32,14 @@ def monitor_process(
     cooldown: float = 3600,
     env: dict[str, str] | None = None,
     wait_for: str = "/summary",
+    args: Sequence[str] = (),
 ) -> Iterator[Monitor]:
     """A monitor with the first scheduled drift run done (``wait_for``), stopped afterwards.
-    Its decisions and reports go to ``home``/monitoring."""
+    Its decisions and reports go to ``home``/monitoring; ``args`` are more flags."""
     port = free_port()
     command = [str(DERMAOPS), "monitor", "serve", "--port", str(port),
                "--reference", str(reference), "--log-dir", str(log_dir), "--interval", "3600",
-               "--cooldown", str(cooldown), "--retrain-command", retrain]  # fmt: skip
+               "--cooldown", str(cooldown), "--retrain-command", retrain, *args]  # fmt: skip
     token = home / "test-token"
     token.parent.mkdir(parents=True, exist_ok=True)
     token.write_text(TOKEN + "\n")

@@ -5,8 +5,12 @@ short, a deploy that failed or never ran), reconciling ends with the champion se
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from dermaops.evaluation.gate import GateThresholds
@@ -24,7 +28,9 @@ from dermaops.registry.promotion import (
 from dermaops.registry.reconcile import LocalServing, ReconcileError, reconcile
 from dermaops.settings import Home
 from tests.conftest import Trained
+from tests.integration.monitor_process import monitor_process
 from tests.integration.test_registry import LENIENT, _audit, _register
+from tests.scrape import sample
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -125,3 +131,50 @@ def test_an_interrupted_transition_is_finished_before_anything_reads_the_aliases
 
 def _model_tags(reg: Registry) -> dict[str, str]:
     return dict(reg.client.get_registered_model(reg.model_name).tags)
+
+
+def _until(check: Callable[[], bool], what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def test_the_monitors_reconciler_serves_the_champion_and_says_when_it_cannot(
+    trained: Trained, served_model: Path, dermaops_home: Path
+) -> None:
+    """`monitor serve --reconcile-every`, as the chart runs it: the champion is served within a
+    pass; a deploy that cannot be done shows in /reconcile and in the metrics the alert reads
+    (champion and served apart, failures counted) until it can."""
+    reg = Registry()
+    first, second = _register(reg, trained, "kfp-m1"), _register(reg, trained, "kfp-m2")
+    promote_stored(reg, first, None, False)
+    flags = ["--registry-model", reg.model_name, "--reconcile-every", "0.3"]
+    with monitor_process(dermaops_home, served_model, dermaops_home / "inference", "true",
+                         wait_for="/healthz", args=flags) as monitor:  # fmt: skip
+
+        def last() -> dict[str, Any]:
+            found: dict[str, Any] = httpx.get(f"{monitor.url}/reconcile", timeout=10).json()
+            return found
+
+        _until(lambda: last().get("served") == first, "the champion is served")
+        assert _served(dermaops_home) == first
+        assert sample(monitor.url, "dermaops_champion_version") == float(first)
+        assert sample(monitor.url, "dermaops_served_version") == float(first)
+
+        serving = dermaops_home / "serving"
+        (serving / "current.json").unlink()
+        serving.rmdir()
+        serving.write_text("a volume mounted wrong")
+        promote_stored(reg, second, None, False)
+        _until(lambda: last().get("champion") == second and last().get("converged") is False,
+               "the failed pass is reported")  # fmt: skip
+        assert f"champion version {second} is not served" in last()["error"]
+        assert sample(monitor.url, "dermaops_reconcile_failures_total") >= 1
+        assert sample(monitor.url, "dermaops_champion_version") == float(second)
+        assert sample(monitor.url, "dermaops_served_version") == 0  # the alert's condition
+
+        serving.unlink()
+        _until(lambda: last().get("converged") is True, "converged once the folder is mended")
+        assert _served(dermaops_home) == second
+        assert sample(monitor.url, "dermaops_served_version") == float(second)
