@@ -215,6 +215,12 @@ volumeMounts:
 {{- end -}}
 {{- end -}}
 
+{{/* "true" when the monitor runs the champion reconciler: on, with a registered model and a
+tracking URI to read its champion from. */}}
+{{- define "dermaops.monitorReconciles" -}}
+{{- if and .Values.monitor.enabled .Values.monitor.reconcile.enabled .Values.monitor.registry.model (include "dermaops.monitorTrackingUri" .) -}}true{{- end -}}
+{{- end -}}
+
 {{/* "true" when the predictor runs as a Knative service (KServe's Serverless mode). */}}
 {{- define "dermaops.serverless" -}}
 {{- if and .Values.kserve.enabled (eq .Values.kserve.deploymentMode "Serverless") -}}true{{- end -}}
