@@ -11,6 +11,7 @@ def deploy(
     namespace: str = "dermaops",
     release: str = "dermaops",
     canary_percent: int = 0,
+    pipeline: str = "training",
     kfp_run_id: str = "",
     model_name: str = "dermaops",
 ) -> str:
@@ -31,7 +32,7 @@ def deploy(
 
     from dermaops.components.runtime import stage
 
-    with stage("deploy", kfp_run_id, model_name):
+    with stage("deploy", kfp_run_id, model_name, pipeline):
         from dermaops.errors import ConfigError
         from dermaops.registry import Registry, RegistrySettings
         from dermaops.registry.reconcile import ClusterServing, LocalServing, reconcile

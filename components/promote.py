@@ -11,6 +11,7 @@ def promote(
     min_f1_macro: float = 0.6,
     min_melanoma_sensitivity: float = 0.8,
     max_ece: float = 0.15,
+    pipeline: str = "training",
     kfp_run_id: str = "",
     model_name: str = "dermaops",
 ) -> bool:
@@ -24,7 +25,7 @@ def promote(
 
     from dermaops.components.runtime import stage
 
-    with stage("promote", kfp_run_id, model_name):
+    with stage("promote", kfp_run_id, model_name, pipeline):
         from dermaops.evaluation.gate import GateThresholds
         from dermaops.registry import Registry, RegistrySettings
         from dermaops.registry.promotion import promote_challenger

@@ -29,7 +29,7 @@ def register(
 
     from dermaops.components.runtime import stage
 
-    with stage("register", kfp_run_id, model_name):
+    with stage("register", kfp_run_id, model_name, pipeline):
         from dermaops.evaluation.gate import GateThresholds
         from dermaops.registry import Registry, RegistrySettings
         from dermaops.registry.model import log_training_run

@@ -7,20 +7,31 @@ when a stage fails and its failure must be recorded.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from dermaops.settings import ACTOR_ENV
 
 log = logging.getLogger("dermaops.components")
 
 
 @contextmanager
-def stage(name: str, kfp_run_id: str = "", model_name: str = "dermaops") -> Iterator[None]:
-    """Run one stage: configure logging; on failure, tag the pipeline's MLflow run and re-raise.
+def stage(
+    name: str, kfp_run_id: str = "", model_name: str = "dermaops", pipeline: str = ""
+) -> Iterator[None]:
+    """Run one stage: configure logging; name the run as the actor of what it records in the
+    registry's audit (unless ``DERMAOPS_ACTOR`` names one); on failure, tag the pipeline's
+    MLflow run and re-raise.
 
     Stages that KFP may cache get no run id (it would change every cache key) and record
     nothing; the exit handler then falls back to KFP's own error message.
     """
+    if kfp_run_id and not os.environ.get(ACTOR_ENV):
+        os.environ[ACTOR_ENV] = f"KFP run {kfp_run_id}" + (
+            f" of the {pipeline} pipeline" if pipeline else ""
+        )
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,

@@ -19,7 +19,7 @@ from kfp.dsl.base_component import BaseComponent
 from dermaops.errors import ConfigError, DermaOpsError
 from dermaops.pipelines.settings import PipelineSettings
 from dermaops.pipelines.training import Kind, build_pipeline
-from dermaops.settings import ACTOR_ENV, HOME_ENV, Home
+from dermaops.settings import HOME_ENV, Home
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,6 @@ def run_local(
     root = home.pipelines.resolve()
     root.mkdir(parents=True, exist_ok=True)
     os.environ[HOME_ENV] = str(home.root.resolve())
-    os.environ.setdefault(ACTOR_ENV, f"kfp-local {kind} pipeline")
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(root),

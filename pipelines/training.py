@@ -115,13 +115,13 @@ def build_pipeline(kind: Kind, settings: PipelineSettings | None = None) -> Base
             version = registered.outputs["Output"]  # the version; "card" is the model card
             promoted = c.promote(
                 prepared=data, evaluation=scored.outputs["evaluation"],
-                version=version, must_beat=retraining, **thresholds, **tracked,
+                version=version, must_beat=retraining, pipeline=kind, **thresholds, **tracked,
             )  # fmt: skip
             _configure(promoted, "promote", s)
             with dsl.If(promoted.output == True, name="promoted"):  # noqa: E712 (a KFP condition)
                 deployed = c.deploy(
                     version=version, target=deploy_target, namespace=namespace,
-                    release=s.release, canary_percent=canary_percent, **tracked,
+                    release=s.release, canary_percent=canary_percent, pipeline=kind, **tracked,
                 )  # fmt: skip
                 _configure(deployed, "deploy", s)
 

@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -65,8 +66,9 @@ class PromotionResult:
 
 
 def actor() -> str:
-    """Who acts: ``DERMAOPS_ACTOR`` (a pipeline sets it), else the login name."""
-    return os.environ.get(ACTOR_ENV) or getpass.getuser()
+    """Who acts: ``DERMAOPS_ACTOR`` (a pipeline's stage sets it to its KFP run), else the login
+    name on this host (in a pod, the pod's name)."""
+    return os.environ.get(ACTOR_ENV) or f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def promote(

@@ -51,6 +51,9 @@ def test_train_rerun_rollback_and_retrain_with_feedback(
         ("2", ["champion"]),
         ("1", ["previous"]),
     ]
+    served = str(rows[0]["last_event"])  # the deploy stage's reconcile, named by its run
+    assert served.startswith("served on the local predictor")
+    assert "(by KFP run " in served and "of the training pipeline" in served
 
     rolled = cli("registry", "rollback", "--reason", "drift in clinic")
     assert "from version 2 to version 1" in rolled.stdout
