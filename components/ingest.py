@@ -17,8 +17,10 @@ def ingest(
 ) -> None:
     """Fill ``raw`` with a HAM10000-layout set; merge clinician feedback from ``feedback``.
 
-    With ``keep_champion_split``, lesions keep the split the champion was trained and judged
-    on, so feedback (always new lesions) lands in train or val and the test split is unchanged.
+    With ``keep_champion_split`` (every run of the pipelines), lesions keep the split the
+    champion was trained and judged on, so it is never re-scored on what it trained on: new
+    lesions of the data set are dealt to every split, feedback (always new lesions) to train or
+    val.
     """
     import tempfile
     from pathlib import Path

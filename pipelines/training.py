@@ -77,7 +77,7 @@ def build_pipeline(kind: Kind, settings: PipelineSettings | None = None) -> Base
         with dsl.ExitHandler(done, name="dermaops"):
             raw = c.ingest(
                 source=source, path=data_path, n=n, seed=data_seed, base_url=base_url,
-                feedback=feedback, keep_champion_split=retraining, model_name=model_name,
+                feedback=feedback, keep_champion_split=True, model_name=model_name,
             )  # fmt: skip
             _configure(raw, "ingest", s, cached=not retraining)
             if retraining:

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
@@ -334,18 +335,38 @@ def promote_challenger(
     """The pipeline's promotion: the gate, then the champion re-evaluated on this test split.
 
     The champion is scored again on ``prepared`` rather than trusted from its own run, so the
-    two models are compared on exactly the same images.
+    two models are compared on exactly the same images, and only on test lesions neither
+    trained or validated on: should the champion have seen some of them (a split made apart
+    from its own), both are scored without those, and the audit says how many were left out.
     """
     verdicts = [check(metrics, thresholds)]
     champion = alias_version(reg, CHAMPION)
     why = f"macro-F1 {metrics['f1_macro']:.4f}, gate passed"
     if champion is not None and champion != version:
+        tests = _lesions(prepared / "split_info.csv", ("test",))
         with tempfile.TemporaryDirectory() as tmp:
+            seen = _lesions(logged_split(reg, champion, Path(tmp)), ("train", "val"))
+            touched = frozenset(tests & seen)
             champion_dir = download(reg, champion, Path(tmp) / "champion")
-            theirs = evaluate(prepared, champion_dir, Path(tmp) / "evaluation")
-        verdicts.append(compare(metrics, theirs, must_beat))
-        why += f"; champion v{champion} scored {theirs['f1_macro']:.4f} on the same test split"
+            theirs = evaluate(prepared, champion_dir, Path(tmp) / "theirs", leave_out=touched)
+            ours = metrics
+            if touched:
+                ours_dir = download(reg, version, Path(tmp) / "challenger")
+                ours = evaluate(prepared, ours_dir, Path(tmp) / "ours", leave_out=touched)
+        verdicts.append(compare(ours, theirs, must_beat))
+        why += (f"; on the {len(tests - touched)} test lesions neither model trained or "
+                f"validated on, version {version} scored {ours['f1_macro']:.4f} and champion "
+                f"v{champion} {theirs['f1_macro']:.4f}")  # fmt: skip
+        if touched:
+            why += f" ({len(touched)} test lesions the champion trained or validated on left out)"
+            log.warning("champion v%s trained or validated on %d of this split's test lesions: "
+                        "both compared without them", champion, len(touched))  # fmt: skip
     return promote(reg, version, verdicts, why, compared_with=champion)
+
+
+def _lesions(split_info: Path, splits: tuple[str, ...]) -> set[str]:
+    info = pd.read_csv(split_info, dtype=str)
+    return set(info.loc[info["split"].isin(splits), "lesion_id"])
 
 
 def promote_stored(
@@ -379,15 +400,22 @@ def _split_digest(reg: Registry, version: str) -> str:
 
 
 def champion_split(reg: Registry, dest: Path) -> Path | None:
-    """The champion's ``split_info.csv`` (to keep its test split), or None without a champion."""
+    """The champion's ``split_info.csv`` (to keep its split), or None without a champion."""
     champion = alias_version(reg, CHAMPION)
     if champion is None:
         log.info("no champion yet: the split is made fresh")
         return None
-    run_id = model_version(reg, champion).run_id
+    return logged_split(reg, champion, dest)
+
+
+def logged_split(reg: Registry, version: str, dest: Path) -> Path:
+    """The ``split_info.csv`` logged with ``version``'s run: which lesion went where.
+
+    Raises:
+        RegistryError: the version's run logged none.
+    """
+    run_id = model_version(reg, version).run_id
     try:
         return Path(reg.client.download_artifacts(run_id, "data/split_info.csv", str(dest)))
     except MlflowException as e:
-        raise RegistryError(
-            f"champion v{champion} has no logged split_info.csv: {e.message}"
-        ) from e
+        raise RegistryError(f"version {version} has no logged split_info.csv: {e.message}") from e

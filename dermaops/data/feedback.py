@@ -10,7 +10,7 @@ A feedback folder holds ``feedback.csv`` and the images it names::
 per image (a resubmission updates that row), atomically, under a lock.
 
 Each feedback image becomes a new lesion (``lesion_id`` ``FB_<feedback_id>``): it can never
-join a lesion of an earlier test split, and with split pins it is dealt to train or val only.
+join a lesion of an earlier test split, and it is dealt to train or val only.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import pandas as pd
 
 from dermaops.data.loaders import HAM_METADATA_NAMES, RawDataset, load_raw
 from dermaops.data.privacy import clean_image, store_clean
-from dermaops.data.schema import DATASET_COLUMN, METADATA_COLUMNS
+from dermaops.data.schema import DATASET_COLUMN, FEEDBACK_PREFIX, METADATA_COLUMNS
 from dermaops.errors import DatasetLayoutError
 from dermaops.labels import CLASSES
 
@@ -88,8 +88,8 @@ def merge_feedback(raw: Path, feedback: Path) -> int:
     images.mkdir(exist_ok=True)  # new files only: linked originals are never written
     added = pd.DataFrame(
         {
-            "lesion_id": "FB_" + rows["feedback_id"],
-            "image_id": "FB_" + rows["feedback_id"],
+            "lesion_id": FEEDBACK_PREFIX + rows["feedback_id"],
+            "image_id": FEEDBACK_PREFIX + rows["feedback_id"],
             "dx": rows["dx"],
             "dx_type": "clinician_feedback",
             **{c: rows.get(c, pd.Series(pd.NA, index=rows.index)) for c in METADATA_COLUMNS[4:]},
@@ -101,7 +101,8 @@ def merge_feedback(raw: Path, feedback: Path) -> int:
         raise DatasetLayoutError(f"feedback image ids already in {metadata}: {sorted(clash)[:5]}")
     for row in rows.itertuples(index=False):
         # A copy without EXIF, XMP or ICC (GPS, device serials, dates), never a link.
-        store_clean((feedback / str(row.image_file)).read_bytes(), images / f"FB_{row.feedback_id}")
+        kept = images / f"{FEEDBACK_PREFIX}{row.feedback_id}"
+        store_clean((feedback / str(row.image_file)).read_bytes(), kept)
     # A new file, not a rewrite: ``raw`` may hold hard links into a cached or shared set.
     staged = metadata.with_name(metadata.name + ".partial")
     pd.concat([base, added], ignore_index=True).to_csv(staged, index=False)

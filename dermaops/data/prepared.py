@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,13 @@ class PreparedSet:
     def cache_size(self) -> tuple[int, int]:
         """(width, height) of the cached images."""
         return int(self.images.shape[2]), int(self.images.shape[1])
+
+    def leaving_out(self, lesions: Collection[str]) -> PreparedSet:
+        """The same set without the test images of ``lesions`` (a model trained on them)."""
+        if not lesions:
+            return self
+        dropped = (self.index["split"] == "test") & self.index["lesion_id"].isin(set(lesions))
+        return replace(self, index=self.index[~dropped])
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
         """uint8 pixels (N, H, W, 3) read into memory, class indices, and the index rows."""

@@ -31,6 +31,7 @@ LOCALIZATIONS: Final = (
 )
 
 SPLITS: Final = ("train", "val", "test")
+FEEDBACK_PREFIX: Final = "FB_"  # lesion_id and image_id of a clinician feedback image: a new lesion
 
 #: Optional file beside a raw set's metadata: lesion_id -> split of an earlier prepared set.
 #: ``prepare`` keeps those lesions where they were and deals new ones to train and val only.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dermaops.data.schema import SPLITS
+from dermaops.data.schema import FEEDBACK_PREFIX, SPLITS
 
 
 @dataclass(frozen=True)
@@ -57,26 +57,32 @@ def extend_split(
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     seed: int = 42,
 ) -> pd.Series:
-    """Keep an earlier split and deal only new lesions, into train and val, never test.
+    """Keep an earlier split and deal only new lesions: a lesion's split never changes.
 
-    Retraining on clinician feedback must be judged on the test split the champion was judged
-    on: lesions named in ``pins`` keep their split; every other lesion goes to train or val in
-    the ratio of ``fractions``.
+    Every run after the first is judged against the champion, on the champion's split: lesions
+    named in ``pins`` keep their split, so a champion is never scored on what it trained on as
+    the data grows. New lesions of the data set are dealt to train, val and test in the ratio of
+    ``fractions``; clinician feedback (``FB_`` lesions) to train or val only.
 
     Args:
         records: rows with ``lesion_id`` and ``dx``.
         pins: split name by lesion_id, from an earlier prepared set's ``split_info.csv``.
-        fractions: train/val/test shares; only the train:val ratio is used for new lesions.
+        fractions: train/val/test shares of new lesions (feedback: the train:val ratio).
         seed: orders new lesions of equal size.
     """
     unknown = set(pins.unique()) - set(SPLITS)
     if unknown:
         raise ValueError(f"split pins name unknown splits {sorted(unknown)}; use {SPLITS}")
     split = records["lesion_id"].map(pins).rename("split")
-    new = split.isna()
-    if new.any():
+    feedback = records["lesion_id"].str.startswith(FEEDBACK_PREFIX)
+    new_data, new_feedback = split.isna() & ~feedback, split.isna() & feedback
+    if new_data.any():
+        target = np.asarray(fractions, dtype=float)
+        split[new_data] = _split(records[new_data], target, SPLITS, seed, 400)
+    if new_feedback.any():
         target = np.asarray(fractions[:2], dtype=float)
-        split[new] = _split(records[new], target / target.sum(), SPLITS[:2], seed, 400)
+        split[new_feedback] = _split(records[new_feedback], target / target.sum(), SPLITS[:2],
+                                     seed, 400)  # fmt: skip
     return split
 
 

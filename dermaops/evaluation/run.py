@@ -75,12 +75,14 @@ def evaluate(
     device: str = "auto",
     batch_size: int = 128,
     subgroups: SubgroupSettings | None = None,
+    leave_out: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """Write metrics.json, plots and report.md for ``model_dir`` on ``prepared``'s test split."""
+    """Write metrics.json, plots and report.md for ``model_dir`` on ``prepared``'s test split,
+    without the test images of the lesions in ``leave_out``."""
     artifact = ModelArtifact.load(model_dir)
     model, pre, arch = artifact.torch_model(), artifact.preprocessing, artifact.arch
     model.to(resolve_device(device))
-    data = PreparedSet.open(prepared)
+    data = PreparedSet.open(prepared).leaving_out(leave_out)
     cpu = torch.device("cpu")
     val, test = (split_tensors(data, name, pre.image_size, cpu) for name in ("val", "test"))
     with_embedding = WithEmbedding(model, arch)

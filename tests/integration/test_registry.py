@@ -15,6 +15,7 @@ import mlflow.pyfunc
 import pandas as pd
 import pytest
 
+from dermaops.data.prepare import PrepareSettings, prepare
 from dermaops.errors import ConfigError
 from dermaops.evaluation.gate import GateThresholds
 from dermaops.labels import CLASSES
@@ -283,3 +284,34 @@ def test_two_promotions_at_once_leave_one_champion_and_both_audited(
     assert f"changed from version {first} to version {won[0]['version']}" in lost[0]["reasons"][-1]
     assert _audit(reg, won[0]["version"])[-1].startswith(f"promoted to champion (was {first})")
     assert _audit(reg, lost[0]["version"])[-1].startswith("not promoted: the champion changed")
+
+
+def test_a_champion_is_compared_only_on_test_lesions_it_never_trained_or_validated_on(
+    trained: Trained, synth_raw: Path, tmp_path: Path
+) -> None:
+    """A challenger judged on a split made apart from the champion's (the same images, another
+    seed): some of its test lesions are lesions the champion trained or validated on. Both
+    models are scored without them, and the audit says on how many lesions and how many were
+    left out."""
+    reg = Registry()
+    first = _register(reg, trained, "kfp-l1")
+    assert promote_stored(reg, first, None, False).promoted
+    resplit = tmp_path / "resplit"
+    prepare(synth_raw, resplit, PrepareSettings(workers=2, max_share_gap=0.5, seed=1))
+
+    def lesions(prepared: Path, *splits: str) -> set[str]:
+        info = pd.read_csv(prepared / "split_info.csv", dtype=str)
+        return set(info.loc[info["split"].isin(splits), "lesion_id"])
+
+    tests = lesions(resplit, "test")
+    touched = tests & lesions(trained.prepared, "train", "val")
+    assert touched, "the two splits must overlap for this test to mean anything"
+    run = reg.pipeline_run("kfp-l2", "training")
+    second = log_training_run(reg, run.info.run_id, resplit, trained.run, trained.evaluation,
+                              trained.baseline, thresholds=LENIENT)  # fmt: skip
+    result = promote_challenger(reg, second, trained.metrics(), resplit, LENIENT, False)
+    assert result.promoted, result.reasons
+    event = _audit(reg, second)[-1]
+    compared = len(tests - touched)
+    assert f"on the {compared} test lesions neither model trained or validated on" in event
+    assert f"({len(touched)} test lesions the champion trained or validated on left out)" in event

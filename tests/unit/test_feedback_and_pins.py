@@ -12,7 +12,7 @@ import pytest
 from dermaops.data.feedback import FEEDBACK_DATASET, merge_feedback, read_feedback
 from dermaops.data.ingest import IngestSettings, ingest
 from dermaops.data.prepare import PrepareSettings, prepare
-from dermaops.data.split import extend_split
+from dermaops.data.split import extend_split, split_by_lesion
 from dermaops.errors import ConfigError, DatasetLayoutError
 from dermaops.settings import Home
 
@@ -35,20 +35,27 @@ def _feedback(folder: Path, jpeg: bytes, rows: list[tuple[str, str]]) -> Path:
     return folder
 
 
-def test_extend_split_keeps_pins_and_never_deals_new_lesions_to_test() -> None:
-    records = pd.DataFrame(
-        {
-            "lesion_id": [f"L{i}" for i in range(40)],
-            "dx": ["nv", "mel"] * 20,
-        }
-    )
-    earlier = ["train"] * 10 + ["val"] * 5 + ["test"] * 5
-    pins = pd.Series(earlier, index=[f"L{i}" for i in range(20)])
-    split = extend_split(records, pins)
-    assert (split[:20].to_numpy() == pins.to_numpy()).all()
-    assert set(split[20:]) <= {"train", "val"} and "val" in set(split[20:])
+def test_a_lesions_split_never_changes_as_the_data_grows() -> None:
+    """Pinned lesions keep their split; new lesions of the data set go to all three splits in
+    the fractions' ratio (a champion never trained on them); feedback lesions to train or val."""
+    dx = ["nv", "mel", "bkl", "bcc"]
+    first = pd.DataFrame({"lesion_id": [f"L{i}" for i in range(400)], "dx": dx * 100})
+    pins = split_by_lesion(first).set_axis(first["lesion_id"])
+    grown = pd.concat([
+        first,
+        pd.DataFrame({"lesion_id": [f"N{i}" for i in range(200)], "dx": dx * 50}),
+        pd.DataFrame({"lesion_id": [f"FB_{i}" for i in range(40)], "dx": dx * 10}),
+    ], ignore_index=True)  # fmt: skip
+    split = extend_split(grown, pins)
+    assert (split[:400].to_numpy() == pins.to_numpy()).all(), "no pinned lesion moved"
+    new = split[400:600].value_counts(normalize=True)
+    assert new["train"] == pytest.approx(0.8, abs=0.03)
+    assert new["test"] == pytest.approx(0.1, abs=0.03)
+    assert set(split[600:]) == {"train", "val"}, "feedback never goes to test"
+    again = extend_split(grown.sample(frac=1, random_state=3), pins)
+    assert (again.sort_index() == split).all(), "a pure function of the rows, in any order"
     with pytest.raises(ValueError, match="unknown splits"):
-        extend_split(records, pd.Series(["holdout"], index=["L0"]))
+        extend_split(grown, pd.Series(["holdout"], index=["L0"]))
 
 
 def test_feedback_becomes_new_lesions_and_the_test_split_stays(
