@@ -29,11 +29,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm import tqdm
 
 import dermaops
+from dermaops.data.dedup import find_copies
 from dermaops.data.features import STAT_NAMES, image_stats
 from dermaops.data.fingerprint import tree_fingerprint
 from dermaops.data.loaders import RawDataset, load_raw
 from dermaops.data.report import build_report, write_report
-from dermaops.data.schema import DATASET_COLUMN, METADATA_COLUMNS, SPLIT_PINS, Quarantined
+from dermaops.data.schema import (
+    DATASET_COLUMN,
+    FEEDBACK_PREFIX,
+    METADATA_COLUMNS,
+    SPLIT_PINS,
+    Quarantined,
+)
 from dermaops.data.split import check_split, extend_split, split_by_lesion
 from dermaops.errors import ImageError, PreparedDataError
 from dermaops.imaging import ImageLimits, decode, resize_cover, to_array
@@ -120,7 +127,10 @@ def _prepare_into(
     failed_ids = {q.image_id for q in failed}
     kept = records.assign(row=np.arange(len(records)))
     kept = kept[~kept["image_id"].isin(failed_ids)].reset_index(drop=True)
+    kept = _join_feedback_copies(kept, staging / "images.npy")
     kept["split"] = _assign_splits(kept, raw / SPLIT_PINS, settings).to_numpy()
+    kept, refused = _refuse_feedback_in_test(kept)
+    quarantined += refused
     check = check_split(kept)
     if check.shared_lesions:  # the splitter guarantees this; a failure here is a bug
         raise PreparedDataError(f"{check.shared_lesions} lesions span two splits")
@@ -154,6 +164,43 @@ def _prepare_into(
     }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return report
+
+
+def _join_feedback_copies(kept: pd.DataFrame, cache: Path) -> pd.DataFrame:
+    """Feedback images that are copies of another image of the set (by their cached pixels:
+    exact, or near, see :mod:`dermaops.data.dedup`) join that image's lesion, and so its split."""
+    feedback = kept["image_id"].str.startswith(FEEDBACK_PREFIX)
+    if not feedback.any():
+        return kept
+    images = np.load(cache, mmap_mode="r")
+    earlier = kept[~feedback]
+    copies = find_copies(
+        kept[feedback], [images[r] for r in kept.loc[feedback, "row"]],
+        earlier, [images[r] for r in earlier["row"]],
+    )  # fmt: skip
+    if not copies:
+        return kept
+    joined = kept.copy()
+    for image_id, match in copies.items():
+        how = "an exact copy" if match.exact else f"a copy (correlation {match.correlation:.4f})"
+        log.warning("feedback image %s is %s of %s: it joins lesion %s", image_id, how,
+                    match.image_id, match.lesion_id)  # fmt: skip
+        joined.loc[joined["image_id"] == image_id, "lesion_id"] = match.lesion_id
+    return joined
+
+
+def _refuse_feedback_in_test(kept: pd.DataFrame) -> tuple[pd.DataFrame, list[Quarantined]]:
+    """Feedback images whose lesion is in the test split: copies of test images, left out so
+    the test split stays unseen."""
+    refused = kept["image_id"].str.startswith(FEEDBACK_PREFIX) & (kept["split"] == "test")
+    why = "a copy of an image of test lesion {}: refused, so that no model trains on the test split"
+    quarantined = [
+        Quarantined(row.image_id, "feedback_copy_of_test", why.format(row.lesion_id))
+        for row in kept[refused].itertuples(index=False)
+    ]
+    for q in quarantined:
+        log.warning("feedback image %s refused: %s", q.image_id, q.detail)
+    return kept[~refused].reset_index(drop=True), quarantined
 
 
 def _assign_splits(kept: pd.DataFrame, pins_file: Path, settings: PrepareSettings) -> pd.Series:

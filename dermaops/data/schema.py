@@ -62,4 +62,5 @@ REASONS: Final = {
     "truncated_image": "the image file ends early",
     "unreadable_image": "the image data is corrupt",
     "image_too_large": "over the byte or pixel limit",
+    "feedback_copy_of_test": "clinician feedback that is a copy of a test image (kept unseen)",
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -84,6 +85,44 @@ def test_feedback_becomes_new_lesions_and_the_test_split_stays(
     assert set(added["split"]) <= {"train", "val"}
     index = pd.read_csv(tmp_path / "second" / "index.csv").set_index("image_id")
     assert (index.loc[["FB_a1", "FB_a2"], "dataset"] == FEEDBACK_DATASET).all()
+
+
+def test_feedback_copies_of_test_images_are_refused_and_of_train_images_join_their_lesion(
+    synth_raw: Path, tmp_path: Path
+) -> None:
+    """Clinicians send back images the model has seen, without metadata and re-encoded: a copy
+    of a test image would leak the test split into training; a copy of a train image is that
+    lesion, not a new one."""
+    import io
+
+    from PIL import Image
+
+    prepare(synth_raw, tmp_path / "first", SETTINGS)
+    first = pd.read_csv(tmp_path / "first" / "split_info.csv").set_index("image_id")
+    in_test, in_train = (first.index[first["split"] == s][0] for s in ("test", "train"))
+    folder = tmp_path / "fb"
+    (folder / "images").mkdir(parents=True)
+    for name, image_id in (("t1", in_test), ("r1", in_train)):
+        original = Image.open(next(synth_raw.rglob(f"{image_id}.jpg"))).convert("RGB")
+        copy = io.BytesIO()
+        original.save(copy, "JPEG", quality=70)  # what a re-export would send
+        (folder / "images" / f"{name}.jpg").write_bytes(copy.getvalue())
+    pd.DataFrame({"feedback_id": ["t1", "r1"], "image_file": ["images/t1.jpg", "images/r1.jpg"],
+                  "dx": ["mel", "nv"], "clinician": "dr-test"}).to_csv(
+        folder / "feedback.csv", index=False)  # fmt: skip
+    settings = IngestSettings(source="path", path=str(synth_raw), feedback=str(folder),
+                              split_pins=str(tmp_path / "first" / "split_info.csv"))  # fmt: skip
+    ingest(tmp_path / "raw", settings, Home(tmp_path / "home"))
+
+    prepare(tmp_path / "raw", tmp_path / "second", SETTINGS)
+    second = pd.read_csv(tmp_path / "second" / "split_info.csv").set_index("image_id")
+    assert "FB_t1" not in second.index, "a copy of a test image never trains a model"
+    report = json.loads((tmp_path / "second" / "data_report.json").read_text())
+    (refused,) = [q for q in report["quarantined"] if q["image_id"] == "FB_t1"]
+    assert refused["reason"] == "feedback_copy_of_test"
+    assert first.loc[in_test, "lesion_id"] in refused["detail"]
+    joined = second.loc["FB_r1"]
+    assert joined["lesion_id"] == first.loc[in_train, "lesion_id"] and joined["split"] == "train"
 
 
 def test_merging_never_writes_through_hard_links(
