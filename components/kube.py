@@ -1,5 +1,6 @@
 """Deploy a version to a release of the chart with the Kubernetes client (in a pod, or from a
-kubeconfig): read what the release has, then send the JSON patches of :mod:`dermaops.deploy`.
+kubeconfig): read what the release has, then send the JSON patches of :mod:`dermaops.deploy`;
+and hold the release's promotion Lease, so that alias moves take turns across the cluster.
 
 Objects are read and patched through the API's paths, so that each patch goes out as
 ``application/json-patch+json`` (the typed client sends custom objects as merge patches).
@@ -8,6 +9,11 @@ Objects are read and patched through the API's paths, so that each patch goes ou
 from __future__ import annotations
 
 import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dermaops.deploy import Patch, Promotion, fullname, observe, plan
@@ -18,11 +24,17 @@ log = logging.getLogger(__name__)
 PATHS = {  # kind -> (API group path, plural)
     "InferenceService": ("/apis/serving.kserve.io/v1beta1", "inferenceservices"),
     "Deployment": ("/apis/apps/v1", "deployments"),
+    "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
 }
+LEASE_SECONDS = 60  # a holder that died frees the Lease after this; alias moves take seconds
 
 
 class KubernetesError(DermaOpsError):
-    """The cluster could not be reached or refused a patch."""
+    """The cluster could not be reached or refused a request (``status``: its HTTP status)."""
+
+    def __init__(self, message: str, status: int = 0):
+        super().__init__(message)
+        self.status = status
 
 
 def connect() -> bool:
@@ -33,8 +45,8 @@ def connect() -> bool:
     try:
         config.load_incluster_config()
     except ConfigException:
-        try:
-            config.load_kube_config()
+        try:  # KUBECONFIG as it is now (the client reads it once, when first imported)
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
         except ConfigException:
             return False
     return True
@@ -83,25 +95,109 @@ def send(patches: list[Patch], objects: dict[str, dict[str, Any] | None]) -> Non
         log.info("patched %s: %s", where, patch.operations())
 
 
+@contextmanager
+def lease(namespace: str, name: str, holder: str, timeout: float = 300) -> Iterator[None]:
+    """Hold the Lease ``namespace/name`` (coordination.k8s.io/v1) as ``holder``: one holder at a
+    time across the cluster. A Lease not renewed within its ``leaseDurationSeconds`` is free.
+
+    Raises:
+        KubernetesError: no cluster, or the Lease was held by others for ``timeout`` seconds.
+    """
+    if not connect():
+        raise KubernetesError("no in-cluster config and no kubeconfig: cannot take the Lease")
+    deadline, waited = time.monotonic() + timeout, False
+    while not _take(namespace, name, holder):
+        if not waited:
+            waited = True
+            log.info("waiting for the Lease %s/%s, held by another promotion", namespace, name)
+        if time.monotonic() > deadline:
+            raise KubernetesError(f"the Lease {namespace}/{name} was held for over {timeout:.0f} s")
+        time.sleep(0.5)
+    try:
+        yield
+    finally:
+        _give_back(namespace, name, holder)
+
+
+def _take(namespace: str, name: str, holder: str) -> bool:
+    """One try: create the Lease, or take it over if free, expired or ours; False if held."""
+    now = _micro_time(datetime.now(UTC))
+    spec = {"holderIdentity": holder, "leaseDurationSeconds": LEASE_SECONDS,
+            "acquireTime": now, "renewTime": now}  # fmt: skip
+    found = read("Lease", namespace, name)
+    try:
+        if found is None:
+            body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": name, "namespace": namespace}, "spec": spec}  # fmt: skip
+            _call("POST", _collection("Lease", namespace), f"Lease {namespace}/{name}", body)
+            return True
+        if _held_by_another(found.get("spec") or {}, holder):
+            return False
+        _call("PUT", _path("Lease", namespace, name), f"Lease {namespace}/{name}",
+              found | {"spec": spec})  # fmt: skip
+    except KubernetesError as e:
+        if e.status == 409:  # another holder created or updated it first
+            return False
+        raise
+    return True
+
+
+def _held_by_another(spec: dict[str, Any], holder: str) -> bool:
+    current = spec.get("holderIdentity")
+    if not current or current == holder:
+        return False
+    renewed = spec.get("renewTime") or spec.get("acquireTime")
+    if not renewed:
+        return True
+    until = datetime.fromisoformat(renewed.replace("Z", "+00:00")) + timedelta(
+        seconds=int(spec.get("leaseDurationSeconds") or LEASE_SECONDS)
+    )
+    return datetime.now(UTC) < until
+
+
+def _give_back(namespace: str, name: str, holder: str) -> None:
+    """Free the Lease if still ours (a failure leaves it to expire)."""
+    try:
+        found = read("Lease", namespace, name)
+        if found is not None and (found.get("spec") or {}).get("holderIdentity") == holder:
+            spec = {**found["spec"], "holderIdentity": None}
+            _call("PUT", _path("Lease", namespace, name), f"Lease {namespace}/{name}",
+                  found | {"spec": spec})  # fmt: skip
+    except KubernetesError as e:
+        log.warning("could not give back the Lease %s/%s (it expires on its own): %s",
+                    namespace, name, e)  # fmt: skip
+
+
+def _micro_time(at: datetime) -> str:
+    """Kubernetes' MicroTime: RFC 3339 with microseconds, in UTC."""
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def read(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
     """An object as the API writes it (camelCase, as JSON pointers name it); None if absent."""
     return _call("GET", _path(kind, namespace, name), f"{kind} {namespace}/{name}")
 
 
 def _path(kind: str, namespace: str, name: str) -> str:
+    return f"{_collection(kind, namespace)}/{name}"
+
+
+def _collection(kind: str, namespace: str) -> str:
     group, plural = PATHS[kind]
-    return f"{group}/namespaces/{namespace}/{plural}/{name}"
+    return f"{group}/namespaces/{namespace}/{plural}"
 
 
 def _call(
-    method: str, path: str, what: str, body: list[dict[str, Any]] | None = None
+    method: str, path: str, what: str, body: list[dict[str, Any]] | dict[str, Any] | None = None
 ) -> dict[str, Any] | None:
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
 
     headers = {"Accept": "application/json"}
     if body is not None:
-        headers["Content-Type"] = "application/json-patch+json"
+        patch = method == "PATCH"
+        headers["Content-Type"] = "application/json-patch+json" if patch else "application/json"
     try:
         found: dict[str, Any] = client.ApiClient().call_api(
             path, method, header_params=headers, body=body, auth_settings=["BearerToken"],
@@ -110,5 +206,7 @@ def _call(
     except ApiException as e:
         if e.status == 404 and method == "GET":
             return None
-        raise KubernetesError(f"{method} {what}: {e.status} {e.reason}: {e.body}") from e
+        raise KubernetesError(f"{method} {what}: {e.status} {e.reason}: {e.body}", e.status) from e
+    except HTTPError as e:  # no answer at all: refused, reset, timed out
+        raise KubernetesError(f"{method} {what}: the API server did not answer: {e}") from e
     return found

@@ -19,6 +19,8 @@ from dermaops.errors import ConfigError
 
 HOME_ENV = "DERMAOPS_HOME"
 ACTOR_ENV = "DERMAOPS_ACTOR"  # who acts, for audit records (a pipeline sets it; else the login)
+# NAMESPACE/NAME of the Lease under which alias moves take turns in a cluster (the chart sets it)
+PROMOTION_LEASE_ENV = "DERMAOPS_PROMOTION_LEASE"
 # The MLflow server's --artifacts-destination, when it proxies artifacts (registry, pipelines).
 ARTIFACTS_DESTINATION_ENV = "DERMAOPS_REGISTRY_ARTIFACTS_DESTINATION"
 DEFAULT_HOME = Path(".dermaops")

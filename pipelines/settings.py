@@ -33,6 +33,11 @@ class PipelineSettings(BaseModel):
         "dermaops-object-store", description="Secret with the artifact store's S3 credentials"
     )
     webhook_secret: str = Field("dermaops-webhook", description="Secret with DERMAOPS_WEBHOOK_URL")
+    config_map: str = Field(
+        "dermaops-pipelines",
+        description="ConfigMap the chart writes in the pipelines' namespace, with "
+        "DERMAOPS_PROMOTION_LEASE (the Lease promote and deploy hold while moving aliases)",
+    )
     feedback_pvc: str = Field("dermaops-feedback", description="PVC with clinician feedback")
     checkpoint_pvc: str = Field(
         "dermaops-checkpoints",

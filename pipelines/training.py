@@ -14,7 +14,7 @@ from kfp.dsl.base_component import BaseComponent
 
 from dermaops.components.build import build
 from dermaops.pipelines.settings import PipelineSettings
-from dermaops.settings import ARTIFACTS_DESTINATION_ENV
+from dermaops.settings import ARTIFACTS_DESTINATION_ENV, PROMOTION_LEASE_ENV
 
 Kind = Literal["training", "retraining"]
 KINDS: tuple[Kind, ...] = ("training", "retraining")
@@ -30,6 +30,7 @@ MLFLOW_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKI
                ARTIFACTS_DESTINATION_ENV)  # fmt: skip
 STORE_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL")
 MLFLOW_TASKS = {"train", "evaluate", "gate", "register", "promote", "deploy", "notify"}
+ALIAS_TASKS = {"promote", "deploy"}  # move the aliases or read them to deploy
 
 
 def build_pipeline(kind: Kind, settings: PipelineSettings | None = None) -> BaseComponent:
@@ -145,6 +146,10 @@ def _configure(
     task.set_caching_options(enable_caching=stage in CACHED if cached is None else cached)
     if stage in MLFLOW_TASKS or stage == "ingest":
         _mlflow_env(task, s, webhook=stage == "notify")
+    if stage in ALIAS_TASKS:  # they take the chart's promotion Lease (locally: a file lock)
+        kubernetes.use_config_map_as_env(
+            task, s.config_map, {PROMOTION_LEASE_ENV: PROMOTION_LEASE_ENV}, optional=True
+        )
 
 
 def _mlflow_env(task: dsl.PipelineTask, s: PipelineSettings, webhook: bool) -> None:

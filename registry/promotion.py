@@ -47,7 +47,7 @@ from dermaops.registry.model import (
     download,
     recorded_thresholds,
 )
-from dermaops.settings import ACTOR_ENV
+from dermaops.settings import ACTOR_ENV, PROMOTION_LEASE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -215,11 +215,34 @@ def _thresholds(reg: Registry, version: str) -> GateThresholds:
 
 @contextmanager
 def promotion_lock(reg: Registry, timeout: float = 300) -> Iterator[None]:
-    """Hold this registry's promotion lock (one alias move at a time on this machine).
+    """Hold this registry's promotion lock: a file lock (one alias move at a time on this
+    machine) and, where ``DERMAOPS_PROMOTION_LEASE`` names one (``NAMESPACE/NAME``; the chart
+    sets it for the monitor and the pipelines), a Kubernetes Lease, one at a time in the cluster.
 
     Raises:
-        RegistryError: another promotion held it for ``timeout`` seconds.
+        RegistryError: another promotion held it for ``timeout`` seconds, or the Lease named
+            cannot be reached (no alias moves without it).
     """
+    with _file_lock(reg, timeout):
+        named = os.environ.get(PROMOTION_LEASE_ENV, "")
+        if not named:
+            yield
+            return
+        from dermaops.components.kube import KubernetesError, lease
+
+        namespace, _, name = named.partition("/")
+        if not namespace or not name:
+            raise RegistryError(f"{PROMOTION_LEASE_ENV}={named!r}: give NAMESPACE/NAME")
+        holder = f"{actor()} (pid {os.getpid()} on {socket.gethostname()})"
+        try:
+            with lease(namespace, name, holder, timeout):
+                yield
+        except KubernetesError as e:
+            raise RegistryError(f"no alias moves without the promotion Lease {named}: {e}") from e
+
+
+@contextmanager
+def _file_lock(reg: Registry, timeout: float) -> Iterator[None]:
     path = _lock_path(reg)
     path.parent.mkdir(parents=True, exist_ok=True)
     deadline, waited = time.monotonic() + timeout, False

@@ -195,7 +195,7 @@ def _refuse_feedback_in_test(kept: pd.DataFrame) -> tuple[pd.DataFrame, list[Qua
     refused = kept["image_id"].str.startswith(FEEDBACK_PREFIX) & (kept["split"] == "test")
     why = "a copy of an image of test lesion {}: refused, so that no model trains on the test split"
     quarantined = [
-        Quarantined(row.image_id, "feedback_copy_of_test", why.format(row.lesion_id))
+        Quarantined(str(row.image_id), "feedback_copy_of_test", why.format(row.lesion_id))
         for row in kept[refused].itertuples(index=False)
     ]
     for q in quarantined:

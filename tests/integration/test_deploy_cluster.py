@@ -2,6 +2,9 @@
 chart's rendered objects and applies JSON patches with a real `kubectl patch --local` (no
 kube-apiserver can run here). Proves what goes over the wire: the objects read, one
 `application/json-patch+json` request per object, and nothing sent when the chart's fields moved.
+The promotion Lease goes through the same API: created and replaced as the API server does it
+(``resourceVersion``: a stale update gets 409), every Lease sent validated strictly against the
+Kubernetes 1.30 schema; and the reconciler serves the registry's champion on the release.
 """
 
 from __future__ import annotations
@@ -11,14 +14,18 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
+from tests.conftest import Trained
 from tests.k8s.chart import URI, render
 from tests.k8s.conftest import find_tool
 
@@ -28,6 +35,7 @@ NEW_URI = "s3://dermaops-mlflow/artifacts/9/models/m-feedface/artifacts"
 PATHS = {
     "InferenceService": "/apis/serving.kserve.io/v1beta1/namespaces/dermaops/inferenceservices",
     "Deployment": "/apis/apps/v1/namespaces/dermaops/deployments",
+    "Lease": "/apis/coordination.k8s.io/v1/namespaces/dermaops/leases",
 }
 
 
@@ -40,6 +48,29 @@ class FakeApi(ThreadingHTTPServer):
                         if o["kind"] in PATHS}  # fmt: skip
         self.kubectl, self.tmp = kubectl, tmp
         self.requests: list[tuple[str, str, str, Any]] = []  # method, path, content type, body
+        self.versions = 0  # resourceVersion, as the API server counts writes
+        self.lock = threading.Lock()
+
+    def write(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """POST (create) or PUT (replace, only at the stored resourceVersion) of a Lease."""
+        try:
+            kubernetes_validate.validate(body, "1.30.0", strict=True)
+        except kubernetes_validate.ValidationError as e:
+            return 422, {"kind": "Status", "message": str(e)}
+        with self.lock:
+            name = path if method == "PUT" else f"{path}/{body['metadata']['name']}"
+            stored = self.objects.get(name)
+            if method == "POST" and stored is not None:
+                return 409, {"kind": "Status", "reason": "AlreadyExists"}
+            if method == "PUT":
+                if stored is None:
+                    return 404, {"kind": "Status"}
+                if body["metadata"].get("resourceVersion") != stored["metadata"]["resourceVersion"]:
+                    return 409, {"kind": "Status", "reason": "Conflict"}
+            self.versions += 1
+            body["metadata"]["resourceVersion"] = str(self.versions)
+            self.objects[name] = body
+            return (201 if method == "POST" else 200), body
 
     def apply(self, path: str, ops: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
         source = self.tmp / "object.yaml"
@@ -69,6 +100,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(415, {"kind": "Status", "message": kind})
             return
         self._answer(*self.server.apply(self.path, body))
+
+    def do_POST(self) -> None:
+        self._write("POST")
+
+    def do_PUT(self) -> None:
+        self._write("PUT")
+
+    def _write(self, method: str) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.requests.append((method, self.path, self.headers["Content-Type"], body))
+        if not self.path.startswith(PATHS["Lease"]):
+            self._answer(405, {"kind": "Status"})
+            return
+        self._answer(*self.server.write(method, self.path, body))
 
     def _answer(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
@@ -151,3 +196,93 @@ def test_a_release_that_is_not_installed_is_named(tmp_path: Path) -> None:
         done = deploy(kubeconfig)
         assert done.returncode == 1 and "install the chart first" in done.stderr
         assert not [r for r in api.requests if r[0] == "PATCH"]
+
+
+LEASE = f"{PATHS['Lease']}/dermaops-promotion"
+HOLD = """
+import json, os, sys, time
+from pathlib import Path
+from dermaops.registry import Registry
+from dermaops.registry.promotion import promotion_lock
+reg = Registry()  # each process its own sqlite registry: only the Lease is shared
+with promotion_lock(reg):
+    entered = time.time()
+    time.sleep(1.0)
+    print(json.dumps([entered, time.time()]))
+"""
+
+
+def _on_cluster(kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "")  # not in a pod: the kubeconfig
+    monkeypatch.setenv("DERMAOPS_PROMOTION_LEASE", "dermaops/dermaops-promotion")
+
+
+def test_alias_moves_in_two_places_take_turns_under_the_promotion_lease(
+    cluster: tuple[FakeApi, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes with two registries (so two file locks) and one Lease: their critical
+    sections never overlap, and the Lease is free afterwards."""
+    api, kubeconfig = cluster
+    _on_cluster(kubeconfig, monkeypatch)
+    holders = [
+        subprocess.Popen([sys.executable, "-c", HOLD], stdout=subprocess.PIPE, text=True,
+                         env=os.environ | {"DERMAOPS_HOME": str(tmp_path / f"home{i}")})
+        for i in range(2)
+    ]  # fmt: skip
+    spans = sorted(json.loads(h.communicate(timeout=120)[0]) for h in holders)
+    assert all(h.returncode == 0 for h in holders)
+    assert spans[0][1] <= spans[1][0], f"the critical sections overlapped: {spans}"
+    assert api.objects[LEASE]["spec"]["holderIdentity"] is None, "given back"
+    writes = [r for r in api.requests if r[0] in ("POST", "PUT")]
+    assert writes and all(kind == "application/json" for _, _, kind, _ in writes)
+
+
+def test_an_expired_lease_is_taken_over_and_a_held_one_waited_for(
+    cluster: tuple[FakeApi, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dermaops.components.kube import KubernetesError, lease
+
+    api, kubeconfig = cluster
+    _on_cluster(kubeconfig, monkeypatch)
+    stamp = "%Y-%m-%dT%H:%M:%S.%fZ"
+    for held_since, free in ((time.time() - 120, True), (time.time(), False)):
+        api.objects[LEASE] = {
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "dermaops-promotion", "namespace": "dermaops",
+                         "resourceVersion": "100"},
+            "spec": {"holderIdentity": "a pod that died", "leaseDurationSeconds": 60,
+                     "renewTime": datetime.fromtimestamp(held_since, UTC).strftime(stamp)},
+        }  # fmt: skip
+        if free:
+            with lease("dermaops", "dermaops-promotion", "me"):
+                assert api.objects[LEASE]["spec"]["holderIdentity"] == "me"
+        else:
+            held = pytest.raises(KubernetesError, match="was held for over 1 s")
+            with held, lease("dermaops", "dermaops-promotion", "me", timeout=1):
+                pass
+            assert api.objects[LEASE]["spec"]["holderIdentity"] == "a pod that died"
+
+
+def test_the_reconciler_serves_the_champion_on_the_release(
+    cluster: tuple[FakeApi, Path], trained: Trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dermaops.registry import Registry
+    from dermaops.registry.promotion import promote_stored
+    from dermaops.registry.reconcile import ClusterServing, reconcile
+    from tests.integration.test_registry import _register
+
+    api, kubeconfig = cluster
+    _on_cluster(kubeconfig, monkeypatch)
+    reg = Registry()
+    _register(reg, trained, "kfp-cluster-1")  # version 1, what the chart's values serve
+    version = _register(reg, trained, "kfp-cluster-2")
+    assert promote_stored(reg, version, None, False).promoted  # under the Lease
+    release = ClusterServing("dermaops", "dermaops")
+    done = reconcile(reg, release)
+    assert done.served == version and "patched InferenceService dermaops/dermaops" in done.action
+    isvc = api.objects[f"{PATHS['InferenceService']}/dermaops"]
+    assert isvc["metadata"]["labels"]["dermaops.io/model-version"] == version
+    patches = len([r for r in api.requests if r[0] == "PATCH"])
+    assert reconcile(reg, release).action == f"version {version} is served"
+    assert len([r for r in api.requests if r[0] == "PATCH"]) == patches, "nothing to patch"

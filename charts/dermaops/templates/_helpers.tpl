@@ -215,6 +215,11 @@ volumeMounts:
 {{- end -}}
 {{- end -}}
 
+{{/* NAMESPACE/NAME of the Lease alias moves take turns under (DERMAOPS_PROMOTION_LEASE). */}}
+{{- define "dermaops.promotionLease" -}}
+{{- printf "%s/%s-promotion" .Release.Namespace (include "dermaops.fullname" .) -}}
+{{- end -}}
+
 {{/* "true" when the monitor runs the champion reconciler: on, with a registered model and a
 tracking URI to read its champion from. */}}
 {{- define "dermaops.monitorReconciles" -}}
