@@ -392,7 +392,12 @@ async def _scheduled_drift(state: MonitorState) -> None:
 async def _reconciling(state: MonitorState) -> None:
     loop = asyncio.get_running_loop()
     while True:
-        await loop.run_in_executor(None, reconcile_once, state)
+        try:
+            await loop.run_in_executor(None, reconcile_once, state)
+        except Exception as e:  # the loop outlives any one pass; the next one tries again
+            state.reconcile_failures.inc()
+            state.reconciled = {"converged": False, "error": f"{type(e).__name__}: {e}"}
+            log.exception("reconcile pass failed")
         await asyncio.sleep(state.settings.reconcile_every_s)
 
 

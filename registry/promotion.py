@@ -176,7 +176,12 @@ def transition(reg: Registry, target: dict[str, str | None], events: list[tuple[
 
 def repair(reg: Registry) -> bool:
     """Finish a transition that was cut short; whether there was one. Call under the lock."""
-    found = reg.client.get_registered_model(reg.model_name).tags.get(TRANSITION_TAG)
+    try:
+        found = reg.client.get_registered_model(reg.model_name).tags.get(TRANSITION_TAG)
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False  # nothing registered yet
+        raise RegistryError(f"could not read {reg.model_name}: {e.message}") from e
     if not found:
         return False
     record = json.loads(found)

@@ -43,6 +43,8 @@ def test_promotion_rollback_and_a_failed_deploy_each_end_with_the_champion_serve
     trained: Trained, dermaops_home: Path
 ) -> None:
     reg, local = Registry(), LocalServing(Home(dermaops_home))
+    empty = reconcile(reg, local)  # a registry that holds no model yet
+    assert empty.converged and empty.action == "dermaops has no champion yet"
     first, second = _register(reg, trained, "kfp-1"), _register(reg, trained, "kfp-2")
     nothing = reconcile(reg, local)
     assert nothing.converged and nothing.champion is None and local.version() is None
