@@ -9,6 +9,7 @@ POST /records   inference-log records from predictors (statistics and prediction
                 appended to the log the drift job reads
 POST /alerts    Alertmanager's webhook: a firing alert labelled action=retrain starts one
                 retraining run, unless one started within the cooldown (a storm starts one run)
+GET  /performance the served versions scored on clinicians' labels (with ``feedback_dir``)
 GET  /reconcile the last pass of the reconciler (with ``reconcile_every_s``): the champion, what
                 is served, what was done or why it could not be
 
@@ -61,6 +62,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from dermaops.data.features import STAT_NAMES
 from dermaops.errors import DermaOpsError
+from dermaops.evaluation.live import LiveSettings, live_performance
 from dermaops.inference_log import InferenceLog
 from dermaops.model.uri import resolve_model
 from dermaops.monitoring.decisions import (
@@ -113,6 +115,10 @@ class MonitorSettings(BaseModel):
     reconcile_every_s: float = Field(
         0, ge=0, description="seconds between passes of the champion reconciler (0: never)"
     )
+    feedback_dir: str = Field(
+        "", description="the clinicians' feedback store, scored per version (empty: none)"
+    )
+    live: LiveSettings = LiveSettings()
     serve_on: Literal["local", "kubernetes"] = Field(
         "local", description="where the reconciler serves the champion"
     )
@@ -148,6 +154,8 @@ class MonitorState:
     unfetchable: dict[str, float] = field(default_factory=dict)  # version -> when it failed
     fetching: threading.Lock = field(default_factory=threading.Lock)
     reconciled: dict[str, Any] = field(default_factory=dict)  # the last pass, for GET /reconcile
+    performance: dict[str, dict[str, Any]] = field(default_factory=dict)  # GET /performance
+    disagreed: set[str] = field(default_factory=set)  # feedback ids counted in disagreements
 
     def __post_init__(self) -> None:
         self.reference = self.settings.reference
@@ -188,10 +196,84 @@ class MonitorState:
         self.served = Gauge(
             "dermaops_served_version", "The version served, as last read (0: none).", registry=r
         )
+        by_version = ["version"]
+        self.feedback_cases = Gauge(
+            "dermaops_feedback_cases", "Labelled cases scored, per served version.",
+            by_version, registry=r,
+        )  # fmt: skip
+        self.feedback_melanomas = Gauge(
+            "dermaops_feedback_melanomas", "Melanomas among them (clinicians' labels).",
+            by_version, registry=r,
+        )  # fmt: skip
+        self.live_sensitivity = Gauge(
+            "dermaops_live_melanoma_sensitivity",
+            "Melanomas the model flagged at its operating point, of those clinicians labelled.",
+            by_version, registry=r,
+        )  # fmt: skip
+        self.live_sensitivity_lower = Gauge(
+            "dermaops_live_melanoma_sensitivity_lower",
+            "Lower end of its 95% bootstrap interval.", by_version, registry=r,
+        )  # fmt: skip
+        self.live_f1 = Gauge(
+            "dermaops_live_macro_f1", "Macro-F1 over the classes present, on clinicians' labels.",
+            by_version, registry=r,
+        )  # fmt: skip
+        self.registered_sensitivity = Gauge(
+            "dermaops_registered_melanoma_sensitivity",
+            "Melanoma sensitivity the version was registered with (its test split).",
+            by_version, registry=r,
+        )  # fmt: skip
+        self.disagreements = Counter(
+            "dermaops_feedback_disagreements",
+            "Labelled cases where the clinician's diagnosis differs from the model's, by both.",
+            ["dx", "predicted"], registry=r,
+        )  # fmt: skip
         self.reconcile_failures = Counter(
             "dermaops_reconcile_failures", "Reconciler passes that could not serve the champion.",
             registry=r,
         )  # fmt: skip
+
+
+def score_feedback(state: MonitorState) -> dict[str, dict[str, Any]]:
+    """Score the served versions on the feedback store; the live gauges follow."""
+    from dermaops.data.feedback import read_feedback
+
+    folder = Path(state.settings.feedback_dir)
+    feedback = read_feedback(folder) if (folder / "feedback.csv").is_file() else pd.DataFrame()
+    found = live_performance(feedback, state.settings.live)
+    for version, scored in found.items():
+        state.feedback_cases.labels(version).set(scored["cases"])
+        state.feedback_melanomas.labels(version).set(scored["melanomas"])
+        state.live_sensitivity.labels(version).set(scored["melanoma_sensitivity"])
+        low = scored["ci95"].get("melanoma_sensitivity", [None])[0]
+        state.live_sensitivity_lower.labels(version).set(math.nan if low is None else low)
+        state.live_f1.labels(version).set(scored["f1_macro"])
+        registered = _registered_sensitivity(state, version)
+        if registered is not None:
+            state.registered_sensitivity.labels(version).set(registered)
+    for row in feedback.itertuples(index=False) if not feedback.empty else ():
+        dx, predicted = getattr(row, "dx", ""), getattr(row, "predicted_dx", "")
+        if predicted and dx != predicted and row.feedback_id not in state.disagreed:
+            state.disagreed.add(row.feedback_id)
+            state.disagreements.labels(dx, predicted).inc()
+    state.performance = found
+    return found
+
+
+def _registered_sensitivity(state: MonitorState, version: str) -> float | None:
+    """The melanoma sensitivity ``version`` was registered with, from the registry's tags."""
+    if not state.settings.registry_model:
+        return None
+    from dermaops.registry import Registry, RegistrySettings
+    from dermaops.registry.promotion import model_version
+
+    try:
+        reg = Registry(RegistrySettings(model_name=state.settings.registry_model))
+        tag = model_version(reg, version).tags.get("dermaops.melanoma_sensitivity")
+    except DermaOpsError as e:
+        log.warning("registered sensitivity of version %s: %s", version, e)
+        return None
+    return float(tag) if tag else None
 
 
 def reconcile_once(state: MonitorState) -> dict[str, Any]:
@@ -367,6 +449,15 @@ def _suppressed_because(state: MonitorState, now: float) -> str:
     return ""
 
 
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: undefined figures become null."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
 def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
@@ -389,6 +480,16 @@ async def _scheduled_drift(state: MonitorState) -> None:
         await asyncio.sleep(state.settings.interval_s)
 
 
+async def _scoring_feedback(state: MonitorState) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            await loop.run_in_executor(None, score_feedback, state)
+        except Exception:  # the loop outlives a store being rewritten or unreadable
+            log.exception("scoring the feedback store failed")
+        await asyncio.sleep(state.settings.interval_s)
+
+
 async def _reconciling(state: MonitorState) -> None:
     loop = asyncio.get_running_loop()
     while True:
@@ -408,6 +509,8 @@ def build_app(settings: MonitorSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(_scheduled_drift(state))]
+        if settings.feedback_dir:
+            tasks.append(asyncio.create_task(_scoring_feedback(state)))
         if settings.reconcile_every_s:
             tasks.append(asyncio.create_task(_reconciling(state)))
         yield
@@ -453,6 +556,15 @@ def build_app(settings: MonitorSettings) -> FastAPI:
         if not path.is_file():
             raise HTTPException(404, "no drift report yet; POST /drift runs one")
         return FileResponse(path, media_type="text/html")
+
+    @app.get("/performance")
+    def performance() -> dict[str, Any]:
+        if not settings.feedback_dir:
+            raise HTTPException(404, "no feedback store (monitor serve --feedback-dir)")
+        try:
+            return {"versions": _finite(score_feedback(state))}
+        except DermaOpsError as e:  # a store with rows it cannot read says which
+            raise HTTPException(409, f"the feedback store cannot be scored: {e}") from e
 
     @app.get("/reconcile")
     def reconciled() -> dict[str, Any]:

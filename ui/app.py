@@ -122,7 +122,8 @@ with st.form("feedback"):
 if sent:
     try:
         recorded = record_feedback(Path(args.feedback_dir), image, dx, clinician or "",
-                                   answer.model_version, answer.top[0][0])  # fmt: skip
+                                   answer.model_version, answer.top[0][0],
+                                   melanoma_flag=answer.melanoma_flag)  # fmt: skip
     except (ValueError, DermaOpsError) as e:
         st.error(f"Feedback not saved: {e}")
     else:

@@ -339,6 +339,13 @@ def monitor_serve(
     ] = "local",
     release: Annotated[str, typer.Option(help="The chart's release (kubernetes).")] = "dermaops",
     namespace: Annotated[str, typer.Option(help="Its namespace.")] = "dermaops",
+    feedback_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="The clinicians' feedback store, scored per served version "
+            "(default: none; DERMAOPS_LIVE_* set its window and intervals)."
+        ),
+    ] = None,
 ) -> None:
     """The monitor: scheduled drift, /metrics, /report, Alertmanager's /alerts webhook, and
     optionally the reconciler that keeps the champion served.
@@ -349,6 +356,7 @@ def monitor_serve(
     import uvicorn
     from pydantic import SecretStr
 
+    from dermaops.evaluation.live import LiveSettings
     from dermaops.monitoring.drift import DriftSettings, deployed_reference
     from dermaops.monitoring.service import MonitorSettings, build_app
     from dermaops.settings import load_settings
@@ -377,6 +385,8 @@ def monitor_serve(
         interval_s=interval,
         cooldown_s=cooldown,
         reconcile_every_s=reconcile_every,
+        feedback_dir=str(feedback_dir or ""),
+        live=load_settings(LiveSettings, env_prefix="DERMAOPS_LIVE_"),
         serve_on=serve_on,
         release=release,
         namespace=namespace,

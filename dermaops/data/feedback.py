@@ -3,7 +3,7 @@
 A feedback folder holds ``feedback.csv`` and the images it names::
 
     feedback.csv   feedback_id, image_file, dx[, clinician, created_at, model_version,
-                   predicted_dx, age, sex, localization]
+                   predicted_dx, melanoma_flag, age, sex, localization]
     images/        the photographs, named in image_file (relative to the folder)
 
 :func:`record_feedback` is how the clinician UI writes it: the image without metadata, one row
@@ -191,8 +191,11 @@ def record_feedback(
     model_version: str = "",
     predicted_dx: str = "",
     details: dict[str, str] | None = None,
+    melanoma_flag: bool | None = None,
 ) -> Recorded:
-    """Store a clinician's diagnosis of ``image`` for the next training set.
+    """Store a clinician's diagnosis of ``image`` for the next training set, beside the
+    model's own answer (its version, top class and melanoma flag at the registered operating
+    point), which the monitor scores against the diagnosis.
 
     The feedback id is a hash of the image's pixels-only bytes, so sending the same image twice
     keeps one row; the second submission's diagnosis replaces the first.
@@ -215,6 +218,7 @@ def record_feedback(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "model_version": model_version,
         "predicted_dx": predicted_dx,
+        "melanoma_flag": "" if melanoma_flag is None else str(melanoma_flag).lower(),
         **{k: v for k, v in (details or {}).items() if k in ("age", "sex", "localization")},
     }
     folder.mkdir(parents=True, exist_ok=True)

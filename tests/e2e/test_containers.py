@@ -184,8 +184,9 @@ def _start(docs: list[dict[str, Any]], name: str, host: Host, made: list[str],
     (target,) = service_ports(_doc(docs, "Service", name), spec).values()
     plan = plan_pod(name, spec, {target: port}, host)
     for volume in plan.volumes:
-        pm.chowned_volume(volume, plan.owner)
-        made.append(f"volume:{volume}")
+        if f"volume:{volume}" not in made:  # a claim another pod mounts already is shared
+            pm.chowned_volume(volume, plan.owner)
+            made.append(f"volume:{volume}")
     made.append(f"pod:{plan.name}")
     pm.podman(*plan.create[1:])
     ready = f"http://127.0.0.1:{port}{plan.readiness[0].path}"

@@ -25,7 +25,7 @@ def _run(*command: str, cwd: Path = ROOT) -> str:
 
 def test_rules_are_valid_and_their_unit_tests_pass() -> None:
     promtool = find_tool("promtool")
-    assert "SUCCESS: 9 rules found" in _run(promtool, "check", "rules", str(RULES))
+    assert "SUCCESS: 10 rules found" in _run(promtool, "check", "rules", str(RULES))
     assert "SUCCESS" in _run(promtool, "test", "rules", RULE_TESTS.name, cwd=RULE_TESTS.parent)
 
 
@@ -48,5 +48,8 @@ def test_alertmanager_config_and_routes() -> None:
     route = [amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER}"]
     drift = _run(*route, "alertname=DermaOpsDataDrift", "action=retrain", "severity=warning")
     assert drift.strip() == "dermaops-monitor,team-chat", "drift retrains and tells the team"
+    missed = _run(*route, "alertname=DermaOpsMelanomaSensitivityLow", "action=retrain",
+                  "severity=critical")  # fmt: skip
+    assert missed.strip() == "dermaops-monitor,team-chat", "missed melanomas retrain and tell"
     errors = _run(*route, "alertname=DermaOpsHighErrorRate", "severity=critical")
     assert errors.strip() == "team-chat", "only retrain-labelled alerts reach the monitor"

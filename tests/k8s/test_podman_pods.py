@@ -34,7 +34,7 @@ def host(tmp_path: Path) -> Host:
     return Host(
         images={"ghcr.io/dermaops/serving:0.1.0": LOCAL},
         secrets={"dermaops-monitor-token": {"token": "s3cret"}},
-        claims={"dermaops-monitor": "ci-monitor-home"},
+        claims={"dermaops-monitor": "ci-monitor-home", "dermaops-feedback": "ci-feedback"},
         workdir=tmp_path,
     )
 
@@ -75,6 +75,7 @@ def test_the_monitor_gets_its_claim_and_a_placeholder_token(
                     host(tmp_path))  # fmt: skip
     (monitor,) = plan.run
     assert "ci-monitor-home:/var/lib/dermaops" in flag(monitor, "--volume")
+    assert "ci-feedback:/var/lib/dermaops/feedback:ro" in flag(monitor, "--volume"), "the UI's"
     assert (tmp_path / "tokens" / "dermaops-monitor" / "kfp-token" / "token").is_file()
     assert plan.readiness[0].port == 8000
 

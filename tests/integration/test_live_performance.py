@@ -1,0 +1,53 @@
+"""The monitor scores the served version on clinicians' labels: feedback written by the UI's
+own code for a model that misses melanoma, read by `monitor serve --feedback-dir` beside the
+registry's record of what the version was registered with."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dermaops.data.feedback import record_feedback
+from dermaops.registry import Registry
+from dermaops.registry.promotion import model_version
+from tests.conftest import Trained
+from tests.integration.monitor_process import monitor_process
+from tests.integration.test_registry import _register
+from tests.scrape import sample
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_missed_melanomas_show_in_the_live_metrics_the_alert_reads(
+    trained: Trained, served_model: Path, dermaops_home: Path, jpeg_bytes: Callable[..., bytes]
+) -> None:
+    reg = Registry()
+    version = _register(reg, trained, "kfp-live")
+    registered = float(model_version(reg, version).tags["dermaops.melanoma_sensitivity"])
+    store = dermaops_home / "feedback"
+    for i in range(14):  # 14 melanomas, 2 flagged: the model misses most of them
+        record_feedback(store, jpeg_bytes(300 + i, 200), "mel", "Dr A", version, "nv",
+                        melanoma_flag=i < 2)  # fmt: skip
+    for i in range(20):
+        record_feedback(store, jpeg_bytes(400 + i, 300), "nv", "Dr B", version, "nv",
+                        melanoma_flag=False)  # fmt: skip
+    flags = ["--registry-model", reg.model_name, "--feedback-dir", str(store)]
+    with monitor_process(dermaops_home, served_model, dermaops_home / "inference", "true",
+                         wait_for="/healthz", args=flags) as monitor:  # fmt: skip
+        scored = httpx.get(f"{monitor.url}/performance", timeout=60).json()["versions"][version]
+        assert (scored["cases"], scored["melanomas"]) == (34, 14)
+        assert scored["melanoma_sensitivity"] == pytest.approx(2 / 14)
+        assert scored["melanoma_specificity"] == 1.0
+        assert scored["accuracy"] == pytest.approx(20 / 34)
+        low = scored["ci95"]["melanoma_sensitivity"][0]
+        url, v = monitor.url, {"version": version}
+        assert sample(url, "dermaops_feedback_cases", **v) == 34
+        assert sample(url, "dermaops_feedback_melanomas", **v) == 14
+        assert sample(url, "dermaops_live_melanoma_sensitivity", **v) == pytest.approx(2 / 14)
+        assert sample(url, "dermaops_live_melanoma_sensitivity_lower", **v) == low
+        assert sample(url, "dermaops_registered_melanoma_sensitivity", **v) == registered
+        assert sample(url, "dermaops_feedback_disagreements_total", dx="mel", predicted="nv") == 14
+        assert low <= 2 / 14, "14 melanomas: the interval's lower end under the estimate"
