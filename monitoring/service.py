@@ -502,6 +502,26 @@ async def _reconciling(state: MonitorState) -> None:
         await asyncio.sleep(state.settings.reconcile_every_s)
 
 
+def _optional_routes(app: FastAPI, state: MonitorState) -> None:
+    """GET /performance (with a feedback store) and GET /reconcile (with the reconciler)."""
+    settings = state.settings
+
+    @app.get("/performance")
+    def performance() -> dict[str, Any]:
+        if not settings.feedback_dir:
+            raise HTTPException(404, "no feedback store (monitor serve --feedback-dir)")
+        try:
+            return {"versions": _finite(score_feedback(state))}
+        except DermaOpsError as e:  # a store with rows it cannot read says which
+            raise HTTPException(409, f"the feedback store cannot be scored: {e}") from e
+
+    @app.get("/reconcile")
+    def reconciled() -> dict[str, Any]:
+        if not settings.reconcile_every_s:
+            raise HTTPException(404, "the reconciler is off (monitor serve --reconcile-every)")
+        return state.reconciled or {"converged": None, "action": "no pass yet"}
+
+
 def build_app(settings: MonitorSettings) -> FastAPI:
     """The monitor's HTTP API, with the scheduled drift job running in the background."""
     state = MonitorState(settings)
@@ -557,20 +577,7 @@ def build_app(settings: MonitorSettings) -> FastAPI:
             raise HTTPException(404, "no drift report yet; POST /drift runs one")
         return FileResponse(path, media_type="text/html")
 
-    @app.get("/performance")
-    def performance() -> dict[str, Any]:
-        if not settings.feedback_dir:
-            raise HTTPException(404, "no feedback store (monitor serve --feedback-dir)")
-        try:
-            return {"versions": _finite(score_feedback(state))}
-        except DermaOpsError as e:  # a store with rows it cannot read says which
-            raise HTTPException(409, f"the feedback store cannot be scored: {e}") from e
-
-    @app.get("/reconcile")
-    def reconciled() -> dict[str, Any]:
-        if not settings.reconcile_every_s:
-            raise HTTPException(404, "the reconciler is off (monitor serve --reconcile-every)")
-        return state.reconciled or {"converged": None, "action": "no pass yet"}
+    _optional_routes(app, state)
 
     @app.get("/decisions")
     def decisions(limit: int = 50) -> list[dict[str, Any]]:
