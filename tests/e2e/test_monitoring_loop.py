@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ import yaml
 
 from dermaops.net import free_port, wait_until_ready
 from dermaops.serving.process import predictor_process
+from tests.conftest import Trained
 from tests.e2e.conftest import DERMAOPS
 from tests.fault_server import FaultyServer
 from tests.k8s.conftest import find_tool
@@ -54,12 +56,12 @@ class Loop:
     triggers: Path  # the monitor's record of every decision
 
 
-def _rules_for_test(dest: Path) -> None:
-    """The project's rules; only DermaOpsDataDrift's hold time shortened (5m -> 1s)."""
+def _rules_for_test(dest: Path, fast: tuple[str, ...]) -> None:
+    """The project's rules; only the hold times of the alerts in ``fast`` shortened to 1 s."""
     rules = yaml.safe_load(RULES.read_text())
     for group in rules["groups"]:
         for rule in group["rules"]:
-            if rule.get("alert") == "DermaOpsDataDrift":
+            if rule.get("alert") in fast:
                 rule["for"] = "1s"
     dest.write_text(yaml.safe_dump(rules))
 
@@ -114,6 +116,21 @@ def _query(prometheus: str, expr: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def loop(served_model: Path, tmp_path: Path, dermaops_home: Path) -> Iterator[Loop]:
+    with running_loop(served_model, tmp_path, dermaops_home) as started:
+        yield started
+
+
+@contextmanager
+def running_loop(
+    served_model: Path,
+    tmp_path: Path,
+    dermaops_home: Path,
+    monitor_args: tuple[str, ...] = (),
+    predictor_env: dict[str, str] | None = None,
+    fast: tuple[str, ...] = ("DermaOpsDataDrift",),
+) -> Iterator[Loop]:
+    """Predictor, monitor (``monitor_args`` more), Alertmanager and Prometheus on loopback,
+    with the alerts in ``fast`` held 1 s instead of their shipped hold times."""
     prometheus_bin, alertmanager_bin = find_tool("prometheus"), find_tool("prometheus-alertmanager")
     ports = {name: free_port() for name in ("monitor", "prometheus", "alertmanager")}
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
@@ -122,7 +139,7 @@ def loop(served_model: Path, tmp_path: Path, dermaops_home: Path) -> Iterator[Lo
     env = (
         os.environ | token | {"DERMAOPS_HOME": str(dermaops_home), "DERMAOPS_DRIFT_MIN_ROWS": "20"}
     )
-    forwarding = token | {"DERMAOPS_SERVING_MONITOR_URL": url["monitor"]}
+    forwarding = token | {"DERMAOPS_SERVING_MONITOR_URL": url["monitor"]} | (predictor_env or {})
     runs = tmp_path / "retraining-runs"
     retrain = f"{sys.executable} -c \"open('{runs}', 'a').write('run\\n')\""
     logs = {name: tmp_path / f"{name}.log" for name in (*ports, "predictor")}
@@ -132,8 +149,9 @@ def loop(served_model: Path, tmp_path: Path, dermaops_home: Path) -> Iterator[Lo
         monitor = start(stack, [str(DERMAOPS), "monitor", "serve", "--port", str(ports["monitor"]),
                                  "--reference", str(served_model),
                                  "--interval", "2", "--cooldown", "3600",
-                                 "--retrain-command", retrain], logs["monitor"], env)  # fmt: skip
-        _rules_for_test(tmp_path / "rules.yaml")
+                                 "--retrain-command", retrain, *monitor_args],
+                        logs["monitor"], env)  # fmt: skip
+        _rules_for_test(tmp_path / "rules.yaml", fast)
         _alertmanager_for_test(tmp_path / "alertmanager.yaml", url["monitor"], chat.url)
         alertmanager = start(stack, [alertmanager_bin,
                                       f"--config.file={tmp_path / 'alertmanager.yaml'}",
@@ -207,3 +225,50 @@ def test_drifted_traffic_fires_the_alert_and_starts_one_retraining_run(
     # Every dashboard query runs against real data; each has a series now.
     empty = [e for e in dashboard_expressions() if not _query(loop.prometheus, fill_variables(e))]
     assert not empty, f"dashboard queries without data: {empty}"
+
+
+def test_missed_melanomas_on_clinicians_labels_fire_the_alert_and_start_one_run(
+    served_model: Path, trained: Trained, tmp_path: Path, dermaops_home: Path
+) -> None:
+    """A model that misses melanoma on purpose (its operating point set where no image is
+    flagged), registered with a melanoma sensitivity of 0.85; clinicians label 12 of its
+    answers melanoma through the UI's own code; the monitor's live sensitivity drops,
+    DermaOpsMelanomaSensitivityLow fires in Prometheus, Alertmanager posts it to the monitor,
+    and one retraining run starts."""
+    from dermaops.data.feedback import record_feedback
+    from dermaops.registry import Registry
+    from dermaops.serving.smoke import lesion_jpeg
+    from dermaops.ui.client import classify
+    from tests.integration.test_registry import _register
+
+    blind = tmp_path / "blind-model"
+    shutil.copytree(served_model, blind)
+    calibration = json.loads((blind / "calibration.json").read_text())
+    (blind / "calibration.json").write_text(json.dumps(calibration | {"melanoma_threshold": 1.01}))
+    reg = Registry()
+    version = _register(reg, trained, "kfp-blind")
+    reg.client.set_model_version_tag(
+        reg.model_name, version, "dermaops.melanoma_sensitivity", "0.8500"
+    )  # as its card would say; the tiny model's own varies
+    store = tmp_path / "feedback"
+    flags = ("--feedback-dir", str(store), "--registry-model", reg.model_name)
+    env = {"DERMAOPS_SERVING_MODEL_VERSION": version, "DERMAOPS_LIVE_BOOTSTRAP": "200"}
+    fast = ("DermaOpsMelanomaSensitivityLow",)
+    with running_loop(blind, tmp_path, dermaops_home, flags, env, fast) as loop:
+        logs = sorted(tmp_path.glob("*.log"))
+        for seed in range(12):  # what the clinician page does: ask, show, record the diagnosis
+            image = lesion_jpeg(seed=100 + seed)
+            answer = classify(loop.predictor, image)
+            assert answer.model_version == version and not answer.melanoma_flag
+            record_feedback(store, image, "mel", "Dr Loop", answer.model_version,
+                            answer.top[0][0], melanoma_flag=answer.melanoma_flag)  # fmt: skip
+        live = f'dermaops_live_melanoma_sensitivity_lower{{version="{version}"}}'
+        _poll("the monitor scores the labels", lambda: _query(loop.prometheus, live), 60, logs)
+        firing = 'ALERTS{alertname="DermaOpsMelanomaSensitivityLow", alertstate="firing"}'
+        (alert,) = _poll("DermaOpsMelanomaSensitivityLow fires in Prometheus",
+                         lambda: _query(loop.prometheus, firing), 60, logs)  # fmt: skip
+        assert alert["metric"]["version"] == version and alert["metric"]["action"] == "retrain"
+        _poll("the retraining command ran", loop.runs.is_file, LOOP_TIMEOUT, logs)
+        decisions = [json.loads(line) for line in loop.triggers.read_text().splitlines()]
+        assert decisions[0]["alerts"] == ["DermaOpsMelanomaSensitivityLow"]
+        assert loop.runs.read_text() == "run\n", "exactly one retraining run"
