@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 
 AUDIT_PREFIX = "dermaops.audit."
 TRANSITION_TAG = "dermaops.transition"
-ALIASES = (CHAMPION, PREVIOUS, CHALLENGER)
 # Audit events that make a version champion: the versions a rollback may return to.
 BECAME_CHAMPION = ("promoted to champion", "champion again after rollback")
 

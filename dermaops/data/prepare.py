@@ -190,9 +190,12 @@ def _join_feedback_copies(kept: pd.DataFrame, cache: Path) -> pd.DataFrame:
 
 
 def _refuse_feedback_in_test(kept: pd.DataFrame) -> tuple[pd.DataFrame, list[Quarantined]]:
-    """Feedback images whose lesion is in the test split: copies of test images, left out so
-    the test split stays unseen."""
-    refused = kept["image_id"].str.startswith(FEEDBACK_PREFIX) & (kept["split"] == "test")
+    """Feedback images that joined a lesion of the test split (copies of test images), left out
+    so the test split stays unseen."""
+    copy = kept["image_id"].str.startswith(FEEDBACK_PREFIX) & ~kept["lesion_id"].str.startswith(
+        FEEDBACK_PREFIX
+    )
+    refused = copy & (kept["split"] == "test")
     why = "a copy of an image of test lesion {}: refused, so that no model trains on the test split"
     quarantined = [
         Quarantined(str(row.image_id), "feedback_copy_of_test", why.format(row.lesion_id))
