@@ -44,7 +44,8 @@ class Answer:
 
 
 def classify(url: str, image: bytes, model: str = "dermaops", timeout: float = 60) -> Answer:
-    """Predict and explain one image.
+    """Predict and explain one image; a predictor that cannot explain this model (501: a head
+    the CPU predictor has no class maps for) gives an answer without a heatmap.
 
     Raises:
         PredictorError: unreachable predictor, or a refusal (with the predictor's reason).
@@ -52,9 +53,9 @@ def classify(url: str, image: bytes, model: str = "dermaops", timeout: float = 6
     body = {"instances": [{"image_bytes": {"b64": base64.b64encode(image).decode()}}]}
     base = url.rstrip("/")
     predicted = _post(f"{base}/v1/models/{model}:predict", body, timeout)
-    explained = _post(f"{base}/v1/models/{model}:explain", body, timeout)
+    explained = _post(f"{base}/v1/models/{model}:explain", body, timeout, unexplained_ok=True)
     (p,) = predicted["predictions"]
-    (e,) = explained["explanations"]
+    (e,) = explained["explanations"] if explained else ({"dx": p["top_k"][0]["dx"]},)
     return Answer(
         probabilities={c: float(p["probabilities"][c]) for c in CLASSES},
         top=[(t["dx"], FULL_NAMES[t["dx"]], float(t["probability"])) for t in p["top_k"]],
@@ -111,13 +112,18 @@ def grad_cam_views(
     return seen, overlay(seen, heat)
 
 
-def _post(url: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+def _post(
+    url: str, body: dict[str, Any], timeout: float, unexplained_ok: bool = False
+) -> dict[str, Any]:
+    """The predictor's JSON answer; ``{}`` for a 501 where ``unexplained_ok``."""
     try:
         response = httpx.post(url, json=body, timeout=timeout)
     except httpx.HTTPError as e:
         raise PredictorError(
             f"the predictor at {url} cannot be reached ({type(e).__name__})"
         ) from e
+    if response.status_code == 501 and unexplained_ok:
+        return {}
     if response.status_code != 200:
         try:
             reason = response.json().get("error", response.text)

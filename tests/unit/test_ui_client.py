@@ -13,6 +13,7 @@ from PIL import Image
 
 from dermaops.data.feedback import read_feedback, record_feedback
 from dermaops.data.privacy import has_metadata
+from dermaops.labels import CLASSES
 from dermaops.model.artifact import Preprocessing
 from dermaops.ui.client import (
     Answer,
@@ -108,6 +109,22 @@ def test_predictor_refusals_and_absence_are_readable(tmp_path: Path) -> None:
             classify(server.url, b"x")
     with pytest.raises(PredictorError, match="cannot be reached"):
         classify("http://127.0.0.1:9", b"x", timeout=2)
+
+
+def test_a_model_the_predictor_cannot_explain_still_gets_its_answer() -> None:
+    """The CPU predictor answers explain with 501 for heads it has no class maps for: the page
+    shows the prediction and the image without a heatmap, not an error."""
+    probabilities = {c: (0.4 if c == "mel" else 0.1) for c in CLASSES}
+    predicted = {"predictions": [{
+        "probabilities": probabilities, "top_k": [{"dx": "mel", "probability": 0.4}],
+        "melanoma": {"flag": True, "probability": 0.4, "threshold": 0.2},
+    }], "model_name": "dermaops", "model_version": "4"}  # fmt: skip
+    with FaultyServer() as server:
+        server.add("/v1/models/dermaops:predict", json.dumps(predicted).encode())
+        server.add("/v1/models/dermaops:explain", b'{"error": "no class maps"}', "501")
+        answer = classify(server.url, b"x")
+    assert answer.melanoma_flag and answer.heatmap is None and answer.explained == "mel"
+    assert grad_cam_views(b"x", answer) is None
 
 
 def test_feedback_store_is_clean_idempotent_and_ingestible(tmp_path: Path) -> None:
