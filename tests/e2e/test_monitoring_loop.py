@@ -222,9 +222,19 @@ def test_drifted_traffic_fires_the_alert_and_starts_one_retraining_run(
 
     assert_no_image_data([*tmp_path.glob("*.log"), *tmp_path.rglob("predictions.jsonl*")])
 
-    # Every dashboard query runs against real data; each has a series now.
-    empty = [e for e in dashboard_expressions() if not _query(loop.prometheus, fill_variables(e))]
+    # Every dashboard query runs against real data; each has a series now (but the row of
+    # clinicians' labels, which has data once there are labels: the melanoma test checks it).
+    drift_loop = [e for e in dashboard_expressions() if not _on_labels(e)]
+    empty = [e for e in drift_loop if not _query(loop.prometheus, fill_variables(e))]
     assert not empty, f"dashboard queries without data: {empty}"
+
+
+LABELS_METRICS = ("dermaops_live_", "dermaops_feedback_", "dermaops_registered_")
+
+
+def _on_labels(expr: str) -> bool:
+    """A query of the dashboard's row of clinicians' labels."""
+    return any(name in expr for name in LABELS_METRICS)
 
 
 def test_missed_melanomas_on_clinicians_labels_fire_the_alert_and_start_one_run(
@@ -262,6 +272,12 @@ def test_missed_melanomas_on_clinicians_labels_fire_the_alert_and_start_one_run(
             assert answer.model_version == version and not answer.melanoma_flag
             record_feedback(store, image, "mel", "Dr Loop", answer.model_version,
                             answer.top[0][0], melanoma_flag=answer.melanoma_flag)  # fmt: skip
+        for seed in range(2):  # and two the clinician calls other than the model does
+            image = lesion_jpeg(seed=200 + seed)
+            answer = classify(loop.predictor, image)
+            other = "bkl" if answer.top[0][0] != "bkl" else "df"
+            record_feedback(store, image, other, "Dr Loop", answer.model_version,
+                            answer.top[0][0], melanoma_flag=answer.melanoma_flag)  # fmt: skip
         live = f'dermaops_live_melanoma_sensitivity_lower{{version="{version}"}}'
         _poll("the monitor scores the labels", lambda: _query(loop.prometheus, live), 60, logs)
         firing = 'ALERTS{alertname="DermaOpsMelanomaSensitivityLow", alertstate="firing"}'
@@ -272,3 +288,7 @@ def test_missed_melanomas_on_clinicians_labels_fire_the_alert_and_start_one_run(
         decisions = [json.loads(line) for line in loop.triggers.read_text().splitlines()]
         assert decisions[0]["alerts"] == ["DermaOpsMelanomaSensitivityLow"]
         assert loop.runs.read_text() == "run\n", "exactly one retraining run"
+        labels_row = [e for e in dashboard_expressions() if _on_labels(e)]
+        assert len(labels_row) == 7
+        empty = [e for e in labels_row if not _query(loop.prometheus, fill_variables(e))]
+        assert not empty, f"the labels row's queries without data: {empty}"
