@@ -2,7 +2,9 @@
 
 GET  /metrics   dermaops_drift_share, dermaops_drift_detected, per-column verdicts, window size,
                 last-run time, retraining triggers
-GET  /report    the latest Evidently HTML report;  GET /summary  its JSON summary
+GET  /report    the latest Evidently HTML report;  GET /summary  its JSON summary;
+                ``?kind=performance[&version=V]``: Evidently's classification report of a served
+                version on the clinicians' labels (default: the version labelled last)
 GET  /decisions the latest retraining decisions, and why (``?limit=N``)
 POST /drift     run the drift job now
 POST /records   inference-log records from predictors (statistics and predictions, no pixels),
@@ -36,10 +38,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import shlex
 import subprocess
 import threading
 import time
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -62,7 +66,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from dermaops.data.features import STAT_NAMES
 from dermaops.errors import DermaOpsError
-from dermaops.evaluation.live import LiveSettings, live_performance
+from dermaops.evaluation.live import LiveSettings, live_performance, windows
 from dermaops.inference_log import InferenceLog
 from dermaops.model.uri import resolve_model
 from dermaops.monitoring.decisions import (
@@ -154,6 +158,8 @@ class MonitorState:
     unfetchable: dict[str, float] = field(default_factory=dict)  # version -> when it failed
     fetching: threading.Lock = field(default_factory=threading.Lock)
     reconciled: dict[str, Any] = field(default_factory=dict)  # the last pass, for GET /reconcile
+    unreported: dict[str, str] = field(default_factory=dict)  # version -> why it has no report
+    scoring: threading.Lock = field(default_factory=threading.Lock)
     performance: dict[str, dict[str, Any]] = field(default_factory=dict)  # GET /performance
     disagreed: set[str] = field(default_factory=set)  # feedback ids counted in disagreements
 
@@ -235,12 +241,27 @@ class MonitorState:
 
 
 def score_feedback(state: MonitorState) -> dict[str, dict[str, Any]]:
-    """Score the served versions on the feedback store; the live gauges follow."""
+    """Score the served versions on the feedback store; the live gauges and the reports follow
+    (one pass at a time)."""
+    with state.scoring:
+        return _score_feedback(state)
+
+
+def _score_feedback(state: MonitorState) -> dict[str, dict[str, Any]]:
     from dermaops.data.feedback import read_feedback
 
     folder = Path(state.settings.feedback_dir)
     feedback = read_feedback(folder) if (folder / "feedback.csv").is_file() else pd.DataFrame()
     found = live_performance(feedback, state.settings.live)
+    for version, rows in windows(feedback, state.settings.live).items():
+        path = _performance_path(state.settings, version)
+        try:
+            performance_report(rows, path)
+        except DermaOpsError as e:
+            path.unlink(missing_ok=True)
+            state.unreported[version] = str(e)
+        else:
+            state.unreported.pop(version, None)
     for version, scored in found.items():
         state.feedback_cases.labels(version).set(scored["cases"])
         state.feedback_melanomas.labels(version).set(scored["melanomas"])
@@ -258,6 +279,50 @@ def score_feedback(state: MonitorState) -> dict[str, dict[str, Any]]:
             state.disagreements.labels(dx, predicted).inc()
     state.performance = found
     return found
+
+
+def performance_report(rows: pd.DataFrame, path: Path) -> None:
+    """Evidently's classification report of labelled cases: the clinician's diagnosis as the
+    target, the model's top class as the prediction (melanoma against the other class where
+    only two classes occur: Evidently reads two labels as a binary task).
+
+    Raises:
+        DermaOpsError: a single class among the cases, which no classification report scores.
+    """
+    from evidently import (
+        BinaryClassification,
+        DataDefinition,
+        Dataset,
+        MulticlassClassification,
+        Report,
+    )
+    from evidently.presets import ClassificationPreset
+
+    frame = rows[["dx", "predicted_dx"]].reset_index(drop=True)
+    classes = sorted(set(frame["dx"]) | set(frame["predicted_dx"]))
+    if len(classes) < 2:
+        raise DermaOpsError(f"every labelled case and answer is {classes[0]}: nothing to compare")
+    task: BinaryClassification | MulticlassClassification = (
+        MulticlassClassification(target="dx", prediction_labels="predicted_dx")
+        if len(classes) > 2
+        else BinaryClassification(target="dx", prediction_labels="predicted_dx",
+                                  pos_label="mel" if "mel" in classes else classes[0])
+    )  # fmt: skip
+    definition = DataDefinition(classification=[task], categorical_columns=["dx", "predicted_dx"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a class never predicted: 0/0 precision
+        warnings.simplefilter("ignore", UserWarning)  # scikit-learn's, likewise
+        snapshot = Report([ClassificationPreset()]).run(
+            Dataset.from_pandas(frame, data_definition=definition), None
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+    snapshot.save_html(str(staged))
+    staged.replace(path)
+
+
+def _performance_path(settings: MonitorSettings, version: str) -> Path:
+    return Path(settings.out) / f"performance_report-v{version}.html"
 
 
 def _registered_sensitivity(state: MonitorState, version: str) -> float | None:
@@ -502,6 +567,30 @@ async def _reconciling(state: MonitorState) -> None:
         await asyncio.sleep(state.settings.reconcile_every_s)
 
 
+def _performance_report(state: MonitorState, version: str) -> Path:
+    """The classification report of ``version`` (default: the version labelled last), fresh.
+
+    Raises:
+        HTTPException: 404, no feedback store, or no labelled case of that version.
+    """
+    if not state.settings.feedback_dir:
+        raise HTTPException(404, "no feedback store (monitor serve --feedback-dir)")
+    try:
+        scored = score_feedback(state)
+    except DermaOpsError as e:
+        raise HTTPException(409, f"the feedback store cannot be scored: {e}") from e
+    if not scored:
+        raise HTTPException(404, "no labelled cases yet: clinicians' feedback scores a version")
+    chosen = version or max(scored, key=lambda v: scored[v]["last_labelled"])
+    if chosen not in scored:
+        raise HTTPException(
+            404, f"no labelled cases of version {chosen!r}; labelled: {', '.join(sorted(scored))}"
+        )
+    if chosen in state.unreported:
+        raise HTTPException(409, f"no report of version {chosen}: {state.unreported[chosen]}")
+    return _performance_path(state.settings, chosen)
+
+
 def _optional_routes(app: FastAPI, state: MonitorState) -> None:
     """GET /performance (with a feedback store) and GET /reconcile (with the reconciler)."""
     settings = state.settings
@@ -571,7 +660,9 @@ def build_app(settings: MonitorSettings) -> FastAPI:
         return JSONResponse(state.summary.as_dict())
 
     @app.get("/report")
-    def report() -> FileResponse:
+    def report(kind: Literal["drift", "performance"] = "drift", version: str = "") -> FileResponse:
+        if kind == "performance":
+            return FileResponse(_performance_report(state, version), media_type="text/html")
         path = Path(settings.out) / "drift_report.html"
         if not path.is_file():
             raise HTTPException(404, "no drift report yet; POST /drift runs one")

@@ -50,22 +50,31 @@ def labelled(feedback: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
+def windows(feedback: pd.DataFrame, settings: LiveSettings) -> dict[str, pd.DataFrame]:
+    """Per model version, its latest ``window`` labelled cases (see :func:`labelled`)."""
+    rows = labelled(feedback)
+    return {
+        str(version): part.sort_values("created_at", kind="stable").tail(settings.window)
+        for version, part in rows.groupby("model_version", sort=True)
+    }
+
+
 def live_performance(feedback: pd.DataFrame, settings: LiveSettings) -> dict[str, dict[str, Any]]:
     """Per model version, over its latest ``window`` labelled cases: ``cases``, ``melanomas``,
     ``accuracy``, ``f1_macro`` (classes present), ``melanoma_sensitivity`` and
-    ``melanoma_specificity`` at the recorded flags (NaN when undefined), and ``ci95``."""
-    rows = labelled(feedback)
+    ``melanoma_specificity`` at the recorded flags (NaN when undefined), ``ci95``, and
+    ``last_labelled`` (the newest case's time)."""
     rng = np.random.default_rng(settings.seed)
     found: dict[str, dict[str, Any]] = {}
-    for version, part in rows.groupby("model_version", sort=True):
-        latest = part.sort_values("created_at", kind="stable").tail(settings.window)
+    for version, latest in windows(feedback, settings).items():
         s = Scores(
             latest["dx"].map(INDEX).to_numpy(dtype=np.int64),
             latest["predicted_dx"].map(INDEX).to_numpy(dtype=np.int64),
             latest["flagged"].to_numpy(dtype=bool),
         )
-        found[str(version)] = {
+        found[version] = {
             "cases": len(latest),
+            "last_labelled": str(latest["created_at"].iloc[-1]),
             "melanomas": int((latest["dx"] == "mel").sum()),
             "accuracy": float((s.labels == s.predicted).mean()),
             **metric_values(s),

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 
 from dermaops.data.feedback import record_feedback
@@ -51,3 +52,28 @@ def test_missed_melanomas_show_in_the_live_metrics_the_alert_reads(
         assert sample(url, "dermaops_registered_melanoma_sensitivity", **v) == registered
         assert sample(url, "dermaops_feedback_disagreements_total", dx="mel", predicted="nv") == 14
         assert low <= 2 / 14, "14 melanomas: the interval's lower end under the estimate"
+
+        report = httpx.get(f"{url}/report", params={"kind": "performance"}, timeout=60)
+        assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
+        assert "Model Quality Metrics" in report.text, "Evidently's classification report"
+        unknown = httpx.get(f"{url}/report", params={"kind": "performance", "version": "99"},
+                            timeout=60)  # fmt: skip
+        assert unknown.status_code == 404 and f"labelled: {version}" in unknown.json()["detail"]
+
+
+def test_the_classification_report_takes_two_classes_or_more(tmp_path: Path) -> None:
+    """Evidently reads two labels as a binary task (melanoma the positive class here), and no
+    report scores a single class: that window is named, not reported."""
+    from dermaops.errors import DermaOpsError
+    from dermaops.monitoring.service import performance_report
+
+    two = pd.DataFrame({"dx": ["mel"] * 4 + ["nv"] * 6, "predicted_dx": ["nv"] * 10})
+    performance_report(two, tmp_path / "two.html")
+    assert "Model Quality Metrics" in (tmp_path / "two.html").read_text()
+    many = pd.DataFrame({"dx": ["mel", "nv", "bkl", "bcc"],
+                         "predicted_dx": ["nv", "nv", "bkl", "mel"]})  # fmt: skip
+    performance_report(many, tmp_path / "many.html")
+    one = pd.DataFrame({"dx": ["mel"] * 3, "predicted_dx": ["mel"] * 3})
+    with pytest.raises(DermaOpsError, match="every labelled case and answer is mel"):
+        performance_report(one, tmp_path / "one.html")
+    assert not (tmp_path / "one.html").exists()
