@@ -65,7 +65,7 @@ def test_the_classification_report_takes_two_classes_or_more(tmp_path: Path) -> 
     """Evidently reads two labels as a binary task (melanoma the positive class here), and no
     report scores a single class: that window is named, not reported."""
     from dermaops.errors import DermaOpsError
-    from dermaops.monitoring.service import performance_report
+    from dermaops.monitoring.feedback import performance_report
 
     two = pd.DataFrame({"dx": ["mel"] * 4 + ["nv"] * 6, "predicted_dx": ["nv"] * 10})
     performance_report(two, tmp_path / "two.html")
