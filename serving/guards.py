@@ -83,6 +83,11 @@ def memory_limit() -> int:
     return physical
 
 
+def resident_bytes() -> int:
+    """What this process holds now (the loaded model, the interpreter)."""
+    return int(psutil.Process().memory_info().rss)
+
+
 @dataclass(frozen=True)
 class Limits:
     """What :class:`Admission` allows one replica."""
@@ -100,7 +105,7 @@ def admission_limits(settings: ServingSettings, threads: int) -> Limits:
     is lowered to them (with a warning), so a request alone always fits.
     """
     limit = memory_limit()
-    resident = psutil.Process().memory_info().rss
+    resident = resident_bytes()
     budget = settings.bytes_in_flight_limit(limit, resident)
     body = settings.body_limit()
     if body > budget:
