@@ -61,12 +61,15 @@ class Batch:
 
 @dataclass(frozen=True)
 class Scored:
-    """A batch with its calibrated probabilities, melanoma flags and embedding projections."""
+    """A batch with its calibrated probabilities, melanoma flags, embedding projections and
+    the out-of-distribution guard's verdicts."""
 
     batch: Batch
     probs: np.ndarray
     flags: np.ndarray
     projections: np.ndarray  # (N, K); K is 0 when the model has no projection
+    ood_scores: np.ndarray  # (N,); NaN when the model has no guard
+    in_distribution: list[bool | None]  # None when the model has no guard
 
 
 class DermaOpsModel(Model):  # type: ignore[misc]
@@ -97,6 +100,8 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             raise InferenceError(f"{self.artifact.folder} gave a wrong output shape at warm-up")
         if self.artifact.projection is not None:
             self.artifact.projection(embedding)  # a projection of another width fails here
+        if self.artifact.guard is not None:
+            self.artifact.guard.scores(logits, embedding)  # and so does a guard
         if self.settings.inference_log:
             where = self.settings.inference_log_dir or str(self.home.inference_log)
             self.sinks.append(InferenceLog(Path(where), on_failure=count_log_failure))
@@ -179,18 +184,30 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         flags = self.artifact.melanoma_flags(probs)
         projection = self.artifact.projection
         projected = projection(embedding) if projection is not None else np.zeros((len(probs), 0))
-        observe(self.version, probs, flags, batch.stats)
-        scored = Scored(batch, probs, flags, projected)
+        ood_scores, in_distribution = self._guard(logits, embedding)
+        observe(self.version, probs, flags, batch.stats, in_distribution)
+        scored = Scored(batch, probs, flags, projected, ood_scores, in_distribution)
         if self.sinks:
             self._log(scored)
         return scored
+
+    def _guard(
+        self, logits: np.ndarray, embedding: np.ndarray
+    ) -> tuple[np.ndarray, list[bool | None]]:
+        """The guard's score of each image and whether it is in distribution (None: no guard)."""
+        guard = self.artifact.guard
+        if guard is None:
+            return np.full(len(logits), np.nan), [None] * len(logits)
+        scores = guard.scores(logits, embedding)
+        return scores, [bool(v) for v in guard.admits(scores)]
 
     def _log(self, scored: Scored) -> None:
         """One record per image to the log and the monitor: statistics, embedding projections
         and the answer; never pixels."""
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        rows = zip(scored.batch.stats, scored.probs, scored.flags, scored.projections, strict=True)
-        for stats, row, flag, projected in rows:
+        rows = zip(scored.batch.stats, scored.probs, scored.flags, scored.projections,
+                   scored.ood_scores, scored.in_distribution, strict=True)  # fmt: skip
+        for stats, row, flag, projected, ood_score, in_distribution in rows:
             top = int(row.argmax())
             record = {
                 "time": now,
@@ -204,6 +221,8 @@ class DermaOpsModel(Model):  # type: ignore[misc]
                 PREDICTION: CLASSES[top],
                 "confidence": round(float(row[top]), 5),
                 "melanoma": bool(flag),
+                "in_distribution": in_distribution,
+                "ood_score": None if np.isnan(ood_score) else round(float(ood_score), 4),
                 **{f"p_{c}": round(float(p), 5) for c, p in zip(CLASSES, row, strict=True)},
             }
             for sink in self.sinks:
@@ -219,16 +238,26 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             return self._v2_response(result)
         return {
             "predictions": [
-                self._describe(row, flag)
-                for row, flag in zip(result.probs, result.flags, strict=True)
+                self._describe(row, flag, score, admitted)
+                for row, flag, score, admitted in zip(
+                    result.probs,
+                    result.flags,
+                    result.ood_scores,
+                    result.in_distribution,
+                    strict=True,
+                )
             ],
             "model_name": self.name,
             "model_version": self.version,
         }
 
-    def _describe(self, row: np.ndarray, flag: bool) -> dict[str, Any]:
+    def _describe(
+        self, row: np.ndarray, flag: bool, ood_score: float, in_distribution: bool | None
+    ) -> dict[str, Any]:
         order = np.argsort(-row)[: self.settings.top_k]
         return {
+            "in_distribution": in_distribution,
+            "ood": self._ood(ood_score),
             "probabilities": {c: round(float(p), 6) for c, p in zip(CLASSES, row, strict=True)},
             "top_k": [
                 {
@@ -245,6 +274,18 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             },
         }
 
+    def _ood(self, score: float) -> dict[str, Any] | None:
+        """The guard's score, threshold and method (None: the model has no guard)."""
+        guard = self.artifact.guard
+        if guard is None:
+            return None
+        return {
+            "score": round(float(score), 4),
+            "threshold": round(guard.threshold, 4),
+            "keep": guard.keep,
+            "method": guard.method,
+        }
+
     def _v2_response(self, result: Scored) -> InferResponse:
         n = len(result.probs)
         labels = [CLASSES[int(i)] for i in result.probs.argmax(axis=1)]
@@ -255,6 +296,17 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             InferOutput("label", [n], "BYTES", labels),
             InferOutput("melanoma", [n], "BOOL", result.flags.tolist()),
         ]
+        guard = self.artifact.guard
+        parameters: dict[str, Any] = {
+            "classes": ",".join(CLASSES),
+            "melanoma_threshold": self.artifact.melanoma_threshold,
+        }
+        if guard is not None:
+            outputs += [
+                InferOutput("in_distribution", [n], "BOOL", list(result.in_distribution)),
+                InferOutput("ood_score", [n], "FP32", result.ood_scores.astype(np.float32)),
+            ]
+            parameters |= {"ood_threshold": guard.threshold, "ood_method": guard.method}
         request = result.batch.v2
         assert request is not None
         return InferResponse(
@@ -262,10 +314,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             model_name=self.name,
             model_version=self.version,
             infer_outputs=_requested(outputs, request),
-            parameters={
-                "classes": ",".join(CLASSES),
-                "melanoma_threshold": self.artifact.melanoma_threshold,
-            },
+            parameters=parameters,
         )
 
     async def explain(self, batch: Batch, headers: dict[str, str] | None = None) -> dict[str, Any]:

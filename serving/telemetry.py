@@ -43,6 +43,12 @@ LATENCY = Histogram(
     ["verb"],
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
 )
+OUT_OF_DISTRIBUTION = Counter(
+    "dermaops_out_of_distribution",
+    "Images the out-of-distribution guard refused to judge (answered with in_distribution "
+    "false), by model version.",
+    ["model_version"],
+)
 ERRORS = Counter("dermaops_request_errors", "Rejected or failed requests, by reason.", ["reason"])
 REFUSED = Counter(
     "dermaops_requests_refused",
@@ -69,8 +75,17 @@ MODEL_INFO = Gauge(
 UNIT_STATS = ("brightness", "contrast", "saturation", "hue_spread")
 
 
-def observe(version: str, probs: Any, flags: Any, stats: list[dict[str, float]]) -> None:
-    """Count one batch: predicted classes, confidences, melanoma flags, input statistics."""
+def observe(
+    version: str,
+    probs: Any,
+    flags: Any,
+    stats: list[dict[str, float]],
+    in_distribution: list[bool | None],
+) -> None:
+    """Count one batch: predicted classes, confidences, melanoma flags, input statistics, and
+    the images the guard refused."""
+    # inc(0) too: the series exists from the first batch, so rate() has data
+    OUT_OF_DISTRIBUTION.labels(version).inc(sum(admitted is False for admitted in in_distribution))
     for row, flagged, stat in zip(probs, flags, stats, strict=True):
         top = int(row.argmax())
         PREDICTIONS.labels(version, CLASSES[top]).inc()

@@ -21,6 +21,7 @@ from dermaops.ui.client import (
     PredictorError,
     classify,
     grad_cam_views,
+    guard_warning,
     operating_point,
     signed_in_user,
     too_large,
@@ -76,6 +77,12 @@ if st.session_state.get("image_key") != key or st.button("Retry"):
         st.button("Retry", key="retry-after-error")
         st.stop()
 answer = st.session_state["answer"]
+model_caption = f"Model {answer.model_name}, version {answer.model_version}"
+if warning := guard_warning(answer):  # the guard tripped: no diagnosis unless asked for
+    st.warning(warning)
+    if not st.toggle("Show the model's answer anyway"):
+        st.caption(model_caption)
+        st.stop()
 
 left, right = st.columns([2, 3])
 with left:
@@ -105,7 +112,7 @@ with right:
         mine, theirs = st.columns(2)
         mine.image(seen, caption="Your image: the square the model sees", width="stretch")
         theirs.image(cam, caption=f"Grad-CAM for {FULL_NAMES[answer.explained]}", width="stretch")
-st.caption(f"Model {answer.model_name}, version {answer.model_version}")
+st.caption(model_caption)
 
 st.subheader("Your diagnosis")
 proxy_user = signed_in_user(st.context.headers)

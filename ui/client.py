@@ -41,6 +41,8 @@ class Answer:
     heatmap: np.ndarray | None  # Grad-CAM of the top class, (S, S) in 0..1, over the square seen
     seen_box: tuple[float, float, float, float]  # that square, in fractions of the upright image
     explained: str  # the class Grad-CAM explains
+    in_distribution: bool | None = None  # the guard's verdict; None: the model has no guard
+    ood: dict[str, Any] | None = None  # its score, threshold and method
 
 
 def classify(url: str, image: bytes, model: str = "dermaops", timeout: float = 60) -> Answer:
@@ -67,6 +69,8 @@ def classify(url: str, image: bytes, model: str = "dermaops", timeout: float = 6
         heatmap=_heatmap(e["heatmap_png_b64"]) if e.get("heatmap_png_b64") else None,
         seen_box=_box(e.get("seen_box", (0.0, 0.0, 1.0, 1.0))),
         explained=str(e["dx"]),
+        in_distribution=p.get("in_distribution"),
+        ood=p.get("ood"),
     )
 
 
@@ -145,6 +149,25 @@ def operating_point(answer: Answer) -> str:
     if answer.melanoma_flag:
         return f"Melanoma flag: probability {share}, at or above the threshold. {rule}"
     return f"No melanoma flag: probability {share}, below the threshold. {rule}"
+
+
+def guard_warning(answer: Answer) -> str | None:
+    """Why the model should not be asked about this image, in words; None when it may be."""
+    if answer.in_distribution is not False:
+        return None
+    how_far = ""
+    if answer.ood:
+        score, threshold, keep = (answer.ood[k] for k in ("score", "threshold", "keep"))
+        how_far = (
+            f" (its distance from the training images is {score:.3g}; {keep:.0%} of the "
+            f"validation images are within {threshold:.3g})"
+        )
+    return (
+        "This does not look like the dermoscopic images the model was trained on" + how_far + ". "
+        "It may be a photograph without a dermatoscope, a screenshot, another object, or a "
+        "lesion type or device the model has not seen; its answer would be a guess. Take a "
+        "dermoscopic image of the lesion, or judge it without the model."
+    )
 
 
 def signed_in_user(headers: Mapping[str, str]) -> str | None:

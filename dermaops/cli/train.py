@@ -107,18 +107,36 @@ def evaluate_command(
     gap_margin: Annotated[
         float, typer.Option(min=0.001, max=1.0, help="Flag a subgroup this far below overall.")
     ] = 0.10,
+    guard: Annotated[
+        str,
+        typer.Option(
+            help="The out-of-distribution guard registered with the model: mahalanobis (on the "
+            "embedding) or energy (on the logits); both are measured."
+        ),
+    ] = "mahalanobis",
 ) -> None:
-    """Evaluate on the test split: metrics.json (with subgroups), plots, report."""
+    """Evaluate on the test split: metrics.json (with subgroups and the guard), plots, report."""
     from dermaops.evaluation.run import evaluate
     from dermaops.evaluation.subgroups import SubgroupSettings
+    from dermaops.model.guard import METHODS
 
     model_dir = run / "model" if (run / "model").is_dir() else run
     groups = SubgroupSettings(min_support=min_support, gap_margin=gap_margin)
-    metrics = evaluate(data, model_dir, out, target_sensitivity, device, subgroups=groups)
+    if guard not in METHODS:
+        raise typer.BadParameter(f"choose one of {', '.join(METHODS)}", param_hint="--guard")
+    metrics = evaluate(
+        data, model_dir, out, target_sensitivity, device, subgroups=groups, guard=guard
+    )
     mel = metrics["melanoma"]
     typer.echo(
         f"test macro-F1 {metrics['f1_macro']:.4f}, accuracy {metrics['accuracy']:.2%}, melanoma "
         f"sensitivity {mel['test_sensitivity']:.1%} at P(mel) >= {mel['threshold']:.3f}; {out}"
+    )
+    ood = metrics["ood"]
+    typer.echo(
+        f"out-of-distribution guard ({ood['method']}): AUROC {ood['auroc']:.3f} on generated "
+        f"images it should refuse, {ood['caught']:.0%} of them refused, "
+        f"{ood['held_out_passed']:.0%} of held-out lesions pass"
     )
     for gap in metrics["subgroups"]["gaps"]:
         if gap["flagged"]:

@@ -59,11 +59,16 @@ class PreparedSet:
         dropped = (self.index["split"] == "test") & self.index["lesion_id"].isin(set(lesions))
         return replace(self, index=self.index[~dropped])
 
-    def split(self, name: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-        """uint8 pixels (N, H, W, 3) read into memory, class indices, and the index rows."""
+    def split(
+        self, name: str, sample: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+        """uint8 pixels (N, H, W, 3) read into memory, class indices, and the index rows; at
+        most ``sample`` images, drawn at random (the same ones every time), when given."""
         rows = self.index[self.index["split"] == name].sort_values("row")
         if rows.empty:
             raise PreparedDataError(f"{self.root} has no {name!r} images")
+        if sample is not None and len(rows) > sample:
+            rows = rows.sample(sample, random_state=0).sort_values("row")
         pixels = np.ascontiguousarray(self.images[rows["row"].to_numpy()])
         labels = rows["dx"].map(INDEX).to_numpy(dtype=np.int64)
         return pixels, labels, rows.reset_index(drop=True)

@@ -109,7 +109,7 @@ def draw_lesion(
         edge = _mix(edge, mimic.edge, w)
     ramp = np.clip(t, 0, 1)[..., None] ** rng.uniform(0.8, 2.0)
     colour = np.asarray(centre) * (1 - ramp) + np.asarray(edge) * ramp
-    colour *= 1.0 + 0.08 * _noise(rng, (_LAYER, _LAYER), 6)[..., None]
+    colour *= 1.0 + 0.08 * smooth_noise(rng, (_LAYER, _LAYER), 6)[..., None]
     colour = _textures(colour, style, rng, xx, yy, t)
     colour = _draw_marks(colour, style, rng, radius)
     rgba = np.dstack([np.clip(colour, 0, 1), alpha]) * 255.0
@@ -128,7 +128,7 @@ def photograph(lesion: Image.Image, skin: RGB, rng: np.random.Generator) -> Imag
         layer, (int((WIDTH - side) / 2 + offset[0]), int((HEIGHT - side) / 2 + offset[1])), layer
     )
     if rng.random() < 0.35:
-        _hairs(canvas, rng)
+        draw_hairs(canvas, rng)
     pixels = np.asarray(canvas, dtype=np.float32) / 255.0
     pixels *= rng.uniform(0.88, 1.12) * (1.0 + rng.normal(0, 0.03, size=3))
     if rng.random() < 0.5:
@@ -144,12 +144,12 @@ def _textures(
     inside = np.clip(1.2 - t, 0, 1)[..., None]
     if style.network:
         freq = rng.uniform(0.25, 0.45)
-        warp = _noise(rng, xx.shape, 5) * rng.uniform(1.0, 4.0)
+        warp = smooth_noise(rng, xx.shape, 5) * rng.uniform(1.0, 4.0)
         net = np.sin(xx * freq + warp) * np.sin(yy * freq - warp)
         lines = (net > 0.55).astype(np.float32)[..., None]
         colour = colour * (1 - rng.uniform(0.3, 1.0) * style.network * lines * inside)
     if style.blotches:
-        fields = np.stack([_noise(rng, xx.shape, 4) for _ in style.accents])
+        fields = np.stack([smooth_noise(rng, xx.shape, 4) for _ in style.accents])
         pick = fields.argmax(axis=0)
         accent = np.asarray([_jitter(a, rng) for a in style.accents])[pick]
         strong = (fields.max(axis=0) > 0.2).astype(np.float32)[..., None]
@@ -157,7 +157,7 @@ def _textures(
             colour + (accent - colour) * strong * inside * rng.uniform(0.4, 1.0) * style.blotches
         )
     if style.scales:
-        flakes = (_noise(rng, xx.shape, 24) > 0.35).astype(np.float32)[..., None]
+        flakes = (smooth_noise(rng, xx.shape, 24) > 0.35).astype(np.float32)[..., None]
         white = np.asarray(style.accents[0])
         colour = colour + (white - colour) * flakes * inside * rng.uniform(0.5, 1.0) * style.scales
     if style.white_centre:
@@ -165,7 +165,7 @@ def _textures(
         colour = colour + (np.array([0.93, 0.88, 0.84]) - colour) * blob * style.white_centre
     if style.ridges:
         angle = rng.uniform(0, np.pi)
-        warp = _noise(rng, xx.shape, 6) * 3.0
+        warp = smooth_noise(rng, xx.shape, 6) * 3.0
         ridge = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * rng.uniform(0.2, 0.35) + warp)
         colour = colour * (1.0 + style.ridges * ridge[..., None] * inside)
     return colour
@@ -207,12 +207,12 @@ def _draw_marks(
 
 def _skin(tone: RGB, rng: np.random.Generator) -> np.ndarray:
     base = np.asarray(tone, dtype=np.float32)
-    mottling = 1.0 + 0.05 * _noise(rng, (HEIGHT, WIDTH), 5)[..., None]
+    mottling = 1.0 + 0.05 * smooth_noise(rng, (HEIGHT, WIDTH), 5)[..., None]
     grain = rng.normal(0, 0.012, size=(HEIGHT, WIDTH, 1)).astype(np.float32)
     return np.clip(base * mottling + grain, 0, 1)
 
 
-def _hairs(canvas: Image.Image, rng: np.random.Generator) -> None:
+def draw_hairs(canvas: Image.Image, rng: np.random.Generator) -> None:
     draw = ImageDraw.Draw(canvas)
     for _ in range(rng.integers(1, 7)):
         x, y = rng.uniform(0, WIDTH), rng.uniform(0, HEIGHT)
@@ -232,7 +232,7 @@ def _dermoscope_ring(rng: np.random.Generator) -> np.ndarray:
     return ring
 
 
-def _noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) -> np.ndarray:
     """Smooth noise in about -1..1: a random ``cells`` grid upsampled bicubically."""
     grid = rng.uniform(-1, 1, size=(cells, cells)).astype(np.float32)
     return np.asarray(Image.fromarray(grid).resize(shape[::-1], Image.Resampling.BICUBIC))

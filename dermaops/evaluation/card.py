@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from dermaops.data.report import GENERATED_NOTICE
+from dermaops.evaluation.ood import markdown as ood_markdown
 from dermaops.evaluation.report import write_html
 from dermaops.evaluation.subgroups import markdown as subgroup_markdown
 from dermaops.labels import CLASSES, FULL_NAMES
@@ -95,6 +96,8 @@ def card_markdown(
     ]
     if "subgroups" in metrics:
         parts.append(subgroup_markdown(metrics["subgroups"]))
+    if "ood" in metrics:
+        parts.append(ood_markdown(metrics["ood"]))
     parts += [
         "## Known limitations",
         "",

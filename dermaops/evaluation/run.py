@@ -30,6 +30,8 @@ from dermaops.evaluation.metrics import (
     roc_points,
     summary,
 )
+from dermaops.evaluation.ood import GuardData, fit_and_measure
+from dermaops.evaluation.ood import markdown as ood_markdown
 from dermaops.evaluation.report import (
     plot_confusion,
     plot_gradcam_grid,
@@ -43,16 +45,18 @@ from dermaops.labels import INDEX
 from dermaops.model.artifact import ModelArtifact, Preprocessing
 from dermaops.model.cam import heatmaps
 from dermaops.model.embedding import WithEmbedding
+from dermaops.model.guard import METHODS
 from dermaops.model.heatmap import overlay
 from dermaops.model.inference import predict_with_embeddings, resolve_device, split_tensors
 from dermaops.model.projection import PROJECTION, Projection
 from dermaops.model.reference import OUTPUTS, write_outputs
-from dermaops.model.stem import centre_crop, eval_batch
+from dermaops.model.stem import centre_crop, eval_batch, fit_short_side
 
 log = logging.getLogger(__name__)
 
 MEL = INDEX["mel"]
 PREDICTIONS = "test_predictions.npz"  # calibrated test probabilities and labels, for ROC curves
+GUARD_TRAIN_IMAGES = 4000  # training images the guard is fitted on, at most (a random sample)
 
 
 @dataclass(frozen=True)
@@ -76,9 +80,13 @@ def evaluate(
     batch_size: int = 128,
     subgroups: SubgroupSettings | None = None,
     leave_out: frozenset[str] = frozenset(),
+    guard: str = "mahalanobis",
 ) -> dict[str, Any]:
     """Write metrics.json, plots and report.md for ``model_dir`` on ``prepared``'s test split,
-    without the test images of the lesions in ``leave_out``."""
+    without the test images of the lesions in ``leave_out``; fit the out-of-distribution
+    ``guard`` (:mod:`dermaops.evaluation.ood`) and measure it."""
+    if guard not in METHODS:
+        raise ValueError(f"unknown guard {guard!r}: choose one of {', '.join(METHODS)}")
     artifact = ModelArtifact.load(model_dir)
     model, pre, arch = artifact.torch_model(), artifact.preprocessing, artifact.arch
     model.to(resolve_device(device))
@@ -90,7 +98,6 @@ def evaluate(
     test_probs, test_embedding = predict_with_embeddings(
         with_embedding, test.pixels, pre, batch_size
     )
-    del with_embedding
     test_meta = data.index[data.index["split"] == "test"].sort_values("row")
     predictions = Predictions(
         val_probs, val.labels.numpy(), test_probs, test.labels.numpy(), test_meta
@@ -100,7 +107,10 @@ def evaluate(
         "image_size": pre.image_size,
         "best_epoch": artifact.meta.get("best_epoch"),
     }
-    metrics = score(predictions, out, described, data.generated, target_sensitivity, subgroups)
+    out.mkdir(parents=True, exist_ok=True)
+    ood = _guard(with_embedding, data, pre, batch_size, (val_embedding, test_embedding), out, guard)
+    del with_embedding
+    metrics = score(predictions, out, described, data.generated, target_sensitivity, subgroups, ood)
     _reference_outputs(
         out, data, predictions, metrics["temperature"], (val_embedding, test_embedding)
     )
@@ -110,6 +120,35 @@ def evaluate(
         with (out / "report.md").open("a") as report:
             report.write(f"## Grad-CAM on test melanomas\n\n![Grad-CAM]({grid.name})\n")
     return metrics
+
+
+def _guard(
+    model: WithEmbedding, data: PreparedSet, pre: Preprocessing, batch_size: int,
+    embeddings: tuple[np.ndarray, np.ndarray], out: Path, method: str,
+) -> dict[str, Any]:  # fmt: skip
+    """Fit the out-of-distribution guards on a sample of the training split, their threshold on
+    validation; save ``method``'s and return every method's figures."""
+    device = next(model.parameters()).device
+
+    @torch.no_grad()
+    def logits(embedding: np.ndarray) -> np.ndarray:
+        return model.head(torch.from_numpy(embedding).to(device)).float().cpu().numpy()
+
+    def outputs(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        resized = fit_short_side(torch.from_numpy(pixels), pre.image_size)
+        _, embedding = predict_with_embeddings(model, resized, pre, batch_size)
+        return logits(embedding), embedding
+
+    train_pixels, train_labels, _ = data.split("train", sample=GUARD_TRAIN_IMAGES)
+    val_embedding, test_embedding = embeddings
+    guard_data = GuardData(
+        train=outputs(train_pixels),
+        train_labels=train_labels,
+        val=(logits(val_embedding), val_embedding),
+        test=(logits(test_embedding), test_embedding),
+        test_pixels=data.split("test")[0],
+    )
+    return fit_and_measure(guard_data, outputs, pre, out, method)
 
 
 def _reference_outputs(
@@ -166,11 +205,14 @@ def score(
     generated: bool,
     target_sensitivity: float = 0.85,
     subgroups: SubgroupSettings | None = None,
+    ood: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Calibrate on validation, score test; write metrics.json, the plots and report.md.
 
     With the test images' metadata, ``metrics["subgroups"]`` holds the per-group figures with
-    bootstrap intervals and the flagged gaps (:mod:`dermaops.evaluation.subgroups`).
+    bootstrap intervals and the flagged gaps (:mod:`dermaops.evaluation.subgroups`); ``ood``,
+    the guard's figures (:func:`dermaops.evaluation.ood.fit_and_measure`), is kept as
+    ``metrics["ood"]``.
     """
     p = predictions
     temperature = fit_temperature(p.val_probs, p.val_labels)
@@ -198,6 +240,8 @@ def score(
         "generated": generated,
         "notice": GENERATED_NOTICE if generated else "",
     }
+    if ood is not None:
+        metrics["ood"] = ood
     if p.test_meta is not None:
         judged = subgroup_scores(p.test_labels, test, point.threshold)
         metrics["subgroups"] = evaluate_subgroups(p.test_meta, judged, subgroups)
@@ -210,6 +254,9 @@ def score(
     if "subgroups" in metrics:
         with (out / "report.md").open("a") as report:
             report.write("\n" + subgroup_markdown(metrics["subgroups"]) + "\n")
+    if "ood" in metrics:
+        with (out / "report.md").open("a") as report:
+            report.write("\n" + ood_markdown(metrics["ood"]))
     log.info("test macro-F1 %.4f, melanoma sensitivity %.3f", metrics["f1_macro"], sensitivity)
     return metrics
 

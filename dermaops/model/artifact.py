@@ -5,7 +5,8 @@ weights.pt     the state dict
 labels.json    class index -> code and full name
 calibration.json  temperature and melanoma threshold fitted on validation   } added by
 projection.json   the embedding projection fitted on validation            } assemble(), at
-reference_stats.csv  the drift reference (statistics and model outputs)    } registration
+guard.npz         the out-of-distribution guard and its threshold          } registration
+reference_stats.csv  the drift reference (statistics and model outputs)    }
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dermaops.errors import DermaOpsError
 from dermaops.evaluation.calibration import apply_temperature
 from dermaops.imaging import resize_cover, to_array
 from dermaops.labels import CLASSES, FULL_NAMES, INDEX
+from dermaops.model.guard import GUARD, Guard
 from dermaops.model.projection import PROJECTION, Projection
 
 if TYPE_CHECKING:  # torch is imported by the functions that need it, never by serving's reads
@@ -149,6 +151,16 @@ class ModelArtifact:
             return None
         return Projection.load(path)
 
+    @cached_property
+    def guard(self) -> Guard | None:
+        """The out-of-distribution guard registered with the model, if it has one."""
+        path = self.folder / GUARD
+        if not path.is_file():
+            log.warning("%s has no %s: images are not checked for being dermoscopy", self.folder,
+                        GUARD)  # fmt: skip
+            return None
+        return Guard.load(path)
+
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities (N, 7) from the model's logits."""
         return apply_temperature(np.asarray(logits, np.float64), self.temperature, already_log=True)
@@ -223,7 +235,8 @@ def locate_model_dir(root: Path) -> Path:
 
 def assemble(model_dir: Path, prepared: Path, eval_dir: Path, dest: Path) -> dict[str, float]:
     """Copy a trained ``model_dir`` to ``dest`` with what its evaluation learned: calibration,
-    the embedding projection and the drift reference. What registration stores and serving loads.
+    the embedding projection, the out-of-distribution guard and the drift reference. What
+    registration stores and serving loads.
 
     Returns:
         The calibration (temperature and melanoma threshold).
@@ -237,5 +250,6 @@ def assemble(model_dir: Path, prepared: Path, eval_dir: Path, dest: Path) -> dic
     shutil.copytree(model_dir, dest)
     calibration = write_calibration(dest, metrics)
     shutil.copy2(eval_dir / PROJECTION, dest / PROJECTION)
+    shutil.copy2(eval_dir / GUARD, dest / GUARD)
     join_reference(prepared / REFERENCE, eval_dir / OUTPUTS, dest / REFERENCE)
     return calibration

@@ -121,7 +121,7 @@ def test_registered_model_serves_through_pyfunc_and_downloads_for_kserve(
     version = _register(reg, trained, "kfp-4")
     folder = download(reg, version, tmp_path / "dl")
     assert {"weights.pt", "model.json", "calibration.json", "reference_stats.csv",
-            "projection.json"} <= {p.name for p in folder.iterdir()}  # fmt: skip
+            "projection.json", "guard.npz"} <= {p.name for p in folder.iterdir()}  # fmt: skip
     reference = pd.read_csv(folder / "reference_stats.csv")
     scored = reference[reference["split"].isin(["val", "test"])]
     assert scored["prediction"].isin(CLASSES).all() and scored["confidence"].between(0, 1).all()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from dermaops.ui.client import (
     PredictorError,
     classify,
     grad_cam_views,
+    guard_warning,
     operating_point,
     signed_in_user,
     too_large,
@@ -125,6 +127,25 @@ def test_a_model_the_predictor_cannot_explain_still_gets_its_answer() -> None:
         answer = classify(server.url, b"x")
     assert answer.melanoma_flag and answer.heatmap is None and answer.explained == "mel"
     assert grad_cam_views(b"x", answer) is None
+    assert answer.in_distribution is None and guard_warning(answer) is None  # a model unguarded
+
+
+def test_an_image_the_guard_refuses_gets_a_warning_in_words() -> None:
+    ood = {"score": 71.2, "threshold": 44.4, "keep": 0.95, "method": "mahalanobis"}
+    predicted = {"predictions": [{
+        "probabilities": {c: 1 / 7 for c in CLASSES}, "top_k": [{"dx": "nv", "probability": 0.2}],
+        "melanoma": {"flag": False, "probability": 0.1, "threshold": 0.2},
+        "in_distribution": False, "ood": ood,
+    }], "model_name": "dermaops", "model_version": "4"}  # fmt: skip
+    with FaultyServer() as server:
+        server.add("/v1/models/dermaops:predict", json.dumps(predicted).encode())
+        server.add("/v1/models/dermaops:explain", b'{"error": "no class maps"}', "501")
+        answer = classify(server.url, b"x")
+    assert answer.in_distribution is False and answer.ood == ood
+    warning = guard_warning(answer)
+    assert warning is not None and "does not look like the dermoscopic images" in warning
+    assert "71.2" in warning and "95% of the validation images are within 44.4" in warning
+    assert guard_warning(replace(answer, in_distribution=True)) is None
 
 
 def test_feedback_store_is_clean_idempotent_and_ingestible(tmp_path: Path) -> None:
