@@ -191,8 +191,8 @@ def _plain_skin(rng: np.random.Generator) -> Image.Image:
     angle = rng.uniform(0, 2 * np.pi)
     light = 1 + rng.uniform(0.1, 0.3) * (xx / WIDTH * np.cos(angle) + yy / HEIGHT * np.sin(angle))
     mottling = 1 + 0.06 * smooth_noise(rng, (HEIGHT, WIDTH), 8)
-    pores = Image.fromarray(((rng.random((HEIGHT, WIDTH)) < 0.004) * 255).astype(np.uint8))
-    pores = np.asarray(pores.filter(ImageFilter.GaussianBlur(1.2)), np.float32) / 255
+    dots = Image.fromarray(((rng.random((HEIGHT, WIDTH)) < 0.004) * 255).astype(np.uint8))
+    pores = np.asarray(dots.filter(ImageFilter.GaussianBlur(1.2)), np.float32) / 255
     pixels = tone * (light * mottling)[..., None] * (1 - 2.5 * pores[..., None])
     image = _image(pixels + rng.normal(0, 0.01, (HEIGHT, WIDTH, 3)))
     draw = ImageDraw.Draw(image)

@@ -132,7 +132,8 @@ def _guard(
 
     @torch.no_grad()
     def logits(embedding: np.ndarray) -> np.ndarray:
-        return model.head(torch.from_numpy(embedding).to(device)).float().cpu().numpy()
+        found: np.ndarray = model.head(torch.from_numpy(embedding).to(device)).float().cpu().numpy()
+        return found
 
     def outputs(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         resized = fit_short_side(torch.from_numpy(pixels), pre.image_size)

@@ -50,7 +50,8 @@ class Guard:
         if self.method == "energy":
             z = np.asarray(logits, np.float64)
             top = z.max(axis=1)
-            return -(top + np.log(np.exp(z - top[:, None]).sum(axis=1)))
+            energy: np.ndarray = -(top + np.log(np.exp(z - top[:, None]).sum(axis=1)))
+            return energy
         x = _features(embedding, self.power)
         if x.ndim != 2 or x.shape[1] != self.means.shape[1]:
             raise GuardError(
@@ -58,7 +59,8 @@ class Guard:
             )
         diff = x[:, None, :] - self.means[None]  # (N, C, D)
         squared = np.einsum("ncd,de,nce->nc", diff, self.precision, diff)
-        return np.sqrt(np.maximum(squared.min(axis=1), 0.0))
+        distance: np.ndarray = np.sqrt(np.maximum(squared.min(axis=1), 0.0))
+        return distance
 
     def admits(self, scores: np.ndarray) -> np.ndarray:
         """Whether each score is in distribution (at or under the threshold)."""

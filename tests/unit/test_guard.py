@@ -70,7 +70,9 @@ def test_generated_images_are_repeatable_and_unknown_kinds_named() -> None:
     for kind in OOD_KINDS:
         first, again = ood_images(kind, 2, seed=3), ood_images(kind, 2, seed=3)
         assert [i.size for i in first] == [(600, 450)] * 2 and first[0].mode == "RGB"
-        assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(first, again))
+        assert all(
+            np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(first, again, strict=True)
+        )
         assert not np.array_equal(np.asarray(first[0]), np.asarray(first[1]))
     lesion = np.asarray(ood_images("plain_skin", 1)[0].resize((300, 225)))
     for kind in LESION_KINDS:

@@ -1,0 +1,128 @@
+"""The out-of-distribution guard, fitted at evaluation and answered by the torch-free predictor.
+
+A model trained like the demo's (a ResNet-18 from scratch on 1,000 generated images, 64 px, ten
+epochs: about a minute and a half on two cores) is evaluated, which fits the guard and measures
+it on generated images of four kinds it should refuse and two kinds of changed lesions it should
+let through; then its registered folder is served on the ONNX backend.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from dermaops.data.ood import LESION_KINDS, OOD_KINDS, ood_images
+from dermaops.data.prepare import PrepareSettings, prepare
+from dermaops.data.synth import SynthSettings, synthesize
+from dermaops.evaluation.run import evaluate
+from dermaops.model.artifact import ModelArtifact, assemble
+from dermaops.serving.process import predictor_process
+from dermaops.train.loop import train
+from dermaops.train.settings import TrainSettings
+from tests.scrape import sample
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@dataclass(frozen=True)
+class Guarded:
+    raw: Path
+    prepared: Path
+    evaluation: Path
+    model: Path  # the folder registration stores
+
+    def ood(self) -> dict[str, object]:
+        found: dict[str, object] = json.loads((self.evaluation / "metrics.json").read_text())["ood"]
+        return found
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Guarded:
+    root = tmp_path_factory.mktemp("guard")
+    synthesize(root / "raw", SynthSettings(n=1000, seed=11, workers=2))
+    prepare(root / "raw", root / "prepared", PrepareSettings(workers=2))
+    settings = TrainSettings(model="resnet18", weights="none", epochs=10, image_size=64,
+                             batch_size=32)  # fmt: skip
+    train(root / "prepared", root / "run", settings)
+    evaluate(root / "prepared", root / "run" / "model", root / "evaluation")
+    assemble(root / "run" / "model", root / "prepared", root / "evaluation", root / "model")
+    return Guarded(root / "raw", root / "prepared", root / "evaluation", root / "model")
+
+
+def test_the_guard_tells_dermoscopy_from_what_it_should_not_judge(guarded: Guarded) -> None:
+    ood = guarded.ood()
+    assert ood["method"] == "mahalanobis" and ood["keep"] == 0.95 and ood["generated"] is True
+    assert ood["auroc"] >= 0.95, ood  # type: ignore[operator]
+    kinds = ood["kinds"]
+    assert isinstance(kinds, dict) and set(kinds) == set(OOD_KINDS)
+    assert all(k["images"] == 48 and 0.5 < k["auroc"] <= 1 for k in kinds.values()), kinds
+    assert kinds["text_screenshot"]["caught"] == 1.0
+    # Held-out lesions, and lesions turned or zoomed as dermoscopy allows, pass.
+    assert ood["held_out_passed"] >= 0.8  # type: ignore[operator]
+    lesions = ood["lesion_kinds"]
+    assert isinstance(lesions, dict) and set(lesions) == set(LESION_KINDS)
+    assert all(k["passed"] >= 0.75 for k in lesions.values()), lesions
+    # The measurement behind the choice: the energy of the logits misses most of these images.
+    methods = ood["methods"]
+    assert isinstance(methods, dict)
+    assert methods["mahalanobis"]["auroc"] > methods["energy"]["auroc"] + 0.2
+    report = (guarded.evaluation / "report.md").read_text()
+    assert "## Out-of-distribution guard" in report and "| plain skin | 48 |" in report
+    guard = ModelArtifact.load(guarded.model).guard
+    assert guard is not None and guard.threshold == pytest.approx(ood["threshold"])
+
+
+def _b64(image: bytes) -> dict[str, dict[str, str]]:
+    return {"image_bytes": {"b64": base64.b64encode(image).decode()}}
+
+
+def _screenshots(n: int) -> list[bytes]:
+    out = []
+    for image in ood_images("text_screenshot", n, seed=99):
+        buf = io.BytesIO()
+        image.save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def test_the_cpu_predictor_answers_with_the_guards_verdict(
+    guarded: Guarded, tmp_path: Path
+) -> None:
+    index = pd.read_csv(guarded.prepared / "index.csv")
+    held_out = index[index["split"] == "test"].head(12)["image_id"]
+    lesions = [next(guarded.raw.glob(f"*/{i}.jpg")).read_bytes() for i in held_out]
+    screenshots = _screenshots(3)
+    with predictor_process(guarded.model, tmp_path / "home", tmp_path / "predictor.log",
+                           ["--backend", "onnx"]) as url:  # fmt: skip
+        body = {"instances": [_b64(image) for image in [*lesions, *screenshots]]}
+        answer = httpx.post(f"{url}/v1/models/dermaops:predict", json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        predictions = answer.json()["predictions"]
+        verdicts = [p["in_distribution"] for p in predictions]
+        for p in predictions:
+            assert p["ood"]["method"] == "mahalanobis" and p["ood"]["keep"] == 0.95
+            assert p["in_distribution"] == (p["ood"]["score"] <= p["ood"]["threshold"])
+            assert set(p["probabilities"]) == {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"}
+        assert verdicts[12:] == [False] * 3, "every screenshot refused"
+        assert sum(verdicts[:12]) >= 9, "held-out lesions pass (95 % of validation did)"
+        refused = verdicts.count(False)
+        assert sample(url, "dermaops_out_of_distribution_total", model_version="local") == refused
+
+        tensor = {"name": "image", "shape": [1], "datatype": "BYTES",
+                  "data": [base64.b64encode(screenshots[0]).decode()]}  # fmt: skip
+        v2 = httpx.post(f"{url}/v2/models/dermaops/infer", json={"inputs": [tensor]}, timeout=60)
+        assert v2.status_code == 200, v2.text
+        outputs = {o["name"]: o for o in v2.json()["outputs"]}
+        assert outputs["in_distribution"]["data"] == [False]
+        assert outputs["ood_score"]["data"][0] > v2.json()["parameters"]["ood_threshold"]
+    log = (tmp_path / "home" / "inference" / "predictions.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in log]
+    assert [r["in_distribution"] for r in records] == [*verdicts, False]  # the monitor sees it too
+    assert all(isinstance(r["ood_score"], float) for r in records)
