@@ -36,13 +36,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import psutil
 import pytest
+import torch
 
+from dermaops.data.ood import ood_images
 from dermaops.errors import DermaOpsError
 from dermaops.model.artifact import Preprocessing, save_model_dir
+from dermaops.model.embedding import WithEmbedding
 from dermaops.model.export import export_onnx
 from dermaops.model.factory import build_model
+from dermaops.model.guard import GUARD, Guard
+from dermaops.model.stem import pixels_to_batch
 from dermaops.net import answers_ok, free_port, wait_until_ready
 from dermaops.registry import Registry
 from dermaops.registry.model import log_training_run, storage_uri
@@ -100,6 +106,7 @@ def _model_zip(folder: Path) -> Path:
     pre = Preprocessing(image_size=96)  # the demo's model: ResNet-18 at 96 px
     save_model_dir(folder / "model", model, "resnet18", pre, {})
     export_onnx(model, "resnet18", pre, folder / "model" / "model.onnx")
+    _fit_guard(model, pre, folder / "model" / GUARD)
     archive = folder / "served" / "model.zip"
     archive.parent.mkdir()
     with zipfile.ZipFile(archive, "w") as z:
@@ -107,6 +114,17 @@ def _model_zip(folder: Path) -> Path:
             z.write(path, path.name)
     archive.parent.chmod(0o755)
     return archive
+
+
+def _fit_guard(model: torch.nn.Module, pre: Preprocessing, path: Path) -> None:
+    """An out-of-distribution guard fitted as evaluation fits one; on any images, since the test
+    proves that the torch-free image reads and applies it, not how well it separates."""
+    images = [pre.cache_pixels(i) for i in ood_images("plain_skin", 36, seed=5)]
+    with torch.no_grad():
+        logits, embedding = WithEmbedding(model, "resnet18")(pixels_to_batch(images, pre))
+    logits, embedding = logits.numpy(), embedding.numpy()
+    train = (logits[:24], embedding[:24], np.arange(24) % 7)
+    Guard.fit("mahalanobis", train, (logits[24:], embedding[24:])).save(path)
 
 
 def _doc(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -235,9 +253,14 @@ def test_the_predictor_answers_v1_v2_and_explain_from_its_container(release: Rel
     v1 = httpx.post(f"{url}/v1/models/dermaops:predict", timeout=60,
                     json={"instances": [{"image_bytes": {"b64": b64}}]})  # fmt: skip
     assert v1.status_code == 200 and len(v1.json()["predictions"]) == 1
+    (answer,) = v1.json()["predictions"]  # the guard, applied without torch
+    assert isinstance(answer["in_distribution"], bool) and answer["ood"]["method"] == "mahalanobis"
+    assert answer["in_distribution"] == (answer["ood"]["score"] <= answer["ood"]["threshold"])
     tensor = {"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64]}
     v2 = httpx.post(f"{url}/v2/models/dermaops/infer", json={"inputs": [tensor]}, timeout=60)
     assert v2.status_code == 200 and v2.json()["outputs"][0]["shape"] == [1, 7]
+    outputs = {o["name"]: o["data"] for o in v2.json()["outputs"]}
+    assert outputs["in_distribution"] == [answer["in_distribution"]]
     explain = httpx.post(f"{url}/v1/models/dermaops:explain", timeout=60,
                          json={"instances": [{"b64": b64}]})  # fmt: skip
     assert explain.status_code == 200
