@@ -269,6 +269,11 @@ def log_training_run(
     if "subgroups" in metrics:
         flagged = [g for g in metrics["subgroups"]["gaps"] if g["flagged"]]
         scalars["subgroup_gaps_flagged"] = len(flagged)
+    if "ood" in metrics:  # the out-of-distribution guard's figures on generated images
+        ood = metrics["ood"]
+        scalars |= {"ood_auroc": ood["auroc"], "ood_caught": ood["caught"],
+                    "ood_held_out_passed": ood["held_out_passed"]}  # fmt: skip
+        scalars |= {f"ood_auroc.{kind}": k["auroc"] for kind, k in ood["kinds"].items()}
     data_files = ["data_report.json", "data_report.md", "class_distribution.png", "split_info.csv"]
     artifacts = [
         ("evaluation", eval_dir),

@@ -93,8 +93,9 @@ def markdown(ood: dict[str, Any]) -> str:
         f"score is above {ood['threshold']:.4g}, the threshold that keeps {share} of the "
         f"validation images; the page then shows a warning instead of a diagnosis. On the "
         f"{ood['held_out_images']} held-out test images, {ood['held_out_passed']:.1%} passed. "
-        f"Measured on GENERATED images of what a dermoscopy service is sent by mistake "
-        f"(AUROC against the held-out test images; caught at the threshold):",
+        "Measured on images drawn by `dermaops.data.ood` (generated, not photographs) of what a "
+        "dermoscopy service is sent by mistake (AUROC against the held-out test images; caught "
+        "at the threshold):",
         "",
         "| kind | images | AUROC | caught |",
         "|---|---:|---:|---:|",

@@ -60,6 +60,7 @@ def test_register_promote_and_roll_back(
     assert alias_version(reg, "challenger") == first
     run = reg.client.get_run(reg.pipeline_run("kfp-1").info.run_id)
     assert run.data.params["train.model"] == "resnet18" and "f1_macro" in run.data.metrics
+    assert {"ood_auroc", "ood_caught", "ood_auroc.plain_skin"} <= set(run.data.metrics)
     logged = {a.path for a in reg.client.list_artifacts(run.info.run_id, "data")}
     assert "data/split_info.csv" in logged
 

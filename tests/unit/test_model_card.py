@@ -37,6 +37,15 @@ def test_card_has_provenance_operating_point_flagged_gap_and_lineage(tmp_path: P
         "melanoma": {"threshold": 0.21, "target_sensitivity": 0.85, "test_sensitivity": 0.8,
                      "test_specificity": 0.9, "test_support": 60},
         "subgroups": evaluate_subgroups(meta, scores, SubgroupSettings(bootstrap=50)),
+        "ood": {
+            "method": "mahalanobis", "threshold": 44.4, "keep": 0.95, "auroc": 0.976,
+            "caught": 0.86, "held_out_passed": 0.91, "held_out_images": 100,
+            "kinds": {"flat_colour": {"images": 48, "auroc": 0.98, "caught": 0.875},
+                      "plain_skin": {"images": 48, "auroc": 0.93, "caught": 0.58}},
+            "lesion_kinds": {"rotated_lesion": {"images": 48, "passed": 0.94}},
+            "methods": {"mahalanobis": {"auroc": 0.976, "caught": 0.86},
+                        "energy": {"auroc": 0.43, "caught": 0.18}},
+        },
     }  # fmt: skip
     lineage = Lineage("dermaops", "4", "run123", "kfp-9", "3", "2026-11-28T10:00:00+00:00")
     md, html = write_card(metrics, model_dir, prepared, lineage, tmp_path / "card")
@@ -48,3 +57,6 @@ def test_card_has_provenance_operating_point_flagged_gap_and_lineage(tmp_path: P
     assert "Champion when registered: version 3" in text and "pipeline run: kfp-9" in text
     assert "resnet50" in text and "imagenet" in text and "T = 1.300" in text
     assert "<title>Model card: dermaops v4</title>" in html.read_text()
+    assert "## Out-of-distribution guard" in text and "score is above 44.4" in text
+    assert "| plain skin | 48 | 0.930 | 58.0% |" in text and "| **all** | 96 | **0.976** |" in text
+    assert "rotated lesion 94.0% of 48" in text and "energy 0.430 AUROC" in text
