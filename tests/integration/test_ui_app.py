@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from dermaops.data.ood import ood_images
 from dermaops.net import free_port
 from dermaops.serving.process import predictor_process
 from dermaops.serving.smoke import lesion_jpeg
@@ -86,3 +88,24 @@ def test_with_signin_required_no_proxy_user_means_no_feedback_form(
     assert any(m.value.startswith("**Most likely:") for m in at.markdown), "answers still shown"
     assert "needs a signed-in user" in at.warning[0].value
     assert not at.radio and not at.text_input, "no way to send feedback anonymously"
+
+
+def test_an_image_the_guard_refuses_gets_a_warning_and_the_answer_only_on_request(
+    predictor: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (screenshot,) = ood_images("text_screenshot", 1, seed=4)
+    buf = io.BytesIO()
+    screenshot.save(buf, "PNG")
+    at = _app(monkeypatch, predictor, tmp_path / "store")
+    at.run()
+    at.file_uploader[0].set_value(("screen.png", buf.getvalue(), "image/png"))
+    at.run()
+    assert not at.exception, at.exception
+    assert "does not look like the dermoscopic images" in at.warning[0].value
+    assert not any(m.value.startswith("**Most likely:") for m in at.markdown), "no diagnosis"
+    assert not at.radio, "no feedback form on an answer not shown"
+    assert "Model dermaops, version" in at.caption[-1].value
+    at.toggle[0].set_value(True)
+    at.run()
+    assert any(m.value.startswith("**Most likely:") for m in at.markdown), "shown on request"
+    assert at.warning and at.radio
