@@ -102,8 +102,13 @@ def predict(
         top = ", ".join(f"{t['dx']} {t['probability']:.1%}" for t in p["top_k"])
         mel = p["melanoma"]
         flag = "MELANOMA FLAG" if mel["flag"] else "no melanoma flag"
-        typer.echo(f"{path.name}: {top}; {flag} (P(mel) {mel['probability']:.3f}, "
-                   f"threshold {mel['threshold']:.3f})")  # fmt: skip
+        line = (f"{path.name}: {top}; {flag} (P(mel) {mel['probability']:.3f}, "
+                f"threshold {mel['threshold']:.3f})")  # fmt: skip
+        if p.get("in_distribution") is False:  # the guard: not like the training images
+            ood = p["ood"]
+            line = (f"{path.name}: OUT OF DISTRIBUTION (guard score {ood['score']:.4g} above "
+                    f"{ood['threshold']:.4g}): not judged; the model would say {top}")  # fmt: skip
+        typer.echo(line)
 
 
 def traffic(

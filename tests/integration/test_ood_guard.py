@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from dermaops.model.artifact import ModelArtifact, assemble
 from dermaops.serving.process import predictor_process
 from dermaops.train.loop import train
 from dermaops.train.settings import TrainSettings
+from tests.e2e.conftest import DERMAOPS
 from tests.scrape import sample
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -112,7 +114,12 @@ def test_the_cpu_predictor_answers_with_the_guards_verdict(
             assert set(p["probabilities"]) == {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"}
         assert verdicts[12:] == [False] * 3, "every screenshot refused"
         assert sum(verdicts[:12]) >= 9, "held-out lesions pass (95 % of validation did)"
-        refused = verdicts.count(False)
+
+        (tmp_path / "screen.jpg").write_bytes(screenshots[1])
+        table = subprocess.run([DERMAOPS, "predict", tmp_path / "screen.jpg", "--url", url],
+                               capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
+        assert "screen.jpg: OUT OF DISTRIBUTION (guard score" in table.stdout, table.stdout
+        refused = verdicts.count(False) + 1
         assert sample(url, "dermaops_out_of_distribution_total", model_version="local") == refused
 
         tensor = {"name": "image", "shape": [1], "datatype": "BYTES",
@@ -124,5 +131,5 @@ def test_the_cpu_predictor_answers_with_the_guards_verdict(
         assert outputs["ood_score"]["data"][0] > v2.json()["parameters"]["ood_threshold"]
     log = (tmp_path / "home" / "inference" / "predictions.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in log]
-    assert [r["in_distribution"] for r in records] == [*verdicts, False]  # the monitor sees it too
+    assert [r["in_distribution"] for r in records] == [*verdicts, False, False]  # the monitor too
     assert all(isinstance(r["ood_score"], float) for r in records)
