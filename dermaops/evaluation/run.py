@@ -45,7 +45,7 @@ from dermaops.labels import INDEX
 from dermaops.model.artifact import ModelArtifact, Preprocessing
 from dermaops.model.cam import heatmaps
 from dermaops.model.embedding import WithEmbedding
-from dermaops.model.guard import METHODS
+from dermaops.model.guard import METHODS, GuardError
 from dermaops.model.heatmap import overlay
 from dermaops.model.inference import predict_with_embeddings, resolve_device, split_tensors
 from dermaops.model.projection import PROJECTION, Projection
@@ -85,8 +85,8 @@ def evaluate(
     """Write metrics.json, plots and report.md for ``model_dir`` on ``prepared``'s test split,
     without the test images of the lesions in ``leave_out``; fit the out-of-distribution
     ``guard`` (:mod:`dermaops.evaluation.ood`) and measure it."""
-    if guard not in METHODS:
-        raise ValueError(f"unknown guard {guard!r}: choose one of {', '.join(METHODS)}")
+    if guard not in METHODS:  # before minutes of inference, not after
+        raise GuardError(f"unknown guard {guard!r}: choose one of {', '.join(METHODS)}")
     artifact = ModelArtifact.load(model_dir)
     model, pre, arch = artifact.torch_model(), artifact.preprocessing, artifact.arch
     model.to(resolve_device(device))

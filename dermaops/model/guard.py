@@ -17,6 +17,7 @@ predictor has no torch, and its ONNX graph already answers with logits and the e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Final
 
@@ -57,10 +58,18 @@ class Guard:
             raise GuardError(
                 f"embedding of shape {x.shape}, guard fitted on width {self.means.shape[1]}"
             )
-        diff = x[:, None, :] - self.means[None]  # (N, C, D)
-        squared = np.einsum("ncd,de,nce->nc", diff, self.precision, diff)
-        distance: np.ndarray = np.sqrt(np.maximum(squared.min(axis=1), 0.0))
+        whiten, means = self._whitened
+        z = x @ whiten  # (N, D): the squared distance is ||z - means_c||^2, one matmul per batch
+        squared = ((z[:, None, :] - means[None]) ** 2).sum(axis=2)  # (N, C)
+        distance: np.ndarray = np.sqrt(squared.min(axis=1))
         return distance
+
+    @cached_property
+    def _whitened(self) -> tuple[np.ndarray, np.ndarray]:
+        """``W`` with ``precision = W @ W.T``, and the class means times ``W``."""
+        values, vectors = np.linalg.eigh(self.precision)
+        whiten = vectors * np.sqrt(np.maximum(values, 0.0))
+        return whiten, self.means @ whiten
 
     def admits(self, scores: np.ndarray) -> np.ndarray:
         """Whether each score is in distribution (at or under the threshold)."""
