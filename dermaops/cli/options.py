@@ -14,3 +14,6 @@ ConfigOpt = Annotated[
     ),
 ]
 WorkersOpt = Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")]
+ModelNameOpt = Annotated[str, typer.Option("--model-name", help="The registered model.")]
+NamespaceOpt = Annotated[str, typer.Option(help="Namespace of the chart's release.")]
+ReleaseOpt = Annotated[str, typer.Option(help="The Helm release of the chart.")]

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from dermaops.cli.options import ModelNameOpt, NamespaceOpt, ReleaseOpt
 from dermaops.errors import ConfigError
 from dermaops.settings import Home
 
@@ -27,7 +28,6 @@ ParamOpt = Annotated[
     list[str] | None,
     typer.Option("--param", help="Any pipeline parameter as NAME=VALUE (JSON values parsed)."),
 ]
-ModelNameOpt = Annotated[str, typer.Option("--model-name", help="The registered model.")]
 ServeOnOpt = Annotated[
     str,
     typer.Option(
@@ -37,8 +37,6 @@ ServeOnOpt = Annotated[
         "or none.",
     ),
 ]
-NamespaceOpt = Annotated[str, typer.Option(help="Namespace of the chart's release.")]
-ReleaseOpt = Annotated[str, typer.Option(help="The Helm release of the chart.")]
 
 GATE_FAILED, GATE_EXIT = "Inner task failed: 'gate'", 3  # a model stopped by the gate
 
@@ -319,8 +317,8 @@ def _print_where(home: Home, kind: str, since_ms: int, pipeline_root: str) -> No
 def deploy(
     version: Annotated[str, typer.Argument(help="The registered version to serve, e.g. 3.")],
     model_name: ModelNameOpt = "dermaops",
-    namespace: Annotated[str, typer.Option(help="Namespace of the chart's release.")] = "dermaops",
-    release: Annotated[str, typer.Option(help="The Helm release of the chart.")] = "dermaops",
+    namespace: NamespaceOpt = "dermaops",
+    release: ReleaseOpt = "dermaops",
     mode: Annotated[
         str | None,
         typer.Option(

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from dermaops.cli.options import ModelNameOpt, NamespaceOpt, ReleaseOpt
 from dermaops.deploy import REFERENCE_VERSION_ENV
 from dermaops.errors import ConfigError
 from dermaops.settings import Home
@@ -19,7 +20,6 @@ from dermaops.settings import Home
 monitor_app = typer.Typer(
     help="Drift of live traffic against the training data.", no_args_is_help=True
 )
-ModelNameOpt = Annotated[str, typer.Option("--model-name", help="The registered model.")]
 ReferenceOpt = Annotated[
     Path | None,
     typer.Option(
@@ -342,8 +342,8 @@ def monitor_serve(
     serve_on: Annotated[
         str, typer.Option(help="Where the reconciler serves it: local or kubernetes.")
     ] = "local",
-    release: Annotated[str, typer.Option(help="The chart's release (kubernetes).")] = "dermaops",
-    namespace: Annotated[str, typer.Option(help="Its namespace.")] = "dermaops",
+    release: ReleaseOpt = "dermaops",
+    namespace: NamespaceOpt = "dermaops",
     feedback_dir: Annotated[
         Path | None,
         typer.Option(
