@@ -45,8 +45,9 @@ LATENCY = Histogram(
 )
 OUT_OF_DISTRIBUTION = Counter(
     "dermaops_out_of_distribution",
-    "Images the out-of-distribution guard refused to judge (answered with in_distribution "
-    "false), by model version.",
+    "Images the out-of-distribution guard judged unlike the model's training images (answered "
+    "with in_distribution false, the page showing a warning instead of a diagnosis), by model "
+    "version.",
     ["model_version"],
 )
 ERRORS = Counter("dermaops_request_errors", "Rejected or failed requests, by reason.", ["reason"])
