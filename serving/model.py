@@ -286,6 +286,18 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             "method": guard.method,
         }
 
+    def get_input_types(self) -> list[dict[str, Any]]:
+        """The v2 model metadata's inputs: one BYTES tensor of encoded images (any name)."""
+        return [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        """The v2 model metadata's outputs: what :meth:`_v2_response` answers with."""
+        types = [("probabilities", "FP32", [-1, len(CLASSES)]), ("label", "BYTES", [-1]),
+                 ("melanoma", "BOOL", [-1])]  # fmt: skip
+        if self.artifact.guard is not None:
+            types += [("in_distribution", "BOOL", [-1]), ("ood_score", "FP32", [-1])]
+        return [{"name": n, "datatype": d, "shape": shape} for n, d, shape in types]
+
     def _v2_response(self, result: Scored) -> InferResponse:
         n = len(result.probs)
         labels = [CLASSES[int(i)] for i in result.probs.argmax(axis=1)]

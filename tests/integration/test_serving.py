@@ -106,6 +106,12 @@ def test_v2_bytes_tensor(server: Server, jpeg_bytes: Callable[..., bytes]) -> No
     v1 = httpx.post(f"{server.url}{V1}", json=_instances(jpeg_bytes(600, 450)), timeout=30).json()
     first = np.array(outputs["probabilities"]["data"][:7])
     assert np.allclose(first, list(v1["predictions"][0]["probabilities"].values()), atol=1e-5)
+    # The model metadata names what the answers hold (the guard's outputs included).
+    metadata = httpx.get(f"{server.url}/v2/models/dermaops").json()
+    assert metadata["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
+    described = {o["name"]: (o["datatype"], o["shape"][1:]) for o in metadata["outputs"]}
+    assert described == {o["name"]: (o["datatype"], o["shape"][1:]) for o in answer["outputs"]}
+    assert "in_distribution" in described
 
 
 def test_explain_returns_gradcam_pngs(server: Server, jpeg_bytes: Callable[..., bytes]) -> None:
