@@ -56,9 +56,9 @@ def fit_and_measure(
     guards = {m: Guard.fit(m, (*data.train, data.train_labels), data.val) for m in METHODS}
     guards[method].save(out / GUARD)
     kinds = {kind: _cache(ood_images(kind, per_kind, seed), pre) for kind in OOD_KINDS}
-    chosen = data.test_pixels[np.random.default_rng(seed).permutation(len(data.test_pixels))]
+    picked = np.random.default_rng(seed).permutation(len(data.test_pixels))[:per_kind]
     lesions = {
-        kind: _cache(lesion_variants(kind, list(chosen[:per_kind]), seed), pre)
+        kind: _cache(lesion_variants(kind, list(data.test_pixels[picked]), seed), pre)
         for kind in LESION_KINDS
     }
     seen = {name: outputs(pixels) for name, pixels in {**kinds, **lesions}.items()}
