@@ -41,8 +41,8 @@ def label_new_lesions(url: str, store: Path, n: int) -> None:
             record_feedback(store, image, str(row.dx), CLINICIAN, answer.model_version, predicted,
                             melanoma_flag=answer.melanoma_flag)  # fmt: skip
             agreed += predicted == row.dx
-    print(f"{n} new lesions labelled through the page's code into {store}: the clinician agreed "
-          f"with the model on {agreed}")  # fmt: skip
+    print(f"{n} new lesions labelled through the page's code into {store}: the model's top "
+          f"class was the clinician's diagnosis for {agreed}")  # fmt: skip
 
 
 def send_a_screenshot(url: str) -> None:
