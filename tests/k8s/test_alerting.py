@@ -25,7 +25,7 @@ def _run(*command: str, cwd: Path = ROOT) -> str:
 
 def test_rules_are_valid_and_their_unit_tests_pass() -> None:
     promtool = find_tool("promtool")
-    assert "SUCCESS: 10 rules found" in _run(promtool, "check", "rules", str(RULES))
+    assert "SUCCESS: 11 rules found" in _run(promtool, "check", "rules", str(RULES))
     assert "SUCCESS" in _run(promtool, "test", "rules", RULE_TESTS.name, cwd=RULE_TESTS.parent)
 
 
@@ -51,5 +51,7 @@ def test_alertmanager_config_and_routes() -> None:
     missed = _run(*route, "alertname=DermaOpsMelanomaSensitivityLow", "action=retrain",
                   "severity=critical")  # fmt: skip
     assert missed.strip() == "dermaops-monitor,team-chat", "missed melanomas retrain and tell"
+    strange = _run(*route, "alertname=DermaOpsManyImagesOutOfDistribution", "severity=warning")
+    assert strange.strip() == "team-chat", "images the guard refuses are the team's to look at"
     errors = _run(*route, "alertname=DermaOpsHighErrorRate", "severity=critical")
     assert errors.strip() == "team-chat", "only retrain-labelled alerts reach the monitor"
