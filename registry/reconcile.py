@@ -22,8 +22,9 @@ from typing import Protocol
 from dermaops.deploy import VERSION_LABEL, Promotion, pointer_get, read_pointer, write_pointer
 from dermaops.errors import ConfigError, DermaOpsError
 from dermaops.registry.client import Registry, alias_version
+from dermaops.registry.locks import promotion_lock
 from dermaops.registry.model import CHAMPION, storage_uri
-from dermaops.registry.promotion import audit, promotion_lock, repair
+from dermaops.registry.promotion import audit, repair
 from dermaops.settings import Home
 
 log = logging.getLogger(__name__)

@@ -203,7 +203,7 @@ HOLD = """
 import json, os, sys, time
 from pathlib import Path
 from dermaops.registry import Registry
-from dermaops.registry.promotion import promotion_lock
+from dermaops.registry.locks import promotion_lock
 reg = Registry()  # each process its own sqlite registry: only the Lease is shared
 with promotion_lock(reg):
     entered = time.time()

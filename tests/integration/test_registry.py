@@ -23,13 +23,13 @@ from dermaops.net import free_port, wait_until_ready
 from dermaops.registry import Registry
 from dermaops.registry.card import fetch_card
 from dermaops.registry.client import RegistryError
+from dermaops.registry.locks import promotion_lock
 from dermaops.registry.model import download, log_training_run
 from dermaops.registry.promotion import (
     AUDIT_PREFIX,
     alias_version,
     promote_challenger,
     promote_stored,
-    promotion_lock,
     rollback,
     versions,
 )
