@@ -45,20 +45,20 @@ def _score_feedback(state: MonitorState) -> dict[str, dict[str, Any]]:
         else:
             state.unreported.pop(version, None)
     for version, scored in found.items():
-        state.feedback_cases.labels(version).set(scored["cases"])
-        state.feedback_melanomas.labels(version).set(scored["melanomas"])
-        state.live_sensitivity.labels(version).set(scored["melanoma_sensitivity"])
+        state.metrics.feedback_cases.labels(version).set(scored["cases"])
+        state.metrics.feedback_melanomas.labels(version).set(scored["melanomas"])
+        state.metrics.live_sensitivity.labels(version).set(scored["melanoma_sensitivity"])
         low = scored["ci95"].get("melanoma_sensitivity", [None])[0]
-        state.live_sensitivity_lower.labels(version).set(math.nan if low is None else low)
-        state.live_f1.labels(version).set(scored["f1_macro"])
+        state.metrics.live_sensitivity_lower.labels(version).set(math.nan if low is None else low)
+        state.metrics.live_f1.labels(version).set(scored["f1_macro"])
         registered = _registered_sensitivity(state, version)
         if registered is not None:
-            state.registered_sensitivity.labels(version).set(registered)
+            state.metrics.registered_sensitivity.labels(version).set(registered)
     for row in feedback.itertuples(index=False) if not feedback.empty else ():
         dx, predicted = getattr(row, "dx", ""), getattr(row, "predicted_dx", "")
         if predicted and dx != predicted and row.feedback_id not in state.disagreed:
             state.disagreed.add(row.feedback_id)
-            state.disagreements.labels(dx, predicted).inc()
+            state.metrics.disagreements.labels(dx, predicted).inc()
     state.performance = found
     return found
 

@@ -53,13 +53,7 @@ import pandas as pd
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from dermaops.data.features import STAT_NAMES
@@ -83,6 +77,7 @@ from dermaops.monitoring.drift import (
     read_window,
 )
 from dermaops.monitoring.feedback import performance_path, score_feedback
+from dermaops.monitoring.metrics import MonitorMetrics
 from dermaops.settings import Home
 from dermaops.tokens import bearer_matches
 
@@ -162,82 +157,13 @@ class MonitorState:
     registered: dict[str, float | None] = field(default_factory=dict)  # version -> sensitivity
     performance: dict[str, dict[str, Any]] = field(default_factory=dict)  # GET /performance
     disagreed: set[str] = field(default_factory=set)  # feedback ids counted in disagreements
+    metrics: MonitorMetrics = field(init=False)  # in ``registry``
 
     def __post_init__(self) -> None:
         self.reference = self.settings.reference
         self.reference_version = self.settings.reference_version
         self.last_run = load_last_run(Path(self.settings.out))
-        r = self.registry
-        self.share = Gauge("dermaops_drift_share", "Share of drifted columns.", registry=r)
-        self.detected = Gauge("dermaops_drift_detected", "1 when the set drifted.", registry=r)
-        self.column = Gauge(
-            "dermaops_drift_column", "1 when a column drifted.", ["column"], registry=r
-        )
-        self.window = Gauge("dermaops_drift_window_rows", "Rows of traffic compared.", registry=r)
-        self.last_drift = Gauge(
-            "dermaops_drift_last_run_timestamp_seconds", "When drift last ran.", registry=r
-        )
-        self.failures = Counter("dermaops_drift_failures", "Drift runs that failed.", registry=r)
-        self.outputs_compared = Gauge(
-            "dermaops_drift_model_outputs_compared",
-            "1 when the last run compared the model's outputs (traffic of the reference's "
-            "version), 0 when image statistics only.", registry=r,
-        )  # fmt: skip
-        self.records = Counter(
-            "dermaops_monitor_received_records",
-            "Records from predictors, by outcome (dropped: valid, the log unwritable).",
-            ["outcome"], registry=r,
-        )  # fmt: skip
-        self.unauthorized = Counter(
-            "dermaops_monitor_unauthorized", "Refused requests without the right token.",
-            ["path"], registry=r,
-        )  # fmt: skip
-        self.triggers = Counter(
-            "dermaops_retraining_triggers", "Retraining decisions, by outcome.", ["outcome"],
-            registry=r,
-        )  # fmt: skip
-        self.champion = Gauge(
-            "dermaops_champion_version", "The registry's champion version (0: none).", registry=r
-        )
-        self.served = Gauge(
-            "dermaops_served_version", "The version served, as last read (0: none).", registry=r
-        )
-        by_version = ["version"]
-        self.feedback_cases = Gauge(
-            "dermaops_feedback_cases", "Labelled cases scored, per served version.",
-            by_version, registry=r,
-        )  # fmt: skip
-        self.feedback_melanomas = Gauge(
-            "dermaops_feedback_melanomas", "Melanomas among them (clinicians' labels).",
-            by_version, registry=r,
-        )  # fmt: skip
-        self.live_sensitivity = Gauge(
-            "dermaops_live_melanoma_sensitivity",
-            "Melanomas the model flagged at its operating point, of those clinicians labelled.",
-            by_version, registry=r,
-        )  # fmt: skip
-        self.live_sensitivity_lower = Gauge(
-            "dermaops_live_melanoma_sensitivity_lower",
-            "Lower end of its 95% bootstrap interval.", by_version, registry=r,
-        )  # fmt: skip
-        self.live_f1 = Gauge(
-            "dermaops_live_macro_f1", "Macro-F1 over the classes present, on clinicians' labels.",
-            by_version, registry=r,
-        )  # fmt: skip
-        self.registered_sensitivity = Gauge(
-            "dermaops_registered_melanoma_sensitivity",
-            "Melanoma sensitivity the version was registered with (its test split).",
-            by_version, registry=r,
-        )  # fmt: skip
-        self.disagreements = Counter(
-            "dermaops_feedback_disagreements",
-            "Labelled cases where the clinician's diagnosis differs from the model's, by both.",
-            ["dx", "predicted"], registry=r,
-        )  # fmt: skip
-        self.reconcile_failures = Counter(
-            "dermaops_reconcile_failures", "Reconciler passes that could not serve the champion.",
-            registry=r,
-        )  # fmt: skip
+        self.metrics = MonitorMetrics.create(self.registry)
 
 
 def reconcile_once(state: MonitorState) -> dict[str, Any]:
@@ -259,17 +185,17 @@ def reconcile_once(state: MonitorState) -> dict[str, Any]:
     try:
         done = reconcile(Registry(RegistrySettings(model_name=s.registry_model)), serving)
     except (ReconcileError, DermaOpsError) as e:
-        state.reconcile_failures.inc()
+        state.metrics.reconcile_failures.inc()
         champion, served = getattr(e, "champion", None), getattr(e, "served", None)
         if champion is not None:
-            state.champion.set(float(champion))
-            state.served.set(float(served or 0))
+            state.metrics.champion.set(float(champion))
+            state.metrics.served.set(float(served or 0))
         log.warning("reconcile: %s", e)
         result = {"at": at, "converged": False, "champion": champion, "served": served,
                   "error": str(e)}  # fmt: skip
     else:
-        state.champion.set(float(done.champion or 0))
-        state.served.set(float(done.served or 0))
+        state.metrics.champion.set(float(done.champion or 0))
+        state.metrics.served.set(float(done.served or 0))
         result = {"at": at, "converged": done.converged, "champion": done.champion,
                   "served": done.served, "action": done.action}  # fmt: skip
     state.reconciled = result
@@ -288,18 +214,18 @@ def run_drift(state: MonitorState) -> DriftSummary:
                 reference, version = Path(state.reference), state.reference_version
             summary, window = drift_job(reference, version, current, s.drift, Path(s.out))
         except DermaOpsError as e:
-            state.failures.inc()
+            state.metrics.failures.inc()
             state.last_error = str(e)
             raise
         with state.lock:
             state.summary, state.last_error = summary, ""
-            state.share.set(summary.drift_share)
-            state.detected.set(int(summary.drifted))
+            state.metrics.share.set(summary.drift_share)
+            state.metrics.detected.set(int(summary.drifted))
             for column in summary.columns:
-                state.column.labels(column).set(int(column in summary.drifted_columns))
-            state.window.set(summary.current_rows)
-            state.outputs_compared.set(int(window.model_outputs))
-            state.last_drift.set(time.time())
+                state.metrics.column.labels(column).set(int(column in summary.drifted_columns))
+            state.metrics.window.set(summary.current_rows)
+            state.metrics.outputs_compared.set(int(window.model_outputs))
+            state.metrics.last_drift.set(time.time())
     log.info("drift share %.2f (%s)", summary.drift_share, "DRIFT" if summary.drifted else "ok")
     return summary
 
@@ -347,9 +273,9 @@ def receive_records(state: MonitorState, payload: Any) -> dict[str, int]:
             state.writer.write(record)
         dropped = state.writer.dropped - dropped_before  # the log's disk full, say
     rejected = len(payload["records"]) - len(good)
-    state.records.labels("accepted").inc(len(good) - dropped)
-    state.records.labels("rejected").inc(rejected)
-    state.records.labels("dropped").inc(dropped)
+    state.metrics.records.labels("accepted").inc(len(good) - dropped)
+    state.metrics.records.labels("rejected").inc(rejected)
+    state.metrics.records.labels("dropped").inc(dropped)
     answer = {"accepted": len(good) - dropped, "rejected": rejected}
     return answer | ({"dropped": dropped} if dropped else {})
 
@@ -392,7 +318,7 @@ def handle_alerts(state: MonitorState, payload: dict[str, Any]) -> dict[str, Any
             decision = {"outcome": "started", "alerts": names, "pid": pid}
         if last is not None and decision["outcome"] == "suppressed":
             decision["last_run_started"] = _iso(last.started)
-        state.triggers.labels(decision["outcome"]).inc()
+        state.metrics.triggers.labels(decision["outcome"]).inc()
         append_decision(out, {"time": _iso(now), **decision})
     return decision
 
@@ -460,7 +386,7 @@ async def _reconciling(state: MonitorState) -> None:
         try:
             await loop.run_in_executor(None, reconcile_once, state)
         except Exception as e:  # the loop outlives any one pass; the next one tries again
-            state.reconcile_failures.inc()
+            state.metrics.reconcile_failures.inc()
             state.reconciled = {"converged": False, "error": f"{type(e).__name__}: {e}"}
             log.exception("reconcile pass failed")
         await asyncio.sleep(state.settings.reconcile_every_s)
@@ -532,7 +458,7 @@ def build_app(settings: MonitorSettings) -> FastAPI:
     def authorised(request: Request) -> None:
         """401 unless the request carries the monitor's bearer token."""
         if not bearer_matches(request.headers.get("authorization"), token):
-            state.unauthorized.labels(request.url.path).inc()
+            state.metrics.unauthorized.labels(request.url.path).inc()
             raise HTTPException(
                 401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"}
             )

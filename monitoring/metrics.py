@@ -1,0 +1,119 @@
+"""The monitor's Prometheus metrics, in its own registry: drift, the records predictors send,
+retraining decisions, the reconciler, and the served versions scored on clinicians' labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+@dataclass(frozen=True)
+class MonitorMetrics:
+    share: Gauge
+    detected: Gauge
+    column: Gauge
+    window: Gauge
+    last_drift: Gauge
+    failures: Counter
+    outputs_compared: Gauge
+    records: Counter
+    unauthorized: Counter
+    triggers: Counter
+    champion: Gauge
+    served: Gauge
+    reconcile_failures: Counter
+    feedback_cases: Gauge
+    feedback_melanomas: Gauge
+    live_sensitivity: Gauge
+    live_sensitivity_lower: Gauge
+    live_f1: Gauge
+    registered_sensitivity: Gauge
+    disagreements: Counter
+
+    @classmethod
+    def create(cls, r: CollectorRegistry) -> MonitorMetrics:
+        """Every metric, registered in ``r``."""
+
+        def per_version(name: str, description: str) -> Gauge:
+            return Gauge(name, description, ["version"], registry=r)
+
+        return cls(
+            share=Gauge("dermaops_drift_share", "Share of drifted columns.", registry=r),
+            detected=Gauge("dermaops_drift_detected", "1 when the set drifted.", registry=r),
+            column=Gauge(
+                "dermaops_drift_column", "1 when a column drifted.", ["column"], registry=r
+            ),
+            window=Gauge("dermaops_drift_window_rows", "Rows of traffic compared.", registry=r),
+            last_drift=Gauge(
+                "dermaops_drift_last_run_timestamp_seconds", "When drift last ran.", registry=r
+            ),
+            failures=Counter("dermaops_drift_failures", "Drift runs that failed.", registry=r),
+            outputs_compared=Gauge(
+                "dermaops_drift_model_outputs_compared",
+                "1 when the last run compared the model's outputs (traffic of the reference's "
+                "version), 0 when image statistics only.",
+                registry=r,
+            ),
+            records=Counter(
+                "dermaops_monitor_received_records",
+                "Records from predictors, by outcome (dropped: valid, the log unwritable).",
+                ["outcome"],
+                registry=r,
+            ),
+            unauthorized=Counter(
+                "dermaops_monitor_unauthorized",
+                "Refused requests without the right token.",
+                ["path"],
+                registry=r,
+            ),
+            triggers=Counter(
+                "dermaops_retraining_triggers",
+                "Retraining decisions, by outcome.",
+                ["outcome"],
+                registry=r,
+            ),
+            champion=Gauge(
+                "dermaops_champion_version",
+                "The registry's champion version (0: none).",
+                registry=r,
+            ),
+            served=Gauge(
+                "dermaops_served_version",
+                "The version served, as last read (0: none).",
+                registry=r,
+            ),
+            reconcile_failures=Counter(
+                "dermaops_reconcile_failures",
+                "Reconciler passes that could not serve the champion.",
+                registry=r,
+            ),
+            feedback_cases=per_version(
+                "dermaops_feedback_cases", "Labelled cases scored, per served version."
+            ),
+            feedback_melanomas=per_version(
+                "dermaops_feedback_melanomas", "Melanomas among them (clinicians' labels)."
+            ),
+            live_sensitivity=per_version(
+                "dermaops_live_melanoma_sensitivity",
+                "Melanomas the model flagged at its operating point, of those clinicians labelled.",
+            ),
+            live_sensitivity_lower=per_version(
+                "dermaops_live_melanoma_sensitivity_lower",
+                "Lower end of its 95% bootstrap interval.",
+            ),
+            live_f1=per_version(
+                "dermaops_live_macro_f1",
+                "Macro-F1 over the classes present, on clinicians' labels.",
+            ),
+            registered_sensitivity=per_version(
+                "dermaops_registered_melanoma_sensitivity",
+                "Melanoma sensitivity the version was registered with (its test split).",
+            ),
+            disagreements=Counter(
+                "dermaops_feedback_disagreements",
+                "Labelled cases where the clinician's diagnosis differs from the model's, by both.",
+                ["dx", "predicted"],
+                registry=r,
+            ),
+        )
