@@ -15,29 +15,24 @@ python:3.11.16-slim base has them.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
 import os
 import runpy
-import select
-import socket
 import subprocess
-import threading
 import time
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import psutil
 import pytest
 import torch
 
@@ -60,6 +55,7 @@ from tests.e2e.conftest import DERMAOPS
 from tests.k8s.chart import by_kind, pod_spec, render
 from tests.k8s.conftest import ROOT, find_tool, unavailable
 from tests.k8s.podman_pods import Host, PodPlan, plan_pod, service_ports
+from tests.load import at_once, peak_resident, post_big
 from tests.scrape import sample
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -297,44 +293,6 @@ def test_bad_payloads_are_400_and_the_container_stays_up(release: Release) -> No
 
 
 PREDICTOR = "dermaops-predictor-kserve-container"
-V1 = "/v1/models/dermaops:predict"
-MIB = 2**20
-
-
-@contextmanager
-def peak_resident(pid: int) -> Iterator[Callable[[], float]]:
-    """The largest resident set of ``pid`` (MiB) while the block runs, sampled every 20 ms."""
-    process, peak, done = psutil.Process(pid), [0.0], threading.Event()
-
-    def watch() -> None:
-        while not done.wait(0.02):
-            peak[0] = max(peak[0], process.memory_info().rss / MIB)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        yield lambda: peak[0]
-    finally:
-        done.set()
-        watcher.join()
-
-
-def _post_big(port: int, size: int, chunked: bool) -> str:
-    """A ``size``-byte body declared by Content-Length (nothing of it sent until answered), or
-    chunked in 1 MiB pieces until the server answers; the status line it answered."""
-    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}"
-    with socket.create_connection(("127.0.0.1", port), timeout=120) as s:
-        s.sendall(f"POST {V1} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  f"{framing}\r\n\r\n".encode())  # fmt: skip
-        piece = b"%x\r\n%s\r\n" % (MIB, b" " * MIB)
-        try:
-            for _ in range(size // MIB if chunked else 0):
-                if select.select([s], [], [], 0)[0]:  # answered: stop sending
-                    break
-                s.sendall(piece)
-        except OSError:  # closed after answering; the answer is still to be read
-            pass
-        return s.recv(65536).decode("latin-1").split("\r\n")[0]
 
 
 def _twelve_megapixels() -> bytes:
@@ -348,14 +306,6 @@ def _twelve_megapixels() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(buf, "JPEG", quality=90)
     return buf.getvalue()
-
-
-async def _at_once(url: str, body: bytes, n: int) -> list[httpx.Response]:
-    limits = httpx.Limits(max_connections=n)
-    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
-        headers = {"content-type": "application/json"}
-        return await asyncio.gather(*(client.post(V1, content=body, headers=headers)
-                                      for _ in range(n)))  # fmt: skip
 
 
 def test_the_predictor_stays_inside_the_charts_memory_limit(
@@ -385,13 +335,13 @@ def test_the_predictor_stays_inside_the_charts_memory_limit(
 
     with peak_resident(pid) as peak:
         with ThreadPoolExecutor(8) as pool:
-            big = list(pool.map(lambda i: _post_big(port, 300 * 10**6, chunked=i % 2 == 1),
+            big = list(pool.map(lambda i: post_big(port, 300 * 10**6, chunked=i % 2 == 1),
                                 range(8)))  # fmt: skip
         assert all(line.split()[1] in ("413", "503") for line in big), big
         assert [line.split()[1] for line in big[::2]] == ["413"] * 4  # declared: unread
         assert sample(url, "dermaops_request_bytes_in_flight") == 0
 
-        answers = asyncio.run(_at_once(url, _v1_body(_twelve_megapixels()), 200))
+        answers = at_once(url, _v1_body(_twelve_megapixels()), 200, timeout=300)
         statuses = Counter(a.status_code for a in answers)
         assert set(statuses) <= {200, 503} and statuses[200] >= 1, statuses
         assert all(a.headers["retry-after"] == "1" for a in answers if a.status_code == 503)

@@ -3,10 +3,8 @@ once, and requests past their deadline are refused before they cost memory."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -17,11 +15,11 @@ import psutil
 import pytest
 
 from dermaops.serving.process import PredictorProcess
+from tests.load import V1, at_once, raw_head, whole_answer
 from tests.scrape import sample
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-V1 = "/v1/models/dermaops:predict"
 LIMIT = 2_000_000
 BUDGET = 3_000_000  # body bytes at once
 
@@ -45,34 +43,15 @@ def _rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 
 
-def _answer(s: socket.socket) -> str:
-    """A whole HTTP answer off a raw socket: the head, then as many body bytes as it declares
-    (TCP may hand them over in several pieces)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        piece = s.recv(65536)
-        if not piece:
-            return data.decode()
-        data += piece
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"content-length:")), 0)  # fmt: skip
-    while len(body) < length and (piece := s.recv(65536)):
-        body += piece
-    return (head + b"\r\n\r\n" + body).decode()
-
-
 def refused_total(url: str, reason: str) -> float:
     return sample(url, "dermaops_requests_refused_total", reason=reason)
 
 
 def test_a_300_mb_body_is_refused_before_it_is_read(predictor: PredictorProcess) -> None:
     """By its Content-Length: the answer comes before a byte of the body is sent."""
-    with socket.create_connection(("127.0.0.1", predictor.port), timeout=10) as s:
-        started = time.monotonic()
-        s.sendall(f"POST {V1} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  "Content-Length: 300000000\r\n\r\n".encode())  # fmt: skip
-        head = _answer(s)
+    started = time.monotonic()
+    with raw_head(predictor.port, "Content-Length: 300000000") as s:
+        head = whole_answer(s)
         waited = time.monotonic() - started
     assert head.startswith("HTTP/1.1 413") and "over the limit of 2,000,000 bytes" in head
     assert waited < 5
@@ -108,14 +87,7 @@ def test_more_than_the_replica_handles_at_once_get_503_and_retry_after(
     body = _body(jpeg_bytes(600, 450), 4)
     shed_before = refused_total(predictor.url, "overloaded")
 
-    async def burst() -> list[httpx.Response]:
-        limits = httpx.Limits(max_connections=24)
-        async with httpx.AsyncClient(base_url=predictor.url, timeout=60, limits=limits) as c:
-            headers = {"content-type": "application/json"}
-            return await asyncio.gather(*(c.post(V1, content=body, headers=headers)
-                                          for _ in range(24)))  # fmt: skip
-
-    answers = asyncio.run(burst())
+    answers = at_once(predictor.url, body, 24)
     statuses = Counter(a.status_code for a in answers)
     assert set(statuses) == {200, 503} and statuses[200] >= 2, statuses
     shed = [a for a in answers if a.status_code == 503]
@@ -123,13 +95,6 @@ def test_more_than_the_replica_handles_at_once_get_503_and_retry_after(
     assert refused_total(predictor.url, "overloaded") - shed_before == statuses[503]
     health = [httpx.get(f"{predictor.url}/v2/health/ready", timeout=10) for _ in range(3)]
     assert all(h.status_code == 200 for h in health)  # probes are never shed
-
-
-def _head(port: int, length: int) -> socket.socket:
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s.sendall(f"POST {V1} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-              f"Content-Length: {length}\r\n\r\n".encode())  # fmt: skip
-    return s
 
 
 def test_bodies_past_the_memory_budget_get_503_until_it_frees(
@@ -140,18 +105,18 @@ def test_bodies_past_the_memory_budget_get_503_until_it_frees(
     body = _body(jpeg_bytes(600, 450))
     second = body + b" " * (1_900_000 - len(body))
     refused_before = refused_total(predictor.url, "memory")
-    with _head(predictor.port, 1_500_000) as slow:
+    with raw_head(predictor.port, "Content-Length: 1500000") as slow:
         slow.sendall(b" " * 1000)  # and the rest later
         deadline = time.monotonic() + 10
         while sample(predictor.url, "dermaops_request_bytes_in_flight") < 1_500_000:
             assert time.monotonic() < deadline, "the first body is not counted"
             time.sleep(0.05)
-        with _head(predictor.port, len(second)) as other:
-            head = _answer(other)
+        with raw_head(predictor.port, f"Content-Length: {len(second)}") as other:
+            head = whole_answer(other)
         assert head.startswith("HTTP/1.1 503") and "retry-after: 1" in head.lower()
         assert "bytes of requests being handled" in head
         slow.sendall(b" " * (1_500_000 - 1000))
-        assert _answer(slow).startswith("HTTP/1.1 400")  # spaces are no JSON
+        assert whole_answer(slow).startswith("HTTP/1.1 400")  # spaces are no JSON
     assert refused_total(predictor.url, "memory") - refused_before == 1
     assert sample(predictor.url, "dermaops_request_bytes_in_flight") == 0
     taken = httpx.post(predictor.url + V1, content=second, timeout=60)
