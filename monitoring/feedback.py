@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from dermaops.errors import DermaOpsError
-from dermaops.evaluation.live import live_performance, windows
+from dermaops.evaluation.live import score_windows, windows
 
 if TYPE_CHECKING:
     from dermaops.monitoring.service import MonitorSettings, MonitorState
@@ -34,9 +34,13 @@ def _score_feedback(state: MonitorState) -> dict[str, dict[str, Any]]:
 
     folder = Path(state.settings.feedback_dir)
     feedback = read_feedback(folder) if (folder / "feedback.csv").is_file() else pd.DataFrame()
-    found = live_performance(feedback, state.settings.live)
-    for version, rows in windows(feedback, state.settings.live).items():
+    latest = windows(feedback, state.settings.live)
+    found = score_windows(latest, state.settings.live)
+    for version, rows in latest.items():
         path = performance_path(state.settings, version)
+        seen = _fingerprint(rows)
+        if state.reported.get(version) == seen and path.is_file():
+            continue  # the same cases as the report on disk: no new Evidently run
         try:
             performance_report(rows, path)
         except DermaOpsError as e:
@@ -44,6 +48,7 @@ def _score_feedback(state: MonitorState) -> dict[str, dict[str, Any]]:
             state.unreported[version] = str(e)
         else:
             state.unreported.pop(version, None)
+        state.reported[version] = seen
     for version, scored in found.items():
         state.metrics.feedback_cases.labels(version).set(scored["cases"])
         state.metrics.feedback_melanomas.labels(version).set(scored["melanomas"])
@@ -101,6 +106,12 @@ def performance_report(rows: pd.DataFrame, path: Path) -> None:
     staged = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
     snapshot.save_html(str(staged))
     staged.replace(path)
+
+
+def _fingerprint(rows: pd.DataFrame) -> int:
+    """What a version's report depends on: its cases' diagnoses and answers, in order."""
+    columns = [c for c in ("created_at", "dx", "predicted_dx", "flagged") if c in rows]
+    return hash(pd.util.hash_pandas_object(rows[columns], index=False).to_numpy().tobytes())
 
 
 def performance_path(settings: MonitorSettings, version: str) -> Path:

@@ -153,6 +153,7 @@ class MonitorState:
     fetching: threading.Lock = field(default_factory=threading.Lock)
     reconciled: dict[str, Any] = field(default_factory=dict)  # the last pass, for GET /reconcile
     unreported: dict[str, str] = field(default_factory=dict)  # version -> why it has no report
+    reported: dict[str, int] = field(default_factory=dict)  # version -> the cases its report is of
     scoring: threading.Lock = field(default_factory=threading.Lock)
     registered: dict[str, float | None] = field(default_factory=dict)  # version -> sensitivity
     performance: dict[str, dict[str, Any]] = field(default_factory=dict)  # GET /performance

@@ -64,9 +64,16 @@ def live_performance(feedback: pd.DataFrame, settings: LiveSettings) -> dict[str
     ``accuracy``, ``f1_macro`` (classes present), ``melanoma_sensitivity`` and
     ``melanoma_specificity`` at the recorded flags (NaN when undefined), ``ci95``, and
     ``last_labelled`` (the newest case's time)."""
+    return score_windows(windows(feedback, settings), settings)
+
+
+def score_windows(
+    latest_by_version: dict[str, pd.DataFrame], settings: LiveSettings
+) -> dict[str, dict[str, Any]]:
+    """:func:`live_performance` of windows already taken (:func:`windows`)."""
     rng = np.random.default_rng(settings.seed)
     found: dict[str, dict[str, Any]] = {}
-    for version, latest in windows(feedback, settings).items():
+    for version, latest in latest_by_version.items():
         s = Scores(
             latest["dx"].map(INDEX).to_numpy(dtype=np.int64),
             latest["predicted_dx"].map(INDEX).to_numpy(dtype=np.int64),

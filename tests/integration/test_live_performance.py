@@ -60,6 +60,16 @@ def test_missed_melanomas_show_in_the_live_metrics_the_alert_reads(
                             timeout=60)  # fmt: skip
         assert unknown.status_code == 404 and f"labelled: {version}" in unknown.json()["detail"]
 
+        # A pass over the same cases keeps the report on disk; a new case rebuilds it.
+        written = dermaops_home / "monitoring" / f"performance_report-v{version}.html"
+        before = written.stat().st_mtime_ns
+        httpx.get(f"{url}/performance", timeout=60).raise_for_status()
+        assert written.stat().st_mtime_ns == before, "no new Evidently run for the same cases"
+        record_feedback(store, jpeg_bytes(700, 500), "mel", "Dr A", version, "mel",
+                        melanoma_flag=True)  # fmt: skip
+        again = httpx.get(f"{url}/performance", timeout=60).json()["versions"][version]
+        assert again["cases"] == 35 and written.stat().st_mtime_ns > before
+
 
 def test_the_classification_report_takes_two_classes_or_more(tmp_path: Path) -> None:
     """Evidently reads two labels as a binary task (melanoma the positive class here), and no
