@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Mapping
 
@@ -87,8 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     app.add_middleware(BinaryTensors)  # before KServe's decoder, which reads BYTES as UTF-8
     app.add_middleware(OneVersion, name=model.name, version=model.version)
     app.add_middleware(ReadOnlyRepository)
-    threads = settings.workers or os.cpu_count() or 1
-    limits = admission_limits(settings, threads)  # after the load: what the model holds
+    limits = admission_limits(settings, model.threads)  # after the load: what the model holds
     app.add_middleware(Admission, limits=limits)  # outermost: before anything reads a body
     kserve.ModelServer(
         http_port=args.http_port,

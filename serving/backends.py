@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from dermaops.cpus import cpu_budget
 from dermaops.errors import ConfigError
 from dermaops.model.artifact import GRAPH_INPUT, GRAPH_OUTPUTS, ONNX, ModelArtifact
 from dermaops.model.heatmap import class_heatmaps
@@ -60,7 +60,8 @@ class Backend(Protocol):
 
 
 class OnnxBackend:
-    """The serving graph on ONNX Runtime's CPU provider; one session, all cores unless told."""
+    """The serving graph on ONNX Runtime's CPU provider; one session, the container's CPUs
+    unless told (ONNX Runtime itself would size its pool from the host's cores)."""
 
     name = "onnxruntime"
 
@@ -71,7 +72,7 @@ class OnnxBackend:
         if path is None:
             raise ConfigError(f"--backend onnx: {artifact.folder} has no {ONNX}")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.intra_op_num_threads = threads or cpu_budget().threads  # not the host's cores
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle threads sleep instead of spinning: the event loop and decoding need the cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -152,8 +153,11 @@ class TorchBackend:
         return Explained(logits, maps, images)
 
 
-def choose_backend(artifact: ModelArtifact, choice: str, compile: bool = False) -> Backend:
-    """``auto``: torch on CUDA when there is a GPU, else ONNX Runtime when the model has ONNX.
+def choose_backend(
+    artifact: ModelArtifact, choice: str, compile: bool = False, threads: int = 0
+) -> Backend:
+    """``auto``: torch on CUDA when there is a GPU, else ONNX Runtime when the model has ONNX
+    (``threads`` intra-op threads; 0: the container's CPUs).
 
     Raises:
         ConfigError: ``onnx`` asked for a model without model.onnx; ``cuda`` without a GPU;
@@ -161,7 +165,7 @@ def choose_backend(artifact: ModelArtifact, choice: str, compile: bool = False) 
     """
     choice = resolve(choice, artifact)
     if choice == "onnx":
-        return OnnxBackend(artifact)
+        return OnnxBackend(artifact, threads)
     if not _has_torch():
         raise ConfigError(
             f"--backend {choice}: this installation has no torch (the CPU predictor's image); "

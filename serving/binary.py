@@ -6,8 +6,10 @@ little-endian length and its bytes) and ask for outputs the same way. KServe 0.2
 reads a binary BYTES input back as UTF-8 text, so a raw JPEG gets HTTP 500 before any model sees
 it. This ASGI middleware, added to KServe's app, turns such a request into the JSON form the
 predictor takes (images as base64 strings) and, where the client asked for binary outputs, the
-JSON answer back into binary. Everything else passes untouched. It can go when KServe decodes
-binary BYTES itself: ``tests/integration/test_oip_binary.py`` checks whether it still fails.
+JSON answer back into binary. An infer request without the header is JSON whatever its
+Content-Type says (Triton's client sends none, and KServe refuses such a body as binary without
+its header). Everything else passes untouched. It can go when KServe decodes binary BYTES itself:
+``tests/integration/test_oip_binary.py`` checks whether it still fails.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def json_request(body: bytes, header_length: int) -> tuple[bytes, Wanted]:
 def _decode(raw: bytes, tensor: dict[str, Any]) -> list[Any]:
     datatype = tensor.get("datatype")
     if datatype == "BYTES":
-        return [base64.b64encode(item).decode() for item in bytes_elements(raw, tensor)]
+        return [base64.b64encode(item).decode() for item in bytes_elements(raw, tensor.get("name"))]
     if datatype not in DTYPES:
         raise BinaryFormatError(f"input {tensor.get('name')!r}: no binary form for {datatype!r}")
     try:
@@ -98,15 +100,20 @@ def _decode(raw: bytes, tensor: dict[str, Any]) -> list[Any]:
     return values
 
 
-def bytes_elements(raw: bytes, tensor: dict[str, Any]) -> list[bytes]:
-    """The elements of a binary BYTES tensor: each a 4-byte little-endian length, then itself."""
+def bytes_elements(raw: bytes, name: object) -> list[bytes]:
+    """The elements of a binary BYTES tensor (REST's binary extension, gRPC's raw contents):
+    each a 4-byte little-endian length, then itself.
+
+    Raises:
+        BinaryFormatError: a length runs past the end (``name`` says which input).
+    """
     items, at = [], 0
     while at < len(raw):
         if at + 4 > len(raw):
-            raise BinaryFormatError(f"input {tensor.get('name')!r}: a length prefix is cut short")
+            raise BinaryFormatError(f"input {name!r}: a length prefix is cut short")
         (size,) = struct.unpack_from("<I", raw, at)
         if at + 4 + size > len(raw):
-            raise BinaryFormatError(f"input {tensor.get('name')!r}: element {len(items)} is cut")
+            raise BinaryFormatError(f"input {name!r}: element {len(items)} is cut")
         items.append(raw[at + 4 : at + 4 + size])
         at += 4 + size
     return items
@@ -150,9 +157,12 @@ class BinaryTensors:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        length = _header(scope)
-        if length is None:
+        if not _infer(scope):
             await self.app(scope, receive, send)
+            return
+        length = _header(scope)
+        if length is None:  # JSON, whatever its Content-Type says (Triton's client sends none)
+            await self.app(_json_scope(scope), receive, send)
             return
         body = await _read(receive)
         try:
@@ -164,10 +174,15 @@ class BinaryTensors:
         await self.app(_json_scope(scope, len(rewritten)), _replay(rewritten), encoder)
 
 
+def _infer(scope: Scope) -> bool:
+    """A v2 infer request."""
+    return bool(
+        scope["type"] == "http" and scope["method"] == "POST" and INFER_PATH.match(scope["path"])
+    )
+
+
 def _header(scope: Scope) -> int | None:
-    """The JSON header's length, for a binary v2 infer request; None for anything else."""
-    if scope["type"] != "http" or scope["method"] != "POST" or not INFER_PATH.match(scope["path"]):
-        return None
+    """The JSON header's length, for a binary v2 infer request; None for a JSON one."""
     for name, value in scope["headers"]:
         if name.lower() == HEADER:
             try:
@@ -177,10 +192,16 @@ def _header(scope: Scope) -> int | None:
     return None
 
 
-def _json_scope(scope: Scope, length: int) -> Scope:
-    keep = [(k, v) for k, v in scope["headers"]
-            if k.lower() not in (HEADER, b"content-length", b"content-type")]  # fmt: skip
-    headers = [*keep, (b"content-type", b"application/json"), (b"content-length", b"%d" % length)]
+def _json_scope(scope: Scope, length: int | None = None) -> Scope:
+    """The request as JSON: KServe reads a body of another Content-Type as binary and refuses
+    it for want of the binary header. ``length``: the rewritten body's (None: as it came)."""
+    replaced = (
+        (b"content-type",) if length is None else (HEADER, b"content-length", b"content-type")
+    )
+    keep = [(k, v) for k, v in scope["headers"] if k.lower() not in replaced]
+    headers = [*keep, (b"content-type", b"application/json")]
+    if length is not None:
+        headers.append((b"content-length", b"%d" % length))
     return {**scope, "headers": headers}
 
 

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from kserve.errors import InvalidInput
-from kserve.protocol.infer_type import InferRequest
+from kserve.protocol.infer_type import InferInput, InferRequest
 
 from dermaops.errors import ImageError, ImageTooLargeError, NotAnImageError, TruncatedImageError
 from dermaops.imaging import Decoded, ImageLimits, decode
+from dermaops.serving.binary import BinaryFormatError, bytes_elements
 
 V1_SHAPE = '{"instances": [{"image_bytes": {"b64": "<base64 JPEG or PNG>"}}]}'
 
@@ -53,7 +54,12 @@ def v1_images(payload: Any, limits: Limits, min_size: tuple[int, int]) -> list[D
 
 
 def v2_images(request: InferRequest, limits: Limits, min_size: tuple[int, int]) -> list[Decoded]:
-    """Images of a v2 request: one BYTES input, each element an encoded image (base64 in JSON)."""
+    """Images of a v2 request: one BYTES input, each element an encoded image.
+
+    The elements come in any of the protocol's forms: base64 strings in JSON, ``bytes_contents``
+    over gRPC, or length-prefixed in the request's raw contents (gRPC's ``raw_input_contents``,
+    which Triton's client always sends; REST's binary extension is turned into JSON before).
+    """
     tensors = [t for t in request.inputs if t.datatype == "BYTES"]
     if len(tensors) != 1:
         raise BadImage(
@@ -62,7 +68,7 @@ def v2_images(request: InferRequest, limits: Limits, min_size: tuple[int, int]) 
             "shape",
         )
     tensor = tensors[0]
-    data = _flat(tensor.data if isinstance(tensor.data, list) else [tensor.data])
+    data = _elements(tensor)
     if not data:
         raise BadImage(f"input {tensor.name!r} holds no images", "shape")
     declared = math.prod(tensor.shape or [0])
@@ -79,6 +85,17 @@ def v2_images(request: InferRequest, limits: Limits, min_size: tuple[int, int]) 
         raw = element if isinstance(element, bytes) else _b64(element, where, limits)
         images.append(_image(raw, where, limits, min_size))
     return images
+
+
+def _elements(tensor: InferInput) -> list[Any]:
+    """A BYTES tensor's elements: bytes from raw contents or gRPC, strings from JSON."""
+    raw = getattr(tensor, "_raw_data", None)  # where KServe keeps gRPC's raw_input_contents
+    if raw is not None:
+        try:
+            return list(bytes_elements(raw, tensor.name))
+        except BinaryFormatError as e:
+            raise BadImage(str(e), "shape") from e
+    return _flat(tensor.data if isinstance(tensor.data, list) else [tensor.data])
 
 
 def _flat(data: list[Any]) -> list[Any]:

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import io
 import logging
-import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ from kserve.errors import InferenceError, InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from PIL import Image
 
+from dermaops.cpus import cpu_budget
 from dermaops.data.features import PREDICTION, image_stats
 from dermaops.data.privacy import day_folder, store_pixels
 from dermaops.errors import ConfigError
@@ -37,7 +37,14 @@ from dermaops.serving.batching import MicroBatcher
 from dermaops.serving.forward import RecordForwarder
 from dermaops.serving.inputs import BadImage, Limits, v1_images, v2_images
 from dermaops.serving.settings import ServingSettings
-from dermaops.serving.telemetry import ERRORS, LATENCY, MODEL_INFO, count_log_failure, observe
+from dermaops.serving.telemetry import (
+    ERRORS,
+    LATENCY,
+    MODEL_INFO,
+    THREADS,
+    count_log_failure,
+    observe,
+)
 from dermaops.settings import Home
 from dermaops.tokens import MONITOR_TOKEN_ENV, read_token
 
@@ -72,6 +79,18 @@ class Scored:
     in_distribution: list[bool | None]  # None when the model has no guard
 
 
+def worker_threads(settings: ServingSettings) -> int:
+    """Threads for decoding and the CPU forward pass: the setting, else the container's CPUs
+    (its CPU limit, not the node's cores); logged and exported."""
+    budget = cpu_budget()
+    threads, source = (
+        (settings.workers, "setting") if settings.workers else (budget.threads, budget.source)
+    )
+    THREADS.labels(source).set(threads)
+    log.info("%d worker threads (from the %s; %d CPUs here)", threads, source, budget.threads)
+    return threads
+
+
 class DermaOpsModel(Model):  # type: ignore[misc]
     """Serves one DermaOps model version; ready only after a real load and a warm-up."""
 
@@ -83,7 +102,8 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             settings.max_instances,
             ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
         )
-        self.pool = ThreadPoolExecutor(settings.workers or os.cpu_count() or 1, "dermaops")
+        self.threads = worker_threads(settings)
+        self.pool = ThreadPoolExecutor(self.threads, "dermaops")
         self.sinks: list[InferenceLog | RecordForwarder] = []
 
     def load(self) -> bool:
@@ -92,7 +112,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         self.version = self.settings.model_version or version
         self.pre = self.artifact.preprocessing
         self.backend: Backend = choose_backend(
-            self.artifact, self.settings.backend, self.settings.compile
+            self.artifact, self.settings.backend, self.settings.compile, self.threads
         )
         self.forward = self._forward_fn()
         logits, embedding = self.backend(np.zeros((1, *self.pre.cache_size[::-1], 3), np.uint8))
@@ -321,12 +341,13 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             parameters |= {"ood_threshold": guard.threshold, "ood_method": guard.method}
         request = result.batch.v2
         assert request is not None
+        outputs = _requested(outputs, request)
         return InferResponse(
             response_id=request.id or "",
             model_name=self.name,
             model_version=self.version,
-            infer_outputs=_requested(outputs, request),
-            parameters=parameters,
+            infer_outputs=_raw(outputs) if request.from_grpc else outputs,
+            parameters=_grpc_parameters(parameters) if request.from_grpc else parameters,
         )
 
     async def explain(self, batch: Batch, headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -375,6 +396,25 @@ def _requested(outputs: list[InferOutput], request: InferRequest) -> list[InferO
             f"unknown output(s) {', '.join(unknown)}; this model has {', '.join(by_name)}"
         )
     return [by_name[n] for n in names]
+
+
+def _raw(outputs: list[InferOutput]) -> list[InferOutput]:
+    """Every output as raw bytes, the way Triton's server answers over gRPC.
+
+    KServe's gRPC encoder puts NumPy outputs in ``raw_output_contents`` and lists in
+    ``contents``; clients find raw outputs by position, so a reply that mixes the two is read
+    wrongly. All raw is the one form every OIP client reads.
+    """
+    for output in outputs:
+        output.set_data_from_numpy(output.as_numpy(), binary_data=True)
+        output.parameters = None  # binary_data_size is REST's; gRPC carries each length itself
+    return outputs
+
+
+def _grpc_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Numbers as text: KServe's gRPC ``InferParameter`` has no double (only bool, int64 and
+    string), and a float parameter fails the whole answer."""
+    return {k: repr(float(v)) if isinstance(v, float) else v for k, v in parameters.items()}
 
 
 def _png(pixels: np.ndarray) -> str:

@@ -16,8 +16,9 @@ from dermaops.net import free_port, stop, wait_until_ready
 
 
 class PredictorProcess:
-    """``python -m dermaops.serving`` for ``model`` (gRPC off) on one port, which it keeps
-    across restarts, as a pod keeps its address when the kubelet restarts its container."""
+    """``python -m dermaops.serving`` for ``model`` on one port (and one for gRPC when asked),
+    which it keeps across restarts, as a pod keeps its address when the kubelet restarts its
+    container."""
 
     def __init__(
         self,
@@ -26,12 +27,17 @@ class PredictorProcess:
         log: Path,
         args: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        grpc: bool = False,
     ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        grpc_port = free_port() if grpc else 0
+        self.grpc_target = f"127.0.0.1:{grpc_port}" if grpc else ""  # host:port, as gRPC names it
         self.log = log
+        grpc_args = ["--enable_grpc", "true", "--grpc_port", str(grpc_port)]
         self.command = [sys.executable, "-m", "dermaops.serving", "--model_dir", str(model),
-                        "--http_port", str(self.port), "--enable_grpc", "false", *args]  # fmt: skip
+                        "--http_port", str(self.port),
+                        *(grpc_args if grpc else ["--enable_grpc", "false"]), *args]  # fmt: skip
         self.env = os.environ | {"DERMAOPS_HOME": str(home)} | (env or {})
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -50,6 +50,12 @@ OUT_OF_DISTRIBUTION = Counter(
     "version.",
     ["model_version"],
 )
+THREADS = Gauge(
+    "dermaops_serving_threads",
+    "Threads for decoding and the CPU forward pass, by where the number came from: setting, "
+    "cgroup-v2 or cgroup-v1 (the container's CPU limit), cores.",
+    ["source"],
+)
 ERRORS = Counter("dermaops_request_errors", "Rejected or failed requests, by reason.", ["reason"])
 REFUSED = Counter(
     "dermaops_requests_refused",
