@@ -7,12 +7,14 @@ DermaOps predictor serves one registered version from its start to its end; anot
 a rollout (the registry and the deploy patch), never a request. So the repository is read-only.
 
 Admission keeps one replica inside its memory: a body over the limit gets 413 before it is read
-(by its ``Content-Length``, or as soon as a chunked body passes the limit), requests beyond the
-replica's share get 503 with ``Retry-After`` at once instead of a queue that grows, and so do
-requests whose bodies would take the bytes being handled past what the memory limit holds (a
-request holds about three times its body at its peak: the body, its JSON strings, the decoded
-bytes and pixels); a request still unanswered at its deadline gets 504. Health, readiness and
-metrics are never refused.
+(by its ``Content-Length``, or as soon as a chunked body passes the limit). Requests beyond the
+replica's share wait their turn in a queue bounded in length and in time, their bodies unread
+(as Knative's queue-proxy queues before a Serverless pod; in RawDeployment nothing else would);
+a full queue, or no place within the wait, is a 503 with ``Retry-After``, and so is a request
+whose body would take the bytes being handled past what the memory limit holds (a request holds
+about three times its body at its peak: the body, its JSON strings, the decoded bytes and
+pixels); a request still unanswered at its deadline, its wait included, gets 504. Health,
+readiness and metrics are never refused.
 
 The same single version answers the protocol's version paths (``/v2/models/{name}/versions/{v}``
 and ``?model_version=``), which KServe 0.21 answers with 501 for any version: the served one is
@@ -26,6 +28,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +38,7 @@ import psutil
 
 from dermaops.serving.binary import App, Message, Receive, Scope, Send
 from dermaops.serving.settings import ServingSettings
-from dermaops.serving.telemetry import BYTES_IN_FLIGHT, IN_FLIGHT, REFUSED
+from dermaops.serving.telemetry import BYTES_IN_FLIGHT, IN_FLIGHT, QUEUE_WAIT, QUEUED, REFUSED
 
 REPOSITORY_PREFIX = "/v2/repository/"
 READ_ONLY = (
@@ -96,6 +99,8 @@ class Limits:
     max_in_flight: int
     max_bytes_in_flight: int
     timeout_s: float
+    max_queue: int = 0
+    queue_wait_s: float = 0.0
 
 
 def admission_limits(settings: ServingSettings, threads: int) -> Limits:
@@ -116,14 +121,67 @@ def admission_limits(settings: ServingSettings, threads: int) -> Limits:
             f"{limit:,}", f"{resident:,}", f"{budget:,}", f"{body:,}",
         )  # fmt: skip
         body = budget
-    limits = Limits(body, settings.in_flight_limit(threads), budget, settings.request_timeout_s)
+    in_flight = settings.in_flight_limit(threads)
+    limits = Limits(body, in_flight, budget, settings.request_timeout_s,
+                    settings.queue_limit(in_flight), settings.queue_wait_s())  # fmt: skip
     log.info(
         "admission: bodies up to %s bytes; %d requests and %s body bytes at once (memory limit "
-        "%s bytes, %s resident); %g s per request",
+        "%s bytes, %s resident), %d more waiting up to %g s; %g s per request",
         f"{limits.max_body_bytes:,}", limits.max_in_flight, f"{budget:,}", f"{limit:,}",
-        f"{resident:,}", limits.timeout_s,
+        f"{resident:,}", limits.max_queue, limits.queue_wait_s, limits.timeout_s,
     )  # fmt: skip
     return limits
+
+
+class QueueFullError(Exception):
+    """No room to wait: the queue holds its most already."""
+
+
+class Places:
+    """``size`` places taken first come, first served, with at most ``max_waiting`` waiting.
+
+    Runs on one event loop (no thread touches it). A place freed goes straight to the oldest
+    waiter, so a newcomer never overtakes the queue.
+    """
+
+    def __init__(self, size: int, max_waiting: int):
+        self.free = size
+        self.max_waiting = max_waiting
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return sum(not w.done() for w in self.waiters)
+
+    async def take(self, timeout: float) -> None:
+        """Take a place, waiting up to ``timeout`` seconds in line.
+
+        Raises:
+            QueueFullError: nobody is let in and the line is full.
+            TimeoutError: no place within ``timeout``.
+        """
+        if self.free and not self.waiting:
+            self.free -= 1
+            return
+        if self.waiting >= self.max_waiting:
+            raise QueueFullError
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except BaseException:  # the wait ran out, or the client went away
+            if waiter.done() and not waiter.cancelled():
+                self.give_back()  # a place came just as it gave up: the next one gets it
+            raise
+
+    def give_back(self) -> None:
+        """Free a place: to the oldest waiter still waiting, else to the pool."""
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
 
 
 @dataclass
@@ -154,6 +212,8 @@ class Admission:
         self.max_in_flight = limits.max_in_flight
         self.max_bytes_in_flight = max(limits.max_bytes_in_flight, limits.max_body_bytes)
         self.timeout_s = limits.timeout_s
+        self.queue_wait_s = min(limits.queue_wait_s or limits.timeout_s, limits.timeout_s)
+        self.places = Places(limits.max_in_flight, limits.max_queue)
         self.in_flight = 0
         self.bytes_in_flight = 0
 
@@ -166,24 +226,47 @@ class Admission:
         try:
             if declared is not None and declared > self.max_body_bytes:
                 raise RefusedError(413, "body_too_large", self._too_large(declared))
-            if self.in_flight >= self.max_in_flight:
-                busy = f"{self.in_flight} requests in flight, the most this replica takes; retry"
-                raise RefusedError(503, "overloaded", busy, RETRY_AFTER)
-            self._hold(held, declared or 0)
-            self.in_flight += 1
-            IN_FLIGHT.inc()
+            waited = await self._take_place()
             try:
-                body = await self._read_capped(receive, held)
-                await self._within_deadline(scope, _replay(body, receive), send)
+                self._hold(held, declared or 0)
+                self.in_flight += 1
+                IN_FLIGHT.inc()
+                try:
+                    body = await self._read_capped(receive, held)
+                    await self._within_deadline(scope, _replay(body, receive), send, waited)
+                finally:
+                    self.in_flight -= 1
+                    IN_FLIGHT.dec()
             finally:
-                self.in_flight -= 1
-                IN_FLIGHT.dec()
+                self.places.give_back()
         except RefusedError as refused:
             REFUSED.labels(refused.reason).inc()
             await answer(send, refused.status, refused.error, refused.headers)
         finally:
             self.bytes_in_flight -= held.bytes
             BYTES_IN_FLIGHT.dec(held.bytes)
+
+    async def _take_place(self) -> float:
+        """Wait for a place in line; the seconds waited.
+
+        Raises:
+            RefusedError: 503, the queue is full or no place came within its wait.
+        """
+        started = time.perf_counter()
+        QUEUED.inc()
+        try:
+            await self.places.take(self.queue_wait_s)
+        except QueueFullError:
+            busy = (f"{self.max_in_flight} requests in flight and {self.places.max_waiting} "
+                    "waiting, the most this replica takes; retry")  # fmt: skip
+            raise RefusedError(503, "overloaded", busy, RETRY_AFTER) from None
+        except TimeoutError:
+            late = f"no place within {self.queue_wait_s:g} s of waiting; retry"
+            raise RefusedError(503, "queue_timeout", late, RETRY_AFTER) from None
+        finally:
+            QUEUED.dec()
+            QUEUE_WAIT.observe(time.perf_counter() - started)
+        return time.perf_counter() - started
 
     def _hold(self, held: Held, size: int) -> None:
         """Count a request's body as ``size`` bytes from now on (never fewer than before).
@@ -202,7 +285,10 @@ class Admission:
         BYTES_IN_FLIGHT.inc(grow)
         held.bytes = size
 
-    async def _within_deadline(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _within_deadline(
+        self, scope: Scope, receive: Receive, send: Send, waited: float
+    ) -> None:
+        """The app's answer, if it starts before the deadline less the time spent in line."""
         started = False
 
         async def tracked(message: Message) -> None:
@@ -211,7 +297,7 @@ class Admission:
             await send(message)
 
         try:
-            await asyncio.wait_for(self.app(scope, receive, tracked), self.timeout_s)
+            await asyncio.wait_for(self.app(scope, receive, tracked), self.timeout_s - waited)
         except TimeoutError:
             if not started:
                 late = (

@@ -47,7 +47,16 @@ class ServingSettings(BaseModel):
         0, ge=0, description="largest request body (0: max_instances images as base64 JSON)"
     )
     max_in_flight: int = Field(
-        0, ge=0, description="inference requests at once; more get 503 (0: 4 per worker thread)"
+        0, ge=0, description="inference requests at once; more wait in the queue (0: 4 per thread)"
+    )
+    max_queue: int = Field(
+        -1,
+        ge=-1,
+        description="requests waiting for a place; more get 503 (-1: 10 x max_in_flight, as "
+        "Knative's queue-proxy; 0: no queue)",
+    )
+    queue_timeout_s: float = Field(
+        0.0, ge=0, description="longest wait in the queue, then 503 (0: the request deadline)"
     )
     max_bytes_in_flight: int = Field(
         0, ge=0, description="body bytes handled at once; more get 503 (0: from the memory limit)"
@@ -73,3 +82,12 @@ class ServingSettings(BaseModel):
     def in_flight_limit(self, threads: int) -> int:
         """Inference requests one replica takes at once: the setting, else 4 per thread."""
         return self.max_in_flight or 4 * threads
+
+    def queue_limit(self, in_flight: int) -> int:
+        """Requests that may wait for one of ``in_flight`` places: the setting, else ten times
+        them (Knative's queue-proxy queues ten times the container concurrency)."""
+        return 10 * in_flight if self.max_queue < 0 else self.max_queue
+
+    def queue_wait_s(self) -> float:
+        """The longest wait in the queue: the setting, never past the request deadline."""
+        return min(self.queue_timeout_s or self.request_timeout_s, self.request_timeout_s)

@@ -60,11 +60,19 @@ ERRORS = Counter("dermaops_request_errors", "Rejected or failed requests, by rea
 REFUSED = Counter(
     "dermaops_requests_refused",
     "Inference requests refused before the model saw them, by reason: body_too_large (413), "
-    "overloaded (503, Retry-After: too many requests), memory (503, Retry-After: too many body "
-    "bytes), deadline (504).",
+    "overloaded (503, Retry-After: the queue is full), queue_timeout (503, Retry-After: no place "
+    "within the queue's wait), memory (503, Retry-After: too many body bytes), deadline (504).",
     ["reason"],
 )
 IN_FLIGHT = Gauge("dermaops_requests_in_flight", "Inference requests being handled now.")
+QUEUED = Gauge(
+    "dermaops_requests_queued", "Inference requests waiting for a place (their bodies unread)."
+)
+QUEUE_WAIT = Histogram(
+    "dermaops_queue_wait_seconds",
+    "How long inference requests waited for a place, refused ones included.",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
 BYTES_IN_FLIGHT = Gauge(
     "dermaops_request_bytes_in_flight", "Body bytes of the inference requests being handled now."
 )
@@ -104,7 +112,7 @@ def observe(
         INPUT_SIZE.observe(stat["width"] * stat["height"])
 
 
-REFUSED_REASONS = ("body_too_large", "overloaded", "memory", "deadline")
+REFUSED_REASONS = ("body_too_large", "overloaded", "queue_timeout", "memory", "deadline")
 LOG_FAILURE_REASONS = ("ENOSPC", "EDQUOT", "EFBIG", "EROFS", "EACCES", "EIO", "other")
 for _reason in REFUSED_REASONS:  # every series exists from the start, at 0, so rate() has data
     REFUSED.labels(_reason)

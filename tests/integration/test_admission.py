@@ -1,5 +1,6 @@
 """What one predictor replica takes on: bodies over the limit, more requests than it handles at
-once, and requests past their deadline are refused before they cost memory."""
+once and its queue holds, and requests past their deadline are refused before they cost memory;
+requests beyond what it handles at once wait their turn."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LIMIT = 2_000_000
 BUDGET = 3_000_000  # body bytes at once
+QUEUE_WAIT = 3.0  # seconds a request waits for a place
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,8 @@ def predictor(
 ) -> Iterator[PredictorProcess]:
     root = tmp_path_factory.mktemp("admission")
     env = {"DERMAOPS_SERVING_MAX_BODY_BYTES": str(LIMIT), "DERMAOPS_SERVING_MAX_IN_FLIGHT": "2",
-           "DERMAOPS_SERVING_MAX_BYTES_IN_FLIGHT": str(BUDGET)}  # fmt: skip
+           "DERMAOPS_SERVING_MAX_BYTES_IN_FLIGHT": str(BUDGET), "DERMAOPS_SERVING_MAX_QUEUE": "6",
+           "DERMAOPS_SERVING_QUEUE_TIMEOUT_S": str(QUEUE_WAIT)}  # fmt: skip
     with PredictorProcess(served_model, root / "home", root / "server.log", env=env) as p:
         yield p
 
@@ -79,22 +82,52 @@ def test_a_chunked_300_mb_body_is_cut_at_the_limit_with_little_memory(
     assert httpx.get(f"{predictor.url}/v2/health/ready", timeout=10).status_code == 200
 
 
-def test_more_than_the_replica_handles_at_once_get_503_and_retry_after(
+def test_more_than_the_replica_handles_at_once_wait_and_beyond_the_queue_get_503(
     predictor: PredictorProcess, jpeg_bytes: Callable[..., bytes]
 ) -> None:
-    """24 at once to a replica that takes 2: the rest are refused at once with Retry-After
-    (no queue), counted, and the ones taken are answered."""
+    """24 at once to a replica that takes 2 and queues 6: those in line are answered in turn, the
+    rest are refused at once with Retry-After, counted; the queue empties."""
     body = _body(jpeg_bytes(600, 450), 4)
     shed_before = refused_total(predictor.url, "overloaded")
+    waits_before = sample(predictor.url, "dermaops_queue_wait_seconds_count")
 
     answers = at_once(predictor.url, body, 24)
     statuses = Counter(a.status_code for a in answers)
-    assert set(statuses) == {200, 503} and statuses[200] >= 2, statuses
+    assert set(statuses) == {200, 503} and statuses[200] >= 2 + 6, statuses
     shed = [a for a in answers if a.status_code == 503]
-    assert all(a.headers["retry-after"] == "1" and "retry" in a.json()["error"] for a in shed)
+    assert all(a.headers["retry-after"] == "1" and "6 waiting" in a.json()["error"] for a in shed)
     assert refused_total(predictor.url, "overloaded") - shed_before == statuses[503]
+    assert sample(predictor.url, "dermaops_queue_wait_seconds_count") - waits_before == 24
+    assert sample(predictor.url, "dermaops_requests_queued") == 0
     health = [httpx.get(f"{predictor.url}/v2/health/ready", timeout=10) for _ in range(3)]
-    assert all(h.status_code == 200 for h in health)  # probes are never shed
+    assert all(h.status_code == 200 for h in health)  # probes are never shed or queued
+
+
+def test_a_request_without_a_place_within_the_queues_wait_gets_503(
+    predictor: PredictorProcess, jpeg_bytes: Callable[..., bytes]
+) -> None:
+    """Two bodies still arriving hold both places; a third request waits its 3 s in line, then
+    gets 503 with Retry-After; once the two are done, it is taken."""
+    body = _body(jpeg_bytes(600, 450))
+    timed_out_before = refused_total(predictor.url, "queue_timeout")
+    with (
+        raw_head(predictor.port, "Content-Length: 1000") as one,
+        raw_head(predictor.port, "Content-Length: 1000") as two,
+    ):
+        deadline = time.monotonic() + 10
+        while sample(predictor.url, "dermaops_requests_in_flight") < 2:
+            assert time.monotonic() < deadline, "the two slow bodies hold no place"
+            time.sleep(0.05)
+        started = time.monotonic()
+        late = httpx.post(predictor.url + V1, content=body, timeout=30)
+        waited = time.monotonic() - started
+        assert late.status_code == 503 and late.headers["retry-after"] == "1", late.text
+        assert "no place within 3 s" in late.json()["error"] and QUEUE_WAIT <= waited < 10
+        for slow in (one, two):
+            slow.sendall(b" " * 1000)
+            assert whole_answer(slow).startswith("HTTP/1.1 400")  # spaces are no JSON
+    assert refused_total(predictor.url, "queue_timeout") - timed_out_before == 1
+    assert httpx.post(predictor.url + V1, content=body, timeout=30).status_code == 200
 
 
 def test_bodies_past_the_memory_budget_get_503_until_it_frees(

@@ -201,7 +201,10 @@ def test_bad_values_are_refused_with_a_clear_message() -> None:
     for setting, message in [("predictor.minReplicas=-1", "minimum"),
                              ("predictor.typo=1", "additional properties 'typo'"),
                              ("images.monitor.tag=latest", "/images/monitor/tag"),
-                             ("kserve.deploymentMode=Knative", "deploymentMode")]:  # fmt: skip
+                             ("kserve.deploymentMode=Knative", "deploymentMode"),
+                             ("predictor.maxQueue=-2", "minimum"),
+                             ("predictor.queueTimeout=90", "must not pass predictor.request"),
+                             ]:  # fmt: skip
         done = helm("template", "x", str(CHART), *URI, "--set", setting)
         assert done.returncode != 0 and message in done.stderr, (setting, done.stderr)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -64,3 +65,51 @@ def test_a_body_limit_the_memory_cannot_hold_is_lowered_with_a_warning(
         < ServingSettings(max_instances=32).body_limit()
     )
     assert "larger ones get 413" in caplog.text
+
+
+def test_the_queue_is_ten_times_the_places_unless_set_and_waits_within_the_deadline() -> None:
+    assert ServingSettings().queue_limit(8) == 80  # Knative's queue-proxy: 10 x concurrency
+    assert ServingSettings(max_queue=0).queue_limit(8) == 0  # refuse at once, as before
+    assert ServingSettings(max_queue=5).queue_limit(8) == 5
+    assert ServingSettings(request_timeout_s=60).queue_wait_s() == 60
+    assert ServingSettings(request_timeout_s=60, queue_timeout_s=5).queue_wait_s() == 5
+    assert ServingSettings(request_timeout_s=2, queue_timeout_s=5).queue_wait_s() == 2
+
+
+async def _take_in_turn(places: guards.Places, name: str, order: list[str]) -> None:
+    await places.take(timeout=5)
+    order.append(name)
+
+
+def test_places_go_to_waiters_first_come_first_served() -> None:
+    async def run() -> list[str]:
+        places, order = guards.Places(size=1, max_waiting=3), []
+        await places.take(timeout=1)  # the one place, held
+        waiting = [asyncio.create_task(_take_in_turn(places, n, order)) for n in "abc"]
+        await asyncio.sleep(0.01)
+        assert places.waiting == 3
+        with pytest.raises(guards.QueueFullError):
+            await places.take(timeout=1)
+        for _ in "abc":
+            places.give_back()  # each freed place goes to the oldest waiter
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*waiting)
+        places.give_back()
+        assert places.free == 1 and places.waiting == 0
+        return order
+
+    assert asyncio.run(run()) == ["a", "b", "c"]
+
+
+def test_a_wait_that_runs_out_leaves_the_line_and_loses_no_place() -> None:
+    async def run() -> None:
+        places = guards.Places(size=1, max_waiting=2)
+        await places.take(timeout=1)
+        with pytest.raises(TimeoutError):
+            await places.take(timeout=0.02)
+        assert places.waiting == 0  # gone from the line
+        places.give_back()
+        assert places.free == 1  # not handed to the one that left
+        await places.take(timeout=0.02)  # and a newcomer takes it at once
+
+    asyncio.run(run())

@@ -68,6 +68,9 @@ seccompProfile:
 
 {{/* The predictor container, the same under KServe and in the plain Deployment. */}}
 {{- define "dermaops.predictorContainer" -}}
+{{- if and (gt (float64 .Values.predictor.queueTimeout) 0.0) (gt (float64 .Values.predictor.queueTimeout) (float64 .Values.predictor.requestTimeout)) }}
+{{- fail (printf "predictor.queueTimeout (%v) must not pass predictor.requestTimeout (%v): the wait in the queue is part of a request's time" .Values.predictor.queueTimeout .Values.predictor.requestTimeout) }}
+{{- end }}
 name: kserve-container
 image: {{ include "dermaops.predictorImage" . }}
 imagePullPolicy: {{ .Values.images.pullPolicy }}
@@ -93,6 +96,10 @@ env:
     value: {{ .Values.predictor.maxBodyBytes | int64 | quote }}
   - name: DERMAOPS_SERVING_MAX_IN_FLIGHT
     value: {{ .Values.predictor.maxInFlight | int64 | quote }}
+  - name: DERMAOPS_SERVING_MAX_QUEUE
+    value: {{ .Values.predictor.maxQueue | int64 | quote }}
+  - name: DERMAOPS_SERVING_QUEUE_TIMEOUT_S
+    value: {{ .Values.predictor.queueTimeout | quote }}
   - name: DERMAOPS_SERVING_REQUEST_TIMEOUT_S
     value: {{ .Values.predictor.requestTimeout | quote }}
   - name: DERMAOPS_HOME
