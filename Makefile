@@ -61,7 +61,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy
+	$(BIN)/python scripts/typecheck.py
 
 ## audit: known vulnerabilities in the locked dependencies (exit 2 when it cannot check)
 audit: .tools/audit/bin/pip-audit

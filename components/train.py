@@ -11,7 +11,8 @@ def train(
     epochs: int = 15,
     image_size: int = 224,
     batch_size: int = 64,
-    settings: dict = {},  # noqa: B006 (KFP reads defaults from the signature)
+    # KFP reads the default and the bare type from the signature ("Dict" in the IR)
+    settings: dict = {},  # type: ignore[type-arg]  # noqa: B006
     checkpoints: str = "",
     kfp_run_id: str = "",
     model_name: str = "dermaops",

@@ -142,7 +142,7 @@ def read_window(
         with lock or nullcontext():
             for path in files:
                 try:
-                    handle = path.open("rb")
+                    handle: BinaryIO = path.open("rb")
                 except FileNotFoundError:
                     continue  # rotated away since the listing; its successor is listed
                 snapshot.append((path, handle, os.fstat(handle.fileno()).st_size))

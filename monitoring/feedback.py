@@ -62,7 +62,7 @@ def _score_feedback(state: MonitorState) -> dict[str, dict[str, Any]]:
     for row in feedback.itertuples(index=False) if not feedback.empty else ():
         dx, predicted = getattr(row, "dx", ""), getattr(row, "predicted_dx", "")
         if predicted and dx != predicted and row.feedback_id not in state.disagreed:
-            state.disagreed.add(row.feedback_id)
+            state.disagreed.add(str(row.feedback_id))
             state.metrics.disagreements.labels(dx, predicted).inc()
     state.performance = found
     return found

@@ -308,6 +308,7 @@ def handle_alerts(state: MonitorState, payload: dict[str, Any]) -> dict[str, Any
     with state.lock:
         now, last = time.time(), state.last_run
         why = _suppressed_because(state, now)
+        decision: dict[str, Any]
         if why:
             decision = {"outcome": "suppressed", "reason": why, "alerts": names}
         else:

@@ -39,15 +39,6 @@ def build_pipeline(kind: Kind, settings: PipelineSettings | None = None) -> Base
     c = build(s.image)
     retraining = kind == "retraining"
 
-    @dsl.pipeline(
-        name=f"dermaops-{kind}",
-        description=(
-            "Retrain on the data plus clinician feedback, judged on the champion's test split; "
-            "promote only a model that beats the champion."
-            if retraining
-            else "Train, evaluate, gate, register and promote a HAM10000 classifier; deploy it."
-        ),
-    )
     def pipeline(
         source: str = "synthetic",
         data_path: str = "",
@@ -60,7 +51,8 @@ def build_pipeline(kind: Kind, settings: PipelineSettings | None = None) -> Base
         epochs: int = 15,
         image_size: int = 224,
         batch_size: int = 64,
-        train_settings: dict = {},  # noqa: B006 (KFP reads defaults from the signature)
+        # KFP reads the default and the bare type from the signature ("Dict" in the IR)
+        train_settings: dict = {},  # type: ignore[type-arg]  # noqa: B006
         checkpoints: str = CHECKPOINT_MOUNT if s.checkpoint_pvc else "",
         min_f1_macro: float = 0.6,
         min_melanoma_sensitivity: float = 0.8,
@@ -126,7 +118,15 @@ def build_pipeline(kind: Kind, settings: PipelineSettings | None = None) -> Base
                 )  # fmt: skip
                 _configure(deployed, "deploy", s)
 
-    pipeline_component: BaseComponent = pipeline
+    description = (
+        "Retrain on the data plus clinician feedback, judged on the champion's test split; "
+        "promote only a model that beats the champion."
+        if retraining
+        else "Train, evaluate, gate, register and promote a HAM10000 classifier; deploy it."
+    )
+    pipeline_component: BaseComponent = dsl.pipeline(
+        pipeline, name=f"dermaops-{kind}", description=description
+    )
     return pipeline_component
 
 

@@ -13,7 +13,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from dermaops.evaluation.card import CARD_HTML, CARD_MD, Lineage, write_card
-from dermaops.registry.client import KFP_RUN_TAG, Registry, RegistryError
+from dermaops.registry.client import KFP_RUN_TAG, Registry, RegistryError, run_of
 
 CARD_ARTIFACT = "model_card"
 CARD_TAG = "dermaops.evaluation.card"
@@ -34,11 +34,12 @@ def log_card(
         The Markdown card (in ``out`` when given, else in a folder that is removed: read it
         from MLflow).
     """
-    run = reg.client.get_run(version.run_id)
+    run_id = run_of(version)
+    run = reg.client.get_run(run_id)
     lineage = Lineage(
         model_name=reg.model_name,
         version=str(version.version),
-        run_id=version.run_id,
+        run_id=run_id,
         pipeline_run=run.data.tags.get(KFP_RUN_TAG, ""),
         parent_champion=parent_champion or "",
         registered_at=datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).isoformat(
@@ -49,7 +50,7 @@ def log_card(
     try:
         md, _ = write_card(metrics, model_dir, prepared, lineage, folder)
         path = f"{CARD_ARTIFACT}/v{version.version}"
-        reg.client.log_artifacts(version.run_id, str(folder), path)
+        reg.client.log_artifacts(run_id, str(folder), path)
         reg.client.set_model_version_tag(reg.model_name, str(version.version), CARD_TAG, path)
     except MlflowException as e:
         raise RegistryError(f"could not store the model card: {e.message}") from e

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field
@@ -150,6 +151,20 @@ def _reaching(uri: str) -> Iterator[None]:
         yield
     except MlflowException as e:
         raise RegistryError(f"MLflow at {uri} failed: {e.message}") from e
+
+
+def run_of(version: ModelVersion) -> str:
+    """The run that logged a version.
+
+    Raises:
+        RegistryError: the version was registered without a run (not by DermaOps).
+    """
+    if not version.run_id:
+        raise RegistryError(
+            f"{version.name} version {version.version} has no run: it was not registered by "
+            "DermaOps's register stage, so it has no evaluation or lineage to read"
+        )
+    return str(version.run_id)
 
 
 def alias_version(reg: Registry, alias: str) -> str | None:

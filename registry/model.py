@@ -24,6 +24,7 @@ from mlflow.entities import Metric, Param
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.pyfunc.model import PythonModel
 from mlflow.types import ColSpec, Schema
 
 import dermaops
@@ -49,7 +50,7 @@ SIGNATURE = ModelSignature(
 )
 
 
-class DermaOpsPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class DermaOpsPyfunc(PythonModel):
     """``mlflow.pyfunc.load_model`` support: encoded images in, probabilities and flag out."""
 
     def load_context(self, context: Any) -> None:

@@ -31,7 +31,7 @@ from mlflow.exceptions import MlflowException
 
 from dermaops.evaluation.gate import GateResult, GateThresholds, check, compare
 from dermaops.evaluation.run import evaluate
-from dermaops.registry.client import Registry, RegistryError, alias_version
+from dermaops.registry.client import Registry, RegistryError, alias_version, run_of
 from dermaops.registry.locks import actor, promotion_lock
 from dermaops.registry.model import (
     CHALLENGER,
@@ -240,7 +240,7 @@ def versions(reg: Registry) -> list[dict[str, Any]]:
 
 def stored_metrics(reg: Registry, version: str) -> dict[str, Any]:
     """The evaluation metrics logged with a version's run (``evaluation/metrics.json``)."""
-    run_id = model_version(reg, version).run_id
+    run_id = run_of(model_version(reg, version))
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = reg.client.download_artifacts(run_id, "evaluation/metrics.json", tmp)
@@ -364,7 +364,7 @@ def logged_split(reg: Registry, version: str, dest: Path) -> Path:
     Raises:
         RegistryError: the version's run logged none.
     """
-    run_id = model_version(reg, version).run_id
+    run_id = run_of(model_version(reg, version))
     try:
         return Path(reg.client.download_artifacts(run_id, "data/split_info.csv", str(dest)))
     except MlflowException as e:

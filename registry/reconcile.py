@@ -42,7 +42,10 @@ class ReconcileError(DermaOpsError):
 class Serving(Protocol):
     """Where the champion is served: what it serves now, and how to serve another version."""
 
-    where: str
+    @property
+    def where(self) -> str:
+        """Where that is, in words."""
+        ...
 
     def version(self) -> str | None:
         """The version served now; None when nothing is."""

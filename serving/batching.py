@@ -8,7 +8,8 @@ from concurrent.futures import Executor
 
 import numpy as np
 
-Outputs = tuple[np.ndarray, ...]
+from dermaops.serving.backends import Outputs
+
 Forward = Callable[[np.ndarray], Outputs]
 
 
@@ -61,5 +62,7 @@ class MicroBatcher:
         start = 0
         for batch, done in items:
             if not done.done():
-                done.set_result(tuple(o[start : start + len(batch)] for o in outputs))
+                logits, embedding = outputs
+                end = start + len(batch)
+                done.set_result((logits[start:end], embedding[start:end]))
             start += len(batch)

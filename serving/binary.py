@@ -107,7 +107,8 @@ def bytes_elements(raw: bytes, name: object) -> list[bytes]:
     Raises:
         BinaryFormatError: a length runs past the end (``name`` says which input).
     """
-    items, at = [], 0
+    items: list[bytes] = []
+    at = 0
     while at < len(raw):
         if at + 4 > len(raw):
             raise BinaryFormatError(f"input {name!r}: a length prefix is cut short")

@@ -207,7 +207,7 @@ class Memory:
         if self.process is None:
             return None
         every = [self.process, *self.process.children(recursive=True)]
-        return sum(p.memory_info().rss for p in every) / 2**20
+        return float(sum(p.memory_info().rss for p in every)) / 2**20
 
 
 @contextmanager

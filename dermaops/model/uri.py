@@ -56,8 +56,8 @@ def resolve_model(uri: str, home: Home, when_missing: str = "") -> tuple[Path, s
 
 def _from_registry(uri: str, home: Home) -> tuple[Path, str]:
     from dermaops.registry import Registry, RegistrySettings
+    from dermaops.registry.client import alias_version
     from dermaops.registry.model import download
-    from dermaops.registry.promotion import alias_version
 
     name, _, ref = uri.removeprefix("models:/").partition("@")
     if ref:
