@@ -31,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     ours.add_argument("--model_version", default=None, help="version label in responses")
     ours.add_argument("--backend", default=None, choices=["auto", "onnx", "torch", "cuda"])
+    ours.add_argument(
+        "--precision", default=None, choices=["auto", "fp32", "int8"],
+        help="ONNX graph: auto serves the INT8 graph where the registration kept it",
+    )  # fmt: skip
     ours.add_argument("--max_batch", type=int, default=None, help="micro-batch size")
     ours.add_argument("--max_wait_ms", type=float, default=None, help="micro-batch wait")
     ours.add_argument("--max_instances", type=int, default=None, help="images per request")
@@ -48,6 +52,7 @@ def settings_from(
         "model_uri": args.model_uri,
         "model_version": args.model_version,
         "backend": args.backend,
+        "precision": args.precision,
         "max_batch": args.max_batch,
         "max_wait_ms": args.max_wait_ms,
         "max_instances": args.max_instances,
@@ -71,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         ReadOnlyRepository,
         admission_limits,
     )
-    from dermaops.serving.model import DermaOpsModel
+    from dermaops.serving.model import DermaOpsModel, PlatformDataPlane
 
     args, settings = settings_from(argv)
     if args.workers > 1:  # KServe's workers import its app afresh, without the middleware
@@ -88,12 +93,14 @@ def main(argv: list[str] | None = None) -> None:
     app.add_middleware(ReadOnlyRepository)
     limits = admission_limits(settings, model.threads)  # after the load: what the model holds
     app.add_middleware(Admission, limits=limits)  # outermost: before anything reads a body
-    kserve.ModelServer(
+    server = kserve.ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         enable_grpc=args.enable_grpc,
         workers=args.workers,
-    ).start([model])
+    )
+    server.dataplane = PlatformDataPlane(model_registry=server.registered_models)
+    server.start([model])
 
 
 if __name__ == "__main__":

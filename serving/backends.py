@@ -20,7 +20,7 @@ import numpy as np
 
 from dermaops.cpus import cpu_budget
 from dermaops.errors import ConfigError
-from dermaops.model.artifact import GRAPH_INPUT, GRAPH_OUTPUTS, ONNX, ModelArtifact
+from dermaops.model.artifact import GRAPH_INPUT, GRAPH_OUTPUTS, INT8, ONNX, ModelArtifact
 from dermaops.model.heatmap import class_heatmaps
 
 NVIDIA_DRIVER = ("/proc/driver/nvidia/version", "/dev/nvidiactl")  # present with the driver
@@ -49,6 +49,7 @@ class Explained:
 
 class Backend(Protocol):
     name: str
+    precision: str  # the arithmetic of the forward pass: int8, fp16 or fp32
 
     def __call__(self, pixels: np.ndarray) -> Outputs:
         """Logits and embeddings for uint8 cache pixels (N, H, W, 3)."""
@@ -61,35 +62,62 @@ class Backend(Protocol):
 
 class OnnxBackend:
     """The serving graph on ONNX Runtime's CPU provider; one session, the container's CPUs
-    unless told (ONNX Runtime itself would size its pool from the host's cores)."""
+    unless told (ONNX Runtime itself would size its pool from the host's cores).
 
-    name = "onnxruntime"
+    With ``precision`` int8 it runs the quantized graph registered with the model; explanations
+    then come from the fp32 graph (opened at the first one) unless the registration measured the
+    INT8 graph's heatmaps equal to fp32's (:mod:`dermaops.model.quantize`).
+    """
 
-    def __init__(self, artifact: ModelArtifact, threads: int = 0):
+    def __init__(self, artifact: ModelArtifact, threads: int = 0, precision: str = "fp32"):
+        fp32 = artifact.onnx_path
+        if fp32 is None:
+            raise ConfigError(f"--backend onnx: {artifact.folder} has no {ONNX}")
+        self.threads = threads or cpu_budget().threads  # not the host's cores
+        self.precision = precision
+        self.name = "onnxruntime-int8" if precision == "int8" else "onnxruntime"
+        path = artifact.int8_path if precision == "int8" else fp32
+        if path is None:
+            raise ConfigError(
+                f"--precision int8: {artifact.folder} has no {INT8}; "
+                f"{_int8_refusal(artifact)}; serve it with --precision fp32 or auto"
+            )
+        self.session = self._open(path)
+        self.outputs = {o.name for o in self.session.get_outputs()}
+        self.size = artifact.preprocessing.image_size
+        explains_int8 = artifact.precision.get("explain") == "int8"
+        self._fp32_path = None if precision == "fp32" or explains_int8 else fp32
+        self._explainer: Any = None if self._fp32_path else self.session
+        self._explainer_lock = threading.Lock()
+
+    def _open(self, path: Path) -> Any:
         import onnxruntime as ort
 
-        path = artifact.onnx_path
-        if path is None:
-            raise ConfigError(f"--backend onnx: {artifact.folder} has no {ONNX}")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or cpu_budget().threads  # not the host's cores
+        options.intra_op_num_threads = self.threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle threads sleep instead of spinning: the event loop and decoding need the cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        inputs = [(i.name, i.type) for i in self.session.get_inputs()]
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        inputs = [(i.name, i.type) for i in session.get_inputs()]
         if inputs != [(GRAPH_INPUT, "tensor(uint8)")]:
             raise ConfigError(
                 f"{path} takes {inputs}, not the serving graph's uint8 {GRAPH_INPUT!r}: it was "
                 f"exported before the stem was part of the graph; train or export it again, or "
                 f"serve it with --backend torch"
             )
-        self.outputs = {o.name for o in self.session.get_outputs()}
-        self.size = artifact.preprocessing.image_size
+        return session
 
     def __call__(self, pixels: np.ndarray) -> Outputs:
         logits, embedding = self.session.run([LOGITS, EMBEDDING], {GRAPH_INPUT: pixels})
         return np.asarray(logits, np.float32), np.asarray(embedding, np.float32)
+
+    def explainer(self) -> Any:
+        """The session that explains: this one, or the fp32 graph's, opened once."""
+        with self._explainer_lock:
+            if self._explainer is None and self._fp32_path is not None:
+                self._explainer = self._open(self._fp32_path)
+            return self._explainer
 
     def explain(self, pixels: np.ndarray) -> Explained:
         if CAMS not in self.outputs:
@@ -98,7 +126,7 @@ class OnnxBackend:
                 "graph has no class activation maps; explain it with the GPU predictor "
                 "(--backend torch or cuda), which runs Grad-CAM"
             )
-        logits, images, cams = self.session.run([LOGITS, IMAGE, CAMS], {GRAPH_INPUT: pixels})
+        logits, images, cams = self.explainer().run([LOGITS, IMAGE, CAMS], {GRAPH_INPUT: pixels})
         top = np.asarray(logits).argmax(axis=1).tolist()
         return Explained(np.asarray(logits, np.float32), class_heatmaps(cams, top, self.size),
                          np.asarray(images))  # fmt: skip
@@ -114,6 +142,7 @@ class TorchBackend:
 
         self.artifact, self.pre, self.device = artifact, artifact.preprocessing, device
         self.half = device.type == "cuda"
+        self.precision = "fp16" if self.half else "fp32"
         model = WithEmbedding(artifact.torch_model(), artifact.arch).to(device).eval()
         if self.half:
             model = model.half().to(memory_format=torch.channels_last)
@@ -154,18 +183,28 @@ class TorchBackend:
 
 
 def choose_backend(
-    artifact: ModelArtifact, choice: str, compile: bool = False, threads: int = 0
+    artifact: ModelArtifact,
+    choice: str,
+    compile: bool = False,
+    threads: int = 0,
+    precision: str = "auto",
 ) -> Backend:
     """``auto``: torch on CUDA when there is a GPU, else ONNX Runtime when the model has ONNX
-    (``threads`` intra-op threads; 0: the container's CPUs).
+    (``threads`` intra-op threads; 0: the container's CPUs), on the graph ``precision`` picks.
 
     Raises:
         ConfigError: ``onnx`` asked for a model without model.onnx; ``cuda`` without a GPU;
-            ``torch`` or ``cuda`` in an image without torch (the CPU predictor's).
+            ``torch`` or ``cuda`` in an image without torch (the CPU predictor's); ``int8``
+            for a model without a kept INT8 graph, or on a torch backend.
     """
     choice = resolve(choice, artifact)
     if choice == "onnx":
-        return OnnxBackend(artifact, threads)
+        return OnnxBackend(artifact, threads, resolve_precision(precision, artifact))
+    if precision == "int8":
+        raise ConfigError(
+            f"--precision int8 runs the INT8 ONNX graph on the CPU, not --backend {choice} "
+            f"(CUDA runs in fp16); use --backend onnx, or --precision auto"
+        )
     if not _has_torch():
         raise ConfigError(
             f"--backend {choice}: this installation has no torch (the CPU predictor's image); "
@@ -189,6 +228,27 @@ def resolve(choice: str, artifact: ModelArtifact) -> str:
     if choice != "auto":
         return choice
     return "cuda" if _cuda_available() else ("onnx" if artifact.onnx_path else "torch")
+
+
+def resolve_precision(choice: str, artifact: ModelArtifact) -> str:
+    """What ``choice`` means for ``artifact`` on ONNX Runtime: ``auto`` is int8 where its
+    registration kept an INT8 graph, else fp32.
+
+    Raises:
+        ConfigError: not one of auto, fp32, int8.
+    """
+    if choice not in ("auto", "fp32", "int8"):
+        raise ConfigError(f"--precision {choice!r}: choose auto, fp32 or int8")
+    if choice != "auto":
+        return choice
+    kept = artifact.int8_path is not None and artifact.precision.get("serve") == "int8"
+    return "int8" if kept else "fp32"
+
+
+def _int8_refusal(artifact: ModelArtifact) -> str:
+    """Why a model has no INT8 graph, as its registration recorded it."""
+    reason = artifact.precision.get("reason")
+    return f"its registration kept fp32: {reason}" if reason else "it was never quantized"
 
 
 def _has_torch() -> bool:

@@ -12,7 +12,7 @@ import base64
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import httpx
 import numpy as np
 
 from dermaops.data.synth import SynthSettings, synthesize
+from dermaops.errors import ConfigError
 from dermaops.imaging import decode
 from dermaops.model.artifact import ModelArtifact
 from dermaops.model.uri import load_model
@@ -37,6 +38,7 @@ def bench_serve(
     requests: int = 200,
     concurrency: tuple[int, ...] = (1, 8, 32),
     backend: str = "auto",
+    precision: str = "auto",
     images: int = 32,
     rounds: int = 5,
 ) -> dict[str, Any]:
@@ -48,8 +50,8 @@ def bench_serve(
     artifact, version = load_model(model_uri, home)
     with tempfile.TemporaryDirectory() as tmp:
         jpegs = synthetic_jpegs(Path(tmp) / "synth", images)
-        local = InProcess(artifact, backend, jpegs)
-        with _server(artifact.folder, backend, Path(tmp)) as url:
+        local = InProcess(artifact, backend, jpegs, precision)
+        with _server(artifact.folder, backend, Path(tmp), ["--precision", precision]) as url:
             bodies = [_body(j) for j in jpegs]
             per_round = max(1, requests // rounds)
             near: list[float] = []
@@ -70,6 +72,7 @@ def bench_serve(
         "model": str(artifact.folder),
         "version": version,
         "backend": local.backend.name,
+        "precision": local.backend.precision,
         "requests_per_level": requests,
         "in_process": in_process,
         "served": levels,
@@ -83,12 +86,65 @@ def synthetic_jpegs(folder: Path, n: int) -> list[bytes]:
     return [p.read_bytes() for p in sorted(folder.rglob("*.jpg"))[:n]]
 
 
+def bench_precision(
+    model_uri: str, home: Home, requests: int = 200, images: int = 32, rounds: int = 5
+) -> dict[str, Any]:
+    """The INT8 and the fp32 graph of one model, each served, at concurrency 1, and the fp32
+    graph in process; rounds alternate so that the machine's noise falls on all three alike.
+
+    Raises:
+        ConfigError: the model has no INT8 graph (its registration says why).
+    """
+    artifact, version = load_model(model_uri, home)
+    decision = artifact.precision
+    if artifact.int8_path is None:
+        why = decision.get("reason", "it was registered without a precision decision")
+        raise ConfigError(f"{artifact.folder} has no INT8 graph to compare: {why}")
+    per_round = max(1, requests // rounds)
+    times: dict[str, list[float]] = {"in_process": [], "fp32": [], "int8": []}
+    errors = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        jpegs = synthetic_jpegs(Path(tmp) / "synth", images)
+        bodies = [_body(j) for j in jpegs]
+        local = InProcess(artifact, "onnx", jpegs, precision="fp32")
+        with (
+            _server(artifact.folder, "onnx", Path(tmp) / "fp32", ["--precision", "fp32"]) as fp32,
+            _server(artifact.folder, "onnx", Path(tmp) / "int8", ["--precision", "int8"]) as int8,
+        ):
+            for _ in range(rounds):
+                times["in_process"] += local.times(per_round)
+                for name, url in (("fp32", fp32), ("int8", int8)):
+                    level = asyncio.run(_level(url, bodies, per_round, 1))
+                    times[name] += level["times"]
+                    errors += level["errors"]
+    summaries = {name: _summary(t, 0, sum(t)) for name, t in times.items()}
+    return {
+        "benchmark": "serve-precision",
+        "model": str(artifact.folder),
+        "version": version,
+        "arch": artifact.arch,
+        "image_size": artifact.preprocessing.image_size,
+        "cpu": decision.get("cpu", {}),
+        "recipe": decision.get("recipe", ""),
+        "in_process_fp32": summaries["in_process"],
+        "served_fp32": summaries["fp32"],
+        "served_int8": summaries["int8"],
+        "ratio_int8_vs_fp32_served_p50": round(
+            summaries["int8"]["p50_ms"] / summaries["fp32"]["p50_ms"], 3
+        ),
+        "accuracy_deltas_points": decision.get("deltas_points", {}),
+        "errors": errors,
+    }
+
+
 class InProcess:
     """Decode, stem and forward in this process: what serving adds nothing to."""
 
-    def __init__(self, artifact: ModelArtifact, backend: str, jpegs: list[bytes]):
+    def __init__(
+        self, artifact: ModelArtifact, backend: str, jpegs: list[bytes], precision: str = "auto"
+    ):
         self.pre = artifact.preprocessing
-        self.backend = choose_backend(artifact, backend)
+        self.backend = choose_backend(artifact, backend, precision=precision)
         self.jpegs = jpegs
         self.times(5)  # warm-up
 
@@ -103,8 +159,9 @@ class InProcess:
 
 
 @contextmanager
-def _server(folder: Path, backend: str, tmp: Path) -> Iterator[str]:
-    flags = ["--backend", backend, "--enable_latency_logging", "false"]
+def _server(folder: Path, backend: str, tmp: Path, extra: Sequence[str] = ()) -> Iterator[str]:
+    flags = ["--backend", backend, "--enable_latency_logging", "false", *extra]
+    tmp.mkdir(parents=True, exist_ok=True)
     with predictor_process(folder, tmp / "home", tmp / "server.log", flags) as url:
         yield url
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from kserve import Model
 from kserve.errors import InferenceError, InvalidInput
+from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from PIL import Image
 
@@ -112,8 +113,9 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         self.version = self.settings.model_version or version
         self.pre = self.artifact.preprocessing
         self.backend: Backend = choose_backend(
-            self.artifact, self.settings.backend, self.settings.compile, self.threads
-        )
+            self.artifact, self.settings.backend, self.settings.compile, self.threads,
+            self.settings.precision,
+        )  # fmt: skip
         self.forward = self._forward_fn()
         logits, embedding = self.backend(np.zeros((1, *self.pre.cache_size[::-1], 3), np.uint8))
         if logits.shape != (1, len(CLASSES)):
@@ -128,8 +130,8 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         if self.settings.monitor_url:
             self.sinks.append(RecordForwarder(self.settings.monitor_url, self._monitor_token()))
         MODEL_INFO.labels(self.name, self.version, self.artifact.arch, self.backend.name).set(1)
-        log.info("serving %s v%s (%s) with %s", self.name, self.version, self.artifact.folder,
-                 self.backend.name)  # fmt: skip
+        log.info("serving %s v%s (%s) with %s in %s", self.name, self.version,
+                 self.artifact.folder, self.backend.name, self.backend.precision)  # fmt: skip
         self.ready = True
         return self.ready
 
@@ -306,6 +308,13 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             "method": guard.method,
         }
 
+    @property
+    def platform(self) -> str:
+        """What answers, for the v2 model metadata's ``platform``: the backend and the
+        arithmetic of its graph (``onnxruntime:fp32``, ``onnxruntime-int8:int8``,
+        ``torch-cuda-fp16:fp16``)."""
+        return f"{self.backend.name}:{self.backend.precision}"
+
     def get_input_types(self) -> list[dict[str, Any]]:
         """The v2 model metadata's inputs: one BYTES tensor of encoded images (any name)."""
         return [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
@@ -421,3 +430,16 @@ def _png(pixels: np.ndarray) -> str:
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, "PNG")
     return base64.b64encode(buf.getvalue()).decode()
+
+
+class PlatformDataPlane(DataPlane):  # type: ignore[misc]  # kserve is untyped
+    """KServe's data plane, whose v2 model metadata names what answers in ``platform`` (KServe
+    leaves it empty; REST and gRPC) and the served version in ``versions`` (REST: KServe's gRPC
+    servicer copies only name, platform, inputs and outputs)."""
+
+    async def model_metadata(self, model_name: str) -> dict[str, Any]:
+        metadata: dict[str, Any] = await super().model_metadata(model_name)
+        model = self.get_model_from_registry(model_name)
+        if isinstance(model, DermaOpsModel):
+            metadata.update(platform=model.platform, versions=[str(model.version)])
+        return metadata

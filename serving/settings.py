@@ -26,6 +26,9 @@ class ServingSettings(BaseModel):
     )
     model_version: str = Field("", description="version label (default: from the URI)")
     backend: Literal["auto", "onnx", "torch", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "int8"] = Field(
+        "auto", description="ONNX graph: auto serves INT8 where the registration kept it"
+    )
     compile: bool = Field(False, description="torch.compile the CUDA model")
     max_instances: int = Field(32, ge=1, description="images per request")
     max_image_bytes: int = Field(ImageLimits.max_bytes, gt=0)

@@ -39,6 +39,10 @@ ModelUriOpt = Annotated[
     str, typer.Option(help="Folder, file://, or models:/NAME@ALIAS (default: the deployed one).")
 ]
 BackendOpt = Annotated[str, typer.Option(help="auto, onnx, torch or cuda.")]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(help="auto, fp32 or int8 (ONNX; auto: INT8 where the registration kept it)."),
+]
 LogDirOpt = Annotated[
     Path | None, typer.Option(help="Inference log folder (default: $DERMAOPS_HOME/inference).")
 ]
@@ -49,12 +53,14 @@ def serve(
     http_port: Annotated[int, typer.Option(help="HTTP port (binds all interfaces).")] = 8080,
     grpc_port: Annotated[int, typer.Option(help="gRPC port (0: no gRPC).")] = 0,
     backend: BackendOpt = "auto",
+    precision: PrecisionOpt = "auto",
     model_name: ModelNameOpt = "dermaops",
 ) -> None:
     """Serve a model with the KServe predictor (v1, v2, explain, /metrics) until stopped."""
     from dermaops.serving.__main__ import main as serve_main
 
-    argv = ["--model_name", model_name, "--http_port", str(http_port), "--backend", backend]
+    argv = ["--model_name", model_name, "--http_port", str(http_port), "--backend", backend,
+            "--precision", precision]  # fmt: skip
     argv += (
         ["--enable_grpc", "true", "--grpc_port", str(grpc_port)]
         if grpc_port
@@ -197,6 +203,13 @@ def bench_serve(
     requests: Annotated[int, typer.Option(min=10, help="Requests at each concurrency.")] = 200,
     concurrency: Annotated[str, typer.Option(help="Comma-separated levels.")] = "1,8,32",
     backend: BackendOpt = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="auto, fp32 or int8; compare: the INT8 and fp32 graphs each served, "
+            "alternating, with the accuracy deltas their registration measured."
+        ),
+    ] = "auto",
     json_out: Annotated[
         Path | None,
         typer.Option("--json", help="Result file (default: $DERMAOPS_HOME/bench/serve.json)."),
@@ -204,14 +217,28 @@ def bench_serve(
 ) -> None:
     """p50/p99 and images/s of the real predictor on loopback vs the same model in process."""
     from dermaops.bench import write_result
+    from dermaops.serving.bench import bench_precision
     from dermaops.serving.bench import bench_serve as run
+
+    home = Home.from_env()
+    if precision == "compare":
+        compared = bench_precision(model_uri, home, requests)
+        path = json_out or home.bench / "serve-precision.json"
+        write_result(compared, path)
+        typer.echo(json.dumps(compared, indent=2))
+        deltas = ", ".join(f"{k} {v:+.2f}" for k, v in compared["accuracy_deltas_points"].items())
+        typer.echo(
+            f"INT8 served p50 is {compared['ratio_int8_vs_fp32_served_p50']}x the fp32 served "
+            f"p50 ({compared['arch']} at {compared['image_size']} px, {compared['recipe']}); "
+            f"test-split change in points: {deltas}; {compared['errors']} errors ({path})"
+        )
+        return
 
     try:
         levels = tuple(int(c) for c in concurrency.split(","))
     except ValueError as e:
         raise ConfigError(f"--concurrency {concurrency!r}: expected numbers like 1,8,32") from e
-    home = Home.from_env()
-    result = run(model_uri, home, requests, levels, backend)
+    result = run(model_uri, home, requests, levels, backend, precision)
     path = json_out or home.bench / "serve.json"
     write_result(result, path)
     typer.echo(json.dumps(result, indent=2))

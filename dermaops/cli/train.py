@@ -114,6 +114,13 @@ def evaluate_command(
             "embedding) or energy (on the logits); both are measured."
         ),
     ] = "mahalanobis",
+    int8: Annotated[
+        bool,
+        typer.Option(
+            help="Quantize the ONNX serving graph (static INT8, the fastest recipe here) and "
+            "keep it only within 1 point of fp32 on macro-F1, melanoma sensitivity and ECE."
+        ),
+    ] = True,
 ) -> None:
     """Evaluate on the test split: metrics.json (with subgroups and the guard), plots, report."""
     from dermaops.evaluation.run import evaluate
@@ -125,7 +132,7 @@ def evaluate_command(
     if guard not in METHODS:
         raise typer.BadParameter(f"choose one of {', '.join(METHODS)}", param_hint="--guard")
     metrics = evaluate(
-        data, model_dir, out, target_sensitivity, device, subgroups=groups, guard=guard
+        data, model_dir, out, target_sensitivity, device, subgroups=groups, guard=guard, int8=int8
     )
     mel = metrics["melanoma"]
     typer.echo(
@@ -138,6 +145,9 @@ def evaluate_command(
         f"images it should refuse, {ood['caught']:.0%} of them refused, "
         f"{ood['held_out_passed']:.0%} of held-out lesions pass"
     )
+    if "precision" in metrics:
+        decision = metrics["precision"]
+        typer.echo(f"serving graph: {decision['serve']} ({decision['reason']})")
     for gap in metrics["subgroups"]["gaps"]:
         if gap["flagged"]:
             typer.echo(f"subgroup gap: {gap['metric']} {gap['value']:.3f} for {gap['attribute']} = "

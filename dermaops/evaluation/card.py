@@ -17,10 +17,12 @@ import pandas as pd
 
 from dermaops.data.report import GENERATED_NOTICE
 from dermaops.evaluation.ood import markdown as ood_markdown
+from dermaops.evaluation.precision import markdown as precision_markdown
 from dermaops.evaluation.report import write_html
 from dermaops.evaluation.subgroups import markdown as subgroup_markdown
 from dermaops.labels import CLASSES, FULL_NAMES
 from dermaops.model.artifact import ModelArtifact
+from dermaops.model.quantize import PrecisionDecision
 
 CARD_MD, CARD_HTML = "model_card.md", "model_card.html"
 
@@ -98,6 +100,8 @@ def card_markdown(
         parts.append(subgroup_markdown(metrics["subgroups"]))
     if "ood" in metrics:
         parts.append(ood_markdown(metrics["ood"]))
+    if "precision" in metrics:
+        parts.append(precision_markdown(PrecisionDecision(**metrics["precision"])))
     parts += [
         "## Known limitations",
         "",

@@ -32,6 +32,8 @@ from dermaops.evaluation.metrics import (
 )
 from dermaops.evaluation.ood import GuardData, fit_and_measure
 from dermaops.evaluation.ood import markdown as ood_markdown
+from dermaops.evaluation.precision import choose_precision
+from dermaops.evaluation.precision import markdown as precision_markdown
 from dermaops.evaluation.report import (
     plot_confusion,
     plot_gradcam_grid,
@@ -81,10 +83,12 @@ def evaluate(
     subgroups: SubgroupSettings | None = None,
     leave_out: frozenset[str] = frozenset(),
     guard: str = "mahalanobis",
+    int8: bool = True,
 ) -> dict[str, Any]:
     """Write metrics.json, plots and report.md for ``model_dir`` on ``prepared``'s test split,
     without the test images of the lesions in ``leave_out``; fit the out-of-distribution
-    ``guard`` (:mod:`dermaops.evaluation.ood`) and measure it."""
+    ``guard`` (:mod:`dermaops.evaluation.ood`) and measure it; with ``int8``, quantize the
+    serving graph and decide which graph serves (:mod:`dermaops.evaluation.precision`)."""
     if guard not in METHODS:  # before minutes of inference, not after
         raise GuardError(f"unknown guard {guard!r}: choose one of {', '.join(METHODS)}")
     artifact = ModelArtifact.load(model_dir)
@@ -114,6 +118,15 @@ def evaluate(
     _reference_outputs(
         out, data, predictions, metrics["temperature"], (val_embedding, test_embedding)
     )
+    if int8:
+        decision = choose_precision(
+            artifact.onnx_path, data, out, metrics["temperature"],
+            metrics["melanoma"]["threshold"], pre.image_size,
+        )  # fmt: skip
+        metrics["precision"] = asdict(decision)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        with (out / "report.md").open("a") as report:
+            report.write("\n" + precision_markdown(decision))
     grid = out / "gradcam_melanoma.png"
     _melanoma_gradcam(model, arch, pre, test.pixels, predictions, grid, data.generated)
     if grid.is_file():

@@ -7,6 +7,7 @@ calibration.json  temperature and melanoma threshold fitted on validation   } ad
 projection.json   the embedding projection fitted on validation            } assemble(), at
 guard.npz         the out-of-distribution guard and its threshold          } registration
 reference_stats.csv  the drift reference (statistics and model outputs)    }
+precision.json    the INT8 decision; model.int8.onnx where it was kept     }
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 WEIGHTS, META, LABELS = "weights.pt", "model.json", "labels.json"
 CALIBRATION = "calibration.json"
 ONNX = "model.onnx"  # the serving graph: cache pixels in, what the predictor answers with out
+INT8 = "model.int8.onnx"  # that graph quantized, where it kept the model's quality
+PRECISION = "precision.json"  # which of the two serves, and why (dermaops.model.quantize)
 GRAPH_INPUT = "pixels"  # uint8 (N, H, W, 3) at cache_size, as cache_pixels makes them
 GRAPH_OUTPUTS = ("logits", "embedding", "image", "cams")  # cams: only for pooled-linear heads
 REFERENCE = "reference_stats.csv"  # the drift reference (dermaops.model.reference writes it)
@@ -135,6 +138,24 @@ class ModelArtifact:
     def onnx_path(self) -> Path | None:
         path = self.folder / ONNX
         return path if path.is_file() else None
+
+    @property
+    def int8_path(self) -> Path | None:
+        """The INT8 serving graph, registered only where it kept the model's quality."""
+        path = self.folder / INT8
+        return path if path.is_file() else None
+
+    @cached_property
+    def precision(self) -> dict[str, Any]:
+        """The INT8 decision (``precision.json``); empty for models registered without one."""
+        path = self.folder / PRECISION
+        if not path.is_file():
+            return {}
+        try:
+            decision: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ModelDirError(f"{path} is not a precision decision: {e}") from e
+        return decision
 
     @property
     def reference_path(self) -> Path:
@@ -251,5 +272,8 @@ def assemble(model_dir: Path, prepared: Path, eval_dir: Path, dest: Path) -> dic
     calibration = write_calibration(dest, metrics)
     shutil.copy2(eval_dir / PROJECTION, dest / PROJECTION)
     shutil.copy2(eval_dir / GUARD, dest / GUARD)
+    for decided in (PRECISION, INT8):  # the INT8 graph is there only where it was kept
+        if (eval_dir / decided).is_file():
+            shutil.copy2(eval_dir / decided, dest / decided)
     join_reference(prepared / REFERENCE, eval_dir / OUTPUTS, dest / REFERENCE)
     return calibration

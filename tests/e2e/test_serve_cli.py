@@ -65,6 +65,11 @@ def test_bench_serve_prints_a_ratio_and_writes_json(
     saved = json.loads((dermaops_home / "bench" / "serve.json").read_text())
     assert [level["concurrency"] for level in saved["served"]] == [1, 4]
     assert saved["ratio_p50_vs_in_process"] > 0 and saved["in_process"]["p50_ms"] > 0
+    assert saved["precision"] == "fp32"  # no INT8 graph registered with it
+    refused = cli("bench", "serve", "--precision", "compare", check=False)
+    assert refused.returncode == 1, refused.stderr
+    assert "has no INT8 graph to compare: it was registered without a precision decision" \
+        in refused.stderr  # fmt: skip
 
 
 def test_bench_soak_holds_and_writes_the_figures(

@@ -167,6 +167,7 @@ def test_grpc_metadata_stays_as_declared(
     predictor: PredictorProcess, client: Callable[..., str]
 ) -> None:
     metadata = json.loads(client("grpc-metadata", predictor.grpc_target, "dermaops"))
+    assert metadata["platform"] == "onnxruntime:fp32"  # what answers: KServe leaves it empty
     assert metadata["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": ["-1"]}]
     assert [o["name"] for o in metadata["outputs"]] == list(OUTPUTS)
 

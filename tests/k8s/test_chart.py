@@ -204,6 +204,9 @@ def test_bad_values_are_refused_with_a_clear_message() -> None:
                              ("kserve.deploymentMode=Knative", "deploymentMode"),
                              ("predictor.maxQueue=-2", "minimum"),
                              ("predictor.queueTimeout=90", "must not pass predictor.request"),
+                             ("predictor.precision=int4", "/predictor/precision"),
+                             ("predictor.gpu.enabled=true,predictor.precision=int8",
+                              "precision int8 runs the INT8 ONNX graph on CPUs"),
                              ]:  # fmt: skip
         done = helm("template", "x", str(CHART), *URI, "--set", setting)
         assert done.returncode != 0 and message in done.stderr, (setting, done.stderr)

@@ -68,6 +68,9 @@ seccompProfile:
 
 {{/* The predictor container, the same under KServe and in the plain Deployment. */}}
 {{- define "dermaops.predictorContainer" -}}
+{{- if and .Values.predictor.gpu.enabled (eq .Values.predictor.precision "int8") }}
+{{- fail "predictor.precision int8 runs the INT8 ONNX graph on CPUs; with predictor.gpu.enabled the predictor runs torch on CUDA in fp16 (set precision auto or fp32)" }}
+{{- end }}
 {{- if and (gt (float64 .Values.predictor.queueTimeout) 0.0) (gt (float64 .Values.predictor.queueTimeout) (float64 .Values.predictor.requestTimeout)) }}
 {{- fail (printf "predictor.queueTimeout (%v) must not pass predictor.requestTimeout (%v): the wait in the queue is part of a request's time" .Values.predictor.queueTimeout .Values.predictor.requestTimeout) }}
 {{- end }}
@@ -88,6 +91,8 @@ env:
   - name: STORAGE_URI  # KServe's webhook adds the storage initializer for it
     value: {{ include "dermaops.storageUri" . | quote }}
   {{- end }}
+  - name: DERMAOPS_SERVING_PRECISION
+    value: {{ .Values.predictor.precision | quote }}
   - name: DERMAOPS_SERVING_MAX_IMAGE_BYTES
     value: {{ .Values.predictor.maxImageBytes | int64 | quote }}
   - name: DERMAOPS_SERVING_MAX_INSTANCES
