@@ -100,7 +100,7 @@ class MonitorMetrics:
             ),
             live_sensitivity_lower=per_version(
                 "dermaops_live_melanoma_sensitivity_lower",
-                "Lower end of its 95% bootstrap interval.",
+                "Lower end of its exact (Clopper-Pearson) 95% interval.",
             ),
             live_f1=per_version(
                 "dermaops_live_macro_f1",

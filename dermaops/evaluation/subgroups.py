@@ -2,7 +2,8 @@
 
 HAM10000's metadata records sex, age and localization for (most) images. For each group with
 enough test images this reports macro-F1 and the melanoma sensitivity and specificity at the
-registered operating point, with bootstrap 95% intervals; smaller groups are reported as too
+registered operating point, with 95% intervals (exact for the proportions, a stratified
+bootstrap for macro-F1: :mod:`dermaops.evaluation.intervals`); smaller groups are reported as too
 small rather than as numbers that mean nothing. The largest gap to the overall figure, per
 metric, is flagged when it exceeds a margin.
 
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from dermaops.evaluation.intervals import clopper_pearson, stratified_bootstrap
 from dermaops.labels import CLASSES, INDEX
 
 MEL = INDEX["mel"]
@@ -35,7 +37,9 @@ class SubgroupSettings(BaseModel):
 
     min_support: int = Field(30, ge=1, description="fewer test images: reported as too small")
     gap_margin: float = Field(0.10, gt=0, le=1, description="flag a group this far below overall")
-    bootstrap: int = Field(1000, ge=0, description="resamples for the 95% intervals (0: none)")
+    bootstrap: int = Field(
+        1000, ge=0, description="resamples for macro-F1's 95% interval (0: none)"
+    )
     age_bands: tuple[int, ...] = Field((30, 50, 70), description="band edges in years")
     seed: int = 0
 
@@ -95,28 +99,22 @@ def metric_values(s: Scores) -> dict[str, float]:
     }
 
 
-def bootstrap_intervals(
+def metric_intervals(
     s: Scores, draws: int, rng: np.random.Generator
 ) -> dict[str, list[float | None]]:
-    """95% percentile intervals of each metric over ``draws`` resamples with replacement."""
-    if draws == 0 or len(s.labels) == 0:
-        return {}
-    samples = np.array(
-        [list(metric_values(s.take(rng.integers(0, len(s.labels), len(s.labels)))).values())
-         for _ in range(draws)]
-    )  # fmt: skip
-    intervals: dict[str, list[float | None]] = {}
-    for i, name in enumerate(METRICS):
-        column = samples[:, i][~np.isnan(samples[:, i])]
-        intervals[name] = (
-            [
-                round(float(np.percentile(column, 2.5)), 4),
-                round(float(np.percentile(column, 97.5)), 4),
-            ]
-            if len(column)
-            else [None, None]
-        )
-    return intervals
+    """95% intervals of :data:`METRICS` (:mod:`dermaops.evaluation.intervals`): exact
+    Clopper-Pearson for melanoma sensitivity and specificity, a class-stratified bootstrap of
+    ``draws`` resamples for macro-F1 ([None, None] where it cannot bound it, or ``draws`` is 0)."""
+    is_mel = s.labels == MEL
+    return {
+        "f1_macro": stratified_bootstrap(
+            s.labels, lambda rows: metric_values(s.take(rows))["f1_macro"], draws, rng
+        ),
+        "melanoma_sensitivity": clopper_pearson(int((s.flagged & is_mel).sum()),
+                                                int(is_mel.sum())),
+        "melanoma_specificity": clopper_pearson(int((~s.flagged & ~is_mel).sum()),
+                                                int((~is_mel).sum())),
+    }  # fmt: skip
 
 
 def evaluate_subgroups(
@@ -138,7 +136,7 @@ def evaluate_subgroups(
     result: dict[str, Any] = {
         "settings": settings.model_dump(),
         "overall": {**_rounded(overall), "support": len(s.labels),
-                    "ci95": bootstrap_intervals(s, settings.bootstrap, rng)},
+                    "ci95": metric_intervals(s, settings.bootstrap, rng)},
         "groups": {},
     }  # fmt: skip
     for attribute in ATTRIBUTES:
@@ -151,7 +149,7 @@ def evaluate_subgroups(
             else:
                 part = s.take(np.asarray(index))
                 row |= {**_rounded(metric_values(part)), "too_small": False,
-                        "ci95": bootstrap_intervals(part, settings.bootstrap, rng)}  # fmt: skip
+                        "ci95": metric_intervals(part, settings.bootstrap, rng)}  # fmt: skip
             rows.append(row)
         result["groups"][attribute] = rows
     result["gaps"] = _largest_gaps(result, overall, settings.gap_margin)
@@ -194,7 +192,9 @@ def markdown(subgroups: dict[str, Any]) -> str:
     lines.append(
         f"Overall: macro-F1 {_cell(o, 'f1_macro')}, melanoma sensitivity "
         f"{_cell(o, 'melanoma_sensitivity')}, specificity {_cell(o, 'melanoma_specificity')} "
-        f"({o['support']} images; 95% bootstrap intervals). Groups under "
+        f"({o['support']} images; 95% intervals: exact Clopper-Pearson for sensitivity and "
+        f"specificity, a class-stratified bootstrap for macro-F1, none where it cannot bound "
+        f"it). Groups under "
         f"{subgroups['settings']['min_support']} images are too small to report."
     )
     for attribute, rows in subgroups["groups"].items():

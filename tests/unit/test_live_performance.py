@@ -44,7 +44,10 @@ def test_the_window_keeps_the_latest_cases() -> None:
     early = _rows("3", "mel", "nv", "false", 10, 1)  # missed, long ago
     late = _rows("3", "mel", "mel", "true", 10, 20)
     live = live_performance(pd.concat([late, early]), LiveSettings(window=10, bootstrap=0))
-    assert live["3"]["melanoma_sensitivity"] == 1.0 and live["3"]["ci95"] == {}
+    assert live["3"]["melanoma_sensitivity"] == 1.0
+    # 10 of 10: the exact interval, not the point a bootstrap collapses to
+    assert live["3"]["ci95"]["melanoma_sensitivity"] == [0.6915, 1.0]
+    assert live["3"]["ci95"]["f1_macro"] == [None, None]  # no resamples asked for
 
 
 def test_the_ui_records_the_flag_the_monitor_scores(tmp_path: Path) -> None:
