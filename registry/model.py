@@ -41,6 +41,7 @@ CHALLENGER, CHAMPION, PREVIOUS = "challenger", "champion", "previous"
 SCALARS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "auc_macro_ovr", "ece",
            "ece_uncalibrated", "temperature")  # fmt: skip
 MELANOMA = ("threshold", "test_sensitivity", "test_specificity")
+MLFLOW_BATCH = 1000  # metrics per log_batch call, MLflow's limit
 MODEL_ARTIFACT = "model"
 STORAGE_URI_TAG = "dermaops.storage_uri"  # the version's files in the store, for KServe
 GATE_TAG_PREFIX = "dermaops.gate."  # + each GateThresholds field
@@ -195,21 +196,36 @@ def test_split_digest(prepared: Path) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
 
+def epoch_metrics(history: list[dict[str, Any]], timestamp: int) -> list[Metric]:
+    """Each epoch's numbers of a training history (``history.json``) as MLflow metric histories,
+    stepped by epoch: the learning curves the MLflow UI draws (``train_loss``,
+    ``val_f1_macro``, ...)."""
+    return [
+        Metric(key, float(value), timestamp, int(record["epoch"]))
+        for record in history
+        for key, value in record.items()
+        if key not in ("epoch", "seconds") and isinstance(value, int | float)
+        and not isinstance(value, bool)
+    ]  # fmt: skip
+
+
 def log_run(
     reg: Registry,
     run_id: str,
     params: dict[str, Any],
     metrics: dict[str, float],
     artifacts: list[tuple[str, Path]],
+    history: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Params and metrics of one pipeline run, and (artifact folder, local file or folder)."""
+    """Params and metrics of one pipeline run, its training ``history`` as per-epoch metric
+    histories, and (artifact folder, local file or folder)."""
     now = int(time.time() * 1000)
+    logged = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    logged += epoch_metrics(history or [], now)
     try:
-        reg.client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-            params=[Param(k, str(v)[:6000]) for k, v in params.items()],
-        )
+        reg.client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        for start in range(0, len(logged), MLFLOW_BATCH):  # MLflow takes 1,000 per call
+            reg.client.log_batch(run_id, metrics=logged[start : start + MLFLOW_BATCH])
         for name, path in artifacts:
             if path.is_dir():
                 reg.client.log_artifacts(run_id, str(path), name)
@@ -283,7 +299,12 @@ def log_training_run(
         ("baseline", baseline_dir / "metrics.json"),
         *(("data", prepared / name) for name in data_files),
     ]
-    log_run(reg, run_id, params, scalars, artifacts)
+    if "precision" in metrics:  # the INT8 graph: kept or not, and its change in points
+        decision = metrics["precision"]
+        scalars["int8_served"] = float(decision["serve"] == "int8")
+        scalars |= {f"int8_delta.{k}": v for k, v in decision.get("deltas_points", {}).items()}
+    history = json.loads((run_dir / "history.json").read_text())
+    log_run(reg, run_id, params, scalars, artifacts, history)
     parent = alias_version(reg, CHAMPION)
     tags = gate_tags(thresholds) if thresholds is not None else None
     version = register(reg, run_id, run_dir / "model", prepared, eval_dir, tags)

@@ -67,6 +67,7 @@ def settings_from(
 def main(argv: list[str] | None = None) -> None:
     """Load the model (ready only after a warm-up inference), then serve until stopped."""
     import kserve
+    from kserve.logging import KSERVE_TRACE_LOGGER_NAME as TRACE_LOGGER
     from kserve.model_server import app
 
     from dermaops.serving.binary import BinaryTensors
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
         workers=args.workers,
     )
     server.dataplane = PlatformDataPlane(model_registry=server.registered_models)
+    if not settings.trace_log:  # after the server configured logging: two lines per request
+        logging.getLogger(TRACE_LOGGER).setLevel(logging.WARNING)
     server.start([model])
 
 

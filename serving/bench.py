@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import os
 import tempfile
 import time
@@ -16,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -59,10 +61,11 @@ def bench_serve(
             errors = 0
             for _ in range(rounds):
                 near += local.times(per_round)
-                level = asyncio.run(_level(url, bodies, per_round, 1))
+                level = _sequential(url, bodies, per_round)
                 served += level.pop("times")
                 errors += level["errors"]
             levels = [{"concurrency": 1, **_summary(served, errors, sum(served))}]
+            phases = server_phases_ms(url)  # of the concurrency-1 requests alone
             for c in (c for c in concurrency if c != 1):
                 level = asyncio.run(_level(url, bodies, requests, c))
                 level.pop("times")
@@ -77,8 +80,27 @@ def bench_serve(
         "in_process": in_process,
         "served": levels,
         "ratio_p50_vs_in_process": round(levels[0]["p50_ms"] / in_process["p50_ms"], 3),
+        "server_phases_ms": phases,
         "errors": sum(level["errors"] for level in levels),
     }
+
+
+def server_phases_ms(url: str) -> dict[str, float]:
+    """Mean milliseconds per request of KServe's phases as the predictor measured them
+    (``request_{preprocess,predict,postprocess}_seconds``: decode; forward and scoring;
+    the answer), so that a round trip can be split into the model's path and the rest."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=30).text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    phases = {}
+    for phase in ("preprocess", "predict", "postprocess"):
+        count = totals.get(f"request_{phase}_seconds_count", 0.0)
+        if count:
+            phases[phase] = round(1000 * totals[f"request_{phase}_seconds_sum"] / count, 2)
+    return phases
 
 
 def synthetic_jpegs(folder: Path, n: int) -> list[bytes]:
@@ -114,7 +136,7 @@ def bench_precision(
             for _ in range(rounds):
                 times["in_process"] += local.times(per_round)
                 for name, url in (("fp32", fp32), ("int8", int8)):
-                    level = asyncio.run(_level(url, bodies, per_round, 1))
+                    level = _sequential(url, bodies, per_round)
                     times[name] += level["times"]
                     errors += level["errors"]
     summaries = {name: _summary(t, 0, sum(t)) for name, t in times.items()}
@@ -164,6 +186,33 @@ def _server(folder: Path, backend: str, tmp: Path, extra: Sequence[str] = ()) ->
     tmp.mkdir(parents=True, exist_ok=True)
     with predictor_process(folder, tmp / "home", tmp / "server.log", flags) as url:
         yield url
+
+
+def _sequential(url: str, bodies: list[bytes], count: int) -> dict[str, Any]:
+    """Concurrency 1 with the leanest client there is (one kept-alive ``http.client``
+    connection, no event loop), so that the figure is the server's cost, not the client's: an
+    asyncio client added about as much again as the whole server on 2 cores."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
+    times: list[float] = []
+    errors = 0
+    try:
+        for i in range(count + 1):  # the first warms the connection
+            start = time.perf_counter()
+            try:
+                connection.request("POST", PREDICT, body=bodies[i % len(bodies)], headers=_JSON)
+                response = connection.getresponse()
+                response.read()
+                ok = response.status == 200
+            except (OSError, http.client.HTTPException):
+                connection.close()  # reconnects at the next request
+                ok = False
+            if i:
+                times.append(time.perf_counter() - start)
+                errors += not ok
+    finally:
+        connection.close()
+    return {"concurrency": 1, **_summary(times, errors, sum(times)), "times": times}
 
 
 async def _level(url: str, bodies: list[bytes], count: int, concurrency: int) -> dict[str, Any]:

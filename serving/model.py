@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from kserve import Model
@@ -23,7 +23,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from PIL import Image
 
 from dermaops.cpus import cpu_budget
-from dermaops.data.features import PREDICTION, image_stats
+from dermaops.data.features import PREDICTION
 from dermaops.data.privacy import day_folder, store_pixels
 from dermaops.errors import ConfigError
 from dermaops.imaging import Decoded, ImageLimits
@@ -37,14 +37,17 @@ from dermaops.serving.backends import Backend, Outputs, choose_backend
 from dermaops.serving.batching import MicroBatcher
 from dermaops.serving.forward import RecordForwarder
 from dermaops.serving.inputs import BadImage, Limits, v1_images, v2_images
+from dermaops.serving.records import Pending, Recorder
 from dermaops.serving.settings import ServingSettings
 from dermaops.serving.telemetry import (
     ERRORS,
     LATENCY,
     MODEL_INFO,
     THREADS,
+    count_backlog,
     count_log_failure,
     observe,
+    observe_inputs,
 )
 from dermaops.settings import Home
 from dermaops.tokens import MONITOR_TOKEN_ENV, read_token
@@ -61,10 +64,22 @@ class Batch:
 
     v2: InferRequest | None
     pixels: list[np.ndarray]
-    stats: list[dict[str, float]]
+    sizes: list[tuple[int, int]]  # each image's (width, height) as sent, for its statistics
     boxes: list[Box]  # the square seen, in fractions of each image
     request_id: str
     started: float  # time.perf_counter() when preprocessing began
+
+
+class Answer(NamedTuple):
+    """What the model says of a batch: calibrated probabilities, melanoma flags, embedding
+    projections (N, K; K is 0 without a projection), the guard's scores (NaN without a guard)
+    and verdicts (None without a guard)."""
+
+    probs: np.ndarray
+    flags: np.ndarray
+    projections: np.ndarray
+    ood_scores: np.ndarray
+    in_distribution: list[bool | None]
 
 
 @dataclass(frozen=True)
@@ -129,6 +144,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             self.sinks.append(InferenceLog(Path(where), on_failure=count_log_failure))
         if self.settings.monitor_url:
             self.sinks.append(RecordForwarder(self.settings.monitor_url, self._monitor_token()))
+        self.recorder = Recorder(observe_inputs, [s.write for s in self.sinks], count_backlog)
         MODEL_INFO.labels(self.name, self.version, self.artifact.arch, self.backend.name).set(1)
         log.info("serving %s v%s (%s) with %s in %s", self.name, self.version,
                  self.artifact.folder, self.backend.name, self.backend.precision)  # fmt: skip
@@ -148,39 +164,59 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             )
         return token
 
-    def _forward_fn(self) -> Callable[[np.ndarray], Awaitable[Outputs]]:
-        """The forward pass off the event loop; micro-batched on CUDA or when asked."""
+    def _forward_fn(self) -> Callable[[np.ndarray], Awaitable[Answer]]:
+        """The forward pass and the scoring of its outputs off the event loop, in one hop to a
+        worker thread; micro-batched on CUDA or when asked (then scored on the loop)."""
         cuda = self.backend.name.startswith("torch-cuda")
         size = self.settings.max_batch or (32 if cuda else 0)
         if size > 1:
-            return MicroBatcher(self.backend, size, self.settings.max_wait_ms, self.pool)
+            batcher = MicroBatcher(self.backend, size, self.settings.max_wait_ms, self.pool)
 
-        async def direct(x: np.ndarray) -> Outputs:
-            return await asyncio.get_running_loop().run_in_executor(self.pool, self.backend, x)
+            async def batched(x: np.ndarray) -> Answer:
+                return self._score(await batcher(x))
+
+            return batched
+
+        def forward_and_score(x: np.ndarray) -> Answer:
+            return self._score(self.backend(x))
+
+        async def direct(x: np.ndarray) -> Answer:
+            return await asyncio.get_running_loop().run_in_executor(self.pool, forward_and_score, x)
 
         return direct
+
+    def _score(self, outputs: Outputs) -> Answer:
+        """Calibrated probabilities, melanoma flags, embedding projections and the guard's
+        verdicts of a batch's logits and embeddings."""
+        logits, embedding = outputs
+        probs = self.artifact.probabilities(logits)
+        flags = self.artifact.melanoma_flags(probs)
+        projection = self.artifact.projection
+        projected = projection(embedding) if projection is not None else np.zeros((len(probs), 0))
+        ood_scores, in_distribution = self._guard(logits, embedding)
+        return Answer(probs, flags, projected, ood_scores, in_distribution)
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Batch:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:  # one hop to a worker thread: decoding must not block the event loop
-            pixels, stats, boxes = await loop.run_in_executor(self.pool, self._pixels, payload)
+            pixels, sizes, boxes = await loop.run_in_executor(self.pool, self._pixels, payload)
         except BadImage as e:
             ERRORS.labels(e.code).inc()
             raise
         request_id = (headers or {}).get("x-request-id", "")
         v2 = payload if isinstance(payload, InferRequest) else None
-        return Batch(v2, pixels, stats, boxes, request_id, started)
+        return Batch(v2, pixels, sizes, boxes, request_id, started)
 
-    def _pixels(self, payload: Any) -> tuple[list[np.ndarray], list[dict[str, float]], list[Box]]:
-        """Decode, then the stem's cache pixels, the drift statistics and the square the model
-        sees of each image."""
+    def _pixels(self, payload: Any) -> tuple[list[np.ndarray], list[tuple[int, int]], list[Box]]:
+        """Decode, then the stem's cache pixels, the original size and the square the model
+        sees of each image (its drift statistics are computed after the answer)."""
         decoded = self._decode(payload, self.pre.cache_size)
         if self.settings.retain_images:
             self._retain(decoded)
         pixels = [self.pre.cache_pixels(d.image) for d in decoded]
-        stats = [image_stats(p, d.original_size) for p, d in zip(pixels, decoded, strict=True)]
-        return pixels, stats, [self.pre.seen_box(d.image.size) for d in decoded]
+        sizes = [d.original_size for d in decoded]
+        return pixels, sizes, [self.pre.seen_box(d.image.size) for d in decoded]
 
     def _retain(self, decoded: list[Decoded]) -> None:
         """Keep the images (only when asked): pixels alone, by day, for ``feedback purge``."""
@@ -197,20 +233,17 @@ class DermaOpsModel(Model):  # type: ignore[misc]
     async def predict(
         self, batch: Batch, headers: dict[str, str] | None = None, response_headers: Any = None
     ) -> Scored:
+        # One image (the common request) goes as a view of its pixels, not a stacked copy.
+        x = batch.pixels[0][None] if len(batch.pixels) == 1 else np.stack(batch.pixels)
         try:
-            logits, embedding = await self.forward(np.stack(batch.pixels))
+            answer = await self.forward(x)
         except Exception as e:
             ERRORS.labels("inference").inc()
             raise InferenceError(f"inference failed: {type(e).__name__}: {e}") from e
-        probs = self.artifact.probabilities(logits)
-        flags = self.artifact.melanoma_flags(probs)
-        projection = self.artifact.projection
-        projected = projection(embedding) if projection is not None else np.zeros((len(probs), 0))
-        ood_scores, in_distribution = self._guard(logits, embedding)
-        observe(self.version, probs, flags, batch.stats, in_distribution)
-        scored = Scored(batch, probs, flags, projected, ood_scores, in_distribution)
-        if self.sinks:
-            self._log(scored)
+        observe(self.version, answer.probs, answer.flags, answer.in_distribution)
+        scored = Scored(batch, *answer)
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        self.recorder.submit(Pending(batch.pixels, batch.sizes, lambda: self._records(scored, now)))
         return scored
 
     def _guard(
@@ -223,20 +256,19 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         scores = guard.scores(logits, embedding)
         return scores, [bool(v) for v in guard.admits(scores)]
 
-    def _log(self, scored: Scored) -> None:
-        """One record per image to the log and the monitor: statistics, embedding projections
-        and the answer; never pixels."""
-        now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        rows = zip(scored.batch.stats, scored.probs, scored.flags, scored.projections,
-                   scored.ood_scores, scored.in_distribution, strict=True)  # fmt: skip
-        for stats, row, flag, projected, ood_score, in_distribution in rows:
+    def _records(self, scored: Scored, now: str) -> list[dict[str, Any]]:
+        """Each image's record for the log and the monitor, but for its statistics (the
+        recorder adds them): embedding projections and the answer; never pixels."""
+        records = []
+        rows = zip(scored.probs, scored.flags, scored.projections, scored.ood_scores,
+                   scored.in_distribution, strict=True)  # fmt: skip
+        for row, flag, projected, ood_score, in_distribution in rows:
             top = int(row.argmax())
             record = {
                 "time": now,
                 "request_id": scored.batch.request_id,
                 "model": self.name,
                 "model_version": self.version,
-                **{k: round(v, 5) for k, v in stats.items()},
                 **{
                     k: round(float(v), 5) for k, v in zip(PROJECTION_NAMES, projected, strict=False)
                 },
@@ -247,8 +279,8 @@ class DermaOpsModel(Model):  # type: ignore[misc]
                 "ood_score": None if np.isnan(ood_score) else round(float(ood_score), 4),
                 **{f"p_{c}": round(float(p), 5) for c, p in zip(CLASSES, row, strict=True)},
             }
-            for sink in self.sinks:
-                sink.write(record)
+            records.append(record)
+        return records
 
     async def postprocess(
         self, result: Any, headers: dict[str, str] | None = None, response_headers: Any = None
@@ -388,6 +420,8 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         }
 
     def stop(self) -> None:
+        if hasattr(self, "recorder"):  # loaded
+            self.recorder.close()
         for sink in self.sinks:
             sink.close()
         self.pool.shutdown(wait=False)

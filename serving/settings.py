@@ -37,6 +37,9 @@ class ServingSettings(BaseModel):
     max_wait_ms: float = Field(2.0, ge=0, description="longest wait to fill a micro-batch")
     top_k: int = Field(3, ge=1, le=7)
     inference_log: bool = Field(True, description="append image statistics and predictions")
+    trace_log: bool = Field(
+        False, description="KServe's two timing lines per request (kserve.trace, INFO)"
+    )
     inference_log_dir: str = Field("", description="default: $DERMAOPS_HOME/inference")
     retain_images: bool = Field(
         False, description="keep each served image (pixels only, no metadata) for later review"

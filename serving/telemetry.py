@@ -79,8 +79,12 @@ BYTES_IN_FLIGHT = Gauge(
 LOG_FAILURES = Counter(
     "dermaops_inference_log_failures",
     "Inference-log records dropped because the log could not be written (the answers went "
-    "out), by errno name.",
+    "out), by errno name; backlog: dropped before writing, the recorder's queue full.",
     ["reason"],
+)
+RECORDS_PENDING = Gauge(
+    "dermaops_records_pending",
+    "Answered images whose statistics and inference-log records are not yet made.",
 )
 MODEL_INFO = Gauge(
     "dermaops_model_info",
@@ -94,30 +98,41 @@ def observe(
     version: str,
     probs: Any,
     flags: Any,
-    stats: list[dict[str, float]],
     in_distribution: list[bool | None],
 ) -> None:
-    """Count one batch: predicted classes, confidences, melanoma flags, input statistics, and
-    the images the guard refused."""
+    """Count one answered batch: predicted classes, confidences, melanoma flags, and the images
+    the guard refused."""
     # inc(0) too: the series exists from the first batch, so rate() has data
     OUT_OF_DISTRIBUTION.labels(version).inc(sum(admitted is False for admitted in in_distribution))
-    for row, flagged, stat in zip(probs, flags, stats, strict=True):
+    for row, flagged in zip(probs, flags, strict=True):
         top = int(row.argmax())
         PREDICTIONS.labels(version, CLASSES[top]).inc()
         CONFIDENCE.labels(version).observe(float(row[top]))
         if flagged:
             MELANOMA_FLAGS.labels(version).inc()
+
+
+def observe_inputs(stats: list[dict[str, float]]) -> None:
+    """The input histograms of one batch's statistics (made after the answer)."""
+    for stat in stats:
         for name in UNIT_STATS:
             INPUT_STAT.labels(name).observe(stat[name])
         INPUT_SIZE.observe(stat["width"] * stat["height"])
 
 
 REFUSED_REASONS = ("body_too_large", "overloaded", "queue_timeout", "memory", "deadline")
-LOG_FAILURE_REASONS = ("ENOSPC", "EDQUOT", "EFBIG", "EROFS", "EACCES", "EIO", "other")
+# errno names of failed writes, and "backlog": records dropped before writing, the recorder's
+# queue full (serving/records.py)
+LOG_FAILURE_REASONS = ("ENOSPC", "EDQUOT", "EFBIG", "EROFS", "EACCES", "EIO", "other", "backlog")
 for _reason in REFUSED_REASONS:  # every series exists from the start, at 0, so rate() has data
     REFUSED.labels(_reason)
 for _reason in LOG_FAILURE_REASONS:
     LOG_FAILURES.labels(_reason)
+
+
+def count_backlog(images: int) -> None:
+    """Records of ``images`` answered images dropped: the recorder's queue was full."""
+    LOG_FAILURES.labels("backlog").inc(images)
 
 
 def count_log_failure(error: OSError) -> None:

@@ -246,6 +246,15 @@ def bench_serve(
         f"served p50 is {result['ratio_p50_vs_in_process']}x the in-process decode + forward "
         f"({result['backend']}); {result['errors']} errors ({path})"
     )
+    phases = result["server_phases_ms"]
+    if phases:
+        inside = sum(phases.values())
+        typer.echo(
+            "inside the predictor (mean ms): "
+            + ", ".join(f"{k} {v}" for k, v in phases.items())
+            + f"; the rest of the round trip at p50 (HTTP, routing, the client): "
+            f"{result['served'][0]['p50_ms'] - inside:.2f} ms"
+        )
 
 
 def bench_soak(

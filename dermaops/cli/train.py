@@ -121,6 +121,14 @@ def evaluate_command(
             "keep it only within 1 point of fp32 on macro-F1, melanoma sensitivity and ECE."
         ),
     ] = True,
+    int8_tolerance: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Points (1 = 1%) the INT8 graph may lose on macro-F1 and melanoma "
+            "sensitivity, and add to ECE, against fp32 on the test split.",
+        ),
+    ] = 1.0,
 ) -> None:
     """Evaluate on the test split: metrics.json (with subgroups and the guard), plots, report."""
     from dermaops.evaluation.run import evaluate
@@ -131,9 +139,11 @@ def evaluate_command(
     groups = SubgroupSettings(min_support=min_support, gap_margin=gap_margin)
     if guard not in METHODS:
         raise typer.BadParameter(f"choose one of {', '.join(METHODS)}", param_hint="--guard")
-    metrics = evaluate(
-        data, model_dir, out, target_sensitivity, device, subgroups=groups, guard=guard, int8=int8
-    )
+    from dermaops.model.quantize import Tolerance
+
+    tolerance = Tolerance(int8_tolerance, int8_tolerance, int8_tolerance)
+    metrics = evaluate(data, model_dir, out, target_sensitivity, device, subgroups=groups,
+                       guard=guard, int8=int8, int8_tolerance=tolerance)  # fmt: skip
     mel = metrics["melanoma"]
     typer.echo(
         f"test macro-F1 {metrics['f1_macro']:.4f}, accuracy {metrics['accuracy']:.2%}, melanoma "

@@ -51,6 +51,7 @@ from dermaops.model.guard import METHODS, GuardError
 from dermaops.model.heatmap import overlay
 from dermaops.model.inference import predict_with_embeddings, resolve_device, split_tensors
 from dermaops.model.projection import PROJECTION, Projection
+from dermaops.model.quantize import Tolerance
 from dermaops.model.reference import OUTPUTS, write_outputs
 from dermaops.model.stem import centre_crop, eval_batch, fit_short_side
 
@@ -84,6 +85,7 @@ def evaluate(
     leave_out: frozenset[str] = frozenset(),
     guard: str = "mahalanobis",
     int8: bool = True,
+    int8_tolerance: Tolerance | None = None,
 ) -> dict[str, Any]:
     """Write metrics.json, plots and report.md for ``model_dir`` on ``prepared``'s test split,
     without the test images of the lesions in ``leave_out``; fit the out-of-distribution
@@ -121,7 +123,7 @@ def evaluate(
     if int8:
         decision = choose_precision(
             artifact.onnx_path, data, out, metrics["temperature"],
-            metrics["melanoma"]["threshold"], pre.image_size,
+            metrics["melanoma"]["threshold"], pre.image_size, int8_tolerance,
         )  # fmt: skip
         metrics["precision"] = asdict(decision)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -72,7 +72,10 @@ def images_to_batch(images: list[Image.Image], pre: Preprocessing) -> torch.Tens
 
 def pixels_to_batch(pixels: np.ndarray | Sequence[np.ndarray], pre: Preprocessing) -> torch.Tensor:
     """Cache pixels (:meth:`Preprocessing.cache_pixels`) to the model's normalised input batch."""
-    stacked = torch.from_numpy(pixels if isinstance(pixels, np.ndarray) else np.stack(pixels))
+    array = pixels if isinstance(pixels, np.ndarray) else np.stack(pixels)
+    if not array.flags.writeable:  # a view of a decoded image: torch wants memory it may write
+        array = array.copy()
+    stacked = torch.from_numpy(array)
     return eval_batch(fit_short_side(stacked, pre.image_size), pre)
 
 

@@ -66,6 +66,8 @@ def test_bench_serve_prints_a_ratio_and_writes_json(
     assert [level["concurrency"] for level in saved["served"]] == [1, 4]
     assert saved["ratio_p50_vs_in_process"] > 0 and saved["in_process"]["p50_ms"] > 0
     assert saved["precision"] == "fp32"  # no INT8 graph registered with it
+    assert set(saved["server_phases_ms"]) == {"preprocess", "predict", "postprocess"}
+    assert "inside the predictor (mean ms): preprocess" in result.stdout
     refused = cli("bench", "serve", "--precision", "compare", check=False)
     assert refused.returncode == 1, refused.stderr
     assert "has no INT8 graph to compare: it was registered without a precision decision" \

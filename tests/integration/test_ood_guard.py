@@ -28,7 +28,7 @@ from dermaops.serving.process import predictor_process
 from dermaops.train.loop import train
 from dermaops.train.settings import TrainSettings
 from tests.e2e.conftest import DERMAOPS
-from tests.scrape import sample
+from tests.scrape import sample, wait_recorded
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -129,6 +129,7 @@ def test_the_cpu_predictor_answers_with_the_guards_verdict(
         outputs = {o["name"]: o for o in v2.json()["outputs"]}
         assert outputs["in_distribution"]["data"] == [False]
         assert outputs["ood_score"]["data"][0] > v2.json()["parameters"]["ood_threshold"]
+        wait_recorded(url)  # records are made after the answer
     log = (tmp_path / "home" / "inference" / "predictions.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in log]
     assert [r["in_distribution"] for r in records] == [*verdicts, False, False]  # the monitor too

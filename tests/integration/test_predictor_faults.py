@@ -15,7 +15,7 @@ from dermaops.inference_log import LOG_NAME, parse_json_lines
 from dermaops.serving.bench import synthetic_jpegs
 from dermaops.serving.process import PredictorProcess
 from dermaops.serving.soak import Payload, Tally, drive, mix
-from tests.scrape import sample
+from tests.scrape import sample, wait_recorded
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -61,6 +61,7 @@ def test_sigkill_under_load_then_restart(
         asyncio.run(drive(predictor.url, good * 10, 8, again))
         assert not again.good_errors and not again.connection_errors
         images = sum(p.images for p in good * 10)
+        wait_recorded(predictor.url)  # records are made after the answers
         assert len(records(logs)) == before + images
     finally:
         predictor.stop()
@@ -85,7 +86,9 @@ def test_inference_log_disk_full_answers_go_on(
         full = Tally()
         asyncio.run(drive(predictor.url, good * 20, 4, full))
         assert not full.good_errors and not full.connection_errors
+        wait_recorded(predictor.url)
         dropped = sample(predictor.url, "dermaops_inference_log_failures_total", reason="EFBIG")
+        dropped += sample(predictor.url, "dermaops_inference_log_failures_total", reason="backlog")
         images = sum(p.images for p in good * 20)
         kept = len(records(logs)) - 8000
         assert dropped > 0 and kept + dropped == images
@@ -93,6 +96,7 @@ def test_inference_log_disk_full_answers_go_on(
 
         resource.prlimit(predictor.pid, resource.RLIMIT_FSIZE, (hard, hard))
         asyncio.run(drive(predictor.url, good, 4, Tally()))
+        wait_recorded(predictor.url)
         assert len(records(logs)) - 8000 == kept + sum(p.images for p in good)
         assert "writing the inference log" in server_log.read_text()
         assert httpx.get(f"{predictor.url}/v2/health/ready", timeout=10).status_code == 200

@@ -63,6 +63,12 @@ def test_register_promote_and_roll_back(
     assert {"ood_auroc", "ood_caught", "ood_auroc.plain_skin"} <= set(run.data.metrics)
     logged = {a.path for a in reg.client.list_artifacts(run.info.run_id, "data")}
     assert "data/split_info.csv" in logged
+    history = json.loads((trained.run / "history.json").read_text())
+    for key in ("train_loss", "val_f1_macro"):  # learning curves in the MLflow UI
+        curve = reg.client.get_metric_history(run.info.run_id, key)
+        assert [(m.step, m.value) for m in sorted(curve, key=lambda m: m.step)] == [
+            (r["epoch"], pytest.approx(r[key])) for r in history
+        ], key
 
     result = promote_challenger(reg, first, trained.metrics(), trained.prepared, LENIENT, False)
     assert result.promoted and alias_version(reg, "champion") == first

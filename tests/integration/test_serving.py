@@ -17,6 +17,7 @@ from PIL import Image
 
 from dermaops.labels import CLASSES
 from dermaops.serving.process import predictor_process
+from tests.scrape import wait_recorded
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -212,6 +213,7 @@ def test_random_bytes_never_get_a_5xx(server: Server) -> None:
 def test_metrics_and_inference_log(server: Server, jpeg_bytes: Callable[..., bytes]) -> None:
     httpx.post(f"{server.url}{V1}", json=_instances(jpeg_bytes(600, 450)), timeout=30)
     httpx.post(f"{server.url}{V1}", json={"instances": [{"b64": "@@"}]}, timeout=30)
+    wait_recorded(server.url)  # statistics and records are made after the answer
     text = httpx.get(f"{server.url}/metrics").text
     expected = (
         "dermaops_predictions_total", "dermaops_confidence_bucket", "dermaops_model_info{",
@@ -239,6 +241,7 @@ def test_no_log_holds_image_bytes_or_base64(server: Server) -> None:
     """Runs last in this module: every request above (good, bad and fuzzed) has been logged."""
     from tests.log_scan import assert_no_image_data
 
+    wait_recorded(server.url)
     assert_no_image_data([server.log, *server.inference_log.parent.glob("predictions.jsonl*")])
 
 
