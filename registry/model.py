@@ -303,7 +303,8 @@ def log_training_run(
         decision = metrics["precision"]
         scalars["int8_served"] = float(decision["serve"] == "int8")
         scalars |= {f"int8_delta.{k}": v for k, v in decision.get("deltas_points", {}).items()}
-    history = json.loads((run_dir / "history.json").read_text())
+    history_file = run_dir / "history.json"  # runs trained before it existed have none
+    history = json.loads(history_file.read_text()) if history_file.is_file() else []
     log_run(reg, run_id, params, scalars, artifacts, history)
     parent = alias_version(reg, CHAMPION)
     tags = gate_tags(thresholds) if thresholds is not None else None

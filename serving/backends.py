@@ -22,6 +22,7 @@ from dermaops.cpus import cpu_budget
 from dermaops.errors import ConfigError
 from dermaops.model.artifact import GRAPH_INPUT, GRAPH_OUTPUTS, INT8, ONNX, ModelArtifact
 from dermaops.model.heatmap import class_heatmaps
+from dermaops.model.quantize import INT8_UNITS, cpu_description
 
 NVIDIA_DRIVER = ("/proc/driver/nvidia/version", "/dev/nvidiactl")  # present with the driver
 
@@ -65,8 +66,9 @@ class OnnxBackend:
     unless told (ONNX Runtime itself would size its pool from the host's cores).
 
     With ``precision`` int8 it runs the quantized graph registered with the model; explanations
-    then come from the fp32 graph (opened at the first one) unless the registration measured the
-    INT8 graph's heatmaps equal to fp32's (:mod:`dermaops.model.quantize`).
+    then come from the fp32 graph (opened at load, so the memory budget counts it) unless the
+    registration measured the INT8 graph's heatmaps equal to fp32's
+    (:mod:`dermaops.model.quantize`); either way they explain the class the INT8 graph answered.
     """
 
     def __init__(self, artifact: ModelArtifact, threads: int = 0, precision: str = "fp32"):
@@ -86,9 +88,9 @@ class OnnxBackend:
         self.outputs = {o.name for o in self.session.get_outputs()}
         self.size = artifact.preprocessing.image_size
         explains_int8 = artifact.precision.get("explain") == "int8"
-        self._fp32_path = None if precision == "fp32" or explains_int8 else fp32
-        self._explainer: Any = None if self._fp32_path else self.session
-        self._explainer_lock = threading.Lock()
+        self.explainer: Any = (
+            self.session if precision == "fp32" or explains_int8 else self._open(fp32)
+        )
 
     def _open(self, path: Path) -> Any:
         import onnxruntime as ort
@@ -112,13 +114,6 @@ class OnnxBackend:
         logits, embedding = self.session.run([LOGITS, EMBEDDING], {GRAPH_INPUT: pixels})
         return np.asarray(logits, np.float32), np.asarray(embedding, np.float32)
 
-    def explainer(self) -> Any:
-        """The session that explains: this one, or the fp32 graph's, opened once."""
-        with self._explainer_lock:
-            if self._explainer is None and self._fp32_path is not None:
-                self._explainer = self._open(self._fp32_path)
-            return self._explainer
-
     def explain(self, pixels: np.ndarray) -> Explained:
         if CAMS not in self.outputs:
             raise ExplainUnavailableError(
@@ -126,7 +121,9 @@ class OnnxBackend:
                 "graph has no class activation maps; explain it with the GPU predictor "
                 "(--backend torch or cuda), which runs Grad-CAM"
             )
-        logits, images, cams = self.explainer().run([LOGITS, IMAGE, CAMS], {GRAPH_INPUT: pixels})
+        logits, images, cams = self.explainer.run([LOGITS, IMAGE, CAMS], {GRAPH_INPUT: pixels})
+        if self.explainer is not self.session:  # the heatmap of the class this graph answers
+            (logits,) = self.session.run([LOGITS], {GRAPH_INPUT: pixels})
         top = np.asarray(logits).argmax(axis=1).tolist()
         return Explained(np.asarray(logits, np.float32), class_heatmaps(cams, top, self.size),
                          np.asarray(images))  # fmt: skip
@@ -242,7 +239,19 @@ def resolve_precision(choice: str, artifact: ModelArtifact) -> str:
     if choice != "auto":
         return choice
     kept = artifact.int8_path is not None and artifact.precision.get("serve") == "int8"
+    if kept and not _has_int8_units(artifact.precision.get("cpu", {}).get("flags", [])):
+        log.warning("the INT8 graph was judged on a CPU with %s and this one has none of them "
+                    "(uint8 x int8 products may saturate without them): serving fp32",
+                    ", ".join(INT8_UNITS))  # fmt: skip
+        return "fp32"
     return "int8" if kept else "fp32"
+
+
+def _has_int8_units(judged_on: list[str]) -> bool:
+    """Whether this CPU has the integer dot-product units of the CPU the INT8 graph was judged
+    on (VNNI, AMX); True when that CPU had none either (judged as it will run)."""
+    needed = [flag for flag in judged_on if flag in INT8_UNITS]
+    return not needed or bool(set(cpu_description()["flags"]) & set(INT8_UNITS))
 
 
 def _int8_refusal(artifact: ModelArtifact) -> str:

@@ -241,10 +241,12 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             ERRORS.labels("inference").inc()
             raise InferenceError(f"inference failed: {type(e).__name__}: {e}") from e
         observe(self.version, answer.probs, answer.flags, answer.in_distribution)
-        scored = Scored(batch, *answer)
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        self.recorder.submit(Pending(batch.pixels, batch.sizes, lambda: self._records(scored, now)))
-        return scored
+        request_id = batch.request_id  # not the batch: it holds the request and its bytes
+        self.recorder.submit(
+            Pending(batch.pixels, batch.sizes, lambda: self._records(answer, request_id, now))
+        )
+        return Scored(batch, *answer)
 
     def _guard(
         self, logits: np.ndarray, embedding: np.ndarray
@@ -256,17 +258,17 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         scores = guard.scores(logits, embedding)
         return scores, [bool(v) for v in guard.admits(scores)]
 
-    def _records(self, scored: Scored, now: str) -> list[dict[str, Any]]:
+    def _records(self, answer: Answer, request_id: str, now: str) -> list[dict[str, Any]]:
         """Each image's record for the log and the monitor, but for its statistics (the
         recorder adds them): embedding projections and the answer; never pixels."""
         records = []
-        rows = zip(scored.probs, scored.flags, scored.projections, scored.ood_scores,
-                   scored.in_distribution, strict=True)  # fmt: skip
+        rows = zip(answer.probs, answer.flags, answer.projections, answer.ood_scores,
+                   answer.in_distribution, strict=True)  # fmt: skip
         for row, flag, projected, ood_score, in_distribution in rows:
             top = int(row.argmax())
             record = {
                 "time": now,
-                "request_id": scored.batch.request_id,
+                "request_id": request_id,
                 "model": self.name,
                 "model_version": self.version,
                 **{

@@ -60,16 +60,19 @@ class Recorder:
         self.max_images = max_images
         self._jobs: queue.Queue[Pending | None] = queue.Queue()
         self._waiting = 0  # images handed over and not yet recorded
-        self._lock = threading.Lock()
+        self._closed = False
+        # Re-entrant: close() may run in a signal handler on the thread that is inside submit().
+        self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._run, name="dermaops-records", daemon=True)
         self._thread.start()
 
     def submit(self, pending: Pending) -> bool:
-        """Hand a batch over without waiting; False (and counted) when the backlog is full."""
+        """Hand a batch over without waiting; False (and counted) when the backlog is full or
+        the recorder is closed."""
         n = len(pending.pixels)
         with self._lock:
-            if self._waiting + n > self.max_images:
+            if self._closed or self._waiting + n > self.max_images:
                 self.dropped(n)
                 return False
             self._waiting += n
@@ -83,8 +86,11 @@ class Recorder:
             return self._idle.wait_for(lambda: self._waiting == 0, timeout)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Record what is waiting, then stop the thread."""
+        """Record what is waiting, then stop the thread; later batches are counted as dropped
+        (requests still being answered while the server shuts down)."""
         self.flush(timeout)
+        with self._lock:
+            self._closed = True
         self._jobs.put(None)
         self._thread.join(timeout)
 

@@ -64,6 +64,7 @@ def choose_precision(
     threads = cpu_budget().threads
     calibration, _, _ = data.split("train", sample=CALIBRATION_IMAGES)
     int8_path = out / INT8
+    int8_path.unlink(missing_ok=True)  # an earlier run's graph is not this run's decision
     try:
         recipe, timings = fastest(fp32, int8_path, calibration, threads, recipes)
     except QuantizationError as e:
@@ -71,7 +72,15 @@ def choose_precision(
         decision.write(out)
         return decision
     pixels, labels, _ = data.split("test")
-    before, after = run_graph(fp32, pixels, threads), run_graph(int8_path, pixels, threads)
+    before = run_graph(fp32, pixels, threads)
+    try:
+        after = run_graph(int8_path, pixels, threads)
+    except Exception as e:  # ONNX Runtime's errors have no common type worth naming
+        int8_path.unlink(missing_ok=True)
+        decision = PrecisionDecision("fp32", f"the {recipe.name} graph failed on the test "
+                                     f"split: {e}", recipe.name, cpu, timings)  # fmt: skip
+        decision.write(out)
+        return decision
     fp32_scores = _scores(before.logits, labels, temperature, threshold)
     int8_scores = _scores(after.logits, labels, temperature, threshold)
     correlation = None

@@ -36,6 +36,7 @@ from dermaops.model.heatmap import class_heatmaps
 log = logging.getLogger(__name__)
 
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "asimddp")
+INT8_UNITS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")  # integer dot products
 LOGITS, _, _, CAMS = GRAPH_OUTPUTS
 
 
@@ -197,15 +198,19 @@ def fastest(
     probe = calibration[0]
     timings = {"fp32": p50_ms(fp32, probe, threads)}
     best: Recipe | None = None
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # same file system as ``out``
         for recipe in recipes:
             candidate = Path(tmp) / f"{recipe.format}-{recipe.activations}.onnx"
             try:
                 quantize_graph(fp32, candidate, calibration, recipe)
+                timings[recipe.name] = p50_ms(candidate, probe, threads)
             except QuantizationError as e:
                 log.warning("%s", e)
                 continue
-            timings[recipe.name] = p50_ms(candidate, probe, threads)
+            except Exception as e:  # quantized, but ONNX Runtime cannot load or run it
+                log.warning("%s quantized %s, which ONNX Runtime cannot run: %s", recipe.name,
+                            fp32.name, e)  # fmt: skip
+                continue
             if best is None or timings[recipe.name] < timings[best.name]:
                 best = recipe
                 candidate.replace(out)

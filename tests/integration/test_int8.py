@@ -112,12 +112,31 @@ def test_explanations_come_from_fp32_where_the_heatmaps_differ(int8_model: Path,
     decision = json.loads((folder / PRECISION).read_text())
     (folder / PRECISION).write_text(json.dumps({**decision, "explain": "fp32"}))
     backend = choose_backend(ModelArtifact.load(folder), "onnx", precision="int8")
-    assert backend._explainer is None  # opened at the first explanation, not at load
-    pixels = np.random.default_rng(1).integers(0, 256, (1, 225, 300, 3), np.uint8)
-    backend.explain(pixels)
-    fp32_inputs = [i.name for i in backend.explainer().get_inputs()]
-    assert backend.explainer() is not backend.session and fp32_inputs == [GRAPH_INPUT]
-    assert (folder / ONNX).is_file()
+    assert backend.explainer is not backend.session  # the fp32 graph, opened at load
+    assert [i.name for i in backend.explainer.get_inputs()] == [GRAPH_INPUT]
+    pixels = np.random.default_rng(1).integers(0, 256, (8, 225, 300, 3), np.uint8)
+    explained = backend.explain(pixels)
+    int8_logits, _ = backend(pixels)
+    # the heatmap of the class the INT8 graph answered, drawn by the fp32 graph
+    assert explained.logits.argmax(axis=1).tolist() == int8_logits.argmax(axis=1).tolist()
+    assert explained.heatmaps.shape == (8, 32, 32)
+
+
+def test_auto_serves_fp32_on_a_cpu_without_the_int8_units_it_was_judged_with(
+    int8_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dermaops.serving import backends
+
+    artifact = ModelArtifact.load(int8_model)
+    judged = {**artifact.precision, "cpu": {"model": "x", "flags": ["avx2", "avx512_vnni"]}}
+    folder = tmp_path / "model"
+    shutil.copytree(int8_model, folder)
+    (folder / PRECISION).write_text(json.dumps(judged))
+    monkeypatch.setattr(backends, "cpu_description", lambda: {"model": "y", "flags": ["avx2"]})
+    assert choose_backend(ModelArtifact.load(folder), "onnx", precision="auto").precision == "fp32"
+    assert choose_backend(ModelArtifact.load(folder), "onnx", precision="int8").precision == "int8"
+    monkeypatch.setattr(backends, "cpu_description", lambda: {"model": "z", "flags": ["avx_vnni"]})
+    assert choose_backend(ModelArtifact.load(folder), "onnx", precision="auto").precision == "int8"
 
 
 def test_the_predictor_names_the_graph_that_answers_in_its_v2_metadata(

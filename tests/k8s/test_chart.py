@@ -207,6 +207,8 @@ def test_bad_values_are_refused_with_a_clear_message() -> None:
                              ("predictor.precision=int4", "/predictor/precision"),
                              ("predictor.gpu.enabled=true,predictor.precision=int8",
                               "precision int8 runs the INT8 ONNX graph on CPUs"),
+                             ("predictor.backend=torch,predictor.precision=int8",
+                              "or a torch backend"),
                              ]:  # fmt: skip
         done = helm("template", "x", str(CHART), *URI, "--set", setting)
         assert done.returncode != 0 and message in done.stderr, (setting, done.stderr)

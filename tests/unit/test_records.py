@@ -56,3 +56,11 @@ def test_a_full_backlog_drops_and_counts_and_a_failing_batch_stops_nothing() -> 
     assert recorder.submit(Pending(_pixels(1), [(600, 450)], lambda: one))
     recorder.close()
     assert len(written) == 4  # 1 + 2 + (broken: none) + 1, written before close returned
+
+
+def test_batches_after_close_are_counted_not_queued_to_a_dead_thread() -> None:
+    dropped: list[int] = []
+    recorder = Recorder(lambda stats: None, [], dropped.append)
+    recorder.close()
+    assert not recorder.submit(Pending(_pixels(2), [(600, 450)] * 2, list))
+    assert dropped == [2] and recorder.flush(1)

@@ -68,8 +68,8 @@ seccompProfile:
 
 {{/* The predictor container, the same under KServe and in the plain Deployment. */}}
 {{- define "dermaops.predictorContainer" -}}
-{{- if and .Values.predictor.gpu.enabled (eq .Values.predictor.precision "int8") }}
-{{- fail "predictor.precision int8 runs the INT8 ONNX graph on CPUs; with predictor.gpu.enabled the predictor runs torch on CUDA in fp16 (set precision auto or fp32)" }}
+{{- if and (eq .Values.predictor.precision "int8") (or .Values.predictor.gpu.enabled (has .Values.predictor.backend (list "torch" "cuda"))) }}
+{{- fail "predictor.precision int8 runs the INT8 ONNX graph on CPUs; with predictor.gpu.enabled or a torch backend the predictor runs torch (CUDA in fp16): set precision auto or fp32, or backend onnx" }}
 {{- end }}
 {{- if and (gt (float64 .Values.predictor.queueTimeout) 0.0) (gt (float64 .Values.predictor.queueTimeout) (float64 .Values.predictor.requestTimeout)) }}
 {{- fail (printf "predictor.queueTimeout (%v) must not pass predictor.requestTimeout (%v): the wait in the queue is part of a request's time" .Values.predictor.queueTimeout .Values.predictor.requestTimeout) }}
