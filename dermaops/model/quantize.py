@@ -166,7 +166,7 @@ def session(path: Path, threads: int) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def p50_ms(path: Path, image: np.ndarray, threads: int, runs: int = 20) -> float:
+def p50_ms(path: Path, image: np.ndarray, threads: int, runs: int = 12) -> float:
     """Median milliseconds of one forward pass of one image (batch 1, as served), after warm-up."""
     graph = session(path, threads)
     feed = {GRAPH_INPUT: image[None]}

@@ -28,6 +28,7 @@ def _runs(home: Path, kind: str) -> list[Path]:
     return sorted((home / "pipelines").glob(f"dermaops-{kind}-*"))
 
 
+@pytest.mark.timeout(600)  # three pipeline runs, each quantizing and judging an INT8 graph
 def test_train_rerun_rollback_and_retrain_with_feedback(
     cli: Cli, dermaops_home: Path, tmp_path: Path, jpeg_bytes: Callable[..., bytes]
 ) -> None:
