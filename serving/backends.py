@@ -22,7 +22,7 @@ from dermaops.cpus import cpu_budget
 from dermaops.errors import ConfigError
 from dermaops.model.artifact import GRAPH_INPUT, GRAPH_OUTPUTS, INT8, ONNX, ModelArtifact
 from dermaops.model.heatmap import class_heatmaps
-from dermaops.model.quantize import INT8_UNITS, cpu_description
+from dermaops.model.quantize import INT8_UNITS, cpu_description, cpu_session
 
 NVIDIA_DRIVER = ("/proc/driver/nvidia/version", "/dev/nvidiactl")  # present with the driver
 
@@ -93,14 +93,7 @@ class OnnxBackend:
         )
 
     def _open(self, path: Path) -> Any:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle threads sleep instead of spinning: the event loop and decoding need the cores.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = cpu_session(path, self.threads)
         inputs = [(i.name, i.type) for i in session.get_inputs()]
         if inputs != [(GRAPH_INPUT, "tensor(uint8)")]:
             raise ConfigError(

@@ -155,8 +155,10 @@ def quantize_graph(fp32: Path, out: Path, calibration: np.ndarray, recipe: Recip
         raise QuantizationError(f"quantizing {fp32.name} as {recipe.name} failed: {e}") from e
 
 
-def session(path: Path, threads: int) -> Any:
-    """An ONNX Runtime CPU session as the predictor opens one (``threads`` intra-op threads)."""
+def cpu_session(path: Path, threads: int) -> Any:
+    """An ONNX Runtime CPU session as the predictor opens one, so that what is timed here is
+    what serves: ``threads`` intra-op threads, every graph optimisation, and idle threads that
+    sleep instead of spinning (the event loop and decoding need the cores)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -168,7 +170,7 @@ def session(path: Path, threads: int) -> Any:
 
 def p50_ms(path: Path, image: np.ndarray, threads: int, runs: int = 12) -> float:
     """Median milliseconds of one forward pass of one image (batch 1, as served), after warm-up."""
-    graph = session(path, threads)
+    graph = cpu_session(path, threads)
     feed = {GRAPH_INPUT: image[None]}
     for _ in range(3):
         graph.run([LOGITS], feed)
@@ -231,7 +233,7 @@ class GraphOutputs:
 
 def run_graph(path: Path, pixels: np.ndarray, threads: int, batch: int = 32) -> GraphOutputs:
     """``path``'s logits (and cams) for uint8 cache pixels, ``batch`` images at a time."""
-    graph = session(path, threads)
+    graph = cpu_session(path, threads)
     names = [o.name for o in graph.get_outputs()]
     wanted = [LOGITS, CAMS] if CAMS in names else [LOGITS]
     logits, cams = [], []
