@@ -33,20 +33,13 @@ def deploy(
     from dermaops.components.runtime import stage
 
     with stage("deploy", kfp_run_id, model_name, pipeline):
-        from dermaops.errors import ConfigError
         from dermaops.registry import Registry, RegistrySettings
-        from dermaops.registry.reconcile import ClusterServing, LocalServing, reconcile
-        from dermaops.settings import Home
+        from dermaops.registry.reconcile import reconcile
+        from dermaops.registry.serving import serving_for
 
         reg = Registry(RegistrySettings(model_name=model_name))
-        if target == "kubernetes":
-            serving: ClusterServing | LocalServing = ClusterServing(
-                release, namespace, canary_percent or None
-            )
-        elif target == "local":
-            serving = LocalServing(Home.from_env())
-        else:
-            raise ConfigError(f"deploy target {target!r} is not kubernetes or local")
+        serving = serving_for(target, release=release, namespace=namespace,
+                              canary_percent=canary_percent or None)  # fmt: skip
         done = reconcile(reg, serving)
         Path(patches.path).write_text(json.dumps(asdict(done), indent=2))
         said = done.action

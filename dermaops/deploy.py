@@ -13,7 +13,7 @@ the chart's modes (a KServe InferenceService, or the plain Deployment of ``kserv
 Each change addresses its field by position and is guarded by ``test`` operations on the names
 at that position, so a chart whose fields moved makes the patch fail, whole, instead of changing
 the wrong field. Locally, deploying writes ``$DERMAOPS_HOME/serving/current.json`` instead.
-This module only builds documents; applying them is :mod:`dermaops.components.kube`'s.
+This module only builds documents; applying them is :mod:`dermaops.registry.kube`'s.
 """
 
 from __future__ import annotations

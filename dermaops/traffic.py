@@ -7,17 +7,15 @@ same images unshifted should not be.
 
 from __future__ import annotations
 
-import base64
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from PIL import Image, ImageEnhance, ImageFilter
 from tqdm import tqdm
 
-from dermaops.errors import DermaOpsError
+from dermaops.client import PredictorClient, PredictorError
 from dermaops.imaging import decode
 
 
@@ -50,24 +48,18 @@ def send(
     """POST each image alone to the predictor's v1 endpoint; count what it refused.
 
     Raises:
-        DermaOpsError: the predictor cannot be reached at all.
+        PredictorError: the predictor cannot be reached at all.
     """
-    endpoint = f"{url.rstrip('/')}/v1/models/{model_name}:predict"
     failed, errors = 0, list[str]()
     label = "shifted traffic" if shifted else "traffic"
-    with httpx.Client(timeout=60) as client:
+    with PredictorClient(url, model_name) as client:
         for path in tqdm(images, desc=label, unit="img", leave=False):
-            body = {
-                "instances": [
-                    {"image_bytes": {"b64": base64.b64encode(encoded(path, shifted)).decode()}}
-                ]
-            }
             try:
-                response = client.post(endpoint, json=body)
-            except httpx.TransportError as e:
-                raise DermaOpsError(f"no predictor at {url}: {e}") from e
-            if response.status_code != 200:
+                client.predict([encoded(path, shifted)])
+            except PredictorError as e:
+                if not e.status:  # unreachable: no point in sending the rest
+                    raise
                 failed += 1
                 if len(errors) < 3:
-                    errors.append(f"{path.name}: {response.status_code} {response.text[:200]}")
+                    errors.append(f"{path.name}: {e}")
     return TrafficResult(len(images), failed, tuple(errors))

@@ -170,18 +170,11 @@ class MonitorState:
 def reconcile_once(state: MonitorState) -> dict[str, Any]:
     """One pass of the registry's reconciler; its gauges and ``state.reconciled`` follow it."""
     from dermaops.registry import Registry, RegistrySettings
-    from dermaops.registry.reconcile import (
-        ClusterServing,
-        LocalServing,
-        ReconcileError,
-        reconcile,
-    )
+    from dermaops.registry.reconcile import ReconcileError, reconcile
+    from dermaops.registry.serving import serving_for
 
     s = state.settings
-    serving: ClusterServing | LocalServing = (
-        ClusterServing(s.release, s.namespace) if s.serve_on == "kubernetes"
-        else LocalServing(Home.from_env())
-    )  # fmt: skip
+    serving = serving_for(s.serve_on, release=s.release, namespace=s.namespace)
     at = datetime.now(UTC).isoformat(timespec="seconds")
     try:
         done = reconcile(Registry(RegistrySettings(model_name=s.registry_model)), serving)

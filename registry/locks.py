@@ -46,7 +46,7 @@ def promotion_lock(reg: Registry, timeout: float = 300) -> Iterator[None]:
         if not named:
             yield
             return
-        from dermaops.components.kube import KubernetesError, lease
+        from dermaops.registry.kube import KubernetesError, lease
 
         namespace, _, name = named.partition("/")
         if not namespace or not name:

@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         admission_limits,
     )
     from dermaops.serving.model import DermaOpsModel, PlatformDataPlane
+    from dermaops.serving.openapi import publish_v1
 
     args, settings = settings_from(argv)
     if args.workers > 1:  # KServe's workers import its app afresh, without the middleware
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     app.add_middleware(ReadOnlyRepository)
     limits = admission_limits(settings, model.threads)  # after the load: what the model holds
     app.add_middleware(Admission, limits=limits)  # outermost: before anything reads a body
+    publish_v1(app)
     server = kserve.ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,

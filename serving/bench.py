@@ -8,7 +8,6 @@ HTTP, JSON, base64 and KServe.
 from __future__ import annotations
 
 import asyncio
-import base64
 import http.client
 import os
 import tempfile
@@ -30,6 +29,7 @@ from dermaops.model.uri import load_model
 from dermaops.serving.backends import choose_backend
 from dermaops.serving.process import predictor_process
 from dermaops.settings import Home
+from dermaops.v1 import request_body
 
 PREDICT = "/v1/models/dermaops:predict"
 
@@ -54,7 +54,7 @@ def bench_serve(
         jpegs = synthetic_jpegs(Path(tmp) / "synth", images)
         local = InProcess(artifact, backend, jpegs, precision)
         with _server(artifact.folder, backend, Path(tmp), ["--precision", precision]) as url:
-            bodies = [_body(j) for j in jpegs]
+            bodies = [request_body([j]) for j in jpegs]
             per_round = max(1, requests // rounds)
             near: list[float] = []
             served: list[float] = []
@@ -127,7 +127,7 @@ def bench_precision(
     errors = 0
     with tempfile.TemporaryDirectory() as tmp:
         jpegs = synthetic_jpegs(Path(tmp) / "synth", images)
-        bodies = [_body(j) for j in jpegs]
+        bodies = [request_body([j]) for j in jpegs]
         local = InProcess(artifact, "onnx", jpegs, precision="fp32")
         with (
             _server(artifact.folder, "onnx", Path(tmp) / "fp32", ["--precision", "fp32"]) as fp32,
@@ -254,8 +254,3 @@ def _summary(times: list[float], errors: int, wall: float) -> dict[str, Any]:
 
 
 _JSON = {"content-type": "application/json"}
-
-
-def _body(jpeg: bytes) -> bytes:
-    b64 = base64.b64encode(jpeg).decode()
-    return f'{{"instances":[{{"image_bytes":{{"b64":"{b64}"}}}}]}}'.encode()

@@ -18,8 +18,7 @@ from kserve.protocol.infer_type import InferInput, InferRequest
 from dermaops.errors import ImageError, ImageTooLargeError, NotAnImageError, TruncatedImageError
 from dermaops.imaging import Decoded, ImageLimits, decode
 from dermaops.serving.binary import BinaryFormatError, bytes_elements
-
-V1_SHAPE = '{"instances": [{"image_bytes": {"b64": "<base64 JPEG or PNG>"}}]}'
+from dermaops.v1 import SHAPE as V1_SHAPE
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,15 @@ from dermaops.serving.telemetry import (
 )
 from dermaops.settings import Home
 from dermaops.tokens import MONITOR_TOKEN_ENV, read_token
+from dermaops.v1 import (
+    ExplainAnswer,
+    Explanation,
+    MelanomaFlag,
+    OodVerdict,
+    PredictAnswer,
+    Prediction,
+    TopClass,
+)
 
 log = logging.getLogger(__name__)
 
@@ -292,55 +301,46 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         LATENCY.labels("predict").observe(time.perf_counter() - result.batch.started)
         if result.batch.v2 is not None:
             return self._v2_response(result)
-        return {
-            "predictions": [
-                self._describe(row, flag, score, admitted)
-                for row, flag, score, admitted in zip(
-                    result.probs,
-                    result.flags,
-                    result.ood_scores,
-                    result.in_distribution,
-                    strict=True,
-                )
-            ],
-            "model_name": self.name,
-            "model_version": self.version,
-        }
+        rows = zip(result.probs, result.flags, result.ood_scores, result.in_distribution,
+                   strict=True)  # fmt: skip
+        return PredictAnswer(
+            predictions=[self._describe(*row) for row in rows],
+            model_name=self.name,
+            model_version=self.version,
+        ).model_dump()
 
     def _describe(
         self, row: np.ndarray, flag: bool, ood_score: float, in_distribution: bool | None
-    ) -> dict[str, Any]:
+    ) -> Prediction:
         order = np.argsort(-row)[: self.settings.top_k]
-        return {
-            "in_distribution": in_distribution,
-            "ood": self._ood(ood_score),
-            "probabilities": {c: round(float(p), 6) for c, p in zip(CLASSES, row, strict=True)},
-            "top_k": [
-                {
-                    "dx": CLASSES[i],
-                    "name": FULL_NAMES[CLASSES[i]],
-                    "probability": round(float(row[i]), 6),
-                }
+        return Prediction(
+            in_distribution=in_distribution,
+            ood=self._ood(ood_score),
+            probabilities={c: round(float(p), 6) for c, p in zip(CLASSES, row, strict=True)},
+            top_k=[
+                TopClass(
+                    dx=CLASSES[i], name=FULL_NAMES[CLASSES[i]], probability=round(float(row[i]), 6)
+                )
                 for i in order
             ],
-            "melanoma": {
-                "flag": bool(flag),
-                "probability": round(float(row[MEL]), 6),
-                "threshold": round(self.artifact.melanoma_threshold, 6),
-            },
-        }
+            melanoma=MelanomaFlag(
+                flag=bool(flag),
+                probability=round(float(row[MEL]), 6),
+                threshold=round(self.artifact.melanoma_threshold, 6),
+            ),
+        )
 
-    def _ood(self, score: float) -> dict[str, Any] | None:
+    def _ood(self, score: float) -> OodVerdict | None:
         """The guard's score, threshold and method (None: the model has no guard)."""
         guard = self.artifact.guard
         if guard is None:
             return None
-        return {
-            "score": round(float(score), 4),
-            "threshold": round(guard.threshold, 4),
-            "keep": guard.keep,
-            "method": guard.method,
-        }
+        return OodVerdict(
+            score=round(float(score), 4),
+            threshold=round(guard.threshold, 4),
+            keep=guard.keep,
+            method=guard.method,
+        )
 
     @property
     def platform(self) -> str:
@@ -404,22 +404,22 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         seen = self.backend.explain(np.stack(batch.pixels))
         probs = self.artifact.probabilities(seen.logits)
         top = [int(i) for i in probs.argmax(axis=1)]
-        return {
-            "explanations": [
-                {
-                    "dx": CLASSES[c],
-                    "name": FULL_NAMES[CLASSES[c]],
-                    "probability": round(float(probs[i, c]), 6),
-                    "method": "gradcam",
-                    "heatmap_png_b64": _png((seen.heatmaps[i] * 255).astype(np.uint8)),
-                    "overlay_png_b64": _png(overlay(seen.images[i], seen.heatmaps[i])),
-                    "seen_box": [round(f, 6) for f in batch.boxes[i]],
-                }
+        return ExplainAnswer(
+            explanations=[
+                Explanation(
+                    dx=CLASSES[c],
+                    name=FULL_NAMES[CLASSES[c]],
+                    probability=round(float(probs[i, c]), 6),
+                    method="gradcam",
+                    heatmap_png_b64=_png((seen.heatmaps[i] * 255).astype(np.uint8)),
+                    overlay_png_b64=_png(overlay(seen.images[i], seen.heatmaps[i])),
+                    seen_box=_rounded(batch.boxes[i]),
+                )
                 for i, c in enumerate(top)
             ],
-            "model_name": self.name,
-            "model_version": self.version,
-        }
+            model_name=self.name,
+            model_version=self.version,
+        ).model_dump()
 
     def stop(self) -> None:
         if hasattr(self, "recorder"):  # loaded
@@ -460,6 +460,11 @@ def _grpc_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
     """Numbers as text: KServe's gRPC ``InferParameter`` has no double (only bool, int64 and
     string), and a float parameter fails the whole answer."""
     return {k: repr(float(v)) if isinstance(v, float) else v for k, v in parameters.items()}
+
+
+def _rounded(box: Box) -> Box:
+    left, top, right, bottom = (round(f, 6) for f in box)
+    return left, top, right, bottom
 
 
 def _png(pixels: np.ndarray) -> str:

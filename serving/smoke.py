@@ -8,13 +8,13 @@ up. Exits 0 when everything answered as it should, 1 with the reason otherwise.
 from __future__ import annotations
 
 import argparse
-import base64
 import io
 import sys
 
 import httpx
 import numpy as np
 
+from dermaops.client import PredictorClient
 from dermaops.data.synth_render import STYLES, draw_lesion, photograph
 from dermaops.errors import DermaOpsError
 from dermaops.labels import CLASSES
@@ -39,23 +39,14 @@ def check(url: str, model: str, monitor_url: str = "", wait: float = 120) -> lis
     url = url.rstrip("/")
     wait_until_ready(f"{url}/v2/health/ready", wait)
     done = [f"ready: {url}/v2/health/ready"]
-    image = base64.b64encode(lesion_jpeg()).decode()
-    v1 = httpx.post(f"{url}/v1/models/{model}:predict",
-                    json={"instances": [{"image_bytes": {"b64": image}}]}, timeout=60)  # fmt: skip
-    if v1.status_code != 200:
-        raise DermaOpsError(f"v1 predict answered {v1.status_code}: {v1.text[:300]}")
-    (prediction,) = v1.json()["predictions"]
-    total = sum(prediction["probabilities"].values())
-    if set(prediction["probabilities"]) != set(CLASSES) or abs(total - 1) > 1e-3:
+    with PredictorClient(url, model) as client:
+        v1 = client.predict([lesion_jpeg()])
+        outputs = client.infer([lesion_jpeg()])
+    (prediction,) = v1.predictions
+    total = sum(prediction.probabilities.values())
+    if set(prediction.probabilities) != set(CLASSES) or abs(total - 1) > 1e-3:
         raise DermaOpsError(f"v1 probabilities are not the 7 classes summing to 1: {prediction}")
-    done.append(
-        f"v1: top {prediction['top_k'][0]['dx']}, model version {v1.json()['model_version']}"
-    )
-    body = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [image]}]}
-    v2 = httpx.post(f"{url}/v2/models/{model}/infer", json=body, timeout=60)
-    if v2.status_code != 200:
-        raise DermaOpsError(f"v2 infer answered {v2.status_code}: {v2.text[:300]}")
-    outputs = {o["name"]: o for o in v2.json()["outputs"]}
+    done.append(f"v1: top {prediction.top_k[0].dx}, model version {v1.model_version}")
     if outputs["probabilities"]["shape"] != [1, len(CLASSES)]:
         raise DermaOpsError(f"v2 probabilities have shape {outputs['probabilities']['shape']}")
     done.append(f"v2: label {outputs['label']['data'][0]}")

@@ -34,6 +34,7 @@ from dermaops.serving.bench import InProcess, synthetic_jpegs
 from dermaops.serving.process import PredictorProcess
 from dermaops.serving.settings import ENV_PREFIX, ServingSettings
 from dermaops.settings import Home, load_settings
+from dermaops.v1 import request_body
 
 V1 = "/v1/models/dermaops:predict"
 V2 = "/v2/models/dermaops/infer"
@@ -58,30 +59,28 @@ def mix(jpegs: list[bytes], max_instances: int) -> tuple[list[Payload], list[Pay
     """Good payloads (v1 and v2, one or two images) and one of each kind of bad payload."""
     b64s = [base64.b64encode(j).decode() for j in jpegs]
     good: list[Payload] = []
-    for i, b64 in enumerate(b64s):
-        pair = [b64, b64s[(i + 1) % len(b64s)]]
+    for i, (jpeg, b64) in enumerate(zip(jpegs, b64s, strict=True)):
+        pair = [jpeg, jpegs[(i + 1) % len(jpegs)]]
         good += [
-            Payload("v1", V1, _v1(b64), True, 1),
-            Payload("v1-two-images", V1, _v1(*pair), True, 2),
+            Payload("v1", V1, request_body([jpeg]), True, 1),
+            Payload("v1-two-images", V1, request_body(pair), True, 2),
             Payload("v2", V2, _v2([b64]), True, 1),
         ]
     one = b64s[0]
-    half = base64.b64encode(jpegs[0][: len(jpegs[0]) // 2]).decode()
-    bomb = base64.b64encode(_png_header(10_000, 10_000)).decode()
     bad = [
         Payload("not-json", V1, b"{not json", False),
         Payload("no-instances", V1, b'{"images": []}', False),
         Payload("empty-instances", V1, b'{"instances": []}', False),
-        Payload("bad-base64", V1, _v1("@@not base64@@"), False),
-        Payload("not-an-image", V1, _v1(base64.b64encode(b"GIF? no: text").decode()), False),
-        Payload("truncated-jpeg", V1, _v1(half), False),
-        Payload("too-many-images", V1, _v1(*[one] * (max_instances + 1)), False),
-        Payload("pixel-bomb", V1, _v1(bomb), False),
+        Payload("bad-base64", V1, b'{"instances": [{"image_bytes": {"b64": "@@ no @@"}}]}', False),
+        Payload("not-an-image", V1, request_body([b"GIF? no: text"]), False),
+        Payload("truncated-jpeg", V1, request_body([jpegs[0][: len(jpegs[0]) // 2]]), False),
+        Payload("too-many-images", V1, request_body([jpegs[0]] * (max_instances + 1)), False),
+        Payload("pixel-bomb", V1, request_body([_png_header(10_000, 10_000)]), False),
         Payload("v2-not-bytes", V2, _v2_raw("x", "FP32", [1], [0.5]), False),
         Payload("v2-shape-mismatch", V2, _v2_raw("image", "BYTES", [3], [one]), False),
         Payload("v2-no-inputs", V2, b'{"id": "soak"}', False),
         Payload("v2-unknown-output", V2, _v2([one], outputs=["nope"]), False),
-        Payload("unknown-model", "/v1/models/nope:predict", _v1(one), False),
+        Payload("unknown-model", "/v1/models/nope:predict", request_body(jpegs[:1]), False),
     ]  # fmt: skip
     return good, bad
 
@@ -332,10 +331,6 @@ def _round(mb: float | None) -> float | None:
 
 def _pct(ms: np.ndarray, q: int) -> float:
     return round(float(np.percentile(ms, q)), 2) if len(ms) else 0.0
-
-
-def _v1(*b64s: str) -> bytes:
-    return json.dumps({"instances": [{"image_bytes": {"b64": b}} for b in b64s]}).encode()
 
 
 def _v2(b64s: list[str], outputs: list[str] | None = None) -> bytes:

@@ -15,7 +15,8 @@ from urllib.parse import unquote
 @dataclass
 class Route:
     """What a path serves; ``faults`` are used up one a request (reset, truncate, 503, no-range;
-    a POST answers a numeric fault as its status code)."""
+    a POST answers a numeric fault as its status code, and ``retry-after=S`` as a 503 with that
+    ``Retry-After``)."""
 
     body: bytes
     faults: list[str] = field(default_factory=list)
@@ -97,10 +98,14 @@ def _handler_for(server: FaultyServer) -> type[BaseHTTPRequestHandler]:
             if route is None:
                 return self._plain(404, b"not found")
             fault = route.faults.pop(0) if route.faults else "ok"
+            if fault.startswith("retry-after="):
+                return self._plain(503, b'{"error": "busy"}', {"Retry-After": fault[12:]})
             self._plain(int(fault) if fault.isdigit() else 200, route.body)
 
-        def _plain(self, code: int, text: bytes) -> None:
+        def _plain(self, code: int, text: bytes, headers: dict[str, str] | None = None) -> None:
             self.send_response(code)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(text)))
             self.end_headers()
             self.wfile.write(text)

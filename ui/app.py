@@ -12,13 +12,13 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from dermaops.client import PredictorError
 from dermaops.data.feedback import record_feedback
 from dermaops.errors import DermaOpsError
 from dermaops.imaging import ImageLimits
 from dermaops.labels import CLASSES, FULL_NAMES
 from dermaops.ui.client import (
     DISCLAIMER,
-    PredictorError,
     classify,
     grad_cam_views,
     guard_warning,
@@ -27,6 +27,7 @@ from dermaops.ui.client import (
     too_large,
     upload_limit_mb,
 )
+from dermaops.v1 import ProtocolError
 
 
 def _arguments() -> argparse.Namespace:
@@ -72,7 +73,7 @@ if st.session_state.get("image_key") != key or st.button("Retry"):
     try:
         with st.spinner("Asking the model..."):
             st.session_state["answer"] = classify(args.predictor_url, image, args.model_name)
-    except PredictorError as e:
+    except (PredictorError, ProtocolError) as e:
         st.error(f"{e}. Your image is kept: press Retry.")
         st.button("Retry", key="retry-after-error")
         st.stop()

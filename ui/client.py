@@ -6,16 +6,15 @@ import base64
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-import httpx
 import numpy as np
 from PIL import Image
 
-from dermaops.errors import DermaOpsError
+from dermaops.client import PredictorClient
 from dermaops.imaging import ImageLimits, decode, to_array
 from dermaops.labels import CLASSES, FULL_NAMES
 from dermaops.model.heatmap import overlay, resize_bilinear
+from dermaops.v1 import OodVerdict
 
 DISCLAIMER = (
     "Decision support only, not a diagnosis. A clinician examines the patient and decides; "
@@ -23,10 +22,6 @@ DISCLAIMER = (
 )
 # Headers an authenticating proxy (oauth2-proxy, Istio, an Ingress) sets to the signed-in user.
 USER_HEADERS = ("x-forwarded-user", "x-auth-request-user", "x-remote-user", "remote-user")
-
-
-class PredictorError(DermaOpsError):
-    """The predictor could not be reached or refused the image; the message says which."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +37,7 @@ class Answer:
     seen_box: tuple[float, float, float, float]  # that square, in fractions of the upright image
     explained: str  # the class Grad-CAM explains
     in_distribution: bool | None = None  # the guard's verdict; None: the model has no guard
-    ood: dict[str, Any] | None = None  # its score, threshold and method
+    ood: OodVerdict | None = None  # its score, threshold and method
 
 
 def classify(url: str, image: bytes, model: str = "dermaops", timeout: float = 60) -> Answer:
@@ -51,37 +46,32 @@ def classify(url: str, image: bytes, model: str = "dermaops", timeout: float = 6
 
     Raises:
         PredictorError: unreachable predictor, or a refusal (with the predictor's reason).
+        ProtocolError: an answer that is not the v1 protocol's.
     """
-    body = {"instances": [{"image_bytes": {"b64": base64.b64encode(image).decode()}}]}
-    base = url.rstrip("/")
-    predicted = _post(f"{base}/v1/models/{model}:predict", body, timeout)
-    explained = _post(f"{base}/v1/models/{model}:explain", body, timeout, unexplained_ok=True)
-    (p,) = predicted["predictions"]
-    (e,) = explained["explanations"] if explained else ({"dx": p["top_k"][0]["dx"]},)
+    with PredictorClient(url, model, timeout) as client:
+        predicted = client.predict([image])
+        explained = client.explain([image])
+    (p,) = predicted.predictions
+    e = explained.explanations[0] if explained else None
     return Answer(
-        probabilities={c: float(p["probabilities"][c]) for c in CLASSES},
-        top=[(t["dx"], FULL_NAMES[t["dx"]], float(t["probability"])) for t in p["top_k"]],
-        melanoma_flag=bool(p["melanoma"]["flag"]),
-        melanoma_probability=float(p["melanoma"]["probability"]),
-        threshold=float(p["melanoma"]["threshold"]),
-        model_name=str(predicted["model_name"]),
-        model_version=str(predicted["model_version"]),
-        heatmap=_heatmap(e["heatmap_png_b64"]) if e.get("heatmap_png_b64") else None,
-        seen_box=_box(e.get("seen_box", (0.0, 0.0, 1.0, 1.0))),
-        explained=str(e["dx"]),
-        in_distribution=p.get("in_distribution"),
-        ood=p.get("ood"),
+        probabilities={c: p.probabilities[c] for c in CLASSES},
+        top=[(t.dx, FULL_NAMES[t.dx], t.probability) for t in p.top_k],
+        melanoma_flag=p.melanoma.flag,
+        melanoma_probability=p.melanoma.probability,
+        threshold=p.melanoma.threshold,
+        model_name=predicted.model_name,
+        model_version=predicted.model_version,
+        heatmap=_heatmap(e.heatmap_png_b64) if e else None,
+        seen_box=e.seen_box if e else (0.0, 0.0, 1.0, 1.0),
+        explained=e.dx if e else p.top_k[0].dx,
+        in_distribution=p.in_distribution,
+        ood=p.ood,
     )
 
 
 def _heatmap(png_b64: str) -> np.ndarray:
     with Image.open(io.BytesIO(base64.b64decode(png_b64))) as png:
         return np.asarray(png.convert("L"), dtype=np.float32) / 255
-
-
-def _box(values: Any) -> tuple[float, float, float, float]:
-    left, top, right, bottom = (float(v) for v in values)
-    return left, top, right, bottom
 
 
 def upload_limit_mb(max_image_bytes: int) -> int:
@@ -116,28 +106,6 @@ def grad_cam_views(
     return seen, overlay(seen, heat)
 
 
-def _post(
-    url: str, body: dict[str, Any], timeout: float, unexplained_ok: bool = False
-) -> dict[str, Any]:
-    """The predictor's JSON answer; ``{}`` for a 501 where ``unexplained_ok``."""
-    try:
-        response = httpx.post(url, json=body, timeout=timeout)
-    except httpx.HTTPError as e:
-        raise PredictorError(
-            f"the predictor at {url} cannot be reached ({type(e).__name__})"
-        ) from e
-    if response.status_code == 501 and unexplained_ok:
-        return {}
-    if response.status_code != 200:
-        try:
-            reason = response.json().get("error", response.text)
-        except ValueError:
-            reason = response.text
-        raise PredictorError(f"the predictor refused the image ({response.status_code}): {reason}")
-    answer: dict[str, Any] = response.json()
-    return answer
-
-
 def operating_point(answer: Answer) -> str:
     """The melanoma flag in plain words."""
     share = f"{answer.melanoma_probability:.0%}"
@@ -157,7 +125,7 @@ def guard_warning(answer: Answer) -> str | None:
         return None
     how_far = ""
     if answer.ood:
-        score, threshold, keep = (answer.ood[k] for k in ("score", "threshold", "keep"))
+        score, threshold, keep = answer.ood.score, answer.ood.threshold, answer.ood.keep
         how_far = (
             f" (its distance from the training images is {score:.3g}; {keep:.0%} of the "
             f"validation images are within {threshold:.3g})"

@@ -225,16 +225,12 @@ def registry_reconcile(
 
 
 def _reconcile(reg: Any, serve_on: str, release: str, namespace: str) -> None:
-    from dermaops.registry.reconcile import ClusterServing, LocalServing, reconcile
+    from dermaops.registry.reconcile import reconcile
+    from dermaops.registry.serving import serving_for
 
     if serve_on == "none":
         return
-    if serve_on == "local":
-        serving: LocalServing | ClusterServing = LocalServing(Home.from_env())
-    elif serve_on == "kubernetes":
-        serving = ClusterServing(release, namespace)
-    else:
-        raise ConfigError(f"--serve-on {serve_on!r}: use local, kubernetes or none")
+    serving = serving_for(serve_on, release=release, namespace=namespace)
     done = reconcile(reg, serving)
     typer.echo(f"{serving.where}: {done.action}")
 
@@ -319,6 +315,14 @@ def deploy(
     model_name: ModelNameOpt = "dermaops",
     namespace: NamespaceOpt = "dermaops",
     release: ReleaseOpt = "dermaops",
+    serve_on: Annotated[
+        str,
+        typer.Option(
+            "--serve-on",
+            help="kubernetes (the chart's --release in --namespace) or local (the pointer "
+            "`dermaops serve` reads).",
+        ),
+    ] = "kubernetes",
     mode: Annotated[
         str | None,
         typer.Option(
@@ -338,34 +342,31 @@ def deploy(
         bool, typer.Option("--dry-run", help="Print the JSON patches; send nothing.")
     ] = False,
 ) -> None:
-    """Serve a version on the cluster: patch the storage URI, version and canary of the chart's
-    predictor and monitor (JSON patches guarded by tests of the chart's layout)."""
-    from dermaops.components.kube import connect, read_release, send
-    from dermaops.deploy import MODES, Observed, Promotion, observe, plan
+    """Serve a version now: on the cluster, patch the storage URI, version and canary of the
+    chart's predictor and monitor (JSON patches guarded by tests of the chart's layout), under
+    the promotion lock, as the reconciler does. The reconciler serves the champion again where
+    the version is not the champion: promote it to keep it served."""
+    from dermaops.deploy import MODES
+    from dermaops.registry import Registry, RegistrySettings
+    from dermaops.registry.client import alias_version
+    from dermaops.registry.model import CHAMPION
+    from dermaops.registry.serving import ClusterServing, deploy_version, serving_for
 
-    if mode is not None and mode not in MODES:
+    expected = next((m for m in MODES if m == mode), None)
+    if mode is not None and expected is None:
         raise ConfigError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
-    if not storage_uri:
-        from dermaops.registry import Registry, RegistrySettings
-        from dermaops.registry.model import storage_uri as registered_uri
-
-        storage_uri = registered_uri(Registry(RegistrySettings(model_name=model_name)), version)
-    promotion = Promotion(version, storage_uri, canary)
-    objects = read_release(release, namespace) if connect() else None
-    if objects is not None:
-        observed = observe(objects)
-        if mode is not None and mode != observed.mode:
-            raise ConfigError(f"--mode {mode}, but release {release} serves as {observed.mode}")
-    elif dry_run:
-        observed = Observed(mode or "kserve")
-    else:
-        raise ConfigError("no in-cluster config and no kubeconfig: --dry-run shows the patches")
-    patches = plan(promotion, release, namespace, observed)
+    serving = serving_for(serve_on, release=release, namespace=namespace, canary_percent=canary,
+                          mode=expected)  # fmt: skip
+    reg = Registry(RegistrySettings(model_name=model_name))
     if dry_run:
-        for patch in patches:
+        if not isinstance(serving, ClusterServing):
+            raise ConfigError("--dry-run shows the JSON patches of --serve-on kubernetes")
+        for patch in serving.plan(reg, version, storage_uri):
             typer.echo(json.dumps(patch.as_dict()))
         return
-    assert objects is not None
-    send(patches, objects)
-    for patch in patches:
-        typer.echo(f"patched {patch.kind} {patch.namespace}/{patch.name}: version {version}")
+    done = deploy_version(reg, serving, version, storage_uri)
+    typer.echo(f"{done.action}: version {version} (was {done.was or 'nothing'})")
+    champion = alias_version(reg, CHAMPION)
+    if champion is not None and champion != version:
+        typer.echo(f"note: the champion is version {champion}; the reconciler serves it again "
+                   f"unless version {version} is promoted")  # fmt: skip

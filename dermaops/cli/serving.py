@@ -79,41 +79,27 @@ def predict(
     wait: Annotated[float, typer.Option(help="Seconds to wait for the predictor to be ready.")] = 0,
 ) -> None:
     """Classify images with a running predictor (v1 protocol) and print a table."""
-    import base64
-
-    import httpx
-
-    from dermaops.errors import DermaOpsError
+    from dermaops.client import PredictorClient
 
     if wait:
         from dermaops.net import wait_until_ready
 
         wait_until_ready(f"{url}/v2/health/ready", wait)
-    body = {"instances": [{"image_bytes": {"b64": base64.b64encode(p.read_bytes()).decode()}}
-                          for p in images]}  # fmt: skip
-    try:
-        response = httpx.post(f"{url}/v1/models/{model_name}:predict", json=body, timeout=60)
-    except httpx.HTTPError as e:
-        raise DermaOpsError(f"no predictor at {url}: {e}") from e
-    if response.status_code != 200:
-        raise DermaOpsError(
-            f"the predictor refused the request ({response.status_code}): {response.text}"
-        )
-    answer = response.json()
+    with PredictorClient(url, model_name) as client:
+        answer = client.predict([p.read_bytes() for p in images])
     if as_json:
-        typer.echo(json.dumps(answer, indent=2))
+        typer.echo(answer.model_dump_json(indent=2))
         return
-    typer.echo(f"model {answer['model_name']} version {answer['model_version']}")
-    for path, p in zip(images, answer["predictions"], strict=True):
-        top = ", ".join(f"{t['dx']} {t['probability']:.1%}" for t in p["top_k"])
-        mel = p["melanoma"]
-        flag = "MELANOMA FLAG" if mel["flag"] else "no melanoma flag"
-        line = (f"{path.name}: {top}; {flag} (P(mel) {mel['probability']:.3f}, "
-                f"threshold {mel['threshold']:.3f})")  # fmt: skip
-        if p.get("in_distribution") is False:  # the guard: not like the training images
-            ood = p["ood"]
-            line = (f"{path.name}: OUT OF DISTRIBUTION (guard score {ood['score']:.4g} above "
-                    f"{ood['threshold']:.4g}): not judged; the model would say {top}")  # fmt: skip
+    typer.echo(f"model {answer.model_name} version {answer.model_version}")
+    for path, p in zip(images, answer.predictions, strict=True):
+        top = ", ".join(f"{t.dx} {t.probability:.1%}" for t in p.top_k)
+        mel = p.melanoma
+        flag = "MELANOMA FLAG" if mel.flag else "no melanoma flag"
+        line = (f"{path.name}: {top}; {flag} (P(mel) {mel.probability:.3f}, "
+                f"threshold {mel.threshold:.3f})")  # fmt: skip
+        if p.in_distribution is False and p.ood is not None:  # the guard: unlike training images
+            line = (f"{path.name}: OUT OF DISTRIBUTION (guard score {p.ood.score:.4g} above "
+                    f"{p.ood.threshold:.4g}): not judged; the model would say {top}")  # fmt: skip
         typer.echo(line)
 
 

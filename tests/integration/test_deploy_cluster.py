@@ -241,7 +241,7 @@ def test_alias_moves_in_two_places_take_turns_under_the_promotion_lease(
 def test_an_expired_lease_is_taken_over_and_a_held_one_waited_for(
     cluster: tuple[FakeApi, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dermaops.components.kube import KubernetesError, lease
+    from dermaops.registry.kube import KubernetesError, lease
 
     api, kubeconfig = cluster
     _on_cluster(kubeconfig, monkeypatch)
@@ -264,12 +264,34 @@ def test_an_expired_lease_is_taken_over_and_a_held_one_waited_for(
             assert api.objects[LEASE]["spec"]["holderIdentity"] == "a pod that died"
 
 
+def test_dermaops_deploy_patches_only_while_it_holds_the_promotion_lease(
+    cluster: tuple[FakeApi, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command takes the reconciler's path: the Lease is taken before the first patch and
+    given back after the last, and the version is read back from the release."""
+    api, kubeconfig = cluster
+    _on_cluster(kubeconfig, monkeypatch)
+    done = deploy(kubeconfig)
+    assert done.returncode == 0, done.stderr
+    order = [(method, path) for method, path, _, _ in api.requests
+             if method in ("POST", "PUT", "PATCH")]  # fmt: skip
+    lease_writes = [
+        i for i, (_, path) in enumerate(order) if path.startswith(LEASE.rsplit("/", 1)[0])
+    ]
+    patches = [i for i, (method, _) in enumerate(order) if method == "PATCH"]
+    assert lease_writes and patches, order
+    assert lease_writes[0] < patches[0] and patches[-1] < lease_writes[-1], order
+    assert api.objects[LEASE]["spec"]["holderIdentity"] is None, "given back"
+    assert "version 9 (was 1)" in done.stdout
+
+
 def test_the_reconciler_serves_the_champion_on_the_release(
     cluster: tuple[FakeApi, Path], trained: Trained, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from dermaops.registry import Registry
     from dermaops.registry.promotion import promote_stored
-    from dermaops.registry.reconcile import ClusterServing, reconcile
+    from dermaops.registry.reconcile import reconcile
+    from dermaops.registry.serving import ClusterServing
     from tests.integration.test_registry import _register
 
     api, kubeconfig = cluster

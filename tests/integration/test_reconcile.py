@@ -5,6 +5,8 @@ short, a deploy that failed or never ran), reconciling ends with the champion se
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 from dermaops.evaluation.gate import GateThresholds
 from dermaops.registry import Registry
 from dermaops.registry.client import RegistryError
+from dermaops.registry.locks import promotion_lock
 from dermaops.registry.model import recorded_thresholds
 from dermaops.registry.promotion import (
     TRANSITION_TAG,
@@ -25,7 +28,8 @@ from dermaops.registry.promotion import (
     promote_stored,
     rollback,
 )
-from dermaops.registry.reconcile import LocalServing, ReconcileError, reconcile
+from dermaops.registry.reconcile import ReconcileError, reconcile
+from dermaops.registry.serving import LocalServing
 from dermaops.settings import Home
 from tests.conftest import Trained
 from tests.integration.monitor_process import monitor_process
@@ -74,6 +78,33 @@ def test_promotion_rollback_and_a_failed_deploy_each_end_with_the_champion_serve
         reconcile(reg, local)
     serving.unlink()
     assert reconcile(reg, local).converged and _served(dermaops_home) == second
+
+
+def test_dermaops_deploy_takes_the_promotion_lock_and_reads_back_what_it_served(
+    trained: Trained, dermaops_home: Path
+) -> None:
+    """The command and the reconciler share one deploy path: while another promotion holds the
+    lock, `dermaops deploy` waits, serving nothing; when it is free the version is served, read
+    back and audited, and a version that is not the champion is said to be undone by the
+    reconciler."""
+    reg = Registry()
+    first, second = _register(reg, trained, "kfp-d1"), _register(reg, trained, "kfp-d2")
+    promote_stored(reg, first, None, False)
+    command = [sys.executable, "-m", "dermaops", "deploy", second, "--serve-on", "local"]
+    with promotion_lock(reg):
+        waiting = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)  # fmt: skip
+        time.sleep(6)  # the interpreter starts and reaches the lock in about 3 s here
+        assert waiting.poll() is None, waiting.communicate()
+        assert not (dermaops_home / "serving" / "current.json").exists(), "served under a lock"
+    out, err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, err
+    assert "waiting for the promotion lock" in err, err
+    assert _served(dermaops_home) == second
+    assert f"version {second} (was nothing)" in out
+    assert f"the champion is version {first}; the reconciler serves it again" in out
+    assert "served on the local predictor (was nothing)" in _audit(reg, second)[-1]
+    assert reconcile(reg, LocalServing(Home(dermaops_home))).served == first
 
 
 def test_rollback_walks_back_to_any_earlier_champion_through_its_own_gate(

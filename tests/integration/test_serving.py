@@ -279,3 +279,29 @@ def test_a_v2_shape_that_disagrees_with_its_data_is_refused(server: Server) -> N
                           "data": [[image], [image]]}]}  # fmt: skip
     answer = httpx.post(f"{server.url}{V2}", json=nested)
     assert answer.status_code == 200 and answer.json()["outputs"][0]["shape"] == [2, 7]
+
+
+def test_the_openapi_document_declares_the_v1_bodies_the_answers_meet(server: Server) -> None:
+    """Both ends of the v1 contract: the schema the predictor publishes, and its real answers
+    (predict and explain, two images) validated against it by a JSON Schema validator."""
+    import jsonschema
+
+    document = httpx.get(f"{server.url}/openapi.json", timeout=30).json()
+    components = document["components"]
+
+    def schema(name: str) -> dict[str, object]:  # refs resolve against the whole components
+        return {**components["schemas"][name], "components": components}
+
+    request = _instances(_png(64, 48), _png(80, 60, noise=True))
+    jsonschema.validate(request, schema("PredictRequest"))
+    for verb, answer in (("predict", "PredictAnswer"), ("explain", "ExplainAnswer")):
+        post = document["paths"][f"/v1/models/{{model_name}}:{verb}"]["post"]
+        body = post["requestBody"]["content"]["application/json"]["schema"]
+        assert body == {"$ref": "#/components/schemas/PredictRequest"}
+        declared = post["responses"]["200"]["content"]["application/json"]["schema"]
+        assert declared == {"$ref": f"#/components/schemas/{answer}"}
+        answered = httpx.post(f"{server.url}/v1/models/dermaops:{verb}", json=request, timeout=60)
+        assert answered.status_code == 200, answered.text
+        jsonschema.validate(answered.json(), schema(answer))
+        with pytest.raises(jsonschema.ValidationError):  # the schema can fail
+            jsonschema.validate({**answered.json(), "model_version": 3}, schema(answer))

@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from dermaops.client import PredictorError
 from dermaops.data.feedback import read_feedback, record_feedback
 from dermaops.data.privacy import has_metadata
 from dermaops.labels import CLASSES
 from dermaops.model.artifact import Preprocessing
 from dermaops.ui.client import (
     Answer,
-    PredictorError,
     classify,
     grad_cam_views,
     guard_warning,
@@ -107,7 +107,7 @@ def test_predictor_refusals_and_absence_are_readable(tmp_path: Path) -> None:
     with FaultyServer() as server:
         server.add("/v1/models/dermaops:predict", json.dumps({"error": "instance 0: not an image"}
                                                              ).encode(), "400")  # fmt: skip
-        with pytest.raises(PredictorError, match=r"refused the image \(400\): instance 0"):
+        with pytest.raises(PredictorError, match=r"refused the request \(400\): instance 0"):
             classify(server.url, b"x")
     with pytest.raises(PredictorError, match="cannot be reached"):
         classify("http://127.0.0.1:9", b"x", timeout=2)
@@ -118,8 +118,9 @@ def test_a_model_the_predictor_cannot_explain_still_gets_its_answer() -> None:
     shows the prediction and the image without a heatmap, not an error."""
     probabilities = {c: (0.4 if c == "mel" else 0.1) for c in CLASSES}
     predicted = {"predictions": [{
-        "probabilities": probabilities, "top_k": [{"dx": "mel", "probability": 0.4}],
+        "probabilities": probabilities, "top_k": [{"dx": "mel", "name": "x", "probability": 0.4}],
         "melanoma": {"flag": True, "probability": 0.4, "threshold": 0.2},
+        "in_distribution": None, "ood": None,
     }], "model_name": "dermaops", "model_version": "4"}  # fmt: skip
     with FaultyServer() as server:
         server.add("/v1/models/dermaops:predict", json.dumps(predicted).encode())
@@ -133,7 +134,8 @@ def test_a_model_the_predictor_cannot_explain_still_gets_its_answer() -> None:
 def test_an_image_the_guard_refuses_gets_a_warning_in_words() -> None:
     ood = {"score": 71.2, "threshold": 44.4, "keep": 0.95, "method": "mahalanobis"}
     predicted = {"predictions": [{
-        "probabilities": {c: 1 / 7 for c in CLASSES}, "top_k": [{"dx": "nv", "probability": 0.2}],
+        "probabilities": {c: 1 / 7 for c in CLASSES},
+        "top_k": [{"dx": "nv", "name": "x", "probability": 0.2}],
         "melanoma": {"flag": False, "probability": 0.1, "threshold": 0.2},
         "in_distribution": False, "ood": ood,
     }], "model_name": "dermaops", "model_version": "4"}  # fmt: skip
@@ -141,7 +143,7 @@ def test_an_image_the_guard_refuses_gets_a_warning_in_words() -> None:
         server.add("/v1/models/dermaops:predict", json.dumps(predicted).encode())
         server.add("/v1/models/dermaops:explain", b'{"error": "no class maps"}', "501")
         answer = classify(server.url, b"x")
-    assert answer.in_distribution is False and answer.ood == ood
+    assert answer.in_distribution is False and answer.ood and answer.ood.model_dump() == ood
     warning = guard_warning(answer)
     assert warning is not None and "does not look like the dermoscopic images" in warning
     assert "71.2" in warning and "95% of the validation images are within 44.4" in warning

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dermaops.deploy import Patch, Promotion, fullname, observe, plan
+from dermaops.deploy import Mode, Observed, Patch, Promotion, fullname, observe, plan
 from dermaops.errors import ConfigError, DermaOpsError
 
 log = logging.getLogger(__name__)
@@ -62,19 +62,47 @@ def read_release(release: str, namespace: str) -> dict[str, dict[str, Any] | Non
     }
 
 
-def deploy(promotion: Promotion, release: str, namespace: str) -> list[Patch]:
+def deploy(
+    promotion: Promotion, release: str, namespace: str, mode: Mode | None = None
+) -> list[Patch]:
     """Patch the release's predictor (and monitor) to ``promotion``; the patches applied.
 
     Raises:
         KubernetesError: no cluster, or it refused a patch (nothing of that object changed).
-        ConfigError: the release has no predictor, or the chart's fields moved.
+        ConfigError: the release has no predictor, serves in another ``mode`` than the one
+            asked, or the chart's fields moved.
     """
     if not connect():
         raise KubernetesError("no in-cluster config and no kubeconfig: cannot reach a cluster")
     objects = read_release(release, namespace)
-    patches = plan(promotion, release, namespace, observe(objects))
+    patches = plan(promotion, release, namespace, _observed(objects, release, mode))
     send(patches, objects)
     return patches
+
+
+def planned(
+    promotion: Promotion, release: str, namespace: str, mode: Mode | None = None
+) -> list[Patch]:
+    """The patches :func:`deploy` would send: planned on what the cluster holds, or without a
+    cluster on the chart's defaults (``mode``, else ``kserve``).
+
+    Raises:
+        KubernetesError: the cluster could not be read.
+        ConfigError: as for :func:`deploy`.
+    """
+    if not connect():
+        return plan(promotion, release, namespace, Observed(mode or "kserve"))
+    objects = read_release(release, namespace)
+    return plan(promotion, release, namespace, _observed(objects, release, mode))
+
+
+def _observed(
+    objects: dict[str, dict[str, Any] | None], release: str, mode: Mode | None
+) -> Observed:
+    observed = observe(objects)
+    if mode is not None and mode != observed.mode:
+        raise ConfigError(f"mode {mode} was asked, but release {release} serves as {observed.mode}")
+    return observed
 
 
 def send(patches: list[Patch], objects: dict[str, dict[str, Any] | None]) -> None:
