@@ -17,10 +17,53 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, StringConstraints, create_model
+
+from dermaops.data.features import CONFIDENCE, PREDICTION, STAT_NAMES
+from dermaops.labels import CLASSES
+from dermaops.model.projection import PROJECTION_NAMES
 
 LOG_NAME = "predictions.jsonl"
 log = logging.getLogger(__name__)
+
+Short = Annotated[str, StringConstraints(max_length=256)]  # no room for an image's base64
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    time: Short | None = Field(None, description="When the image was answered, ISO 8601 UTC.")
+    request_id: Short | None = None
+    model: Short | None = Field(None, description="The served model's name.")
+    model_version: Short | None = None
+    melanoma: bool | None = Field(None, description="The melanoma flag answered.")
+    in_distribution: bool | None = Field(None, description="The guard's verdict (null: none).")
+    ood_score: FiniteFloat | None = None
+
+
+InferenceRecord: type[_Record] = create_model(
+    "InferenceRecord",
+    __base__=_Record,
+    __doc__="One image's line of the inference log, as the predictor writes it and the monitor's "
+    "``/records`` receives it: the image's statistics (required, finite), and what the model "
+    "made of it (each optional: lines written by earlier versions lack some). Never pixels: an "
+    "unknown field or a long string is refused.",
+    **dict.fromkeys(STAT_NAMES, (FiniteFloat, ...)),  # type: ignore[call-overload]
+    **dict.fromkeys(PROJECTION_NAMES, (FiniteFloat | None, None)),
+    **{PREDICTION: (Short | None, None), CONFIDENCE: (FiniteFloat | None, None)},
+    **{f"p_{c}": (FiniteFloat | None, None) for c in CLASSES},
+)
+
+
+class RecordBatch(BaseModel):
+    """The body of the monitor's ``/records``: what the predictor's forwarder posts. The monitor
+    judges records one by one (a bad one is counted as rejected, the rest are kept)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    records: list[InferenceRecord]
 
 
 def parse_json_lines(data: bytes, source: Path) -> list[dict[str, Any]]:

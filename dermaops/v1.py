@@ -53,7 +53,9 @@ class TopClass(_Wire):
 class MelanomaFlag(_Wire):
     flag: bool = Field(description="The calibrated probability reached the operating threshold.")
     probability: float = Field(ge=0, le=1)
-    threshold: float = Field(ge=0, le=1, description="Set on validation images for sensitivity.")
+    threshold: float = Field(
+        ge=0, description="Set on validation images for sensitivity; above 1: never flagged."
+    )
 
 
 class OodVerdict(_Wire):
@@ -144,13 +146,3 @@ def _read(model: type[M], answer: bytes | str | dict[str, Any]) -> M:
         raise ProtocolError(
             f"not a v1 {model.__name__} ({e.error_count()} problem(s); {where}: {first['msg']})"
         ) from e
-
-
-def openapi_schemas() -> dict[str, Any]:
-    """The JSON schemas of the request and the answers, as OpenAPI ``components/schemas``."""
-    schemas: dict[str, Any] = {}
-    for model in (PredictRequest, PredictAnswer, ExplainAnswer):
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas |= schema.pop("$defs", {})
-        schemas[model.__name__] = schema
-    return schemas

@@ -54,12 +54,11 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from dermaops.data.features import STAT_NAMES
 from dermaops.errors import DermaOpsError
 from dermaops.evaluation.live import LiveSettings
-from dermaops.inference_log import InferenceLog
+from dermaops.inference_log import InferenceLog, InferenceRecord
 from dermaops.model.uri import resolve_model
 from dermaops.monitoring.decisions import (
     LastRun,
@@ -78,6 +77,8 @@ from dermaops.monitoring.drift import (
 )
 from dermaops.monitoring.feedback import performance_path, score_feedback
 from dermaops.monitoring.metrics import MonitorMetrics
+from dermaops.monitoring.webhooks import BODIES, AlertmanagerWebhook, RecordsAnswer
+from dermaops.openapi import publish
 from dermaops.settings import Home
 from dermaops.tokens import bearer_matches
 
@@ -250,15 +251,16 @@ def follow_version(state: MonitorState, current: pd.DataFrame) -> None:
             state.reference, state.reference_version = str(folder), newest
 
 
-def receive_records(state: MonitorState, payload: Any) -> dict[str, int]:
-    """Append the well-formed records to the inference log; count the rest as rejected.
+def receive_records(state: MonitorState, payload: Any) -> RecordsAnswer:
+    """Append the records that are inference records to the inference log (as sent); count the
+    rest as rejected.
 
     Raises:
         ValueError: the body is not ``{"records": [...]}``.
     """
     if not isinstance(payload, dict) or not isinstance(payload.get("records"), list):
         raise ValueError('expected {"records": [...]}')
-    good = [r for r in payload["records"] if _well_formed(r)]
+    good = [r for r in payload["records"] if _inference_record(r)]
     with state.log_lock:
         if state.writer is None:
             state.writer = InferenceLog(Path(state.settings.inference_log))
@@ -270,33 +272,29 @@ def receive_records(state: MonitorState, payload: Any) -> dict[str, int]:
     state.metrics.records.labels("accepted").inc(len(good) - dropped)
     state.metrics.records.labels("rejected").inc(rejected)
     state.metrics.records.labels("dropped").inc(dropped)
-    answer = {"accepted": len(good) - dropped, "rejected": rejected}
-    return answer | ({"dropped": dropped} if dropped else {})
+    return RecordsAnswer(accepted=len(good) - dropped, rejected=rejected, dropped=dropped)
 
 
-def _well_formed(record: Any) -> bool:
-    """A dict with every image statistic as a finite number; nothing that looks like pixels."""
-    if not isinstance(record, dict) or len(record) > 64:
+def _inference_record(record: Any) -> bool:
+    """An inference record: every image statistic a finite number, nothing else unknown, no
+    long strings (nothing that looks like pixels)."""
+    try:
+        InferenceRecord.model_validate(record)
+    except ValidationError:
         return False
-    numbers = all(
-        isinstance(record.get(k), int | float) and math.isfinite(record[k]) for k in STAT_NAMES
-    )
-    return numbers and all(not isinstance(v, str) or len(v) <= 256 for v in record.values())
+    return True
 
 
-def handle_alerts(state: MonitorState, payload: dict[str, Any]) -> dict[str, Any]:
+def handle_alerts(state: MonitorState, payload: AlertmanagerWebhook) -> dict[str, Any]:
     """Start at most one retraining run for firing action=retrain alerts; record the decision.
 
     No run starts while the last one runs or within the cooldown after it started, across
     restarts of the monitor: the decision is saved before the run starts (a monitor killed in
     between keeps the cooldown rather than start a second run)."""
-    firing = [
-        a for a in payload.get("alerts", [])
-        if a.get("status") == "firing" and a.get("labels", {}).get("action") == "retrain"
-    ]  # fmt: skip
+    firing = payload.firing("retrain")
     if not firing:
         return {"outcome": "ignored", "reason": "no firing alert labelled action=retrain"}
-    names = sorted({a["labels"].get("alertname", "?") for a in firing})
+    names = sorted({a.labels.get("alertname", "?") for a in firing})
     out = Path(state.settings.out)
     with state.lock:
         now, last = time.time(), state.last_run
@@ -494,22 +492,24 @@ def build_app(settings: MonitorSettings) -> FastAPI:
     def decisions(limit: int = 50) -> list[dict[str, Any]]:
         return read_decisions(Path(settings.out), limit)
 
-    @app.post("/records", dependencies=[Depends(authorised)])
+    @app.post("/records", dependencies=[Depends(authorised)], response_model=None)
     async def records(request: Request) -> dict[str, int]:
         try:
             # The file write in a worker: the event loop never waits on the disk or a lock.
-            return await run_in_threadpool(receive_records, state, await request.json())
+            answer = await run_in_threadpool(receive_records, state, await request.json())
         except ValueError as e:
             raise HTTPException(400, f"expected the predictor's records: {e}") from e
+        return answer.model_dump(exclude_defaults=True)
 
     @app.post("/alerts", dependencies=[Depends(authorised)])
     async def alerts(request: Request) -> dict[str, Any]:
         try:
-            payload = await request.json()
-        except ValueError as e:
-            raise HTTPException(400, f"expected Alertmanager's JSON webhook body: {e}") from e
-        if not isinstance(payload, dict) or not isinstance(payload.get("alerts"), list):
-            raise HTTPException(400, 'expected Alertmanager\'s webhook body with "alerts": [...]')
+            payload = AlertmanagerWebhook.model_validate_json(await request.body())
+        except ValidationError as e:
+            raise HTTPException(
+                400, f'expected Alertmanager\'s JSON webhook body with "alerts": [...]: {e}'
+            ) from e
         return await run_in_threadpool(handle_alerts, state, payload)
 
+    publish(app, BODIES)
     return app

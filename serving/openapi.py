@@ -8,42 +8,21 @@ fuzzer reading it, sees the real contract.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from fastapi import FastAPI
 
-from dermaops.v1 import openapi_schemas
+from dermaops.openapi import Bodies, publish
+from dermaops.v1 import ExplainAnswer, PredictAnswer, PredictRequest
 
-ANSWERS = {":predict": "PredictAnswer", ":explain": "ExplainAnswer"}
+V1 = {
+    ("post", "/v1/models/{model_name}:predict"): Bodies(
+        PredictRequest, PredictAnswer, "One prediction per instance, in order."
+    ),
+    ("post", "/v1/models/{model_name}:explain"): Bodies(
+        PredictRequest, ExplainAnswer, "One explanation per instance, in order."
+    ),
+}
 
 
 def publish_v1(app: FastAPI) -> None:
-    """Declare the v1 request and answers in ``app``'s OpenAPI document (built once, on the
-    first ``/openapi.json``, after every route is registered)."""
-    build: Callable[[], dict[str, Any]] = app.openapi
-
-    def document() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        found = build()
-        declare_v1(found)
-        return found
-
-    app.openapi = document  # type: ignore[method-assign]  # FastAPI's documented override
-
-
-def declare_v1(document: dict[str, Any]) -> None:
-    """Add the request body and the 200 answer to every v1 ``:predict``/``:explain`` path."""
-    document.setdefault("components", {}).setdefault("schemas", {}).update(openapi_schemas())
-    for path, operations in document.get("paths", {}).items():
-        answer = next((a for suffix, a in ANSWERS.items() if path.endswith(suffix)), None)
-        if answer is None or "post" not in operations:
-            continue
-        post = operations["post"]
-        post["requestBody"] = {"required": True, "content": {"application/json": {
-            "schema": {"$ref": "#/components/schemas/PredictRequest"}}}}  # fmt: skip
-        post.setdefault("responses", {})["200"] = {
-            "description": f"One {answer.removesuffix('Answer').lower()} per instance, in order.",
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{answer}"}}},
-        }
+    """Declare the v1 request and answers in ``app``'s OpenAPI document."""
+    publish(app, V1)

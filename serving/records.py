@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from dermaops.data.features import image_stats
+from dermaops.inference_log import InferenceRecord
 from dermaops.serving.telemetry import RECORDS_PENDING
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ class Recorder:
         if not self.sinks:
             return
         for stat, record in zip(stats, pending.records(), strict=True):
-            line = {**record, **{k: round(v, 5) for k, v in stat.items()}}
+            rounded = {k: round(v, 5) for k, v in stat.items()}
+            line = InferenceRecord.model_validate(record | rounded).model_dump()
             for sink in self.sinks:
                 sink(line)

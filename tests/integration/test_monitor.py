@@ -102,3 +102,27 @@ def test_records_from_predictors_join_the_log_and_bad_ones_are_refused(
     assert received == [good, good], "appended as sent, original time kept"
     metrics = httpx.get(f"{url}/metrics").text
     assert 'dermaops_monitor_received_records_total{outcome="rejected"} 3.0' in metrics
+
+
+def test_the_openapi_document_declares_the_webhook_bodies(monitor: tuple[str, Path]) -> None:
+    """The bodies the monitor parses itself are published from the types it parses them with:
+    a record and an alert as sent validate against the document, a record with pixels does not."""
+    import jsonschema
+
+    url, _ = monitor
+    document = httpx.get(f"{url}/openapi.json", timeout=30).json()
+    components = document["components"]
+
+    def body(path: str) -> dict[str, object]:
+        ref = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        name = ref["schema"]["$ref"].rsplit("/", 1)[-1]
+        return {**components["schemas"][name], "components": components}
+
+    stats = dict.fromkeys(("brightness", "contrast", "saturation", "hue_mean", "hue_spread",
+                           "sharpness", "width", "height", "aspect"), 0.5)  # fmt: skip
+    jsonschema.validate({"records": [{**stats, "prediction": "nv"}]}, body("/records"))
+    with pytest.raises(jsonschema.ValidationError, match="image"):
+        jsonschema.validate({"records": [{**stats, "image": "A" * 5000}]}, body("/records"))
+    jsonschema.validate({"receiver": "dermaops-monitor", "alerts": [_alert()]}, body("/alerts"))
+    answer = document["paths"]["/records"]["post"]["responses"]["200"]["content"]
+    assert answer["application/json"]["schema"] == {"$ref": "#/components/schemas/RecordsAnswer"}
