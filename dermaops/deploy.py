@@ -1,7 +1,7 @@
-"""What a promotion changes: a JSON patch of named fields of the objects the chart renders.
+"""What a deploy changes: a JSON patch of named fields of the objects the chart renders.
 
 The Helm chart (``charts/dermaops``) owns the predictor and the monitor: image, probes, volumes,
-token, security, scaling. Deploying a version changes only what a promotion changes, in both of
+token, security, scaling. Deploying a version changes only what a deploy request names, in both of
 the chart's modes (a KServe InferenceService, or the plain Deployment of ``kserve.enabled=false``):
 
 - the model's storage URI (``STORAGE_URI``: KServe's webhook reads it, and the storage
@@ -52,7 +52,7 @@ def fullname(release: str) -> str:
 
 
 @dataclass(frozen=True)
-class Promotion:
+class DeployRequest:
     """What changes when a version is deployed."""
 
     version: str
@@ -72,7 +72,7 @@ class Promotion:
 
 
 @dataclass(frozen=True)
-class Guard:
+class PatchPrecondition:
     """A ``test`` operation, and what it means when it fails."""
 
     path: str
@@ -82,17 +82,18 @@ class Guard:
 
 @dataclass(frozen=True)
 class Patch:
-    """A JSON patch (RFC 6902) of one object: guards first, then the changes."""
+    """A JSON patch (RFC 6902) of one object: its preconditions (``test`` operations) first,
+    then the changes."""
 
     kind: str
     api_version: str
     name: str
     namespace: str
-    guards: list[Guard] = field(default_factory=list)
+    preconditions: list[PatchPrecondition] = field(default_factory=list)
     changes: list[dict[str, Any]] = field(default_factory=list)
 
     def operations(self) -> list[dict[str, Any]]:
-        tests = [{"op": "test", "path": g.path, "value": g.value} for g in self.guards]
+        tests = [{"op": "test", "path": g.path, "value": g.value} for g in self.preconditions]
         return [*tests, *self.changes]
 
     def as_dict(self) -> dict[str, Any]:
@@ -105,10 +106,10 @@ class Patch:
             "patch": self.operations(),
         }
 
-    def broken_guards(self, obj: Mapping[str, Any]) -> list[str]:
-        """Why the patch would fail on ``obj``, one line per guard that does not hold."""
+    def broken_preconditions(self, obj: Mapping[str, Any]) -> list[str]:
+        """Why the patch would fail on ``obj``, one line per precondition that does not hold."""
         broken = []
-        for g in self.guards:
+        for g in self.preconditions:
             found = pointer_get(obj, g.path)
             if found != g.value:
                 broken.append(f"{g.meaning} ({g.path} is {found!r}, expected {g.value!r})")
@@ -126,25 +127,27 @@ class Observed:
     monitor_fetches_model: bool = True  # the monitor has its storage initializer
 
 
-def plan(promotion: Promotion, release: str, namespace: str, observed: Observed) -> list[Patch]:
-    """The patches that deploy ``promotion`` to a release of the chart.
+def plan(request: DeployRequest, release: str, namespace: str, observed: Observed) -> list[Patch]:
+    """The patches that deploy ``request`` to a release of the chart.
 
     Raises:
         ConfigError: a canary where the mode has none.
     """
     name = fullname(release)
     if observed.mode == "kserve":
-        patches = [_inference_service(promotion, name, namespace, observed.serverless)]
+        patches = [_inference_service(request, name, namespace, observed.serverless)]
     elif observed.mode == "deployment":
-        patches = [_predictor_deployment(promotion, name, namespace)]
+        patches = [_predictor_deployment(request, name, namespace)]
     else:
         raise ConfigError(f"deploy mode {observed.mode!r}: use one of {', '.join(MODES)}")
     if observed.monitor:
-        patches.append(_monitor(promotion, name, namespace, observed.monitor_fetches_model))
+        patches.append(_monitor(request, name, namespace, observed.monitor_fetches_model))
     return patches
 
 
-def _inference_service(p: Promotion, name: str, namespace: str, serverless: bool | None) -> Patch:
+def _inference_service(
+    p: DeployRequest, name: str, namespace: str, serverless: bool | None
+) -> Patch:
     patch = Patch("InferenceService", "serving.kserve.io/v1beta1", name, namespace)
     container = "/spec/predictor/containers/0"
     _container(patch, container, PREDICTOR_CONTAINER)
@@ -157,17 +160,20 @@ def _inference_service(p: Promotion, name: str, namespace: str, serverless: bool
                 f"a canary ({p.canary_percent}%) needs KServe's Serverless mode "
                 "(kserve.deploymentMode=Serverless); this InferenceService is a RawDeployment"
             )
-        patch.guards.append(
-            Guard(f"/metadata/annotations/{_escape(DEPLOYMENT_MODE_ANNOTATION)}", SERVERLESS,
-                  "a canary needs KServe's Serverless mode (kserve.deploymentMode=Serverless)")
-        )  # fmt: skip
+        patch.preconditions.append(
+            PatchPrecondition(
+                f"/metadata/annotations/{_escape(DEPLOYMENT_MODE_ANNOTATION)}",
+                SERVERLESS,
+                "a canary needs KServe's Serverless mode (kserve.deploymentMode=Serverless)",
+            )
+        )
         patch.changes.append(
             {"op": "add", "path": "/spec/predictor/canaryTrafficPercent", "value": p.canary_percent}
         )
     return patch
 
 
-def _predictor_deployment(p: Promotion, name: str, namespace: str) -> Patch:
+def _predictor_deployment(p: DeployRequest, name: str, namespace: str) -> Patch:
     if p.canary_percent is not None:
         raise ConfigError(
             f"a canary ({p.canary_percent}%) needs KServe's Serverless mode (kserve.enabled=true, "
@@ -183,7 +189,7 @@ def _predictor_deployment(p: Promotion, name: str, namespace: str) -> Patch:
     return patch
 
 
-def _monitor(p: Promotion, name: str, namespace: str, fetches_model: bool) -> Patch:
+def _monitor(p: DeployRequest, name: str, namespace: str, fetches_model: bool) -> Patch:
     patch = Patch("Deployment", "apps/v1", f"{name}-monitor", namespace)
     pod = "/spec/template/spec"
     _container(patch, f"{pod}/containers/0", MONITOR_CONTAINER)
@@ -195,12 +201,16 @@ def _monitor(p: Promotion, name: str, namespace: str, fetches_model: bool) -> Pa
 
 
 def _container(patch: Patch, path: str, name: str) -> None:
-    patch.guards.append(Guard(f"{path}/name", name, f"container {name} is not at {path}"))
+    patch.preconditions.append(
+        PatchPrecondition(f"{path}/name", name, f"container {name} is not at {path}")
+    )
 
 
 def _env(patch: Patch, container: str, index: int, name: str, value: str) -> None:
     path = f"{container}/env/{index}"
-    patch.guards.append(Guard(f"{path}/name", name, f"{name} is not env[{index}] of {container}"))
+    patch.preconditions.append(
+        PatchPrecondition(f"{path}/name", name, f"{name} is not env[{index}] of {container}")
+    )
     patch.changes.append({"op": "replace", "path": f"{path}/value", "value": value})
 
 

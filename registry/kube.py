@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dermaops.deploy import Mode, Observed, Patch, Promotion, fullname, observe, plan
+from dermaops.deploy import DeployRequest, Mode, Observed, Patch, fullname, observe, plan
 from dermaops.errors import ConfigError, DermaOpsError
 
 log = logging.getLogger(__name__)
@@ -63,9 +63,9 @@ def read_release(release: str, namespace: str) -> dict[str, dict[str, Any] | Non
 
 
 def deploy(
-    promotion: Promotion, release: str, namespace: str, mode: Mode | None = None
+    request: DeployRequest, release: str, namespace: str, mode: Mode | None = None
 ) -> list[Patch]:
-    """Patch the release's predictor (and monitor) to ``promotion``; the patches applied.
+    """Patch the release's predictor (and monitor) to ``request``; the patches applied.
 
     Raises:
         KubernetesError: no cluster, or it refused a patch (nothing of that object changed).
@@ -75,13 +75,13 @@ def deploy(
     if not connect():
         raise KubernetesError("no in-cluster config and no kubeconfig: cannot reach a cluster")
     objects = read_release(release, namespace)
-    patches = plan(promotion, release, namespace, _observed(objects, release, mode))
+    patches = plan(request, release, namespace, _observed(objects, release, mode))
     send(patches, objects)
     return patches
 
 
 def planned(
-    promotion: Promotion, release: str, namespace: str, mode: Mode | None = None
+    request: DeployRequest, release: str, namespace: str, mode: Mode | None = None
 ) -> list[Patch]:
     """The patches :func:`deploy` would send: planned on what the cluster holds, or without a
     cluster on the chart's defaults (``mode``, else ``kserve``).
@@ -91,9 +91,9 @@ def planned(
         ConfigError: as for :func:`deploy`.
     """
     if not connect():
-        return plan(promotion, release, namespace, Observed(mode or "kserve"))
+        return plan(request, release, namespace, Observed(mode or "kserve"))
     objects = read_release(release, namespace)
-    return plan(promotion, release, namespace, _observed(objects, release, mode))
+    return plan(request, release, namespace, _observed(objects, release, mode))
 
 
 def _observed(
@@ -106,12 +106,12 @@ def _observed(
 
 
 def send(patches: list[Patch], objects: dict[str, dict[str, Any] | None]) -> None:
-    """Check every patch's guards on the objects as read, then send each; the API server
+    """Check every patch's preconditions on the objects as read, then send each; the API server
     applies a patch whole or not at all (its ``test`` operations guard the moment of writing)."""
     by_name = {obj["metadata"]["name"]: obj for obj in objects.values() if obj}
     for patch in patches:
         where = f"{patch.kind} {patch.namespace}/{patch.name}"
-        broken = patch.broken_guards(by_name.get(patch.name, {}))
+        broken = patch.broken_preconditions(by_name.get(patch.name, {}))
         if broken:
             raise ConfigError(
                 f"{where} is not shaped as this version of the chart renders it, so nothing "

@@ -21,9 +21,9 @@ from mlflow.exceptions import MlflowException
 
 from dermaops.deploy import (
     VERSION_LABEL,
+    DeployRequest,
     Mode,
     Patch,
-    Promotion,
     pointer_get,
     read_pointer,
     write_pointer,
@@ -122,23 +122,23 @@ class ClusterServing:
         label = pointer_get(predictor, f"/metadata/labels/{VERSION_LABEL.replace('/', '~1')}")
         return str(label) if label else None
 
-    def promotion(self, reg: Registry, version: str, uri: str = "") -> Promotion:
+    def request(self, reg: Registry, version: str, uri: str = "") -> DeployRequest:
         """What deploying ``version`` changes (its files at ``uri``, else the registry's)."""
-        return Promotion(version, uri or storage_uri(reg, version), self.canary_percent)
+        return DeployRequest(version, uri or storage_uri(reg, version), self.canary_percent)
 
     def plan(self, reg: Registry, version: str, uri: str = "") -> list[Patch]:
         """The patches :meth:`deploy` would send; nothing is sent (without a cluster, planned
         on the chart's defaults)."""
         try:
-            return planned(self.promotion(reg, version, uri), self.release, self.namespace,
+            return planned(self.request(reg, version, uri), self.release, self.namespace,
                            self.mode)  # fmt: skip
         except KubernetesError as e:
             raise DeployError(str(e)) from e
 
     def deploy(self, reg: Registry, version: str, uri: str = "") -> str:
-        promotion = self.promotion(reg, version, uri)
+        request = self.request(reg, version, uri)
         try:
-            sent = patch_release(promotion, self.release, self.namespace, self.mode)
+            sent = patch_release(request, self.release, self.namespace, self.mode)
         except KubernetesError as e:
             raise DeployError(str(e)) from e
         return "; ".join(f"patched {p.kind} {p.namespace}/{p.name}" for p in sent)

@@ -70,13 +70,13 @@ def main(argv: list[str] | None = None) -> None:
     from kserve.logging import KSERVE_TRACE_LOGGER_NAME as TRACE_LOGGER
     from kserve.model_server import app
 
-    from dermaops.serving.binary import BinaryTensors
-    from dermaops.serving.guards import (
+    from dermaops.serving.admission import (
         Admission,
         OneVersion,
         ReadOnlyRepository,
         admission_limits,
     )
+    from dermaops.serving.binary import BinaryTensors
     from dermaops.serving.model import DermaOpsModel, PlatformDataPlane
     from dermaops.serving.openapi import publish_v1
 

@@ -22,7 +22,7 @@ from dermaops.v1 import SHAPE as V1_SHAPE
 
 
 @dataclass(frozen=True)
-class Limits:
+class RequestLimits:
     """What one request may carry."""
 
     max_instances: int = 32
@@ -37,7 +37,7 @@ class BadImage(InvalidInput):  # type: ignore[misc]
         self.code = code
 
 
-def v1_images(payload: Any, limits: Limits, min_size: tuple[int, int]) -> list[Decoded]:
+def v1_images(payload: Any, limits: RequestLimits, min_size: tuple[int, int]) -> list[Decoded]:
     """Images of a v1 body: instances of ``{"image_bytes": {"b64": ...}}`` (or ``{"b64": ...}``)."""
     if not isinstance(payload, dict) or "instances" not in payload:
         raise BadImage(f"expected a JSON object like {V1_SHAPE}", "shape")
@@ -52,7 +52,9 @@ def v1_images(payload: Any, limits: Limits, min_size: tuple[int, int]) -> list[D
     return images
 
 
-def v2_images(request: InferRequest, limits: Limits, min_size: tuple[int, int]) -> list[Decoded]:
+def v2_images(
+    request: InferRequest, limits: RequestLimits, min_size: tuple[int, int]
+) -> list[Decoded]:
     """Images of a v2 request: one BYTES input, each element an encoded image.
 
     The elements come in any of the protocol's forms: base64 strings in JSON, ``bytes_contents``
@@ -110,7 +112,7 @@ def _v1_field(item: Any, i: int) -> Any:
     return item["b64"]
 
 
-def _check_count(count: int, limits: Limits) -> None:
+def _check_count(count: int, limits: RequestLimits) -> None:
     if count > limits.max_instances:
         raise BadImage(
             f"{count} images in one request; send at most {limits.max_instances} per request",
@@ -118,7 +120,7 @@ def _check_count(count: int, limits: Limits) -> None:
         )
 
 
-def _b64(value: Any, where: str, limits: Limits) -> bytes:
+def _b64(value: Any, where: str, limits: RequestLimits) -> bytes:
     if not isinstance(value, str) or not value:
         raise BadImage(f"{where}: b64 must be a non-empty base64 string", "bad_base64")
     if len(value) > (limits.image.max_bytes + 2) // 3 * 4:  # checked before decoding base64
@@ -132,7 +134,7 @@ def _b64(value: Any, where: str, limits: Limits) -> bytes:
         raise BadImage(f"{where}: not valid base64 ({e})", "bad_base64") from e
 
 
-def _image(data: bytes, where: str, limits: Limits, min_size: tuple[int, int]) -> Decoded:
+def _image(data: bytes, where: str, limits: RequestLimits, min_size: tuple[int, int]) -> Decoded:
     if not data:
         raise BadImage(f"{where}: the image is empty", "empty_image")
     try:

@@ -36,7 +36,7 @@ from dermaops.model.uri import load_model
 from dermaops.serving.backends import Backend, Outputs, choose_backend
 from dermaops.serving.batching import MicroBatcher
 from dermaops.serving.forward import RecordForwarder
-from dermaops.serving.inputs import BadImage, Limits, v1_images, v2_images
+from dermaops.serving.inputs import BadImage, RequestLimits, v1_images, v2_images
 from dermaops.serving.records import Pending, Recorder
 from dermaops.serving.settings import ServingSettings
 from dermaops.serving.telemetry import (
@@ -123,7 +123,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         super().__init__(name)
         self.settings = settings
         self.home = home or Home.from_env()
-        self.limits = Limits(
+        self.limits = RequestLimits(
             settings.max_instances,
             ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
         )

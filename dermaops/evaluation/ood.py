@@ -22,7 +22,7 @@ import numpy as np
 
 from dermaops.data.ood import LESION_KINDS, OOD_KINDS, lesion_variants, ood_images
 from dermaops.model.artifact import Preprocessing
-from dermaops.model.guard import GUARD, METHODS, Guard
+from dermaops.model.guard import GUARD, METHODS, OodGuard
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def fit_and_measure(
 ) -> dict[str, Any]:
     """Fit every method, save ``method``'s guard to ``out/guard.npz`` and return the figures
     ``metrics.json`` keeps under ``ood``."""
-    guards = {m: Guard.fit(m, (*data.train, data.train_labels), data.val) for m in METHODS}
+    guards = {m: OodGuard.fit(m, (*data.train, data.train_labels), data.val) for m in METHODS}
     guards[method].save(out / GUARD)
     kinds = {kind: _cache(ood_images(kind, per_kind, seed), pre) for kind in OOD_KINDS}
     picked = np.random.default_rng(seed).permutation(len(data.test_pixels))[:per_kind]
@@ -117,7 +117,7 @@ def markdown(ood: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _measure(guard: Guard, test: Split, seen: dict[str, Split]) -> dict[str, Any]:
+def _measure(guard: OodGuard, test: Split, seen: dict[str, Split]) -> dict[str, Any]:
     held_out = guard.scores(*test)
     scores = {name: guard.scores(*outputs) for name, outputs in seen.items()}
     refused = np.concatenate([scores[k] for k in OOD_KINDS])

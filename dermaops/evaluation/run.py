@@ -47,7 +47,7 @@ from dermaops.labels import INDEX
 from dermaops.model.artifact import ModelArtifact, Preprocessing
 from dermaops.model.cam import heatmaps
 from dermaops.model.embedding import WithEmbedding
-from dermaops.model.guard import METHODS, GuardError
+from dermaops.model.guard import METHODS, OodGuardError
 from dermaops.model.heatmap import overlay
 from dermaops.model.inference import predict_with_embeddings, resolve_device, split_tensors
 from dermaops.model.projection import PROJECTION, Projection
@@ -92,7 +92,7 @@ def evaluate(
     ``guard`` (:mod:`dermaops.evaluation.ood`) and measure it; with ``int8``, quantize the
     serving graph and decide which graph serves (:mod:`dermaops.evaluation.precision`)."""
     if guard not in METHODS:  # before minutes of inference, not after
-        raise GuardError(f"unknown guard {guard!r}: choose one of {', '.join(METHODS)}")
+        raise OodGuardError(f"unknown guard {guard!r}: choose one of {', '.join(METHODS)}")
     artifact = ModelArtifact.load(model_dir)
     model, pre, arch = artifact.torch_model(), artifact.preprocessing, artifact.arch
     model.to(resolve_device(device))

@@ -28,7 +28,7 @@ from dermaops.errors import DermaOpsError
 from dermaops.evaluation.calibration import apply_temperature
 from dermaops.imaging import resize_cover, to_array
 from dermaops.labels import CLASSES, FULL_NAMES, INDEX
-from dermaops.model.guard import GUARD, Guard
+from dermaops.model.guard import GUARD, OodGuard
 from dermaops.model.projection import PROJECTION, Projection
 
 if TYPE_CHECKING:  # torch is imported by the functions that need it, never by serving's reads
@@ -173,14 +173,14 @@ class ModelArtifact:
         return Projection.load(path)
 
     @cached_property
-    def guard(self) -> Guard | None:
+    def guard(self) -> OodGuard | None:
         """The out-of-distribution guard registered with the model, if it has one."""
         path = self.folder / GUARD
         if not path.is_file():
             log.warning("%s has no %s: images are not checked for being dermoscopy", self.folder,
                         GUARD)  # fmt: skip
             return None
-        return Guard.load(path)
+        return OodGuard.load(path)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities (N, 7) from the model's logits."""

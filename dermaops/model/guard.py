@@ -31,12 +31,12 @@ KEEP: Final = 0.95
 POWER: Final = 0.25  # measured: plain skin AUROC 0.79 at 0.5, 0.97 at 0.25 (README, "The guard")
 
 
-class GuardError(DermaOpsError):
+class OodGuardError(DermaOpsError):
     """A guard cannot be fitted from these outputs, or its file is unreadable or does not fit."""
 
 
 @dataclass(frozen=True)
-class Guard:
+class OodGuard:
     """A score of strangeness and the threshold above which an image is out of distribution."""
 
     method: str
@@ -55,7 +55,7 @@ class Guard:
             return energy
         x = _features(embedding, self.power)
         if x.ndim != 2 or x.shape[1] != self.means.shape[1]:
-            raise GuardError(
+            raise OodGuardError(
                 f"embedding of shape {x.shape}, guard fitted on width {self.means.shape[1]}"
             )
         whiten, means = self._whitened
@@ -83,19 +83,19 @@ class Guard:
         train: tuple[np.ndarray, np.ndarray, np.ndarray],
         val: tuple[np.ndarray, np.ndarray],
         keep: float = KEEP,
-    ) -> Guard:
+    ) -> OodGuard:
         """Fit ``method`` on the training split's (logits, embeddings, labels) and set the
         threshold on the validation split's (logits, embeddings).
 
         Raises:
-            GuardError: an unknown method, too few images, or ``keep`` outside (0, 1).
+            OodGuardError: an unknown method, too few images, or ``keep`` outside (0, 1).
         """
         if method not in METHODS:
-            raise GuardError(f"unknown guard {method!r}: choose one of {', '.join(METHODS)}")
+            raise OodGuardError(f"unknown guard {method!r}: choose one of {', '.join(METHODS)}")
         if not 0 < keep < 1:
-            raise GuardError(f"keep must be a share between 0 and 1, got {keep}")
+            raise OodGuardError(f"keep must be a share between 0 and 1, got {keep}")
         if len(val[0]) < 2:
-            raise GuardError(
+            raise OodGuardError(
                 f"need at least 2 validation images to set a threshold, got {len(val[0])}"
             )
         empty = np.zeros((0, 0))
@@ -119,7 +119,7 @@ class Guard:
         )
 
     @classmethod
-    def load(cls, path: Path) -> Guard:
+    def load(cls, path: Path) -> OodGuard:
         try:
             with np.load(path, allow_pickle=False) as data:
                 guard = cls(
@@ -131,11 +131,11 @@ class Guard:
                     float(data["power"]),
                 )
         except (OSError, ValueError, KeyError) as e:
-            raise GuardError(f"cannot read the out-of-distribution guard {path}: {e}") from e
+            raise OodGuardError(f"cannot read the out-of-distribution guard {path}: {e}") from e
         if guard.method not in METHODS:
-            raise GuardError(f"{path}: unknown method {guard.method!r}")
+            raise OodGuardError(f"{path}: unknown method {guard.method!r}")
         if guard.method == "mahalanobis" and guard.precision.shape != (guard.means.shape[1],) * 2:
-            raise GuardError(
+            raise OodGuardError(
                 f"{path}: precision {guard.precision.shape} vs means {guard.means.shape}"
             )
         return guard
@@ -153,7 +153,7 @@ def _shared_gaussian(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.
 
     classes = np.unique(labels)
     if x.ndim != 2 or len(x) <= len(classes):
-        raise GuardError(f"need more training embeddings than classes to fit, got {x.shape}")
+        raise OodGuardError(f"need more training embeddings than classes to fit, got {x.shape}")
     means = np.stack([x[labels == c].mean(axis=0) for c in classes])
     centred = x - means[np.searchsorted(classes, labels)]
     covariance = LedoitWolf(assume_centered=True).fit(centred)

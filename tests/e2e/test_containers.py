@@ -42,7 +42,7 @@ from dermaops.model.artifact import Preprocessing, save_model_dir
 from dermaops.model.embedding import WithEmbedding
 from dermaops.model.export import export_onnx
 from dermaops.model.factory import build_model
-from dermaops.model.guard import GUARD, Guard
+from dermaops.model.guard import GUARD, OodGuard
 from dermaops.model.stem import pixels_to_batch
 from dermaops.net import answers_ok, free_port, wait_until_ready
 from dermaops.registry import Registry
@@ -122,7 +122,7 @@ def _fit_guard(model: torch.nn.Module, pre: Preprocessing, path: Path) -> None:
         logits, embedding = WithEmbedding(model, "resnet18")(pixels_to_batch(images, pre))
     logits, embedding = logits.numpy(), embedding.numpy()
     train = (logits[:24], embedding[:24], np.arange(24) % 7)
-    Guard.fit("mahalanobis", train, (logits[24:], embedding[24:])).save(path)
+    OodGuard.fit("mahalanobis", train, (logits[24:], embedding[24:])).save(path)
 
 
 def _doc(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:

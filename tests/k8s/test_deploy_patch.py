@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from dermaops.deploy import Observed, Patch, Promotion, observe, plan
+from dermaops.deploy import DeployRequest, Observed, Patch, observe, plan
 from dermaops.errors import ConfigError
 from tests.k8s.chart import CHART, KUBE_VERSION, URI, render
 from tests.k8s.conftest import find_tool
@@ -105,7 +105,7 @@ def test_printed_patches_change_only_what_a_promotion_changes(
 
 def test_the_version_lands_wherever_the_chart_put_it(tmp_path: Path) -> None:
     docs = render(*URI, "--set", "kserve.enabled=false")
-    promotion = Promotion("9", NEW_URI)
+    promotion = DeployRequest("9", NEW_URI)
     for patch in plan(promotion, "dermaops", "dermaops", Observed("deployment")):
         after = kubectl_patch(target(docs, patch.as_dict()), patch.operations(), tmp_path)
         spec = after["spec"]["template"]["spec"]
@@ -121,32 +121,32 @@ def test_the_version_lands_wherever_the_chart_put_it(tmp_path: Path) -> None:
 
 def test_a_chart_whose_fields_moved_makes_the_patch_fail_whole(tmp_path: Path) -> None:
     docs = render(*URI)
-    (patch, _) = plan(Promotion("9", NEW_URI), "dermaops", "dermaops", Observed("kserve"))
+    (patch, _) = plan(DeployRequest("9", NEW_URI), "dermaops", "dermaops", Observed("kserve"))
     isvc = target(docs, patch.as_dict())
     moved = copy.deepcopy(isvc)
     env = moved["spec"]["predictor"]["containers"][0]["env"]
     env.insert(0, {"name": "DERMAOPS_SERVING_TOP_K", "value": "3"})  # a new variable first
     with pytest.raises(AssertionError, match="test"):
         kubectl_patch(moved, patch.operations(), tmp_path)
-    reasons = patch.broken_guards(moved)
+    reasons = patch.broken_preconditions(moved)
     assert "DERMAOPS_SERVING_MODEL_VERSION is not env[0]" in reasons[0], reasons
     assert "STORAGE_URI is not env[1]" in reasons[1], reasons
-    assert not patch.broken_guards(isvc), "the chart as it renders today"
+    assert not patch.broken_preconditions(isvc), "the chart as it renders today"
 
 
 def test_a_canary_is_refused_where_the_mode_has_none(tmp_path: Path) -> None:
     raw = render(*URI)  # RawDeployment
     with pytest.raises(ConfigError, match="Serverless"):
-        plan(Promotion("9", NEW_URI, 20), "dermaops", "dermaops", Observed("kserve", False))
+        plan(DeployRequest("9", NEW_URI, 20), "dermaops", "dermaops", Observed("kserve", False))
     with pytest.raises(ConfigError, match=r"Serverless.*plain Deployment"):
-        plan(Promotion("9", NEW_URI, 20), "dermaops", "dermaops", Observed("deployment"))
+        plan(DeployRequest("9", NEW_URI, 20), "dermaops", "dermaops", Observed("deployment"))
     # Without a cluster to ask, the guard refuses it when the patch reaches the object.
-    unknown: Patch = plan(Promotion("9", NEW_URI, 20), "dermaops", "dermaops",
+    unknown: Patch = plan(DeployRequest("9", NEW_URI, 20), "dermaops", "dermaops",
                           Observed("kserve"))[0]  # fmt: skip
     isvc = target(raw, unknown.as_dict())
     with pytest.raises(AssertionError, match="test"):
         kubectl_patch(isvc, unknown.operations(), tmp_path)
-    assert any("Serverless" in r for r in unknown.broken_guards(isvc))
+    assert any("Serverless" in r for r in unknown.broken_preconditions(isvc))
     done = dermaops_deploy("9", "--storage-uri", NEW_URI, "--mode", "deployment", "--canary",
                            "20", "--dry-run")  # fmt: skip
     assert done.returncode == 1 and "needs KServe's Serverless mode" in done.stderr
@@ -168,7 +168,7 @@ def test_the_release_is_read_from_its_objects() -> None:
 
     assert observe(objects(serverless)) == Observed("kserve", True, True, True)
     assert observe(objects(plain)) == Observed("deployment", None, True, False)
-    patches = plan(Promotion("9", NEW_URI), "dermaops", "dermaops", observe(objects(plain)))
+    patches = plan(DeployRequest("9", NEW_URI), "dermaops", "dermaops", observe(objects(plain)))
     monitor = patches[-1].operations()
     assert not any("initContainers" in op["path"] for op in monitor), "its reference is yours"
     with pytest.raises(ConfigError, match="install the chart first"):
@@ -178,6 +178,6 @@ def test_the_release_is_read_from_its_objects() -> None:
 def test_uris_kserve_cannot_fetch_are_refused() -> None:
     for uri in ("models:/dermaops/3", "mlflow-artifacts:/1/abc/artifacts/model"):
         with pytest.raises(ConfigError, match="cannot fetch"):
-            Promotion("3", uri)
+            DeployRequest("3", uri)
     done = dermaops_deploy("3", "--storage-uri", "models:/dermaops@champion", "--dry-run")
     assert done.returncode == 1 and "cannot fetch" in done.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dermaops.serving import guards
+from dermaops.serving import admission
 from dermaops.serving.settings import BODY_PEAK, ServingSettings
 
 GIB = 2**30
@@ -17,9 +17,9 @@ GIB = 2**30
 @pytest.fixture
 def cgroup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
-    monkeypatch.setattr(guards, "CGROUP_MEMORY_LIMITS", (v2, v1))
+    monkeypatch.setattr(admission, "CGROUP_MEMORY_LIMITS", (v2, v1))
     # a replica's resident memory after loading the model, not whatever the test process holds
-    monkeypatch.setattr(guards, "resident_bytes", lambda: 400 * 2**20)
+    monkeypatch.setattr(admission, "resident_bytes", lambda: 400 * 2**20)
     return v2, v1
 
 
@@ -27,16 +27,16 @@ def test_the_memory_limit_is_the_cgroups_v2_then_v1_else_the_machines(
     cgroup: tuple[Path, Path],
 ) -> None:
     v2, v1 = cgroup
-    machine = guards.memory_limit()  # neither file
+    machine = admission.memory_limit()  # neither file
     assert machine > 0
     v2.write_text("max\n")  # v2 without a limit
     v1.write_text(f"{3 * GIB}\n")
-    assert guards.memory_limit() == 3 * GIB
+    assert admission.memory_limit() == 3 * GIB
     v2.write_text(f"{GIB}\n")
-    assert guards.memory_limit() == GIB
+    assert admission.memory_limit() == GIB
     v2.unlink()
     v1.write_text("9223372036854771712\n")  # v1's "no limit"
-    assert guards.memory_limit() == machine
+    assert admission.memory_limit() == machine
 
 
 def test_bytes_in_flight_follow_the_memory_limit_unless_set() -> None:
@@ -51,14 +51,14 @@ def test_a_body_limit_the_memory_cannot_hold_is_lowered_with_a_warning(
 ) -> None:
     cgroup[0].write_text(f"{3 * GIB}\n")
     settings = ServingSettings(max_instances=8, max_in_flight=8)
-    roomy = guards.admission_limits(settings, threads=2)
+    roomy = admission.admission_limits(settings, threads=2)
     assert roomy.max_body_bytes == settings.body_limit()  # 8 images of 25 MB: about 280 MB
     assert roomy.max_bytes_in_flight > roomy.max_body_bytes
     assert roomy.max_in_flight == 8
 
     cgroup[0].write_text(f"{GIB}\n")
     with caplog.at_level(logging.WARNING, "dermaops.serving"):
-        tight = guards.admission_limits(ServingSettings(max_instances=32), threads=2)
+        tight = admission.admission_limits(ServingSettings(max_instances=32), threads=2)
     assert (
         tight.max_body_bytes
         == tight.max_bytes_in_flight
@@ -76,19 +76,19 @@ def test_the_queue_is_ten_times_the_places_unless_set_and_waits_within_the_deadl
     assert ServingSettings(request_timeout_s=2, queue_timeout_s=5).queue_wait_s() == 2
 
 
-async def _take_in_turn(places: guards.Places, name: str, order: list[str]) -> None:
+async def _take_in_turn(places: admission.Places, name: str, order: list[str]) -> None:
     await places.take(timeout=5)
     order.append(name)
 
 
 def test_places_go_to_waiters_first_come_first_served() -> None:
     async def run() -> list[str]:
-        places, order = guards.Places(size=1, max_waiting=3), []
+        places, order = admission.Places(size=1, max_waiting=3), []
         await places.take(timeout=1)  # the one place, held
         waiting = [asyncio.create_task(_take_in_turn(places, n, order)) for n in "abc"]
         await asyncio.sleep(0.01)
         assert places.waiting == 3
-        with pytest.raises(guards.QueueFullError):
+        with pytest.raises(admission.QueueFullError):
             await places.take(timeout=1)
         for _ in "abc":
             places.give_back()  # each freed place goes to the oldest waiter
@@ -103,7 +103,7 @@ def test_places_go_to_waiters_first_come_first_served() -> None:
 
 def test_a_wait_that_runs_out_leaves_the_line_and_loses_no_place() -> None:
     async def run() -> None:
-        places = guards.Places(size=1, max_waiting=2)
+        places = admission.Places(size=1, max_waiting=2)
         await places.take(timeout=1)
         with pytest.raises(TimeoutError):
             await places.take(timeout=0.02)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dermaops.data.ood import LESION_KINDS, OOD_KINDS, OodKindError, lesion_variants, ood_images
-from dermaops.model.guard import GUARD, Guard, GuardError
+from dermaops.model.guard import GUARD, OodGuard, OodGuardError
 
 WIDTH = 16
 
@@ -27,7 +27,7 @@ def _clusters(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray,
 def test_mahalanobis_keeps_the_share_of_validation_it_was_told_and_refuses_far_images() -> None:
     rng = np.random.default_rng(0)
     train, val, test = (_clusters(rng, n) for n in (400, 400, 400))
-    guard = Guard.fit("mahalanobis", train, val[:2], keep=0.95)
+    guard = OodGuard.fit("mahalanobis", train, val[:2], keep=0.95)
     assert np.mean(guard.admits(guard.scores(*val[:2]))) == pytest.approx(0.95, abs=0.01)
     assert np.mean(guard.admits(guard.scores(*test[:2]))) > 0.9  # held out: about 95 % too
     far = np.abs(rng.normal(0, 0.5, (50, WIDTH))) + np.r_[np.full(8, 4.0), np.full(8, 4.0)]
@@ -39,7 +39,7 @@ def test_mahalanobis_keeps_the_share_of_validation_it_was_told_and_refuses_far_i
 def test_energy_needs_no_fit_and_is_higher_for_flat_logits() -> None:
     rng = np.random.default_rng(1)
     train, val = _clusters(rng, 50), _clusters(rng, 200)
-    guard = Guard.fit("energy", train, val[:2])
+    guard = OodGuard.fit("energy", train, val[:2])
     confident, flat = np.array([[20.0, 0.0]]), np.array([[0.1, 0.0]])
     assert guard.scores(flat, np.zeros((1, 0)))[0] > guard.scores(confident, np.zeros((1, 0)))[0]
     assert guard.means.size == 0 and guard.threshold == pytest.approx(
@@ -50,20 +50,20 @@ def test_energy_needs_no_fit_and_is_higher_for_flat_logits() -> None:
 def test_the_guard_file_round_trips_and_bad_ones_are_named(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     train, val = _clusters(rng, 100), _clusters(rng, 100)
-    guard = Guard.fit("mahalanobis", train, val[:2])
+    guard = OodGuard.fit("mahalanobis", train, val[:2])
     guard.save(tmp_path / GUARD)
-    loaded = Guard.load(tmp_path / GUARD)
+    loaded = OodGuard.load(tmp_path / GUARD)
     assert (loaded.method, loaded.keep, loaded.power) == (guard.method, guard.keep, guard.power)
     np.testing.assert_allclose(loaded.scores(*val[:2]), guard.scores(*val[:2]), rtol=1e-4)
-    with pytest.raises(GuardError, match="width 16"):
+    with pytest.raises(OodGuardError, match="width 16"):
         loaded.scores(val[0], val[1][:, :8])
     (tmp_path / "bad.npz").write_bytes(b"not an npz")
-    with pytest.raises(GuardError, match="cannot read"):
-        Guard.load(tmp_path / "bad.npz")
-    with pytest.raises(GuardError, match="unknown guard 'knn'"):
-        Guard.fit("knn", train, val[:2])
-    with pytest.raises(GuardError, match="at least 2 validation"):
-        Guard.fit("energy", train, (val[0][:1], val[1][:1]))
+    with pytest.raises(OodGuardError, match="cannot read"):
+        OodGuard.load(tmp_path / "bad.npz")
+    with pytest.raises(OodGuardError, match="unknown guard 'knn'"):
+        OodGuard.fit("knn", train, val[:2])
+    with pytest.raises(OodGuardError, match="at least 2 validation"):
+        OodGuard.fit("energy", train, (val[0][:1], val[1][:1]))
 
 
 def test_generated_images_are_repeatable_and_unknown_kinds_named() -> None:

@@ -92,7 +92,7 @@ def resident_bytes() -> int:
 
 
 @dataclass(frozen=True)
-class Limits:
+class AdmissionLimits:
     """What :class:`Admission` allows one replica."""
 
     max_body_bytes: int
@@ -103,7 +103,7 @@ class Limits:
     queue_wait_s: float = 0.0
 
 
-def admission_limits(settings: ServingSettings, threads: int) -> Limits:
+def admission_limits(settings: ServingSettings, threads: int) -> AdmissionLimits:
     """The settings' limits for this replica, its memory limit and what it holds already.
 
     The bytes in flight follow from the memory limit unless set; a body limit they cannot hold
@@ -122,7 +122,7 @@ def admission_limits(settings: ServingSettings, threads: int) -> Limits:
         )  # fmt: skip
         body = budget
     in_flight = settings.in_flight_limit(threads)
-    limits = Limits(body, in_flight, budget, settings.request_timeout_s,
+    limits = AdmissionLimits(body, in_flight, budget, settings.request_timeout_s,
                     settings.queue_limit(in_flight), settings.queue_wait_s())  # fmt: skip
     log.info(
         "admission: bodies up to %s bytes; %d requests and %s body bytes at once (memory limit "
@@ -206,7 +206,7 @@ class Admission:
     never below ``max_body_bytes``, so a request alone always fits.
     """
 
-    def __init__(self, app: App, limits: Limits):
+    def __init__(self, app: App, limits: AdmissionLimits):
         self.app = app
         self.max_body_bytes = limits.max_body_bytes
         self.max_in_flight = limits.max_in_flight
