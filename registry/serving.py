@@ -155,9 +155,12 @@ def serving_for(
     """Where ``target`` (``local`` or ``kubernetes``) serves: the one place that choice is made.
 
     Raises:
-        ConfigError: another target.
+        ConfigError: another target, or a canary where the target has none (local).
     """
     if target == "local":
+        if canary_percent is not None:
+            raise ConfigError(f"a canary ({canary_percent}%) needs the cluster: the local "
+                              "predictor serves one version")  # fmt: skip
         return LocalServing(home or Home.from_env())
     if target == "kubernetes":
         return ClusterServing(release, namespace, canary_percent, mode)
