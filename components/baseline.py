@@ -19,6 +19,6 @@ def baseline(
         from dermaops.train.baseline import run_baseline
 
         scores = run_baseline(Path(prepared.path), Path(evaluation.path), trees=trees, seed=seed)
-    metrics.log_metric("f1_macro", scores["f1_macro"])
-    metrics.log_metric("accuracy", scores["accuracy"])
-    metrics.log_metric("melanoma_sensitivity", scores["melanoma"]["test_sensitivity"])
+    metrics.log_metric("f1_macro", scores.f1_macro)
+    metrics.log_metric("accuracy", scores.accuracy)
+    metrics.log_metric("melanoma_sensitivity", scores.melanoma_sensitivity)

@@ -15,20 +15,20 @@ def gate(
     model_name: str = "dermaops",
 ) -> None:
     """Raise ``GateFailedError`` with every reason when the test metrics miss a threshold."""
-    import json
     from pathlib import Path
 
     from dermaops.components.runtime import stage
 
     with stage("gate", kfp_run_id, model_name):
         from dermaops.evaluation.gate import GateFailedError, GateThresholds, check
+        from dermaops.evaluation.result import EvaluationMetrics
 
         thresholds = GateThresholds(
             min_f1_macro=min_f1_macro,
             min_melanoma_sensitivity=min_melanoma_sensitivity,
             max_ece=max_ece,
         )
-        metrics = json.loads((Path(evaluation.path) / "metrics.json").read_text())
+        metrics = EvaluationMetrics.read(Path(evaluation.path))
         result = check(metrics, thresholds)
         if not result.passed:
             raise GateFailedError(result.reasons)

@@ -24,7 +24,7 @@ def notify(
 
     with stage("notify"):
         from dermaops.errors import DermaOpsError
-        from dermaops.notify import RunOutcome, post, summary_markdown, webhook_payload
+        from dermaops.notify import WEBHOOK_ENV, RunOutcome, post, summary_markdown, webhook_payload
         from dermaops.registry import Registry, RegistrySettings
 
         failed, error, facts = "", "", {}
@@ -40,6 +40,6 @@ def notify(
             pipeline, kfp_run_id, status.state, failed, error or status.error_message or "", facts
         )
         Path(summary.path).write_text(summary_markdown(outcome))
-        url = webhook_url or os.environ.get("DERMAOPS_WEBHOOK_URL", "")
+        url = webhook_url or os.environ.get(WEBHOOK_ENV, "")
         if url:
             post(url, webhook_payload(outcome))

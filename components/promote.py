@@ -20,18 +20,18 @@ def promote(
     Returns:
         True when ``version`` is now the champion.
     """
-    import json
     from pathlib import Path
 
     from dermaops.components.runtime import stage
 
     with stage("promote", kfp_run_id, model_name, pipeline):
         from dermaops.evaluation.gate import GateThresholds
+        from dermaops.evaluation.result import EvaluationMetrics
         from dermaops.registry import Registry, RegistrySettings
         from dermaops.registry.promotion import promote_challenger
 
         reg = Registry(RegistrySettings(model_name=model_name))
-        metrics = json.loads((Path(evaluation.path) / "metrics.json").read_text())
+        metrics = EvaluationMetrics.read(Path(evaluation.path))
         thresholds = GateThresholds(
             min_f1_macro=min_f1_macro,
             min_melanoma_sensitivity=min_melanoma_sensitivity,

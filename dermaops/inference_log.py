@@ -15,9 +15,10 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, StringConstraints, create_model
 
@@ -41,6 +42,9 @@ class _Record(BaseModel):
     melanoma: bool | None = Field(None, description="The melanoma flag answered.")
     in_distribution: bool | None = Field(None, description="The guard's verdict (null: none).")
     ood_score: FiniteFloat | None = None
+    shadow: bool | None = Field(
+        None, description="answered by the challenger for a rollout's shadow stage, not a person"
+    )
 
 
 InferenceRecord: type[_Record] = create_model(
@@ -82,6 +86,39 @@ def parse_json_lines(data: bytes, source: Path) -> list[dict[str, Any]]:
     if damaged:
         log.warning("skipped %d damaged line(s) in %s (a write cut short?)", damaged, source)
     return records
+
+
+def read_records(
+    folder: Path, lock: AbstractContextManager[Any] | None = None
+) -> list[dict[str, Any]]:
+    """Every record of the inference log in ``folder``, oldest first (rotated files included).
+
+    ``lock`` (the one its writer holds) is held only to open the files and note their sizes: the
+    read is of that snapshot, while the writer goes on appending and rotating. A damaged line
+    (a write cut short) is skipped with a warning."""
+    files = sorted(folder.glob(f"{LOG_NAME}.*"), key=_rotation, reverse=True)
+    files.append(folder / LOG_NAME)
+    snapshot: list[tuple[Path, BinaryIO, int]] = []
+    try:
+        with lock or contextlib.nullcontext():
+            for path in files:
+                try:
+                    handle: BinaryIO = path.open("rb")
+                except FileNotFoundError:
+                    continue  # rotated away since the listing; its successor is listed
+                snapshot.append((path, handle, os.fstat(handle.fileno()).st_size))
+        records: list[dict[str, Any]] = []
+        for path, handle, size in snapshot:
+            records.extend(parse_json_lines(handle.read(size), path))
+    finally:
+        for _, handle, _ in snapshot:
+            handle.close()
+    return records
+
+
+def _rotation(path: Path) -> int:
+    suffix = path.name.rsplit(".", 1)[-1]
+    return int(suffix) if suffix.isdigit() else 0
 
 
 def end_torn_line(path: Path) -> bool:

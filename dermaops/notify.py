@@ -7,6 +7,7 @@ other's field, so one webhook URL of either kind works.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ from dermaops.errors import DermaOpsError
 log = logging.getLogger(__name__)
 
 DISCORD_LIMIT = 2000
+WEBHOOK_ENV = "DERMAOPS_WEBHOOK_URL"  # a Secret in the chart; the pipelines and the monitor read it
 
 
 class NotifyError(DermaOpsError):
@@ -56,8 +58,27 @@ def summary_markdown(o: RunOutcome) -> str:
 
 def webhook_payload(o: RunOutcome) -> dict[str, str]:
     """One body that Slack and Discord incoming webhooks both accept."""
-    text = summary_markdown(o).replace("# ", "", 1)
+    return message(summary_markdown(o).replace("# ", "", 1))
+
+
+def message(text: str) -> dict[str, str]:
+    """``text`` as a body that Slack and Discord incoming webhooks both accept."""
     return {"text": text, "content": text[:DISCORD_LIMIT], "username": "DermaOps"}
+
+
+def announce(text: str, url: str = "") -> bool:
+    """Post ``text`` to the webhook (``url``, else ``$DERMAOPS_WEBHOOK_URL``) when there is one;
+    whether it was delivered. A failure is logged, never raised: what is announced has happened
+    already."""
+    url = url or os.environ.get(WEBHOOK_ENV, "")
+    if not url:
+        return False
+    try:
+        post(url, message(text))
+    except NotifyError as e:
+        log.warning("could not announce %r: %s", text[:80], e)
+        return False
+    return True
 
 
 def post(url: str, payload: dict[str, str], attempts: int = 3, backoff: float = 1.0) -> None:

@@ -70,6 +70,11 @@ class Home:
         return self.root / "serving"
 
     @property
+    def monitoring(self) -> Path:
+        """The local monitor's state: reports, the retraining trigger, rollouts, its token."""
+        return self.root / "monitoring"
+
+    @property
     def pipelines(self) -> Path:
         """KFP's local pipeline root: every local run's task outputs, and its cache."""
         return self.root / "pipelines"

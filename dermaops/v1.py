@@ -19,6 +19,11 @@ from dermaops.errors import DermaOpsError
 
 M = TypeVar("M", bound="_Wire")
 SHAPE = '{"instances": [{"image_bytes": {"b64": "<base64 JPEG or PNG>"}}]}'
+REQUEST_ID_HEADER = "x-request-id"  # the id each inference-log record carries
+# A request the stable predictor mirrored to the challenger during a rollout's shadow stage;
+# its value is the stable version. The challenger answers it, logs it marked ``shadow``, and
+# does not mirror it again.
+SHADOW_HEADER = "x-dermaops-shadow-of"
 
 
 class ProtocolError(DermaOpsError):

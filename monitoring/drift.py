@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from dermaops.data.features import CONFIDENCE, PREDICTION, STAT_NAMES
 from dermaops.errors import DermaOpsError
-from dermaops.inference_log import LOG_NAME, parse_json_lines
+from dermaops.inference_log import read_records
 from dermaops.model.artifact import REFERENCE, locate_model_dir
 from dermaops.model.projection import PROJECTION_NAMES
 from dermaops.model.uri import load_model
@@ -130,38 +129,15 @@ def read_reference(path: Path, split: str = "val") -> pd.DataFrame:
 def read_window(
     folder: Path, rows: int, lock: AbstractContextManager[Any] | None = None
 ) -> pd.DataFrame:
-    """The last ``rows`` records of the inference log (rotated files read newest last).
-
-    ``lock`` (the one its writer holds) is held only to open the files and note their sizes: the
-    read is of that snapshot, while the writer goes on appending and rotating. A damaged line
-    (a write cut short) is skipped with a warning."""
-    files = sorted(folder.glob(f"{LOG_NAME}.*"), key=_rotation, reverse=True)
-    files.append(folder / LOG_NAME)
-    snapshot: list[tuple[Path, BinaryIO, int]] = []
-    try:
-        with lock or nullcontext():
-            for path in files:
-                try:
-                    handle: BinaryIO = path.open("rb")
-                except FileNotFoundError:
-                    continue  # rotated away since the listing; its successor is listed
-                snapshot.append((path, handle, os.fstat(handle.fileno()).st_size))
-        records: list[dict[str, Any]] = []
-        for path, handle, size in snapshot:
-            records.extend(parse_json_lines(handle.read(size), path))
-    finally:
-        for _, handle, _ in snapshot:
-            handle.close()
-    frame = pd.DataFrame.from_records(records[-rows:])
+    """The last ``rows`` records of the traffic in the inference log; a rollout's shadow
+    answers (the challenger's, of mirrored requests) are not traffic. ``lock``: see
+    :func:`~dermaops.inference_log.read_records`."""
+    traffic = [r for r in read_records(folder, lock) if not r.get("shadow")]
+    frame = pd.DataFrame.from_records(traffic[-rows:])
     missing = [c for c in STAT_NAMES if c not in frame.columns]
-    if records and missing:
+    if traffic and missing:
         raise DriftError(f"the inference log in {folder} lacks {', '.join(missing)}")
     return frame
-
-
-def _rotation(path: Path) -> int:
-    suffix = path.name.rsplit(".", 1)[-1]
-    return int(suffix) if suffix.isdigit() else 0
 
 
 def compute_drift(

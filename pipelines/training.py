@@ -13,6 +13,7 @@ from kfp import compiler, dsl, kubernetes
 from kfp.dsl.base_component import BaseComponent
 
 from dermaops.components.build import build
+from dermaops.notify import WEBHOOK_ENV
 from dermaops.pipelines.settings import PipelineSettings
 from dermaops.settings import ARTIFACTS_DESTINATION_ENV, PROMOTION_LEASE_ENV
 
@@ -156,7 +157,7 @@ def _mlflow_env(task: dsl.PipelineTask, s: PipelineSettings, webhook: bool) -> N
     """MLflow and object-store credentials from Secrets: names in the YAML, never values."""
     secrets = {s.mlflow_secret: MLFLOW_KEYS, s.storage_secret: STORE_KEYS}
     if webhook:
-        secrets[s.webhook_secret] = ("DERMAOPS_WEBHOOK_URL",)
+        secrets[s.webhook_secret] = (WEBHOOK_ENV,)
     for name, keys in secrets.items():
         kubernetes.use_secret_as_env(task, name, {k: k for k in keys}, optional=True)
 

@@ -6,13 +6,13 @@ import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import mlflow.artifacts
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from dermaops.evaluation.card import CARD_HTML, CARD_MD, Lineage, write_card
+from dermaops.evaluation.result import EvaluationMetrics
 from dermaops.registry.client import KFP_RUN_TAG, Registry, RegistryError, run_of
 
 CARD_ARTIFACT = "model_card"
@@ -22,7 +22,7 @@ CARD_TAG = "dermaops.evaluation.card"
 def log_card(
     reg: Registry,
     version: ModelVersion,
-    metrics: dict[str, Any],
+    metrics: EvaluationMetrics,
     model_dir: Path,
     prepared: Path,
     parent_champion: str | None,

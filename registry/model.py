@@ -29,6 +29,7 @@ from mlflow.types import ColSpec, Schema
 
 import dermaops
 from dermaops.evaluation.gate import GateThresholds
+from dermaops.evaluation.result import EvaluationMetrics
 from dermaops.labels import CLASSES
 from dermaops.model.artifact import ModelArtifact, assemble
 from dermaops.registry.card import log_card
@@ -83,7 +84,7 @@ def register(
 ) -> ModelVersion:
     """Log ``model_dir`` with calibration, embedding projection and drift reference (from the
     evaluation in ``eval_dir``); register it as ``challenger``."""
-    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    metrics = EvaluationMetrics.read(eval_dir)
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "model_dir"
         calibration = assemble(model_dir, prepared, eval_dir, staged)
@@ -165,13 +166,13 @@ def _record_storage_uri(reg: Registry, version: str) -> None:
     reg.client.set_model_version_tag(reg.model_name, version, STORAGE_URI_TAG, uri)
 
 
-def version_tags(metrics: dict[str, Any], prepared: Path) -> dict[str, str]:
+def version_tags(metrics: EvaluationMetrics, prepared: Path) -> dict[str, str]:
     """What a reviewer of a version needs at a glance, and the test split it was judged on."""
     return {
-        "dermaops.f1_macro": f"{metrics['f1_macro']:.4f}",
-        "dermaops.melanoma_sensitivity": f"{metrics['melanoma']['test_sensitivity']:.4f}",
-        "dermaops.melanoma_threshold": f"{metrics['melanoma']['threshold']:.6f}",
-        "dermaops.generated_data": str(bool(metrics.get("generated"))).lower(),
+        "dermaops.f1_macro": f"{metrics.f1_macro:.4f}",
+        "dermaops.melanoma_sensitivity": f"{metrics.melanoma.test_sensitivity:.4f}",
+        "dermaops.melanoma_threshold": f"{metrics.melanoma.threshold:.6f}",
+        "dermaops.generated_data": str(metrics.generated).lower(),
         "dermaops.test_split": test_split_digest(prepared),
     }
 
@@ -267,8 +268,7 @@ def log_training_run(
         The registered version.
     """
     meta = ModelArtifact.load(run_dir / "model").meta
-    metrics = json.loads((eval_dir / "metrics.json").read_text())
-    baseline = json.loads((baseline_dir / "metrics.json").read_text())
+    metrics, baseline = EvaluationMetrics.read(eval_dir), EvaluationMetrics.read(baseline_dir)
     manifest = json.loads((prepared / "manifest.json").read_text())
     params = {f"train.{k}": v for k, v in meta.get("train_settings", {}).items()}
     params |= {
@@ -278,16 +278,17 @@ def log_training_run(
         "data.test_split": test_split_digest(prepared),
         "dermaops_version": dermaops.__version__,
     }
-    scalars = {k: metrics[k] for k in SCALARS if isinstance(metrics.get(k), int | float)}
-    scalars |= {f"melanoma_{k.removeprefix('test_')}": metrics["melanoma"][k] for k in MELANOMA}
-    scalars |= {f"f1.{code}": row["f1"] for code, row in metrics["per_class"].items()}
-    scalars |= {f"baseline_{k}": baseline[k] for k in ("f1_macro", "accuracy")}
-    scalars["baseline_melanoma_sensitivity"] = baseline["melanoma"]["test_sensitivity"]
-    if "subgroups" in metrics:
-        flagged = [g for g in metrics["subgroups"]["gaps"] if g["flagged"]]
+    figures, melanoma = metrics.model_dump(), metrics.melanoma.model_dump()
+    scalars = {k: figures[k] for k in SCALARS if figures[k] is not None}
+    scalars |= {f"melanoma_{k.removeprefix('test_')}": melanoma[k] for k in MELANOMA}
+    scalars |= {f"f1.{code}": row.f1 for code, row in metrics.per_class.items()}
+    scalars |= {"baseline_f1_macro": baseline.f1_macro, "baseline_accuracy": baseline.accuracy}
+    scalars["baseline_melanoma_sensitivity"] = baseline.melanoma.test_sensitivity
+    if metrics.subgroups is not None:
+        flagged = [g for g in metrics.subgroups["gaps"] if g["flagged"]]
         scalars["subgroup_gaps_flagged"] = len(flagged)
-    if "ood" in metrics:  # the out-of-distribution guard's figures on generated images
-        ood = metrics["ood"]
+    if metrics.ood is not None:  # the out-of-distribution guard's figures on generated images
+        ood = metrics.ood
         scalars |= {"ood_auroc": ood["auroc"], "ood_caught": ood["caught"],
                     "ood_held_out_passed": ood["held_out_passed"]}  # fmt: skip
         scalars |= {f"ood_auroc.{kind}": k["auroc"] for kind, k in ood["kinds"].items()}
@@ -299,10 +300,10 @@ def log_training_run(
         ("baseline", baseline_dir / "metrics.json"),
         *(("data", prepared / name) for name in data_files),
     ]
-    if "precision" in metrics:  # the INT8 graph: kept or not, and its change in points
-        decision = metrics["precision"]
-        scalars["int8_served"] = float(decision["serve"] == "int8")
-        scalars |= {f"int8_delta.{k}": v for k, v in decision.get("deltas_points", {}).items()}
+    if metrics.precision is not None:  # the INT8 graph: kept or not, and its change in points
+        decision = metrics.precision
+        scalars["int8_served"] = float(decision.serve == "int8")
+        scalars |= {f"int8_delta.{k}": v for k, v in decision.deltas_points.items()}
     history_file = run_dir / "history.json"  # runs trained before it existed have none
     history = json.loads(history_file.read_text()) if history_file.is_file() else []
     log_run(reg, run_id, params, scalars, artifacts, history)

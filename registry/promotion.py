@@ -30,7 +30,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from dermaops.evaluation.gate import GateResult, GateThresholds, check, compare
-from dermaops.evaluation.run import evaluate
+from dermaops.evaluation.result import METRICS, EvaluationMetrics, MetricsFileError
 from dermaops.registry.client import Registry, RegistryError, alias_version, run_of
 from dermaops.registry.locks import actor, promotion_lock
 from dermaops.registry.model import (
@@ -238,16 +238,18 @@ def versions(reg: Registry) -> list[dict[str, Any]]:
     return rows
 
 
-def stored_metrics(reg: Registry, version: str) -> dict[str, Any]:
+def stored_metrics(reg: Registry, version: str) -> EvaluationMetrics:
     """The evaluation metrics logged with a version's run (``evaluation/metrics.json``)."""
     run_id = run_of(model_version(reg, version))
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = reg.client.download_artifacts(run_id, "evaluation/metrics.json", tmp)
+            path = reg.client.download_artifacts(run_id, f"evaluation/{METRICS}", tmp)
         except MlflowException as e:
             raise RegistryError(f"version {version} has no logged evaluation: {e.message}") from e
-        metrics: dict[str, Any] = json.loads(Path(path).read_text())
-    return metrics
+        try:
+            return EvaluationMetrics.read(Path(path))
+        except MetricsFileError as e:
+            raise RegistryError(f"version {version}'s logged evaluation: {e}") from e
 
 
 def model_version(reg: Registry, version: str) -> ModelVersion:
@@ -277,7 +279,7 @@ def _delete_alias(reg: Registry, alias: str) -> None:
 def promote_challenger(
     reg: Registry,
     version: str,
-    metrics: dict[str, Any],
+    metrics: EvaluationMetrics,
     prepared: Path,
     thresholds: GateThresholds,
     must_beat: bool,
@@ -289,9 +291,11 @@ def promote_challenger(
     trained or validated on: should the champion have seen some of them (a split made apart
     from its own), both are scored without those, and the audit says how many were left out.
     """
+    from dermaops.evaluation.run import evaluate  # torch: only this promotion scores models
+
     verdicts = [check(metrics, thresholds)]
     champion = alias_version(reg, CHAMPION)
-    why = f"macro-F1 {metrics['f1_macro']:.4f}, gate passed"
+    why = f"macro-F1 {metrics.f1_macro:.4f}, gate passed"
     if champion is not None and champion != version:
         tests = _lesions(prepared / "split_info.csv", ("test",))
         with tempfile.TemporaryDirectory() as tmp:
@@ -305,8 +309,8 @@ def promote_challenger(
                 ours = evaluate(prepared, ours_dir, Path(tmp) / "ours", leave_out=touched)
         verdicts.append(compare(ours, theirs, must_beat))
         why += (f"; on the {len(tests - touched)} test lesions neither model trained or "
-                f"validated on, version {version} scored {ours['f1_macro']:.4f} and champion "
-                f"v{champion} {theirs['f1_macro']:.4f}")  # fmt: skip
+                f"validated on, version {version} scored {ours.f1_macro:.4f} and champion "
+                f"v{champion} {theirs.f1_macro:.4f}")  # fmt: skip
         if touched:
             why += f" ({len(touched)} test lesions the champion trained or validated on left out)"
             log.warning("champion v%s trained or validated on %d of this split's test lesions: "
@@ -331,7 +335,7 @@ def promote_stored(
     metrics = stored_metrics(reg, version)
     verdicts = [check(metrics, thresholds or _thresholds(reg, version))]
     champion = alias_version(reg, CHAMPION)
-    why = f"by hand; macro-F1 {metrics['f1_macro']:.4f}, gate passed"
+    why = f"by hand; macro-F1 {metrics.f1_macro:.4f}, gate passed"
     if champion is not None and champion != version:
         ours, theirs = (_split_digest(reg, v) for v in (version, champion))
         if ours != theirs:

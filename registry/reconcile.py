@@ -23,6 +23,7 @@ from dermaops.registry.client import Registry, alias_version
 from dermaops.registry.locks import promotion_lock
 from dermaops.registry.model import CHAMPION
 from dermaops.registry.promotion import repair
+from dermaops.registry.rollout import RolloutDriver
 from dermaops.registry.serving import DeployError, Serving, named, serve_locked
 
 log = logging.getLogger(__name__)
@@ -52,12 +53,16 @@ class Reconciled:
         return self.champion is None or self.served == self.champion
 
 
-def reconcile(reg: Registry, serving: Serving) -> Reconciled:
-    """Serve the champion where it is not served; nothing where it is.
+def reconcile(reg: Registry, serving: Serving, rollouts: RolloutDriver | None = None) -> Reconciled:
+    """Serve the champion where it is not served; nothing where it is. With ``rollouts`` (and
+    rollouts enabled), a champion newer than the served version is not served at once: its
+    rollout starts, or goes on (:mod:`dermaops.registry.rollout` serves it when it passes). An
+    older champion is a rollback: served at once.
 
     Raises:
         ReconcileError: the deploy failed, or what is served after it is still not the champion.
         RegistryError: the registry could not be read.
+        RolloutError: another version's rollout is not finished.
     """
     with promotion_lock(reg):
         repair(reg)  # a transition cut short is finished before the champion is read
@@ -67,6 +72,11 @@ def reconcile(reg: Registry, serving: Serving) -> Reconciled:
             return Reconciled(None, served, served, f"{reg.model_name} has no champion yet")
         if served == champion:
             return Reconciled(champion, served, served, f"version {champion} is served")
+        rolling = rollouts if rollouts is not None and rollouts.settings.enabled else None
+        if rolling is not None and served is not None and _newer(champion, served):
+            r = rolling.begin(served, champion)
+            return Reconciled(champion, served, served, f"version {champion} rolling out "
+                              f"({r.current.label}); version {served} served")  # fmt: skip
         try:
             done = serve_locked(reg, serving, champion, served)
         except (ConfigError, DeployError) as e:
@@ -77,3 +87,8 @@ def reconcile(reg: Registry, serving: Serving) -> Reconciled:
             ) from e  # fmt: skip
     log.info("champion version %s served on %s (was %s)", champion, serving.where, served)
     return Reconciled(champion, served, champion, done.action)
+
+
+def _newer(champion: str, served: str) -> bool:
+    """Is ``champion`` a later version than ``served`` (a promotion, not a rollback)?"""
+    return champion.isdigit() and served.isdigit() and int(champion) > int(served)

@@ -39,6 +39,7 @@ from dermaops.serving.forward import RecordForwarder
 from dermaops.serving.inputs import BadImage, RequestLimits, v1_images, v2_images
 from dermaops.serving.records import Pending, Recorder
 from dermaops.serving.settings import ServingSettings
+from dermaops.serving.shadow import ShadowMirror
 from dermaops.serving.telemetry import (
     ERRORS,
     LATENCY,
@@ -52,6 +53,8 @@ from dermaops.serving.telemetry import (
 from dermaops.settings import Home
 from dermaops.tokens import MONITOR_TOKEN_ENV, read_token
 from dermaops.v1 import (
+    REQUEST_ID_HEADER,
+    SHADOW_HEADER,
     ExplainAnswer,
     Explanation,
     MelanomaFlag,
@@ -77,6 +80,8 @@ class Batch:
     boxes: list[Box]  # the square seen, in fractions of each image
     request_id: str
     started: float  # time.perf_counter() when preprocessing began
+    shadow: bool = False  # mirrored by the stable predictor: answered, logged, not mirrored
+    body: dict[str, Any] | None = None  # the v1 request, kept only to mirror it
 
 
 class Answer(NamedTuple):
@@ -130,6 +135,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         self.threads = worker_threads(settings)
         self.pool = ThreadPoolExecutor(self.threads, "dermaops")
         self.sinks: list[InferenceLog | RecordForwarder] = []
+        self.mirror: ShadowMirror | None = None
 
     def load(self) -> bool:
         """Resolve and load the model, run one inference; only then ``ready``."""
@@ -154,6 +160,11 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         if self.settings.monitor_url:
             self.sinks.append(RecordForwarder(self.settings.monitor_url, self._monitor_token()))
         self.recorder = Recorder(observe_inputs, [s.write for s in self.sinks], count_backlog)
+        if self.settings.shadow_url:
+            self.mirror = ShadowMirror(self.settings.shadow_url, self.name, self.version,
+                                       self.settings.shadow_share)  # fmt: skip
+            log.info("mirroring %.0f%% of v1 requests to the challenger at %s",
+                     100 * self.settings.shadow_share, self.settings.shadow_url)  # fmt: skip
         MODEL_INFO.labels(self.name, self.version, self.artifact.arch, self.backend.name).set(1)
         log.info("serving %s v%s (%s) with %s in %s", self.name, self.version,
                  self.artifact.folder, self.backend.name, self.backend.precision)  # fmt: skip
@@ -213,9 +224,14 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         except BadImage as e:
             ERRORS.labels(e.code).inc()
             raise
-        request_id = (headers or {}).get("x-request-id", "")
+        headers = headers or {}
+        shadow = SHADOW_HEADER in headers
+        mirrored = self.mirror is not None and not shadow and isinstance(payload, dict)
+        # A mirrored request needs an id: the judge pairs the two answers on it.
+        request_id = headers.get(REQUEST_ID_HEADER) or (uuid.uuid4().hex if mirrored else "")
         v2 = payload if isinstance(payload, InferRequest) else None
-        return Batch(v2, pixels, sizes, boxes, request_id, started)
+        body = payload if mirrored else None
+        return Batch(v2, pixels, sizes, boxes, request_id, started, shadow, body)
 
     def _pixels(self, payload: Any) -> tuple[list[np.ndarray], list[tuple[int, int]], list[Box]]:
         """Decode, then the stem's cache pixels, the original size and the square the model
@@ -251,10 +267,11 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             raise InferenceError(f"inference failed: {type(e).__name__}: {e}") from e
         observe(self.version, answer.probs, answer.flags, answer.in_distribution)
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        request_id = batch.request_id  # not the batch: it holds the request and its bytes
+        request_id, shadow = batch.request_id, batch.shadow  # not the batch: it holds the bytes
         self.recorder.submit(
-            Pending(batch.pixels, batch.sizes, lambda: self._records(answer, request_id, now))
-        )
+            Pending(batch.pixels, batch.sizes,
+                    lambda: self._records(answer, request_id, now, shadow))
+        )  # fmt: skip
         return Scored(batch, *answer)
 
     def _guard(
@@ -267,7 +284,9 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         scores = guard.scores(logits, embedding)
         return scores, [bool(v) for v in guard.admits(scores)]
 
-    def _records(self, answer: Answer, request_id: str, now: str) -> list[dict[str, Any]]:
+    def _records(
+        self, answer: Answer, request_id: str, now: str, shadow: bool
+    ) -> list[dict[str, Any]]:
         """Each image's record for the log and the monitor, but for its statistics (the
         recorder adds them): embedding projections and the answer; never pixels."""
         records = []
@@ -290,6 +309,8 @@ class DermaOpsModel(Model):  # type: ignore[misc]
                 "ood_score": None if np.isnan(ood_score) else round(float(ood_score), 4),
                 **{f"p_{c}": round(float(p), 5) for c, p in zip(CLASSES, row, strict=True)},
             }
+            if shadow:
+                record["shadow"] = True
             records.append(record)
         return records
 
@@ -303,11 +324,14 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             return self._v2_response(result)
         rows = zip(result.probs, result.flags, result.ood_scores, result.in_distribution,
                    strict=True)  # fmt: skip
-        return PredictAnswer(
+        answer = PredictAnswer(
             predictions=[self._describe(*row) for row in rows],
             model_name=self.name,
             model_version=self.version,
         ).model_dump()
+        if self.mirror is not None and result.batch.body is not None:
+            self.mirror.offer(result.batch.body, result.batch.request_id)
+        return answer
 
     def _describe(
         self, row: np.ndarray, flag: bool, ood_score: float, in_distribution: bool | None
@@ -422,6 +446,8 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         ).model_dump()
 
     def stop(self) -> None:
+        if self.mirror is not None:
+            self.mirror.close()
         if hasattr(self, "recorder"):  # loaded
             self.recorder.close()
         for sink in self.sinks:

@@ -48,6 +48,12 @@ class ServingSettings(BaseModel):
     monitor_url: str = Field(
         "", description="also send each inference-log record to this monitor's /records"
     )
+    shadow_url: str = Field(
+        "",
+        description="mirror answered v1 requests to this challenger predictor (a rollout's "
+        "shadow stage; empty: none)",
+    )
+    shadow_share: float = Field(1.0, gt=0, le=1, description="part of requests mirrored")
     workers: int = Field(0, ge=0, description="threads for decoding and CPU inference (0: cores)")
     max_body_bytes: int = Field(
         0, ge=0, description="largest request body (0: max_instances images as base64 JSON)"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
-import json
 import os
 import signal
 import time
@@ -19,6 +18,7 @@ from PIL import Image
 
 from dermaops.data.prepare import PrepareSettings, prepare
 from dermaops.data.synth import SynthSettings, synthesize
+from dermaops.evaluation.result import EvaluationMetrics
 from dermaops.evaluation.run import evaluate
 from dermaops.train.baseline import run_baseline
 from dermaops.train.loop import train
@@ -120,9 +120,8 @@ class Trained:
     evaluation: Path
     baseline: Path
 
-    def metrics(self) -> dict[str, object]:
-        loaded: dict[str, object] = json.loads((self.evaluation / "metrics.json").read_text())
-        return loaded
+    def metrics(self) -> EvaluationMetrics:
+        return EvaluationMetrics.read(self.evaluation)
 
 
 @pytest.fixture(scope="session")

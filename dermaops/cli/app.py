@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from dermaops.cli import data, platform, serving, train
+from dermaops.cli import data, platform, rollout, serving, train
 from dermaops.errors import DermaOpsError
 
 log = logging.getLogger("dermaops")
@@ -31,6 +31,7 @@ app.add_typer(data.feedback_app, name="feedback")
 app.add_typer(bench_app, name="bench")
 app.add_typer(platform.pipeline_app, name="pipeline")
 app.add_typer(platform.registry_app, name="registry")
+app.add_typer(rollout.rollout_app, name="rollout")
 app.add_typer(serving.monitor_app, name="monitor")
 app.command("train")(train.train_command)
 app.command("baseline")(train.baseline_command)

@@ -225,14 +225,15 @@ def registry_reconcile(
 
 
 def _reconcile(reg: Any, serve_on: str, release: str, namespace: str) -> None:
+    """Serve the champion; with ``DERMAOPS_ROLLOUT_ENABLED``, a newer one is rolled out."""
+    from dermaops.cli.rollout import driver
     from dermaops.registry.reconcile import reconcile
-    from dermaops.registry.serving import serving_for
 
     if serve_on == "none":
         return
-    serving = serving_for(serve_on, release=release, namespace=namespace)
-    done = reconcile(reg, serving)
-    typer.echo(f"{serving.where}: {done.action}")
+    rollouts = driver(reg.model_name, serve_on, release, namespace, None, None, None)
+    done = reconcile(reg, rollouts.serving, rollouts)
+    typer.echo(f"{rollouts.serving.where}: {done.action}")
 
 
 @registry_app.command("card")

@@ -81,8 +81,8 @@ def baseline_command(
         raise typer.BadParameter("choose balanced or none", param_hint="--class-weight")
     metrics = run_baseline(data, out, class_weight, trees, seed)  # type: ignore[arg-type]
     typer.echo(
-        f"baseline test macro-F1 {metrics['f1_macro']:.4f}, melanoma sensitivity "
-        f"{metrics['melanoma']['test_sensitivity']:.1%}; {out}"
+        f"baseline test macro-F1 {metrics.f1_macro:.4f}, melanoma sensitivity "
+        f"{metrics.melanoma_sensitivity:.1%}; {out}"
     )
 
 
@@ -144,26 +144,26 @@ def evaluate_command(
     tolerance = Tolerance(int8_tolerance, int8_tolerance, int8_tolerance)
     metrics = evaluate(data, model_dir, out, target_sensitivity, device, subgroups=groups,
                        guard=guard, int8=int8, int8_tolerance=tolerance)  # fmt: skip
-    mel = metrics["melanoma"]
+    mel = metrics.melanoma
     typer.echo(
-        f"test macro-F1 {metrics['f1_macro']:.4f}, accuracy {metrics['accuracy']:.2%}, melanoma "
-        f"sensitivity {mel['test_sensitivity']:.1%} at P(mel) >= {mel['threshold']:.3f}; {out}"
+        f"test macro-F1 {metrics.f1_macro:.4f}, accuracy {metrics.accuracy:.2%}, melanoma "
+        f"sensitivity {mel.test_sensitivity:.1%} at P(mel) >= {mel.threshold:.3f}; {out}"
     )
-    ood = metrics["ood"]
+    ood = metrics.ood or {}
     typer.echo(
         f"out-of-distribution guard ({ood['method']}): AUROC {ood['auroc']:.3f} on generated "
         f"images it should refuse, {ood['caught']:.0%} of them refused, "
         f"{ood['held_out_passed']:.0%} of held-out lesions pass"
     )
-    if "precision" in metrics:
-        decision = metrics["precision"]
-        typer.echo(f"serving graph: {decision['serve']} ({decision['reason']})")
-    for gap in metrics["subgroups"]["gaps"]:
+    if metrics.precision is not None:
+        decision = metrics.precision
+        typer.echo(f"serving graph: {decision.serve} ({decision.reason})")
+    for gap in (metrics.subgroups or {}).get("gaps", []):
         if gap["flagged"]:
             typer.echo(f"subgroup gap: {gap['metric']} {gap['value']:.3f} for {gap['attribute']} = "
                        f"{gap['group']} vs {gap['overall']:.3f} overall")  # fmt: skip
-    if metrics["generated"]:
-        typer.echo(metrics["notice"])
+    if metrics.generated:
+        typer.echo(metrics.notice)
 
 
 def gate_command(
@@ -175,9 +175,10 @@ def gate_command(
 ) -> None:
     """The quality gate: exit 0 if the model may be promoted, 1 with the reasons if not."""
     from dermaops.evaluation.gate import GateThresholds, check
+    from dermaops.evaluation.result import EvaluationMetrics
 
     thresholds = load_settings(GateThresholds, env_prefix="DERMAOPS_GATE_", config_file=config)
-    result = check(json.loads(metrics.read_text()), thresholds)
+    result = check(EvaluationMetrics.read(metrics), thresholds)
     if result.passed:
         typer.echo("gate passed")
         return

@@ -19,10 +19,10 @@ from dermaops.data.report import GENERATED_NOTICE
 from dermaops.evaluation.ood import markdown as ood_markdown
 from dermaops.evaluation.precision import markdown as precision_markdown
 from dermaops.evaluation.report import write_html
+from dermaops.evaluation.result import EvaluationMetrics
 from dermaops.evaluation.subgroups import markdown as subgroup_markdown
 from dermaops.labels import CLASSES, FULL_NAMES
 from dermaops.model.artifact import ModelArtifact
-from dermaops.model.quantize import PrecisionDecision
 
 CARD_MD, CARD_HTML = "model_card.md", "model_card.html"
 
@@ -40,13 +40,13 @@ class Lineage:
 
 
 def card_markdown(
-    metrics: dict[str, Any], model: dict[str, Any], prepared: Path, lineage: Lineage
+    metrics: EvaluationMetrics, model: dict[str, Any], prepared: Path, lineage: Lineage
 ) -> str:
     """The card as Markdown."""
     manifest = json.loads((prepared / "manifest.json").read_text())
     index = pd.read_csv(prepared / "index.csv")
     generated = bool(manifest.get("generated"))
-    mel = metrics["melanoma"]
+    mel = metrics.melanoma
     title = f"# Model card: {lineage.model_name} version {lineage.version}"
     parts = [title, ""]
     if generated:
@@ -82,26 +82,26 @@ def card_markdown(
         "## The melanoma operating point",
         "",
         f"An image is flagged as possible melanoma when the model's calibrated probability of "
-        f"melanoma is at least {mel['threshold']:.3f}. That threshold was chosen on the "
-        f"validation split to catch at least {mel.get('target_sensitivity', 0.85):.0%} of "
-        f"melanomas. On the test split it caught {_pct(mel['test_sensitivity'])} of the "
-        f"{mel['test_support']} melanomas and correctly left unflagged "
-        f"{_pct(mel['test_specificity'])} of the other lesions: "
-        f"{_missed(mel['test_sensitivity'])}.",
+        f"melanoma is at least {mel.threshold:.3f}. That threshold was chosen on the "
+        f"validation split to catch at least {mel.target_sensitivity:.0%} of "
+        f"melanomas. On the test split it caught {_pct(mel.test_sensitivity)} of the "
+        f"{mel.test_support} melanomas and correctly left unflagged "
+        f"{_pct(mel.test_specificity)} of the other lesions: "
+        f"{_missed(mel.test_sensitivity)}.",
         "",
         "## Calibration",
         "",
-        f"Probabilities are temperature-scaled (T = {metrics['temperature']:.3f}, fitted on "
-        f"validation). Expected calibration error on test: {metrics['ece_uncalibrated']:.3f} "
-        f"before, {metrics['ece']:.3f} after.",
+        f"Probabilities are temperature-scaled (T = {metrics.temperature:.3f}, fitted on "
+        f"validation). Expected calibration error on test: {metrics.ece_uncalibrated:.3f} "
+        f"before, {metrics.ece:.3f} after.",
         "",
     ]
-    if "subgroups" in metrics:
-        parts.append(subgroup_markdown(metrics["subgroups"]))
-    if "ood" in metrics:
-        parts.append(ood_markdown(metrics["ood"]))
-    if "precision" in metrics:
-        parts.append(precision_markdown(PrecisionDecision(**metrics["precision"])))
+    if metrics.subgroups is not None:
+        parts.append(subgroup_markdown(metrics.subgroups))
+    if metrics.ood is not None:
+        parts.append(ood_markdown(metrics.ood))
+    if metrics.precision is not None:
+        parts.append(precision_markdown(metrics.precision))
     parts += [
         "## Known limitations",
         "",
@@ -121,7 +121,7 @@ def card_markdown(
 
 
 def write_card(
-    metrics: dict[str, Any], model_dir: Path, prepared: Path, lineage: Lineage, out: Path
+    metrics: EvaluationMetrics, model_dir: Path, prepared: Path, lineage: Lineage, out: Path
 ) -> tuple[Path, Path]:
     """Write ``model_card.md`` and ``model_card.html`` into ``out``."""
     model = ModelArtifact.load(model_dir).meta
@@ -166,8 +166,9 @@ def _data(manifest: dict[str, Any], index: pd.DataFrame, generated: bool) -> lis
     return lines
 
 
-def _performance(metrics: dict[str, Any]) -> list[str]:
-    ci = metrics.get("subgroups", {}).get("overall", {}).get("ci95", {})
+def _performance(metrics: EvaluationMetrics) -> list[str]:
+    overall = (metrics.subgroups or {}).get("overall", {})
+    ci = overall.get("ci95", {})
 
     def interval(name: str) -> str:
         bounds = ci.get(name)
@@ -175,28 +176,27 @@ def _performance(metrics: dict[str, Any]) -> list[str]:
             f" (95% CI {bounds[0]:.3f}-{bounds[1]:.3f})" if bounds and bounds[0] is not None else ""
         )
 
-    mel = metrics["melanoma"]
-    sens, spec = mel["test_sensitivity"], mel["test_specificity"]
-    present = metrics.get("subgroups", {}).get("overall", {}).get("f1_macro")
+    sens, spec = metrics.melanoma.test_sensitivity, metrics.melanoma.test_specificity
+    present = overall.get("f1_macro")
     lines = [
         "| metric | value |",
         "|---|---|",
-        f"| images | {metrics['images']} |",
-        f"| accuracy | {metrics['accuracy']:.3f} |",
-        f"| balanced accuracy | {metrics['balanced_accuracy']:.3f} |",
-        f"| macro-F1 (all 7 classes) | {metrics['f1_macro']:.3f} |",
+        f"| images | {metrics.images} |",
+        f"| accuracy | {metrics.accuracy:.3f} |",
+        f"| balanced accuracy | {metrics.balanced_accuracy:.3f} |",
+        f"| macro-F1 (all 7 classes) | {metrics.f1_macro:.3f} |",
     ]
     if present is not None:
         lines.append(f"| macro-F1 (classes present) | {present:.3f}{interval('f1_macro')} |")
     lines += [
-        f"| macro AUC (one vs rest) | {metrics.get('auc_macro_ovr', float('nan')):.3f} |",
+        f"| macro AUC (one vs rest) | {_number(metrics.auc_macro_ovr)} |",
         f"| melanoma sensitivity | {sens:.3f}{interval('melanoma_sensitivity')} |",
         f"| melanoma specificity | {spec:.3f}{interval('melanoma_specificity')} |",
     ]
     return lines
 
 
-def _limitations(metrics: dict[str, Any], generated: bool) -> list[str]:
+def _limitations(metrics: EvaluationMetrics, generated: bool) -> list[str]:
     lines = []
     if generated:
         lines.append("- Trained and evaluated on generated images: its figures say the pipeline "
@@ -209,19 +209,24 @@ def _limitations(metrics: dict[str, Any], generated: bool) -> list[str]:
         "- The melanoma threshold trades missed melanomas for unnecessary reviews; it was set on "
         "validation and holds only while the input distribution does (the drift monitor watches).",
     ]
-    for gap in metrics.get("subgroups", {}).get("gaps", []):
+    subgroups = metrics.subgroups or {}
+    for gap in subgroups.get("gaps", []):
         if gap["flagged"]:
             lines.append(f"- Weaker for {gap['attribute']} = {gap['group']}: {gap['metric']} "
                          f"{gap['value']:.3f} vs {gap['overall']:.3f} overall.")  # fmt: skip
     small = [
         f"{attribute} = {row['group']}"
-        for attribute, rows in metrics.get("subgroups", {}).get("groups", {}).items()
+        for attribute, rows in subgroups.get("groups", {}).items()
         for row in rows
         if row["too_small"]
     ]
     if small:
         lines.append("- Too few test images to judge: " + ", ".join(small) + ".")
     return lines
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
 def _pct(value: float | None) -> str:

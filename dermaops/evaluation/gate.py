@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from dermaops.errors import DermaOpsError
+
+if TYPE_CHECKING:
+    from dermaops.evaluation.result import EvaluationMetrics
 
 
 class GateFailedError(DermaOpsError):
@@ -35,39 +38,32 @@ class GateResult:
     reasons: list[str] = field(default_factory=list)
 
 
-def check(metrics: dict[str, Any], thresholds: GateThresholds) -> GateResult:
+def check(metrics: EvaluationMetrics, thresholds: GateThresholds) -> GateResult:
     """Compare ``metrics`` (from ``evaluate``) with ``thresholds``; every miss is a reason.
 
-    A metrics file without a needed key fails the gate: an unmeasured model is not promoted.
+    A figure that could not be measured (NaN: no melanoma in the split, say) fails the gate: an
+    unmeasured model is not promoted.
     """
     checks = [
-        ("macro-F1", _get(metrics, "f1_macro"), ">=", thresholds.min_f1_macro),
-        ("melanoma sensitivity", _get(metrics, "melanoma", "test_sensitivity"), ">=",
+        ("macro-F1", metrics.f1_macro, ">=", thresholds.min_f1_macro),
+        ("melanoma sensitivity", metrics.melanoma.test_sensitivity, ">=",
          thresholds.min_melanoma_sensitivity),
-        ("calibration error (ECE)", _get(metrics, "ece"), "<=", thresholds.max_ece),
+        ("calibration error (ECE)", metrics.ece, "<=", thresholds.max_ece),
     ]  # fmt: skip
     reasons = []
     for name, value, op, limit in checks:
-        if value is None:
-            reasons.append(f"{name} is missing from the metrics")
+        if math.isnan(value):
+            reasons.append(f"{name} could not be measured")
         elif (op == ">=" and value < limit) or (op == "<=" and value > limit):
             reasons.append(f"{name} {value:.4f} is not {op} {limit:.4f}")
     return GateResult(passed=not reasons, reasons=reasons)
 
 
-def _get(metrics: dict[str, Any], *keys: str) -> float | None:
-    value: Any = metrics
-    for key in keys:
-        if not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
-    if not isinstance(value, int | float) or math.isnan(value):
-        return None  # NaN means it could not be measured (e.g. no melanoma in the split)
-    return float(value)
-
-
 def compare(
-    challenger: dict[str, Any], champion: dict[str, Any], must_beat: bool, tolerance: float = 0.0
+    challenger: EvaluationMetrics,
+    champion: EvaluationMetrics,
+    must_beat: bool,
+    tolerance: float = 0.0,
 ) -> GateResult:
     """May ``challenger`` replace ``champion``? Both are metrics of the same test split.
 
@@ -75,14 +71,13 @@ def compare(
     not fall by more than ``tolerance``: a better average never pays for missed melanomas.
     """
     reasons = []
-    new_f1, old_f1 = _get(challenger, "f1_macro"), _get(champion, "f1_macro")
-    if new_f1 is None or old_f1 is None:
-        reasons.append("macro-F1 of the challenger or the champion is missing")
+    new_f1, old_f1 = challenger.f1_macro, champion.f1_macro
+    if math.isnan(new_f1) or math.isnan(old_f1):
+        reasons.append("macro-F1 of the challenger or the champion could not be measured")
     elif (new_f1 <= old_f1) if must_beat else (new_f1 < old_f1):
         word = "does not beat" if must_beat else "is below"
         reasons.append(f"macro-F1 {new_f1:.4f} {word} the champion's {old_f1:.4f}")
-    keys = ("melanoma", "test_sensitivity")
-    new_mel, old_mel = _get(challenger, *keys), _get(champion, *keys)
-    if new_mel is not None and old_mel is not None and new_mel < old_mel - tolerance:
+    new_mel, old_mel = challenger.melanoma_sensitivity, champion.melanoma_sensitivity
+    if new_mel < old_mel - tolerance:  # False when either is NaN: nothing to compare
         reasons.append(f"melanoma sensitivity {new_mel:.4f} is below the champion's {old_mel:.4f}")
     return GateResult(passed=not reasons, reasons=reasons)

@@ -6,11 +6,14 @@ import base64
 import html as html_lib
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dermaops.labels import CLASSES, full_name
+
+if TYPE_CHECKING:
+    from dermaops.evaluation.result import EvaluationMetrics
 
 
 def plot_confusion(counts: np.ndarray, path: Path, generated: bool) -> None:
@@ -89,44 +92,42 @@ def plot_gradcam_grid(
     fig.savefig(path)
 
 
-def write_markdown(metrics: dict[str, Any], path: Path) -> None:
+def write_markdown(metrics: EvaluationMetrics, path: Path) -> None:
     """The report, with the earlier system's tables: summary, melanoma, per class."""
-    mel = metrics["melanoma"]
+    mel, model, auc = metrics.melanoma, metrics.model, metrics.auc_macro_ovr
     lines = ["# Evaluation report", ""]
-    if metrics["generated"]:
-        lines += [f"> **{metrics['notice']}**", ""]
-    auc = metrics["auc_macro_ovr"]
-    model = metrics["model"]
-    size = f" at {model['image_size']} px" if model.get("image_size") else ""
+    if metrics.generated:
+        lines += [f"> **{metrics.notice}**", ""]
+    size = f" at {model.image_size} px" if model.image_size else ""
     lines += [
-        f"Model: {model['arch']}{size}; {metrics['images']} test images (split by lesion).",
+        f"Model: {model.arch}{size}; {metrics.images} test images (split by lesion).",
         "",
         "| metric | value |",
         "|---|---:|",
-        f"| accuracy | {metrics['accuracy']:.2%} |",
-        f"| balanced accuracy | {metrics['balanced_accuracy']:.2%} |",
-        f"| macro-F1 | {metrics['f1_macro']:.4f} |",
-        f"| weighted F1 | {metrics['f1_weighted']:.4f} |",
+        f"| accuracy | {metrics.accuracy:.2%} |",
+        f"| balanced accuracy | {metrics.balanced_accuracy:.2%} |",
+        f"| macro-F1 | {metrics.f1_macro:.4f} |",
+        f"| weighted F1 | {metrics.f1_weighted:.4f} |",
         f"| macro one-vs-rest AUC | {auc:.4f} |" if auc is not None else "| macro AUC | n/a |",
-        f"| ECE (after / before temperature {metrics['temperature']:.2f}) | "
-        f"{metrics['ece']:.4f} / {metrics['ece_uncalibrated']:.4f} |",
+        f"| ECE (after / before temperature {metrics.temperature:.2f}) | "
+        f"{metrics.ece:.4f} / {metrics.ece_uncalibrated:.4f} |",
         "",
         "## Melanoma operating point",
         "",
-        f"A lesion is flagged as possible melanoma when P(mel) >= {mel['threshold']:.3f}. The "
-        f"threshold was chosen on the validation split to catch {mel['target_sensitivity']:.0%} "
-        f"of melanomas there; on the test split it caught {mel['test_sensitivity']:.1%} of "
-        f"{mel['test_support']} melanomas and cleared {mel['test_specificity']:.1%} of the rest.",
+        f"A lesion is flagged as possible melanoma when P(mel) >= {mel.threshold:.3f}. The "
+        f"threshold was chosen on the validation split to catch {mel.target_sensitivity:.0%} "
+        f"of melanomas there; on the test split it caught {mel.test_sensitivity:.1%} of "
+        f"{mel.test_support} melanomas and cleared {mel.test_specificity:.1%} of the rest.",
         "",
         "## Per class",
         "",
         "| class | diagnosis | precision | recall | F1 | support |",
         "|---|---|---:|---:|---:|---:|",
     ]
-    for code, row in metrics["per_class"].items():
+    for code, row in metrics.per_class.items():
         lines.append(
-            f"| {code} | {full_name(code)} | {row['precision']:.3f} | {row['recall']:.3f} | "
-            f"{row['f1']:.3f} | {row['support']} |"
+            f"| {code} | {full_name(code)} | {row.precision:.3f} | {row.recall:.3f} | "
+            f"{row.f1:.3f} | {row.support} |"
         )
     lines += [
         "",

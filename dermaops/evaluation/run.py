@@ -5,7 +5,6 @@ Temperature and the melanoma threshold are fitted on validation, then applied on
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from dermaops.evaluation.report import (
     plot_reliability,
     write_markdown,
 )
+from dermaops.evaluation.result import EvaluationMetrics
 from dermaops.evaluation.subgroups import SubgroupSettings, evaluate_subgroups
 from dermaops.evaluation.subgroups import markdown as subgroup_markdown
 from dermaops.evaluation.subgroups import scores as subgroup_scores
@@ -86,7 +86,7 @@ def evaluate(
     guard: str = "mahalanobis",
     int8: bool = True,
     int8_tolerance: Tolerance | None = None,
-) -> dict[str, Any]:
+) -> EvaluationMetrics:
     """Write metrics.json, plots and report.md for ``model_dir`` on ``prepared``'s test split,
     without the test images of the lesions in ``leave_out``; fit the out-of-distribution
     ``guard`` (:mod:`dermaops.evaluation.ood`) and measure it; with ``int8``, quantize the
@@ -117,16 +117,14 @@ def evaluate(
     ood = _guard(with_embedding, data, pre, batch_size, (val_embedding, test_embedding), out, guard)
     del with_embedding
     metrics = score(predictions, out, described, data.generated, target_sensitivity, subgroups, ood)
-    _reference_outputs(
-        out, data, predictions, metrics["temperature"], (val_embedding, test_embedding)
-    )
+    _reference_outputs(out, data, predictions, metrics.temperature, (val_embedding, test_embedding))
     if int8:
         decision = choose_precision(
-            artifact.onnx_path, data, out, metrics["temperature"],
-            metrics["melanoma"]["threshold"], pre.image_size, int8_tolerance,
+            artifact.onnx_path, data, out, metrics.temperature,
+            metrics.melanoma.threshold, pre.image_size, int8_tolerance,
         )  # fmt: skip
-        metrics["precision"] = asdict(decision)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        metrics = metrics.model_copy(update={"precision": decision})
+        metrics.write(out)
         with (out / "report.md").open("a") as report:
             report.write("\n" + precision_markdown(decision))
     grid = out / "gradcam_melanoma.png"
@@ -222,13 +220,12 @@ def score(
     target_sensitivity: float = 0.85,
     subgroups: SubgroupSettings | None = None,
     ood: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> EvaluationMetrics:
     """Calibrate on validation, score test; write metrics.json, the plots and report.md.
 
-    With the test images' metadata, ``metrics["subgroups"]`` holds the per-group figures with
+    With the test images' metadata, the metrics' ``subgroups`` hold the per-group figures with
     bootstrap intervals and the flagged gaps (:mod:`dermaops.evaluation.subgroups`); ``ood``,
-    the guard's figures (:func:`dermaops.evaluation.ood.fit_and_measure`), is kept as
-    ``metrics["ood"]``.
+    the guard's figures (:func:`dermaops.evaluation.ood.fit_and_measure`), is kept as is.
     """
     p = predictions
     temperature = fit_temperature(p.val_probs, p.val_labels)
@@ -239,7 +236,7 @@ def score(
     point = choose_threshold(val[:, MEL], p.val_labels == MEL, target_sensitivity)
     sensitivity, specificity = rates(test[:, MEL], p.test_labels == MEL, point.threshold)
     counts = confusion(p.test_labels, test.argmax(axis=1))
-    metrics: dict[str, Any] = {
+    figures: dict[str, Any] = {
         **summary(p.test_labels, test),
         "melanoma": {
             **asdict(point),
@@ -257,23 +254,23 @@ def score(
         "notice": GENERATED_NOTICE if generated else "",
     }
     if ood is not None:
-        metrics["ood"] = ood
+        figures["ood"] = ood
     if p.test_meta is not None:
         judged = subgroup_scores(p.test_labels, test, point.threshold)
-        metrics["subgroups"] = evaluate_subgroups(p.test_meta, judged, subgroups)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        figures["subgroups"] = evaluate_subgroups(p.test_meta, judged, subgroups)
+    metrics = EvaluationMetrics.parse(figures, "the evaluation")
+    metrics.write(out)
     np.savez_compressed(out / PREDICTIONS, probs=test, labels=p.test_labels)
     plot_confusion(counts, out / "confusion_matrix.png", generated)
     plot_reliability(p.test_labels, p.test_probs, test, out / "reliability.png")
     write_markdown(metrics, out / "report.md")
-    if "subgroups" in metrics:
+    if metrics.subgroups is not None:
         with (out / "report.md").open("a") as report:
-            report.write("\n" + subgroup_markdown(metrics["subgroups"]) + "\n")
-    if "ood" in metrics:
+            report.write("\n" + subgroup_markdown(metrics.subgroups) + "\n")
+    if metrics.ood is not None:
         with (out / "report.md").open("a") as report:
-            report.write("\n" + ood_markdown(metrics["ood"]))
-    log.info("test macro-F1 %.4f, melanoma sensitivity %.3f", metrics["f1_macro"], sensitivity)
+            report.write("\n" + ood_markdown(metrics.ood))
+    log.info("test macro-F1 %.4f, melanoma sensitivity %.3f", metrics.f1_macro, sensitivity)
     return metrics
 
 

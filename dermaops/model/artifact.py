@@ -231,15 +231,11 @@ def save_model_dir(
     (folder / LABELS).write_text(json.dumps(labels, indent=2) + "\n")
 
 
-def write_calibration(folder: Path, metrics: dict[str, Any]) -> dict[str, float]:
+def write_calibration(
+    folder: Path, temperature: float, melanoma_threshold: float
+) -> dict[str, float]:
     """Store the evaluation's temperature and melanoma operating threshold with the model."""
-    try:
-        calibration = {
-            "temperature": float(metrics["temperature"]),
-            "melanoma_threshold": float(metrics["melanoma"]["threshold"]),
-        }
-    except (KeyError, TypeError, ValueError) as e:
-        raise ModelDirError(f"the evaluation metrics lack temperature or threshold: {e}") from e
+    calibration = {"temperature": temperature, "melanoma_threshold": melanoma_threshold}
     (folder / CALIBRATION).write_text(json.dumps(calibration, indent=2) + "\n")
     return calibration
 
@@ -262,14 +258,15 @@ def assemble(model_dir: Path, prepared: Path, eval_dir: Path, dest: Path) -> dic
     Returns:
         The calibration (temperature and melanoma threshold).
     """
+    from dermaops.evaluation.result import EvaluationMetrics, MetricsFileError
     from dermaops.model.reference import OUTPUTS, join_reference
 
     try:
-        metrics = json.loads((eval_dir / "metrics.json").read_text())
-    except (OSError, ValueError) as e:
+        metrics = EvaluationMetrics.read(eval_dir)
+    except MetricsFileError as e:
         raise ModelDirError(f"{eval_dir} is not an evaluation folder: {e}") from e
     shutil.copytree(model_dir, dest)
-    calibration = write_calibration(dest, metrics)
+    calibration = write_calibration(dest, metrics.temperature, metrics.melanoma.threshold)
     shutil.copy2(eval_dir / PROJECTION, dest / PROJECTION)
     shutil.copy2(eval_dir / GUARD, dest / GUARD)
     for decided in (PRECISION, INT8):  # the INT8 graph is there only where it was kept

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import joblib
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 
 from dermaops.data.prepared import PreparedSet
+from dermaops.evaluation.result import EvaluationMetrics
 from dermaops.evaluation.run import Predictions, score
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def run_baseline(
     class_weight: Literal["balanced", "none"] = "balanced",
     trees: int = 300,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> EvaluationMetrics:
     """Fit on train, calibrate on val, score on test; write the model and the evaluation."""
     data = PreparedSet.open(prepared)
     features, labels = {}, {}

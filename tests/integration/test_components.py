@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from dermaops.components.prepare import prepare
 from dermaops.components.train import train
 from dermaops.evaluation.gate import GateFailedError
 from dermaops.registry import Registry
+from tests.formats import metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -66,8 +66,7 @@ def test_train_and_evaluate_feed_the_kfp_ui(prepared_small: Path, tmp_path: Path
 
 def test_gate_passes_or_stops_with_every_reason(tmp_path: Path) -> None:
     evaluation = Artifact(uri=str(tmp_path))
-    metrics = {"f1_macro": 0.55, "ece": 0.2, "melanoma": {"test_sensitivity": 0.9}}
-    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    metrics(f1_macro=0.55, ece=0.2, melanoma_sensitivity=0.9).write(tmp_path)
     gate(evaluation=evaluation, min_f1_macro=0.5, max_ece=0.25)
     with pytest.raises(GateFailedError) as failed:
         gate(evaluation=evaluation, kfp_run_id="kfp-7")

@@ -7,7 +7,6 @@ import base64
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import httpx
@@ -18,6 +17,7 @@ from dermaops.data.prepared import PreparedSet
 from dermaops.errors import ConfigError
 from dermaops.evaluation.card import Lineage, card_markdown
 from dermaops.evaluation.precision import choose_precision
+from dermaops.evaluation.result import EvaluationMetrics
 from dermaops.model.artifact import INT8, ONNX, PRECISION, ModelArtifact
 from dermaops.model.quantize import GRAPH_INPUT, RECIPES, PrecisionDecision, Recipe, Tolerance
 from dermaops.serving.backends import choose_backend
@@ -80,8 +80,8 @@ def test_a_graph_outside_the_tolerance_is_not_registered_and_the_card_says_why(
     assert choose_backend(artifact, "onnx", precision="auto").precision == "fp32"
     with pytest.raises(ConfigError, match="its registration kept fp32: macro-F1 fell"):
         choose_backend(artifact, "onnx", precision="int8")
-    metrics = json.loads((served_model.parent / "evaluation" / "metrics.json").read_text())
-    metrics["precision"] = asdict(decision)
+    metrics = EvaluationMetrics.read(served_model.parent / "evaluation")
+    metrics = metrics.model_copy(update={"precision": decision})
     card = card_markdown(
         metrics, artifact.meta, prepared_small, Lineage("dermaops", "3", "r", "", "", "now")
     )

@@ -194,9 +194,7 @@ def test_the_predictor_loads_an_alias_from_the_registry(
     settings = ServingSettings(model_uri="models:/dermaops@challenger", inference_log=False)
     model = DermaOpsModel("dermaops", settings, Home(dermaops_home))
     assert model.load() and model.version == version
-    assert model.artifact.melanoma_threshold == pytest.approx(
-        trained.metrics()["melanoma"]["threshold"]
-    )
+    assert model.artifact.melanoma_threshold == pytest.approx(trained.metrics().melanoma.threshold)
     body = {"instances": [{"b64": base64.b64encode(jpeg_bytes(600, 450)).decode()}]}
     answer, _ = asyncio.run(model(body))
     assert answer["model_version"] == version

@@ -15,6 +15,7 @@ import torch
 
 from dermaops.data.prepare import PrepareSettings, prepare
 from dermaops.data.synth import SynthSettings, synthesize
+from dermaops.evaluation.result import EvaluationMetrics
 from dermaops.evaluation.run import evaluate
 from dermaops.model.factory import build_model
 from dermaops.train.loop import CHECKPOINT, RunFolderError, plan_phases, train
@@ -62,14 +63,11 @@ def test_learns_well_above_chance_and_evaluates(prepared_300: Path, tmp_path: Pa
     result = train(prepared_300, tmp_path / "run", settings)
     metrics = evaluate(prepared_300, tmp_path / "run" / "model", tmp_path / "eval")
     # Chance is 1/7 balanced accuracy; a class-prior guess has macro-F1 about 0.12.
-    assert metrics["balanced_accuracy"] > 0.3
-    assert metrics["f1_macro"] > 0.25
+    assert metrics.balanced_accuracy > 0.3
+    assert metrics.f1_macro > 0.25
     assert result.best_val_f1 > 0.25
-    stored = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    for key in ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "auc_macro_ovr", "ece",
-                "per_class", "melanoma", "temperature", "confusion_matrix"):  # fmt: skip
-        assert key in stored
-    assert set(stored["melanoma"]) >= {"threshold", "test_sensitivity", "test_specificity"}
+    written = EvaluationMetrics.read(tmp_path / "eval")  # what was written reads back
+    assert written.model_dump(mode="json") == metrics.model_dump(mode="json")
     for name in ("confusion_matrix.png", "reliability.png", "gradcam_melanoma.png", "report.md"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
     for name in (
@@ -91,8 +89,8 @@ def test_baseline_is_scored_like_the_cnn(prepared_300: Path, tmp_path: Path) -> 
     from dermaops.train.baseline import run_baseline
 
     metrics = run_baseline(prepared_300, tmp_path / "rf", trees=50)
-    assert metrics["f1_macro"] > 0.2 and metrics["model"]["arch"].startswith("random_forest")
-    assert {"melanoma", "temperature", "per_class", "auc_macro_ovr"} <= set(metrics)
+    assert metrics.f1_macro > 0.2 and metrics.model.arch.startswith("random_forest")
+    assert EvaluationMetrics.read(tmp_path / "rf") == metrics and metrics.ood is None
     assert (tmp_path / "rf" / "random_forest.joblib").is_file()
     assert (tmp_path / "rf" / "report.md").read_text().startswith("# Evaluation report")
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from dermaops.evaluation.gate import GateFailedError, GateThresholds, check, compare
+from dermaops.evaluation.result import EvaluationMetrics
+from tests.formats import metrics
 
-GOOD: dict[str, Any] = {"f1_macro": 0.7, "ece": 0.05, "melanoma": {"test_sensitivity": 0.86}}
+GOOD = metrics(f1_macro=0.7, ece=0.05, melanoma_sensitivity=0.86)
 
 
 def test_passes_when_every_threshold_is_met() -> None:
@@ -15,7 +15,7 @@ def test_passes_when_every_threshold_is_met() -> None:
 
 
 def test_every_miss_is_a_reason() -> None:
-    bad = {"f1_macro": 0.589, "ece": 0.3, "melanoma": {"test_sensitivity": 0.5495}}
+    bad = metrics(f1_macro=0.589, ece=0.3, melanoma_sensitivity=0.5495)
     result = check(bad, GateThresholds())
     assert not result.passed
     assert result.reasons == [
@@ -25,20 +25,20 @@ def test_every_miss_is_a_reason() -> None:
     ]
 
 
-def test_missing_or_nan_metrics_fail() -> None:
-    unmeasured = {"f1_macro": 0.9, "melanoma": {"test_sensitivity": float("nan")}}
+def test_unmeasured_metrics_fail() -> None:
+    unmeasured = metrics(f1_macro=0.9, ece=float("nan"), melanoma_sensitivity=float("nan"))
     result = check(unmeasured, GateThresholds())
     assert not result.passed
     assert result.reasons == [
-        "melanoma sensitivity is missing from the metrics",
-        "calibration error (ECE) is missing from the metrics",
+        "melanoma sensitivity could not be measured",
+        "calibration error (ECE) could not be measured",
     ]
     stricter = GateThresholds(min_f1_macro=0.75)
     assert check(GOOD, stricter).reasons == ["macro-F1 0.7000 is not >= 0.7500"]
 
 
-def _scores(f1: float, mel: float) -> dict[str, Any]:
-    return {"f1_macro": f1, "melanoma": {"test_sensitivity": mel}}
+def _scores(f1: float, mel: float) -> EvaluationMetrics:
+    return metrics(f1_macro=f1, melanoma_sensitivity=mel)
 
 
 def test_challenger_must_beat_the_champion_when_asked() -> None:

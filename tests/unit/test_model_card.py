@@ -8,9 +8,11 @@ from pathlib import Path
 import pandas as pd
 
 from dermaops.evaluation.card import Lineage, write_card
+from dermaops.evaluation.result import MelanomaFigures
 from dermaops.evaluation.subgroups import SubgroupSettings, evaluate_subgroups
 from dermaops.labels import CLASSES
 from dermaops.model.artifact import Preprocessing
+from tests.formats import metrics
 from tests.unit.test_subgroups import _set
 
 
@@ -31,13 +33,14 @@ def test_card_has_provenance_operating_point_flagged_gap_and_lineage(tmp_path: P
          "train_settings": {"weights": "imagenet", "epochs": 20, "lr": 0.001}}
     ))  # fmt: skip
     meta, scores = _set()
-    metrics = {
-        "images": 600, "accuracy": 0.8, "balanced_accuracy": 0.7, "f1_macro": 0.65,
-        "auc_macro_ovr": 0.9, "temperature": 1.3, "ece": 0.03, "ece_uncalibrated": 0.08,
-        "melanoma": {"threshold": 0.21, "target_sensitivity": 0.85, "test_sensitivity": 0.8,
-                     "test_specificity": 0.9, "test_support": 60},
-        "subgroups": evaluate_subgroups(meta, scores, SubgroupSettings(bootstrap=50)),
-        "ood": {
+    measured = metrics(
+        images=600, accuracy=0.8, balanced_accuracy=0.7, f1_macro=0.65, auc_macro_ovr=0.9,
+        temperature=1.3, ece=0.03, ece_uncalibrated=0.08,
+        melanoma=MelanomaFigures(threshold=0.21, target_sensitivity=0.85, val_sensitivity=0.86,
+                                 val_specificity=0.88, test_sensitivity=0.8, test_specificity=0.9,
+                                 test_support=60),
+        subgroups= evaluate_subgroups(meta, scores, SubgroupSettings(bootstrap=50)),
+        ood={
             "method": "mahalanobis", "threshold": 44.4, "keep": 0.95, "auroc": 0.976,
             "caught": 0.86, "held_out_passed": 0.91, "held_out_images": 100,
             "kinds": {"flat_colour": {"images": 48, "auroc": 0.98, "caught": 0.875},
@@ -46,9 +49,9 @@ def test_card_has_provenance_operating_point_flagged_gap_and_lineage(tmp_path: P
             "methods": {"mahalanobis": {"auroc": 0.976, "caught": 0.86},
                         "energy": {"auroc": 0.43, "caught": 0.18}},
         },
-    }  # fmt: skip
+    )  # fmt: skip
     lineage = Lineage("dermaops", "4", "run123", "kfp-9", "3", "2026-11-28T10:00:00+00:00")
-    md, html = write_card(metrics, model_dir, prepared, lineage, tmp_path / "card")
+    md, html = write_card(measured, model_dir, prepared, lineage, tmp_path / "card")
     text = md.read_text()
     assert text.startswith("# Model card: dermaops version 4") and "GENERATED" not in text
     assert "Source: ham10000; 4 images" in text and "| test | 1 | 1 |" in text

@@ -12,7 +12,13 @@ import pytest
 
 from dermaops._lazy import faces
 
-ROOMS = ["dermaops.data", "dermaops.model", "dermaops.train", "dermaops.evaluation"]
+ROOMS = [
+    "dermaops.data",
+    "dermaops.model",
+    "dermaops.train",
+    "dermaops.evaluation",
+    "dermaops.rollout",
+]
 HEAVY = ["torch", "torchvision", "kfp", "kserve", "mlflow", "evidently", "sklearn"]
 
 

@@ -1,0 +1,266 @@
+"""The judge of a rollout phase: what the challenger answered, against the stable version.
+
+In ``shadow`` the stable predictor mirrors live requests to the challenger, so both answered the
+same images: the checks are *paired* (records joined on the request id), and far more powerful
+than an unpaired comparison at the same traffic. In a ``canary`` step each request is answered
+by one version only: the checks compare the two shares of traffic (*unpaired*).
+
+Each check has a threshold and a direction, a minimum of data, and is ``critical`` (its failure
+rolls back at once) or not (it counts in the phase's score), as in Kayenta's judge. A check
+without enough data says so (``no_data``); the phase waits for it, never passes on silence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dermaops.labels import CLASSES
+
+Verdict = Literal["pass", "fail", "no_data"]
+PhaseVerdict = Literal["pass", "fail", "wait"]
+
+
+class JudgeSettings(BaseModel):
+    """Each check's threshold (the chart's ``rollout.checks``), and the least data it needs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_pairs: int = Field(200, ge=1, description="shadowed requests before paired checks count")
+    min_requests: int = Field(200, ge=1, description="requests per version in a canary step")
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance of the statistical tests")
+    min_agreement: float = Field(0.9, ge=0, le=1, description="top-1 agreement with stable")
+    max_melanoma_probability_drop: float = Field(
+        0.05, ge=0, le=1, description="mean fall of P(melanoma) on the same images"
+    )
+    max_ood_change: float = Field(
+        0.05, ge=0, le=1, description="share of images whose guard verdict changed"
+    )
+    max_flag_rate_drop: float = Field(
+        0.25, ge=0, le=1, description="relative fall of the melanoma-flag rate (canary)"
+    )
+    max_class_mix_distance: float = Field(
+        0.15, ge=0, le=1, description="Jensen-Shannon distance of the answered class mix"
+    )
+    max_error_share: float = Field(0.01, ge=0, le=1, description="5xx share of the challenger")
+    pass_score: float = Field(
+        0.75, ge=0, le=1, description="share of non-critical checks that must pass"
+    )
+
+
+class Check(BaseModel):
+    """One check's result: its value against its threshold."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    value: float | None
+    threshold: float
+    direction: Literal["at_least", "at_most"]
+    verdict: Verdict
+    critical: bool
+    samples: int
+    detail: str = ""
+
+
+class Judgement(BaseModel):
+    """A phase's checks and the verdict they add up to."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    verdict: PhaseVerdict
+    score: float | None = Field(description="share of the non-critical checks that passed")
+    checks: list[Check]
+    reason: str
+
+
+@dataclass(frozen=True)
+class ErrorCounts:
+    """Requests the challenger answered, and how many of them with a 5xx (from Prometheus)."""
+
+    errors: float
+    requests: float
+
+
+def _check(
+    name: str, value: float | None, threshold: float, direction: Literal["at_least", "at_most"],
+    samples: int, needed: int, critical: bool, detail: str = "", failed: bool | None = None,
+) -> Check:  # fmt: skip
+    """A check; ``failed`` overrides the plain comparison (a statistical test decides)."""
+    if value is None or samples < needed or math.isnan(value):
+        verdict: Verdict = "no_data"
+        detail = detail or f"{samples} of {needed} samples"
+    else:
+        if failed is None:
+            failed = value < threshold if direction == "at_least" else value > threshold
+        verdict = "fail" if failed else "pass"
+    return Check(name=name, value=None if value is None or math.isnan(value) else round(value, 6),
+                 threshold=threshold, direction=direction, verdict=verdict, critical=critical,
+                 samples=samples, detail=detail)  # fmt: skip
+
+
+def mcnemar_p(lost: int, gained: int) -> float:
+    """Two-sided exact McNemar test: the binomial probability of a split of the discordant
+    pairs at least this uneven, were either direction equally likely."""
+    n = lost + gained
+    if n == 0:
+        return 1.0
+    k = min(lost, gained)
+    log_half = n * math.log(0.5)
+    tail = sum(
+        math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + log_half)
+        for i in range(k + 1)
+    )
+    return min(1.0, 2 * tail)
+
+
+def two_proportion_p(hits_a: int, n_a: int, hits_b: int, n_b: int) -> float:
+    """One-sided p-value that proportion b is below proportion a (pooled z-test)."""
+    if n_a == 0 or n_b == 0:
+        return 1.0
+    pooled = (hits_a + hits_b) / (n_a + n_b)
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
+    if spread == 0:
+        return 1.0
+    z = (hits_a / n_a - hits_b / n_b) / spread
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def js_distance(p: Sequence[float], q: Sequence[float]) -> float:
+    """Jensen-Shannon distance (base 2, so between 0 and 1) of two distributions."""
+    m = [(a + b) / 2 for a, b in zip(p, q, strict=True)]
+
+    def kl(x: Sequence[float]) -> float:
+        return sum(a * math.log2(a / b) for a, b in zip(x, m, strict=True) if a > 0)
+
+    return math.sqrt(max(0.0, (kl(p) + kl(q)) / 2))
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One image answered by both versions."""
+
+    stable: Mapping[str, Any]
+    candidate: Mapping[str, Any]
+
+
+def pairs(records: Iterable[Mapping[str, Any]], stable: str, candidate: str) -> list[Pair]:
+    """The images both versions answered: the stable's live record and the challenger's shadow
+    record of one request id (requests of one image each; others cannot be paired)."""
+    live: dict[str, list[Mapping[str, Any]]] = {}
+    shadow: dict[str, list[Mapping[str, Any]]] = {}
+    for record in records:
+        request_id, version = record.get("request_id"), str(record.get("model_version"))
+        if not request_id:
+            continue
+        if version == stable and not record.get("shadow"):
+            live.setdefault(request_id, []).append(record)
+        elif version == candidate and record.get("shadow"):
+            shadow.setdefault(request_id, []).append(record)
+    return [
+        Pair(live[rid][0], shadow[rid][0])
+        for rid in live.keys() & shadow.keys()
+        if len(live[rid]) == 1 and len(shadow[rid]) == 1
+    ]
+
+
+def paired_checks(found: Sequence[Pair], s: JudgeSettings) -> list[Check]:
+    """Agreement, melanoma flips (McNemar), the change of P(melanoma), guard verdict changes."""
+    n = len(found)
+    agree = sum(p.stable.get("prediction") == p.candidate.get("prediction") for p in found)
+    lost = sum(bool(p.stable.get("melanoma")) and not p.candidate.get("melanoma") for p in found)
+    gained = sum(not p.stable.get("melanoma") and bool(p.candidate.get("melanoma")) for p in found)
+    p_value = mcnemar_p(lost, gained)
+    deltas = [
+        float(p.candidate["p_mel"]) - float(p.stable["p_mel"])
+        for p in found
+        if p.candidate.get("p_mel") is not None and p.stable.get("p_mel") is not None
+    ]
+    judged = [
+        p for p in found
+        if p.stable.get("in_distribution") is not None
+        and p.candidate.get("in_distribution") is not None
+    ]  # fmt: skip
+    changed = sum(p.stable["in_distribution"] != p.candidate["in_distribution"] for p in judged)
+    return [
+        _check("melanoma_flips", lost - gained, 0, "at_most", n, s.min_pairs, critical=True,
+               detail=f"{lost} flags lost, {gained} gained; McNemar p = {p_value:.3g}",
+               failed=lost > gained and p_value < s.alpha),
+        _check("top1_agreement", agree / n if n else None, s.min_agreement, "at_least", n,
+               s.min_pairs, critical=False),
+        _check("melanoma_probability_change", sum(deltas) / len(deltas) if deltas else None,
+               -s.max_melanoma_probability_drop, "at_least", len(deltas), s.min_pairs,
+               critical=False),
+        _check("ood_verdict_changes", changed / len(judged) if judged else None, s.max_ood_change,
+               "at_most", len(judged), s.min_pairs, critical=False),
+    ]  # fmt: skip
+
+
+def split_checks(
+    records: Iterable[Mapping[str, Any]], stable: str, candidate: str, s: JudgeSettings
+) -> list[Check]:
+    """A canary step: the melanoma-flag rate and the class mix of each version's own traffic."""
+    mine: dict[str, list[Mapping[str, Any]]] = {stable: [], candidate: []}
+    for record in records:
+        version = str(record.get("model_version"))
+        if version in mine and not record.get("shadow"):
+            mine[version].append(record)
+    old, new = mine[stable], mine[candidate]
+    n = min(len(old), len(new))
+    old_flags, new_flags = (sum(bool(r.get("melanoma")) for r in rows) for rows in (old, new))
+    old_rate = old_flags / len(old) if old else math.nan
+    new_rate = new_flags / len(new) if new else math.nan
+    drop = (old_rate - new_rate) / old_rate if old_rate and not math.isnan(new_rate) else 0.0
+    p_value = two_proportion_p(old_flags, len(old), new_flags, len(new))
+
+    def mix(rows: list[Mapping[str, Any]]) -> list[float]:
+        counts = [sum(r.get("prediction") == c for r in rows) for c in CLASSES]
+        return [c / max(1, len(rows)) for c in counts]
+
+    distance = js_distance(mix(old), mix(new)) if old and new else None
+    return [
+        _check("melanoma_flag_rate_drop", drop if old and new else None, s.max_flag_rate_drop,
+               "at_most", n, s.min_requests, critical=True,
+               detail=f"flag rate {new_rate:.3f} vs stable {old_rate:.3f}; p = {p_value:.3g}",
+               failed=drop > s.max_flag_rate_drop and p_value < s.alpha),
+        _check("class_mix_distance", distance, s.max_class_mix_distance, "at_most", n,
+               s.min_requests, critical=False),
+    ]  # fmt: skip
+
+
+def error_check(counts: ErrorCounts, s: JudgeSettings, needed: int) -> Check:
+    """The challenger's 5xx share (critical: a failing challenger goes at once, however few)."""
+    share = counts.errors / counts.requests if counts.requests else None
+    # Errors fail at any volume: waiting for more requests would serve more failures.
+    enough = needed if counts.errors else int(counts.requests)
+    return _check("error_share", share, s.max_error_share, "at_most", enough, needed, True,
+                  detail=f"{counts.errors:g} of {counts.requests:g} requests")  # fmt: skip
+
+
+def judge(checks: Sequence[Check], s: JudgeSettings) -> Judgement:
+    """A critical failure fails the phase; else it waits while a check lacks data; else it
+    passes when enough of the non-critical checks pass."""
+    failed = [c.name for c in checks if c.critical and c.verdict == "fail"]
+    scored = [c for c in checks if not c.critical]
+    score = sum(c.verdict == "pass" for c in scored) / len(scored) if scored else None
+    waiting = [c.name for c in checks if c.verdict == "no_data"]
+    if failed:
+        return Judgement(verdict="fail", score=score, checks=list(checks),
+                         reason="critical check failed: " + ", ".join(failed))  # fmt: skip
+    if waiting:
+        return Judgement(verdict="wait", score=score, checks=list(checks),
+                         reason="not enough data for " + ", ".join(waiting))  # fmt: skip
+    if score is not None and score < s.pass_score:
+        lost = [c.name for c in scored if c.verdict == "fail"]
+        return Judgement(
+            verdict="fail",
+            score=score,
+            checks=list(checks),
+            reason=f"score {score:.2f} < {s.pass_score:.2f}: " + ", ".join(lost),
+        )
+    return Judgement(verdict="pass", score=score, checks=list(checks), reason="every check passed"
+                     if score in (None, 1.0) else f"score {score:.2f}")  # fmt: skip

@@ -1,0 +1,187 @@
+"""The rollout's judge (paired and unpaired checks, their statistics) and its state machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from scipy.stats import binomtest
+
+from dermaops.rollout.judge import (
+    ErrorCounts,
+    JudgeSettings,
+    error_check,
+    js_distance,
+    judge,
+    mcnemar_p,
+    paired_checks,
+    pairs,
+    split_checks,
+    two_proportion_p,
+)
+from dermaops.rollout.plan import (
+    RolloutError,
+    RolloutSettings,
+    RolloutStore,
+    advance,
+    by_hand,
+    start,
+)
+
+SMALL = JudgeSettings(min_pairs=50, min_requests=50)
+
+
+@pytest.mark.parametrize(("lost", "gained"), [(10, 0), (7, 1), (30, 12), (400, 350), (3, 3)])
+def test_mcnemar_is_the_exact_binomial_test_of_the_discordant_pairs(lost: int, gained: int) -> None:
+    expected = binomtest(min(lost, gained), lost + gained, 0.5).pvalue
+    assert mcnemar_p(lost, gained) == pytest.approx(expected, rel=1e-9)
+    assert mcnemar_p(gained, lost) == pytest.approx(expected, rel=1e-9)
+
+
+def test_the_other_statistics_at_known_values() -> None:
+    assert mcnemar_p(0, 0) == 1.0 and mcnemar_p(10, 0) == pytest.approx(2 * 0.5**10)
+    assert two_proportion_p(50, 100, 50, 100) == pytest.approx(0.5)
+    assert two_proportion_p(60, 100, 40, 100) == pytest.approx(0.0023, abs=1e-4)  # z = 2.83
+    assert js_distance([0.5, 0.5], [0.5, 0.5]) == 0.0
+    assert js_distance([1.0, 0.0], [0.0, 1.0]) == pytest.approx(1.0)
+
+
+def _record(rid: str, version: str, mel: float, shadow: bool = False, **extra: Any) -> dict:
+    top = "mel" if mel >= 0.5 else "nv"
+    return {"request_id": rid, "model_version": version, "prediction": top, "p_mel": mel,
+            "melanoma": mel >= 0.3, "in_distribution": True, "shadow": shadow, **extra}  # fmt: skip
+
+
+def _shadowed(n: int, candidate_mel: Any) -> list[dict]:
+    """``n`` images answered live by version 1 and in shadow by version 2."""
+    records = []
+    for i in range(n):
+        mel = 0.8 if i % 4 == 0 else 0.1  # a quarter of the images look like melanoma
+        records += [_record(f"r{i}", "1", mel), _record(f"r{i}", "2", candidate_mel(i, mel), True)]
+    return records
+
+
+def test_an_equal_challenger_passes_every_paired_check() -> None:
+    found = pairs(_shadowed(100, lambda i, mel: mel), "1", "2")
+    assert len(found) == 100
+    verdict = judge(paired_checks(found, SMALL), SMALL)
+    assert verdict.verdict == "pass" and verdict.score == 1.0
+    flips = next(c for c in verdict.checks if c.name == "melanoma_flips")
+    assert flips.value == 0 and flips.detail.startswith("0 flags lost, 0 gained")
+
+
+def test_a_challenger_that_misses_melanomas_fails_the_critical_paired_check() -> None:
+    # It loses the flag on 15 of the 25 melanoma-looking images and gains none.
+    found = pairs(_shadowed(100, lambda i, mel: 0.2 if i % 4 == 0 and i < 60 else mel), "1", "2")
+    verdict = judge(paired_checks(found, SMALL), SMALL)
+    assert verdict.verdict == "fail" and verdict.reason == "critical check failed: melanoma_flips"
+    flips = next(c for c in verdict.checks if c.name == "melanoma_flips")
+    assert flips.value == 15 and flips.critical and "McNemar p = 6.1e-05" in flips.detail
+
+
+def test_too_few_pairs_wait_and_unpairable_records_are_left_out() -> None:
+    records = _shadowed(20, lambda i, mel: mel)
+    records += [_record("", "1", 0.1), _record("lonely", "1", 0.1), _record("r0", "2", 0.1, True)]
+    found = pairs(records, "1", "2")
+    assert len(found) == 19  # r0 has two shadow answers: which one is the pair is unknown
+    verdict = judge(paired_checks(found, SMALL), SMALL)
+    assert verdict.verdict == "wait" and "melanoma_flips" in verdict.reason
+    assert {c.verdict for c in verdict.checks} == {"no_data"}
+
+
+def test_a_canary_compares_flag_rates_and_class_mix_of_each_versions_own_traffic() -> None:
+    stable = [_record(f"s{i}", "1", 0.8 if i % 4 == 0 else 0.1) for i in range(200)]
+    same = [_record(f"c{i}", "2", 0.8 if i % 4 == 0 else 0.1) for i in range(200)]
+    shy = [_record(f"c{i}", "2", 0.8 if i % 20 == 0 else 0.1) for i in range(200)]
+    assert judge(split_checks(stable + same, "1", "2", SMALL), SMALL).verdict == "pass"
+    failed = judge(split_checks(stable + shy, "1", "2", SMALL), SMALL)
+    assert failed.verdict == "fail"
+    drop = next(c for c in failed.checks if c.name == "melanoma_flag_rate_drop")
+    assert drop.value == pytest.approx(0.8) and "flag rate 0.050 vs stable 0.250" in drop.detail
+
+
+def test_errors_fail_at_any_volume_and_few_requests_without_errors_are_no_data() -> None:
+    failed = error_check(ErrorCounts(3, 10), SMALL, 50)
+    assert failed.verdict == "fail" and failed.detail == "3 of 10 requests" and failed.critical
+    assert error_check(ErrorCounts(0, 10), SMALL, 50).verdict == "no_data"
+    assert error_check(ErrorCounts(0, 80), SMALL, 50).verdict == "pass"
+
+
+def test_a_low_score_of_non_critical_checks_fails_the_phase() -> None:
+    # The same flags, but another top class and P(mel) a little lower on every image.
+    records = []
+    for live in _shadowed(100, lambda i, mel: mel)[::2]:
+        shadow = _record(live["request_id"], "2", live["p_mel"] - 0.09, True, prediction="bkl")
+        records += [live, shadow]
+    found = pairs(records, "1", "2")
+    verdict = judge(paired_checks(found, SMALL), SMALL)
+    assert verdict.verdict == "fail" and verdict.score == pytest.approx(1 / 3)
+    assert "top1_agreement" in verdict.reason and "melanoma_probability_change" in verdict.reason
+
+
+SETTINGS = RolloutSettings(enabled=True, min_stage_s=60, max_stage_s=600, judge=SMALL)
+
+
+def _passing() -> Any:
+    return judge(paired_checks(pairs(_shadowed(100, lambda i, mel: mel), "1", "2"), SMALL), SMALL)
+
+
+def test_a_rollout_goes_shadow_canary_steps_full_each_after_its_least_duration() -> None:
+    r = start("dermaops", "1", "2", SETTINGS, now=0)
+    assert [s.label for s in r.stages] == ["shadow", "canary 10%", "canary 50%", "full"]
+    r, action = advance(r, _passing(), now=30, s=SETTINGS)
+    assert action == "wait" and r.current.name == "shadow" and r.last is not None
+    for now, label in ((70, "canary 10%"), (140, "canary 50%")):
+        r, action = advance(r, _passing(), now=now, s=SETTINGS)
+        assert action == "next" and r.current.label == label and r.stage_started == now
+    r, action = advance(r, _passing(), now=210, s=SETTINGS)
+    assert action == "promote" and r.status == "promoted" and r.current.weight == 100
+    assert advance(r, _passing(), now=999, s=SETTINGS)[1] == "wait"  # finished: nothing moves
+    assert [e.action for e in r.events] == ["start", "next", "next", "promote"]
+
+
+def test_a_critical_failure_rolls_back_at_once_and_silence_is_held_never_promoted() -> None:
+    failing = judge(
+        paired_checks(pairs(_shadowed(100, lambda i, mel: 0.1), "1", "2"), SMALL), SMALL
+    )
+    r, action = advance(start("m", "1", "2", SETTINGS, 0), failing, now=1, s=SETTINGS)
+    assert action == "roll_back" and r.status == "rolled_back" and r.current.name == "shadow"
+    silent = judge(paired_checks([], SMALL), SMALL)
+    r = start("m", "1", "2", SETTINGS, 0)
+    r, action = advance(r, silent, now=599, s=SETTINGS)
+    assert action == "wait" and r.status == "running"
+    r, action = advance(r, silent, now=601, s=SETTINGS)
+    assert (
+        action == "hold" and r.status == "held" and "no verdict after 601 s" in r.events[-1].reason
+    )
+
+
+def test_by_hand_promote_and_abort_are_recorded_and_refused_once_finished() -> None:
+    promoted = by_hand(start("m", "1", "2", SETTINGS, 0), "promote", 5, "alice")
+    assert promoted.status == "promoted" and promoted.events[-1].by == "alice"
+    aborted = by_hand(start("m", "1", "2", SETTINGS, 0), "abort", 5, "bob")
+    assert aborted.status == "rolled_back" and aborted.events[-1].reason == "aborted by hand"
+    with pytest.raises(RolloutError, match="is promoted already"):
+        by_hand(promoted, "abort", 6, "bob")
+
+
+def test_the_store_survives_a_reload_and_keeps_the_finished_ones(tmp_path: Path) -> None:
+    store = RolloutStore(tmp_path)
+    assert store.load() is None
+    r, _ = advance(start("m", "1", "2", SETTINGS, 0), _passing(), now=70, s=SETTINGS)
+    store.save(r)
+    assert RolloutStore(tmp_path).load() == r
+    store.save(by_hand(r, "abort", 80, "carol"))
+    assert (tmp_path / "rollouts.jsonl").read_text().count("\n") == 1
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    (tmp_path / "rollout.json").write_text("{")
+    with pytest.raises(RolloutError, match="not a rollout"):
+        store.load()
+
+
+def test_settings_refuse_steps_that_do_not_rise() -> None:
+    with pytest.raises(ValueError, match="rising percents"):
+        RolloutSettings(steps=[50, 10])
+    with pytest.raises(ValueError, match="rising percents"):
+        RolloutSettings(steps=[0, 100])
