@@ -30,6 +30,10 @@ class MonitorMetrics:
     live_f1: Gauge
     registered_sensitivity: Gauge
     disagreements: Counter
+    rollout_phase: Gauge
+    rollout_weight: Gauge
+    rollout_check: Gauge
+    rollout_check_value: Gauge
 
     @classmethod
     def create(cls, r: CollectorRegistry) -> MonitorMetrics:
@@ -114,6 +118,30 @@ class MonitorMetrics:
                 "dermaops_feedback_disagreements",
                 "Labelled cases where the clinician's diagnosis differs from the model's, by both.",
                 ["dx", "predicted"],
+                registry=r,
+            ),
+            rollout_phase=Gauge(
+                "dermaops_rollout_phase",
+                "1 for the rollout's phase (shadow, canary, full) and status (running, held, "
+                "promoted, rolled_back), 0 for the others.",
+                ["phase", "status"],
+                registry=r,
+            ),
+            rollout_weight=Gauge(
+                "dermaops_rollout_canary_weight",
+                "Percent of traffic the challenger answers in the rollout's phase.",
+                registry=r,
+            ),
+            rollout_check=Gauge(
+                "dermaops_rollout_check",
+                "1 for each check's verdict (pass, fail, no_data) in the last judgement.",
+                ["check", "verdict"],
+                registry=r,
+            ),
+            rollout_check_value=Gauge(
+                "dermaops_rollout_check_value",
+                "Each check's value in the last judgement (absent: not measured).",
+                ["check"],
                 registry=r,
             ),
         )

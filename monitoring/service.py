@@ -77,8 +77,12 @@ from dermaops.monitoring.drift import (
 )
 from dermaops.monitoring.feedback import performance_path, score_feedback
 from dermaops.monitoring.metrics import MonitorMetrics
+from dermaops.monitoring.rollouts import drive as drive_rollout
+from dermaops.monitoring.rollouts import driver as rollout_driver
+from dermaops.monitoring.rollouts import routes as rollout_routes
 from dermaops.monitoring.webhooks import BODIES, AlertmanagerWebhook, RecordsAnswer
 from dermaops.openapi import publish
+from dermaops.rollout.plan import RolloutSettings
 from dermaops.settings import Home
 from dermaops.tokens import bearer_matches
 
@@ -121,6 +125,7 @@ class MonitorSettings(BaseModel):
     serve_on: Literal["local", "kubernetes"] = Field(
         "local", description="where the reconciler serves the champion"
     )
+    rollout: RolloutSettings = RolloutSettings()
     release: str = Field("dermaops", description="the chart's release (serve_on kubernetes)")
     namespace: str = Field("dermaops", description="its namespace")
 
@@ -177,8 +182,10 @@ def reconcile_once(state: MonitorState) -> dict[str, Any]:
     s = state.settings
     serving = serving_for(s.serve_on, release=s.release, namespace=s.namespace)
     at = datetime.now(UTC).isoformat(timespec="seconds")
+    reg = Registry(RegistrySettings(model_name=s.registry_model))
+    rollouts = rollout_driver(reg, serving, Path(s.out), Path(s.inference_log), s.rollout)
     try:
-        done = reconcile(Registry(RegistrySettings(model_name=s.registry_model)), serving)
+        done = reconcile(reg, serving, rollouts)
     except (ReconcileError, DermaOpsError) as e:
         state.metrics.reconcile_failures.inc()
         champion, served = getattr(e, "champion", None), getattr(e, "served", None)
@@ -193,6 +200,12 @@ def reconcile_once(state: MonitorState) -> dict[str, Any]:
         state.metrics.served.set(float(done.served or 0))
         result = {"at": at, "converged": done.converged, "champion": done.champion,
                   "served": done.served, "action": done.action}  # fmt: skip
+    if s.rollout.enabled:
+        try:
+            result |= drive_rollout(rollouts, state.metrics)
+        except DermaOpsError as e:  # the rollout stays where it was; the next pass tries again
+            log.warning("rollout: %s", e)
+            result["rollout_error"] = str(e)
     state.reconciled = result
     return result
 
@@ -427,6 +440,8 @@ def _optional_routes(app: FastAPI, state: MonitorState) -> None:
         if not settings.reconcile_every_s:
             raise HTTPException(404, "the reconciler is off (monitor serve --reconcile-every)")
         return state.reconciled or {"converged": None, "action": "no pass yet"}
+
+    rollout_routes(app, Path(settings.out))
 
 
 def build_app(settings: MonitorSettings) -> FastAPI:

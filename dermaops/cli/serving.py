@@ -386,6 +386,7 @@ def monitor_serve(
     from dermaops.evaluation.live import LiveSettings
     from dermaops.monitoring.drift import DriftSettings, deployed_reference
     from dermaops.monitoring.service import MonitorSettings, build_app
+    from dermaops.rollout.plan import RolloutSettings
     from dermaops.settings import load_settings
     from dermaops.tokens import MONITOR_TOKEN_ENV, ensure_token, read_token
 
@@ -414,6 +415,7 @@ def monitor_serve(
         reconcile_every_s=reconcile_every,
         feedback_dir=str(feedback_dir or ""),
         live=load_settings(LiveSettings, env_prefix="DERMAOPS_LIVE_"),
+        rollout=load_settings(RolloutSettings, env_prefix="DERMAOPS_ROLLOUT_"),
         serve_on=serve_on,
         release=release,
         namespace=namespace,

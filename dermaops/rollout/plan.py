@@ -44,6 +44,18 @@ class RolloutSettings(BaseModel):
     max_stage_s: float = Field(6 * 3600, gt=0, description="seconds without a verdict: hold")
     judge: JudgeSettings = JudgeSettings()
 
+    @field_validator("steps", "judge", mode="before")
+    @classmethod
+    def _json(cls, value: object) -> object:
+        """JSON from the environment: ``DERMAOPS_ROLLOUT_STEPS='[10, 50]'``,
+        ``DERMAOPS_ROLLOUT_JUDGE='{"min_pairs": 500}'``."""
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"not JSON: {e}") from e
+        return value
+
     @field_validator("steps")
     @classmethod
     def _rising_percents(cls, steps: list[int]) -> list[int]:

@@ -126,3 +126,14 @@ def test_the_openapi_document_declares_the_webhook_bodies(monitor: tuple[str, Pa
     jsonschema.validate({"receiver": "dermaops-monitor", "alerts": [_alert()]}, body("/alerts"))
     answer = document["paths"]["/records"]["post"]["responses"]["200"]["content"]
     assert answer["application/json"]["schema"] == {"$ref": "#/components/schemas/RecordsAnswer"}
+
+
+def test_the_rollout_is_published_as_kept(monitor: tuple[str, Path], dermaops_home: Path) -> None:
+    from dermaops.rollout.plan import Rollout, RolloutSettings, RolloutStore, start
+
+    url, _ = monitor
+    missing = httpx.get(f"{url}/rollout", timeout=30)
+    assert missing.status_code == 404 and missing.json()["detail"] == "no rollout yet"
+    kept = start("dermaops", "1", "2", RolloutSettings(), now=time.time())
+    RolloutStore(dermaops_home / "monitoring").save(kept)
+    assert Rollout.model_validate(httpx.get(f"{url}/rollout", timeout=30).json()) == kept

@@ -180,8 +180,46 @@ def test_the_store_survives_a_reload_and_keeps_the_finished_ones(tmp_path: Path)
         store.load()
 
 
+def test_settings_read_lists_and_the_judge_from_the_environment() -> None:
+    from dermaops.errors import ConfigError
+    from dermaops.settings import load_settings
+
+    env = {"DERMAOPS_ROLLOUT_STEPS": "[5, 25, 50]", "DERMAOPS_ROLLOUT_ENABLED": "true",
+           "DERMAOPS_ROLLOUT_JUDGE": '{"min_pairs": 500}'}  # fmt: skip
+    s = load_settings(RolloutSettings, env_prefix="DERMAOPS_ROLLOUT_", environ=env)
+    assert s.enabled and s.steps == [5, 25, 50] and s.judge.min_pairs == 500
+    with pytest.raises(ConfigError, match="not JSON"):
+        load_settings(RolloutSettings, env_prefix="DERMAOPS_ROLLOUT_",
+                      environ={"DERMAOPS_ROLLOUT_STEPS": "10,50"})  # fmt: skip
+
+
 def test_settings_refuse_steps_that_do_not_rise() -> None:
     with pytest.raises(ValueError, match="rising percents"):
         RolloutSettings(steps=[50, 10])
     with pytest.raises(ValueError, match="rising percents"):
         RolloutSettings(steps=[0, 100])
+
+
+def test_the_monitor_exports_where_the_rollout_stands() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from dermaops.monitoring.metrics import MonitorMetrics
+    from dermaops.monitoring.rollouts import export
+
+    registry = CollectorRegistry()
+    metrics = MonitorMetrics.create(registry)
+    r, _ = advance(start("m", "1", "2", SETTINGS, 0), _passing(), now=70, s=SETTINGS)
+    export(r, metrics)
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("dermaops_rollout_phase", phase="canary", status="running") == 1
+    assert value("dermaops_rollout_phase", phase="shadow", status="running") == 0
+    assert value("dermaops_rollout_canary_weight") == 10
+    assert value("dermaops_rollout_check", check="melanoma_flips", verdict="pass") == 1
+    assert value("dermaops_rollout_check", check="melanoma_flips", verdict="fail") == 0
+    assert value("dermaops_rollout_check_value", check="top1_agreement") == 1.0
+    export(None, metrics)
+    assert value("dermaops_rollout_phase", phase="canary", status="running") == 0
+    assert value("dermaops_rollout_check", check="melanoma_flips", verdict="pass") is None

@@ -1,0 +1,77 @@
+"""The monitor drives rollouts: each reconciler pass starts one for a newer champion, then
+judges the stage in progress on the inference log the predictors' records fill, and exports
+where it stands (``dermaops_rollout_*``). The rollout is kept beside the monitor's other state
+(its ``out`` folder), so a restarted monitor resumes it in the same stage."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, HTTPException
+
+from dermaops.rollout.plan import Rollout, RolloutStore
+
+if TYPE_CHECKING:
+    from dermaops.monitoring.metrics import MonitorMetrics
+    from dermaops.registry.client import Registry
+    from dermaops.registry.rollout import RolloutDriver
+    from dermaops.registry.serving import Serving
+    from dermaops.rollout.plan import RolloutSettings
+
+log = logging.getLogger(__name__)
+
+PHASES = ("shadow", "canary", "full")
+STATUSES = ("running", "held", "promoted", "rolled_back")
+VERDICTS = ("pass", "fail", "no_data")
+
+
+def driver(
+    reg: Registry, serving: Serving, out: Path, inference_log: Path, settings: RolloutSettings
+) -> RolloutDriver:
+    """The monitor's driver: rollouts in ``out``, judged on its own inference log."""
+    from dermaops.registry.rollout import RolloutDriver, log_records
+
+    return RolloutDriver(reg, serving, RolloutStore(out), settings, log_records(inference_log))
+
+
+def export(r: Rollout | None, metrics: MonitorMetrics) -> None:
+    """Where ``r`` stands, as the ``dermaops_rollout_*`` gauges."""
+    for phase in PHASES:
+        for status in STATUSES:
+            current = r is not None and (r.current.name, r.status) == (phase, status)
+            metrics.rollout_phase.labels(phase, status).set(int(current))
+    metrics.rollout_weight.set(r.current.weight if r is not None else 0)
+    metrics.rollout_check.clear()
+    metrics.rollout_check_value.clear()
+    if r is None or r.last is None:
+        return
+    for check in r.last.checks:
+        for verdict in VERDICTS:
+            metrics.rollout_check.labels(check.name, verdict).set(int(check.verdict == verdict))
+        if check.value is not None:
+            metrics.rollout_check_value.labels(check.name).set(check.value)
+
+
+def drive(d: RolloutDriver, metrics: MonitorMetrics) -> dict[str, Any]:
+    """Judge the rollout in progress once and export where it stands; what was done."""
+    r, action = d.tick()
+    export(r, metrics)
+    if r is None:
+        return {"rollout": None}
+    if action != "wait":
+        log.info("rollout of version %s: %s (%s)", r.candidate, action, r.events[-1].reason)
+    return {"rollout": r.candidate, "stage": r.current.label, "status": r.status,
+            "action": action}  # fmt: skip
+
+
+def routes(app: FastAPI, out: Path) -> None:
+    """GET /rollout: the rollout in progress or the last one, with its checks and events."""
+
+    @app.get("/rollout", response_model=Rollout)
+    def rollout() -> Rollout:
+        found = RolloutStore(out).load()
+        if found is None:
+            raise HTTPException(404, "no rollout yet")
+        return found
