@@ -28,12 +28,17 @@ VERDICTS = ("pass", "fail", "no_data")
 
 
 def driver(
-    reg: Registry, serving: Serving, out: Path, inference_log: Path, settings: RolloutSettings
-) -> RolloutDriver:
-    """The monitor's driver: rollouts in ``out``, judged on its own inference log."""
-    from dermaops.registry.rollout import RolloutDriver, log_records
+    reg: Registry, serving: Serving, out: Path, inference_log: Path, settings: RolloutSettings,
+    prometheus: str = "",
+) -> RolloutDriver:  # fmt: skip
+    """The monitor's driver: rollouts in ``out``, judged on its own inference log and, with
+    ``prometheus``, on the request counts there."""
+    from dermaops.registry.rollout import RolloutDriver, log_records, no_error_counts
+    from dermaops.rollout.queries import PrometheusCounts
 
-    return RolloutDriver(reg, serving, RolloutStore(out), settings, log_records(inference_log))
+    counts = PrometheusCounts(prometheus) if prometheus else no_error_counts
+    return RolloutDriver(reg, serving, RolloutStore(out), settings, log_records(inference_log),
+                         counts)  # fmt: skip
 
 
 def export(r: Rollout | None, metrics: MonitorMetrics) -> None:

@@ -126,6 +126,9 @@ class MonitorSettings(BaseModel):
         "local", description="where the reconciler serves the champion"
     )
     rollout: RolloutSettings = RolloutSettings()
+    prometheus_url: str = Field(
+        "", description="Prometheus the rollout judge asks for request counts (empty: none)"
+    )
     release: str = Field("dermaops", description="the chart's release (serve_on kubernetes)")
     namespace: str = Field("dermaops", description="its namespace")
 
@@ -183,7 +186,8 @@ def reconcile_once(state: MonitorState) -> dict[str, Any]:
     serving = serving_for(s.serve_on, release=s.release, namespace=s.namespace)
     at = datetime.now(UTC).isoformat(timespec="seconds")
     reg = Registry(RegistrySettings(model_name=s.registry_model))
-    rollouts = rollout_driver(reg, serving, Path(s.out), Path(s.inference_log), s.rollout)
+    rollouts = rollout_driver(reg, serving, Path(s.out), Path(s.inference_log), s.rollout,
+                              s.prometheus_url)  # fmt: skip
     try:
         done = reconcile(reg, serving, rollouts)
     except (ReconcileError, DermaOpsError) as e:

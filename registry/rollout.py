@@ -36,6 +36,7 @@ from dermaops.registry.serving import DeployError, LocalServing, Serving, deploy
 from dermaops.rollout.judge import (
     ErrorCounts,
     Judgement,
+    JudgeSettings,
     error_check,
     judge,
     paired_checks,
@@ -72,6 +73,23 @@ def log_records(*folders: Path) -> Records:
 
 def no_error_counts(_: Rollout) -> ErrorCounts | None:
     return None
+
+
+def judge_stage(
+    r: Rollout, records: Iterable[Mapping[str, Any]], counts: ErrorCounts | None, s: JudgeSettings
+) -> Judgement:
+    """The checks of ``r``'s stage on the ``records`` since it began: paired in shadow, split in
+    a canary step, and the challenger's 5xx share where ``counts`` are given (None: no
+    Prometheus to ask, the check is left out)."""
+    since = datetime.fromtimestamp(r.stage_started, UTC).isoformat(timespec="milliseconds")
+    window = [rec for rec in records if str(rec.get("time") or "") >= since]
+    if r.current.name == "shadow":
+        checks, needed = paired_checks(pairs(window, r.stable, r.candidate), s), s.min_pairs
+    else:
+        checks, needed = split_checks(window, r.stable, r.candidate, s), s.min_requests
+    if counts is not None:
+        checks.append(error_check(counts, s, needed))
+    return judge(checks, s)
 
 
 @dataclass
@@ -119,19 +137,7 @@ class RolloutDriver:
 
     def judgement(self, r: Rollout) -> Judgement:
         """The checks of ``r``'s stage on the records since it began."""
-        since = datetime.fromtimestamp(r.stage_started, UTC).isoformat(timespec="milliseconds")
-        window = [rec for rec in self.records() if str(rec.get("time") or "") >= since]
-        s = self.settings.judge
-        if r.current.name == "shadow":
-            checks = paired_checks(pairs(window, r.stable, r.candidate), s)
-            needed = s.min_pairs
-        else:
-            checks = split_checks(window, r.stable, r.candidate, s)
-            needed = s.min_requests
-        counts = self.errors(r)  # None: no Prometheus to ask, the check is left out
-        if counts is not None:
-            checks.append(error_check(counts, s, needed))
-        return judge(checks, s)
+        return judge_stage(r, self.records(), self.errors(r), self.settings.judge)
 
     def by_hand(self, action: str) -> Rollout:
         """``rollout promote`` or ``rollout abort``, audited with who did it."""

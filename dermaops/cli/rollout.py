@@ -35,6 +35,9 @@ LogOpt = Annotated[
         help="Inference logs to judge (repeat for each predictor; default: the local one).",
     ),
 ]
+PrometheusOpt = Annotated[
+    str, typer.Option(help="Prometheus to ask for the challenger's request counts (empty: none).")
+]
 ServeOnOpt = Annotated[
     str, typer.Option("--serve-on", help="local, or kubernetes (the chart's --release).")
 ]
@@ -48,12 +51,14 @@ def driver(
     state_dir: Path | None,
     log_dirs: list[Path] | None,
     config: Path | None,
+    prometheus: str = "",
 ) -> RolloutDriver:
-    """The rollout driver of ``model_name`` as these commands and the monitor build it."""
+    """The rollout driver of ``model_name`` as these commands build it."""
     from dermaops.registry import Registry, RegistrySettings
-    from dermaops.registry.rollout import RolloutDriver, log_records
+    from dermaops.registry.rollout import RolloutDriver, log_records, no_error_counts
     from dermaops.registry.serving import serving_for
     from dermaops.rollout.plan import RolloutSettings, RolloutStore
+    from dermaops.rollout.queries import PrometheusCounts
     from dermaops.settings import load_settings
 
     home = Home.from_env()
@@ -64,6 +69,7 @@ def driver(
         store=RolloutStore(state_dir or home.monitoring),
         settings=settings,
         records=log_records(*(log_dirs or [home.inference_log])),
+        errors=PrometheusCounts(prometheus) if prometheus else no_error_counts,
     )
 
 
@@ -119,10 +125,12 @@ def step(
     state_dir: StateOpt = None,
     log_dir: LogOpt = None,
     config: ConfigOpt = None,
+    prometheus_url: PrometheusOpt = "",
 ) -> None:
     """Judge the stage in progress once and act on the verdict (what the monitor does on a
     schedule); a new champion's rollout is started by the reconciler (registry reconcile)."""
-    d = driver(model_name, serve_on, release, namespace, state_dir, log_dir, config)
+    d = driver(model_name, serve_on, release, namespace, state_dir, log_dir, config,
+               prometheus_url)  # fmt: skip
     r, action = d.tick()
     if r is None:
         typer.echo(f"no rollout of {model_name} yet")

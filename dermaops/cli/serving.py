@@ -373,9 +373,14 @@ def monitor_serve(
             "(default: none; DERMAOPS_LIVE_* set its window and intervals)."
         ),
     ] = None,
+    prometheus_url: Annotated[
+        str,
+        typer.Option(help="Prometheus the rollout judge asks for the challenger's request counts."),
+    ] = "",
 ) -> None:
     """The monitor: scheduled drift, /metrics, /report, Alertmanager's /alerts webhook, and
-    optionally the reconciler that keeps the champion served.
+    optionally the reconciler that keeps the champion served (rolling a newer one out with
+    DERMAOPS_ROLLOUT_ENABLED=true).
 
     POST paths need a bearer token: $DERMAOPS_MONITOR_TOKEN or the file in
     $DERMAOPS_MONITOR_TOKEN_FILE, else one made at $DERMAOPS_HOME/monitoring/token.
@@ -416,6 +421,7 @@ def monitor_serve(
         feedback_dir=str(feedback_dir or ""),
         live=load_settings(LiveSettings, env_prefix="DERMAOPS_LIVE_"),
         rollout=load_settings(RolloutSettings, env_prefix="DERMAOPS_ROLLOUT_"),
+        prometheus_url=prometheus_url,
         serve_on=serve_on,
         release=release,
         namespace=namespace,

@@ -17,18 +17,25 @@ import pytest
 from dermaops.client import PredictorClient
 from dermaops.inference_log import read_records
 from dermaops.monitoring.drift import read_window
+from dermaops.net import free_port, wait_until_ready
 from dermaops.registry import Registry
 from dermaops.registry.promotion import alias_version, promote_challenger, promote_stored
 from dermaops.registry.reconcile import reconcile
 from dermaops.registry.rollout import ROLLOUT_TAG, RolloutDriver, log_records
 from dermaops.registry.serving import LocalServing
 from dermaops.rollout.judge import JudgeSettings
-from dermaops.rollout.plan import RolloutSettings, RolloutStore
+from dermaops.rollout.plan import RolloutSettings, RolloutStore, advance
+from dermaops.rollout.plan import start as begin
+from dermaops.rollout.queries import PrometheusCounts
 from dermaops.serving.process import PredictorProcess
 from dermaops.serving.smoke import lesion_jpeg
 from dermaops.settings import Home
 from tests.conftest import Trained
+from tests.e2e.test_monitoring_loop import _prometheus_config, _query
+from tests.fault_server import FaultyServer
 from tests.integration.test_registry import LENIENT, _audit, _register
+from tests.k8s.conftest import find_tool
+from tests.processes import start
 from tests.scrape import sample
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -137,3 +144,63 @@ def test_an_equal_challenger_is_promoted_and_a_forgetful_one_rolled_back_in_shad
     assert any("rollout of version 3 failed" in e for e in _audit(reg, third))
     assert reconcile(reg, local, driver).action == f"version {second} is served"
     assert (tmp_path / "state" / "rollouts.jsonl").read_text().count("\n") == 2
+
+
+def test_a_challenger_that_fails_is_judged_at_once_on_the_counts_the_real_prometheus_scraped(
+    served_model: Path, tmp_path: Path
+) -> None:
+    """The stable predictor mirrors to a challenger that answers 500; Prometheus scrapes the
+    stable's counters, the judge asks it (the queries of dermaops/rollout/queries.py) and fails
+    the shadow stage on a handful of requests, long before enough pairs for the paired checks."""
+
+    requests = 6
+    with ExitStack() as stack:
+        failing = stack.enter_context(FaultyServer())
+        failing.add("/v1/models/dermaops:predict", b'{"error": "boom"}', *["500"] * requests)
+        live = stack.enter_context(PredictorProcess(
+            served_model, tmp_path / "home", tmp_path / "stable.log",
+            env={"DERMAOPS_SERVING_MODEL_VERSION": "1", "DERMAOPS_SERVING_SHADOW_URL": failing.url,
+                 "DERMAOPS_SERVING_INFERENCE_LOG_DIR": str(tmp_path / "log")},
+        ))  # fmt: skip
+        port = free_port()
+        prometheus_url = f"http://127.0.0.1:{port}"
+        _prometheus_config(
+            tmp_path / "prometheus.yml",
+            tmp_path / "rules.yaml",
+            {"predictor": live.url.removeprefix("http://")},
+            "127.0.0.1:9",
+        )
+        (tmp_path / "rules.yaml").write_text("groups: []\n")
+        prometheus = start(stack, [find_tool("prometheus"),
+                                   f"--config.file={tmp_path / 'prometheus.yml'}",
+                                   f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                   f"--web.listen-address=127.0.0.1:{port}"],
+                           tmp_path / "prometheus.log")  # fmt: skip
+        wait_until_ready(f"{prometheus_url}/-/ready", 30, prometheus, tmp_path / "prometheus.log")
+        r = begin("dermaops", "1", "2", SETTINGS, now=time.time() - 1)
+        deadline = time.monotonic() + 30  # a first scrape: the counters' start, at 0
+        while not _query(prometheus_url, "dermaops_shadow_requests_total") and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.5)
+        client = PredictorClient(live.url)
+        for seed in range(requests):
+            client.predict([lesion_jpeg(seed)])
+        assert len(failing.posts) == requests or time.sleep(2) or len(failing.posts) == requests
+        driver = RolloutDriver(
+            Registry.__new__(Registry),
+            LocalServing(Home(tmp_path / "home")),
+            RolloutStore(tmp_path / "state"),
+            SETTINGS,
+            log_records(tmp_path / "log"),
+            PrometheusCounts(prometheus_url),
+        )
+        deadline = time.monotonic() + 30
+        while (verdict := driver.judgement(r)).verdict != "fail" and time.monotonic() < deadline:
+            time.sleep(1)  # until Prometheus has scraped the 500s
+        errors = next(c for c in verdict.checks if c.name == "error_share")
+        assert verdict.reason == "critical check failed: error_share", verdict
+        assert errors.value is not None and errors.value > 0.5 and errors.samples == IMAGES, errors
+        assert advance(r, verdict, time.time(), SETTINGS)[1] == "roll_back"
+        paired = next(c for c in verdict.checks if c.name == "melanoma_flips")
+        assert paired.verdict == "no_data"  # nothing the challenger answered was logged

@@ -1,0 +1,58 @@
+"""What the judge asks Prometheus, in one place (as an Argo Rollouts AnalysisTemplate keeps its
+queries). The metric names are the predictor's (``serving/shadow.py``); the chart's rules and
+dashboards use the same ones."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from dermaops.rollout.judge import ErrorCounts
+from dermaops.rollout.plan import Rollout, RolloutError
+
+# In shadow: requests the stable predictor mirrored that the challenger answered at all
+# (2xx, 4xx or 5xx), and those it answered with a 5xx, over the stage so far.
+SHADOW_REQUESTS = (
+    'sum(increase(dermaops_shadow_requests_total{{outcome=~"answered|refused|error"}}[{window}]))'
+)
+SHADOW_ERRORS = 'sum(increase(dermaops_shadow_requests_total{{outcome="error"}}[{window}]))'
+
+
+@dataclass(frozen=True)
+class PrometheusCounts:
+    """The challenger's request and 5xx counts from the Prometheus at ``url`` (its HTTP API)."""
+
+    url: str
+    timeout: float = 10.0
+
+    def __call__(self, r: Rollout) -> ErrorCounts | None:
+        """The counts over ``r``'s stage so far; None in a canary step (the predictor does not
+        count its own 5xx by version yet).
+
+        Raises:
+            RolloutError: Prometheus did not answer, or answered an error: the stage waits.
+        """
+        if r.current.name != "shadow":
+            return None
+        window = f"{max(1, round(time.time() - r.stage_started))}s"
+        return ErrorCounts(
+            errors=self.scalar(SHADOW_ERRORS.format(window=window)),
+            requests=self.scalar(SHADOW_REQUESTS.format(window=window)),
+        )
+
+    def scalar(self, expr: str) -> float:
+        """The value of an instant query that sums to one series (0 when it has none)."""
+        try:
+            answer: dict[str, Any] = httpx.get(
+                f"{self.url.rstrip('/')}/api/v1/query", params={"query": expr},
+                timeout=self.timeout,
+            ).json()  # fmt: skip
+        except (httpx.HTTPError, ValueError) as e:
+            raise RolloutError(f"Prometheus at {self.url} did not answer {expr}: {e}") from e
+        if answer.get("status") != "success":
+            raise RolloutError(f"Prometheus at {self.url} refused {expr}: {answer.get('error')}")
+        result = answer["data"]["result"]
+        return float(result[0]["value"][1]) if result else 0.0
