@@ -34,6 +34,13 @@ class MonitorMetrics:
     rollout_weight: Gauge
     rollout_check: Gauge
     rollout_check_value: Gauge
+    estimated_balanced_accuracy: Gauge
+    estimated_balanced_accuracy_lower: Gauge
+    estimated_sensitivity: Gauge
+    estimated_sensitivity_lower: Gauge
+    estimated_melanoma_prior: Gauge
+    estimate_reliable: Gauge
+    estimate_images: Gauge
 
     @classmethod
     def create(cls, r: CollectorRegistry) -> MonitorMetrics:
@@ -143,5 +150,31 @@ class MonitorMetrics:
                 "Each check's value in the last judgement (absent: not measured).",
                 ["check"],
                 registry=r,
+            ),
+            estimated_balanced_accuracy=per_version(
+                "dermaops_estimated_balanced_accuracy",
+                "Balanced accuracy estimated from the answers' calibrated probabilities, before "
+                "any label (re-weighted to the window's estimated class priors).",
+            ),
+            estimated_balanced_accuracy_lower=per_version(
+                "dermaops_estimated_balanced_accuracy_lower", "Lower end of its 95% interval."
+            ),
+            estimated_sensitivity=per_version(
+                "dermaops_estimated_melanoma_sensitivity",
+                "Melanoma sensitivity of the flags, estimated without labels.",
+            ),
+            estimated_sensitivity_lower=per_version(
+                "dermaops_estimated_melanoma_sensitivity_lower", "Lower end of its 95% interval."
+            ),
+            estimated_melanoma_prior=per_version(
+                "dermaops_estimated_melanoma_prior",
+                "Share of melanomas in the window, estimated from the answers (EM).",
+            ),
+            estimate_reliable=per_version(
+                "dermaops_estimate_reliable",
+                "1 when the estimate's assumptions are plausible (few refused images).",
+            ),
+            estimate_images=per_version(
+                "dermaops_estimate_images", "Answers the estimate was made from."
             ),
         )

@@ -57,6 +57,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from dermaops.errors import DermaOpsError
+from dermaops.evaluation.estimate import EstimateSettings
 from dermaops.evaluation.live import LiveSettings
 from dermaops.inference_log import InferenceLog, InferenceRecord
 from dermaops.model.uri import resolve_model
@@ -75,6 +76,7 @@ from dermaops.monitoring.drift import (
     drift_job,
     read_window,
 )
+from dermaops.monitoring.estimates import refresh as refresh_estimates
 from dermaops.monitoring.feedback import performance_path, score_feedback
 from dermaops.monitoring.metrics import MonitorMetrics
 from dermaops.monitoring.rollouts import drive as drive_rollout
@@ -126,6 +128,7 @@ class MonitorSettings(BaseModel):
         "local", description="where the reconciler serves the champion"
     )
     rollout: RolloutSettings = RolloutSettings()
+    estimate: EstimateSettings = EstimateSettings()
     prometheus_url: str = Field(
         "", description="Prometheus the rollout judge asks for request counts (empty: none)"
     )
@@ -167,6 +170,7 @@ class MonitorState:
     registered: dict[str, float | None] = field(default_factory=dict)  # version -> sensitivity
     performance: dict[str, dict[str, Any]] = field(default_factory=dict)  # GET /performance
     disagreed: set[str] = field(default_factory=set)  # feedback ids counted in disagreements
+    estimates: dict[str, Any] = field(default_factory=dict)  # version -> Estimate, or why not
     metrics: MonitorMetrics = field(init=False)  # in ``registry``
 
     def __post_init__(self) -> None:
@@ -377,6 +381,10 @@ async def _scheduled_drift(state: MonitorState) -> None:
             await loop.run_in_executor(None, run_drift, state)
         except DriftError as e:
             log.warning("scheduled drift run: %s", e)
+        try:
+            await loop.run_in_executor(None, refresh_estimates, state)
+        except Exception:  # the loop outlives a log it cannot read this time
+            log.exception("estimating performance failed")
         await asyncio.sleep(state.settings.interval_s)
 
 
@@ -446,6 +454,14 @@ def _optional_routes(app: FastAPI, state: MonitorState) -> None:
         return state.reconciled or {"converged": None, "action": "no pass yet"}
 
     rollout_routes(app, Path(settings.out))
+
+    @app.get("/estimates")
+    def estimates() -> dict[str, Any]:
+        """Each version's performance estimated without labels, or why there is none."""
+        return {
+            version: found if isinstance(found, str) else found.model_dump()
+            for version, found in state.estimates.items()
+        }
 
 
 def build_app(settings: MonitorSettings) -> FastAPI:

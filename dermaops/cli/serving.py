@@ -332,6 +332,53 @@ def monitor_drift(
     typer.echo(f"report: {target / 'drift_report.html'}  summary: {target / 'drift_summary.json'}")
 
 
+@monitor_app.command("estimate")
+def monitor_estimate(
+    reference: ReferenceOpt = None,
+    reference_version: ReferenceVersionOpt = "",
+    log_dir: LogDirOpt = None,
+    window: Annotated[int | None, typer.Option(help="Latest answers of each version.")] = None,
+) -> None:
+    """Each served version's performance estimated from its answers, before any label: balanced
+    accuracy, macro-F1, melanoma sensitivity and specificity with 95% intervals, re-weighted to
+    the window's estimated class priors (the reference's version) and as plain CBPE."""
+    from dermaops.evaluation.estimate import EstimateSettings
+    from dermaops.inference_log import read_records
+    from dermaops.monitoring.drift import deployed_reference
+    from dermaops.monitoring.estimates import calibration_priors, estimate_versions
+    from dermaops.settings import load_settings
+
+    home = Home.from_env()
+    settings = load_settings(
+        EstimateSettings, env_prefix="DERMAOPS_ESTIMATE_", overrides={"window": window}
+    )
+    if reference is None:
+        reference, reference_version = deployed_reference(home)
+    priors = {reference_version: calibration_priors(reference)} if reference_version else {}
+    results = estimate_versions(read_records(log_dir or home.inference_log), priors, settings)
+    if not results:
+        typer.echo("no answers in the inference log yet")
+    for version, found in results.items():
+        if isinstance(found, str):
+            typer.echo(f"version {version}: no estimate ({found})")
+            continue
+        state = "reliable" if found.reliable else "UNRELIABLE: " + "; ".join(found.reasons)
+        typer.echo(f"version {version}: {found.images} answers, {state}")
+        for figures in (found.corrected, found.plain):
+            if figures is None:
+                continue
+            typer.echo(f"  assuming {figures.assumption}")
+            typer.echo(f"    melanoma share {figures.priors['mel']:.1%}")
+            for name in ("balanced_accuracy", "f1_macro", "melanoma_sensitivity",
+                         "melanoma_specificity"):  # fmt: skip
+                f = getattr(figures, name)
+                shown = "-" if f.value is None else f"{f.value:.3f}"
+                bounds = f" (95% {f.lower:.3f} to {f.upper:.3f})" if f.lower is not None else ""
+                typer.echo(f"    {name.replace('_', ' '):<22} {shown}{bounds}")
+    typer.echo("Estimates from the model's own probabilities, not from labels; on generated "
+               "images they say the method works, nothing about patients.")  # fmt: skip
+
+
 @monitor_app.command("serve")
 def monitor_serve(
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,

@@ -1,0 +1,255 @@
+"""Performance without labels: what a window of traffic will score once its labels come back.
+
+A calibrated model's probability of each class is the expected share of images like this one
+that have it, so the expected confusion matrix of a window is the sum of its probabilities, by
+the class each image was answered as (confidence-based performance estimation, NannyML's CBPE).
+That holds while P(label | image) is what it was at calibration. The shift a dermatology service
+meets most is another: a referral clinic sees three times the melanomas of a screening one
+(prevalence, or label, shift: P(image | label) holds, the priors move). There the probabilities
+must first be re-weighted to the window's priors, which the model's own outputs estimate (the
+EM prior adjustment of Saerens, Latinne and Decaestecker, 2002). Both figures are reported, each
+with the assumption it rests on; with neither assumption plausible (many images the guard
+refused, too few images) the estimate is marked unreliable or not made.
+
+Intervals: each draw resamples the window's images and draws their labels from the (adjusted)
+probabilities, then scores the answers against those labels: the spread of the value the
+labels will realize, not only of the estimate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from dermaops.labels import CLASSES
+
+MEL = CLASSES.index("mel")
+CBPE = "P(label | image) unchanged since calibration (CBPE)"
+LABEL_SHIFT = "P(image | label) unchanged; class priors re-estimated from the outputs (EM)"
+
+
+class EstimateSettings(BaseModel):
+    """How a window is estimated (``DERMAOPS_ESTIMATE_*``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    window: int = Field(500, ge=1, description="latest answers of each version estimated")
+    min_records: int = Field(100, ge=1, description="fewest images for an estimate")
+    draws: int = Field(200, ge=20, description="bootstrap draws for the intervals")
+    level: float = Field(0.95, gt=0, lt=1, description="interval level")
+    max_ood_share: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="share of images the guard refused beyond which no figure "
+        "is reliable (they are not the images either assumption is about)",
+    )
+    min_support: float = Field(
+        1.0, gt=0, description="expected images of a class for it to count in macro figures"
+    )
+    seed: int = 0
+
+
+class Figure(BaseModel):
+    """One estimated figure and its interval (None: not defined for this window)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    value: float | None
+    lower: float | None
+    upper: float | None
+
+
+class Figures(BaseModel):
+    """The estimated figures under one assumption."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    assumption: str
+    priors: dict[str, float] = Field(description="the class priors the figures rest on")
+    balanced_accuracy: Figure
+    f1_macro: Figure
+    melanoma_sensitivity: Figure
+    melanoma_specificity: Figure
+
+
+class Estimate(BaseModel):
+    """A window's estimated performance: corrected for prevalence shift, and plain CBPE."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    images: int
+    reliable: bool
+    reasons: list[str] = Field(description="why the estimate is not reliable (empty: it is)")
+    corrected: Figures | None = Field(description="None without the calibration's priors")
+    plain: Figures
+    em_iterations: int = 0
+
+
+class EstimateError(ValueError):
+    """A window that cannot be estimated (too few images, probabilities that are not ones)."""
+
+
+EM_ITERATIONS = 2000
+
+
+def em_priors(
+    probs: np.ndarray, source: np.ndarray, tol: float = 1e-6, start: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, int]:  # fmt: skip
+    """The window's class priors by EM (Saerens et al. 2002), the probabilities re-weighted to
+    them, and the iterations it took (``EM_ITERATIONS``: it did not converge). ``source``: the
+    priors the probabilities were calibrated under; ``start``: where to begin (default there)."""
+    priors = (start if start is not None else source).copy()
+    adjusted = probs
+    for iteration in range(1, EM_ITERATIONS + 1):
+        ratio = priors / source
+        weighted = probs * ratio
+        adjusted = weighted / weighted.sum(axis=1, keepdims=True)
+        updated = adjusted.mean(axis=0)
+        if np.abs(updated - priors).max() < tol:
+            return updated, adjusted, iteration
+        priors = updated
+    return priors, adjusted, EM_ITERATIONS
+
+
+def _confusion(
+    labels: np.ndarray, answered: np.ndarray, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Rows: true class, columns: answered; ``weights`` (N x K): expected counts instead."""
+    k = len(CLASSES)
+    if weights is None:
+        return np.bincount(labels * k + answered, minlength=k * k).reshape(k, k).astype(float)
+    matrix = np.zeros((k, k))
+    np.add.at(matrix.T, answered, weights)  # column j gets the probabilities answered as j
+    return matrix
+
+
+def _macro(matrix: np.ndarray, present: np.ndarray) -> tuple[float | None, float | None]:
+    """Balanced accuracy and macro-F1 over the ``present`` classes (None: fewer than one)."""
+    if not present.any():
+        return None, None
+    support, answered, hits = matrix.sum(axis=1), matrix.sum(axis=0), np.diag(matrix)
+    recall = hits[present] / support[present]
+    precision = np.divide(hits, answered, out=np.zeros_like(hits), where=answered > 0)[present]
+    f1 = np.divide(2 * precision * recall, precision + recall,
+                   out=np.zeros_like(recall), where=precision + recall > 0)  # fmt: skip
+    return float(recall.mean()), float(f1.mean())
+
+
+def _melanoma(truth: np.ndarray, flagged: np.ndarray) -> tuple[float | None, float | None]:
+    """Sensitivity and specificity of the flags against ``truth`` (0/1, or expected shares)."""
+    positives, negatives = truth.sum(), (1 - truth).sum()
+    sensitivity = float(truth[flagged].sum() / positives) if positives > 0 else None
+    specificity = float((1 - truth)[~flagged].sum() / negatives) if negatives > 0 else None
+    return sensitivity, specificity
+
+
+def expected(
+    label_probs: np.ndarray, answered: np.ndarray, flagged: np.ndarray, min_support: float
+) -> dict[str, float | None]:
+    """The four figures of the expected confusion matrix of ``label_probs``."""
+    matrix = _confusion(answered, answered, label_probs)
+    balanced, f1 = _macro(matrix, matrix.sum(axis=1) >= min_support)
+    sensitivity, specificity = _melanoma(label_probs[:, MEL], flagged)
+    return {"balanced_accuracy": balanced, "f1_macro": f1,
+            "melanoma_sensitivity": sensitivity, "melanoma_specificity": specificity}  # fmt: skip
+
+
+def realized(
+    labels: np.ndarray, answered: np.ndarray, flagged: np.ndarray
+) -> dict[str, float | None]:
+    """The four figures against real labels (classes present in them, as scikit-learn counts)."""
+    matrix = _confusion(labels, answered)
+    balanced, f1 = _macro(matrix, matrix.sum(axis=1) > 0)
+    sensitivity, specificity = _melanoma((labels == MEL).astype(float), flagged)
+    return {"balanced_accuracy": balanced, "f1_macro": f1,
+            "melanoma_sensitivity": sensitivity, "melanoma_specificity": specificity}  # fmt: skip
+
+
+def _figures(
+    probs: np.ndarray, answered: np.ndarray, flagged: np.ndarray, source: np.ndarray | None,
+    s: EstimateSettings, rng: np.random.Generator,
+) -> tuple[Figures, int]:  # fmt: skip
+    """Point figures and intervals, re-weighted to the window's priors when ``source`` is given."""
+    iterations = 0
+    label_probs = probs
+    if source is not None:
+        priors, label_probs, iterations = em_priors(probs, source)
+    else:
+        priors = probs.mean(axis=0)
+    point = expected(label_probs, answered, flagged, s.min_support)
+    n = len(probs)
+    drawn: dict[str, list[float]] = {name: [] for name in point}
+    for _ in range(s.draws):
+        rows = rng.integers(0, n, n)
+        p = probs[rows]
+        if source is not None:
+            p = em_priors(p, source, tol=1e-4, start=priors)[1]  # near the point's: fewer steps
+        labels = (p.cumsum(axis=1) < rng.random((n, 1))).sum(axis=1).clip(max=len(CLASSES) - 1)
+        for name, value in realized(labels, answered[rows], flagged[rows]).items():
+            if value is not None:
+                drawn[name].append(value)
+    tail = (1 - s.level) / 2
+
+    def figure(name: str) -> Figure:
+        values = drawn[name]
+        if point[name] is None or len(values) < s.draws // 2:
+            return Figure(value=point[name], lower=None, upper=None)
+        low, high = np.quantile(values, [tail, 1 - tail])
+        return Figure(value=round(point[name], 4), lower=round(float(low), 4),  # type: ignore[arg-type]
+                      upper=round(float(high), 4))  # fmt: skip
+
+    figures = Figures(
+        assumption=LABEL_SHIFT if source is not None else CBPE,
+        priors={c: round(float(v), 4) for c, v in zip(CLASSES, priors, strict=True)},
+        **{name: figure(name) for name in point},
+    )
+    return figures, iterations
+
+
+def estimate(
+    probs: np.ndarray,
+    flagged: np.ndarray,
+    source_priors: np.ndarray | None = None,
+    ood_share: float = 0.0,
+    s: EstimateSettings | None = None,
+) -> Estimate:
+    """Estimate a window's performance from its calibrated ``probs`` (N x 7) and the melanoma
+    flags its answers carried; ``source_priors``: the class priors of the data the model was
+    calibrated on (without them, CBPE only).
+
+    Raises:
+        EstimateError: fewer than ``min_records`` images, or rows that are not probabilities.
+    """
+    s = s or EstimateSettings()
+    probs = np.asarray(probs, dtype=float)
+    if probs.ndim != 2 or probs.shape[1] != len(CLASSES):
+        raise EstimateError(f"probabilities must be N x {len(CLASSES)}, not {probs.shape}")
+    if len(probs) < s.min_records:
+        raise EstimateError(f"{len(probs)} images; an estimate needs at least {s.min_records}")
+    if (probs < 0).any() or not np.allclose(probs.sum(axis=1), 1, atol=1e-3):
+        raise EstimateError("the rows are not probabilities (each must sum to 1): not calibrated "
+                            "outputs of this model")  # fmt: skip
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    answered, flagged = probs.argmax(axis=1), np.asarray(flagged, dtype=bool)
+    if flagged.shape != (len(probs),):
+        raise EstimateError(f"one melanoma flag per image: {flagged.shape} for {len(probs)}")
+    source = None
+    if source_priors is not None:
+        source = np.asarray(source_priors, dtype=float)
+        source = np.clip(source, 1e-6, None) / np.clip(source, 1e-6, None).sum()
+    rng = np.random.default_rng(s.seed)
+    plain, _ = _figures(probs, answered, flagged, None, s, rng)
+    corrected, iterations = (
+        _figures(probs, answered, flagged, source, s, rng) if source is not None else (None, 0)
+    )
+    reasons = []
+    if ood_share > s.max_ood_share:
+        reasons.append(
+            f"{ood_share:.0%} of the images were refused by the guard "
+            f"(more than {s.max_ood_share:.0%}): neither assumption holds for them"
+        )
+    if iterations >= EM_ITERATIONS:
+        reasons.append("the prior estimate did not converge")
+    return Estimate(images=len(probs), reliable=not reasons, reasons=reasons,
+                    corrected=corrected, plain=plain, em_iterations=iterations)  # fmt: skip

@@ -1,0 +1,153 @@
+"""Each served version's performance estimated from its traffic, before any label comes back.
+
+The inference log holds each answer's calibrated probabilities and melanoma flag; the version's
+drift reference (``reference_stats.csv``, beside its model) holds the labels of the data it was
+calibrated on, whose class shares are the priors the estimate re-weights from
+(:mod:`dermaops.evaluation.estimate`). A reference whose model was never calibrated is refused:
+its probabilities are not ones an estimate can read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from dermaops.errors import DermaOpsError
+from dermaops.evaluation.estimate import Estimate, EstimateError, EstimateSettings, estimate
+from dermaops.labels import CLASSES
+from dermaops.model.artifact import CALIBRATION, REFERENCE
+from dermaops.monitoring.metrics import MonitorMetrics
+
+if TYPE_CHECKING:
+    from dermaops.monitoring.service import MonitorState
+
+log = logging.getLogger(__name__)
+
+PROBABILITIES = [f"p_{c}" for c in CLASSES]
+
+
+class EstimateSourceError(DermaOpsError):
+    """No priors for an estimate: the reference has no labels, or its model no calibration."""
+
+
+def calibration_priors(reference: Path) -> np.ndarray:
+    """The class shares of the train and validation images in ``reference`` (a model folder or
+    its ``reference_stats.csv``): the priors the model's probabilities were calibrated under.
+
+    Raises:
+        EstimateSourceError: no calibration beside the model, or no labels in the reference.
+    """
+    folder = reference if reference.is_dir() else reference.parent
+    path = reference / REFERENCE if reference.is_dir() else reference
+    if (folder / "model.json").is_file() and not (folder / CALIBRATION).is_file():
+        raise EstimateSourceError(
+            f"{folder} has no {CALIBRATION}: its probabilities are not calibrated, so no "
+            "estimate can be read from them (register the model through evaluate)"
+        )
+    try:
+        frame = pd.read_csv(path, usecols=["split", "dx"])
+    except (OSError, ValueError) as e:
+        raise EstimateSourceError(
+            f"{path}: no split and dx columns to take priors from: {e}"
+        ) from e
+    labelled = frame[frame["split"].isin(["train", "val"])]["dx"]
+    counts: np.ndarray = (
+        labelled.value_counts().reindex(list(CLASSES), fill_value=0).to_numpy(float)
+    )
+    if counts.sum() == 0:
+        raise EstimateSourceError(f"{path} holds no labelled train or validation image")
+    priors: np.ndarray = counts / counts.sum()
+    return priors
+
+
+def by_version(
+    records: Iterable[Mapping[str, Any]], window: int
+) -> dict[str, list[Mapping[str, Any]]]:
+    """The last ``window`` answers of each version (a rollout's shadow answers left out)."""
+    found: dict[str, list[Mapping[str, Any]]] = {}
+    for record in records:
+        if record.get("shadow") or record.get("model_version") is None:
+            continue
+        if any(record.get(name) is None for name in PROBABILITIES):
+            continue  # written before the log kept probabilities
+        found.setdefault(str(record["model_version"]), []).append(record)
+    return {version: rows[-window:] for version, rows in found.items()}
+
+
+def estimate_records(
+    rows: list[Mapping[str, Any]], priors: np.ndarray | None, s: EstimateSettings
+) -> Estimate:
+    """The estimate of one version's answers.
+
+    Raises:
+        EstimateError: too few of them.
+    """
+    probs = np.array([[float(r[name]) for name in PROBABILITIES] for r in rows])
+    flagged = np.array([bool(r.get("melanoma")) for r in rows])
+    judged = [r.get("in_distribution") for r in rows if r.get("in_distribution") is not None]
+    ood_share = sum(v is False for v in judged) / len(judged) if judged else 0.0
+    return estimate(probs, flagged, priors, ood_share, s)
+
+
+def export(version: str, found: Estimate, metrics: MonitorMetrics) -> None:
+    """One version's estimate as the ``dermaops_estimated_*`` gauges (the corrected figures
+    where there are priors, else CBPE's)."""
+    figures = found.corrected or found.plain
+    pairs = (
+        (metrics.estimated_balanced_accuracy, metrics.estimated_balanced_accuracy_lower,
+         figures.balanced_accuracy),
+        (metrics.estimated_sensitivity, metrics.estimated_sensitivity_lower,
+         figures.melanoma_sensitivity),
+    )  # fmt: skip
+    for value_gauge, lower_gauge, figure in pairs:
+        if figure.value is not None:
+            value_gauge.labels(version).set(figure.value)
+        if figure.lower is not None:
+            lower_gauge.labels(version).set(figure.lower)
+    metrics.estimated_melanoma_prior.labels(version).set(figures.priors["mel"])
+    metrics.estimate_reliable.labels(version).set(int(found.reliable))
+    metrics.estimate_images.labels(version).set(found.images)
+
+
+def estimate_versions(
+    records: Iterable[Mapping[str, Any]],
+    priors: Mapping[str, np.ndarray | None],
+    s: EstimateSettings,
+) -> dict[str, Estimate | str]:
+    """Each version's estimate from its latest ``s.window`` answers, or why there is none
+    (too few answers, say)."""
+    results: dict[str, Estimate | str] = {}
+    for version, rows in by_version(records, s.window).items():
+        try:
+            results[version] = estimate_records(rows, priors.get(version), s)
+        except EstimateError as e:
+            results[version] = str(e)
+    return results
+
+
+def refresh(state: MonitorState) -> dict[str, Estimate | str]:
+    """Estimate every version in the monitor's log; the gauges and ``state.estimates`` follow.
+    The version of the monitor's reference gets the corrected estimate, others CBPE's."""
+    from dermaops.inference_log import read_records
+
+    s = state.settings
+    records = read_records(Path(s.inference_log), state.log_lock)
+    with state.lock:
+        reference, version = Path(state.reference), state.reference_version
+    priors: dict[str, np.ndarray | None] = {}
+    if version:
+        try:
+            priors[version] = calibration_priors(reference)
+        except EstimateSourceError as e:
+            log.warning("estimates of version %s without its priors: %s", version, e)
+    results = estimate_versions(records, priors, s.estimate)
+    for name, found in results.items():
+        if isinstance(found, Estimate):
+            export(name, found, state.metrics)
+    state.estimates = results
+    return results

@@ -1,0 +1,67 @@
+"""Label-free estimates from a real predictor's inference log, read with the served model's
+calibration priors: `dermaops monitor estimate` before any clinician has labelled a case."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dermaops.client import PredictorClient
+from dermaops.inference_log import read_records
+from dermaops.labels import CLASSES
+from dermaops.model.artifact import CALIBRATION, REFERENCE
+from dermaops.monitoring.estimates import EstimateSourceError, calibration_priors
+from dermaops.serving.process import PredictorProcess
+from dermaops.serving.smoke import lesion_jpeg
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_priors_come_from_the_calibration_data_and_an_uncalibrated_model_is_refused(
+    served_model: Path, tmp_path: Path
+) -> None:
+    priors = calibration_priors(served_model)
+    frame = pd.read_csv(served_model / REFERENCE)
+    labelled = frame[frame["split"].isin(["train", "val"])]["dx"]
+    expected = [float((labelled == c).mean()) for c in CLASSES]
+    assert np.allclose(priors, expected) and priors.sum() == pytest.approx(1)
+    raw = tmp_path / "raw"
+    shutil.copytree(served_model, raw)
+    (raw / CALIBRATION).unlink()
+    with pytest.raises(EstimateSourceError, match="its probabilities are not calibrated"):
+        calibration_priors(raw)
+
+
+def test_monitor_estimate_reads_the_served_versions_answers(
+    served_model: Path, tmp_path: Path, dermaops_home: Path
+) -> None:
+    logs = tmp_path / "log"
+    env = {"DERMAOPS_SERVING_MODEL_VERSION": "7", "DERMAOPS_SERVING_INFERENCE_LOG_DIR": str(logs)}
+    with PredictorProcess(served_model, dermaops_home, tmp_path / "predictor.log", env=env) as p:
+        client = PredictorClient(p.url)
+        for seed in range(60):
+            client.predict([lesion_jpeg(seed), lesion_jpeg(1000 + seed)])
+    assert len(read_records(logs)) == 120
+
+    def run(**env: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "dermaops", "monitor", "estimate", "--reference",
+             str(served_model), "--reference-version", "7", "--log-dir", str(logs)],
+            capture_output=True, text=True, timeout=300, env=os.environ | env, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    out = run()
+    assert out.startswith("version 7: 120 answers, ")
+    assert "assuming P(image | label) unchanged" in out and "assuming P(label | image)" in out
+    assert "melanoma sensitivity" in out and "(95% " in out and "nothing about patients" in out
+    fewer = run(DERMAOPS_ESTIMATE_MIN_RECORDS="500")
+    assert fewer.startswith("version 7: no estimate (120 images; an estimate needs at least 500)")
