@@ -109,6 +109,8 @@ def export(version: str, found: Estimate, metrics: MonitorMetrics) -> None:
             value_gauge.labels(version).set(figure.value)
         if figure.lower is not None:
             lower_gauge.labels(version).set(figure.lower)
+    if figures.melanoma_sensitivity.upper is not None:
+        metrics.estimated_sensitivity_upper.labels(version).set(figures.melanoma_sensitivity.upper)
     metrics.estimated_melanoma_prior.labels(version).set(figures.priors["mel"])
     metrics.estimate_reliable.labels(version).set(int(found.reliable))
     metrics.estimate_images.labels(version).set(found.images)

@@ -38,6 +38,7 @@ class MonitorMetrics:
     estimated_balanced_accuracy_lower: Gauge
     estimated_sensitivity: Gauge
     estimated_sensitivity_lower: Gauge
+    estimated_sensitivity_upper: Gauge
     estimated_melanoma_prior: Gauge
     estimate_reliable: Gauge
     estimate_images: Gauge
@@ -165,6 +166,9 @@ class MonitorMetrics:
             ),
             estimated_sensitivity_lower=per_version(
                 "dermaops_estimated_melanoma_sensitivity_lower", "Lower end of its 95% interval."
+            ),
+            estimated_sensitivity_upper=per_version(
+                "dermaops_estimated_melanoma_sensitivity_upper", "Upper end of its 95% interval."
             ),
             estimated_melanoma_prior=per_version(
                 "dermaops_estimated_melanoma_prior",
