@@ -1,10 +1,8 @@
 """Each served version's performance estimated from its traffic, before any label comes back.
 
 The inference log holds each answer's calibrated probabilities and melanoma flag; the version's
-drift reference (``reference_stats.csv``, beside its model) holds the labels of the data it was
-calibrated on, whose class shares are the priors the estimate re-weights from
-(:mod:`dermaops.evaluation.estimate`). A reference whose model was never calibrated is refused:
-its probabilities are not ones an estimate can read.
+drift reference holds the labels of the data it was calibrated on, whose class shares are the
+priors the estimate re-weights from (:func:`dermaops.evaluation.estimate.calibration_priors`).
 """
 
 from __future__ import annotations
@@ -15,12 +13,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
-from dermaops.errors import DermaOpsError
-from dermaops.evaluation.estimate import Estimate, EstimateError, EstimateSettings, estimate
+from dermaops.evaluation.estimate import (
+    Estimate,
+    EstimateError,
+    EstimateSettings,
+    EstimateSourceError,
+    calibration_priors,
+    estimate,
+)
 from dermaops.labels import CLASSES
-from dermaops.model.artifact import CALIBRATION, REFERENCE
 from dermaops.monitoring.metrics import MonitorMetrics
 
 if TYPE_CHECKING:
@@ -29,40 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROBABILITIES = [f"p_{c}" for c in CLASSES]
-
-
-class EstimateSourceError(DermaOpsError):
-    """No priors for an estimate: the reference has no labels, or its model no calibration."""
-
-
-def calibration_priors(reference: Path) -> np.ndarray:
-    """The class shares of the train and validation images in ``reference`` (a model folder or
-    its ``reference_stats.csv``): the priors the model's probabilities were calibrated under.
-
-    Raises:
-        EstimateSourceError: no calibration beside the model, or no labels in the reference.
-    """
-    folder = reference if reference.is_dir() else reference.parent
-    path = reference / REFERENCE if reference.is_dir() else reference
-    if (folder / "model.json").is_file() and not (folder / CALIBRATION).is_file():
-        raise EstimateSourceError(
-            f"{folder} has no {CALIBRATION}: its probabilities are not calibrated, so no "
-            "estimate can be read from them (register the model through evaluate)"
-        )
-    try:
-        frame = pd.read_csv(path, usecols=["split", "dx"])
-    except (OSError, ValueError) as e:
-        raise EstimateSourceError(
-            f"{path}: no split and dx columns to take priors from: {e}"
-        ) from e
-    labelled = frame[frame["split"].isin(["train", "val"])]["dx"]
-    counts: np.ndarray = (
-        labelled.value_counts().reindex(list(CLASSES), fill_value=0).to_numpy(float)
-    )
-    if counts.sum() == 0:
-        raise EstimateSourceError(f"{path} holds no labelled train or validation image")
-    priors: np.ndarray = counts / counts.sum()
-    return priors
 
 
 def by_version(

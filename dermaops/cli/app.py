@@ -46,6 +46,7 @@ bench_app.command("prepare")(data.bench_prepare)
 bench_app.command("train")(train.bench_train)
 bench_app.command("serve")(serving.bench_serve)
 bench_app.command("soak")(serving.bench_soak)
+bench_app.command("estimate")(train.bench_estimate)
 
 
 @app.callback()

@@ -342,10 +342,10 @@ def monitor_estimate(
     """Each served version's performance estimated from its answers, before any label: balanced
     accuracy, macro-F1, melanoma sensitivity and specificity with 95% intervals, re-weighted to
     the window's estimated class priors (the reference's version) and as plain CBPE."""
-    from dermaops.evaluation.estimate import EstimateSettings
+    from dermaops.evaluation.estimate import EstimateSettings, calibration_priors
     from dermaops.inference_log import read_records
     from dermaops.monitoring.drift import deployed_reference
-    from dermaops.monitoring.estimates import calibration_priors, estimate_versions
+    from dermaops.monitoring.estimates import estimate_versions
     from dermaops.settings import load_settings
 
     home = Home.from_env()

@@ -18,10 +18,15 @@ labels will realize, not only of the estimate.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from dermaops.errors import DermaOpsError
 from dermaops.labels import CLASSES
+from dermaops.model.artifact import CALIBRATION, REFERENCE
 
 MEL = CLASSES.index("mel")
 CBPE = "P(label | image) unchanged since calibration (CBPE)"
@@ -46,6 +51,12 @@ class EstimateSettings(BaseModel):
     )
     min_support: float = Field(
         1.0, gt=0, description="expected images of a class for it to count in macro figures"
+    )
+    prior_strength: float = Field(
+        100.0,
+        ge=0,
+        description="pseudo-images of the calibration priors in the prior estimate "
+        "(0: plain EM, unbiased but noisy for rare classes in small windows)",
     )
     seed: int = 0
 
@@ -86,8 +97,42 @@ class Estimate(BaseModel):
     em_iterations: int = 0
 
 
-class EstimateError(ValueError):
+class EstimateError(DermaOpsError):
     """A window that cannot be estimated (too few images, probabilities that are not ones)."""
+
+
+class EstimateSourceError(DermaOpsError):
+    """No priors for an estimate: the reference has no labels, or its model no calibration."""
+
+
+def calibration_priors(reference: Path) -> np.ndarray:
+    """The class shares of the train and validation images in ``reference`` (a model folder or
+    its ``reference_stats.csv``): the priors the model's probabilities were calibrated under.
+
+    Raises:
+        EstimateSourceError: no calibration beside the model, or no labels in the reference.
+    """
+    folder = reference if reference.is_dir() else reference.parent
+    path = reference / REFERENCE if reference.is_dir() else reference
+    if (folder / "model.json").is_file() and not (folder / CALIBRATION).is_file():
+        raise EstimateSourceError(
+            f"{folder} has no {CALIBRATION}: its probabilities are not calibrated, so no "
+            "estimate can be read from them (register the model through evaluate)"
+        )
+    try:
+        frame = pd.read_csv(path, usecols=["split", "dx"])
+    except (OSError, ValueError) as e:
+        raise EstimateSourceError(
+            f"{path}: no split and dx columns to take priors from: {e}"
+        ) from e
+    labelled = frame[frame["split"].isin(["train", "val"])]["dx"]
+    counts: np.ndarray = (
+        labelled.value_counts().reindex(list(CLASSES), fill_value=0).to_numpy(float)
+    )
+    if counts.sum() == 0:
+        raise EstimateSourceError(f"{path} holds no labelled train or validation image")
+    priors: np.ndarray = counts / counts.sum()
+    return priors
 
 
 EM_ITERATIONS = 2000
@@ -95,17 +140,20 @@ EM_ITERATIONS = 2000
 
 def em_priors(
     probs: np.ndarray, source: np.ndarray, tol: float = 1e-6, start: np.ndarray | None = None,
+    strength: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, int]:  # fmt: skip
     """The window's class priors by EM (Saerens et al. 2002), the probabilities re-weighted to
     them, and the iterations it took (``EM_ITERATIONS``: it did not converge). ``source``: the
-    priors the probabilities were calibrated under; ``start``: where to begin (default there)."""
+    priors the probabilities were calibrated under; ``start``: where to begin (default there);
+    ``strength``: pseudo-images of ``source`` added to the window (a Dirichlet prior, MAP-EM),
+    which keeps a rare class's few images from swinging its prior."""
     priors = (start if start is not None else source).copy()
     adjusted = probs
     for iteration in range(1, EM_ITERATIONS + 1):
         ratio = priors / source
         weighted = probs * ratio
         adjusted = weighted / weighted.sum(axis=1, keepdims=True)
-        updated = adjusted.mean(axis=0)
+        updated = (adjusted.sum(axis=0) + strength * source) / (len(probs) + strength)
         if np.abs(updated - priors).max() < tol:
             return updated, adjusted, iteration
         priors = updated
@@ -174,7 +222,7 @@ def _figures(
     iterations = 0
     label_probs = probs
     if source is not None:
-        priors, label_probs, iterations = em_priors(probs, source)
+        priors, label_probs, iterations = em_priors(probs, source, strength=s.prior_strength)
     else:
         priors = probs.mean(axis=0)
     point = expected(label_probs, answered, flagged, s.min_support)
@@ -184,7 +232,7 @@ def _figures(
         rows = rng.integers(0, n, n)
         p = probs[rows]
         if source is not None:
-            p = em_priors(p, source, tol=1e-4, start=priors)[1]  # near the point's: fewer steps
+            p = em_priors(p, source, 1e-4, priors, s.prior_strength)[1]  # starts near: few steps
         labels = (p.cumsum(axis=1) < rng.random((n, 1))).sum(axis=1).clip(max=len(CLASSES) - 1)
         for name, value in realized(labels, answered[rows], flagged[rows]).items():
             if value is not None:

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 
 from dermaops.client import PredictorClient
+from dermaops.evaluation.estimate import EstimateSourceError, calibration_priors
 from dermaops.inference_log import read_records
 from dermaops.labels import CLASSES
 from dermaops.model.artifact import CALIBRATION, REFERENCE
-from dermaops.monitoring.estimates import EstimateSourceError, calibration_priors
 from dermaops.serving.process import PredictorProcess
 from dermaops.serving.smoke import lesion_jpeg
 

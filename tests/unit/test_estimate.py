@@ -4,7 +4,10 @@ calibrated model), in windows with and without a shift of the class priors."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from dermaops.evaluation.estimate import (
@@ -16,7 +19,10 @@ from dermaops.evaluation.estimate import (
     estimate,
     realized,
 )
+from dermaops.evaluation.estimate_bench import SCENARIOS, bench_estimate
 from dermaops.labels import CLASSES
+from dermaops.model.artifact import CALIBRATION, REFERENCE
+from tests.formats import metrics
 
 MEL = CLASSES.index("mel")
 SOURCE = np.array([0.03, 0.05, 0.11, 0.01, 0.11, 0.67, 0.02])  # HAM10000's mix, roughly
@@ -74,7 +80,8 @@ def test_a_tripled_melanoma_share_is_found_and_corrected_where_cbpe_is_biased() 
     shifted[MEL] *= 3
     shifted /= shifted.sum()
     probs, labels = _window(shifted, 3000, seed=2)
-    found, truth = estimate(probs, _flags(probs), SOURCE), _truth(probs, labels)
+    plain_em = EstimateSettings(prior_strength=0)  # a large window: no pull to the calibration
+    found, truth = estimate(probs, _flags(probs), SOURCE, s=plain_em), _truth(probs, labels)
     assert found.corrected is not None
     assert found.corrected.priors["mel"] == pytest.approx(np.mean(labels == MEL), abs=0.03)
     assert found.plain.priors["mel"] < shifted[MEL] - 0.05  # the raw outputs under-count them
@@ -112,3 +119,28 @@ def test_many_refused_images_make_the_estimate_unreliable_and_cbpe_alone_without
     found = estimate(probs, _flags(probs), None, ood_share=0.35, s=EstimateSettings(draws=50))
     assert not found.reliable and "35% of the images were refused" in found.reasons[0]
     assert found.corrected is None and found.plain.assumption == CBPE
+
+
+def test_the_bench_scores_shifted_windows_of_a_scored_test_split(tmp_path: Path) -> None:
+    """``bench estimate`` on an evaluation and a model folder made where the truth is known."""
+    probs, labels = _window(SOURCE, 4000, seed=9)
+    evaluation, model = tmp_path / "evaluation", tmp_path / "model"
+    evaluation.mkdir()
+    model.mkdir()
+    np.savez_compressed(evaluation / "test_predictions.npz", probs=probs, labels=labels)
+    melanoma = metrics().melanoma.model_copy(update={"threshold": THRESHOLD})
+    metrics(melanoma=melanoma).write(evaluation)
+    (model / "model.json").write_text("{}")
+    (model / CALIBRATION).write_text('{"temperature": 1.0, "melanoma_threshold": 0.15}')
+    calibration_labels = np.random.default_rng(0).choice(7, 5000, p=SOURCE)
+    pd.DataFrame({"split": "train", "dx": [CLASSES[i] for i in calibration_labels]}).to_csv(
+        model / REFERENCE, index=False
+    )
+    result = bench_estimate(evaluation, model, windows=20, size=600, draws=40)
+    shifted = result["scenarios"]["melanoma x3"]
+    assert result["test_images"] == 4000 and set(result["scenarios"]) == set(SCENARIOS)
+    assert shifted["mae_ours_melanoma_sensitivity"] < shifted["mae_cbpe_melanoma_sensitivity"]
+    assert shifted["coverage_balanced_accuracy"] >= 0.8
+    named = {c["check"]: c for c in result["checks"]}
+    assert named["melanoma x3: melanoma_sensitivity error / CBPE's"]["passed"]
+    assert {"value", "target", "passed"} <= set(named["no shift: balanced_accuracy error"])
