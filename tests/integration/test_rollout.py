@@ -6,7 +6,11 @@ back in shadow on the paired check, the champion restored through the registry's
 from __future__ import annotations
 
 import json
+import random
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -204,3 +208,33 @@ def test_a_challenger_that_fails_is_judged_at_once_on_the_counts_the_real_promet
         assert advance(r, verdict, time.time(), SETTINGS)[1] == "roll_back"
         paired = next(c for c in verdict.checks if c.name == "melanoma_flips")
         assert paired.verdict == "no_data"  # nothing the challenger answered was logged
+
+
+WRITER = """
+import sys, time
+from pathlib import Path
+from dermaops.rollout.plan import RolloutSettings, RolloutStore, start
+store, s = RolloutStore(Path(sys.argv[1])), RolloutSettings(steps=[10, 50])
+r = start("dermaops", "1", "2", s, now=0)
+print("ready", flush=True)
+for i in range(1_000_000):  # the same rollout, its stage moving on and round
+    store.save(r.model_copy(update={"stage": i % 3, "stage_started": float(i)}))
+"""
+
+
+def test_a_driver_killed_while_saving_leaves_a_whole_rollout_behind(tmp_path: Path) -> None:
+    """SIGKILL a process that saves the rollout in a loop, ten times at random moments: each
+    time the file holds one whole state that was saved, and the next driver reads it."""
+    rng = random.Random(0)
+    seen = set()
+    for _ in range(10):
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)],
+                                  stdout=subprocess.PIPE, text=True)  # fmt: skip
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.05, 0.5))
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        r = RolloutStore(tmp_path).load()
+        assert r is not None and r.stage == int(r.stage_started) % 3 and r.status == "running"
+        seen.add(r.stage_started)
+    assert len(seen) > 1  # killed at different moments, not before the first save
