@@ -19,6 +19,7 @@ from dermaops.evaluation.estimate import (
     EstimateError,
     EstimateSettings,
     EstimateSourceError,
+    UncalibratedModelError,
     calibration_priors,
     estimate,
 )
@@ -84,6 +85,15 @@ def export(version: str, found: Estimate, metrics: MonitorMetrics) -> None:
     metrics.estimate_images.labels(version).set(found.images)
 
 
+def clear(metrics: MonitorMetrics) -> None:
+    """Drop every version's estimate gauges (before the new ones are set)."""
+    for gauge in (metrics.estimated_balanced_accuracy, metrics.estimated_balanced_accuracy_lower,
+                  metrics.estimated_sensitivity, metrics.estimated_sensitivity_lower,
+                  metrics.estimated_sensitivity_upper, metrics.estimated_melanoma_prior,
+                  metrics.estimate_reliable, metrics.estimate_images):  # fmt: skip
+        gauge.clear()
+
+
 def estimate_versions(
     records: Iterable[Mapping[str, Any]],
     priors: Mapping[str, np.ndarray | None],
@@ -110,12 +120,17 @@ def refresh(state: MonitorState) -> dict[str, Estimate | str]:
     with state.lock:
         reference, version = Path(state.reference), state.reference_version
     priors: dict[str, np.ndarray | None] = {}
+    unestimated: dict[str, Estimate | str] = {}
     if version:
         try:
             priors[version] = calibration_priors(reference)
-        except EstimateSourceError as e:
+        except UncalibratedModelError as e:  # nothing an estimate can read
+            unestimated[version] = str(e)
+        except EstimateSourceError as e:  # no labels in the reference: CBPE only
             log.warning("estimates of version %s without its priors: %s", version, e)
     results = estimate_versions(records, priors, s.estimate)
+    results.update(unestimated)
+    clear(state.metrics)  # a version with no estimate now keeps no old value
     for name, found in results.items():
         if isinstance(found, Estimate):
             export(name, found, state.metrics)

@@ -29,7 +29,7 @@ from mlflow.types import ColSpec, Schema
 
 import dermaops
 from dermaops.evaluation.gate import GateThresholds
-from dermaops.evaluation.result import EvaluationMetrics
+from dermaops.evaluation.result import METRICS, EvaluationMetrics
 from dermaops.labels import CLASSES
 from dermaops.model.artifact import ModelArtifact, assemble
 from dermaops.registry.card import log_card
@@ -297,7 +297,7 @@ def log_training_run(
         ("evaluation", eval_dir),
         ("training", run_dir / "curves.png"),
         ("training", run_dir / "history.json"),
-        ("baseline", baseline_dir / "metrics.json"),
+        ("baseline", baseline_dir / METRICS),
         *(("data", prepared / name) for name in data_files),
     ]
     if metrics.precision is not None:  # the INT8 graph: kept or not, and its change in points

@@ -4,13 +4,17 @@ The state machine and the judge are pure (:mod:`dermaops.rollout`); this module 
 inference log, moves the champion alias back on a failure (the registry's own rollback: the
 previous champion restored, the challenger's audit saying why), serves the candidate when the
 rollout ends in ``full``, records the verdict on the version, and saves the rollout after the
-action succeeded. A driver killed anywhere resumes in the same stage: every action is safe to
-do twice.
+action succeeded, one driver at a time (the store's lock). A driver killed between an action
+and the save resumes in the same stage and acts again: a rollback already done is not done
+twice (the champion is checked first), a deploy is sent again (it is idempotent), and the
+audit entry and the announcement may be repeated.
 
-Where traffic goes in each stage is the serving target's business. A stage is served by the
-target's :meth:`route`: locally the stable predictor runs with ``--shadow-url`` (the local
-predictor serves one version, so a local rollout is ``shadow -> full``); on a cluster the
-chart's canary weights (a later step of this work).
+A champion that moved away from the candidate while it rolled out (a newer promotion, a
+rollback by hand) ends the rollout as ``superseded``, without acting: the reconciler serves the
+champion. Traffic is only moved locally for now: the stable predictor mirrors to the
+challenger (``DERMAOPS_SERVING_SHADOW_URL``), and the local predictor serves one version, so a
+local rollout is ``shadow -> full``. On a cluster the canary weights are not built yet, and a
+driver refuses a cluster target.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from dermaops.rollout.plan import (
     advance,
     by_hand,
     start,
+    superseded,
 )
 
 log = logging.getLogger(__name__)
@@ -75,14 +80,22 @@ def no_error_counts(_: Rollout) -> ErrorCounts | None:
     return None
 
 
+def _seconds(stamp: object) -> float:
+    """A record's ISO 8601 time as seconds since the epoch (no zone: UTC; unreadable: never)."""
+    try:
+        when = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return float("-inf")
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
 def judge_stage(
     r: Rollout, records: Iterable[Mapping[str, Any]], counts: ErrorCounts | None, s: JudgeSettings
 ) -> Judgement:
     """The checks of ``r``'s stage on the ``records`` since it began: paired in shadow, split in
     a canary step, and the challenger's 5xx share where ``counts`` are given (None: no
     Prometheus to ask, the check is left out)."""
-    since = datetime.fromtimestamp(r.stage_started, UTC).isoformat(timespec="milliseconds")
-    window = [rec for rec in records if str(rec.get("time") or "") >= since]
+    window = [rec for rec in records if _seconds(rec.get("time")) >= r.stage_started]
     if r.current.name == "shadow":
         checks, needed = paired_checks(pairs(window, r.stable, r.candidate), s), s.min_pairs
     else:
@@ -123,33 +136,67 @@ class RolloutDriver:
         self._audit(candidate, f"rollout started in shadow, version {stable} still served")
         return r
 
+    def __post_init__(self) -> None:
+        if self.settings.enabled and not isinstance(self.serving, LocalServing):
+            raise ConfigError(
+                f"rollouts on {self.serving.where} need its canary weights, which are not built "
+                "yet: leave DERMAOPS_ROLLOUT_ENABLED off there (locally they work)"
+            )
+
     def tick(self) -> tuple[Rollout | None, Action]:
         """Judge the stage in progress and act on the verdict; the rollout after, and the
         action taken (``wait`` when nothing moved)."""
-        r = self.store.load()
-        if r is None or r.status != "running":
-            return r, "wait"
-        verdict = self.judgement(r)
-        after, action = advance(r, verdict, self.clock(), self.settings)
-        self._act(after, action)
-        self.store.save(after)
-        return after, action
+        with self.store.lock():
+            r = self.store.load()
+            if r is None or r.status != "running":
+                return r, "wait"
+            if self._superseded(r):
+                return self.store.load(), "wait"
+            verdict = self.judgement(r)
+            after, action = advance(r, verdict, self.clock(), self.settings)
+            self._act(after, action)
+            self.store.save(after)
+            return after, action
 
     def judgement(self, r: Rollout) -> Judgement:
-        """The checks of ``r``'s stage on the records since it began."""
-        return judge_stage(r, self.records(), self.errors(r), self.settings.judge)
+        """The checks of ``r``'s stage on the records since it began; a Prometheus that does
+        not answer leaves the error check without data (the stage waits, then is held)."""
+        try:
+            counts = self.errors(r)
+        except RolloutError as e:
+            log.warning("rollout of version %s: %s", r.candidate, e)
+            unanswered = error_check(ErrorCounts(0, 0), self.settings.judge, 1)
+            verdict = judge_stage(r, self.records(), None, self.settings.judge)
+            checks = [*verdict.checks, unanswered.model_copy(update={"detail": str(e)})]
+            return judge(checks, self.settings.judge)
+        return judge_stage(r, self.records(), counts, self.settings.judge)
+
+    def _superseded(self, r: Rollout) -> bool:
+        """End ``r`` without acting when the champion is no longer its candidate."""
+        champion = alias_version(self.reg, CHAMPION)
+        if champion == r.candidate:
+            return False
+        after = superseded(r, champion, self.clock())
+        self._audit(r.candidate, f"rollout ended: {after.events[-1].reason}")
+        self.store.save(after)
+        return True
 
     def by_hand(self, action: str) -> Rollout:
         """``rollout promote`` or ``rollout abort``, audited with who did it."""
-        r = self.store.load()
-        if r is None:
-            raise RolloutError(f"no rollout of {self.reg.model_name} to {action}")
         if action not in ("promote", "abort"):
             raise RolloutError(f"{action!r}: promote or abort")
-        after = by_hand(r, "promote" if action == "promote" else "abort", self.clock(), actor())
-        self._act(after, "promote" if action == "promote" else "roll_back")
-        self.store.save(after)
-        return after
+        with self.store.lock():
+            r = self.store.load()
+            if r is None:
+                raise RolloutError(f"no rollout of {self.reg.model_name} to {action}")
+            if not r.finished and self._superseded(r):
+                raise RolloutError(f"the rollout of version {r.candidate} ended: the champion "
+                                   "moved away from it")  # fmt: skip
+            after = by_hand(r, "promote" if action == "promote" else "abort", self.clock(),
+                            actor())  # fmt: skip
+            self._act(after, "promote" if action == "promote" else "roll_back")
+            self.store.save(after)
+            return after
 
     def _act(self, r: Rollout, action: Action) -> None:
         event = r.events[-1] if r.events else None

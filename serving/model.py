@@ -174,7 +174,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
     def _monitor_token(self) -> str:
         """The monitor's token: the environment (a Secret), else a local monitor's own file."""
         token = read_token()
-        local = self.home.root / "monitoring" / "token"
+        local = self.home.monitoring / "token"
         if token is None and local.is_file():
             token = local.read_text().strip()
         if not token:

@@ -319,7 +319,7 @@ def monitor_drift(
     if reference is None:
         reference, reference_version = deployed_reference(home)
     current = read_window(log_dir or home.inference_log, settings.window)
-    target = out or home.root / "monitoring"
+    target = out or home.monitoring
     summary, _ = drift_job(reference, reference_version, current, settings, target)
     verdict = "DRIFT" if summary.drifted else "no drift"
     typer.echo(
@@ -435,6 +435,7 @@ def monitor_serve(
     import uvicorn
     from pydantic import SecretStr
 
+    from dermaops.evaluation.estimate import EstimateSettings
     from dermaops.evaluation.live import LiveSettings
     from dermaops.monitoring.drift import DriftSettings, deployed_reference
     from dermaops.monitoring.service import MonitorSettings, build_app
@@ -449,7 +450,7 @@ def monitor_serve(
     home = Home.from_env()
     token = read_token()
     if token is None:
-        token_file = home.root / "monitoring" / "token"
+        token_file = home.monitoring / "token"
         token = ensure_token(token_file)
         typer.echo(f"no {MONITOR_TOKEN_ENV}: the POST paths take the bearer token in {token_file}")
     if reference is None:
@@ -461,13 +462,14 @@ def monitor_serve(
         reference_version=reference_version,
         registry_model=registry_model,
         inference_log=str(log_dir or home.inference_log),
-        out=str(home.root / "monitoring"),
+        out=str(home.monitoring),
         interval_s=interval,
         cooldown_s=cooldown,
         reconcile_every_s=reconcile_every,
         feedback_dir=str(feedback_dir or ""),
         live=load_settings(LiveSettings, env_prefix="DERMAOPS_LIVE_"),
         rollout=load_settings(RolloutSettings, env_prefix="DERMAOPS_ROLLOUT_"),
+        estimate=load_settings(EstimateSettings, env_prefix="DERMAOPS_ESTIMATE_"),
         prometheus_url=prometheus_url,
         serve_on=serve_on,
         release=release,

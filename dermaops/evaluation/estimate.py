@@ -105,6 +105,10 @@ class EstimateSourceError(DermaOpsError):
     """No priors for an estimate: the reference has no labels, or its model no calibration."""
 
 
+class UncalibratedModelError(EstimateSourceError):
+    """The model's probabilities were never calibrated: no estimate can be read from them."""
+
+
 def calibration_priors(reference: Path) -> np.ndarray:
     """The class shares of the train and validation images in ``reference`` (a model folder or
     its ``reference_stats.csv``): the priors the model's probabilities were calibrated under.
@@ -115,7 +119,7 @@ def calibration_priors(reference: Path) -> np.ndarray:
     folder = reference if reference.is_dir() else reference.parent
     path = reference / REFERENCE if reference.is_dir() else reference
     if (folder / "model.json").is_file() and not (folder / CALIBRATION).is_file():
-        raise EstimateSourceError(
+        raise UncalibratedModelError(
             f"{folder} has no {CALIBRATION}: its probabilities are not calibrated, so no "
             "estimate can be read from them (register the model through evaluate)"
         )

@@ -46,7 +46,12 @@ class JudgeSettings(BaseModel):
     max_class_mix_distance: float = Field(
         0.15, ge=0, le=1, description="Jensen-Shannon distance of the answered class mix"
     )
-    max_error_share: float = Field(0.01, ge=0, le=1, description="5xx share of the challenger")
+    max_error_share: float = Field(
+        0.01, ge=0, le=1, description="share of the challenger's answers that were 5xx or none"
+    )
+    min_errors: int = Field(
+        3, ge=1, description="failed answers before the error share can fail (one blip is not)"
+    )
     pass_score: float = Field(
         0.75, ge=0, le=1, description="share of non-critical checks that must pass"
     )
@@ -149,8 +154,9 @@ class Pair:
 
 
 def pairs(records: Iterable[Mapping[str, Any]], stable: str, candidate: str) -> list[Pair]:
-    """The images both versions answered: the stable's live record and the challenger's shadow
-    record of one request id (requests of one image each; others cannot be paired)."""
+    """The images both versions answered: the stable's live records and the challenger's shadow
+    records of one request id, image by image in the order the request held them (a request
+    answered twice by one side cannot be paired and is left out)."""
     live: dict[str, list[Mapping[str, Any]]] = {}
     shadow: dict[str, list[Mapping[str, Any]]] = {}
     for record in records:
@@ -162,9 +168,10 @@ def pairs(records: Iterable[Mapping[str, Any]], stable: str, candidate: str) -> 
         elif version == candidate and record.get("shadow"):
             shadow.setdefault(request_id, []).append(record)
     return [
-        Pair(live[rid][0], shadow[rid][0])
-        for rid in live.keys() & shadow.keys()
-        if len(live[rid]) == 1 and len(shadow[rid]) == 1
+        Pair(old, new)
+        for rid in sorted(live.keys() & shadow.keys())
+        if len(live[rid]) == len(shadow[rid])
+        for old, new in zip(live[rid], shadow[rid], strict=True)
     ]
 
 
@@ -186,7 +193,7 @@ def paired_checks(found: Sequence[Pair], s: JudgeSettings) -> list[Check]:
         and p.candidate.get("in_distribution") is not None
     ]  # fmt: skip
     changed = sum(p.stable["in_distribution"] != p.candidate["in_distribution"] for p in judged)
-    return [
+    checks = [
         _check("melanoma_flips", lost - gained, 0, "at_most", n, s.min_pairs, critical=True,
                detail=f"{lost} flags lost, {gained} gained; McNemar p = {p_value:.3g}",
                failed=lost > gained and p_value < s.alpha),
@@ -195,9 +202,13 @@ def paired_checks(found: Sequence[Pair], s: JudgeSettings) -> list[Check]:
         _check("melanoma_probability_change", sum(deltas) / len(deltas) if deltas else None,
                -s.max_melanoma_probability_drop, "at_least", len(deltas), s.min_pairs,
                critical=False),
-        _check("ood_verdict_changes", changed / len(judged) if judged else None, s.max_ood_change,
-               "at_most", len(judged), s.min_pairs, critical=False),
     ]  # fmt: skip
+    guarded = any(p.stable.get("in_distribution") is not None for p in found)
+    if guarded or not found:  # without a guard there are no verdicts to compare: left out
+        checks.append(_check("ood_verdict_changes", changed / len(judged) if judged else None,
+                             s.max_ood_change, "at_most", len(judged), s.min_pairs,
+                             critical=False))  # fmt: skip
+    return checks
 
 
 def split_checks(
@@ -233,12 +244,12 @@ def split_checks(
 
 
 def error_check(counts: ErrorCounts, s: JudgeSettings, needed: int) -> Check:
-    """The challenger's 5xx share (critical: a failing challenger goes at once, however few)."""
+    """The challenger's share of failed answers (5xx, or none at all). Critical, and judged as
+    soon as ``min_errors`` failed: waiting for more requests would only fail more of them."""
     share = counts.errors / counts.requests if counts.requests else None
-    # Errors fail at any volume: waiting for more requests would serve more failures.
-    enough = needed if counts.errors else int(counts.requests)
+    enough = needed if counts.errors >= s.min_errors else int(counts.requests)
     return _check("error_share", share, s.max_error_share, "at_most", enough, needed, True,
-                  detail=f"{counts.errors:g} of {counts.requests:g} requests")  # fmt: skip
+                  detail=f"{counts.errors:g} of {counts.requests:g} requests failed")  # fmt: skip
 
 
 def judge(checks: Sequence[Check], s: JudgeSettings) -> Judgement:

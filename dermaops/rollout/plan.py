@@ -11,8 +11,12 @@ do; :mod:`dermaops.registry.rollout` does it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -22,10 +26,11 @@ from dermaops.errors import DermaOpsError
 from dermaops.rollout.judge import Judgement, JudgeSettings
 
 StageName = Literal["shadow", "canary", "full"]
-Status = Literal["running", "held", "promoted", "rolled_back"]
+Status = Literal["running", "held", "promoted", "rolled_back", "superseded"]
 Action = Literal["wait", "next", "promote", "roll_back", "hold"]
 ROLLOUT_FILE = "rollout.json"
 HISTORY_FILE = "rollouts.jsonl"
+LOCK_FILE = ".rollout.lock"
 
 
 class RolloutError(DermaOpsError):
@@ -38,7 +43,6 @@ class RolloutSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = Field(False, description="roll out new champions (off: serve them at once)")
-    shadow_share: float = Field(1.0, gt=0, le=1, description="live requests mirrored in shadow")
     steps: list[int] = Field([10, 50], description="the canary's traffic percents, in order")
     min_stage_s: float = Field(600, ge=0, description="least seconds a stage lasts")
     max_stage_s: float = Field(6 * 3600, gt=0, description="seconds without a verdict: hold")
@@ -111,7 +115,7 @@ class Rollout(BaseModel):
 
     @property
     def finished(self) -> bool:
-        return self.status in ("promoted", "rolled_back")
+        return self.status in ("promoted", "rolled_back", "superseded")
 
 
 def start(model: str, stable: str, candidate: str, s: RolloutSettings, now: float) -> Rollout:
@@ -155,6 +159,13 @@ def advance(
     return judged, "wait"
 
 
+def superseded(r: Rollout, champion: str | None, now: float) -> Rollout:
+    """The champion moved away from the candidate while it rolled out (a newer promotion, a
+    rollback by hand): this rollout ends without acting; the reconciler serves the champion."""
+    why = f"the champion is now {'version ' + champion if champion else 'none'}"
+    return _moved(r, now, "superseded", r.stage, "supersede", why, "registry")
+
+
 def by_hand(r: Rollout, action: Literal["promote", "abort"], now: float, who: str) -> Rollout:
     """``rollout promote`` (straight to full) or ``rollout abort`` (roll back), by ``who``."""
     if r.finished:
@@ -181,6 +192,18 @@ class RolloutStore:
         self.folder = folder
         self.path = folder / ROLLOUT_FILE
 
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """One driver at a time (the monitor's loop, a person's ``rollout promote``): each
+        loads, acts and saves under it."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with (self.folder / LOCK_FILE).open("a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
     def load(self) -> Rollout | None:
         """The rollout in the file (finished or not); None when there has been none."""
         try:
@@ -194,8 +217,9 @@ class RolloutStore:
         """Replace the file at once (a killed writer leaves the old one whole); a finished
         rollout is also appended to the history."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        staged = self.path.with_name(f".{ROLLOUT_FILE}.partial")
-        with staged.open("w") as f:
+        fd, name = tempfile.mkstemp(dir=self.folder, prefix=f".{ROLLOUT_FILE}.", suffix=".partial")
+        staged = Path(name)
+        with os.fdopen(fd, "w") as f:
             f.write(r.model_dump_json(indent=2) + "\n")
             f.flush()
             os.fsync(f.fileno())

@@ -13,12 +13,16 @@ import httpx
 from dermaops.rollout.judge import ErrorCounts
 from dermaops.rollout.plan import Rollout, RolloutError
 
-# In shadow: requests the stable predictor mirrored that the challenger answered at all
-# (2xx, 4xx or 5xx), and those it answered with a 5xx, over the stage so far.
+# In shadow: requests the stable predictor mirrored to the challenger, and those that failed
+# there (a 5xx, or no answer at all: a challenger that is down fails, it is not silent), over
+# the stage so far.
 SHADOW_REQUESTS = (
-    'sum(increase(dermaops_shadow_requests_total{{outcome=~"answered|refused|error"}}[{window}]))'
+    "sum(increase(dermaops_shadow_requests_total"
+    '{{outcome=~"answered|refused|error|unreachable"}}[{window}]))'
 )
-SHADOW_ERRORS = 'sum(increase(dermaops_shadow_requests_total{{outcome="error"}}[{window}]))'
+SHADOW_ERRORS = (
+    'sum(increase(dermaops_shadow_requests_total{{outcome=~"error|unreachable"}}[{window}]))'
+)
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,9 @@ def test_a_canary_compares_flag_rates_and_class_mix_of_each_versions_own_traffic
 
 def test_errors_fail_at_any_volume_and_few_requests_without_errors_are_no_data() -> None:
     failed = error_check(ErrorCounts(3, 10), SMALL, 50)
-    assert failed.verdict == "fail" and failed.detail == "3 of 10 requests" and failed.critical
+    assert (
+        failed.verdict == "fail" and failed.detail == "3 of 10 requests failed" and failed.critical
+    )
     assert error_check(ErrorCounts(0, 10), SMALL, 50).verdict == "no_data"
     assert error_check(ErrorCounts(0, 80), SMALL, 50).verdict == "pass"
 
@@ -223,3 +225,37 @@ def test_the_monitor_exports_where_the_rollout_stands() -> None:
     export(None, metrics)
     assert value("dermaops_rollout_phase", phase="canary", status="running") == 0
     assert value("dermaops_rollout_check", check="melanoma_flips", verdict="pass") is None
+
+
+def test_without_a_guard_the_ood_check_is_left_out_not_waited_for() -> None:
+    records = []
+    for i in range(60):
+        records += [_record(f"r{i}", "1", 0.1, in_distribution=None),
+                    _record(f"r{i}", "2", 0.1, True, in_distribution=None)]  # fmt: skip
+    verdict = judge(paired_checks(pairs(records, "1", "2"), SMALL), SMALL)
+    assert verdict.verdict == "pass" and "ood_verdict_changes" not in {
+        c.name for c in verdict.checks
+    }
+
+
+def test_requests_of_several_images_pair_image_by_image() -> None:
+    records = [_record("batch", "1", 0.8), _record("batch", "1", 0.1),
+               _record("batch", "2", 0.8, True), _record("batch", "2", 0.2, True),
+               _record("odd", "1", 0.1), _record("odd", "2", 0.1, True),
+               _record("odd", "2", 0.1, True)]  # fmt: skip
+    found = pairs(records, "1", "2")
+    assert [(p.stable["p_mel"], p.candidate["p_mel"]) for p in found] == [(0.8, 0.8), (0.1, 0.2)]
+
+
+def test_one_failed_answer_is_not_yet_a_verdict_but_a_few_are() -> None:
+    assert error_check(ErrorCounts(1, 10), SMALL, 50).verdict == "no_data"
+    assert error_check(ErrorCounts(3, 100), SMALL, 50).verdict == "fail"  # 3 % > 1 %
+    assert error_check(ErrorCounts(3, 1000), SMALL, 50).verdict == "pass"
+
+
+def test_record_times_are_read_as_times_whatever_their_spelling() -> None:
+    from dermaops.registry.rollout import _seconds
+
+    assert _seconds("2026-12-06T02:00:00Z") == _seconds("2026-12-06T03:00:00+01:00")
+    assert _seconds("2026-12-06T02:00:00") == _seconds("2026-12-06T02:00:00.000+00:00")
+    assert _seconds("yesterday") == float("-inf") and _seconds(None) == float("-inf")
