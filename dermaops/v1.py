@@ -21,8 +21,8 @@ M = TypeVar("M", bound="_Wire")
 SHAPE = '{"instances": [{"image_bytes": {"b64": "<base64 JPEG or PNG>"}}]}'
 REQUEST_ID_HEADER = "x-request-id"  # the id each inference-log record carries
 # A request the stable predictor mirrored to the challenger during a rollout's shadow stage;
-# its value is the stable version. The challenger answers it, logs it marked ``shadow``, and
-# does not mirror it again.
+# its value is the stable version. A predictor started as the challenger answers it, logs it
+# marked ``shadow`` and does not mirror it again; any other predictor ignores the header.
 SHADOW_HEADER = "x-dermaops-shadow-of"
 
 

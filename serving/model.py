@@ -225,7 +225,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             ERRORS.labels(e.code).inc()
             raise
         headers = headers or {}
-        shadow = SHADOW_HEADER in headers
+        shadow = self.settings.challenger and SHADOW_HEADER in headers
         mirrored = self.mirror is not None and not shadow and isinstance(payload, dict)
         # A mirrored request needs an id: the judge pairs the two answers on it.
         request_id = headers.get(REQUEST_ID_HEADER) or (uuid.uuid4().hex if mirrored else "")

@@ -54,6 +54,12 @@ class ServingSettings(BaseModel):
         "shadow stage; empty: none)",
     )
     shadow_share: float = Field(1.0, gt=0, le=1, description="part of requests mirrored")
+    challenger: bool = Field(
+        False,
+        description="serve a rollout's shadow: requests that carry x-dermaops-shadow-of "
+        "are logged as shadow answers (elsewhere the header is ignored: a client cannot hide its "
+        "requests from drift and the estimates)",
+    )
     workers: int = Field(0, ge=0, description="threads for decoding and CPU inference (0: cores)")
     max_body_bytes: int = Field(
         0, ge=0, description="largest request body (0: max_instances images as base64 JSON)"

@@ -210,7 +210,9 @@ def expected(
 def realized(
     labels: np.ndarray, answered: np.ndarray, flagged: np.ndarray
 ) -> dict[str, float | None]:
-    """The four figures against real labels (classes present in them, as scikit-learn counts)."""
+    """The four figures against real labels, macro figures over the classes present in them
+    (balanced accuracy as scikit-learn counts it; macro-F1 leaves out classes answered but
+    never true, where scikit-learn counts them as 0)."""
     matrix = _confusion(labels, answered)
     balanced, f1 = _macro(matrix, matrix.sum(axis=1) > 0)
     sensitivity, specificity = _melanoma((labels == MEL).astype(float), flagged)

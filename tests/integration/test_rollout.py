@@ -74,7 +74,8 @@ def _shadowed(stable: tuple[Path, str], candidate: tuple[Path, str], root: Path)
         challenger = stack.enter_context(PredictorProcess(
             candidate[0], root / "home", root / "challenger.log",
             env={"DERMAOPS_SERVING_MODEL_VERSION": candidate[1],
-                 "DERMAOPS_SERVING_INFERENCE_LOG_DIR": str(logs / "challenger")},
+                 "DERMAOPS_SERVING_INFERENCE_LOG_DIR": str(logs / "challenger"),
+                 "DERMAOPS_SERVING_CHALLENGER": "true"},
         ))  # fmt: skip
         live = stack.enter_context(PredictorProcess(
             stable[0], root / "home", root / "stable.log",
