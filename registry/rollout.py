@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -116,7 +116,13 @@ class RolloutDriver:
     records: Records
     errors: Errors = no_error_counts
     clock: Callable[[], float] = time.time
-    notes: list[str] = field(default_factory=list)  # what each call did, for the caller
+
+    def __post_init__(self) -> None:
+        if self.settings.enabled and not isinstance(self.serving, LocalServing):
+            raise ConfigError(
+                f"rollouts on {self.serving.where} need its canary weights, which are not built "
+                "yet: leave DERMAOPS_ROLLOUT_ENABLED off there (locally they work)"
+            )
 
     def begin(self, stable: str, candidate: str) -> Rollout:
         """Start rolling ``candidate`` out in place of ``stable`` (which stays served)."""
@@ -135,13 +141,6 @@ class RolloutDriver:
         self.store.save(r)
         self._audit(candidate, f"rollout started in shadow, version {stable} still served")
         return r
-
-    def __post_init__(self) -> None:
-        if self.settings.enabled and not isinstance(self.serving, LocalServing):
-            raise ConfigError(
-                f"rollouts on {self.serving.where} need its canary weights, which are not built "
-                "yet: leave DERMAOPS_ROLLOUT_ENABLED off there (locally they work)"
-            )
 
     def tick(self) -> tuple[Rollout | None, Action]:
         """Judge the stage in progress and act on the verdict; the rollout after, and the
@@ -237,7 +236,6 @@ class RolloutDriver:
         announce(f"DermaOps: {event}")
 
     def _audit(self, version: str, event: str) -> None:
-        self.notes.append(event)
         log.info("version %s: %s", version, event)
         try:
             audit(self.reg, version, event)
