@@ -139,9 +139,6 @@ class MonitorSettings(BaseModel):
     def _reconcile_needs_a_model(self) -> MonitorSettings:
         if self.reconcile_every_s and not self.registry_model:
             raise ValueError("reconcile_every_s needs registry_model, the model whose champion")
-        if self.rollout.enabled and self.serve_on != "local":
-            raise ValueError("rollouts move traffic only locally for now: leave "
-                             "DERMAOPS_ROLLOUT_ENABLED off with serve_on kubernetes")  # fmt: skip
         return self
 
 

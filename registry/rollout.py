@@ -11,14 +11,19 @@ audit entry and the announcement may be repeated.
 
 A champion that moved away from the candidate while it rolled out (a newer promotion, a
 rollback by hand) ends the rollout as ``superseded``, without acting: the reconciler serves the
-champion. Traffic is only moved locally for now: the stable predictor mirrors to the
-challenger (``DERMAOPS_SERVING_SHADOW_URL``), and the local predictor serves one version, so a
-local rollout is ``shadow -> full``. On a cluster the canary weights are not built yet, and a
-driver refuses a cluster target.
+champion.
+
+Where traffic goes: locally the stable predictor mirrors to the challenger
+(``DERMAOPS_SERVING_SHADOW_URL``) and the local predictor serves one version, so a local rollout
+is ``shadow -> full``. On a cluster each canary step is the chart's InferenceService patched to
+the candidate with ``canaryTrafficPercent`` (KServe's Serverless mode keeps the stable revision
+for the rest; other modes are refused when the rollout starts), ``full`` at 100 %, and a
+rollback the stable version at 100 %; there is no shadow stage there yet.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -36,7 +41,14 @@ from dermaops.registry.client import Registry, RegistryError, alias_version
 from dermaops.registry.locks import actor
 from dermaops.registry.model import CHAMPION
 from dermaops.registry.promotion import audit, rollback
-from dermaops.registry.serving import DeployError, LocalServing, Serving, deploy_version
+from dermaops.registry.serving import (
+    ClusterServing,
+    DeployError,
+    LocalServing,
+    Serving,
+    deploy_version,
+    serve_locked,
+)
 from dermaops.rollout.judge import (
     ErrorCounts,
     Judgement,
@@ -117,13 +129,6 @@ class RolloutDriver:
     errors: Errors = no_error_counts
     clock: Callable[[], float] = time.time
 
-    def __post_init__(self) -> None:
-        if self.settings.enabled and not isinstance(self.serving, LocalServing):
-            raise ConfigError(
-                f"rollouts on {self.serving.where} need its canary weights, which are not built "
-                "yet: leave DERMAOPS_ROLLOUT_ENABLED off there (locally they work)"
-            )
-
     def begin(self, stable: str, candidate: str) -> Rollout:
         """Start rolling ``candidate`` out in place of ``stable`` (which stays served)."""
         current = self.store.load()
@@ -134,13 +139,26 @@ class RolloutDriver:
                 f"the rollout of version {current.candidate} is {current.status} in "
                 f"{current.current.label}: finish it first (dermaops rollout promote|abort)"
             )
-        settings = self.settings
-        if isinstance(self.serving, LocalServing) and settings.steps:
-            settings = settings.model_copy(update={"steps": []})  # one version per process
-        r = start(self.reg.model_name, stable, candidate, settings, self.clock())
+        local = isinstance(self.serving, LocalServing)
+        settings = self.settings.model_copy(update={"steps": []}) if local else self.settings
+        r = start(self.reg.model_name, stable, candidate, settings, self.clock(), shadow=local)
+        if local:
+            note = f"version {stable} still served"
+        else:  # the caller (the reconciler) holds the promotion lock
+            try:
+                done = serve_locked(self.reg, self._weighted(r.current.weight), candidate, stable)
+            except (DeployError, ConfigError) as e:
+                raise RolloutError(f"could not start the canary of version {candidate}: {e}") from e
+            note = done.action
         self.store.save(r)
-        self._audit(candidate, f"rollout started in shadow, version {stable} still served")
+        self._audit(candidate, f"rollout started in {r.current.label}: {note}")
         return r
+
+    def _weighted(self, weight: int) -> Serving:
+        """The serving target sending ``weight`` percent of traffic to what it deploys."""
+        if isinstance(self.serving, ClusterServing):
+            return dataclasses.replace(self.serving, canary_percent=weight)
+        return self.serving
 
     def tick(self) -> tuple[Rollout | None, Action]:
         """Judge the stage in progress and act on the verdict; the rollout after, and the
@@ -201,9 +219,13 @@ class RolloutDriver:
         event = r.events[-1] if r.events else None
         why = event.reason if event else ""
         if action == "next":
-            self._audit(r.candidate, f"rollout moved to {r.current.label}: {why}")
+            moved = ""
+            if isinstance(self.serving, ClusterServing):
+                done = deploy_version(self.reg, self._weighted(r.current.weight), r.candidate)
+                moved = f"; {done.action}"
+            self._audit(r.candidate, f"rollout moved to {r.current.label}: {why}{moved}")
         elif action == "promote":
-            done = deploy_version(self.reg, self.serving, r.candidate)
+            done = deploy_version(self.reg, self._weighted(100), r.candidate)
             self._finish(r, f"rollout promoted version {r.candidate} ({why}); {done.action}")
         elif action == "roll_back":
             self._restore(r, why)
@@ -221,7 +243,7 @@ class RolloutDriver:
             except RegistryError as e:
                 raise RolloutError(f"could not roll back to version {r.stable}: {e}") from e
         try:
-            deploy_version(self.reg, self.serving, r.stable)
+            deploy_version(self.reg, self._weighted(100), r.stable)
         except (DeployError, ConfigError) as e:
             raise RolloutError(f"could not serve version {r.stable} again: {e}") from e
 

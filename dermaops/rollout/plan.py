@@ -118,17 +118,26 @@ class Rollout(BaseModel):
         return self.status in ("promoted", "rolled_back", "superseded")
 
 
-def start(model: str, stable: str, candidate: str, s: RolloutSettings, now: float) -> Rollout:
-    """A new rollout in ``shadow``."""
+def start(
+    model: str, stable: str, candidate: str, s: RolloutSettings, now: float, shadow: bool = True
+) -> Rollout:
+    """A new rollout, in ``shadow`` (without one, where traffic cannot be mirrored, in its
+    first canary step).
+
+    Raises:
+        RolloutError: neither a shadow nor a canary step: nothing to judge before ``full``.
+    """
+    if not shadow and not s.steps:
+        raise RolloutError("a rollout without a shadow stage needs canary steps to judge")
     stages = [
-        Stage(name="shadow", weight=0),
+        *([Stage(name="shadow", weight=0)] if shadow else []),
         *(Stage(name="canary", weight=w) for w in s.steps),
         Stage(name="full", weight=100),
     ]
     why = f"champion moved from version {stable} to {candidate}"
+    first = Event(at=now, stage=stages[0].label, action="start", reason=why)
     return Rollout(model=model, stable=stable, candidate=candidate, stages=stages, started=now,
-                   stage_started=now, events=[Event(at=now, stage="shadow", action="start",
-                                                    reason=why)])  # fmt: skip
+                   stage_started=now, events=[first])  # fmt: skip
 
 
 def advance(

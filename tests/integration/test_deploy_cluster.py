@@ -308,3 +308,74 @@ def test_the_reconciler_serves_the_champion_on_the_release(
     patches = len([r for r in api.requests if r[0] == "PATCH"])
     assert reconcile(reg, release).action == f"version {version} is served"
     assert len([r for r in api.requests if r[0] == "PATCH"]) == patches, "nothing to patch"
+
+
+def _answers(folder: Path, version: str, n: int, flag_every: int) -> None:
+    """``n`` answers of ``version`` as its predictor logs them (after the rollout's stage
+    began), one in ``flag_every`` flagged melanoma."""
+    from dermaops.inference_log import LOG_NAME
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    with (folder / LOG_NAME).open("a") as log:
+        for i in range(n):
+            flagged = i % flag_every == 0
+            log.write(json.dumps({"time": now, "request_id": f"{version}-{i}",
+                                  "model_version": version, "melanoma": flagged,
+                                  "prediction": "mel" if flagged else "nv"}) + "\n")  # fmt: skip
+
+
+def test_a_rollout_on_the_release_moves_kserve_canary_weights_and_rolls_back_a_worse_one(
+    tmp_path: Path, trained: Trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Serverless mode: each canary step patches canaryTrafficPercent onto the candidate
+    (10, 50, then 100 at full); a candidate whose melanoma-flag rate collapsed in its canary is
+    rolled back: the champion alias restored and the stable version patched back at 100 %."""
+    from dermaops.registry import Registry
+    from dermaops.registry.promotion import alias_version, promote_stored
+    from dermaops.registry.reconcile import reconcile
+    from dermaops.registry.rollout import RolloutDriver, log_records
+    from dermaops.registry.serving import ClusterServing
+    from dermaops.rollout.judge import JudgeSettings
+    from dermaops.rollout.plan import RolloutSettings, RolloutStore
+    from tests.integration.test_registry import _register
+
+    objects = render(*URI, "--set", "kserve.deploymentMode=Serverless")
+    for api, kubeconfig in _api(objects, tmp_path):
+        _on_cluster(kubeconfig, monkeypatch)
+        reg, release, logs = Registry(), ClusterServing("dermaops", "dermaops"), tmp_path / "log"
+        first, second, third = (_register(reg, trained, f"kfp-roll-{i}") for i in range(3))
+        assert promote_stored(reg, first, None, False).promoted
+        assert reconcile(reg, release).served == first
+        settings = RolloutSettings(enabled=True, steps=[10, 50], min_stage_s=0,
+                                   judge=JudgeSettings(min_requests=50))  # fmt: skip
+        driver = RolloutDriver(reg, release, RolloutStore(tmp_path / "state"), settings,
+                               log_records(logs))  # fmt: skip
+
+        def weights(api: FakeApi = api) -> list[Any]:
+            sent = [body for method, path, _, body in api.requests
+                    if method == "PATCH" and "inferenceservices" in path]  # fmt: skip
+            return [c["value"] for body in sent for c in body
+                    if c["path"] == "/spec/predictor/canaryTrafficPercent"]  # fmt: skip
+
+        assert promote_stored(reg, second, None, False).promoted
+        assert "rolling out (canary 10%)" in reconcile(reg, release, driver).action
+        assert weights() == [10] and release.version() == second
+        for expected, action in (([10, 50], "next"), ([10, 50, 100], "promote")):
+            _answers(logs, first, 60, 4)
+            _answers(logs, second, 60, 4)
+            r, done = driver.tick()
+            assert done == action and weights() == expected, r
+        assert r is not None and r.status == "promoted"
+
+        assert promote_stored(reg, third, None, False).promoted
+        assert "rolling out (canary 10%)" in reconcile(reg, release, driver).action
+        _answers(logs, second, 80, 4)  # a quarter flagged
+        _answers(logs, third, 80, 40)  # one in forty
+        r, done = driver.tick()
+        assert done == "roll_back" and r is not None and r.status == "rolled_back", r
+        assert r.last is not None and "melanoma_flag_rate_drop" in r.last.reason
+        assert weights()[-2:] == [10, 100] and release.version() == second
+        assert alias_version(reg, "champion") == second
+        isvc = api.objects[f"{PATHS['InferenceService']}/dermaops"]
+        assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 100
