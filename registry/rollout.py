@@ -189,12 +189,20 @@ class RolloutDriver:
         return judge_stage(r, self.records(), counts, self.settings.judge)
 
     def _superseded(self, r: Rollout) -> bool:
-        """End ``r`` without acting when the champion is no longer its candidate."""
+        """End ``r`` when the champion is no longer its candidate. Nothing is judged; on a
+        cluster the champion is served at 100 % (a plain deploy would leave the canary's
+        percent on the new revision)."""
         champion = alias_version(self.reg, CHAMPION)
         if champion == r.candidate:
             return False
         after = superseded(r, champion, self.clock())
-        self._audit(r.candidate, f"rollout ended: {after.events[-1].reason}")
+        note = ""
+        if isinstance(self.serving, ClusterServing) and champion is not None:
+            try:
+                note = "; " + deploy_version(self.reg, self._weighted(100), champion).action
+            except (DeployError, ConfigError) as e:
+                raise RolloutError(f"could not serve champion version {champion}: {e}") from e
+        self._audit(r.candidate, f"rollout ended: {after.events[-1].reason}{note}")
         self.store.save(after)
         return True
 

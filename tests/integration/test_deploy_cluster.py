@@ -332,7 +332,7 @@ def test_a_rollout_on_the_release_moves_kserve_canary_weights_and_rolls_back_a_w
     (10, 50, then 100 at full); a candidate whose melanoma-flag rate collapsed in its canary is
     rolled back: the champion alias restored and the stable version patched back at 100 %."""
     from dermaops.registry import Registry
-    from dermaops.registry.promotion import alias_version, promote_stored
+    from dermaops.registry.promotion import alias_version, promote_stored, rollback
     from dermaops.registry.reconcile import reconcile
     from dermaops.registry.rollout import RolloutDriver, log_records
     from dermaops.registry.serving import ClusterServing
@@ -379,3 +379,12 @@ def test_a_rollout_on_the_release_moves_kserve_canary_weights_and_rolls_back_a_w
         assert alias_version(reg, "champion") == second
         isvc = api.objects[f"{PATHS['InferenceService']}/dermaops"]
         assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 100
+
+        # Version 3 again, rolled back by hand mid-canary: the rollout ends as superseded and
+        # the champion is served at 100 % (not at the canary's 10 %).
+        assert promote_stored(reg, third, None, False).promoted
+        assert "rolling out (canary 10%)" in reconcile(reg, release, driver).action
+        rollback(reg, "not today", to=second)
+        r, done = driver.tick()
+        assert done == "wait" and r is not None and r.status == "superseded"
+        assert weights()[-2:] == [10, 100] and release.version() == second
