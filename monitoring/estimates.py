@@ -8,11 +8,12 @@ priors the estimate re-weights from (:func:`dermaops.evaluation.estimate.calibra
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from fastapi import APIRouter
 
 from dermaops.evaluation.estimate import (
     Estimate,
@@ -24,10 +25,9 @@ from dermaops.evaluation.estimate import (
     estimate,
 )
 from dermaops.labels import CLASSES
+from dermaops.monitoring.drift_watch import DriftWatch
 from dermaops.monitoring.metrics import MonitorMetrics
-
-if TYPE_CHECKING:
-    from dermaops.monitoring.service import MonitorState
+from dermaops.monitoring.records import RecordLog
 
 log = logging.getLogger(__name__)
 
@@ -110,29 +110,58 @@ def estimate_versions(
     return results
 
 
-def refresh(state: MonitorState) -> dict[str, Estimate | str]:
-    """Estimate every version in the monitor's log; the gauges and ``state.estimates`` follow.
-    The version of the monitor's reference gets the corrected estimate, others CBPE's."""
-    from dermaops.inference_log import read_records
+class Estimates:
+    """Each version's latest estimate, or why there is none; ``lock`` guards them while a
+    refresh publishes. The version of the drift watch's reference gets the corrected estimate
+    (its calibration priors are in that reference), others CBPE's."""
 
-    s = state.settings
-    records = read_records(Path(s.inference_log), state.log_lock)
-    with state.lock:
-        reference, version = Path(state.reference), state.reference_version
-    priors: dict[str, np.ndarray | None] = {}
-    unestimated: dict[str, Estimate | str] = {}
-    if version:
-        try:
-            priors[version] = calibration_priors(reference)
-        except UncalibratedModelError as e:  # nothing an estimate can read
-            unestimated[version] = str(e)
-        except EstimateSourceError as e:  # no labels in the reference: CBPE only
-            log.warning("estimates of version %s without its priors: %s", version, e)
-    results = estimate_versions(records, priors, s.estimate)
-    results.update(unestimated)
-    clear(state.metrics)  # a version with no estimate now keeps no old value
-    for name, found in results.items():
-        if isinstance(found, Estimate):
-            export(name, found, state.metrics)
-    state.estimates = results
-    return results
+    def __init__(
+        self, settings: EstimateSettings, records: RecordLog, watch: DriftWatch,
+        metrics: MonitorMetrics,
+    ) -> None:  # fmt: skip
+        self.settings = settings
+        self.records = records
+        self.watch = watch
+        self.metrics = metrics
+        self.lock = threading.Lock()
+        self.by_version: dict[str, Estimate | str] = {}
+
+    def refresh(self) -> dict[str, Estimate | str]:
+        """Estimate every version in the log; the gauges and :attr:`by_version` follow."""
+        records = self.records.read()
+        reference, version = self.watch.current_reference()
+        priors: dict[str, np.ndarray | None] = {}
+        unestimated: dict[str, Estimate | str] = {}
+        if version:
+            try:
+                priors[version] = calibration_priors(reference)
+            except UncalibratedModelError as e:  # nothing an estimate can read
+                unestimated[version] = str(e)
+            except EstimateSourceError as e:  # no labels in the reference: CBPE only
+                log.warning("estimates of version %s without its priors: %s", version, e)
+        results = estimate_versions(records, priors, self.settings)
+        results.update(unestimated)
+        with self.lock:
+            clear(self.metrics)  # a version with no estimate now keeps no old value
+            for name, found in results.items():
+                if isinstance(found, Estimate):
+                    export(name, found, self.metrics)
+            self.by_version = results
+        return results
+
+    def answer(self) -> dict[str, Any]:
+        """Each version's estimate as JSON, or why there is none."""
+        with self.lock:
+            found = dict(self.by_version)
+        return {v: e if isinstance(e, str) else e.model_dump() for v, e in found.items()}
+
+
+def router(estimates: Estimates) -> APIRouter:
+    """GET /estimates: each version's performance estimated without labels, or why not."""
+    routes = APIRouter()
+
+    @routes.get("/estimates")
+    def estimated() -> dict[str, Any]:
+        return estimates.answer()
+
+    return routes

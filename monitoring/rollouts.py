@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import APIRouter, HTTPException
 
 from dermaops.rollout.plan import Rollout, RolloutStore
 
@@ -71,10 +71,10 @@ def drive(d: RolloutDriver, metrics: MonitorMetrics) -> dict[str, Any]:
             "action": action}  # fmt: skip
 
 
-def routes(app: FastAPI, out: Path) -> None:
+def routes(router: APIRouter, out: Path) -> None:
     """GET /rollout: the rollout in progress or the last one, with its checks and events."""
 
-    @app.get("/rollout", response_model=Rollout)
+    @router.get("/rollout", response_model=Rollout)
     def rollout() -> Rollout:
         found = RolloutStore(out).load()
         if found is None:

@@ -3,7 +3,7 @@
 A feedback folder holds ``feedback.csv`` and the images it names::
 
     feedback.csv   feedback_id, image_file, dx[, clinician, created_at, model_version,
-                   predicted_dx, melanoma_flag, age, sex, localization]
+                   predicted_dx, melanoma_flag, age, sex, localization]: :class:`FeedbackRow`
     images/        the photographs, named in image_file (relative to the folder)
 
 :func:`record_feedback` is how the clinician UI writes it: the image without metadata, one row
@@ -20,12 +20,14 @@ import hashlib
 import logging
 import os
 import shutil
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dermaops.data.loaders import HAM_METADATA_NAMES, RawDataset, load_raw
 from dermaops.data.privacy import clean_image, store_clean
@@ -38,11 +40,55 @@ log = logging.getLogger(__name__)
 FEEDBACK_FILE: Final = "feedback.csv"
 FEEDBACK_DATASET: Final = "dermaops-feedback"
 FEEDBACK_IMAGE_DIR: Final = "HAM10000_images_part_2"  # where the HAM10000 loader looks
-REQUIRED: Final = ("feedback_id", "image_file", "dx")
+
+
+class FeedbackRow(BaseModel):
+    """One row of ``feedback.csv``: a clinician's diagnosis of one image, beside the model's
+    answer when the clinician page had one. Only the first three are required: a store written
+    by hand, or by an earlier version, has fewer columns; an empty cell is an empty string."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    feedback_id: str = Field(min_length=1, description="hash of the image's pixels-only bytes")
+    image_file: str = Field(min_length=1, description="the image, relative to the folder")
+    dx: str = Field(description="the clinician's diagnosis, one of the seven classes")
+    clinician: str = ""
+    created_at: str = Field("", description="ISO 8601, when the diagnosis was (last) given")
+    model_version: str = Field("", description="the registered version that answered")
+    predicted_dx: str = Field("", description="that version's top class")
+    melanoma_flag: str = Field("", pattern="^(|true|false)$", description="its melanoma flag")
+    age: str = ""
+    sex: str = ""
+    localization: str = ""
+
+    @field_validator("dx")
+    @classmethod
+    def _a_class(cls, value: str) -> str:
+        if value not in CLASSES:
+            raise ValueError(f"is not one of {', '.join(CLASSES)}")
+        return value
+
+    @field_validator("predicted_dx")
+    @classmethod
+    def _a_class_or_none(cls, value: str) -> str:
+        return cls._a_class(value) if value else value
+
+    @field_validator("created_at")
+    @classmethod
+    def _a_time(cls, value: str) -> str:
+        if value:
+            datetime.fromisoformat(value)  # a ValueError says what is wrong with it
+        return value
+
+
+COLUMNS: Final = tuple(FeedbackRow.model_fields)
+REQUIRED: Final = tuple(n for n, f in FeedbackRow.model_fields.items() if f.is_required())
+DETAILS: Final = ("age", "sex", "localization")  # what the clinician page may add of a case
 
 
 def read_feedback(folder: Path) -> pd.DataFrame:
-    """The feedback rows, checked: known diagnoses, unique ids, image files that exist.
+    """The feedback rows, each a :class:`FeedbackRow`, checked: unique ids, image files that
+    exist. Empty cells are missing values in the frame, as pandas reads them.
 
     Raises:
         DatasetLayoutError: the folder or a row is not usable; the message names the row.
@@ -55,18 +101,38 @@ def read_feedback(folder: Path) -> pd.DataFrame:
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         raise DatasetLayoutError(f"{path} lacks the column(s) {', '.join(missing)}")
+    unknown = [c for c in frame.columns if c not in COLUMNS]
+    if unknown:
+        raise DatasetLayoutError(
+            f"{path} has unknown column(s) {', '.join(map(str, unknown))}; "
+            f"a feedback row has {', '.join(COLUMNS)}"
+        )
     problems = []
-    for number, row in enumerate(frame.itertuples(index=False), start=2):
-        if row.dx not in CLASSES:
-            problems.append(f"line {number}: dx {row.dx!r} is not one of {', '.join(CLASSES)}")
-        if not isinstance(row.image_file, str) or not (folder / row.image_file).is_file():
-            problems.append(f"line {number}: image_file {row.image_file!r} does not exist")
+    for number, row in enumerate(frame.to_dict(orient="records"), start=2):
+        problems += [f"line {number}: {p}" for p in _row_problems(row)]
+        image = row["image_file"]
+        if isinstance(image, str) and not (folder / image).is_file():
+            problems.append(f"line {number}: image_file {image!r} does not exist")
     duplicated = frame["feedback_id"][frame["feedback_id"].duplicated()].tolist()
     if duplicated:
         problems.append(f"feedback_id repeated: {', '.join(map(str, duplicated))}")
     if problems:
         raise DatasetLayoutError(f"{path} has unusable rows:\n  " + "\n  ".join(problems))
     return frame
+
+
+def _row_problems(row: Mapping[Hashable, Any]) -> list[str]:
+    """What is wrong with one row read from the file, field by field."""
+    present = {str(k): v for k, v in row.items() if isinstance(v, str)}  # NaN: an empty cell
+    try:
+        FeedbackRow.model_validate(present)
+    except ValidationError as e:
+        return [
+            f"{'.'.join(map(str, error['loc']))} {error.get('input')!r} "
+            f"{error['msg'].removeprefix('Value error, ')}"
+            for error in e.errors()
+        ]
+    return []
 
 
 def merge_feedback(raw: Path, feedback: Path) -> int:
@@ -201,7 +267,8 @@ def record_feedback(
     keeps one row; the second submission's diagnosis replaces the first.
 
     Raises:
-        ValueError: an unknown diagnosis or an empty clinician name.
+        ValueError: an unknown diagnosis (the clinician's or the model's) or an empty
+            clinician name.
         ImageError: ``image`` is not a readable JPEG or PNG.
     """
     if dx not in CLASSES:
@@ -210,17 +277,20 @@ def record_feedback(
         raise ValueError("feedback needs the clinician's name")
     cleaned, suffix = clean_image(image)
     feedback_id = hashlib.sha256(cleaned).hexdigest()[:16]
-    row = {
-        "feedback_id": feedback_id,
-        "image_file": f"images/{feedback_id}{suffix}",
-        "dx": dx,
-        "clinician": clinician.strip(),
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model_version": model_version,
-        "predicted_dx": predicted_dx,
-        "melanoma_flag": "" if melanoma_flag is None else str(melanoma_flag).lower(),
-        **{k: v for k, v in (details or {}).items() if k in ("age", "sex", "localization")},
-    }
+    try:
+        row = FeedbackRow(
+            feedback_id=feedback_id,
+            image_file=f"images/{feedback_id}{suffix}",
+            dx=dx,
+            clinician=clinician.strip(),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            model_version=model_version,
+            predicted_dx=predicted_dx,
+            melanoma_flag="" if melanoma_flag is None else str(melanoma_flag).lower(),
+            **{k: str(v) for k, v in (details or {}).items() if k in DETAILS},
+        ).model_dump(exclude_unset=True)  # a resubmission keeps the details it does not give
+    except ValidationError as e:
+        raise ValueError(f"not a feedback row: {e}") from e
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -1,8 +1,9 @@
 """Files as earlier versions of DermaOps wrote them: every reader must still load them.
 
 Each file here was written by the code of its day (``metrics_evaluate.json`` by ``dermaops
-evaluate``, ``metrics_baseline.json`` by ``dermaops baseline``, on the generated set); never edit
-one by hand. A format that changes gets a new file beside the old ones.
+evaluate``, ``metrics_baseline.json`` by ``dermaops baseline``, on the generated set;
+``feedback/`` by ``record_feedback``, as the clinician page calls it, before the row had a type);
+never edit one by hand. A format that changes gets a new file beside the old ones.
 """
 
 from __future__ import annotations

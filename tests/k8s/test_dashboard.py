@@ -40,11 +40,11 @@ def fill_variables(expr: str) -> str:
 def _exported_metrics() -> set[str]:
     """Family names the predictor (default registry) and the monitor (its own) register."""
     import dermaops.serving.telemetry  # noqa: F401  registers the predictor's metrics
-    from dermaops.monitoring.service import MonitorSettings, MonitorState
+    from dermaops.monitoring.service import Monitor, MonitorSettings
 
     settings = MonitorSettings(reference="r.csv", inference_log="log", out="out", token="t")
-    state = MonitorState(settings)
-    return {m.name for r in (REGISTRY, state.registry) for m in r.collect()}
+    monitor = Monitor(settings)
+    return {m.name for r in (REGISTRY, monitor.registry) for m in r.collect()}
 
 
 def _named_metrics(expr: str) -> set[str]:

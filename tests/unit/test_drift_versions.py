@@ -41,7 +41,7 @@ def test_a_slow_registry_fetch_holds_up_neither_records_nor_a_second_fetch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from dermaops.data.features import STAT_NAMES
-    from dermaops.monitoring import service
+    from dermaops.monitoring import drift_watch, service
 
     release, fetches = threading.Event(), []
 
@@ -50,14 +50,15 @@ def test_a_slow_registry_fetch_holds_up_neither_records_nor_a_second_fetch(
         release.wait(10)
         return tmp_path / "model", "4"
 
-    monkeypatch.setattr(service, "resolve_model", slow_resolve)
+    monkeypatch.setattr(drift_watch, "resolve_model", slow_resolve)
     settings = service.MonitorSettings(
         reference="r.csv", reference_version="3", registry_model="dermaops",
         inference_log=str(tmp_path / "log"), out=str(tmp_path / "out"), token="t",
     )  # fmt: skip
-    state = service.MonitorState(settings)
+    monitor = service.Monitor(settings)
+    watch = monitor.drift
     traffic = _traffic(*"4" * 5)
-    fetchers = [threading.Thread(target=service.follow_version, args=(state, traffic))
+    fetchers = [threading.Thread(target=watch.follow, args=(traffic,))
                 for _ in range(2)]  # fmt: skip
     for t in fetchers:
         t.start()
@@ -65,11 +66,11 @@ def test_a_slow_registry_fetch_holds_up_neither_records_nor_a_second_fetch(
     while not fetches and time.monotonic() < deadline:
         time.sleep(0.01)
     record = dict.fromkeys(STAT_NAMES, 0.5) | {"model_version": "4"}
-    answer = service.receive_records(state, {"records": [record]})
+    answer = monitor.records.receive({"records": [record]})
     assert (answer.accepted, answer.rejected) == (1, 0)
-    assert fetches == ["models:/dermaops/4"] and state.reference_version == "3", "still fetching"
+    assert fetches == ["models:/dermaops/4"] and watch.reference_version == "3", "still fetching"
     release.set()
     for t in fetchers:
         t.join(10)
     assert fetches == ["models:/dermaops/4"], "the second run found the reference fetched"
-    assert (state.reference, state.reference_version) == (str(tmp_path / "model"), "4")
+    assert (watch.reference, watch.reference_version) == (str(tmp_path / "model"), "4")

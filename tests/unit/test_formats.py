@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from PIL import Image
 
+from dermaops.data.feedback import COLUMNS as FEEDBACK_COLUMNS
+from dermaops.data.feedback import FeedbackRow, read_feedback, record_feedback
+from dermaops.errors import DatasetLayoutError
 from dermaops.evaluation.result import METRICS, EvaluationMetrics, MetricsFileError
 from dermaops.labels import CLASSES
 from tests.formats import FORMATS
@@ -83,3 +90,58 @@ def test_a_missing_or_unreadable_file_says_so(tmp_path: Path) -> None:
     (tmp_path / METRICS).write_text("[]")
     with pytest.raises(MetricsFileError, match="not an evaluation's metrics"):
         EvaluationMetrics.read(tmp_path)
+
+
+def test_a_feedback_store_written_by_an_earlier_version_loads(tmp_path: Path) -> None:
+    rows = read_feedback(FORMATS / "feedback")
+    assert list(rows.columns) == list(FEEDBACK_COLUMNS)
+    answered, bare = (FeedbackRow.model_validate(r.dropna().to_dict()) for _, r in rows.iterrows())
+    assert (answered.dx, answered.predicted_dx, answered.melanoma_flag) == ("mel", "nv", "false")
+    assert (answered.age, answered.sex, answered.localization) == ("55", "female", "back")
+    assert (bare.dx, bare.melanoma_flag, bare.age) == ("bkl", "true", "")
+    shutil.copytree(FORMATS / "feedback", tmp_path / "store")
+    record_feedback(tmp_path / "store", jpeg(), "df", "Dr C", "4", "df", melanoma_flag=False)
+    assert len(read_feedback(tmp_path / "store")) == 3, "a new row appended to the old file"
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "said"),
+    [
+        ("melanoma_flag", "yes", "line 2: melanoma_flag 'yes' String should match pattern"),
+        ("predicted_dx", "melanoma", "line 2: predicted_dx 'melanoma' is not one of akiec"),
+        ("created_at", "last week", "line 2: created_at 'last week' Invalid isoformat"),
+        ("dx", "psoriasis", "line 2: dx 'psoriasis' is not one of"),
+    ],
+)
+def test_a_damaged_feedback_row_is_refused_by_line_and_field(
+    column: str, value: str, said: str, tmp_path: Path
+) -> None:
+    shutil.copytree(FORMATS / "feedback", tmp_path / "store")
+    path = tmp_path / "store" / "feedback.csv"
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame.loc[0, column] = value
+    frame.to_csv(path, index=False)
+    with pytest.raises(DatasetLayoutError) as caught:
+        read_feedback(tmp_path / "store")
+    assert str(path) in str(caught.value) and said in str(caught.value)
+
+
+def test_a_feedback_store_with_an_unknown_column_is_refused(tmp_path: Path) -> None:
+    shutil.copytree(FORMATS / "feedback", tmp_path / "store")
+    path = tmp_path / "store" / "feedback.csv"
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False).assign(diagnosis="mel")
+    frame.to_csv(path, index=False)
+    with pytest.raises(DatasetLayoutError, match=r"feedback.csv has unknown column\(s\) diagnosis"):
+        read_feedback(tmp_path / "store")
+
+
+def test_the_model_answer_beside_a_diagnosis_must_be_a_class(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="predicted_dx"):
+        record_feedback(tmp_path, jpeg(), "mel", "Dr A", "3", "melanoma")
+    assert not (tmp_path / "feedback.csv").exists(), "nothing written"
+
+
+def jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (150, 70, 60)).save(buffer, "JPEG")
+    return buffer.getvalue()
