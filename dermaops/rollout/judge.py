@@ -8,12 +8,20 @@ by one version only: the checks compare the two shares of traffic (*unpaired*).
 Each check has a threshold and a direction, a minimum of data, and is ``critical`` (its failure
 rolls back at once) or not (it counts in the phase's score), as in Kayenta's judge. A check
 without enough data says so (``no_data``); the phase waits for it, never passes on silence.
+
+The critical tests are judged at every pass of the monitor while the data grow, which would
+inflate their false alarms (an equal challenger rolled back) far beyond ``alpha``. So each is a
+sequence of *looks* (:func:`looks`): at the first ``min`` answers, then at twice as many, four
+times, ..., look ``k`` at level ``alpha / 2**(k + 1)``, always on the first answers in the
+order they were logged. A look's data never change once it is reached, however often a pass
+repeats it, and the levels sum to ``alpha``: the chance that an equal challenger ever fails is
+at most ``alpha`` however long the stage lasts (a union bound, so conservative).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -108,6 +116,28 @@ def _check(
                  samples=samples, detail=detail)  # fmt: skip
 
 
+def looks(n: int, first: int, alpha: float) -> list[tuple[int, float]]:
+    """The looks reached with ``n`` samples: (the first ``size`` samples, the level to test them
+    at), at sizes ``first * 2**k``."""
+    found, size, level = [], first, alpha / 2
+    while size <= n:
+        found.append((size, level))
+        size, level = size * 2, level / 2
+    return found
+
+
+def first_rejection(
+    test: Callable[[int], float], n: int, first: int, alpha: float
+) -> tuple[int, float, float] | None:
+    """The first look whose test rejects: (size, p-value, level), or None. ``test(size)`` is the
+    p-value of the first ``size`` samples."""
+    for size, level in looks(n, first, alpha):
+        p_value = test(size)
+        if p_value < level:
+            return size, p_value, level
+    return None
+
+
 def mcnemar_p(lost: int, gained: int) -> float:
     """Two-sided exact McNemar test: the binomial probability of a split of the discordant
     pairs at least this uneven, were either direction equally likely."""
@@ -156,10 +186,12 @@ class Pair:
 def pairs(records: Iterable[Mapping[str, Any]], stable: str, candidate: str) -> list[Pair]:
     """The images both versions answered: the stable's live records and the challenger's shadow
     records of one request id, image by image in the order the request held them (a request
-    answered twice by one side cannot be paired and is left out)."""
+    answered twice by one side cannot be paired and is left out), in the order the pairs were
+    complete in the log."""
+    records_in_order = list(records)
     live: dict[str, list[Mapping[str, Any]]] = {}
     shadow: dict[str, list[Mapping[str, Any]]] = {}
-    for record in records:
+    for record in records_in_order:
         request_id, version = record.get("request_id"), str(record.get("model_version"))
         if not request_id:
             continue
@@ -167,9 +199,16 @@ def pairs(records: Iterable[Mapping[str, Any]], stable: str, candidate: str) -> 
             live.setdefault(request_id, []).append(record)
         elif version == candidate and record.get("shadow"):
             shadow.setdefault(request_id, []).append(record)
+    # In the order each request's answers were both in the log (its later side's last line):
+    # new pairs come after the old ones, so the first n pairs stay the same as the log grows.
+    complete: dict[str, int] = {}
+    for position, record in enumerate(records_in_order):
+        request_id = record.get("request_id")
+        if request_id in live and request_id in shadow:
+            complete[request_id] = position
     return [
         Pair(old, new)
-        for rid in sorted(live.keys() & shadow.keys())
+        for rid in sorted(complete, key=complete.__getitem__)
         if len(live[rid]) == len(shadow[rid])
         for old, new in zip(live[rid], shadow[rid], strict=True)
     ]
@@ -179,9 +218,13 @@ def paired_checks(found: Sequence[Pair], s: JudgeSettings) -> list[Check]:
     """Agreement, melanoma flips (McNemar), the change of P(melanoma), guard verdict changes."""
     n = len(found)
     agree = sum(p.stable.get("prediction") == p.candidate.get("prediction") for p in found)
-    lost = sum(bool(p.stable.get("melanoma")) and not p.candidate.get("melanoma") for p in found)
-    gained = sum(not p.stable.get("melanoma") and bool(p.candidate.get("melanoma")) for p in found)
-    p_value = mcnemar_p(lost, gained)
+    lost, gained = flips(found)
+
+    def worse(size: int) -> float:  # one-sided: only flags lost can fail the challenger
+        down, up = flips(found[:size])
+        return mcnemar_p(down, up) if down > up else 1.0
+
+    rejected = first_rejection(worse, n, s.min_pairs, s.alpha)
     deltas = [
         float(p.candidate["p_mel"]) - float(p.stable["p_mel"])
         for p in found
@@ -195,8 +238,9 @@ def paired_checks(found: Sequence[Pair], s: JudgeSettings) -> list[Check]:
     changed = sum(p.stable["in_distribution"] != p.candidate["in_distribution"] for p in judged)
     checks = [
         _check("melanoma_flips", lost - gained, 0, "at_most", n, s.min_pairs, critical=True,
-               detail=f"{lost} flags lost, {gained} gained; McNemar p = {p_value:.3g}",
-               failed=lost > gained and p_value < s.alpha),
+               detail=f"{lost} flags lost, {gained} gained; " + _looked(rejected, "McNemar", n,
+                                                                      s.min_pairs, s.alpha),
+               failed=rejected is not None),
         _check("top1_agreement", agree / n if n else None, s.min_agreement, "at_least", n,
                s.min_pairs, critical=False),
         _check("melanoma_probability_change", sum(deltas) / len(deltas) if deltas else None,
@@ -211,6 +255,27 @@ def paired_checks(found: Sequence[Pair], s: JudgeSettings) -> list[Check]:
     return checks
 
 
+def flips(found: Sequence[Pair]) -> tuple[int, int]:
+    """Melanoma flags the challenger lost, and gained, on the same images."""
+    lost = sum(bool(p.stable.get("melanoma")) and not p.candidate.get("melanoma") for p in found)
+    gained = sum(not p.stable.get("melanoma") and bool(p.candidate.get("melanoma")) for p in found)
+    return lost, gained
+
+
+def _looked(
+    rejected: tuple[int, float, float] | None, test: str, n: int, first: int, alpha: float
+) -> str:
+    """What the looks of a critical test found, in words."""
+    if rejected is not None:
+        size, p_value, level = rejected
+        return f"{test} p = {p_value:.3g} < {level:.3g} on the first {size}"
+    done = looks(n, first, alpha)
+    if not done:
+        return f"first look at {first}"
+    size, level = done[-1]
+    return f"{test} at {len(done)} look(s), last on the first {size} at level {level:.3g}"
+
+
 def split_checks(
     records: Iterable[Mapping[str, Any]], stable: str, candidate: str, s: JudgeSettings
 ) -> list[Check]:
@@ -222,11 +287,17 @@ def split_checks(
             mine[version].append(record)
     old, new = mine[stable], mine[candidate]
     n = min(len(old), len(new))
-    old_flags, new_flags = (sum(bool(r.get("melanoma")) for r in rows) for rows in (old, new))
-    old_rate = old_flags / len(old) if old else math.nan
-    new_rate = new_flags / len(new) if new else math.nan
-    drop = (old_rate - new_rate) / old_rate if old_rate and not math.isnan(new_rate) else 0.0
-    p_value = two_proportion_p(old_flags, len(old), new_flags, len(new))
+    old_rate, new_rate = _flag_rate(old), _flag_rate(new)
+    drop = _drop(old_rate, new_rate)
+
+    def fell(size: int) -> float:  # each version's first ``size`` answers
+        before, after = old[:size], new[:size]
+        if _drop(_flag_rate(before), _flag_rate(after)) <= s.max_flag_rate_drop:
+            return 1.0
+        hits = [sum(bool(r.get("melanoma")) for r in rows) for rows in (before, after)]
+        return two_proportion_p(hits[0], size, hits[1], size)
+
+    rejected = first_rejection(fell, n, s.min_requests, s.alpha)
 
     def mix(rows: list[Mapping[str, Any]]) -> list[float]:
         counts = [sum(r.get("prediction") == c for r in rows) for c in CLASSES]
@@ -236,11 +307,21 @@ def split_checks(
     return [
         _check("melanoma_flag_rate_drop", drop if old and new else None, s.max_flag_rate_drop,
                "at_most", n, s.min_requests, critical=True,
-               detail=f"flag rate {new_rate:.3f} vs stable {old_rate:.3f}; p = {p_value:.3g}",
-               failed=drop > s.max_flag_rate_drop and p_value < s.alpha),
+               detail=f"flag rate {new_rate:.3f} vs stable {old_rate:.3f}; "
+               + _looked(rejected, "two-proportion", n, s.min_requests, s.alpha),
+               failed=rejected is not None),
         _check("class_mix_distance", distance, s.max_class_mix_distance, "at_most", n,
                s.min_requests, critical=False),
     ]  # fmt: skip
+
+
+def _flag_rate(rows: Sequence[Mapping[str, Any]]) -> float:
+    return sum(bool(r.get("melanoma")) for r in rows) / len(rows) if rows else math.nan
+
+
+def _drop(old_rate: float, new_rate: float) -> float:
+    """The relative fall of the flag rate (0 when there is nothing to fall from)."""
+    return (old_rate - new_rate) / old_rate if old_rate and not math.isnan(new_rate) else 0.0
 
 
 def error_check(counts: ErrorCounts, s: JudgeSettings, needed: int) -> Check:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,11 @@ from dermaops.rollout.judge import (
     ErrorCounts,
     JudgeSettings,
     error_check,
+    first_rejection,
+    flips,
     js_distance,
     judge,
+    looks,
     mcnemar_p,
     paired_checks,
     pairs,
@@ -77,7 +81,9 @@ def test_a_challenger_that_misses_melanomas_fails_the_critical_paired_check() ->
     verdict = judge(paired_checks(found, SMALL), SMALL)
     assert verdict.verdict == "fail" and verdict.reason == "critical check failed: melanoma_flips"
     flips = next(c for c in verdict.checks if c.name == "melanoma_flips")
-    assert flips.value == 15 and flips.critical and "McNemar p = 6.1e-05" in flips.detail
+    assert flips.value == 15 and flips.critical
+    # 12 of them among the first 50 pairs: the first look, at half the level.
+    assert "McNemar p = 0.000244 < 0.025 on the first 50" in flips.detail
 
 
 def test_too_few_pairs_wait_and_unpairable_records_are_left_out() -> None:
@@ -259,3 +265,68 @@ def test_record_times_are_read_as_times_whatever_their_spelling() -> None:
     assert _seconds("2026-12-06T02:00:00Z") == _seconds("2026-12-06T03:00:00+01:00")
     assert _seconds("2026-12-06T02:00:00") == _seconds("2026-12-06T02:00:00.000+00:00")
     assert _seconds("yesterday") == float("-inf") and _seconds(None) == float("-inf")
+
+
+def test_looks_double_in_size_and_halve_their_level_so_they_spend_alpha_once() -> None:
+    assert looks(49, 50, 0.05) == []
+    assert looks(450, 50, 0.05) == [(50, 0.025), (100, 0.0125), (200, 0.00625), (400, 0.003125)]
+    assert sum(level for _, level in looks(10**9, 1, 0.05)) < 0.05
+
+
+def test_a_look_judges_the_first_answers_so_repeated_passes_repeat_it() -> None:
+    seen: list[int] = []
+    assert first_rejection(lambda n: seen.append(n) or 0.5, 130, 50, 0.05) is None
+    assert seen == [50, 100]
+    assert first_rejection(lambda n: 0.02 if n == 100 else 0.5, 130, 50, 0.05) is None
+    assert first_rejection(lambda n: 0.01 if n == 100 else 0.5, 130, 50, 0.05) == (
+        100,
+        0.01,
+        0.0125,
+    )
+
+
+def test_pairs_keep_the_order_they_were_complete_in_so_a_look_sees_the_same_pairs() -> None:
+    records = _shadowed(6, lambda i, mel: mel)
+    late = records.pop(1)  # the first request's shadow answer arrives after every other line
+    first = [p.stable["request_id"] for p in pairs([*records, late], "1", "2")]
+    assert first == ["r1", "r2", "r3", "r4", "r5", "r0"]
+    more = [*records, late, *_shadowed(8, lambda i, mel: mel)[12:]]
+    assert [p.stable["request_id"] for p in pairs(more, "1", "2")][:6] == first
+
+
+def _equal_shadow(rng: random.Random, n: int) -> list[dict]:
+    """An equal challenger: a tenth of the images are flagged by one version only, by either
+    alike."""
+    records = []
+    for i in range(n):
+        mel = other = 0.8 if rng.random() < 0.25 else 0.1
+        if rng.random() < 0.1:
+            mel, other = (0.8, 0.1) if rng.random() < 0.5 else (0.1, 0.8)
+        records += [_record(f"r{i}", "1", mel), _record(f"r{i}", "2", other, True)]
+    return records
+
+
+def test_an_equal_challenger_judged_at_every_pass_is_rolled_back_at_most_alpha_of_the_time() -> (
+    None
+):
+    """The monitor judges the stage every pass: 39 passes of 25 new pairs, 1,000 pairs in all.
+    Testing at alpha at every pass would roll back far more equal challengers than alpha (the
+    naive count below shows it); the looks keep it under alpha."""
+    rng, runs, settings = random.Random(7), 200, JudgeSettings(min_pairs=50, alpha=0.05)
+    rolled_back = naive = 0
+    for _ in range(runs):
+        found = pairs(_equal_shadow(rng, 1000), "1", "2")
+        passes = range(50, 1001, 25)
+        rolled_back += any(
+            next(c for c in paired_checks(found[:n], settings) if c.name == "melanoma_flips")
+            .verdict == "fail"
+            for n in passes
+        )  # fmt: skip
+        naive += any(_worse_at_alpha(flips(found[:n]), 0.05) for n in passes)
+    assert rolled_back / runs <= 0.05, f"{rolled_back} of {runs} equal challengers rolled back"
+    assert naive / runs > 0.06, f"the naive repeated test: {naive} of {runs}, not above alpha"
+
+
+def _worse_at_alpha(counts: tuple[int, int], alpha: float) -> bool:
+    lost, gained = counts
+    return lost > gained and mcnemar_p(lost, gained) < alpha
