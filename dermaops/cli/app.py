@@ -47,6 +47,7 @@ bench_app.command("train")(train.bench_train)
 bench_app.command("serve")(serving.bench_serve)
 bench_app.command("soak")(serving.bench_soak)
 bench_app.command("estimate")(train.bench_estimate)
+bench_app.command("rollout")(rollout.bench_rollout)
 
 
 @app.callback()

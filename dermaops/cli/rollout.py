@@ -169,3 +169,59 @@ def abort(
 ) -> None:
     """Roll back now: the stable version is champion and served again (audited)."""
     _by_hand("abort", model_name, serve_on, release, namespace, state_dir)
+
+
+def bench_rollout(
+    evaluation: Annotated[
+        Path,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="An evaluation folder (test_predictions.npz, metrics.json).",
+        ),
+    ],
+    drop: Annotated[
+        float,
+        typer.Option(min=0.01, max=1.0, help="The challenger's fall in melanoma sensitivity."),
+    ] = 0.10,
+    noise: Annotated[
+        float, typer.Option(min=0.0, max=0.5, help="Share of images it answers otherwise, alike.")
+    ] = 0.02,
+    share: Annotated[
+        float, typer.Option(min=0.01, max=0.5, help="The canary's share of the traffic.")
+    ] = 0.10,
+    runs: Annotated[int, typer.Option(min=20, help="Simulated rollouts.")] = 200,
+    requests: Annotated[int, typer.Option(min=1000, help="Most requests per rollout.")] = 20_000,
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Result file (default: $DERMAOPS_HOME/bench/rollout.json)."),
+    ] = None,
+) -> None:
+    """How many requests the judge needs to catch a challenger whose melanoma sensitivity
+    fell by DROP: paired in shadow against an unpaired canary at SHARE of the traffic."""
+    from dermaops.bench import write_result
+    from dermaops.rollout.power import WAYS
+    from dermaops.rollout.power import bench_rollout as run
+
+    try:
+        result = run(evaluation, drop, noise, share, runs, requests)
+    except (OSError, ValueError) as e:
+        raise typer.BadParameter(str(e), param_hint="--evaluation") from e
+    path = json_out or Home.from_env().bench / "rollout.json"
+    write_result(result, path)
+    typer.echo(
+        f"{result['test_images']} test images, {result['melanomas']} melanomas, sensitivity "
+        f"{result['sensitivity']:.2f}; the challenger loses {drop:.0%} of it "
+        f"({noise:.0%} other differences); {runs} rollouts; generated data, not clinical"
+    )
+    typer.echo(f"{'requests':>9}  " + "  ".join(f"{way:>16}" for way in WAYS))
+    for i, n in enumerate(result["requests"]):
+        cells = "  ".join(f"{result['caught'][way][i]:>16.2f}" for way in WAYS)
+        typer.echo(f"{n:>9}  {cells}")
+    for way in WAYS:
+        found = result["requests_needed"][way]
+        part = f"{result['power']:.0%} of the rollouts"
+        said = f"{part} caught by {found} requests" if found else (
+            f"fewer than {part} caught within {requests} requests")  # fmt: skip
+        typer.echo(f"{way}: {said}")
+    typer.echo(f"result: {path}")
