@@ -33,6 +33,7 @@ def deploy(
     from dermaops.components.runtime import stage
 
     with stage("deploy", kfp_run_id, model_name, pipeline):
+        from dermaops.notify import RunFacts
         from dermaops.registry import Registry, RegistrySettings
         from dermaops.registry.reconcile import reconcile
         from dermaops.registry.serving import serving_for
@@ -45,6 +46,6 @@ def deploy(
         said = done.action
         if done.champion != version:
             said = f"version {version} is no longer champion ({done.champion} is): {said}"
-        reg.tag_pipeline_run(kfp_run_id, {"deployed": said})
+        reg.tag_pipeline_run(kfp_run_id, RunFacts(deployed=said))
     patches.metadata.update({"version": str(done.served), "target": target})
     return said

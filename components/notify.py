@@ -24,18 +24,25 @@ def notify(
 
     with stage("notify"):
         from dermaops.errors import DermaOpsError
-        from dermaops.notify import WEBHOOK_ENV, RunOutcome, post, summary_markdown, webhook_payload
+        from dermaops.notify import (
+            WEBHOOK_ENV,
+            RunFacts,
+            RunOutcome,
+            post,
+            summary_markdown,
+            webhook_payload,
+        )
         from dermaops.registry import Registry, RegistrySettings
 
-        failed, error, facts = "", "", {}
+        failed, error, facts = "", "", RunFacts()
         try:
             reg = Registry(RegistrySettings(model_name=model_name))
             if status.state != "SUCCEEDED":
                 failed, error = reg.failure(kfp_run_id)
-            reg.tag_pipeline_run(kfp_run_id, {"state": status.state})
+            reg.tag_pipeline_run(kfp_run_id, RunFacts(state=status.state))
             facts = reg.run_facts(kfp_run_id)
         except DermaOpsError as e:
-            logging.getLogger(__name__).warning("MLflow unavailable for the summary: %s", e)
+            logging.getLogger(__name__).warning("no facts from MLflow for the summary: %s", e)
         outcome = RunOutcome(
             pipeline, kfp_run_id, status.state, failed, error or status.error_message or "", facts
         )

@@ -27,6 +27,7 @@ def promote(
     with stage("promote", kfp_run_id, model_name, pipeline):
         from dermaops.evaluation.gate import GateThresholds
         from dermaops.evaluation.result import EvaluationMetrics
+        from dermaops.notify import RunFacts
         from dermaops.registry import Registry, RegistrySettings
         from dermaops.registry.promotion import promote_challenger
 
@@ -40,5 +41,5 @@ def promote(
         result = promote_challenger(
             reg, version, metrics, Path(prepared.path), thresholds, must_beat
         )
-        reg.tag_pipeline_run(kfp_run_id, {"promoted": str(result.promoted).lower()})
+        reg.tag_pipeline_run(kfp_run_id, RunFacts(promoted=result.promoted))
     return result.promoted

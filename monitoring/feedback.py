@@ -141,10 +141,11 @@ class FeedbackScores:
             return None
         from dermaops.registry import Registry, RegistrySettings
         from dermaops.registry.promotion import model_version
+        from dermaops.registry.tags import MELANOMA_SENSITIVITY_TAG
 
         try:
             reg = Registry(RegistrySettings(model_name=self.settings.registry_model))
-            tag = model_version(reg, version).tags.get("dermaops.melanoma_sensitivity")
+            tag = model_version(reg, version).tags.get(MELANOMA_SENSITIVITY_TAG)
         except DermaOpsError as e:
             log.warning("registered sensitivity of version %s: %s", version, e)
             return None  # asked again next pass

@@ -7,16 +7,14 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-import mlflow.artifacts
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
 
 from dermaops.evaluation.card import CARD_HTML, CARD_MD, Lineage, write_card
 from dermaops.evaluation.result import EvaluationMetrics
-from dermaops.registry.client import KFP_RUN_TAG, Registry, RegistryError, run_of
+from dermaops.registry.client import Registry, RegistryError, run_of
+from dermaops.registry.tags import CARD_TAG, KFP_RUN_TAG
 
 CARD_ARTIFACT = "model_card"
-CARD_TAG = "dermaops.evaluation.card"
 
 
 def log_card(
@@ -52,8 +50,8 @@ def log_card(
         path = f"{CARD_ARTIFACT}/v{version.version}"
         reg.client.log_artifacts(run_id, str(folder), path)
         reg.client.set_model_version_tag(reg.model_name, str(version.version), CARD_TAG, path)
-    except MlflowException as e:
-        raise RegistryError(f"could not store the model card: {e.message}") from e
+    except RegistryError as e:
+        raise RegistryError(f"could not store the model card: {e}", e.error_code) from e
     finally:
         if out is None:
             shutil.rmtree(folder, ignore_errors=True)
@@ -64,19 +62,20 @@ def fetch_card(reg: Registry, version: str, dest: Path) -> Path:
     """Download ``version``'s card (Markdown and HTML) into ``dest``; return the Markdown."""
     try:
         found = reg.client.get_model_version(reg.model_name, version)
-    except MlflowException as e:
-        raise RegistryError(f"{reg.model_name} has no version {version}: {e.message}") from e
+    except RegistryError as e:
+        if not e.not_found:
+            raise
+        raise RegistryError(f"{reg.model_name} has no version {version}: {e}", e.error_code) from e
     path = found.tags.get(CARD_TAG)
     if not path:
         raise RegistryError(
             f"{reg.model_name} v{version} has no model card (registered before cards existed)"
         )
+    dest.mkdir(parents=True, exist_ok=True)
     try:
-        local = mlflow.artifacts.download_artifacts(
-            run_id=found.run_id, artifact_path=path, dst_path=str(dest), tracking_uri=reg.uri
-        )
-    except MlflowException as e:
-        raise RegistryError(f"could not fetch the card of v{version}: {e.message}") from e
+        local = reg.client.download_artifacts(run_of(found), path, str(dest))
+    except RegistryError as e:
+        raise RegistryError(f"could not fetch the card of v{version}: {e}", e.error_code) from e
     md = Path(local) / CARD_MD
     if not md.is_file() or not (Path(local) / CARD_HTML).is_file():
         raise RegistryError(f"the card of v{version} is incomplete in MLflow ({path})")

@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 from mlflow.entities import Metric, Param
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.pyfunc.model import PythonModel
 from mlflow.types import ColSpec, Schema
@@ -32,8 +31,18 @@ from dermaops.evaluation.gate import GateThresholds
 from dermaops.evaluation.result import METRICS, EvaluationMetrics
 from dermaops.labels import CLASSES
 from dermaops.model.artifact import ModelArtifact, assemble
+from dermaops.notify import RunFacts
 from dermaops.registry.card import log_card
-from dermaops.registry.client import Registry, RegistryError, alias_version
+from dermaops.registry.client import ALREADY_EXISTS, Registry, RegistryError, alias_version
+from dermaops.registry.tags import (
+    F1_MACRO_TAG,
+    GATE_TAG_PREFIX,
+    GENERATED_DATA_TAG,
+    MELANOMA_SENSITIVITY_TAG,
+    MELANOMA_THRESHOLD_TAG,
+    STORAGE_URI_TAG,
+    TEST_SPLIT_TAG,
+)
 from dermaops.settings import ARTIFACTS_DESTINATION_ENV
 
 log = logging.getLogger(__name__)
@@ -44,8 +53,6 @@ SCALARS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "auc_macr
 MELANOMA = ("threshold", "test_sensitivity", "test_specificity")
 MLFLOW_BATCH = 1000  # metrics per log_batch call, MLflow's limit
 MODEL_ARTIFACT = "model"
-STORAGE_URI_TAG = "dermaops.storage_uri"  # the version's files in the store, for KServe
-GATE_TAG_PREFIX = "dermaops.gate."  # + each GateThresholds field
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("binary", "image")]),
     outputs=Schema([*(ColSpec("double", c) for c in CLASSES), ColSpec("boolean", "melanoma")]),
@@ -99,8 +106,8 @@ def register(
         )
         try:
             reg.client.log_artifacts(run_id, str(saved), MODEL_ARTIFACT)
-        except MlflowException as e:
-            raise RegistryError(f"could not store the model in MLflow: {e.message}") from e
+        except RegistryError as e:
+            raise RegistryError(f"could not store the model in MLflow: {e}", e.error_code) from e
     source = f"{reg.client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
     version = _create_version(reg, source, run_id, version_tags(metrics, prepared) | (tags or {}))
     _record_storage_uri(reg, str(version.version))
@@ -112,13 +119,13 @@ def register(
 def _create_version(reg: Registry, source: str, run_id: str, tags: dict[str, str]) -> ModelVersion:
     try:
         reg.client.create_registered_model(reg.model_name)
-    except MlflowException as e:
-        if e.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise RegistryError(f"could not create model {reg.model_name}: {e.message}") from e
+    except RegistryError as e:
+        if e.error_code != ALREADY_EXISTS:
+            raise
     try:
         return reg.client.create_model_version(reg.model_name, source, run_id, tags=tags)
-    except MlflowException as e:
-        raise RegistryError(f"could not register {source}: {e.message}") from e
+    except RegistryError as e:
+        raise RegistryError(f"could not register {source}: {e}", e.error_code) from e
 
 
 def store_uri(uri: str, destination: str) -> str:
@@ -147,12 +154,9 @@ def storage_uri(reg: Registry, version: str) -> str:
     Raises:
         RegistryError: no such version, or its files are only reachable through MLflow.
     """
-    try:
-        found = reg.client.get_model_version(reg.model_name, version)
-        recorded = found.tags.get(STORAGE_URI_TAG)
-        uri = recorded or reg.client.get_model_version_download_uri(reg.model_name, version)
-    except MlflowException as e:
-        raise RegistryError(f"{reg.model_name} version {version}: {e.message}") from e
+    found = reg.client.get_model_version(reg.model_name, version)
+    recorded = found.tags.get(STORAGE_URI_TAG)
+    uri = recorded or reg.client.get_model_version_download_uri(reg.model_name, version)
     return store_uri(uri, reg.artifacts_destination)
 
 
@@ -169,11 +173,11 @@ def _record_storage_uri(reg: Registry, version: str) -> None:
 def version_tags(metrics: EvaluationMetrics, prepared: Path) -> dict[str, str]:
     """What a reviewer of a version needs at a glance, and the test split it was judged on."""
     return {
-        "dermaops.f1_macro": f"{metrics.f1_macro:.4f}",
-        "dermaops.melanoma_sensitivity": f"{metrics.melanoma.test_sensitivity:.4f}",
-        "dermaops.melanoma_threshold": f"{metrics.melanoma.threshold:.6f}",
-        "dermaops.generated_data": str(metrics.generated).lower(),
-        "dermaops.test_split": test_split_digest(prepared),
+        F1_MACRO_TAG: f"{metrics.f1_macro:.4f}",
+        MELANOMA_SENSITIVITY_TAG: f"{metrics.melanoma.test_sensitivity:.4f}",
+        MELANOMA_THRESHOLD_TAG: f"{metrics.melanoma.threshold:.6f}",
+        GENERATED_DATA_TAG: str(metrics.generated).lower(),
+        TEST_SPLIT_TAG: test_split_digest(prepared),
     }
 
 
@@ -232,8 +236,8 @@ def log_run(
                 reg.client.log_artifacts(run_id, str(path), name)
             elif path.is_file():
                 reg.client.log_artifact(run_id, str(path), name)
-    except MlflowException as e:
-        raise RegistryError(f"could not log run {run_id} to MLflow: {e.message}") from e
+    except RegistryError as e:
+        raise RegistryError(f"could not log run {run_id} to MLflow: {e}", e.error_code) from e
 
 
 def download(reg: Registry, version: str, dest: Path) -> Path:
@@ -242,12 +246,12 @@ def download(reg: Registry, version: str, dest: Path) -> Path:
 
     try:
         source = reg.client.get_model_version_download_uri(reg.model_name, version)
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=source, dst_path=str(dest), tracking_uri=reg.uri
-        )
-    except MlflowException as e:
-        raise RegistryError(f"could not download {reg.model_name} v{version}: {e.message}") from e
-    return locate_model_dir(Path(local))
+        local = reg.download(source, dest)
+    except RegistryError as e:
+        raise RegistryError(
+            f"could not download {reg.model_name} v{version}: {e}", e.error_code
+        ) from e
+    return locate_model_dir(local)
 
 
 def log_training_run(
@@ -310,6 +314,6 @@ def log_training_run(
     parent = alias_version(reg, CHAMPION)
     tags = gate_tags(thresholds) if thresholds is not None else None
     version = register(reg, run_id, run_dir / "model", prepared, eval_dir, tags)
-    reg.tag_run(run_id, {"registered_version": str(version.version)})
+    reg.tag_run(run_id, RunFacts(registered_version=str(version.version)))
     log_card(reg, version, metrics, run_dir / "model", prepared, parent, card_out)
     return str(version.version)

@@ -27,7 +27,6 @@ from typing import Any
 
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
 
 from dermaops.evaluation.gate import GateResult, GateThresholds, check, compare
 from dermaops.evaluation.result import METRICS, EvaluationMetrics, MetricsFileError
@@ -40,11 +39,16 @@ from dermaops.registry.model import (
     download,
     recorded_thresholds,
 )
+from dermaops.registry.tags import (
+    AUDIT_PREFIX,
+    F1_MACRO_TAG,
+    MELANOMA_SENSITIVITY_TAG,
+    TEST_SPLIT_TAG,
+    TRANSITION_TAG,
+)
 
 log = logging.getLogger(__name__)
 
-AUDIT_PREFIX = "dermaops.audit."
-TRANSITION_TAG = "dermaops.transition"
 # Audit events that make a version champion: the versions a rollback may return to.
 BECAME_CHAMPION = ("promoted to champion", "champion again after rollback")
 
@@ -163,10 +167,10 @@ def repair(reg: Registry) -> bool:
     """Finish a transition that was cut short; whether there was one. Call under the lock."""
     try:
         found = reg.client.get_registered_model(reg.model_name).tags.get(TRANSITION_TAG)
-    except MlflowException as e:
-        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+    except RegistryError as e:
+        if e.not_found:
             return False  # nothing registered yet
-        raise RegistryError(f"could not read {reg.model_name}: {e.message}") from e
+        raise
     if not found:
         return False
     record = json.loads(found)
@@ -209,10 +213,7 @@ def _named(version: str | None) -> str:
 
 def versions(reg: Registry) -> list[dict[str, Any]]:
     """Every version, newest first, with its aliases and headline tags."""
-    try:
-        found = reg.client.search_model_versions(f"name = '{reg.model_name}'")
-    except MlflowException as e:
-        raise RegistryError(f"could not list {reg.model_name}: {e.message}") from e
+    found = reg.client.search_model_versions(f"name = '{reg.model_name}'")
     if not found:
         return []
     # search_model_versions leaves aliases empty; the registered model maps them.
@@ -226,8 +227,8 @@ def versions(reg: Registry) -> list[dict[str, Any]]:
             {
                 "version": str(v.version),
                 "aliases": sorted(aliases.get(str(v.version), [])),
-                "f1_macro": v.tags.get("dermaops.f1_macro", ""),
-                "melanoma_sensitivity": v.tags.get("dermaops.melanoma_sensitivity", ""),
+                "f1_macro": v.tags.get(F1_MACRO_TAG, ""),
+                "melanoma_sensitivity": v.tags.get(MELANOMA_SENSITIVITY_TAG, ""),
                 "created": datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).isoformat(
                     timespec="seconds"
                 ),
@@ -244,8 +245,12 @@ def stored_metrics(reg: Registry, version: str) -> EvaluationMetrics:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = reg.client.download_artifacts(run_id, f"evaluation/{METRICS}", tmp)
-        except MlflowException as e:
-            raise RegistryError(f"version {version} has no logged evaluation: {e.message}") from e
+        except RegistryError as e:
+            if not e.not_found:
+                raise
+            raise RegistryError(
+                f"version {version} has no logged evaluation: {e}", e.error_code
+            ) from e
         try:
             return EvaluationMetrics.read(Path(path))
         except MetricsFileError as e:
@@ -260,8 +265,12 @@ def model_version(reg: Registry, version: str) -> ModelVersion:
     """
     try:
         return reg.client.get_model_version(reg.model_name, version)
-    except MlflowException as e:
-        raise RegistryError(f"{reg.model_name} has no version {version!r}: {e.message}") from e
+    except RegistryError as e:
+        if not e.not_found:
+            raise
+        raise RegistryError(
+            f"{reg.model_name} has no version {version!r}: {e}", e.error_code
+        ) from e
 
 
 def audit(reg: Registry, version: str, event: str) -> None:
@@ -350,7 +359,7 @@ def promote_stored(
 
 def _split_digest(reg: Registry, version: str) -> str:
     tags = model_version(reg, version).tags
-    return str(tags.get("dermaops.test_split", "unknown"))
+    return str(tags.get(TEST_SPLIT_TAG, "unknown"))
 
 
 def champion_split(reg: Registry, dest: Path) -> Path | None:
@@ -371,5 +380,9 @@ def logged_split(reg: Registry, version: str, dest: Path) -> Path:
     run_id = run_of(model_version(reg, version))
     try:
         return Path(reg.client.download_artifacts(run_id, "data/split_info.csv", str(dest)))
-    except MlflowException as e:
-        raise RegistryError(f"version {version} has no logged split_info.csv: {e.message}") from e
+    except RegistryError as e:
+        if not e.not_found:
+            raise
+        raise RegistryError(
+            f"version {version} has no logged split_info.csv: {e}", e.error_code
+        ) from e

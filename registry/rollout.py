@@ -32,8 +32,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlflow.exceptions import MlflowException
-
 from dermaops.errors import ConfigError
 from dermaops.inference_log import read_records
 from dermaops.notify import announce
@@ -49,6 +47,7 @@ from dermaops.registry.serving import (
     deploy_version,
     serve_locked,
 )
+from dermaops.registry.tags import ROLLOUT_TAG
 from dermaops.rollout.judge import (
     ErrorCounts,
     Judgement,
@@ -72,8 +71,6 @@ from dermaops.rollout.plan import (
 )
 
 log = logging.getLogger(__name__)
-
-ROLLOUT_TAG = "dermaops.rollout"  # on the candidate version: how its rollout ended, and why
 
 Records = Callable[[], Iterable[Mapping[str, Any]]]
 Errors = Callable[[Rollout], ErrorCounts | None]
@@ -261,13 +258,13 @@ class RolloutDriver:
             self.reg.client.set_model_version_tag(
                 self.reg.model_name, r.candidate, ROLLOUT_TAG, f"{r.status}: {r.events[-1].reason}"
             )
-        except MlflowException as e:
-            log.warning("could not tag version %s with its rollout: %s", r.candidate, e.message)
+        except RegistryError as e:
+            log.warning("could not tag version %s with its rollout: %s", r.candidate, e)
         announce(f"DermaOps: {event}")
 
     def _audit(self, version: str, event: str) -> None:
         log.info("version %s: %s", version, event)
         try:
             audit(self.reg, version, event)
-        except MlflowException as e:
-            log.warning("version %s %s; not audited: %s", version, event, e.message)
+        except RegistryError as e:
+            log.warning("version %s %s; not audited: %s", version, event, e)

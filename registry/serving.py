@@ -17,8 +17,6 @@ import logging
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from mlflow.exceptions import MlflowException
-
 from dermaops.deploy import (
     VERSION_LABEL,
     DeployRequest,
@@ -29,7 +27,7 @@ from dermaops.deploy import (
     write_pointer,
 )
 from dermaops.errors import ConfigError, DermaOpsError
-from dermaops.registry.client import Registry
+from dermaops.registry.client import Registry, RegistryError
 from dermaops.registry.kube import KubernetesError, connect, planned, read_release
 from dermaops.registry.kube import deploy as patch_release
 from dermaops.registry.locks import promotion_lock
@@ -86,8 +84,8 @@ class LocalServing:
     def deploy(self, reg: Registry, version: str, uri: str = "") -> str:
         try:
             uri = uri or reg.client.get_model_version_download_uri(reg.model_name, version)
-        except MlflowException as e:
-            raise DeployError(f"{reg.model_name} version {version}: {e.message}") from e
+        except RegistryError as e:
+            raise DeployError(f"{reg.model_name} version {version}: {e}") from e
         try:
             pointer = write_pointer(self.home.serving, uri, reg.model_name, version)
         except OSError as e:
@@ -210,8 +208,8 @@ def serve_locked(
     event = f"served on {serving.where} (was {named(was)}): {done}"
     try:
         audit(reg, version, event)
-    except MlflowException as e:  # files given by URI for a version this registry lacks
-        log.warning("version %s %s; not audited: %s", version, event, e.message)
+    except RegistryError as e:  # files given by URI for a version this registry lacks
+        log.warning("version %s %s; not audited: %s", version, event, e)
     log.info("version %s served on %s (was %s)", version, serving.where, was)
     return Deployed(version, was, done)
 

@@ -298,7 +298,7 @@ def _print_where(home: Home, kind: str, since_ms: int, pipeline_root: str) -> No
         typer.echo(f"task outputs:    {outputs}")
         return
     champion = next((v for v in versions(reg) if "champion" in v["aliases"]), None)
-    registered = run.data.tags.get("dermaops.fact.registered_version", "-")
+    registered = reg.facts_of(run).registered_version or "-"
     typer.echo(f"MLflow run:      {run.info.run_id} ({reg.uri})")
     typer.echo(f"registered:      {reg.model_name} version {registered}")
     typer.echo(f"champion:        version {champion['version'] if champion else '-'}")

@@ -137,7 +137,13 @@ def running_loop(
     (tmp_path / "token").write_text("loop-test-token\n")  # the Secret all three read
     token = {"DERMAOPS_MONITOR_TOKEN_FILE": str(tmp_path / "token")}
     env = (
-        os.environ | token | {"DERMAOPS_HOME": str(dermaops_home), "DERMAOPS_DRIFT_MIN_ROWS": "20"}
+        os.environ
+        | token
+        | {
+            "DERMAOPS_HOME": str(dermaops_home),
+            "DERMAOPS_DRIFT_MIN_ROWS": "20",
+            "DERMAOPS_ESTIMATE_MIN_RECORDS": "20",
+        }
     )
     forwarding = token | {"DERMAOPS_SERVING_MONITOR_URL": url["monitor"]} | (predictor_env or {})
     runs = tmp_path / "retraining-runs"
@@ -223,13 +229,19 @@ def test_drifted_traffic_fires_the_alert_and_starts_one_retraining_run(
     assert_no_image_data([*tmp_path.glob("*.log"), *tmp_path.rglob("predictions.jsonl*")])
 
     # Every dashboard query runs against real data; each has a series now (but the row of
-    # clinicians' labels, which has data once there are labels: the melanoma test checks it).
-    drift_loop = [e for e in dashboard_expressions() if not _on_labels(e)]
+    # clinicians' labels, which has data once there are labels: the melanoma test checks it;
+    # and the rollout row, which has data in a rollout: tests/integration/test_rollout.py).
+    drift_loop = [e for e in dashboard_expressions() if not _on_labels(e) and not _on_rollout(e)]
     empty = [e for e in drift_loop if not _query(loop.prometheus, fill_variables(e))]
     assert not empty, f"dashboard queries without data: {empty}"
 
 
 LABELS_METRICS = ("dermaops_live_", "dermaops_feedback_", "dermaops_registered_")
+
+
+def _on_rollout(expr: str) -> bool:
+    """A query of the dashboard's rollout row."""
+    return "dermaops_rollout_" in expr or "dermaops_shadow_" in expr
 
 
 def _on_labels(expr: str) -> bool:
@@ -247,6 +259,7 @@ def test_missed_melanomas_on_clinicians_labels_fire_the_alert_and_start_one_run(
     and one retraining run starts."""
     from dermaops.data.feedback import record_feedback
     from dermaops.registry import Registry
+    from dermaops.registry.tags import MELANOMA_SENSITIVITY_TAG
     from dermaops.serving.smoke import lesion_jpeg
     from dermaops.ui.client import classify
     from tests.integration.test_registry import _register
@@ -258,7 +271,7 @@ def test_missed_melanomas_on_clinicians_labels_fire_the_alert_and_start_one_run(
     reg = Registry()
     version = _register(reg, trained, "kfp-blind")
     reg.client.set_model_version_tag(
-        reg.model_name, version, "dermaops.melanoma_sensitivity", "0.8500"
+        reg.model_name, version, MELANOMA_SENSITIVITY_TAG, "0.8500"
     )  # as its card would say; the tiny model's own varies
     store = tmp_path / "feedback"
     flags = ("--feedback-dir", str(store), "--registry-model", reg.model_name)

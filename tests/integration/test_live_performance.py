@@ -14,6 +14,7 @@ import pytest
 from dermaops.data.feedback import record_feedback
 from dermaops.registry import Registry
 from dermaops.registry.promotion import model_version
+from dermaops.registry.tags import MELANOMA_SENSITIVITY_TAG
 from tests.conftest import Trained
 from tests.integration.monitor_process import monitor_process
 from tests.integration.test_registry import _register
@@ -27,7 +28,7 @@ def test_missed_melanomas_show_in_the_live_metrics_the_alert_reads(
 ) -> None:
     reg = Registry()
     version = _register(reg, trained, "kfp-live")
-    registered = float(model_version(reg, version).tags["dermaops.melanoma_sensitivity"])
+    registered = float(model_version(reg, version).tags[MELANOMA_SENSITIVITY_TAG])
     store = dermaops_home / "feedback"
     for i in range(14):  # 14 melanomas, 2 flagged: the model misses most of them
         record_feedback(store, jpeg_bytes(300 + i, 200), "mel", "Dr A", version, "nv",

@@ -21,7 +21,6 @@ from dermaops.registry.client import RegistryError
 from dermaops.registry.locks import promotion_lock
 from dermaops.registry.model import recorded_thresholds
 from dermaops.registry.promotion import (
-    TRANSITION_TAG,
     alias_version,
     former_champions,
     promote_challenger,
@@ -30,6 +29,7 @@ from dermaops.registry.promotion import (
 )
 from dermaops.registry.reconcile import ReconcileError, reconcile
 from dermaops.registry.serving import LocalServing
+from dermaops.registry.tags import TRANSITION_TAG
 from dermaops.settings import Home
 from tests.conftest import Trained
 from tests.integration.monitor_process import monitor_process

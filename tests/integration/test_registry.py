@@ -26,13 +26,13 @@ from dermaops.registry.client import RegistryError
 from dermaops.registry.locks import promotion_lock
 from dermaops.registry.model import download, log_training_run
 from dermaops.registry.promotion import (
-    AUDIT_PREFIX,
     alias_version,
     promote_challenger,
     promote_stored,
     rollback,
     versions,
 )
+from dermaops.registry.tags import AUDIT_PREFIX
 from tests.conftest import Trained
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -135,7 +135,10 @@ def test_registered_model_serves_through_pyfunc_and_downloads_for_kserve(
     assert scored[["embedding_pc1", "embedding_pc2", "embedding_pc3"]].notna().all().all()
     assert reference.loc[reference["split"] == "train", "prediction"].isna().all()
     mlflow.set_tracking_uri(reg.uri)
-    model = mlflow.pyfunc.load_model(f"models:/{reg.model_name}/{version}")
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{reg.model_name}/{version}")
+    finally:  # it sets MLFLOW_TRACKING_URI too, which every later test's Registry() would use
+        mlflow.set_tracking_uri(None)
     out = model.predict(pd.DataFrame({"image": [jpeg_bytes(120, 90), jpeg_bytes(60, 80)]}))
     assert list(out.columns) == [*CLASSES, "melanoma"] and len(out) == 2
     assert out[list(CLASSES)].sum(axis=1).round(5).eq(1.0).all()
@@ -207,7 +210,7 @@ def test_the_monitor_follows_traffic_to_the_reference_of_its_version(
     trained: Trained, tmp_path: Path, dermaops_home: Path
 ) -> None:
     from dermaops.monitoring.drift import DriftSettings
-    from dermaops.monitoring.service import MonitorSettings, MonitorState, run_drift
+    from dermaops.monitoring.service import Monitor, MonitorSettings
 
     reg = Registry()
     version = _register(reg, trained, "kfp-7")
@@ -227,20 +230,21 @@ def test_the_monitor_follows_traffic_to_the_reference_of_its_version(
         registry_model=reg.model_name, inference_log=str(traffic), out=str(tmp_path / "out"),
         token="t", drift=DriftSettings(min_rows=10),
     )  # fmt: skip
-    state = MonitorState(settings)
+    monitor = Monitor(settings)
+    watch = monitor.drift
     serve("99")  # a version the registry does not have: image statistics only, and retried later
-    summary = run_drift(state)
-    assert state.reference_version == "0" and "99" in state.unfetchable
+    summary = watch.run()
+    assert watch.reference_version == "0" and "99" in watch.unfetchable
     assert "image statistics only" in summary.note and "confidence" not in summary.columns
-    assert state.registry.get_sample_value("dermaops_drift_model_outputs_compared") == 0
+    assert monitor.registry.get_sample_value("dermaops_drift_model_outputs_compared") == 0
 
     serve(version)  # the predictors moved to a registered version: its reference is fetched
-    summary = run_drift(state)
-    assert state.reference_version == version and summary.reference_version == version
-    assert Path(state.reference).is_dir() and not summary.note
+    summary = watch.run()
+    assert watch.reference_version == version and summary.reference_version == version
+    assert Path(watch.reference).is_dir() and not summary.note
     assert {"confidence", "prediction", "embedding_pc1"} <= set(summary.columns)
     assert not summary.drifted, "the version's own validation rows against its reference"
-    assert state.registry.get_sample_value("dermaops_drift_model_outputs_compared") == 1
+    assert monitor.registry.get_sample_value("dermaops_drift_model_outputs_compared") == 1
 
 
 PROMOTE = """

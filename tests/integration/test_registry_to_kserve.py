@@ -18,7 +18,8 @@ import pytest
 
 from dermaops.net import free_port, stop, wait_until_ready
 from dermaops.registry import Registry
-from dermaops.registry.model import STORAGE_URI_TAG, log_training_run, storage_uri
+from dermaops.registry.model import log_training_run, storage_uri
+from dermaops.registry.tags import STORAGE_URI_TAG
 from dermaops.serving.process import predictor_process
 from dermaops.settings import ARTIFACTS_DESTINATION_ENV
 from tests import stores

@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import start_http_server
 
 from dermaops.client import PredictorClient
 from dermaops.inference_log import read_records
 from dermaops.monitoring.drift import read_window
+from dermaops.monitoring.rollouts import export
+from dermaops.monitoring.service import Monitor, MonitorSettings
 from dermaops.net import free_port, wait_until_ready
 from dermaops.registry import Registry
 from dermaops.registry.promotion import (
@@ -30,8 +33,9 @@ from dermaops.registry.promotion import (
     rollback,
 )
 from dermaops.registry.reconcile import reconcile
-from dermaops.registry.rollout import ROLLOUT_TAG, RolloutDriver, judge_stage, log_records
+from dermaops.registry.rollout import RolloutDriver, judge_stage, log_records
 from dermaops.registry.serving import LocalServing
+from dermaops.registry.tags import ROLLOUT_TAG
 from dermaops.rollout.judge import JudgeSettings
 from dermaops.rollout.plan import RolloutSettings, RolloutStore, advance
 from dermaops.rollout.plan import start as begin
@@ -44,6 +48,7 @@ from tests.e2e.test_monitoring_loop import _prometheus_config, _query
 from tests.fault_server import FaultyServer
 from tests.integration.test_registry import LENIENT, _audit, _register
 from tests.k8s.conftest import find_tool
+from tests.k8s.test_dashboard import dashboard_expressions, fill_variables
 from tests.processes import start
 from tests.scrape import sample
 
@@ -172,7 +177,9 @@ def test_a_challenger_that_fails_is_judged_at_once_on_the_counts_the_real_promet
 ) -> None:
     """The stable predictor mirrors to a challenger that answers 500; Prometheus scrapes the
     stable's counters, the judge asks it (the queries of dermaops/rollout/queries.py) and fails
-    the shadow stage on a handful of requests, long before enough pairs for the paired checks."""
+    the shadow stage on a handful of requests, long before enough pairs for the paired checks.
+    The monitor's rollout gauges, scraped by the same Prometheus, then give every query of the
+    dashboard's rollout row a series."""
 
     requests = 6
     with ExitStack() as stack:
@@ -183,14 +190,19 @@ def test_a_challenger_that_fails_is_judged_at_once_on_the_counts_the_real_promet
             env={"DERMAOPS_SERVING_MODEL_VERSION": "1", "DERMAOPS_SERVING_SHADOW_URL": failing.url,
                  "DERMAOPS_SERVING_INFERENCE_LOG_DIR": str(tmp_path / "log")},
         ))  # fmt: skip
+        monitor = Monitor(MonitorSettings(reference="r.csv", inference_log=str(tmp_path / "log"),
+                                          out=str(tmp_path / "out"), token="t"))  # fmt: skip
+        gauges, _ = start_http_server(free_port(), "127.0.0.1", monitor.registry)
+        stack.callback(gauges.shutdown)
         port = free_port()
         prometheus_url = f"http://127.0.0.1:{port}"
         _prometheus_config(
             tmp_path / "prometheus.yml",
             tmp_path / "rules.yaml",
-            {"predictor": live.url.removeprefix("http://")},
+            {"predictor": live.url.removeprefix("http://"),
+             "monitor": f"127.0.0.1:{gauges.server_port}"},
             "127.0.0.1:9",
-        )
+        )  # fmt: skip
         (tmp_path / "rules.yaml").write_text("groups: []\n")
         prometheus = start(stack, [find_tool("prometheus"),
                                    f"--config.file={tmp_path / 'prometheus.yml'}",
@@ -215,9 +227,24 @@ def test_a_challenger_that_fails_is_judged_at_once_on_the_counts_the_real_promet
         errors = next(c for c in verdict.checks if c.name == "error_share")
         assert verdict.reason == "critical check failed: error_share", verdict
         assert errors.value is not None and errors.value > 0.5 and errors.samples == IMAGES, errors
-        assert advance(r, verdict, time.time(), SETTINGS)[1] == "roll_back"
+        ended, action = advance(r, verdict, time.time(), SETTINGS)
+        assert action == "roll_back"
         paired = next(c for c in verdict.checks if c.name == "melanoma_flips")
         assert paired.verdict == "no_data"  # nothing the challenger answered was logged
+
+        export(ended, monitor.metrics)  # what the monitor's pass exports after the verdict
+        row = [e for e in dashboard_expressions() if "rollout" in e or "shadow" in e]
+        assert len(row) == 5
+
+        def empty() -> list[str]:
+            return [e for e in row if not _query(prometheus_url, fill_variables(e))]
+
+        deadline = time.monotonic() + 30
+        while empty() and time.monotonic() < deadline:
+            time.sleep(1)
+        assert not empty(), f"the rollout row's queries without data: {empty()}"
+        (stage,) = _query(prometheus_url, row[0])
+        assert stage["metric"] == {"phase": "shadow", "status": "rolled_back"}
 
 
 WRITER = """

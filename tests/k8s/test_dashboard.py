@@ -39,6 +39,7 @@ def fill_variables(expr: str) -> str:
 
 def _exported_metrics() -> set[str]:
     """Family names the predictor (default registry) and the monitor (its own) register."""
+    import dermaops.serving.shadow  # registers the predictor's mirror counter
     import dermaops.serving.telemetry  # noqa: F401  registers the predictor's metrics
     from dermaops.monitoring.service import Monitor, MonitorSettings
 
