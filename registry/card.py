@@ -1,4 +1,5 @@
-"""Each registered version's model card, logged to MLflow beside it and read back by version."""
+"""Each registered version's model card, logged to MLflow beside it and read back by version;
+the rollout that put it in front of clinicians (or did not) is added when it ends."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ from pathlib import Path
 from mlflow.entities.model_registry import ModelVersion
 
 from dermaops.evaluation.card import CARD_HTML, CARD_MD, Lineage, write_card
+from dermaops.evaluation.report import write_html
 from dermaops.evaluation.result import EvaluationMetrics
 from dermaops.registry.client import Registry, RegistryError, run_of
 from dermaops.registry.tags import CARD_TAG, KFP_RUN_TAG
+from dermaops.rollout.plan import Rollout
+from dermaops.rollout.report import with_rollout
 
 CARD_ARTIFACT = "model_card"
+ROLLOUT_JSON = "rollout.json"  # beside the card: the finished rollout, as the monitor kept it
 
 
 def log_card(
@@ -80,3 +85,28 @@ def fetch_card(reg: Registry, version: str, dest: Path) -> Path:
     if not md.is_file() or not (Path(local) / CARD_HTML).is_file():
         raise RegistryError(f"the card of v{version} is incomplete in MLflow ({path})")
     return md
+
+
+def record_rollout(reg: Registry, r: Rollout) -> str:
+    """Keep how ``r`` ended with its candidate version: ``rollout.json`` beside the version's
+    card, and the card's rollout section (its HTML rendered again). Where the version has no
+    card (registered before cards existed), the JSON alone. Returns where it is in MLflow.
+
+    Raises:
+        RegistryError: the version, its run or its card cannot be read or written.
+    """
+    found = reg.client.get_model_version(reg.model_name, r.candidate)
+    path = found.tags.get(CARD_TAG) or f"{CARD_ARTIFACT}/v{r.candidate}"
+    with tempfile.TemporaryDirectory(prefix="dermaops-rollout-") as tmp:
+        folder = Path(tmp) / "card"
+        if CARD_TAG in found.tags:
+            md = fetch_card(reg, r.candidate, Path(tmp) / "fetched")
+            shutil.copytree(md.parent, folder)
+            (folder / CARD_MD).write_text(with_rollout(md.read_text(), r))
+            write_html(folder / CARD_MD, folder / CARD_HTML,
+                       title=f"Model card: {reg.model_name} v{r.candidate}")  # fmt: skip
+        else:
+            folder.mkdir()
+        (folder / ROLLOUT_JSON).write_text(r.model_dump_json(indent=2) + "\n")
+        reg.client.log_artifacts(run_of(found), str(folder), path)
+    return f"{path}/{ROLLOUT_JSON}"

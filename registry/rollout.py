@@ -35,6 +35,7 @@ from typing import Any
 from dermaops.errors import ConfigError
 from dermaops.inference_log import read_records
 from dermaops.notify import announce
+from dermaops.registry.card import record_rollout
 from dermaops.registry.client import Registry, RegistryError, alias_version
 from dermaops.registry.locks import actor
 from dermaops.registry.model import CHAMPION
@@ -260,6 +261,10 @@ class RolloutDriver:
             )
         except RegistryError as e:
             log.warning("could not tag version %s with its rollout: %s", r.candidate, e)
+        try:
+            record_rollout(self.reg, r)
+        except RegistryError as e:  # the rollout itself is done; its record is kept locally
+            log.warning("could not add the rollout to version %s's card: %s", r.candidate, e)
         announce(f"DermaOps: {event}")
 
     def _audit(self, version: str, event: str) -> None:

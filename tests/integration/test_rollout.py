@@ -26,6 +26,7 @@ from dermaops.monitoring.rollouts import export
 from dermaops.monitoring.service import Monitor, MonitorSettings
 from dermaops.net import free_port, wait_until_ready
 from dermaops.registry import Registry
+from dermaops.registry.card import fetch_card
 from dermaops.registry.promotion import (
     alias_version,
     promote_challenger,
@@ -37,7 +38,7 @@ from dermaops.registry.rollout import RolloutDriver, judge_stage, log_records
 from dermaops.registry.serving import LocalServing
 from dermaops.registry.tags import ROLLOUT_TAG
 from dermaops.rollout.judge import JudgeSettings
-from dermaops.rollout.plan import RolloutSettings, RolloutStore, advance
+from dermaops.rollout.plan import Rollout, RolloutSettings, RolloutStore, advance
 from dermaops.rollout.plan import start as begin
 from dermaops.rollout.queries import PrometheusCounts
 from dermaops.serving.process import PredictorProcess
@@ -111,6 +112,18 @@ def _logs_pair(logs: Path, stable: str, candidate: str) -> list[dict[str, Any]]:
     return live
 
 
+def _card_says(reg: Registry, version: str, tmp_path: Path, *said: str) -> Rollout:
+    """The version's card in MLflow has one rollout section saying each of ``said``, and its
+    HTML was rendered again; the rollout kept beside it."""
+    card = fetch_card(reg, version, tmp_path / f"card-{version}")
+    text = card.read_text()
+    assert text.count("## Rollout") == 1 and all(s in text for s in said), text[-3000:]
+    kept = Rollout.model_validate_json((card.parent / "rollout.json").read_text())
+    html = (card.parent / "model_card.html").read_text()
+    assert kept.last is not None and "<h2>Rollout</h2>" in html and all(c.name in html for c in kept.last.checks)
+    return kept
+
+
 def test_an_equal_challenger_is_promoted_and_a_forgetful_one_rolled_back_in_shadow(
     trained: Trained, served_model: Path, forgetful: Path, dermaops_home: Path, tmp_path: Path
 ) -> None:
@@ -140,6 +153,9 @@ def test_an_equal_challenger_is_promoted_and_a_forgetful_one_rolled_back_in_shad
         "ood_verdict_changes": "pass"}  # fmt: skip
     tag = reg.client.get_model_version(reg.model_name, second).tags[ROLLOUT_TAG]
     assert tag.startswith("promoted")
+    _card_says(
+        reg, second, tmp_path, "**promoted** in full", "| melanoma_flips | 0 | <= 0 | pass |"
+    )
 
     # Version 3 flags no melanoma: rolled back in shadow, version 2 champion and served again.
     logs = tmp_path / "forgetful" / "logs"
@@ -157,6 +173,8 @@ def test_an_equal_challenger_is_promoted_and_a_forgetful_one_rolled_back_in_shad
     assert flips.value == flagged and f"{flagged} flags lost, 0 gained" in flips.detail
     assert alias_version(reg, "champion") == second and local.version() == second
     assert any(f"rollout of version {third} failed" in e for e in _audit(reg, third))
+    kept = _card_says(reg, third, tmp_path, "**rolled back** in shadow", f"{flagged} flags lost")
+    assert (kept.candidate, kept.status) == (third, "rolled_back")
     assert reconcile(reg, local, driver).action == f"version {second} is served"
 
     # Version 4 rolls out, and a person rolls the champion back to 2 meanwhile: the rollout

@@ -330,3 +330,22 @@ def test_an_equal_challenger_judged_at_every_pass_is_rolled_back_at_most_alpha_o
 def _worse_at_alpha(counts: tuple[int, int], alpha: float) -> bool:
     lost, gained = counts
     return lost > gained and mcnemar_p(lost, gained) < alpha
+
+
+def test_the_card_section_says_how_the_rollout_ended_with_every_check() -> None:
+    from dermaops.rollout.report import SECTION, rollout_markdown, with_rollout
+
+    s = RolloutSettings(enabled=True, steps=[10], min_stage_s=0, judge=SMALL)
+    r = start("dermaops", "1", "2", s, now=0)
+    found = pairs(_shadowed(100, lambda i, mel: 0.2 if i % 4 == 0 else mel), "1", "2")
+    r, action = advance(r, judge(paired_checks(found, SMALL), SMALL), 60, s)
+    assert action == "roll_back"
+    section = rollout_markdown(r)
+    assert section.startswith(f"{SECTION}\n") and "**rolled back** in shadow" in section
+    assert "| melanoma_flips | 25 | <= 0 | fail | yes | 100 | 25 flags lost, 0 gained;" in section
+    assert "| top1_agreement | 0.75 | >= 0.9 | fail | no | 100 |" in section
+    assert "critical check failed: melanoma_flips" in section
+    card = "# Model card\n\nFigures.\n"
+    once = with_rollout(card, r)
+    assert once.startswith(card) and once.count(SECTION) == 1
+    assert with_rollout(once, r) == once, "a second record replaces the section"
