@@ -21,6 +21,7 @@ from dermaops.evaluation.estimate import (
     EstimateSettings,
     EstimateSourceError,
     UncalibratedModelError,
+    against_labels,
     calibration_priors,
     estimate,
 )
@@ -125,6 +126,7 @@ class Estimates:
         self.metrics = metrics
         self.lock = threading.Lock()
         self.by_version: dict[str, Estimate | str] = {}
+        self.compared: dict[str, Any] = {}  # version -> estimates against labels
 
     def refresh(self) -> dict[str, Estimate | str]:
         """Estimate every version in the log; the gauges and :attr:`by_version` follow."""
@@ -149,11 +151,36 @@ class Estimates:
             self.by_version = results
         return results
 
+    def against_labels(self, scored: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """Each version's estimates against the figures its clinicians' labels gave
+        (``scored``: :attr:`FeedbackScores.scored`); ``dermaops_estimate_error`` and
+        ``dermaops_estimate_disagrees`` follow (versions without both are cleared)."""
+        with self.lock:
+            found = {v: e for v, e in self.by_version.items() if isinstance(e, Estimate)}
+            self.metrics.estimate_error.clear()
+            self.metrics.estimate_disagrees.clear()
+            compared: dict[str, Any] = {}
+            for version, live in scored.items():
+                if version not in found:
+                    continue
+                checks = against_labels(found[version], live)
+                for c in checks:
+                    self.metrics.estimate_error.labels(version, c.figure).set(c.error)
+                    self.metrics.estimate_disagrees.labels(version, c.figure).set(int(c.disagrees))
+                compared[version] = [c.model_dump() for c in checks]
+            self.compared = compared
+        return compared
+
     def answer(self) -> dict[str, Any]:
         """Each version's estimate as JSON, or why there is none."""
         with self.lock:
-            found = dict(self.by_version)
-        return {v: e if isinstance(e, str) else e.model_dump() for v, e in found.items()}
+            found, compared = dict(self.by_version), dict(self.compared)
+        answer: dict[str, Any] = {}
+        for version, e in found.items():
+            answer[version] = e if isinstance(e, str) else e.model_dump()
+            if version in compared and not isinstance(e, str):
+                answer[version]["against_labels"] = compared[version]
+        return answer
 
 
 def router(estimates: Estimates) -> APIRouter:

@@ -42,6 +42,8 @@ class MonitorMetrics:
     estimated_melanoma_prior: Gauge
     estimate_reliable: Gauge
     estimate_images: Gauge
+    estimate_error: Gauge
+    estimate_disagrees: Gauge
 
     @classmethod
     def create(cls, r: CollectorRegistry) -> MonitorMetrics:
@@ -180,5 +182,18 @@ class MonitorMetrics:
             ),
             estimate_images=per_version(
                 "dermaops_estimate_images", "Answers the estimate was made from."
+            ),
+            estimate_error=Gauge(
+                "dermaops_estimate_error",
+                "A figure estimated from the answers minus the value clinicians' labels gave.",
+                ["version", "figure"],
+                registry=r,
+            ),
+            estimate_disagrees=Gauge(
+                "dermaops_estimate_disagrees",
+                "1 when a figure's estimate and its value from labels have intervals that do not "
+                "meet: the estimator no longer holds for this traffic.",
+                ["version", "figure"],
+                registry=r,
             ),
         )

@@ -93,6 +93,11 @@ class Monitor:
         except DermaOpsError as e:  # counted and kept by the watch; the estimates still run
             log.warning("scheduled drift run: %s", e)
         self.estimates.refresh()
+        self.estimates.against_labels(self.feedback.scored)
+
+    def score_feedback(self) -> None:
+        """Score the served versions on clinicians' labels, and the estimates against them."""
+        self.estimates.against_labels(self.feedback.score())
 
     def loops(self) -> list[tuple[str, float, Callable[[], object]]]:
         """The background work: what, how often, and the call."""
@@ -101,7 +106,7 @@ class Monitor:
             ("drift and estimates", s.interval_s, self.drift_and_estimate)
         ]
         if s.feedback_dir:
-            found.append(("scoring the feedback store", s.interval_s, self.feedback.score))
+            found.append(("scoring the feedback store", s.interval_s, self.score_feedback))
         if s.reconcile_every_s:
             found.append(("reconcile pass", s.reconcile_every_s, self.reconciler.run_once))
         return found

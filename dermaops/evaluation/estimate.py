@@ -18,7 +18,10 @@ labels will realize, not only of the estimate.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -307,3 +310,46 @@ def estimate(
         reasons.append("the prior estimate did not converge")
     return Estimate(images=len(probs), reliable=not reasons, reasons=reasons,
                     corrected=corrected, plain=plain, em_iterations=iterations)  # fmt: skip
+
+
+COMPARED = ("melanoma_sensitivity", "melanoma_specificity", "f1_macro")  # also scored on labels
+
+
+class AgainstLabels(BaseModel):
+    """One estimated figure against the value clinicians' labels gave, each with its interval.
+
+    The two are of different windows (the latest answers; the latest labelled cases), so they
+    agree while the traffic is alike; intervals that do not meet say the estimator no longer
+    holds there (its calibration, or the shift it assumes)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    figure: str
+    estimated: Figure
+    realized: Figure
+    error: float = Field(description="estimated minus realized")
+    disagrees: bool = Field(description="the two intervals do not meet")
+
+
+def against_labels(found: Estimate, live: Mapping[str, Any]) -> list[AgainstLabels]:
+    """Each figure both the estimate and the labels (:func:`dermaops.evaluation.live`) give.
+
+    ``live`` holds each figure's value and ``ci95`` its interval, as the monitor scores them."""
+    figures = found.corrected or found.plain
+    compared = []
+    for name in COMPARED:
+        estimated: Figure = getattr(figures, name)
+        value = live.get(name)
+        interval = live.get("ci95", {}).get(name)
+        if estimated.value is None or value is None or not math.isfinite(value) or not interval:
+            continue
+        low, high = interval
+        if low is None or high is None or estimated.lower is None or estimated.upper is None:
+            continue
+        realized = Figure(value=float(value), lower=float(low), upper=float(high))
+        compared.append(AgainstLabels(
+            figure=name, estimated=estimated, realized=realized,
+            error=round(estimated.value - float(value), 6),
+            disagrees=estimated.upper < low or estimated.lower > high,
+        ))  # fmt: skip
+    return compared

@@ -13,8 +13,12 @@ import pytest
 from dermaops.evaluation.estimate import (
     CBPE,
     LABEL_SHIFT,
+    Estimate,
     EstimateError,
     EstimateSettings,
+    Figure,
+    Figures,
+    against_labels,
     em_priors,
     estimate,
     realized,
@@ -144,3 +148,42 @@ def test_the_bench_scores_shifted_windows_of_a_scored_test_split(tmp_path: Path)
     named = {c["check"]: c for c in result["checks"]}
     assert named["melanoma x3: melanoma_sensitivity error / CBPE's"]["passed"]
     assert {"value", "target", "passed"} <= set(named["no shift: balanced_accuracy error"])
+
+
+def _estimated(value: float, lower: float, upper: float) -> Estimate:
+    figure = Figure(value=value, lower=lower, upper=upper)
+    unknown = Figure(value=None, lower=None, upper=None)
+    figures = Figures(assumption="test", priors=dict.fromkeys(CLASSES, 1 / 7),
+                      balanced_accuracy=unknown, f1_macro=unknown, melanoma_sensitivity=figure,
+                      melanoma_specificity=unknown)  # fmt: skip
+    return Estimate(images=500, reliable=True, reasons=[], corrected=figures, plain=figures)
+
+
+def test_estimates_meet_the_labels_or_say_they_no_longer_hold() -> None:
+    live = {"melanoma_sensitivity": 0.8, "f1_macro": 0.5,
+            "ci95": {"melanoma_sensitivity": [0.6, 0.9], "f1_macro": [0.4, 0.6]}}  # fmt: skip
+    (near,) = against_labels(_estimated(0.7, 0.62, 0.78), live)
+    assert near.figure == "melanoma_sensitivity" and near.error == pytest.approx(-0.1)
+    assert not near.disagrees, "intervals that meet agree"
+    (far,) = against_labels(_estimated(0.4, 0.3, 0.55), live)
+    assert far.disagrees and far.realized.lower == 0.6
+    assert against_labels(_estimated(0.7, 0.6, 0.8), {"melanoma_sensitivity": float("nan"),
+                          "ci95": {"melanoma_sensitivity": [None, None]}}) == []  # fmt: skip
+
+
+def test_the_monitor_exports_the_estimate_against_the_labels(tmp_path: Path) -> None:
+    from dermaops.monitoring.service import Monitor, MonitorSettings
+
+    monitor = Monitor(MonitorSettings(reference="r.csv", inference_log=str(tmp_path / "log"),
+                                      out=str(tmp_path / "out"), token="t"))  # fmt: skip
+    monitor.estimates.by_version = {"3": _estimated(0.4, 0.3, 0.55), "4": "too few answers"}
+    live = {"melanoma_sensitivity": 0.8, "ci95": {"melanoma_sensitivity": [0.6, 0.9]}}
+    compared = monitor.estimates.against_labels({"3": live, "4": live, "5": live})
+    assert list(compared) == ["3"] and compared["3"][0]["disagrees"] is True
+    sample = monitor.registry.get_sample_value
+    labels = {"version": "3", "figure": "melanoma_sensitivity"}
+    assert sample("dermaops_estimate_disagrees", labels) == 1.0
+    assert sample("dermaops_estimate_error", labels) == pytest.approx(-0.4)
+    assert monitor.estimates.answer()["3"]["against_labels"][0]["realized"]["value"] == 0.8
+    monitor.estimates.against_labels({})  # the labels gone: nothing left to compare
+    assert sample("dermaops_estimate_disagrees", labels) is None
