@@ -16,6 +16,11 @@ def train(
     checkpoints: str = "",
     kfp_run_id: str = "",
     model_name: str = "dermaops",
+    nodes: int = 1,
+    gpus_per_node: int = 1,
+    trainer_image: str = "",
+    namespace: str = "",
+    timeout_s: int = 172800,
 ) -> None:
     """Train into ``model`` (a run folder: ``model/`` directory, curves, history).
 
@@ -24,6 +29,9 @@ def train(
     checkpoint is kept under this run and task, so that a retry in a new pod, with an empty
     ``model`` folder, resumes; empty keeps it in ``model`` (a retry resumes only if it reuses
     the folder, as the local runner does).
+    ``nodes`` > 1: train on a Kubeflow Trainer TrainJob of that many nodes (``gpus_per_node``
+    each, ``trainer_image``, in ``namespace``, default this pod's), through the ``checkpoints``
+    volume, within ``timeout_s``; this task only creates and follows it.
     """
     from pathlib import Path
 
@@ -38,15 +46,18 @@ def train(
             **{**settings, "model": arch, "weights": weights, "epochs": epochs,
                "image_size": image_size, "batch_size": batch_size}
         )  # fmt: skip
-        kept = task_checkpoints(Path(checkpoints), kfp_run_id) if checkpoints else None
-        # A retried task finds its own checkpoint and goes on from the last finished epoch.
-        resume = ((kept or Path(model.path)) / CHECKPOINT).is_file()
-        result = run(Path(prepared.path), Path(model.path), chosen, resume, kept)
+        if nodes > 1:
+            from dermaops.pipelines.trainjobs import on_nodes
+
+            trained = on_nodes(Path(prepared.path), Path(model.path), kfp_run_id,
+                               Path(checkpoints), chosen, nodes, gpus_per_node, trainer_image,
+                               namespace, timeout_s)  # fmt: skip
+        else:
+            kept = task_checkpoints(Path(checkpoints), kfp_run_id) if checkpoints else None
+            # A retried task finds its own checkpoint and goes on from the last finished epoch.
+            resume = ((kept or Path(model.path)) / CHECKPOINT).is_file()
+            result = run(Path(prepared.path), Path(model.path), chosen, resume, kept)
+            trained = {"best_epoch": result.best_epoch, "best_val_f1_macro": result.best_val_f1}
     model.metadata.update(
-        {
-            "arch": arch,
-            "best_epoch": result.best_epoch,
-            "best_val_f1_macro": result.best_val_f1,
-            "settings": chosen.model_dump(mode="json"),
-        }
+        {"arch": arch, **trained, "settings": chosen.model_dump(mode="json"), "nodes": nodes}
     )

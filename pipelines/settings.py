@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dermaops.deploy import CHART, TRAINER_IMAGE
 
@@ -15,7 +15,18 @@ class PipelineSettings(BaseModel):
     image: str = Field(TRAINER_IMAGE, description="the project image every task runs")
     release: str = Field(CHART, description="the Helm release whose predictor deploy patches")
     accelerator: str = Field("nvidia.com/gpu", description="the train task's accelerator resource")
-    gpus: int = Field(1, ge=0, description="accelerators for train (0: train on CPU nodes)")
+    gpus: int = Field(
+        1, ge=0, description="accelerators for train, per node (0: train on CPU nodes)"
+    )
+    train_nodes: int = Field(
+        1,
+        ge=1,
+        description="nodes train runs on: more than 1 trains on a Kubeflow Trainer "
+        "TrainJob (the chart's trainer.enabled), the train task only following it",
+    )
+    train_timeout_s: int = Field(
+        172800, gt=0, description="how long train waits for its TrainJob (train_nodes > 1)"
+    )
     gpu_node_label: str = Field("nvidia.com/gpu.present", description="node selector key")
     gpu_node_value: str = Field("true", description="node selector value")
     gpu_toleration_key: str = Field("nvidia.com/gpu", description="taint key of the GPU pool")
@@ -48,3 +59,9 @@ class PipelineSettings(BaseModel):
     train_backoff: str = Field(
         "60s", description="wait before a train retry (a preempted GPU node is replaced)"
     )
+
+    @model_validator(mode="after")
+    def _nodes_share_a_volume(self) -> PipelineSettings:
+        if self.train_nodes > 1 and not self.checkpoint_pvc:
+            raise ValueError("train_nodes > 1 needs checkpoint_pvc: every node mounts it")
+        return self

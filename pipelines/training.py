@@ -81,13 +81,18 @@ def build_pipeline(kind: Kind, settings: PipelineSettings | None = None) -> Base
             data = prepared.outputs["prepared"]
             baseline = c.baseline(prepared=data)
             _configure(baseline, "baseline", s)
+            on_nodes = (
+                {"nodes": s.train_nodes, "gpus_per_node": s.gpus, "trainer_image": s.image,
+                 "timeout_s": s.train_timeout_s} if s.train_nodes > 1 else {}
+            )  # fmt: skip
             trained = c.train(
                 prepared=data, arch=arch, weights=weights, epochs=epochs, image_size=image_size,
                 batch_size=batch_size, settings=train_settings, checkpoints=checkpoints,
-                **tracked,
+                **on_nodes, **tracked,
             )  # fmt: skip
             _configure(trained, "train", s)
-            _on_gpu_pool(trained, s)
+            if s.train_nodes == 1:  # else the TrainJob's nodes are on the GPU pool, not this task
+                _on_gpu_pool(trained, s)
             if s.checkpoint_pvc:  # a retry, in a new pod, resumes from the last epoch
                 kubernetes.mount_pvc(trained, pvc_name=s.checkpoint_pvc,
                                      mount_path=CHECKPOINT_MOUNT)  # fmt: skip

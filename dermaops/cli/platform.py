@@ -57,17 +57,60 @@ def pipeline_compile(
         "pipelines/compiled"
     ),
     image: Annotated[str | None, typer.Option(help="Project image every task runs.")] = None,
-    gpus: Annotated[int | None, typer.Option(help="GPUs for train (0: CPU nodes).")] = None,
+    gpus: Annotated[int | None, typer.Option(help="GPUs for train, per node (0: CPU).")] = None,
+    train_nodes: Annotated[
+        int | None,
+        typer.Option(min=1, help="Nodes for train: more than 1 trains on a Trainer TrainJob."),
+    ] = None,
 ) -> None:
     """Write training_pipeline.yaml and retraining_pipeline.yaml for the KFP UI."""
     from dermaops.pipelines import PipelineSettings, compile_all
     from dermaops.settings import load_settings
 
     settings = load_settings(
-        PipelineSettings, env_prefix="DERMAOPS_PIPELINE_", overrides={"image": image, "gpus": gpus}
-    )
+        PipelineSettings, env_prefix="DERMAOPS_PIPELINE_",
+        overrides={"image": image, "gpus": gpus, "train_nodes": train_nodes},
+    )  # fmt: skip
     for path in compile_all(out, settings):
         typer.echo(f"wrote {path}")
+
+
+@pipeline_app.command("trainjob")
+def pipeline_trainjob(
+    run_id: Annotated[str, typer.Option("--run-id", help="The pipeline run it trains for.")],
+    nodes: Annotated[int, typer.Option(min=2, help="Training nodes (one pod each).")] = 2,
+    gpus_per_node: Annotated[
+        int, typer.Option(min=0, help="Accelerators per node (0: CPU nodes, gloo).")
+    ] = 1,
+    namespace: Annotated[
+        str, typer.Option(help="Where the pipelines run (the chart's pipelines.namespace).")
+    ] = "kubeflow",
+    image: Annotated[
+        str | None, typer.Option(help="Trainer image (default: the pipelines').")
+    ] = None,
+    runtime: Annotated[
+        str, typer.Option(help="The chart's ClusterTrainingRuntime (<release>-torch).")
+    ] = "dermaops-torch",
+) -> None:
+    """Print the TrainJob a train stage would create to train RUN_ID on NODES nodes, and the
+    NetworkPolicy that lets only its own nodes reach each other (YAML)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from dermaops.pipelines import PipelineSettings
+    from dermaops.settings import load_settings
+    from dermaops.train.trainjob import TrainJobSettings, network_policy, trainjob
+
+    pipeline = load_settings(PipelineSettings, env_prefix="DERMAOPS_PIPELINE_")
+    try:
+        s = TrainJobSettings(nodes=nodes, gpus_per_node=gpus_per_node,
+                             image=image or pipeline.image, runtime=runtime,
+                             accelerator=pipeline.accelerator, cpu=pipeline.train_cpu,
+                             memory=pipeline.train_memory)  # fmt: skip
+        docs = [trainjob(run_id, namespace, s), network_policy(run_id, namespace)]
+    except (ValidationError, ValueError) as e:
+        raise typer.BadParameter(str(e)) from e
+    typer.echo(yaml.safe_dump_all(docs, sort_keys=False), nl=False)
 
 
 @pipeline_app.command("run")

@@ -34,13 +34,20 @@ pytestmark = pytest.mark.k8s
 
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 CUSTOM = {"InferenceService", "ServiceMonitor", "PodMonitor", "PrometheusRule",
-          "AuthorizationPolicy"}  # fmt: skip
+          "AuthorizationPolicy", "ClusterTrainingRuntime"}  # fmt: skip
 
 
 VARIANTS = {
     "defaults": URI,
     "no-kserve": [*URI, "--set", "kserve.enabled=false"],
     "everything": [*URI, "--set", "mlflow.enabled=true"],
+    "trainer": [
+        *URI,
+        "--set",
+        "trainer.enabled=true",
+        "--set",
+        "pipelines.checkpoints.accessModes={ReadWriteMany}",
+    ],
     "istio-serverless": [
         *URI,
         *ISTIO,

@@ -117,3 +117,22 @@ def test_every_task_runs_the_project_image_without_installing_packages() -> None
         container = executor["container"]
         assert container["image"] == PipelineSettings().image, name
         assert "pip install" not in " ".join(container["command"]), name
+
+
+def test_train_on_nodes_follows_a_trainjob_from_a_small_pod(tmp_path: Path) -> None:
+    """train_nodes > 1: the train task passes its TrainJob's shape and takes no accelerator
+    (the TrainJob's nodes are on the GPU pool); the checkpoint volume it shares is mounted."""
+    compile_all(tmp_path, PipelineSettings(train_nodes=2, gpus=4))
+    spec, platform = _documents(tmp_path / "training_pipeline.yaml")
+    resources = spec["deploymentSpec"]["executors"]["exec-train"]["container"].get("resources", {})
+    assert "accelerator" not in resources
+    train = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    assert "nodeSelector" not in train and train["pvcMount"][0]["mountPath"] == "/mnt/checkpoints"
+    (task,) = [c["dag"]["tasks"]["train"] for c in spec["components"].values()
+               if "train" in c.get("dag", {}).get("tasks", {})]  # fmt: skip
+    given = {k: v["runtimeValue"]["constant"] for k, v in task["inputs"]["parameters"].items()
+             if "runtimeValue" in v}  # fmt: skip
+    assert given["nodes"] == 2 and given["gpus_per_node"] == 4
+    assert given["trainer_image"] == PipelineSettings().image
+    with pytest.raises(ValueError, match="train_nodes > 1 needs checkpoint_pvc"):
+        PipelineSettings(train_nodes=2, checkpoint_pvc="")
