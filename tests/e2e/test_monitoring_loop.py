@@ -234,6 +234,9 @@ def test_drifted_traffic_fires_the_alert_and_starts_one_retraining_run(
     drift_loop = [e for e in dashboard_expressions() if not _on_labels(e) and not _on_rollout(e)]
     empty = [e for e in drift_loop if not _query(loop.prometheus, fill_variables(e))]
     assert not empty, f"dashboard queries without data: {empty}"
+    # Before any label: the served version's performance, estimated from its own answers.
+    estimates = httpx.get(f"{loop.monitor}/estimates").json()
+    assert any(isinstance(e, dict) and e["images"] >= 20 for e in estimates.values()), estimates
 
 
 LABELS_METRICS = ("dermaops_live_", "dermaops_feedback_", "dermaops_registered_")
