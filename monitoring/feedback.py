@@ -25,6 +25,10 @@ from dermaops.monitoring.settings import MonitorSettings
 log = logging.getLogger(__name__)
 
 
+class NoFeedbackStoreError(LookupError):
+    """The monitor was started without a feedback store (``--feedback-dir``)."""
+
+
 class NoReportError(LookupError):
     """No classification report of that version (no store, no labelled case, or no report
     possible yet); ``status`` is the HTTP status that says so."""
@@ -54,11 +58,11 @@ class FeedbackScores:
         """Score the served versions on the store; the gauges and the reports follow.
 
         Raises:
-            LookupError: no feedback store configured.
+            NoFeedbackStoreError: no feedback store configured.
             DermaOpsError: the store has rows it cannot read (the message says which).
         """
         if self.folder is None:
-            raise LookupError("no feedback store (monitor serve --feedback-dir)")
+            raise NoFeedbackStoreError("no feedback store (monitor serve --feedback-dir)")
         with self.lock:
             return self._score(self.folder)
 
@@ -76,7 +80,8 @@ class FeedbackScores:
         m = self.metrics
         for row in feedback.itertuples(index=False) if not feedback.empty else ():
             dx, predicted = getattr(row, "dx", ""), getattr(row, "predicted_dx", "")
-            if predicted and dx != predicted and row.feedback_id not in self._disagreed:
+            answered = isinstance(predicted, str) and predicted  # an empty cell reads as NaN
+            if answered and dx != predicted and row.feedback_id not in self._disagreed:
                 self._disagreed.add(str(row.feedback_id))
                 m.disagreements.labels(dx, predicted).inc()
         self.scored = found
@@ -116,7 +121,7 @@ class FeedbackScores:
         """
         try:
             scored = self.score()
-        except LookupError as e:
+        except NoFeedbackStoreError as e:
             raise NoReportError(str(e)) from e
         except DermaOpsError as e:
             raise NoReportError(f"the feedback store cannot be scored: {e}", 409) from e
@@ -161,7 +166,7 @@ def router(scores: FeedbackScores) -> APIRouter:
     def performance() -> dict[str, Any]:
         try:
             return {"versions": finite(scores.score())}
-        except LookupError as e:
+        except NoFeedbackStoreError as e:
             raise HTTPException(404, str(e)) from e
         except DermaOpsError as e:  # a store with rows it cannot read says which
             raise HTTPException(409, f"the feedback store cannot be scored: {e}") from e

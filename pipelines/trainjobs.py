@@ -240,6 +240,7 @@ def train_on_nodes(
         raise TrainJobError(f"TrainJob {name} completed without a model in {trained}")
     shutil.copytree(trained, out, dirs_exist_ok=True)
     jobs.delete(name)
+    shutil.rmtree(here)  # the prepared copy and the run: the shared volume is not an archive
     return name
 
 

@@ -172,12 +172,20 @@ class Registry:
     def facts_of(self, run: Run) -> RunFacts:
         """The facts recorded with ``run`` (:meth:`tag_run`), its id and its test macro-F1.
 
+        A fact this version does not know (written by a newer one) is left out with a warning:
+        the summary of a run never fails on it.
+
         Raises:
-            RunFactsError: a fact this version does not know, or a value it cannot read.
+            RunFactsError: a known fact with a value it cannot read.
         """
         tags: dict[str, str] = run.data.tags
         recorded = {k.removeprefix(FACT_PREFIX): v for k, v in tags.items()
                     if k.startswith(FACT_PREFIX)}  # fmt: skip
+        unknown = sorted(recorded.keys() - RunFacts.model_fields.keys())
+        if unknown:
+            log.warning("MLflow run %s: facts this version does not know, left out: %s",
+                        run.info.run_id, ", ".join(unknown))  # fmt: skip
+            recorded = {k: v for k, v in recorded.items() if k not in unknown}
         facts = RunFacts.parse(recorded, f"MLflow run {run.info.run_id}", FACT_PREFIX)
         where = f"{run.info.run_id} (experiment {self.settings.experiment})"
         f1: float | None = run.data.metrics.get("f1_macro")

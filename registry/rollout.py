@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dermaops.errors import ConfigError
+from dermaops.errors import ConfigError, DermaOpsError
 from dermaops.inference_log import read_records
 from dermaops.notify import announce
 from dermaops.registry.card import record_rollout
@@ -263,7 +263,7 @@ class RolloutDriver:
             log.warning("could not tag version %s with its rollout: %s", r.candidate, e)
         try:
             record_rollout(self.reg, r)
-        except RegistryError as e:  # the rollout itself is done; its record is kept locally
+        except (DermaOpsError, OSError) as e:  # the rollout is done; its record is kept locally
             log.warning("could not add the rollout to version %s's card: %s", r.candidate, e)
         announce(f"DermaOps: {event}")
 

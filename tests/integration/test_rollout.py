@@ -120,7 +120,11 @@ def _card_says(reg: Registry, version: str, tmp_path: Path, *said: str) -> Rollo
     assert text.count("## Rollout") == 1 and all(s in text for s in said), text[-3000:]
     kept = Rollout.model_validate_json((card.parent / "rollout.json").read_text())
     html = (card.parent / "model_card.html").read_text()
-    assert kept.last is not None and "<h2>Rollout</h2>" in html and all(c.name in html for c in kept.last.checks)
+    assert (
+        kept.last is not None
+        and "<h2>Rollout</h2>" in html
+        and all(c.name in html for c in kept.last.checks)
+    )
     return kept
 
 

@@ -178,9 +178,14 @@ def test_a_trainjob_is_created_followed_to_complete_and_its_run_handed_on(
     name, echoed = job_name("run-1"), []
     api.logs[name] = ["epoch 1", "epoch 2"]
 
+    staged: dict[str, Any] = {}
+
     def echo(line: str) -> None:
         echoed.append(line)
         if line.endswith("epoch 2") and name in api.jobs:  # the nodes end meanwhile
+            here = shared / "runs" / name
+            staged["data"] = (here / "prepared" / "splits.csv").is_file()
+            staged["settings"] = yaml.safe_load((here / "train.yaml").read_text())
             api.logs[name].append("done")
             _nodes_train(shared, name)
             api.finish(name, "Complete")
@@ -192,8 +197,8 @@ def test_a_trainjob_is_created_followed_to_complete_and_its_run_handed_on(
     assert best_of(out) == {"best_epoch": 2, "best_val_f1_macro": 0.55}
     assert [line.split("] ", 1)[1] for line in echoed if "] " in line] == [
         "epoch 1", "epoch 2", "done"], "node 0's log, each line once"  # fmt: skip
-    assert (shared / "runs" / name / "prepared" / "splits.csv").is_file()
-    assert yaml.safe_load((shared / "runs" / name / "train.yaml").read_text()) == {"lr": 0.001}
+    assert staged == {"data": True, "settings": {"lr": 0.001}}, "what the nodes read"
+    assert not (shared / "runs" / name).exists(), "the shared volume freed once handed on"
     posted = [p for m, p in api.requests if m == "POST"]
     assert posted == [POLICIES, JOBS], "the policy first: no node runs unguarded"
     assert not api.jobs and not api.policies, "deleted once the run is handed on"
@@ -233,6 +238,6 @@ def test_a_job_created_by_a_parallel_try_is_followed_and_silence_times_out(
 def test_a_trainjob_the_api_refuses_says_why(api: TrainerApi) -> None:
     jobs = TrainJobs(NS)
     bad = SETTINGS.model_copy(update={"image": "registry.example/" + "x" * 500})
-    with pytest.raises(TrainJobError, match="creating TrainJob .*: 422") as caught:
+    with pytest.raises(TrainJobError, match=r"creating TrainJob .*: 422") as caught:
         jobs.ensure("run-4", bad)
     assert "is too long" in str(caught.value) and not api.jobs
