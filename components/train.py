@@ -16,9 +16,7 @@ def train(
     checkpoints: str = "",
     kfp_run_id: str = "",
     model_name: str = "dermaops",
-    nodes: int = 1,
-    gpus_per_node: int = 1,
-    trainer_image: str = "",
+    trainjob: dict = {},  # type: ignore[type-arg]  # noqa: B006
     namespace: str = "",
     timeout_s: int = 172800,
 ) -> None:
@@ -29,9 +27,9 @@ def train(
     checkpoint is kept under this run and task, so that a retry in a new pod, with an empty
     ``model`` folder, resumes; empty keeps it in ``model`` (a retry resumes only if it reuses
     the folder, as the local runner does).
-    ``nodes`` > 1: train on a Kubeflow Trainer TrainJob of that many nodes (``gpus_per_node``
-    each, ``trainer_image``, in ``namespace``, default this pod's), through the ``checkpoints``
-    volume, within ``timeout_s``; this task only creates and follows it.
+    ``trainjob`` (``TrainJobSettings``: nodes, GPUs per node, image, runtime, requests): train
+    on a Kubeflow Trainer TrainJob of that shape in ``namespace`` (default this pod's), through
+    the ``checkpoints`` volume, within ``timeout_s``; this task only creates and follows it.
     """
     from pathlib import Path
 
@@ -46,11 +44,12 @@ def train(
             **{**settings, "model": arch, "weights": weights, "epochs": epochs,
                "image_size": image_size, "batch_size": batch_size}
         )  # fmt: skip
-        if nodes > 1:
+        if trainjob:
             from dermaops.pipelines.trainjobs import on_nodes
+            from dermaops.train.trainjob import TrainJobSettings
 
             trained = on_nodes(Path(prepared.path), Path(model.path), kfp_run_id,
-                               Path(checkpoints), chosen, nodes, gpus_per_node, trainer_image,
+                               Path(checkpoints), chosen, TrainJobSettings(**trainjob),
                                namespace, timeout_s)  # fmt: skip
         else:
             kept = task_checkpoints(Path(checkpoints), kfp_run_id) if checkpoints else None
@@ -59,5 +58,10 @@ def train(
             result = run(Path(prepared.path), Path(model.path), chosen, resume, kept)
             trained = {"best_epoch": result.best_epoch, "best_val_f1_macro": result.best_val_f1}
     model.metadata.update(
-        {"arch": arch, **trained, "settings": chosen.model_dump(mode="json"), "nodes": nodes}
+        {
+            "arch": arch,
+            **trained,
+            "settings": chosen.model_dump(mode="json"),
+            "nodes": trainjob.get("nodes", 1),
+        }
     )

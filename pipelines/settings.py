@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from dermaops.deploy import CHART, TRAINER_IMAGE
+from dermaops.deploy import CHART, TRAINER_IMAGE, fullname
+from dermaops.train.trainjob import TrainJobSettings
 
 
 class PipelineSettings(BaseModel):
@@ -59,6 +60,21 @@ class PipelineSettings(BaseModel):
     train_backoff: str = Field(
         "60s", description="wait before a train retry (a preempted GPU node is replaced)"
     )
+
+    def train_job(self, **overrides: object) -> TrainJobSettings:
+        """What a multi-node train stage's TrainJob runs: these settings' image, GPUs per node,
+        requests and the release's runtime (the chart's ``<fullname>-torch``). The one builder
+        for the compiled pipeline and ``dermaops pipeline trainjob``.
+
+        Raises:
+            pydantic.ValidationError: an override the TrainJob's settings refuse.
+        """
+        shape: dict[str, object] = {
+            "nodes": max(2, self.train_nodes), "gpus_per_node": self.gpus, "image": self.image,
+            "runtime": f"{fullname(self.release)}-torch", "accelerator": self.accelerator,
+            "cpu": self.train_cpu, "memory": self.train_memory,
+        }  # fmt: skip
+        return TrainJobSettings.model_validate({**shape, **overrides})
 
     @model_validator(mode="after")
     def _nodes_share_a_volume(self) -> PipelineSettings:

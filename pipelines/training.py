@@ -82,8 +82,8 @@ def build_pipeline(kind: Kind, settings: PipelineSettings | None = None) -> Base
             baseline = c.baseline(prepared=data)
             _configure(baseline, "baseline", s)
             on_nodes = (
-                {"nodes": s.train_nodes, "gpus_per_node": s.gpus, "trainer_image": s.image,
-                 "timeout_s": s.train_timeout_s} if s.train_nodes > 1 else {}
+                {"trainjob": s.train_job().model_dump(), "timeout_s": s.train_timeout_s}
+                if s.train_nodes > 1 else {}
             )  # fmt: skip
             trained = c.train(
                 prepared=data, arch=arch, weights=weights, epochs=epochs, image_size=image_size,

@@ -103,20 +103,28 @@ class TrainJobs:
         return found
 
     def ensure(
-        self, run_id: str, s: TrainJobSettings, config: str = ""
+        self, run_id: str, s: TrainJobSettings, config: str = "", run_folder: Path | None = None
     ) -> tuple[str, Literal["created", "followed", "restarted"]]:
-        """The run's TrainJob: created, or the one a previous try created, or (when that one
-        failed) created again to resume from its checkpoint."""
+        """The run's TrainJob: the one a previous try created and is still running, or a new
+        one (replacing a failed one). ``run_folder``: where this task sees the job's run folder
+        on the shared volume; a new job resumes from the checkpoint there, and starts on an
+        empty folder when there is none (a try that died before its first epoch ended)."""
         name = job_name(run_id)
         found = self.get(name)
         if found is not None and state_of(found)[0] != "failed":
             return name, "followed"
         if found is not None:
-            log.warning("TrainJob %s failed (%s): starting it again from its checkpoint",
-                        name, state_of(found)[1])  # fmt: skip
+            log.warning("TrainJob %s failed (%s): starting it again", name, state_of(found)[1])
             self.delete(name)
+        resume = False
+        if run_folder is not None:
+            from dermaops.train.loop import CHECKPOINT
+
+            resume = (run_folder / CHECKPOINT).is_file()
+            if not resume:
+                shutil.rmtree(run_folder, ignore_errors=True)
         self._policy(network_policy(run_id, self.namespace))
-        body = trainjob(run_id, self.namespace, s, config, resume=found is not None)
+        body = trainjob(run_id, self.namespace, s, config, resume=resume)
         created = self._call(
             f"creating TrainJob {name}",
             lambda: self._create(body),
@@ -193,20 +201,33 @@ class TrainJobs:
                 echo(f"[{pod_name}] {line}")
             self._printed[pod_name] = max(self._printed.get(pod_name, 0), len(lines))
 
-    def delete(self, name: str) -> None:
-        """The TrainJob (its JobSet and pods go with it) and its NetworkPolicy."""
+    def delete(self, name: str, wait_s: float = 300.0) -> None:
+        """The TrainJob (its JobSet and pods first: foreground deletion) and its NetworkPolicy;
+        returns once the API no longer has the TrainJob, so a new one of the name can start.
+
+        Raises:
+            TrainJobError: the API refused, or the TrainJob was still there after ``wait_s``.
+        """
+        from kubernetes import client
+
         self._call(
             f"deleting TrainJob {name}",
             lambda: self._custom.delete_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, name
+                GROUP, VERSION, self.namespace, PLURAL, name,
+                body=client.V1DeleteOptions(propagation_policy="Foreground"),
             ),
             missing_ok=True,
-        )
+        )  # fmt: skip
         self._call(
             f"deleting NetworkPolicy {name}",
             lambda: self._network.delete_namespaced_network_policy(name, self.namespace),
             missing_ok=True,
         )
+        deadline = time.monotonic() + wait_s
+        while self.get(name) is not None:
+            if time.monotonic() > deadline:
+                raise TrainJobError(f"TrainJob {name} still there {wait_s:.0f} s after deleting it")
+            time.sleep(self.poll_s)
 
 
 def _message(body: Any) -> str:
@@ -232,7 +253,9 @@ def train_on_nodes(
         shutil.copytree(prepared, staged)
         (here / "prepared.done").touch()
     (here / "train.yaml").write_text(yaml.safe_dump(train_settings, sort_keys=False))
-    name, how = jobs.ensure(run_id, s, config=f"{SHARED}/runs/{name}/train.yaml")
+    name, how = jobs.ensure(
+        run_id, s, config=f"{SHARED}/runs/{name}/train.yaml", run_folder=here / "train"
+    )
     echo(f"TrainJob {name} ({how}): {s.nodes} nodes x {s.processes_per_node} processes")
     jobs.wait(name, timeout_s, echo)
     trained = here / "train"
@@ -265,16 +288,13 @@ def best_of(run: Path) -> dict[str, Any]:
 
 
 def on_nodes(
-    prepared: Path, out: Path, run_id: str, shared_root: Path, chosen: BaseModel, nodes: int,
-    gpus_per_node: int, image: str, namespace: str, timeout_s: float,
+    prepared: Path, out: Path, run_id: str, shared_root: Path, chosen: BaseModel,
+    s: TrainJobSettings, namespace: str, timeout_s: float,
 ) -> dict[str, Any]:  # fmt: skip
-    """What the train component runs for ``nodes`` > 1: the run trained on its TrainJob, and
+    """What the train component runs for a TrainJob of shape ``s``: the run trained on it, and
     the best epoch and macro-F1 for the model's metadata."""
     if not str(shared_root) or str(shared_root) == ".":
         raise TrainJobError("training on nodes needs the shared checkpoint volume (checkpoints)")
-    from dermaops.deploy import TRAINER_IMAGE
-
-    s = TrainJobSettings(nodes=nodes, gpus_per_node=gpus_per_node, image=image or TRAINER_IMAGE)
     jobs = TrainJobs(namespace or own_namespace())
     train_on_nodes(prepared, out, run_id, shared_root, s, chosen.model_dump(mode="json"), jobs,
                    timeout_s)  # fmt: skip

@@ -89,8 +89,9 @@ def pipeline_trainjob(
         str | None, typer.Option(help="Trainer image (default: the pipelines').")
     ] = None,
     runtime: Annotated[
-        str, typer.Option(help="The chart's ClusterTrainingRuntime (<release>-torch).")
-    ] = "dermaops-torch",
+        str | None,
+        typer.Option(help="ClusterTrainingRuntime (default: the release's, <fullname>-torch)."),
+    ] = None,
 ) -> None:
     """Print the TrainJob a train stage would create to train RUN_ID on NODES nodes, and the
     NetworkPolicy that lets only its own nodes reach each other (YAML)."""
@@ -99,14 +100,13 @@ def pipeline_trainjob(
 
     from dermaops.pipelines import PipelineSettings
     from dermaops.settings import load_settings
-    from dermaops.train.trainjob import TrainJobSettings, network_policy, trainjob
+    from dermaops.train.trainjob import network_policy, trainjob
 
     pipeline = load_settings(PipelineSettings, env_prefix="DERMAOPS_PIPELINE_")
+    given = {"image": image, "runtime": runtime}
     try:
-        s = TrainJobSettings(nodes=nodes, gpus_per_node=gpus_per_node,
-                             image=image or pipeline.image, runtime=runtime,
-                             accelerator=pipeline.accelerator, cpu=pipeline.train_cpu,
-                             memory=pipeline.train_memory)  # fmt: skip
+        s = pipeline.train_job(nodes=nodes, gpus_per_node=gpus_per_node,
+                               **{k: v for k, v in given.items() if v})  # fmt: skip
         docs = [trainjob(run_id, namespace, s), network_policy(run_id, namespace)]
     except (ValidationError, ValueError) as e:
         raise typer.BadParameter(str(e)) from e

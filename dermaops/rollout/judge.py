@@ -141,16 +141,25 @@ def first_rejection(
 def mcnemar_p(lost: int, gained: int) -> float:
     """Two-sided exact McNemar test: the binomial probability of a split of the discordant
     pairs at least this uneven, were either direction equally likely."""
-    n = lost + gained
+    return min(1.0, 2 * _binomial_half_tail(lost + gained, min(lost, gained)))
+
+
+def mcnemar_lost_p(lost: int, gained: int) -> float:
+    """One-sided exact McNemar test that the challenger loses more flags than it gains: the
+    probability of at least ``lost`` of the discordant pairs going its way by chance. The judge
+    rolls back on this direction only, so its level is all spent on it."""
+    return _binomial_half_tail(lost + gained, gained)
+
+
+def _binomial_half_tail(n: int, k: int) -> float:
+    """P(X <= k) for X ~ Binomial(n, 1/2); 1 when there is nothing to split."""
     if n == 0:
         return 1.0
-    k = min(lost, gained)
     log_half = n * math.log(0.5)
-    tail = sum(
+    return min(1.0, sum(
         math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + log_half)
         for i in range(k + 1)
-    )
-    return min(1.0, 2 * tail)
+    ))  # fmt: skip
 
 
 def two_proportion_p(hits_a: int, n_a: int, hits_b: int, n_b: int) -> float:
@@ -221,8 +230,7 @@ def paired_checks(found: Sequence[Pair], s: JudgeSettings) -> list[Check]:
     lost, gained = flips(found)
 
     def worse(size: int) -> float:  # one-sided: only flags lost can fail the challenger
-        down, up = flips(found[:size])
-        return mcnemar_p(down, up) if down > up else 1.0
+        return mcnemar_lost_p(*flips(found[:size]))
 
     rejected = first_rejection(worse, n, s.min_pairs, s.alpha)
     deltas = [
@@ -279,25 +287,37 @@ def _looked(
 def split_checks(
     records: Iterable[Mapping[str, Any]], stable: str, candidate: str, s: JudgeSettings
 ) -> list[Check]:
-    """A canary step: the melanoma-flag rate and the class mix of each version's own traffic."""
-    mine: dict[str, list[Mapping[str, Any]]] = {stable: [], candidate: []}
+    """A canary step: the melanoma-flag rate and the class mix of each version's own traffic.
+
+    The flag-rate test's looks take the challenger's first ``size`` answers against every stable
+    answer logged before the challenger's ``size``-th: the same span of time whatever the
+    canary's share (at 10 %, the stable's first ``size`` would be nine times more recent)."""
+    old: list[Mapping[str, Any]] = []
+    new: list[Mapping[str, Any]] = []
+    stable_before: list[int] = []  # for each challenger answer: the stable answers before it
     for record in records:
         version = str(record.get("model_version"))
-        if version in mine and not record.get("shadow"):
-            mine[version].append(record)
-    old, new = mine[stable], mine[candidate]
+        if record.get("shadow"):
+            continue
+        if version == stable:
+            old.append(record)
+        elif version == candidate:
+            new.append(record)
+            stable_before.append(len(old))
     n = min(len(old), len(new))
     old_rate, new_rate = _flag_rate(old), _flag_rate(new)
     drop = _drop(old_rate, new_rate)
 
-    def fell(size: int) -> float:  # each version's first ``size`` answers
-        before, after = old[:size], new[:size]
+    def fell(size: int) -> float:
+        before, after = old[: stable_before[size - 1]], new[:size]
+        if len(before) < s.min_requests:
+            return 1.0
         if _drop(_flag_rate(before), _flag_rate(after)) <= s.max_flag_rate_drop:
             return 1.0
         hits = [sum(bool(r.get("melanoma")) for r in rows) for rows in (before, after)]
-        return two_proportion_p(hits[0], size, hits[1], size)
+        return two_proportion_p(hits[0], len(before), hits[1], size)
 
-    rejected = first_rejection(fell, n, s.min_requests, s.alpha)
+    rejected = first_rejection(fell, len(new) if n else 0, s.min_requests, s.alpha)
 
     def mix(rows: list[Mapping[str, Any]]) -> list[float]:
         counts = [sum(r.get("prediction") == c for r in rows) for c in CLASSES]

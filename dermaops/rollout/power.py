@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from dermaops.evaluation.result import EvaluationMetrics
 from dermaops.labels import CLASSES
-from dermaops.rollout.judge import JudgeSettings, looks, mcnemar_p, two_proportion_p
+from dermaops.rollout.judge import JudgeSettings, looks, mcnemar_lost_p, two_proportion_p
 
 MEL = CLASSES.index("mel")
 WAYS = ("shadow_paired", "canary_check", "canary_test_only")
@@ -73,7 +73,7 @@ def _shadow_caught(lost: np.ndarray, gained: np.ndarray, n: int, s: JudgeSetting
     """Whether the paired looks had failed the challenger within ``n`` shadowed requests."""
     for size, level in looks(n, s.min_pairs, s.alpha):
         down, up = int(lost[size - 1]), int(gained[size - 1])
-        if down > up and mcnemar_p(down, up) < level:
+        if mcnemar_lost_p(down, up) < level:
             return True
     return False
 
@@ -83,17 +83,20 @@ def _canary_caught(
 ) -> bool:
     """Whether the canary's looks had failed the challenger within ``n`` requests in all (its
     share of them answered by the challenger): ``old``/``new`` are each version's cumulative
-    flags, in the order answered."""
-    each = min(int(np.searchsorted(new[:, 1], n, side="right")),
-               int(np.searchsorted(old[:, 1], n, side="right")))  # fmt: skip
+    flags and the request each answered, in order. Each look takes the challenger's first
+    ``size`` answers against the stable's answers before the last of them, as the judge does."""
+    each = int(np.searchsorted(new[:, 1], n, side="right"))
     for size, level in looks(each, s.min_requests, s.alpha):
-        hits_old, hits_new = int(old[size - 1, 0]), int(new[size - 1, 0])
+        span = int(np.searchsorted(old[:, 1], new[size - 1, 1]))  # stable answers before it
+        if span < s.min_requests:
+            continue
+        hits_old, hits_new = int(old[span - 1, 0]), int(new[size - 1, 0])
         if hits_old == 0:
             continue
-        fell = (hits_old - hits_new) / hits_old
+        fell = (hits_old / span - hits_new / size) / (hits_old / span)
         if threshold and fell <= s.max_flag_rate_drop:
             continue
-        if hits_new < hits_old and two_proportion_p(hits_old, size, hits_new, size) < level:
+        if fell > 0 and two_proportion_p(hits_old, span, hits_new, size) < level:
             return True
     return False
 

@@ -4,12 +4,16 @@ One ``affine_grid`` + ``grid_sample`` per batch gives every image its own random
 crop, rotation and flips; colour jitter (brightness, contrast, saturation, hue) is a per-image
 affine map of RGB. Nothing is decoded and nothing runs per image in Python, so on a GPU the
 data path keeps up with the model.
+
+The random numbers are drawn for a whole global batch (:func:`draw`) before any rank takes its
+rows (:meth:`Draw.rows`): image ``i`` of a batch is transformed alike whatever the number of
+ranks, so a data-parallel run trains on the same inputs as one process.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -31,6 +35,37 @@ class AugmentSettings:
     hue: float = 0.04
 
 
+@dataclass(frozen=True)
+class Draw:
+    """The random transform of each image of a batch: crop/rotation/flip matrices and the
+    colour jitter's factors, one row per image."""
+
+    theta: torch.Tensor  # (N, 2, 3): output coordinates to normalised input coordinates
+    brightness: torch.Tensor
+    contrast: torch.Tensor
+    saturation: torch.Tensor
+    hue: torch.Tensor  # radians
+
+    def rows(self, index: torch.Tensor) -> Draw:
+        """The draws of some images of the batch (a rank's share)."""
+        return Draw(*(getattr(self, f.name)[index] for f in fields(self)))
+
+
+def draw(
+    n: int, h: int, w: int, generator: torch.Generator, cfg: AugmentSettings = AugmentSettings()
+) -> Draw:
+    """Random transforms for ``n`` images of ``h`` x ``w`` pixels, on the generator's device."""
+    device = generator.device
+    theta = _crop_rotate_flip(n, h, w, cfg, generator, device)
+    return Draw(
+        theta=theta,
+        brightness=_uniform(1 - cfg.brightness, 1 + cfg.brightness, n, generator, device),
+        contrast=_uniform(1 - cfg.contrast, 1 + cfg.contrast, n, generator, device),
+        saturation=_uniform(1 - cfg.saturation, 1 + cfg.saturation, n, generator, device),
+        hue=_uniform(-cfg.hue, cfg.hue, n, generator, device) * (2 * math.pi),
+    )
+
+
 def augment(
     pixels: torch.Tensor,
     size: int,
@@ -39,12 +74,16 @@ def augment(
 ) -> torch.Tensor:
     """uint8 (N, H, W, 3) to float (N, 3, size, size) in 0..1, each image transformed anew."""
     n, h, w, _ = pixels.shape
-    device = pixels.device
+    return apply(pixels, size, draw(n, h, w, generator, cfg))
+
+
+def apply(pixels: torch.Tensor, size: int, d: Draw) -> torch.Tensor:
+    """uint8 (N, H, W, 3) to float (N, 3, size, size) in 0..1 under the drawn transforms."""
+    n = pixels.shape[0]
     x = pixels.permute(0, 3, 1, 2).float().div_(255)
-    theta = _crop_rotate_flip(n, h, w, cfg, generator, device)
-    grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
+    grid = F.affine_grid(d.theta, [n, 3, size, size], align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    return _colour_jitter(x, cfg, generator).clamp_(0, 1)
+    return _colour_jitter(x, d).clamp_(0, 1)
 
 
 def _uniform(
@@ -79,12 +118,10 @@ def _crop_rotate_flip(
     return theta
 
 
-def _colour_jitter(x: torch.Tensor, cfg: AugmentSettings, g: torch.Generator) -> torch.Tensor:
+def _colour_jitter(x: torch.Tensor, d: Draw) -> torch.Tensor:
     n, device = x.shape[0], x.device
-    brightness = _uniform(1 - cfg.brightness, 1 + cfg.brightness, n, g, device).view(n, 1, 1, 1)
-    contrast = _uniform(1 - cfg.contrast, 1 + cfg.contrast, n, g, device).view(n, 1, 1, 1)
-    saturation = _uniform(1 - cfg.saturation, 1 + cfg.saturation, n, g, device)
-    hue = _uniform(-cfg.hue, cfg.hue, n, g, device) * (2 * math.pi)
+    brightness, contrast = d.brightness.view(n, 1, 1, 1), d.contrast.view(n, 1, 1, 1)
+    saturation, hue = d.saturation, d.hue
     x = x * brightness
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     x = (x - mean) * contrast + mean

@@ -30,9 +30,10 @@ from dermaops.model.inference import (
     resolve_device,
     split_tensors,
 )
+from dermaops.train.augment import draw
 from dermaops.train.curves import plot_history
 from dermaops.train.settings import TrainSettings
-from dermaops.train.step import Distributed, Stepper, batches, make_inputs, steps_per_epoch
+from dermaops.train.step import Distributed, Stepper, batches, draw_inputs, steps_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +182,8 @@ def _train(
         if ddp.is_main:
             _save_checkpoint(checkpoints, state)
         ddp.barrier()
-    model.load_state_dict(state["best_state"])
     if ddp.is_main:
-        _write_outputs(run_dir, model, s, pre, data, state)
+        _write_outputs(run_dir, s, pre, data, state)
         if checkpoints != run_dir:  # storage shared by every run: free this run's share
             _remove_checkpoint(checkpoints)
     return TrainResult(run_dir, state["best_epoch"], state["best_f1"], state["epoch"], ddp.is_main)
@@ -229,22 +229,30 @@ def _train_epoch(
     device = data.pixels.device
     seed = s.seed * 100_003 + epoch
     order = torch.Generator(device=device).manual_seed(seed)
-    augment_rng = torch.Generator(device=device).manual_seed(seed * 131 + ddp.rank)
-    totals = torch.zeros(3, device=device)  # loss sum, correct, seen: kept on the device
+    augment_rng = torch.Generator(device=device).manual_seed(seed * 131)
+    totals = torch.zeros(4, device=device)  # loss sum, its divisor, correct, seen: on the device
     global_batches = list(batches(data.labels, s.batch_size, s.balance == "sampler", order))
+    h, w = data.pixels.shape[1:3]
     bar = tqdm(global_batches, desc=desc, unit="batch", leave=False, disable=not ddp.is_main)
     for step, index in enumerate(bar):
-        local = ddp.shard(index)
+        # Every rank draws the whole batch's transforms and takes its rows: image i of a batch
+        # is augmented alike at any world size, and DDP's mean is the global batch's mean.
+        drawn = draw(len(index), h, w, augment_rng)
+        rows = ddp.rows(len(index))
+        local = index[rows]
         y = data.labels[local]
-        loss, logits = stepper(make_inputs(data.pixels[local], pre, augment_rng), y)
-        totals[0] += loss * len(y)
-        totals[1] += (logits.argmax(dim=1) == y).sum()
-        totals[2] += len(y)
+        divisor = stepper.weight_of(data.labels[index]) / ddp.world
+        x = draw_inputs(data.pixels[local], pre, drawn.rows(rows))
+        loss_sum, logits = stepper(x, y, divisor)
+        totals[0] += loss_sum
+        totals[1] += stepper.weight_of(y)
+        totals[2] += (logits.argmax(dim=1) == y).sum()
+        totals[3] += len(y)
         if step % 10 == 9 or step == len(global_batches) - 1:  # a host sync only now and then
-            loss_sum, correct, seen = totals.tolist()
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
-    loss_sum, correct, seen = ddp.sum(totals).tolist()
-    return loss_sum / seen, correct / seen
+            loss_sum, weight, correct, seen = totals.tolist()
+            bar.set_postfix(loss=f"{loss_sum / weight:.4f}", acc=f"{correct / seen:.3f}")
+    loss_sum, weight, correct, seen = ddp.sum(totals).tolist()
+    return loss_sum / weight, correct / seen
 
 
 def _class_weights(labels: torch.Tensor) -> torch.Tensor:
@@ -331,12 +339,15 @@ def _save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
 
 def _write_outputs(
     run_dir: Path,
-    model: nn.Module,
     s: TrainSettings,
     pre: Preprocessing,
     data: PreparedSet,
     state: dict[str, Any],
 ) -> None:
+    """The best epoch's model (in plain layers, whatever data parallelism made of its
+    BatchNorm), its ONNX graph, the history and the curves."""
+    model = build_model(s.model, len(CLASSES), "none")
+    model.load_state_dict(state["best_state"])
     extra = {
         "best_epoch": state["best_epoch"],
         "val_f1_macro": state["best_f1"],

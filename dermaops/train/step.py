@@ -10,6 +10,8 @@ import os
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -19,7 +21,7 @@ from torch import nn
 from dermaops.labels import CLASSES
 from dermaops.model.artifact import Preprocessing
 from dermaops.model.stem import normalise
-from dermaops.train.augment import augment
+from dermaops.train.augment import Draw, apply, draw
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,12 @@ class Distributed:
     device: torch.device
 
     @classmethod
-    def from_env(cls, device: torch.device) -> Distributed:
-        """Join the torchrun group if WORLD_SIZE > 1: NCCL on GPUs, gloo on CPUs."""
+    def from_env(cls, device: torch.device, timeout_s: float = 300.0) -> Distributed:
+        """Join the torchrun group if WORLD_SIZE > 1: NCCL on GPUs, gloo on CPUs.
+
+        ``timeout_s`` bounds every collective: a rank whose peer died (a preempted node) fails
+        with the backend's error within it instead of hanging.
+        """
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world == 1:
             return cls(0, 1, device)
@@ -40,16 +46,18 @@ class Distributed:
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
             torch.cuda.set_device(device)
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            dist.init_process_group(
+                "nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s)
+            )
         return cls(dist.get_rank(), world, device)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def shard(self, index: torch.Tensor) -> torch.Tensor:
-        """This rank's part of a global batch."""
-        return index[self.rank :: self.world]
+    def rows(self, n: int) -> torch.Tensor:
+        """This rank's rows of a global batch of ``n``: every ``world``-th from its rank."""
+        return torch.arange(self.rank, n, self.world, device=self.device)
 
     def sum(self, value: torch.Tensor) -> torch.Tensor:
         if self.world > 1:
@@ -57,7 +65,8 @@ class Distributed:
         return value
 
     def sync_buffers(self, model: nn.Module) -> None:
-        """Give every rank rank 0's BatchNorm statistics, so all evaluate the same model."""
+        """Give every rank rank 0's BatchNorm statistics, so all evaluate the same model and
+        agree on the best epoch and on when a phase ends."""
         if self.world > 1:
             for buffer in model.buffers():
                 dist.broadcast(buffer, src=0)
@@ -67,9 +76,18 @@ class Distributed:
             dist.barrier()
 
     def wrap(self, model: nn.Module) -> nn.Module:
-        """DistributedDataParallel over the parameters that train now (call after freezing)."""
+        """DistributedDataParallel over the parameters that train now (call after freezing).
+
+        BatchNorm layers normalise by the whole global batch (torch's ``SyncBatchNorm`` on GPUs,
+        :class:`GlobalBatchNorm` on CPUs), so every rank computes what one process would.
+        """
         if self.world == 1:
             return model
+        if self.device.type == "cuda":
+            # In place below the root (a BatchNorm is never the model itself).
+            nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call]
+        else:
+            GlobalBatchNorm.convert(model)
         ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
@@ -78,11 +96,79 @@ class Distributed:
             dist.destroy_process_group()
 
 
+class GlobalBatchNorm(nn.BatchNorm2d):
+    """BatchNorm whose training statistics are those of the global batch, on any device.
+
+    Each rank's per-channel count, sum and sum of squares are all-reduced (differentiably, so
+    the gradient flows through the statistics as it does in one process), in fp32;
+    ``SyncBatchNorm`` does the same, fused, but only on GPUs. Outside training, or alone, it is
+    a plain BatchNorm2d: the state dict and the exported graph are unchanged.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        dtype, x = x.dtype, x.float()
+        c = x.shape[1]
+        local = torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)),
+                           x.new_full((1,), x.numel() / c)])  # fmt: skip
+        total: torch.Tensor = _SumOverRanks.apply(local)
+        count = total[-1]
+        mean = total[:c] / count
+        var = (total[c : 2 * c] / count - mean * mean).clamp_min(0)  # biased, as BN normalises
+        if self.track_running_stats and self.running_mean is not None:
+            assert self.running_var is not None and self.num_batches_tracked is not None
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = (
+                    self.momentum
+                    if self.momentum is not None
+                    else 1.0 / float(self.num_batches_tracked)
+                )
+                self.running_mean.lerp_(mean.detach(), m)
+                self.running_var.lerp_(var.detach() * count / (count - 1), m)
+        shape = (1, c, 1, 1)
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(dtype)
+
+    @classmethod
+    def convert(cls, model: nn.Module) -> None:
+        """Make every BatchNorm2d of ``model`` one (in place: parameters and buffers kept)."""
+        for module in model.modules():
+            if type(module) is nn.BatchNorm2d:
+                module.__class__ = cls
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """A tensor summed over the ranks, differentiably: every rank's loss depends on the sum, so
+    the gradient reaching each rank's share is the sum of the ranks' gradients of it."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        total = x.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
 def make_inputs(
     pixels: torch.Tensor, pre: Preprocessing, generator: torch.Generator
 ) -> torch.Tensor:
     """Augmented, normalised model inputs from a uint8 batch already on the device."""
-    x = normalise(augment(pixels, pre.image_size, generator), pre)
+    n, h, w, _ = pixels.shape
+    return draw_inputs(pixels, pre, draw(n, h, w, generator))
+
+
+def draw_inputs(pixels: torch.Tensor, pre: Preprocessing, drawn: Draw) -> torch.Tensor:
+    """Model inputs under transforms drawn already (a rank's rows of a global batch's draw)."""
+    x = normalise(apply(pixels, pre.image_size, drawn), pre)
     if x.device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     return x
@@ -125,17 +211,34 @@ class Stepper:
     def __post_init__(self) -> None:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step; returns the (detached) loss and logits."""
+    def __call__(
+        self, x: torch.Tensor, y: torch.Tensor, divisor: torch.Tensor | float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step on the sum of the samples' losses divided by ``divisor`` (default: the
+        batch's size, or its class weights' sum: the mean). Returns the (detached) sum and logits.
+
+        A data-parallel rank passes the global batch's divisor over the world size: DDP's
+        average of the ranks' gradients is then that of the global batch's mean, whatever its
+        split across ranks or its class weights.
+        """
         with torch.autocast("cuda", dtype=self.dtype) if self.dtype else nullcontext():
             logits = self.model(x)
-            loss = F.cross_entropy(
-                logits.float(), y, weight=self.class_weights, label_smoothing=self.label_smoothing
-            )
+            total = F.cross_entropy(
+                logits.float(), y, weight=self.class_weights,
+                label_smoothing=self.label_smoothing, reduction="sum",
+            )  # fmt: skip
+        if divisor is None:
+            divisor = self.weight_of(y)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+        self.scaler.scale(total / divisor).backward()  # type: ignore[no-untyped-call]
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.scheduler is not None:
             self.scheduler.step()
-        return loss.detach(), logits.detach()
+        return total.detach(), logits.detach()
+
+    def weight_of(self, y: torch.Tensor) -> torch.Tensor:
+        """What the mean divides by: the samples' count, or their class weights' sum."""
+        if self.class_weights is None:
+            return torch.tensor(float(len(y)), device=y.device)
+        return self.class_weights[y].sum()

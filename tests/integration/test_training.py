@@ -127,21 +127,6 @@ def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_ddp_with_gloo_on_two_cpu_processes(prepared_small: Path, tmp_path: Path) -> None:
-    """The torchrun path: two ranks, gloo, each training on half of every batch."""
-    run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "dermaops", "train", "--data", str(prepared_small), "--out", str(run),
-           "--model", "resnet18", "--weights", "none", "--epochs", "2", "--image-size", "32",
-           "--batch-size", "16", "--no-export-onnx"]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("trained 2 epochs") == 1, "only rank 0 reports"
-    history = json.loads((run / "history.json").read_text())
-    assert [h["epoch"] for h in history] == [1, 2]
-    assert (run / "model" / "weights.pt").is_file()
-
-
 def test_run_folder_guards(prepared_small: Path, tmp_path: Path) -> None:
     with pytest.raises(RunFolderError, match="nothing to resume"):
         train(prepared_small, tmp_path / "new", TINY, resume=True)

@@ -42,6 +42,8 @@ class TrainerApi(ThreadingHTTPServer):
         self.logs: dict[str, list[str]] = {}  # TrainJob -> node 0's log lines so far
         self.requests: list[tuple[str, str]] = []
         self.conflict_once = False  # a parallel try creates the job between our GET and POST
+        self.terminating: dict[str, int] = {}  # TrainJob -> GETs left until its pods are gone
+        self.deletions: list[dict[str, Any]] = []  # the DeleteOptions sent
         self.validate = _crd_validator("TrainJob", "v1alpha1")
         self.lock = threading.Lock()
 
@@ -62,7 +64,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.requests.append(("GET", url.path))
         api = self.server
         if url.path.startswith(f"{JOBS}/"):
-            found = api.jobs.get(url.path.rsplit("/", 1)[1])
+            name = url.path.rsplit("/", 1)[1]
+            with api.lock:  # a foreground deletion ends when the JobSet's pods are gone
+                if name in api.terminating:
+                    api.terminating[name] -= 1
+                    if api.terminating[name] < 0:
+                        del api.terminating[name], api.jobs[name]
+                found = api.jobs.get(name)
             self._json(200, found) if found else self._json(404, _status(404, "NotFound"))
         elif url.path == PODS:
             selector = parse_qs(url.query)["labelSelector"][0]
@@ -106,9 +114,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, _status(404, "NotFound"))
 
     def do_DELETE(self) -> None:
-        self.server.requests.append(("DELETE", self.path))
-        store = self.server.jobs if self.path.startswith(JOBS) else self.server.policies
-        found = store.pop(self.path.rsplit("/", 1)[1], None)
+        api, name = self.server, self.path.rsplit("/", 1)[1]
+        api.requests.append(("DELETE", self.path))
+        length = int(self.headers.get("Content-Length") or 0)
+        options = json.loads(self.rfile.read(length)) if length else {}
+        if self.path.startswith(JOBS):
+            with api.lock:  # foreground: marked, and gone only after its dependents (3 GETs)
+                found = api.jobs.get(name)
+                if found is not None:
+                    api.deletions.append(options)
+                    found.setdefault("metadata", {})["deletionTimestamp"] = "2026-12-06T00:00:00Z"
+                    api.terminating.setdefault(name, 3)
+        else:
+            found = api.policies.pop(name, None)
         if found is None:
             self._json(404, _status(404, "NotFound"))
         else:
@@ -216,9 +234,34 @@ def test_a_retried_task_follows_the_job_it_created_and_a_failed_one_resumes(
     api.finish(name, "Failed", "node 1 was preempted")
     with pytest.raises(TrainJobError, match="failed: node 1 was preempted"):
         jobs.wait(name, 5)
-    assert jobs.ensure("run-2", SETTINGS) == (name, "restarted")
+    # It failed after a checkpoint: the new job resumes from it.
+    run_folder = tmp_path / "train"
+    run_folder.mkdir()
+    (run_folder / "checkpoint.pt").write_bytes(b"epoch 3")
+    assert jobs.ensure("run-2", SETTINGS, run_folder=run_folder) == (name, "restarted")
     assert "--resume" in api.jobs[name]["spec"]["trainer"]["args"]
     assert "status" not in api.jobs[name], "a new TrainJob, not the failed one"
+    assert api.deletions == [{"propagationPolicy": "Foreground"}], "its pods gone first"
+    # It failed before its first epoch ended: a fresh start on an emptied folder.
+    api.finish(name, "Failed", "node 0 was preempted")
+    (run_folder / "checkpoint.pt").unlink()
+    (run_folder / "settings.json").write_text("{}")
+    assert jobs.ensure("run-2", SETTINGS, run_folder=run_folder) == (name, "restarted")
+    assert "--resume" not in api.jobs[name]["spec"]["trainer"]["args"]
+    assert not run_folder.exists(), "nothing of the failed try for the new one to refuse"
+
+
+def test_a_deletion_waits_until_the_api_has_let_the_job_go(api: TrainerApi) -> None:
+    """Deleting is asynchronous in Kubernetes: a TrainJob created again before the old one's
+    pods are gone would meet a 409 and be taken for a parallel try's."""
+    jobs = TrainJobs(NS, poll_s=0.01)
+    name, _ = jobs.ensure("run-5", SETTINGS)
+    jobs.delete(name)
+    assert name not in api.jobs and [m for m, _ in api.requests].count("GET") >= 4
+    api.jobs[name] = {"metadata": {"name": name}}
+    api.terminating[name] = 10**6  # a finalizer that never ends
+    with pytest.raises(TrainJobError, match="still there 0 s after deleting it"):
+        jobs.delete(name, wait_s=0.05)
 
 
 def test_a_job_created_by_a_parallel_try_is_followed_and_silence_times_out(

@@ -132,7 +132,9 @@ def test_train_on_nodes_follows_a_trainjob_from_a_small_pod(tmp_path: Path) -> N
                if "train" in c.get("dag", {}).get("tasks", {})]  # fmt: skip
     given = {k: v["runtimeValue"]["constant"] for k, v in task["inputs"]["parameters"].items()
              if "runtimeValue" in v}  # fmt: skip
-    assert given["nodes"] == 2 and given["gpus_per_node"] == 4
-    assert given["trainer_image"] == PipelineSettings().image
+    shape = given["trainjob"]
+    assert shape["nodes"] == 2 and shape["gpus_per_node"] == 4
+    assert shape == PipelineSettings(train_nodes=2, gpus=4).train_job().model_dump()
+    assert shape["image"] == PipelineSettings().image and shape["runtime"] == "dermaops-torch"
     with pytest.raises(ValueError, match="train_nodes > 1 needs checkpoint_pvc"):
         PipelineSettings(train_nodes=2, checkpoint_pvc="")

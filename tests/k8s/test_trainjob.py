@@ -13,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from dermaops.cli.app import app
+from dermaops.pipelines import PipelineSettings
 from dermaops.train.trainjob import JOBSET_LABEL, PLUGIN_ENV, SHARED, job_name
 from tests.k8s.chart import CHART, KUBE_VERSION, URI, by_kind, helm, render
 
@@ -22,8 +23,9 @@ ON = [*URI, "--set", "trainer.enabled=true",
       "--set", "pipelines.checkpoints.accessModes={ReadWriteMany}"]  # fmt: skip
 
 
-def _printed(*args: str) -> list[dict[str, Any]]:
-    done = CliRunner().invoke(app, ["pipeline", "trainjob", *args], env={"COLUMNS": "300"})
+def _printed(*args: str, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    done = CliRunner().invoke(app, ["pipeline", "trainjob", *args],
+                              env={"COLUMNS": "300", **(env or {})})  # fmt: skip
     assert done.exit_code == 0, done.output
     return list(yaml.safe_load_all(done.output))
 
@@ -74,6 +76,20 @@ def test_a_retried_task_names_the_same_job_and_bad_input_is_refused() -> None:
     blank = CliRunner().invoke(app, ["pipeline", "trainjob", "--run-id", " "],
                                env={"COLUMNS": "300"})  # fmt: skip
     assert blank.exit_code == 2 and "run id is empty" in blank.output
+
+
+@pytest.mark.parametrize("release", ["dermaops", "clinic-a"])
+def test_the_runtime_the_task_names_is_the_one_its_release_renders(release: str) -> None:
+    """The seam between the chart and the compiled pipeline: the release's runtime by name."""
+    done = helm("template", release, str(CHART), "--namespace", "dermaops",
+                "--kube-version", KUBE_VERSION, *ON)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    docs = [d for d in yaml.safe_load_all(done.stdout) if d]
+    (runtime,) = by_kind(docs, "ClusterTrainingRuntime")
+    named = PipelineSettings(release=release, train_nodes=2).train_job().runtime
+    assert named == runtime["metadata"]["name"]
+    printed = _printed("--run-id", "r1", env={"DERMAOPS_PIPELINE_RELEASE": release})
+    assert printed[0]["spec"]["runtimeRef"]["name"] == runtime["metadata"]["name"]
 
 
 def test_the_chart_ships_the_runtime_and_only_the_rights_the_task_needs(

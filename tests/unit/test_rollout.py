@@ -18,6 +18,7 @@ from dermaops.rollout.judge import (
     js_distance,
     judge,
     looks,
+    mcnemar_lost_p,
     mcnemar_p,
     paired_checks,
     pairs,
@@ -41,6 +42,11 @@ def test_mcnemar_is_the_exact_binomial_test_of_the_discordant_pairs(lost: int, g
     expected = binomtest(min(lost, gained), lost + gained, 0.5).pvalue
     assert mcnemar_p(lost, gained) == pytest.approx(expected, rel=1e-9)
     assert mcnemar_p(gained, lost) == pytest.approx(expected, rel=1e-9)
+    # The judge rolls back on flags lost only: the one-sided tail, all its level on that side.
+    worse = (
+        binomtest(lost, lost + gained, 0.5, alternative="greater").pvalue if lost + gained else 1
+    )
+    assert mcnemar_lost_p(lost, gained) == pytest.approx(worse, rel=1e-9)
 
 
 def test_the_other_statistics_at_known_values() -> None:
@@ -83,7 +89,7 @@ def test_a_challenger_that_misses_melanomas_fails_the_critical_paired_check() ->
     flips = next(c for c in verdict.checks if c.name == "melanoma_flips")
     assert flips.value == 15 and flips.critical
     # 12 of them among the first 50 pairs: the first look, at half the level.
-    assert "McNemar p = 0.000244 < 0.025 on the first 50" in flips.detail
+    assert "McNemar p = 0.000122 < 0.025 on the first 50" in flips.detail
 
 
 def test_too_few_pairs_wait_and_unpairable_records_are_left_out() -> None:
@@ -105,6 +111,28 @@ def test_a_canary_compares_flag_rates_and_class_mix_of_each_versions_own_traffic
     assert failed.verdict == "fail"
     drop = next(c for c in failed.checks if c.name == "melanoma_flag_rate_drop")
     assert drop.value == pytest.approx(0.8) and "flag rate 0.050 vs stable 0.250" in drop.detail
+
+
+def test_a_canary_is_compared_with_the_stable_answers_of_the_same_hours() -> None:
+    """A 10 % canary of an equal challenger while the case mix changes: melanoma-looking
+    images are half of the first 200 requests (a screening clinic's morning), 5 % after. The
+    stable's first 50 answers all fall in the morning, the challenger's spread over 500
+    requests; compared with the stable's answers of the same span, it is equal."""
+    rng = random.Random(7)
+    records = [
+        _record(f"r{i}", "2" if i % 10 == 0 else "1",
+                0.8 if rng.random() < (0.5 if i < 200 else 0.05) else 0.1)
+        for i in range(1000)
+    ]  # fmt: skip
+    drop = next(
+        c for c in split_checks(records, "1", "2", SMALL) if c.name == "melanoma_flag_rate_drop"
+    )
+    assert drop.verdict == "pass", drop.detail
+    first = [[r for r in records if r["model_version"] == v][:50] for v in ("1", "2")]
+    hits = [sum(r["melanoma"] for r in rows) for rows in first]
+    assert two_proportion_p(hits[0], 50, hits[1], 50) < SMALL.alpha / 2, (
+        "each version's first 50 would have failed the challenger at the first look"
+    )
 
 
 def test_errors_fail_at_any_volume_and_few_requests_without_errors_are_no_data() -> None:

@@ -14,7 +14,7 @@ from dermaops.model.stem import (
     fit_short_side,
     images_to_batch,
 )
-from dermaops.train.augment import AugmentSettings, augment
+from dermaops.train.augment import AugmentSettings, apply, augment, draw
 
 PRE = Preprocessing(
     image_size=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), cache_size=(120, 90)
@@ -61,6 +61,17 @@ def test_augment_shapes_range_and_determinism() -> None:
     assert a.shape == (8, 3, 48, 48) and a.dtype == torch.float32
     assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_a_ranks_rows_of_a_batchs_draw_transform_its_images_as_the_whole_batch_does() -> None:
+    """Data-parallel training: each rank augments its rows of a global batch exactly as one
+    process augments the whole batch."""
+    pixels = _pixels(6, 64, 85)
+    whole = augment(pixels, 48, torch.Generator().manual_seed(3))
+    drawn = draw(6, 64, 85, torch.Generator().manual_seed(3))
+    for rank in range(2):
+        rows = torch.arange(rank, 6, 2)
+        assert torch.equal(apply(pixels[rows], 48, drawn.rows(rows)), whole[rows])
 
 
 def test_each_image_gets_its_own_transform() -> None:
