@@ -9,9 +9,9 @@ caller needs fewer pixels (PIL draft mode), EXIF orientation is applied, every m
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -23,12 +23,25 @@ _TRANSPOSED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # rotated by 90 degrees: wid
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
 
 
+# PIL warns above this many pixels (and refuses above twice as many): a pixel limit may not pass
+# it, so that everything PIL would warn about is refused here, with no warning filter to set.
+PIL_MAX_PIXELS: Final = int(Image.MAX_IMAGE_PIXELS or 0) or 89_478_485
+
+
 @dataclass(frozen=True)
 class ImageLimits:
-    """What an image may weigh before it is refused, in bytes and in decoded pixels."""
+    """What an image may weigh before it is refused, in bytes and in decoded pixels.
+
+    Raises:
+        ValueError: ``max_pixels`` over what PIL decodes without a decompression-bomb warning.
+    """
 
     max_bytes: int = 25 * 2**20
     max_pixels: int = 40_000_000
+
+    def __post_init__(self) -> None:
+        if self.max_pixels > PIL_MAX_PIXELS:
+            raise ValueError(f"max_pixels {self.max_pixels:,} is over PIL's {PIL_MAX_PIXELS:,}")
 
 
 @dataclass(frozen=True)
@@ -61,16 +74,18 @@ def decode(
         ImageError: any other decoding failure.
     """
     data = _read_limited(source, limits.max_bytes)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError as e:
-            raise NotAnImageError("not an image (no known image header)") from e
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise ImageTooLargeError(str(e)) from e
-        except (OSError, SyntaxError, ValueError) as e:
-            raise ImageError(f"unreadable image header: {e}") from e
+    # No warnings.catch_warnings() here: it changes the process's filters, which is not safe
+    # from the threads that decode, and resets every "once" registry (a library's deprecation
+    # warning was then logged again for every request). An image PIL warns about is over
+    # max_pixels and refused just below; one PIL refuses raises.
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as e:
+        raise NotAnImageError("not an image (no known image header)") from e
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageTooLargeError(str(e)) from e  # the warning: where warnings are errors
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"unreadable image header: {e}") from e
     original_size = img.size
     if original_size[0] * original_size[1] > limits.max_pixels:
         raise ImageTooLargeError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from collections.abc import Mapping
 
 from dermaops.errors import DermaOpsError
@@ -103,8 +104,17 @@ def main(argv: list[str] | None = None) -> None:
         workers=args.workers,
     )
     server.dataplane = PlatformDataPlane(model_registry=server.registered_models)
-    if not settings.trace_log:  # after the server configured logging: two lines per request
+    # After the server configured logging: KServe's two lines per request, uvicorn's one.
+    if not settings.trace_log:
         logging.getLogger(TRACE_LOGGER).setLevel(logging.WARNING)
+    if not settings.access_log:
+        logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # KServe answers v1 with FastAPI's ORJSONResponse, which FastAPI deprecates with a warning
+    # at every answer: KServe's to change, not ours; said once here instead of at each request.
+    logging.getLogger("dermaops.serving").info(
+        "FastAPI's ORJSONResponse warning: KServe's, ignored"
+    )
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     server.start([model])
 
 

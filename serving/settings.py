@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dermaops.imaging import ImageLimits
+from dermaops.imaging import PIL_MAX_PIXELS, ImageLimits
 
 ENV_PREFIX = "DERMAOPS_SERVING_"
 # Resident bytes a request holds at its peak per byte of its body: the body, its JSON strings,
@@ -32,13 +32,18 @@ class ServingSettings(BaseModel):
     compile: bool = Field(False, description="torch.compile the CUDA model")
     max_instances: int = Field(32, ge=1, description="images per request")
     max_image_bytes: int = Field(ImageLimits.max_bytes, gt=0)
-    max_image_pixels: int = Field(ImageLimits.max_pixels, gt=0)
+    max_image_pixels: int = Field(ImageLimits.max_pixels, gt=0, le=PIL_MAX_PIXELS)
     max_batch: int = Field(0, ge=0, description="micro-batch size (0: 32 on CUDA, off on CPU)")
     max_wait_ms: float = Field(2.0, ge=0, description="longest wait to fill a micro-batch")
     top_k: int = Field(3, ge=1, le=7)
     inference_log: bool = Field(True, description="append image statistics and predictions")
     trace_log: bool = Field(
         False, description="KServe's two timing lines per request (kserve.trace, INFO)"
+    )
+    access_log: bool = Field(
+        False,
+        description="uvicorn's line per request (uvicorn.access, INFO): the request metrics "
+        "count them, and the ingress or mesh logs access",
     )
     inference_log_dir: str = Field("", description="default: $DERMAOPS_HOME/inference")
     retain_images: bool = Field(

@@ -43,7 +43,7 @@ from dermaops.data.schema import (
 )
 from dermaops.data.split import check_split, extend_split, split_by_lesion
 from dermaops.errors import ImageError, PreparedDataError
-from dermaops.imaging import ImageLimits, decode, resize_cover, to_array
+from dermaops.imaging import PIL_MAX_PIXELS, ImageLimits, decode, resize_cover, to_array
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class PrepareSettings(BaseModel):
     seed: int = 42
     max_share_gap: float = Field(0.02, ge=0, le=1, description="allowed class-share gap")
     max_image_bytes: int = Field(ImageLimits.max_bytes, gt=0)
-    max_image_pixels: int = Field(ImageLimits.max_pixels, gt=0)
+    max_image_pixels: int = Field(ImageLimits.max_pixels, gt=0, le=PIL_MAX_PIXELS)
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
 
     @field_validator("fractions")

@@ -237,6 +237,19 @@ def test_the_smoke_check_helm_test_runs_passes_against_a_real_predictor(server: 
     assert main(["--url", server.url, "--model-name", "other", "--wait", "5"]) == 1
 
 
+def test_good_requests_add_no_line_to_the_servers_log(server: Server) -> None:
+    """Neither uvicorn's access line (the metrics count requests) nor FastAPI's deprecation of
+    the response class KServe uses, which every decode brought back by resetting the warning
+    registries: 1,100 lines for 1,100 requests, and a tenth of a millisecond each."""
+    body = {"instances": [{"image_bytes": {"b64": _b64(_png(64, 48))}}]}
+    httpx.post(f"{server.url}{V1}", json=body).raise_for_status()  # the first may say things
+    before = server.log.read_text()
+    for _ in range(20):
+        httpx.post(f"{server.url}{V1}", json=body).raise_for_status()
+    added = server.log.read_text()[len(before) :]
+    assert added.count("\n") < 5, added[-2000:]
+
+
 def test_no_log_holds_image_bytes_or_base64(server: Server) -> None:
     """Runs last in this module: every request above (good, bad and fuzzed) has been logged."""
     from tests.log_scan import assert_no_image_data

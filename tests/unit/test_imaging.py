@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from PIL import Image
 
 from dermaops.errors import ImageError, ImageTooLargeError, NotAnImageError, TruncatedImageError
-from dermaops.imaging import ImageLimits, decode, resize_cover, to_rgb
+from dermaops.imaging import PIL_MAX_PIXELS, ImageLimits, decode, resize_cover, to_rgb
 
 
 def _encode(image: Image.Image, fmt: str, **save: object) -> bytes:
@@ -116,6 +117,30 @@ def test_pixel_limit_stops_decompression_bombs_before_decoding() -> None:
     assert len(bomb) < 100_000
     with pytest.raises(ImageTooLargeError, match="pixels is over the limit"):
         decode(bomb, limits=ImageLimits(max_pixels=1_000_000))
+
+
+def test_decoding_leaves_the_processs_warning_filters_alone(
+    jpeg_bytes: Callable[..., bytes],
+) -> None:
+    """A warning shown once stays shown once however many images are decoded between
+    (``warnings.catch_warnings`` in decode reset every registry, so KServe's deprecation
+    warning was logged for every request; and it is not safe from the threads that decode)."""
+    image = jpeg_bytes(64, 48)
+
+    def warn() -> None:
+        warnings.warn("a library's deprecation", DeprecationWarning, stacklevel=1)
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        for _ in range(3):
+            warn()
+            decode(image)
+    assert len(seen) == 1
+
+
+def test_a_pixel_limit_over_pils_own_is_refused() -> None:
+    with pytest.raises(ValueError, match="over PIL's"):
+        ImageLimits(max_pixels=PIL_MAX_PIXELS + 1)
 
 
 def test_resize_cover_keeps_aspect_and_crops_the_centre() -> None:
