@@ -79,6 +79,9 @@ class Prediction(_Wire):
         default=None, description="The guard's verdict; null when the model has no guard."
     )
     ood: OodVerdict | None = None
+    unchecked: str | None = Field(
+        default=None, description="Why in_distribution is null (the model has no guard)."
+    )
     probabilities: dict[str, float] = Field(description="Calibrated, one per class, sum 1.")
     top_k: list[TopClass] = Field(min_length=1, description="Best first.")
     melanoma: MelanomaFlag

@@ -13,6 +13,7 @@ import json
 import logging
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -27,7 +28,7 @@ from mlflow.pyfunc.model import PythonModel
 from mlflow.types import ColSpec, Schema
 
 import dermaops
-from dermaops.evaluation.gate import GateThresholds
+from dermaops.evaluation.gate import GateFailedError, GateThresholds, check
 from dermaops.evaluation.result import METRICS, EvaluationMetrics
 from dermaops.labels import CLASSES
 from dermaops.model.artifact import ModelArtifact, assemble
@@ -260,19 +261,19 @@ def log_training_run(
     prepared: Path,
     run_dir: Path,
     eval_dir: Path,
-    baseline_dir: Path,
+    baseline_dir: Path | None,
     card_out: Path | None = None,
     thresholds: GateThresholds | None = None,
 ) -> str:
-    """Log one training run (settings, data, metrics, reports), register its model with the
-    gate ``thresholds`` it passed, and log the version's model card (also written to
-    ``card_out`` when given).
+    """Log one training run (settings, data, metrics, reports, the baseline's figures when it
+    was scored), register its model with the gate ``thresholds`` it passed, and log the
+    version's model card (also written to ``card_out`` when given).
 
     Returns:
         The registered version.
     """
     meta = ModelArtifact.load(run_dir / "model").meta
-    metrics, baseline = EvaluationMetrics.read(eval_dir), EvaluationMetrics.read(baseline_dir)
+    metrics = EvaluationMetrics.read(eval_dir)
     manifest = json.loads((prepared / "manifest.json").read_text())
     params = {f"train.{k}": v for k, v in meta.get("train_settings", {}).items()}
     params |= {
@@ -286,8 +287,13 @@ def log_training_run(
     scalars = {k: figures[k] for k in SCALARS if figures[k] is not None}
     scalars |= {f"melanoma_{k.removeprefix('test_')}": melanoma[k] for k in MELANOMA}
     scalars |= {f"f1.{code}": row.f1 for code, row in metrics.per_class.items()}
-    scalars |= {"baseline_f1_macro": baseline.f1_macro, "baseline_accuracy": baseline.accuracy}
-    scalars["baseline_melanoma_sensitivity"] = baseline.melanoma.test_sensitivity
+    if baseline_dir is not None:
+        baseline = EvaluationMetrics.read(baseline_dir)
+        scalars |= {
+            "baseline_f1_macro": baseline.f1_macro,
+            "baseline_accuracy": baseline.accuracy,
+            "baseline_melanoma_sensitivity": baseline.melanoma.test_sensitivity,
+        }
     if metrics.subgroups is not None:
         flagged = [g for g in metrics.subgroups["gaps"] if g["flagged"]]
         scalars["subgroup_gaps_flagged"] = len(flagged)
@@ -301,7 +307,7 @@ def log_training_run(
         ("evaluation", eval_dir),
         ("training", run_dir / "curves.png"),
         ("training", run_dir / "history.json"),
-        ("baseline", baseline_dir / METRICS),
+        *([("baseline", baseline_dir / METRICS)] if baseline_dir is not None else []),
         *(("data", prepared / name) for name in data_files),
     ]
     if metrics.precision is not None:  # the INT8 graph: kept or not, and its change in points
@@ -317,3 +323,34 @@ def log_training_run(
     reg.tag_run(run_id, RunFacts(registered_version=str(version.version)))
     log_card(reg, version, metrics, run_dir / "model", prepared, parent, card_out)
     return str(version.version)
+
+
+BY_HAND = "by-hand"  # the pipeline (PIPELINE_TAG) of a run registered by hand
+
+
+def register_by_hand(
+    reg: Registry,
+    run_dir: Path,
+    eval_dir: Path,
+    prepared: Path,
+    baseline_dir: Path | None,
+    thresholds: GateThresholds,
+) -> str:
+    """What a training pipeline's gate and register stages do, for a run trained and evaluated
+    by hand (``dermaops train``, ``dermaops evaluate``): the gate on its test figures, then the
+    same logging and registration, in an MLflow run of its own (pipeline ``by-hand``), the
+    thresholds recorded on the version for promotion and rollback to judge it by.
+
+    Raises:
+        GateFailedError: the evaluation misses a threshold (nothing is logged).
+        MetricsFileError: a damaged or missing ``metrics.json``.
+        ModelFolderError: ``run_dir`` holds no model.
+        RegistryError: MLflow refused or could not be reached.
+    """
+    result = check(EvaluationMetrics.read(eval_dir), thresholds)
+    if not result.passed:
+        raise GateFailedError(result.reasons)
+    ModelArtifact.load(run_dir / "model")  # a folder without a model fails before MLflow
+    run = reg.pipeline_run(f"hand-{uuid.uuid4().hex[:12]}", BY_HAND)
+    return log_training_run(reg, run.info.run_id, prepared, run_dir, eval_dir, baseline_dir,
+                            thresholds=thresholds)  # fmt: skip

@@ -66,6 +66,10 @@ from dermaops.v1 import (
 
 log = logging.getLogger(__name__)
 
+UNGUARDED = (
+    "not checked: this model was served without an out-of-distribution guard (guard.npz, "
+    "fitted by dermaops evaluate); it answers any image, dermoscopy or not"
+)
 
 Box = tuple[float, float, float, float]  # left, top, right, bottom as fractions of an image
 
@@ -340,6 +344,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         return Prediction(
             in_distribution=in_distribution,
             ood=self._ood(ood_score),
+            unchecked=None if self.artifact.guard is not None else UNGUARDED,
             probabilities={c: round(float(p), 6) for c, p in zip(CLASSES, row, strict=True)},
             top_k=[
                 TopClass(

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dermaops.cli.options import ModelNameOpt, NamespaceOpt, ReleaseOpt
+from dermaops.cli.options import ConfigOpt, ModelNameOpt, NamespaceOpt, ReleaseOpt
 from dermaops.errors import ConfigError
 from dermaops.settings import Home
 
@@ -202,6 +202,51 @@ def registry_list(
             f"v{r['version']:<4} {aliases:<20} macro-F1 {r['f1_macro'] or '?':<7} "
             f"mel-sens {r['melanoma_sensitivity'] or '?':<7} {r['created']}  {r['last_event']}"
         )
+
+
+@registry_app.command("register")
+def registry_register(
+    run: Annotated[
+        Path, typer.Option(exists=True, file_okay=False, help="A run folder from `dermaops train`.")
+    ],
+    eval_dir: Annotated[
+        Path,
+        typer.Option(
+            "--eval", exists=True, file_okay=False, help="Its evaluation from `dermaops evaluate`."
+        ),
+    ],
+    data: Annotated[
+        Path, typer.Option(exists=True, file_okay=False, help="The prepared set it was scored on.")
+    ],
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="The baseline's evaluation on the same set (`dermaops baseline`).",
+        ),
+    ] = None,
+    model_name: ModelNameOpt = "dermaops",
+    config: ConfigOpt = None,
+) -> None:
+    """Register a run trained and evaluated by hand, as the pipeline's register stage does,
+    after its quality gate (DERMAOPS_GATE_*); exit 3 with the reasons when it fails. Promote
+    it with `registry promote`."""
+    from dermaops.evaluation.gate import GateFailedError, GateThresholds
+    from dermaops.registry import Registry, RegistrySettings
+    from dermaops.registry.model import register_by_hand
+    from dermaops.settings import load_settings
+
+    thresholds = load_settings(GateThresholds, env_prefix="DERMAOPS_GATE_", config_file=config)
+    reg = Registry(RegistrySettings(model_name=model_name))
+    try:
+        version = register_by_hand(reg, run, eval_dir, data, baseline, thresholds)
+    except GateFailedError as e:
+        for reason in e.reasons:
+            typer.echo(f"gate failed: {reason}", err=True)
+        raise typer.Exit(3) from e
+    typer.echo(f"registered {model_name} version {version} (gate: {thresholds.model_dump()}); "
+               f"promote it with: dermaops registry promote {version}")  # fmt: skip
 
 
 @registry_app.command("promote")

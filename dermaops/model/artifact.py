@@ -177,8 +177,9 @@ class ModelArtifact:
         """The out-of-distribution guard registered with the model, if it has one."""
         path = self.folder / GUARD
         if not path.is_file():
-            log.warning("%s has no %s: images are not checked for being dermoscopy", self.folder,
-                        GUARD)  # fmt: skip
+            log.warning("%s has no %s: images are not checked for being dermoscopy and every "
+                        "answer's in_distribution is null (dermaops evaluate fits the guard and "
+                        "writes it into the model folder)", self.folder, GUARD)  # fmt: skip
             return None
         return OodGuard.load(path)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from dermaops.data.ood import LESION_KINDS, OOD_KINDS, ood_images
 from dermaops.data.prepare import PrepareSettings, prepare
 from dermaops.data.synth import SynthSettings, synthesize
 from dermaops.evaluation.run import evaluate
-from dermaops.model.artifact import ModelArtifact, assemble
+from dermaops.model.artifact import GUARD, ModelArtifact, assemble
 from dermaops.serving.process import predictor_process
 from dermaops.train.loop import train
 from dermaops.train.settings import TrainSettings
@@ -134,3 +135,22 @@ def test_the_cpu_predictor_answers_with_the_guards_verdict(
     records = [json.loads(line) for line in log]
     assert [r["in_distribution"] for r in records] == [*verdicts, False, False]  # the monitor too
     assert all(isinstance(r["ood_score"], float) for r in records)
+
+
+def test_a_model_served_without_its_guard_says_so_in_the_log_and_in_every_answer(
+    guarded: Guarded, tmp_path: Path
+) -> None:
+    """``dermaops serve --model-uri RUN/model`` before ``evaluate``: no guard to ask."""
+    bare = tmp_path / "model"
+    shutil.copytree(guarded.model, bare)
+    (bare / GUARD).unlink()
+    log = tmp_path / "predictor.log"
+    with predictor_process(bare, tmp_path / "home", log, ["--backend", "onnx"]) as url:
+        body = {"instances": [_b64(image) for image in _screenshots(2)]}
+        answer = httpx.post(f"{url}/v1/models/dermaops:predict", json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        for p in answer.json()["predictions"]:
+            assert p["in_distribution"] is None and p["ood"] is None
+            assert "without an out-of-distribution guard" in p["unchecked"]
+    said = log.read_text()
+    assert "has no guard.npz" in said and "in_distribution is null" in said

@@ -324,3 +324,38 @@ def test_a_champion_is_compared_only_on_test_lesions_it_never_trained_or_validat
     compared = len(tests - touched)
     assert f"on the {compared} test lesions neither model trained or validated on" in event
     assert f"({len(touched)} test lesions the champion trained or validated on left out)" in event
+
+
+def test_a_run_trained_and_evaluated_by_hand_is_registered_after_the_gate(
+    trained: Trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``dermaops registry register``: the pipeline's gate, then its register stage's logging,
+    in a run of its own; a run the gate stops leaves the registry as it was."""
+    from typer.testing import CliRunner
+
+    from dermaops.cli.app import app
+    from dermaops.registry.model import BY_HAND
+    from dermaops.registry.tags import GATE_TAG_PREFIX, PIPELINE_TAG
+
+    reg = Registry()
+    before = len(versions(reg))
+    args = ["registry", "register", "--run", str(trained.run), "--eval",
+            str(trained.evaluation), "--data", str(trained.prepared)]  # fmt: skip
+    monkeypatch.setenv("DERMAOPS_GATE_MIN_F1_MACRO", "1.0")  # no model here reaches it
+    stopped = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    assert stopped.exit_code == 3 and "gate failed: macro-F1" in stopped.output, stopped.output
+    assert len(versions(reg)) == before, "nothing registered"
+
+    for name, value in LENIENT.model_dump().items():
+        monkeypatch.setenv(f"DERMAOPS_GATE_{name.upper()}", str(value))
+    done = CliRunner().invoke(app, [*args, "--baseline", str(trained.baseline)],
+                              env={"COLUMNS": "300"})  # fmt: skip
+    assert done.exit_code == 0, done.output
+    version = done.output.split("version ", 1)[1].split()[0]
+    assert f"dermaops registry promote {version}" in done.output
+    assert alias_version(reg, "challenger") == version
+    tags = reg.client.get_model_version(reg.model_name, version).tags
+    assert float(tags[f"{GATE_TAG_PREFIX}min_f1_macro"]) == 0.0, "its gate, for promotion"
+    run = reg.client.get_run(reg.client.get_model_version(reg.model_name, version).run_id)
+    assert run.data.tags[PIPELINE_TAG] == BY_HAND
+    assert {"f1_macro", "baseline_f1_macro"} <= set(run.data.metrics)
