@@ -10,8 +10,9 @@ PYTEST_ARGS ?=
 DEMO_N ?= 1500
 DEMO_PORT ?= 8080
 DEMO_MONITOR_PORT ?= 8090
+DEMO_CHALLENGER_PORT ?= 8081
 
-.PHONY: demo serve-once test lint typecheck venv tools audit pin-images bench lock image-locks images clean
+.PHONY: demo serve-once rollout-once test lint typecheck venv tools audit pin-images bench lock image-locks images clean
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,11 @@ demo: $(STAMP)
 	  echo "(a small model on generated data: the quality gate stopped it; try make demo DEMO_N=3000)"; \
 	elif [ $$status -ne 0 ]; then exit $$status; fi
 	@$(MAKE) --no-print-directory serve-once
+	@$(MAKE) --no-print-directory rollout-once
+
+# A new version rolled out beside the served one: shadow, the judge's paired checks, promotion.
+rollout-once: $(STAMP)
+	@scripts/demo_rollout.sh $(BIN) $(DEMO_PORT) $(DEMO_CHALLENGER_PORT)
 
 # The deployed champion served on loopback: one prediction, normal and shifted traffic, drift.
 serve-once: $(STAMP)

@@ -96,3 +96,34 @@ def test_failing_gate_stops_before_register_runs_once_and_is_named(
     summary = (run / "notify" / "summary").read_text()
     assert "Failed stage: **gate**" in summary and "macro-F1" in summary
     assert _versions(cli) == []
+
+
+@pytest.mark.timeout(600)
+def test_the_demos_rollout_promotes_the_new_version_on_paired_answers(
+    cli: Cli, dermaops_home: Path
+) -> None:
+    """``make demo``'s rollout (scripts/demo_rollout.sh): the run registered again by hand,
+    promoted, served in shadow beside version 1, judged on 60 paired images, promoted."""
+    import os
+    import sys
+
+    from dermaops.net import free_port
+
+    cli("pipeline", "run", "--local", *TINY)
+    lenient = {"DERMAOPS_GATE_MIN_F1_MACRO": "0", "DERMAOPS_GATE_MIN_MELANOMA_SENSITIVITY": "0",
+               "DERMAOPS_GATE_MAX_ECE": "1"}  # the gate TINY's pipeline ran with  # fmt: skip
+    script = Path(__file__).parents[2] / "scripts" / "demo_rollout.sh"
+    done = subprocess.run(
+        [str(script), str(Path(sys.executable).parent), str(free_port()), str(free_port())],
+        env=os.environ | lenient | {"DERMAOPS_HOME": str(dermaops_home)},
+        capture_output=True, text=True, timeout=500, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "rollout started in shadow" in done.stderr + out
+    assert "promote: promoted in full (every check passed)" in out
+    assert "melanoma_flips (critical)" in out and "0 flags lost, 0 gained" in out
+    pointer = json.loads((dermaops_home / "serving" / "current.json").read_text())
+    assert pointer["version"] == "2"
+    rows = _versions(cli)
+    assert rows[0]["version"] == "2" and "rollout promoted version 2" in str(rows[0]["last_event"])
