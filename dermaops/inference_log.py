@@ -42,6 +42,9 @@ class _Record(BaseModel):
     melanoma: bool | None = Field(None, description="The melanoma flag answered.")
     in_distribution: bool | None = Field(None, description="The guard's verdict (null: none).")
     ood_score: FiniteFloat | None = None
+    latency_ms: FiniteFloat | None = Field(
+        None, ge=0, description="The request's decode, forward and scoring, in milliseconds."
+    )
     shadow: bool | None = Field(
         None, description="answered by the challenger for a rollout's shadow stage, not a person"
     )

@@ -269,12 +269,14 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         except Exception as e:
             ERRORS.labels("inference").inc()
             raise InferenceError(f"inference failed: {type(e).__name__}: {e}") from e
+        # The model's path (decode, forward, scoring), for the rollout judge's latency check.
+        latency_ms = round((time.perf_counter() - batch.started) * 1000, 2)
         observe(self.version, answer.probs, answer.flags, answer.in_distribution)
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         request_id, shadow = batch.request_id, batch.shadow  # not the batch: it holds the bytes
         self.recorder.submit(
             Pending(batch.pixels, batch.sizes,
-                    lambda: self._records(answer, request_id, now, shadow))
+                    lambda: self._records(answer, request_id, now, shadow, latency_ms))
         )  # fmt: skip
         return Scored(batch, *answer)
 
@@ -289,7 +291,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         return scores, [bool(v) for v in guard.admits(scores)]
 
     def _records(
-        self, answer: Answer, request_id: str, now: str, shadow: bool
+        self, answer: Answer, request_id: str, now: str, shadow: bool, latency_ms: float
     ) -> list[dict[str, Any]]:
         """Each image's record for the log and the monitor, but for its statistics (the
         recorder adds them): embedding projections and the answer; never pixels."""
@@ -303,6 +305,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
                 "request_id": request_id,
                 "model": self.name,
                 "model_version": self.version,
+                "latency_ms": latency_ms,
                 **{
                     k: round(float(v), 5) for k, v in zip(PROJECTION_NAMES, projected, strict=False)
                 },

@@ -54,6 +54,12 @@ class JudgeSettings(BaseModel):
     max_class_mix_distance: float = Field(
         0.15, ge=0, le=1, description="Jensen-Shannon distance of the answered class mix"
     )
+    max_ood_rate_increase: float = Field(
+        0.05, ge=0, le=1, description="rise of the share of images the guard refused (canary)"
+    )
+    max_latency_ratio: float = Field(
+        1.5, ge=1, description="p99 model latency over stable's, when also significantly slower"
+    )
     max_error_share: float = Field(
         0.01, ge=0, le=1, description="share of the challenger's answers that were 5xx or none"
     )
@@ -174,6 +180,58 @@ def two_proportion_p(hits_a: int, n_a: int, hits_b: int, n_b: int) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2))
 
 
+def mann_whitney_greater_p(slower: Sequence[float], faster: Sequence[float]) -> float:
+    """One-sided Mann-Whitney U test that ``slower`` tends to exceed ``faster`` (the
+    probability of a U at least this large were both one distribution): the normal
+    approximation with the tie correction and a continuity correction, as Kayenta compares a
+    canary's latencies; 1 when either is empty."""
+    n1, n2 = len(slower), len(faster)
+    if not n1 or not n2:
+        return 1.0
+    ranked = sorted([(v, 0) for v in slower] + [(v, 1) for v in faster])
+    ranks, ties, i = [0.0] * len(ranked), 0.0, 0
+    while i < len(ranked):  # average ranks over runs of equal values
+        j = i
+        while j + 1 < len(ranked) and ranked[j + 1][0] == ranked[i][0]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[k] = (i + j) / 2 + 1
+        ties += (j - i + 1) ** 3 - (j - i + 1)
+        i = j + 1
+    u = sum(r for r, (_, side) in zip(ranks, ranked, strict=True) if side == 0) - n1 * (n1 + 1) / 2
+    n = n1 + n2
+    variance = n1 * n2 / 12 * ((n + 1) - ties / (n * (n - 1)))
+    if variance <= 0:
+        return 1.0
+    z = (u - n1 * n2 / 2 - 0.5) / math.sqrt(variance)
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def latency_check(old_ms: Sequence[float], new_ms: Sequence[float], s: JudgeSettings,
+                  needed: int) -> Check:  # fmt: skip
+    """The challenger's p99 model latency over stable's: fails when over ``max_latency_ratio``
+    and the challenger is significantly slower overall (Mann-Whitney U at ``alpha``), so one
+    slow outlier alone does not fail it. Not critical: it counts in the score."""
+    n = min(len(old_ms), len(new_ms))
+    if n < needed or not old_ms or _p99(old_ms) <= 0:
+        return _check("latency_p99_ratio", None, s.max_latency_ratio, "at_most", n, needed,
+                      critical=False)  # fmt: skip
+    ratio, p_value = _p99(new_ms) / _p99(old_ms), mann_whitney_greater_p(new_ms, old_ms)
+    return _check("latency_p99_ratio", ratio, s.max_latency_ratio, "at_most", n, needed,
+                  critical=False, failed=ratio > s.max_latency_ratio and p_value < s.alpha,
+                  detail=f"p99 {_p99(new_ms):.1f} vs {_p99(old_ms):.1f} ms; Mann-Whitney "
+                  f"p = {p_value:.3g}")  # fmt: skip
+
+
+def _p99(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
+
+
+def _latencies(records: Iterable[Mapping[str, Any]]) -> list[float]:
+    return [float(r["latency_ms"]) for r in records if r.get("latency_ms") is not None]
+
+
 def js_distance(p: Sequence[float], q: Sequence[float]) -> float:
     """Jensen-Shannon distance (base 2, so between 0 and 1) of two distributions."""
     m = [(a + b) / 2 for a, b in zip(p, q, strict=True)]
@@ -260,6 +318,8 @@ def paired_checks(found: Sequence[Pair], s: JudgeSettings) -> list[Check]:
         checks.append(_check("ood_verdict_changes", changed / len(judged) if judged else None,
                              s.max_ood_change, "at_most", len(judged), s.min_pairs,
                              critical=False))  # fmt: skip
+    # No latency check here: a mirrored request reaches the challenger after the stable one
+    # answered, from a queue, under another load (measured here: p99 1.6x on the same model).
     return checks
 
 
@@ -324,7 +384,7 @@ def split_checks(
         return [c / max(1, len(rows)) for c in counts]
 
     distance = js_distance(mix(old), mix(new)) if old and new else None
-    return [
+    checks = [
         _check("melanoma_flag_rate_drop", drop if old and new else None, s.max_flag_rate_drop,
                "at_most", n, s.min_requests, critical=True,
                detail=f"flag rate {new_rate:.3f} vs stable {old_rate:.3f}; "
@@ -333,6 +393,18 @@ def split_checks(
         _check("class_mix_distance", distance, s.max_class_mix_distance, "at_most", n,
                s.min_requests, critical=False),
     ]  # fmt: skip
+    guarded = [[r for r in rows if r.get("in_distribution") is not None] for rows in (old, new)]
+    if all(guarded) or not (old and new):  # without a guard there is nothing refused: left out
+        refused = [sum(not r["in_distribution"] for r in rows) / max(1, len(rows))
+                   for rows in guarded]  # fmt: skip
+        checks.append(_check(
+            "ood_refusal_rate_increase", refused[1] - refused[0] if all(guarded) else None,
+            s.max_ood_rate_increase, "at_most", min(map(len, guarded)), s.min_requests,
+            critical=False, detail=f"refused {refused[1]:.3f} vs stable {refused[0]:.3f}",
+        ))  # fmt: skip
+    if _latencies(old) or not (old and new):  # records from before latency was logged: none
+        checks.append(latency_check(_latencies(old), _latencies(new), s, s.min_requests))
+    return checks
 
 
 def _flag_rate(rows: Sequence[Mapping[str, Any]]) -> float:

@@ -4,8 +4,11 @@ refused when the chart renders, not minutes later in the monitor's loop."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from dermaops.rollout.judge import JudgeSettings
 from dermaops.rollout.plan import RolloutSettings
 from dermaops.settings import load_settings
 from tests.k8s.chart import CHART, URI, by_kind, helm, render
@@ -31,6 +34,27 @@ def test_the_rendered_rollout_values_are_the_settings_the_driver_reads() -> None
     assert s.enabled and s.steps == [5, 25, 60] and s.min_stage_s == 300
     assert s.max_stage_s == 21600  # the chart's default, the settings' default too
     assert not any(k.startswith("DERMAOPS_ROLLOUT_") for k in _monitor_env(*URI))  # off: none
+
+
+def test_the_charts_checks_are_the_judges_settings_name_for_name_and_overridable() -> None:
+    """Every check's threshold has one default, the judge's, and the chart lists them all."""
+    defaults = load_settings(
+        RolloutSettings,
+        env_prefix="DERMAOPS_ROLLOUT_",
+        environ=_monitor_env(*ON, "--set", "kserve.deploymentMode=Serverless"),
+    )
+    assert defaults.judge == JudgeSettings()
+    rendered = json.loads(_monitor_env(*ON, "--set", "kserve.deploymentMode=Serverless")[
+        "DERMAOPS_ROLLOUT_JUDGE"])  # fmt: skip
+    assert set(rendered) == set(JudgeSettings.model_fields), "every check in the values"
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    checks = schema["properties"]["monitor"]["properties"]["rollout"]["properties"]["checks"]
+    assert set(checks["properties"]) == set(JudgeSettings.model_fields), "and in the schema"
+    tuned = load_settings(RolloutSettings, env_prefix="DERMAOPS_ROLLOUT_", environ=_monitor_env(
+        *ON, "--set", "kserve.deploymentMode=Serverless",
+        "--set", "monitor.rollout.checks.max_latency_ratio=2",
+        "--set", "monitor.rollout.checks.min_pairs=500"))  # fmt: skip
+    assert tuned.judge.max_latency_ratio == 2 and tuned.judge.min_pairs == 500
 
 
 def test_rollouts_without_serverless_canary_weights_are_refused_at_render() -> None:

@@ -17,7 +17,9 @@ from dermaops.rollout.judge import (
     flips,
     js_distance,
     judge,
+    latency_check,
     looks,
+    mann_whitney_greater_p,
     mcnemar_lost_p,
     mcnemar_p,
     paired_checks,
@@ -377,3 +379,47 @@ def test_the_card_section_says_how_the_rollout_ended_with_every_check() -> None:
     once = with_rollout(card, r)
     assert once.startswith(card) and once.count(SECTION) == 1
     assert with_rollout(once, r) == once, "a second record replaces the section"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mann_whitney_is_scipys_asymptotic_one_sided_test_with_ties(seed: int) -> None:
+    from scipy.stats import mannwhitneyu
+
+    rng = random.Random(seed)
+    slower = [round(rng.gauss(12, 3), 0) for _ in range(60)]  # rounded: many ties
+    faster = [round(rng.gauss(11, 3), 0) for _ in range(80)]
+    expected = mannwhitneyu(slower, faster, alternative="greater", method="asymptotic",
+                            use_continuity=True).pvalue  # fmt: skip
+    assert mann_whitney_greater_p(slower, faster) == pytest.approx(expected, rel=1e-9)
+    assert mann_whitney_greater_p([], faster) == 1.0
+
+
+def test_latency_fails_only_when_the_tail_is_slower_and_the_whole_significantly_so() -> None:
+    rng = random.Random(3)
+    stable = [rng.uniform(8, 12) for _ in range(200)]
+    same = [rng.uniform(8, 12) for _ in range(200)]
+    slow = [v * 2 for v in same]
+    one_outlier = [*same[:-1], 500.0]  # a p99 of one slow request, the rest alike
+    assert latency_check(stable, same, SMALL, 50).verdict == "pass"
+    failed = latency_check(stable, slow, SMALL, 50)
+    assert failed.verdict == "fail" and not failed.critical and failed.value == pytest.approx(
+        2.0, rel=0.1)  # fmt: skip
+    assert latency_check(stable, one_outlier[:100], SMALL, 50).verdict == "pass"
+    assert latency_check(stable[:10], same[:10], SMALL, 50).verdict == "no_data"
+
+
+def test_a_canary_that_refuses_more_images_loses_score_and_latency_is_judged_too() -> None:
+    def canary(refuse_every: int, ms: float) -> list[dict]:
+        return [_record(f"c{i}", "2", 0.8 if i % 4 == 0 else 0.1, latency_ms=ms + i % 5,
+                        in_distribution=i % refuse_every != 0) for i in range(200)]  # fmt: skip
+
+    stable = [_record(f"s{i}", "1", 0.8 if i % 4 == 0 else 0.1, latency_ms=10.0 + i % 5,
+                      in_distribution=i % 50 != 0) for i in range(200)]  # fmt: skip
+    checks = {c.name: c for c in split_checks(stable + canary(50, 10.0), "1", "2", SMALL)}
+    assert checks["ood_refusal_rate_increase"].verdict == "pass"
+    assert checks["latency_p99_ratio"].verdict == "pass"
+    checks = {c.name: c for c in split_checks(stable + canary(5, 30.0), "1", "2", SMALL)}
+    assert checks["ood_refusal_rate_increase"].value == pytest.approx(0.2 - 0.02)
+    assert checks["ood_refusal_rate_increase"].verdict == "fail"
+    assert checks["latency_p99_ratio"].verdict == "fail"
+    assert judge(list(checks.values()), SMALL).verdict == "fail"  # 1 of 3 scored checks passed
