@@ -104,19 +104,32 @@ json_values = st.recursive(
 )
 
 
+def _pil_reads(data: bytes) -> bool:
+    """Whether PIL itself decodes the bytes whole (the oracle: what no decoder reads must be
+    refused, never answered)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+    except Exception:  # PIL raises many kinds for damaged files
+        return False
+    return True
+
+
 @st.composite
-def bodies(draw: st.DrawFn) -> tuple[str, dict[str, object]]:
-    """A v1 or v2 request of 1-3 images, sometimes with fields the protocol does not have."""
-    images = [_b64(i) for i in draw(st.lists(image_bytes(), min_size=1, max_size=3))]
+def bodies(draw: st.DrawFn) -> tuple[str, dict[str, object], list[bytes]]:
+    """A v1 or v2 request of 1-3 images, sometimes with fields the protocol does not have; and
+    the images' bytes."""
+    raw = draw(st.lists(image_bytes(), min_size=1, max_size=3))
+    images = [_b64(i) for i in raw]
     keys = st.sampled_from(["parameters", "id", "x", "outputs"])
     extra = draw(st.dictionaries(keys, json_values, max_size=2))
     if draw(st.booleans()):
         bare = draw(st.booleans())
         instances = [{"b64": b} if bare else {"image_bytes": {"b64": b}} for b in images]
-        return "/v1/models/dermaops:predict", {"instances": instances, **extra}
+        return "/v1/models/dermaops:predict", {"instances": instances, **extra}, raw
     shape = draw(st.sampled_from([[len(images)], [len(images), 1], [1], [len(images) + 1]]))
     tensor = {"name": "image", "shape": shape, "datatype": "BYTES", "data": images}
-    return "/v2/models/dermaops/infer", {"inputs": [tensor], **extra}
+    return "/v2/models/dermaops/infer", {"inputs": [tensor], **extra}, raw
 
 
 @settings(
@@ -127,13 +140,16 @@ def bodies(draw: st.DrawFn) -> tuple[str, dict[str, object]]:
 )
 @given(request=bodies())
 def test_image_bodies_answered_or_refused(
-    predictor: str, request: tuple[str, dict[str, object]]
+    predictor: str, request: tuple[str, dict[str, object], list[bytes]]
 ) -> None:
-    """An answer, or a 4xx that says what is wrong (KServe's 422 for fields of the wrong type)."""
-    path, body = request
+    """An answer, or a 4xx that says what is wrong (KServe's 422 for fields of the wrong type);
+    a body with bytes PIL cannot decode is never answered."""
+    path, body, raw = request
     headers = {"content-type": "application/json"}
     response = httpx.post(predictor + path, content=json.dumps(body), headers=headers, timeout=30)
     assert response.status_code == 200 or 400 <= response.status_code < 500, response.text[:500]
+    if not all(_pil_reads(data) for data in raw):
+        assert 400 <= response.status_code < 500, "answered an image no decoder reads"
     if response.status_code != 200:
         problem = response.json()
         assert problem.get("error") or problem.get("detail"), "a refusal says what to fix"
