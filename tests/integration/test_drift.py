@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from dermaops.data.features import STAT_NAMES
+from dermaops.data.synth import SynthSettings, synthesize
 from dermaops.monitoring.drift import (
     DriftError,
     DriftSettings,
@@ -22,15 +24,33 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SETTINGS = DriftSettings(min_rows=20, reference_split="all")
 
 
-def test_same_distribution_is_not_drift_and_changed_images_are(
-    synth_raw: Path, prepared_small: Path, tmp_path: Path
-) -> None:
-    reference = read_reference(prepared_small / "reference_stats.csv", "all")
-    normal = read_window(log_traffic(synth_raw, tmp_path / "normal", drifted=False), 500)
-    assert len(normal) == 80 and len(reference) == 80
-    calm = compute_drift(reference, normal, SETTINGS, tmp_path / "calm")
-    assert not calm.drifted and calm.drift_share < SETTINGS.drift_share, calm.drifted_columns
+CALM_WINDOWS = 30
 
+
+def test_calm_traffic_from_another_generated_set_rarely_drifts(
+    prepared_small: Path, tmp_path: Path
+) -> None:
+    """The false alarm rate: 400 new images from the generator with another seed (the same
+    camera, other lesions), 30 windows of 80 drawn from them, each judged against the
+    reference of the 80 the model knows. Measured here: 0 of 30 (and 0 of 40 before); the
+    bound asserted, at most 3 (10 %), leaves room for a generator that changes a little."""
+    other = tmp_path / "other"
+    synthesize(other, SynthSettings(n=400, seed=8, workers=2))
+    reference = read_reference(prepared_small / "reference_stats.csv", "all")
+    calm = read_window(log_traffic(other, tmp_path / "log", drifted=False), 10_000)
+    assert len(calm) == 400 and len(reference) == 80
+    rng = np.random.default_rng(0)
+    alarms = []
+    for i in range(CALM_WINDOWS):
+        window = calm.iloc[rng.choice(len(calm), 80, replace=False)].reset_index(drop=True)
+        result = compute_drift(reference, window, SETTINGS, tmp_path / f"w{i}")
+        if result.drifted:
+            alarms.append(result.drifted_columns)
+    assert len(alarms) <= CALM_WINDOWS // 10, alarms
+
+
+def test_changed_images_are_drift(synth_raw: Path, prepared_small: Path, tmp_path: Path) -> None:
+    reference = read_reference(prepared_small / "reference_stats.csv", "all")
     shifted = read_window(log_traffic(synth_raw, tmp_path / "shifted", drifted=True), 500)
     drift = compute_drift(reference, shifted, SETTINGS, tmp_path / "drift")
     assert drift.drifted and drift.drift_share >= SETTINGS.drift_share
