@@ -1,5 +1,4 @@
-"""Strict validation of custom resources against the CRD schemas in ../shared/schemas/crds
-(and tests/k8s/schemas, for the kinds that folder lacks)."""
+"""Strict validation of custom resources against the CRD schemas in ../shared/schemas/crds."""
 
 from __future__ import annotations
 
@@ -14,7 +13,6 @@ import pytest
 import yaml
 
 CRDS = Path(__file__).resolve().parents[2].parent / "shared" / "schemas" / "crds"
-OWN_CRDS = Path(__file__).resolve().parent / "schemas"
 
 
 def strict(schema: dict[str, Any]) -> dict[str, Any]:
@@ -42,7 +40,7 @@ def _crd_validator(kind: str, version: str) -> jsonschema.protocols.Validator:
 
 
 def _crd_schema(kind: str, version: str) -> dict[str, Any]:
-    for path in [*sorted(CRDS.glob("*.yaml")), *sorted(OWN_CRDS.glob("*.yaml"))]:
+    for path in sorted(CRDS.glob("*.yaml")):
         crd = yaml.load(path.read_text(), Loader=yaml.CSafeLoader)  # the C loader: large files
         if crd["spec"]["names"]["kind"] != kind:
             continue
