@@ -27,7 +27,7 @@ from dermaops.evaluation.estimate import (
 )
 from dermaops.labels import CLASSES
 from dermaops.monitoring.drift_watch import DriftWatch
-from dermaops.monitoring.metrics import MonitorMetrics
+from dermaops.monitoring.metrics import MonitorMetrics, SeriesPass
 from dermaops.monitoring.records import RecordLog
 
 log = logging.getLogger(__name__)
@@ -64,9 +64,9 @@ def estimate_records(
     return estimate(probs, flagged, priors, ood_share, s)
 
 
-def export(version: str, found: Estimate, metrics: MonitorMetrics) -> None:
+def export(version: str, found: Estimate, metrics: MonitorMetrics, p: SeriesPass) -> None:
     """One version's estimate as the ``dermaops_estimated_*`` gauges (the corrected figures
-    where there are priors, else CBPE's)."""
+    where there are priors, else CBPE's), in the pass ``p``."""
     figures = found.corrected or found.plain
     pairs = (
         (metrics.estimated_balanced_accuracy, metrics.estimated_balanced_accuracy_lower,
@@ -76,23 +76,24 @@ def export(version: str, found: Estimate, metrics: MonitorMetrics) -> None:
     )  # fmt: skip
     for value_gauge, lower_gauge, figure in pairs:
         if figure.value is not None:
-            value_gauge.labels(version).set(figure.value)
+            p.set(value_gauge, (version,), figure.value)
         if figure.lower is not None:
-            lower_gauge.labels(version).set(figure.lower)
+            p.set(lower_gauge, (version,), figure.lower)
     if figures.melanoma_sensitivity.upper is not None:
-        metrics.estimated_sensitivity_upper.labels(version).set(figures.melanoma_sensitivity.upper)
-    metrics.estimated_melanoma_prior.labels(version).set(figures.priors["mel"])
-    metrics.estimate_reliable.labels(version).set(int(found.reliable))
-    metrics.estimate_images.labels(version).set(found.images)
+        p.set(metrics.estimated_sensitivity_upper, (version,), figures.melanoma_sensitivity.upper)
+    p.set(metrics.estimated_melanoma_prior, (version,), figures.priors["mel"])
+    p.set(metrics.estimate_reliable, (version,), int(found.reliable))
+    p.set(metrics.estimate_images, (version,), found.images)
 
 
-def clear(metrics: MonitorMetrics) -> None:
-    """Drop every version's estimate gauges (before the new ones are set)."""
-    for gauge in (metrics.estimated_balanced_accuracy, metrics.estimated_balanced_accuracy_lower,
-                  metrics.estimated_sensitivity, metrics.estimated_sensitivity_lower,
-                  metrics.estimated_sensitivity_upper, metrics.estimated_melanoma_prior,
-                  metrics.estimate_reliable, metrics.estimate_images):  # fmt: skip
-        gauge.clear()
+def estimate_pass(metrics: MonitorMetrics) -> SeriesPass:
+    """A pass over every version's estimate gauges: a version without an estimate now keeps
+    no old value once it ends."""
+    m = metrics
+    return SeriesPass(m.estimated_balanced_accuracy, m.estimated_balanced_accuracy_lower,
+                      m.estimated_sensitivity, m.estimated_sensitivity_lower,
+                      m.estimated_sensitivity_upper, m.estimated_melanoma_prior,
+                      m.estimate_reliable, m.estimate_images)  # fmt: skip
 
 
 def estimate_versions(
@@ -144,10 +145,11 @@ class Estimates:
         results = estimate_versions(records, priors, self.settings)
         results.update(unestimated)
         with self.lock:
-            clear(self.metrics)  # a version with no estimate now keeps no old value
+            p = estimate_pass(self.metrics)
             for name, found in results.items():
                 if isinstance(found, Estimate):
-                    export(name, found, self.metrics)
+                    export(name, found, self.metrics, p)
+            p.finish()
             self.by_version = results
         return results
 
@@ -157,17 +159,17 @@ class Estimates:
         ``dermaops_estimate_disagrees`` follow (versions without both are cleared)."""
         with self.lock:
             found = {v: e for v, e in self.by_version.items() if isinstance(e, Estimate)}
-            self.metrics.estimate_error.clear()
-            self.metrics.estimate_disagrees.clear()
+            p = SeriesPass(self.metrics.estimate_error, self.metrics.estimate_disagrees)
             compared: dict[str, Any] = {}
             for version, live in scored.items():
                 if version not in found:
                     continue
                 checks = against_labels(found[version], live)
                 for c in checks:
-                    self.metrics.estimate_error.labels(version, c.figure).set(c.error)
-                    self.metrics.estimate_disagrees.labels(version, c.figure).set(int(c.disagrees))
+                    p.set(self.metrics.estimate_error, (version, c.figure), c.error)
+                    p.set(self.metrics.estimate_disagrees, (version, c.figure), int(c.disagrees))
                 compared[version] = [c.model_dump() for c in checks]
+            p.finish()
             self.compared = compared
         return compared
 

@@ -197,3 +197,24 @@ class MonitorMetrics:
                 registry=r,
             ),
         )
+
+
+class SeriesPass:
+    """One pass's values of some labelled gauges: each series set as it comes, and at the end
+    (:meth:`finish`) the series the pass did not set removed. A gauge is never empty between
+    two passes, as it was when cleared and set again: a scrape in between saw no series, and
+    every alert on it started its ``for`` anew."""
+
+    def __init__(self, *gauges: Gauge) -> None:
+        self._touched: dict[int, set[tuple[str, ...]]] = {id(g): set() for g in gauges}
+        self._gauges = gauges
+
+    def set(self, gauge: Gauge, labels: tuple[str, ...], value: float) -> None:
+        gauge.labels(*labels).set(value)
+        self._touched[id(gauge)].add(labels)
+
+    def finish(self) -> None:
+        for gauge in self._gauges:
+            present = {tuple(s.labels.values()) for m in gauge.collect() for s in m.samples}
+            for labels in present - self._touched[id(gauge)]:
+                gauge.remove(*labels)

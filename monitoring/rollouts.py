@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException
 
+from dermaops.monitoring.metrics import SeriesPass
 from dermaops.rollout.plan import Rollout, RolloutStore
 
 if TYPE_CHECKING:
@@ -48,15 +49,13 @@ def export(r: Rollout | None, metrics: MonitorMetrics) -> None:
             current = r is not None and (r.current.name, r.status) == (phase, status)
             metrics.rollout_phase.labels(phase, status).set(int(current))
     metrics.rollout_weight.set(r.current.weight if r is not None else 0)
-    metrics.rollout_check.clear()
-    metrics.rollout_check_value.clear()
-    if r is None or r.last is None:
-        return
-    for check in r.last.checks:
+    p = SeriesPass(metrics.rollout_check, metrics.rollout_check_value)
+    for check in r.last.checks if r is not None and r.last is not None else []:
         for verdict in VERDICTS:
-            metrics.rollout_check.labels(check.name, verdict).set(int(check.verdict == verdict))
+            p.set(metrics.rollout_check, (check.name, verdict), int(check.verdict == verdict))
         if check.value is not None:
-            metrics.rollout_check_value.labels(check.name).set(check.value)
+            p.set(metrics.rollout_check_value, (check.name,), check.value)
+    p.finish()
 
 
 def drive(d: RolloutDriver, metrics: MonitorMetrics) -> dict[str, Any]:
