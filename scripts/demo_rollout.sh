@@ -41,15 +41,22 @@ DERMAOPS_SERVING_SHADOW_URL=$challenger "$bin/dermaops" serve --http-port "$port
 pids+=($!)
 "$bin/python" -c "import sys; from dermaops.net import wait_until_ready as w; \
 [w(u + '/v2/health/ready', 120) for u in sys.argv[1:]]" "$challenger" "$url"
+count='import sys; from pathlib import Path; from dermaops.inference_log import read_records as r
+print(len(r(Path(sys.argv[1]))))'
+before=$("$bin/python" -c "$count" "$home/inference")
 "$bin/dermaops" traffic "$images" --url "$url" --n 60
-"$bin/python" - "$home/inference-challenger" 60 <<'PY'
+"$bin/python" - "$home/inference" $((before + 60)) "$home/inference-challenger" 60 <<'PY'
 import sys, time
 from pathlib import Path
 from dermaops.inference_log import read_records
 
-deadline = time.monotonic() + 60  # the challenger's records are written after its answers
-while len(read_records(Path(sys.argv[1]))) < int(sys.argv[2]) and time.monotonic() < deadline:
-    time.sleep(0.5)
+# Both predictors write their records after answering: wait for the 60 of each.
+deadline = time.monotonic() + 120
+for folder, wanted in zip(sys.argv[1::2], map(int, sys.argv[2::2])):
+    while len(read_records(Path(folder))) < wanted and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if len(read_records(Path(folder))) < wanted:
+        print(f"{folder}: fewer than {wanted} records after 120 s; the judge may wait")
 PY
 
 echo "== the judge: paired checks on the mirrored images, then the verdict acted on"

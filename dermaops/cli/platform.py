@@ -78,10 +78,14 @@ def pipeline_compile(
 @pipeline_app.command("trainjob")
 def pipeline_trainjob(
     run_id: Annotated[str, typer.Option("--run-id", help="The pipeline run it trains for.")],
-    nodes: Annotated[int, typer.Option(min=2, help="Training nodes (one pod each).")] = 2,
+    nodes: Annotated[
+        int | None,
+        typer.Option(min=2, help="Training nodes, one pod each (default: the settings')."),
+    ] = None,
     gpus_per_node: Annotated[
-        int, typer.Option(min=0, help="Accelerators per node (0: CPU nodes, gloo).")
-    ] = 1,
+        int | None,
+        typer.Option(min=0, help="Accelerators per node, 0: CPU nodes (default: the settings')."),
+    ] = None,
     namespace: Annotated[
         str, typer.Option(help="Where the pipelines run (the chart's pipelines.namespace).")
     ] = "kubeflow",
@@ -103,10 +107,9 @@ def pipeline_trainjob(
     from dermaops.train.trainjob import network_policy, trainjob
 
     pipeline = load_settings(PipelineSettings, env_prefix="DERMAOPS_PIPELINE_")
-    given = {"image": image, "runtime": runtime}
+    given = {"image": image, "runtime": runtime, "nodes": nodes, "gpus_per_node": gpus_per_node}
     try:
-        s = pipeline.train_job(nodes=nodes, gpus_per_node=gpus_per_node,
-                               **{k: v for k, v in given.items() if v})  # fmt: skip
+        s = pipeline.train_job(**{k: v for k, v in given.items() if v is not None and v != ""})
         docs = [trainjob(run_id, namespace, s), network_policy(run_id, namespace)]
     except (ValidationError, ValueError) as e:
         raise typer.BadParameter(str(e)) from e

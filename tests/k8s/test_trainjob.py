@@ -155,3 +155,13 @@ def test_the_plugins_environment_is_what_torchrun_reads_as_its_defaults(
     assert (parsed.master_addr, parsed.master_port) == (master, 29500)
     assert parsed.no_python and parsed.training_script == "dermaops"
     assert parsed.training_script_args[:1] == ["train"]
+
+
+def test_the_printed_trainjob_takes_its_shape_from_the_pipeline_settings() -> None:
+    """What the compiled pipeline would pass, unless a flag says otherwise."""
+    job, _ = _printed("--run-id", "r1", env={"DERMAOPS_PIPELINE_GPUS": "4",
+                                             "DERMAOPS_PIPELINE_TRAIN_NODES": "3"})  # fmt: skip
+    trainer = job["spec"]["trainer"]
+    assert (trainer["numNodes"], trainer["numProcPerNode"]) == (3, 4)
+    job, _ = _printed("--run-id", "r1", "--nodes", "2", env={"DERMAOPS_PIPELINE_GPUS": "4"})
+    assert job["spec"]["trainer"]["numNodes"] == 2

@@ -423,3 +423,11 @@ def test_a_canary_that_refuses_more_images_loses_score_and_latency_is_judged_too
     assert checks["ood_refusal_rate_increase"].verdict == "fail"
     assert checks["latency_p99_ratio"].verdict == "fail"
     assert judge(list(checks.values()), SMALL).verdict == "fail"  # 1 of 3 scored checks passed
+
+
+def test_a_requests_latency_counts_once_however_many_images_it_held() -> None:
+    from dermaops.rollout.judge import _latencies
+
+    records = [_record("r1", "1", 0.1, latency_ms=40.0) for _ in range(32)]
+    records += [_record("r2", "1", 0.1, latency_ms=10.0)]
+    assert sorted(_latencies(records)) == [10.0, 40.0]
