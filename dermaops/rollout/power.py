@@ -29,7 +29,8 @@ from tqdm import tqdm
 
 from dermaops.evaluation.result import EvaluationMetrics
 from dermaops.labels import CLASSES
-from dermaops.rollout.judge import JudgeSettings, looks, mcnemar_lost_p, two_proportion_p
+from dermaops.rollout.judge import JudgeSettings
+from dermaops.rollout.stats import looks, mcnemar_lost_p, two_proportion_p
 
 MEL = CLASSES.index("mel")
 WAYS = ("shadow_paired", "canary_check", "canary_test_only")

@@ -13,19 +13,12 @@ from dermaops.rollout.judge import (
     ErrorCounts,
     JudgeSettings,
     error_check,
-    first_rejection,
     flips,
-    js_distance,
     judge,
     latency_check,
-    looks,
-    mann_whitney_greater_p,
-    mcnemar_lost_p,
-    mcnemar_p,
     paired_checks,
     pairs,
     split_checks,
-    two_proportion_p,
 )
 from dermaops.rollout.plan import (
     RolloutError,
@@ -34,6 +27,15 @@ from dermaops.rollout.plan import (
     advance,
     by_hand,
     start,
+)
+from dermaops.rollout.stats import (
+    first_rejection,
+    js_distance,
+    looks,
+    mann_whitney_greater_p,
+    mcnemar_lost_p,
+    mcnemar_p,
+    two_proportion_p,
 )
 
 SMALL = JudgeSettings(min_pairs=50, min_requests=50)
