@@ -12,7 +12,7 @@ DEMO_PORT ?= 8080
 DEMO_MONITOR_PORT ?= 8090
 DEMO_CHALLENGER_PORT ?= 8081
 
-.PHONY: demo serve-once rollout-once test lint typecheck venv tools audit pin-images bench lock image-locks images clean
+.PHONY: demo serve-once rollout-once test lint typecheck docs docs-serve docs-tables venv tools audit pin-images bench lock image-locks images clean
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,19 @@ tools: .tools/bin/helm .tools/bin/kubectl .tools/storage/.installed .tools/clien
 ## test: lint, type-check and run every test but the GPU ones
 test: lint typecheck tools
 	$(BIN)/pytest -m "not gpu" $(PYTEST_ARGS)
+
+## docs: the documentation site, built strictly into site/ (a broken link or anchor fails);
+## make test builds it too (tests/unit/test_docs.py)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+## docs-serve: the site on http://127.0.0.1:8000, rebuilt as the pages change
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict --dev-addr 127.0.0.1:8000
+
+## docs-tables: the docs' benchmark and reliability tables rewritten from docs/results/*.json
+docs-tables: $(STAMP)
+	$(BIN)/python scripts/result_tables.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

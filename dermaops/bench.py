@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import platform
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +62,73 @@ def bench_prepare(
     }
 
 
-def write_result(result: dict[str, Any], path: Path) -> None:
+#: CPU flags that decide which kernels ONNX Runtime and torch pick (INT8 and bf16 units).
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+#: Packages whose versions a figure depends on (read from metadata, never imported).
+PACKAGES = ("dermaops", "numpy", "pillow", "onnxruntime", "torch", "kserve", "evidently")
+
+
+def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
+    """The machine a figure was measured on: CPU model, cores this process may use, the
+    instruction-set flags that matter for inference, memory, OS and Python."""
+    model, flags = _cpu(cpuinfo)
+    return {
+        "cpu": model or platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "cpu_flags": [flag for flag in CPU_FLAGS if flag in flags],
+        "memory_gib": _memory_gib(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+    }
+
+
+def stamp(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with the machine, the packages' versions and the date (UTC) it was measured."""
+    return {
+        **result,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": {name: _version(name) for name in PACKAGES if _version(name)},
+    }
+
+
+def write_result(result: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Write ``result``, stamped with where and when it was measured; return what was written."""
+    stamped = stamp(result)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path.write_text(json.dumps(stamped, indent=2) + "\n")
+    return stamped
+
+
+def _cpu(cpuinfo: Path) -> tuple[str, set[str]]:
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return "", set()
+    model, flags = "", set[str]()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not model:
+            model = value.strip()
+        elif key.strip() in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    return model, flags
+
+
+def _memory_gib() -> float | None:
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
+    return round(pages * size / 2**30, 1)
+
+
+def _version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
 def _plain_pil_loop(paths: list[Path], size: tuple[int, int]) -> None:

@@ -28,10 +28,12 @@ from mlflow.pyfunc.model import PythonModel
 from mlflow.types import ColSpec, Schema
 
 import dermaops
+from dermaops.data.fingerprint import file_sha256
+from dermaops.errors import DermaOpsError
 from dermaops.evaluation.gate import GateFailedError, GateThresholds, check
 from dermaops.evaluation.result import METRICS, EvaluationMetrics
 from dermaops.labels import CLASSES
-from dermaops.model.artifact import ModelArtifact, assemble
+from dermaops.model.artifact import WEIGHTS, ModelArtifact, assemble
 from dermaops.notify import RunFacts
 from dermaops.registry.card import log_card
 from dermaops.registry.client import ALREADY_EXISTS, Registry, RegistryError, alias_version
@@ -328,6 +330,11 @@ def log_training_run(
 BY_HAND = "by-hand"  # the pipeline (PIPELINE_TAG) of a run registered by hand
 
 
+class EvaluationOfAnotherModelError(DermaOpsError):
+    """An evaluation given with a run measured another model: its figures would be registered
+    as this model's."""
+
+
 def register_by_hand(
     reg: Registry,
     run_dir: Path,
@@ -345,12 +352,40 @@ def register_by_hand(
         GateFailedError: the evaluation misses a threshold (nothing is logged).
         MetricsFileError: a damaged or missing ``metrics.json``.
         ModelFolderError: ``run_dir`` holds no model.
+        EvaluationOfAnotherModelError: ``eval_dir`` measured other weights (nothing is logged).
         RegistryError: MLflow refused or could not be reached.
     """
-    result = check(EvaluationMetrics.read(eval_dir), thresholds)
+    metrics = EvaluationMetrics.read(eval_dir)
+    artifact = ModelArtifact.load(run_dir / "model")  # no model: fails before MLflow
+    _measured_this_model(metrics, artifact, eval_dir)
+    result = check(metrics, thresholds)
     if not result.passed:
         raise GateFailedError(result.reasons)
-    ModelArtifact.load(run_dir / "model")  # a folder without a model fails before MLflow
     run = reg.pipeline_run(f"hand-{uuid.uuid4().hex[:12]}", BY_HAND)
     return log_training_run(reg, run.info.run_id, prepared, run_dir, eval_dir, baseline_dir,
                             thresholds=thresholds)  # fmt: skip
+
+
+def _measured_this_model(
+    metrics: EvaluationMetrics, artifact: ModelArtifact, eval_dir: Path
+) -> None:
+    """Refuse an evaluation of other weights: by their sha256 where ``metrics.json`` has it,
+    else (files from before it) by architecture, image size and best epoch."""
+    measured = metrics.model
+    weights = artifact.folder / WEIGHTS
+    if measured.weights_sha256 is not None:
+        found = file_sha256(weights)
+        if found != measured.weights_sha256:
+            raise EvaluationOfAnotherModelError(
+                f"{eval_dir} measured weights {measured.weights_sha256[:12]}, but {weights} is "
+                f"{found[:12]}: evaluate this run's model (dermaops evaluate --run ...)"
+            )
+        return
+    ours = (artifact.arch, artifact.preprocessing.image_size, artifact.meta.get("best_epoch"))
+    theirs = (measured.arch, measured.image_size, measured.best_epoch)
+    if ours != theirs:
+        raise EvaluationOfAnotherModelError(
+            f"{eval_dir} measured {theirs[0]} at {theirs[1]} px from epoch {theirs[2]}, but "
+            f"{artifact.folder} is {ours[0]} at {ours[1]} px from epoch {ours[2]}: evaluate "
+            "this run's model (dermaops evaluate --run ...)"
+        )

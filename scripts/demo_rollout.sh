@@ -64,4 +64,4 @@ echo "== the judge: paired checks on the mirrored images, then the verdict acted
 "$bin/dermaops" rollout status
 echo
 echo "The same rollout on a cluster: the monitor judges each stage on a schedule, shadow then"
-echo "canary steps (10 %, 50 %) through KServe's canaryTrafficPercent; see README, Rollouts."
+echo "canary steps (10 %, 50 %) through KServe's canaryTrafficPercent; see docs/rollouts.md."

@@ -1,8 +1,8 @@
 """Print the chart's values as a Markdown table (helm-docs style) from `# --` comments.
 
 Usage: python scripts/values_table.py [charts/dermaops/values.yaml] > table.md
-The README's table between `<!-- values:start -->` and `<!-- values:end -->` is this output;
-tests/k8s/test_chart_docs.py keeps them equal.
+The table in docs/chart-values.md between `<!-- values:start -->` and `<!-- values:end -->` is
+this output; tests/k8s/test_chart_docs.py keeps them equal.
 """
 
 from __future__ import annotations

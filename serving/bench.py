@@ -72,8 +72,11 @@ def bench_serve(
                 levels.append(level)
     in_process = {"backend": local.backend.name, **_summary(near, 0, sum(near))}
     return {
+        "benchmark": "serve",
         "model": str(artifact.folder),
         "version": version,
+        "arch": artifact.arch,
+        "image_size": artifact.preprocessing.image_size,
         "backend": local.backend.name,
         "precision": local.backend.precision,
         "requests_per_level": requests,

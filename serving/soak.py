@@ -190,7 +190,8 @@ def soak(
             ready_after = _ready(address)
     return _figures(
         plan, tally, samples, wall, (idle, rss_start, rss_end), ready_after, in_process_p50,
-        {"model": str(artifact.folder), "version": version, "url": url or "started here",
+        {"model": str(artifact.folder), "version": version, "arch": artifact.arch,
+         "image_size": artifact.preprocessing.image_size, "url": url or "started here",
          "concurrency": concurrency, "bad_share": bad_share, "warmup_requests": warmup,
          "backend": backend},
     )  # fmt: skip
@@ -250,6 +251,7 @@ def _figures(
     kinds = Counter(p.kind for p in plan)
     images = sum(p.images for p in plan)  # good ones: a bad payload's images are not counted
     figures = {
+        "benchmark": "soak",
         **about,
         "requests": len(plan),
         "bad_requests": sum(not p.good for p in plan),

@@ -141,6 +141,6 @@ def bench_prepare(
     )
     result = run(raw, n, settings)
     path = json_out or Home.from_env().bench / "prepare.json"
-    write_result(result, path)
+    result = write_result(result, path)
     typer.echo(json.dumps(result, indent=2))
     typer.echo(f"prepare is {result['ratio']}x the plain PIL loop ({path})")

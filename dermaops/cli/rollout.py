@@ -208,7 +208,7 @@ def bench_rollout(
     except (OSError, ValueError) as e:
         raise typer.BadParameter(str(e), param_hint="--evaluation") from e
     path = json_out or Home.from_env().bench / "rollout.json"
-    write_result(result, path)
+    result = write_result(result, path)
     typer.echo(
         f"{result['test_images']} test images, {result['melanomas']} melanomas, sensitivity "
         f"{result['sensitivity']:.2f}; the challenger loses {drop:.0%} of it "

@@ -210,7 +210,7 @@ def bench_serve(
     if precision == "compare":
         compared = bench_precision(model_uri, home, requests)
         path = json_out or home.bench / "serve-precision.json"
-        write_result(compared, path)
+        compared = write_result(compared, path)
         typer.echo(json.dumps(compared, indent=2))
         deltas = ", ".join(f"{k} {v:+.2f}" for k, v in compared["accuracy_deltas_points"].items())
         typer.echo(
@@ -226,7 +226,7 @@ def bench_serve(
         raise ConfigError(f"--concurrency {concurrency!r}: expected numbers like 1,8,32") from e
     result = run(model_uri, home, requests, levels, backend, precision)
     path = json_out or home.bench / "serve.json"
-    write_result(result, path)
+    result = write_result(result, path)
     typer.echo(json.dumps(result, indent=2))
     typer.echo(
         f"served p50 is {result['ratio_p50_vs_in_process']}x the in-process decode + forward "
@@ -276,7 +276,7 @@ def bench_soak(
     result = soak(model_uri, home, requests, concurrency, bad_share, backend, warmup,
                   url=url, pid=pid)  # fmt: skip
     path = json_out or home.bench / "soak.json"
-    write_result(result, path)
+    result = write_result(result, path)
     typer.echo(json.dumps(result, indent=2))
     typer.echo(
         f"{result['requests']} requests ({result['bad_requests']} bad) at concurrency "

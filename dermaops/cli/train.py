@@ -226,7 +226,7 @@ def bench_train(
     )
     result = run(data, settings, steps=steps)
     path = json_out or Home.from_env().bench / "train.json"
-    write_result(result, path)
+    result = write_result(result, path)
     typer.echo(json.dumps(result, indent=2))
     typer.echo(f"the training step runs at {result['ratio']}x the bare model step ({path})")
 
@@ -262,7 +262,7 @@ def bench_estimate(
 
     result = run(evaluation, model, windows, size)
     path = json_out or Home.from_env().bench / "estimate.json"
-    write_result(result, path)
+    result = write_result(result, path)
     typer.echo(f"{'scenario':<15} {'figure':<21} {'ours MAE':>8} {'CBPE MAE':>8} {'coverage':>8}")
     for name, r in result["scenarios"].items():
         for figure in ("balanced_accuracy", "melanoma_sensitivity"):

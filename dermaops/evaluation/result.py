@@ -62,6 +62,9 @@ class ModelDescription(_Strict):
     arch: str
     image_size: int | None = None
     best_epoch: int | None = None
+    weights_sha256: str | None = Field(
+        default=None, description="sha256 of the weights measured (absent in older files)."
+    )
 
 
 class EvaluationMetrics(_Strict):

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dermaops.data.fingerprint import file_sha256
 from dermaops.data.prepared import PreparedSet
 from dermaops.data.report import GENERATED_NOTICE
 from dermaops.evaluation.calibration import (
@@ -44,7 +45,7 @@ from dermaops.evaluation.subgroups import SubgroupSettings, evaluate_subgroups
 from dermaops.evaluation.subgroups import markdown as subgroup_markdown
 from dermaops.evaluation.subgroups import scores as subgroup_scores
 from dermaops.labels import INDEX
-from dermaops.model.artifact import ModelArtifact, Preprocessing
+from dermaops.model.artifact import WEIGHTS, ModelArtifact, Preprocessing
 from dermaops.model.cam import heatmaps
 from dermaops.model.embedding import WithEmbedding
 from dermaops.model.guard import METHODS, OodGuardError
@@ -112,6 +113,7 @@ def evaluate(
         "arch": arch,
         "image_size": pre.image_size,
         "best_epoch": artifact.meta.get("best_epoch"),
+        "weights_sha256": file_sha256(artifact.folder / WEIGHTS),
     }
     out.mkdir(parents=True, exist_ok=True)
     ood = _guard(with_embedding, data, pre, batch_size, (val_embedding, test_embedding), out, guard)

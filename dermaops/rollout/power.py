@@ -134,6 +134,7 @@ def bench_rollout(
     needed = {way: next((n for n, p in zip(grid, shares[way], strict=True) if p >= power), None)
               for way in WAYS}  # fmt: skip
     return {
+        "benchmark": "rollout",
         "evaluation": str(evaluation),
         "test_images": len(stable),
         "melanomas": int(melanoma.sum()),

@@ -59,14 +59,26 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Guarded:
     return Guarded(root / "raw", root / "prepared", root / "evaluation", root / "model")
 
 
+#: kind -> (least AUROC, least share caught at the threshold)
+FLOORS = {
+    "flat_colour": (0.95, 0.75),
+    "text_screenshot": (0.98, 1.0),
+    "natural_texture": (0.98, 0.9),
+    "plain_skin": (0.85, 0.4),
+}
+
+
 def test_the_guard_tells_dermoscopy_from_what_it_should_not_judge(guarded: Guarded) -> None:
     ood = guarded.ood()
     assert ood["method"] == "mahalanobis" and ood["keep"] == 0.95 and ood["generated"] is True
     assert ood["auroc"] >= 0.95, ood  # type: ignore[operator]
     kinds = ood["kinds"]
     assert isinstance(kinds, dict) and set(kinds) == set(OOD_KINDS)
-    assert all(k["images"] == 48 and 0.5 < k["auroc"] <= 1 for k in kinds.values()), kinds
-    assert kinds["text_screenshot"]["caught"] == 1.0
+    assert all(k["images"] == 48 for k in kinds.values()), kinds
+    # Each kind's own floor, under what docs/serving.md's table shows for this test's model
+    # with room for the noise of training on CPUs: plain skin is the hard kind, and stays so.
+    for kind, (auroc, caught) in FLOORS.items():
+        assert kinds[kind]["auroc"] >= auroc and kinds[kind]["caught"] >= caught, (kind, kinds)
     # Held-out lesions, and lesions turned or zoomed as dermoscopy allows, pass.
     assert ood["held_out_passed"] >= 0.8  # type: ignore[operator]
     lesions = ood["lesion_kinds"]

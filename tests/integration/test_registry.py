@@ -327,20 +327,35 @@ def test_a_champion_is_compared_only_on_test_lesions_it_never_trained_or_validat
 
 
 def test_a_run_trained_and_evaluated_by_hand_is_registered_after_the_gate(
-    trained: Trained, monkeypatch: pytest.MonkeyPatch
+    trained: Trained, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """``dermaops registry register``: the pipeline's gate, then its register stage's logging,
-    in a run of its own; a run the gate stops leaves the registry as it was."""
+    in a run of its own; a run the gate stops, or an evaluation of other weights (by their
+    sha256, or for older files by architecture, size and epoch), leaves the registry as it was."""
     from typer.testing import CliRunner
 
     from dermaops.cli.app import app
-    from dermaops.registry.model import BY_HAND
+    from dermaops.registry.model import BY_HAND, EvaluationOfAnotherModelError
     from dermaops.registry.tags import GATE_TAG_PREFIX, PIPELINE_TAG
 
     reg = Registry()
     before = len(versions(reg))
     args = ["registry", "register", "--run", str(trained.run), "--eval",
             str(trained.evaluation), "--data", str(trained.prepared)]  # fmt: skip
+    measured = json.loads((trained.evaluation / "metrics.json").read_text())
+    assert len(measured["model"]["weights_sha256"]) == 64
+    for name, model in (("other-weights", {"weights_sha256": "0" * 64}),
+                        ("older-file", {"weights_sha256": None, "best_epoch": 99})):  # fmt: skip
+        other = tmp_path / name
+        shutil.copytree(trained.evaluation, other)
+        changed = {**measured, "model": {**measured["model"], **model}}
+        if model["weights_sha256"] is None:
+            del changed["model"]["weights_sha256"]
+        (other / "metrics.json").write_text(json.dumps(changed))
+        refused = CliRunner().invoke(app, [*args[:4], "--eval", str(other), *args[6:]])
+        assert isinstance(refused.exception, EvaluationOfAnotherModelError), refused.output
+        assert "evaluate this run's model" in str(refused.exception)
+    assert len(versions(reg)) == before, "nothing registered"
     monkeypatch.setenv("DERMAOPS_GATE_MIN_F1_MACRO", "1.0")  # no model here reaches it
     stopped = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
     assert stopped.exit_code == 3 and "gate failed: macro-F1" in stopped.output, stopped.output

@@ -17,6 +17,7 @@ from PIL import Image
 
 from dermaops.labels import CLASSES
 from dermaops.serving.process import predictor_process
+from tests.docs_files import assert_published_as_documented
 from tests.scrape import wait_recorded
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -296,10 +297,12 @@ def test_a_v2_shape_that_disagrees_with_its_data_is_refused(server: Server) -> N
 
 def test_the_openapi_document_declares_the_v1_bodies_the_answers_meet(server: Server) -> None:
     """Both ends of the v1 contract: the schema the predictor publishes, and its real answers
-    (predict and explain, two images) validated against it by a JSON Schema validator."""
+    (predict and explain, two images) validated against it by a JSON Schema validator; the
+    document the docs render is the one published."""
     import jsonschema
 
     document = httpx.get(f"{server.url}/openapi.json", timeout=30).json()
+    assert_published_as_documented(document, "predictor")
     components = document["components"]
 
     def schema(name: str) -> dict[str, object]:  # refs resolve against the whole components

@@ -1,0 +1,272 @@
+"""The docs' benchmark and reliability tables, generated from the committed result files.
+
+Usage: python scripts/result_tables.py [--check]
+
+Every `dermaops bench ...` (and the container test) writes a JSON result stamped with the
+machine, the versions and the date (`dermaops.bench.write_result`); the ones the docs show are
+committed in docs/results/. Each table stands in a page between `<!-- results:NAME:start -->`
+and `<!-- results:NAME:end -->`; this script rewrites those blocks from the files, and with
+`--check` only names the blocks that differ (exit 1). tests/unit/test_docs.py runs the check,
+so no figure in those tables is typed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+RESULTS = DOCS / "results"
+STAMP = ("measured_at", "machine", "versions")
+#: The result files the tables show.
+SHOWN = ("prepare", "train", "serve", "serve-precision", "estimate", "rollout", "soak",
+         "container-memory")  # fmt: skip
+
+Result = dict[str, Any]
+
+
+def load(name: str) -> Result:
+    """docs/results/<name>.json, which must carry the stamp `write_result` adds."""
+    path = RESULTS / f"{name}.json"
+    try:
+        result: Result = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{path}: {e} (copy the result file the benchmark wrote here)") from e
+    missing = [key for key in STAMP if key not in result]
+    if missing:
+        raise SystemExit(f"{path}: no {', '.join(missing)}: written by an older bench")
+    return result
+
+
+def _n(value: float) -> str:
+    """A figure as the docs print it: thousands separated, no trailing zeros."""
+    if isinstance(value, int) or float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.2f}".rstrip("0").rstrip(".")
+
+
+def _pct(share: float) -> str:
+    return f"{share * 100:.0f} %"
+
+
+def _link(name: str) -> str:
+    return f"[{name}.json](results/{name}.json)"
+
+
+def machines(names: list[str]) -> str:
+    """One line per machine the results were measured on, with versions and dates."""
+    seen: dict[str, list[str]] = {}
+    for name in names:
+        result = load(name)
+        m, v = result["machine"], result["versions"]
+        flags = ", ".join(m["cpu_flags"]) or "none of the INT8/bf16 flags"
+        key = (f"{m['cpu']}, {m['usable_cores']} of {m['cores']} cores usable ({flags}), "
+               f"{m['memory_gib']} GiB, {m['os']}, Python {m['python']}, "
+               + ", ".join(f"{k} {v[k]}" for k in sorted(v)))  # fmt: skip
+        seen.setdefault(key, []).append(f"{_link(name)} {result['measured_at'][:10]}")
+    return "\n".join(f"Measured on {key}: {'; '.join(files)}.  " for key, files in seen.items())
+
+
+def benchmarks() -> str:
+    """prepare, train, serve and INT8 serve: each a ratio against its baseline in the same run."""
+    prepare, train, serve = load("prepare"), load("train"), load("serve")
+    int8 = load("serve-precision")
+    first = serve["served"][0]
+    levels = ", ".join(f"{_n(level['images_per_s'])} images/s at {level['concurrency']} in flight"
+                       for level in serve["served"])  # fmt: skip
+    phases = ", ".join(f"{k} {_n(v)} ms" for k, v in serve["server_phases_ms"].items())
+    deltas = ", ".join(f"{k} {v:+.2f}" for k, v in int8["accuracy_deltas_points"].items())
+    rows = [
+        ("`bench prepare`",
+         f"{_n(prepare['images'])} generated images, {prepare['workers']} workers, cache "
+         f"{'x'.join(map(str, prepare['cache_size']))} px",
+         f"{_n(prepare['prepare_images_per_s'])} images/s",
+         f"{_n(prepare['baseline_images_per_s'])} images/s: {prepare['baseline']}",
+         f"{prepare['ratio']}x faster", _link("prepare")),
+        ("`bench train`",
+         f"{train['model']} at {train['image_size']} px, batch {train['batch_size']}, "
+         f"{train['device']}, {train['precision']}",
+         f"{_n(train['train_step_images_per_s'])} images/s (cache, augmentation, step)",
+         f"{_n(train['raw_images_per_s'])} images/s: the same step on random tensors",
+         f"{train['ratio']}x the raw step", _link("train")),
+        ("`bench serve`",
+         f"{serve['arch']} at {serve['image_size']} px, {serve['backend']}, "
+         f"{_n(serve['requests_per_level'])} requests per level",
+         f"served p50 {_n(first['p50_ms'])} ms, p99 {_n(first['p99_ms'])} ms; {levels}; "
+         f"inside the predictor: {phases}; {serve['errors']} errors",
+         f"in process p50 {_n(serve['in_process']['p50_ms'])} ms (decode + forward)",
+         f"{serve['ratio_p50_vs_in_process']}x the raw model", _link("serve")),
+        ("`bench serve --precision compare`",
+         f"{int8['arch']} at {int8['image_size']} px, INT8 {int8['recipe']}",
+         f"INT8 served p50 {_n(int8['served_int8']['p50_ms'])} ms; test-split change in "
+         f"points: {deltas}; {int8['errors']} errors",
+         f"fp32 served p50 {_n(int8['served_fp32']['p50_ms'])} ms",
+         f"{int8['ratio_int8_vs_fp32_served_p50']}x fp32", _link("serve-precision")),
+    ]  # fmt: skip
+    names = ["prepare", "train", "serve", "serve-precision"]
+    return _table(("benchmark", "what ran", "measured", "against, in the same run", "ratio",
+                   "result"), rows) + "\n" + machines(names) + "\n"  # fmt: skip
+
+
+def estimate() -> str:
+    """Label-free estimates against the labels, per scenario, with the targets' verdicts."""
+    result = load("estimate")
+    rows = []
+    for scenario, s in result["scenarios"].items():
+        checks = [c for c in result["checks"] if c["check"].startswith(f"{scenario}:")]
+        held = sum(c["passed"] for c in checks)
+        rows.append((
+            scenario,
+            _pct(s["mae_ours_melanoma_sensitivity"]), _pct(s["mae_cbpe_melanoma_sensitivity"]),
+            _pct(s["coverage_melanoma_sensitivity"]),
+            _pct(s["mae_ours_balanced_accuracy"]), _pct(s["mae_cbpe_balanced_accuracy"]),
+            _pct(s["coverage_balanced_accuracy"]), f"{held} of {len(checks)}",
+        ))  # fmt: skip
+    head = (f"{result['test_images']} scored test images, {result['windows']} windows of "
+            f"{result['window_size']} per scenario ({_link('estimate')}):\n\n")  # fmt: skip
+    return head + _table(("scenario", "melanoma sensitivity: our error", "CBPE's error",
+                          "our intervals' coverage", "balanced accuracy: our error",
+                          "CBPE's error", "coverage", "targets held"), rows) \
+        + "\n" + machines(["estimate"]) + "\n"  # fmt: skip
+
+
+def rollout() -> str:
+    """How many requests each way of judging needs to catch the weaker challenger."""
+    result = load("rollout")
+    grid, caught = result["requests"], result["caught"]
+    shown = [n for n in (1600, 3200, 6400, grid[-1]) if n in grid]
+    labels = {"shadow_paired": "shadow, paired (`melanoma_flips`)",
+              "canary_check": f"canary at {_pct(result['canary_share'])}, the check "
+                              "(`melanoma_flag_rate_drop`)",
+              "canary_test_only": f"canary at {_pct(result['canary_share'])}, its test without "
+                                  "the threshold"}  # fmt: skip
+    rows = []
+    for way, label in labels.items():
+        needed = result["requests_needed"][way]
+        by = f"{_n(needed)} requests" if needed else f"not within {_n(grid[-1])}"
+        rows.append((label, *(_pct(caught[way][grid.index(n)]) for n in shown), by))
+    head = (
+        f"{result['test_images']} test images, {result['melanomas']} melanomas, sensitivity "
+        f"{result['sensitivity']:.2f}; the challenger loses {_pct(result['drop'])} of its "
+        f"melanoma flags and differs on {_pct(result['noise'])} of other images; "
+        f"{result['runs']} rollouts of up to {_n(grid[-1])} requests ({_link('rollout')}):\n\n"
+    )
+    columns = ("judged", *(f"caught by {_n(n)} requests" for n in shown),
+               f"{_pct(result['power'])} caught by")  # fmt: skip
+    return head + _table(columns, rows) + "\n" + machines(["rollout"]) + "\n"
+
+
+def reliability() -> str:
+    """The predictor under the soak mix: as a process, and in its container under the chart's
+    limits; every figure from the two result files."""
+    process, container = load("soak"), load("container-memory")
+    inside = container["soak"]
+    rows = [
+        (f"The predictor as a process ({process['arch']} at {process['image_size']} px, "
+         f"{process['backend']}) under the soak mix, {_pct(process['bad_share'])} bad, "
+         f"{process['concurrency']} in flight",
+         f"{_n(process['requests'])} requests after {_n(process['warmup_requests'])} of warm-up "
+         f"({_n(process['bad_requests'])} bad)",
+         _soak_held(process), _link("soak"),
+         "`dermaops bench soak --requests 20000 --concurrency 8 --bad-share 0.1`"),
+        (f"The predictor's container as the chart runs it (podman: {container['memory_limit_mib']}"
+         f" MiB memory, {container['cpus']} CPUs, read-only root, uid 10001; {inside['arch']} at "
+         f"{inside['image_size']} px): the soak mix at {inside['concurrency']} in flight; then 8 "
+         "bodies of 300 MB at once (4 declared, 4 chunked); then 200 photographs of 12 MP at once",
+         f"{_n(inside['requests'])} requests; 8 bodies; 200 photographs",
+         _soak_held(inside) + f". Bodies: {_statuses(container['bodies_300mb'])}. Photographs: "
+         + ", ".join(f"{n} answered" if code == "200" else f"{n} got {code}"
+                     for code, n in container["burst_12mp"].items())
+         + f". Peak resident {_n(container['peak_rss_mb'])} MiB of "
+         f"{container['memory_limit_mib']}; never OOM-killed, ready throughout",
+         _link("container-memory"),
+         "`.venv/bin/pytest tests/e2e/test_containers.py -k memory_limit` (root, podman; "
+         "`DERMAOPS_TEST_ARTIFACTS=DIR` keeps the file)"),
+    ]  # fmt: skip
+    return _table(("tried", "how many", "what held", "result", "reproduce"), rows) + "\n" \
+        + machines(["soak", "container-memory"]) + "\n"  # fmt: skip
+
+
+def _soak_held(f: Result) -> str:
+    growth = f"{f['rss_growth'] * 100:+.1f} %" if f["rss_growth"] is not None else "not measured"
+    return (f"{f['good_errors']} good-request errors, {f['bad_not_4xx']} bad requests answered "
+            f"other than 4xx, {f['connection_errors']} connection errors; p50 {_n(f['p50_ms'])} "
+            f"ms, p99 {_n(f['p99_ms'])} ms; {_n(f['images_per_s'])} images/s "
+            f"({f['throughput_vs_in_process']}x one in-process loop); resident "
+            f"{_n(f['idle_rss_mb'])} MB at rest, {_n(f['rss_mb_after_warmup'])} -> "
+            f"{_n(f['rss_mb_end'])} MB after warm-up ({growth}); "
+            f"{'ready' if f['ready_after'] else 'NOT ready'} afterwards; targets "
+            f"{'held' if f['held'] else 'missed: ' + '; '.join(f['missed'])}")  # fmt: skip
+
+
+def _statuses(lines: list[str]) -> str:
+    codes: dict[str, int] = {}
+    for line in lines:
+        code = line.split()[1]
+        codes[code] = codes.get(code, 0) + 1
+    return ", ".join(f"{n} got {code}" for code, n in sorted(codes.items()))
+
+
+def _table(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+#: block name -> (the page it stands in, its renderer)
+BLOCKS: dict[str, tuple[str, Callable[[], str]]] = {
+    "benchmarks": ("benchmarks.md", benchmarks),
+    "estimate": ("benchmarks.md", estimate),
+    "rollout": ("rollouts.md", rollout),
+    "reliability": ("reliability.md", reliability),
+}
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- results:{name}:start -->\n", f"<!-- results:{name}:end -->"
+
+
+def shown(page: str, name: str) -> str:
+    """The block ``name`` as it stands in ``page``'s text."""
+    start, end = markers(name)
+    if start not in page or end not in page:
+        raise SystemExit(f"no {start.strip()} ... {end} block in the page")
+    return page[page.index(start) + len(start) : page.index(end)]
+
+
+def stale() -> list[str]:
+    """The blocks whose text differs from what their result files give."""
+    return [name for name, (page, render) in BLOCKS.items()
+            if shown((DOCS / page).read_text(), name) != render()]  # fmt: skip
+
+
+def write() -> list[str]:
+    """Rewrite every stale block; return their names."""
+    changed = stale()
+    for name in changed:
+        page, render = BLOCKS[name]
+        path = DOCS / page
+        text = path.read_text()
+        start, end = markers(name)
+        before, after = text[: text.index(start) + len(start)], text[text.index(end) :]
+        path.write_text(before + render() + after)
+    return changed
+
+
+def main(argv: list[str]) -> int:
+    if argv[1:] == ["--check"]:
+        differ = stale()
+        for name in differ:
+            print(f"{BLOCKS[name][0]}: the {name} table differs from docs/results/")
+        return 1 if differ else 0
+    for name in write():
+        print(f"rewrote the {name} table in docs/{BLOCKS[name][0]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
