@@ -8,7 +8,11 @@ the chart's modes (a KServe InferenceService, or the plain Deployment of ``kserv
   initializer of the plain Deployment and of the monitor expands it into its arguments),
 - the version: the predictor's ``DERMAOPS_SERVING_MODEL_VERSION``, the object's
   ``dermaops.io/model-version`` label, and the monitor's reference version,
-- the canary percent, where the mode has one (KServe's Serverless mode).
+- the canary, where the mode has one: KServe's Serverless mode takes the new version with
+  ``canaryTrafficPercent`` (Knative keeps the previous revision for the rest); its RawDeployment
+  mode keeps the stable predictor and takes the new version as ``spec.canary``, a copy of the
+  served predictor with the new version's URI and version and its ``trafficPercent``. A deploy
+  at 100 % (or without a percent) serves the version alone and drops any canary.
 
 Each change addresses its field by position and is guarded by ``test`` operations on the names
 at that position, so a chart whose fields moved makes the patch fail, whole, instead of changing
@@ -18,6 +22,7 @@ This module only builds documents; applying them is :mod:`dermaops.registry.kube
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +42,7 @@ POINTER = "current.json"
 VERSION_LABEL = "dermaops.io/model-version"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 SERVERLESS = "Serverless"
+RAW_DEPLOYMENT = "RawDeployment"
 PREDICTOR_CONTAINER = "kserve-container"  # the name KServe gives its model container
 STORAGE_INITIALIZER = "storage-initializer"
 MONITOR_CONTAINER = "monitor"
@@ -125,16 +131,22 @@ class Observed:
     serverless: bool | None = None  # KServe's deployment mode, when known
     monitor: bool = True
     monitor_fetches_model: bool = True  # the monitor has its storage initializer
+    # RawDeployment: the served predictor (a canary is a copy of it), and whether a canary is on
+    predictor: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    canary: bool = False
 
 
 def plan(request: DeployRequest, release: str, namespace: str, observed: Observed) -> list[Patch]:
     """The patches that deploy ``request`` to a release of the chart.
 
     Raises:
-        ConfigError: a canary where the mode has none.
+        ConfigError: a canary where the mode has none, or a RawDeployment canary planned
+            without the served predictor to copy.
     """
     name = fullname(release)
-    if observed.mode == "kserve":
+    if observed.mode == "kserve" and observed.serverless is False:
+        patches = [_raw_deployment(request, name, namespace, observed)]
+    elif observed.mode == "kserve":
         patches = [_inference_service(request, name, namespace, observed.serverless)]
     elif observed.mode == "deployment":
         patches = [_predictor_deployment(request, name, namespace)]
@@ -170,6 +182,57 @@ def _inference_service(
         patch.changes.append(
             {"op": "add", "path": "/spec/predictor/canaryTrafficPercent", "value": p.canary_percent}
         )
+    return patch
+
+
+def _raw_deployment(p: DeployRequest, name: str, namespace: str, observed: Observed) -> Patch:
+    """KServe's RawDeployment: a canary step adds ``spec.canary`` (the served predictor copied,
+    with the new version's URI and version), leaving the stable predictor as it is; a full
+    deploy patches the stable predictor and removes the canary. The object's version label
+    names the version deployed last, in a canary too (as in Serverless mode)."""
+    patch = Patch("InferenceService", "serving.kserve.io/v1beta1", name, namespace)
+    patch.preconditions.append(
+        PatchPrecondition(
+            f"/metadata/annotations/{_escape(DEPLOYMENT_MODE_ANNOTATION)}",
+            RAW_DEPLOYMENT,
+            "this InferenceService is no longer a RawDeployment",
+        )
+    )
+    container = "/spec/predictor/containers/0"
+    if p.canary_percent is None or p.canary_percent == 100:
+        _container(patch, container, PREDICTOR_CONTAINER)
+        _env(patch, container, 0, MODEL_VERSION_ENV, p.version)
+        _env(patch, container, 1, STORAGE_URI_ENV, p.storage_uri)
+        _label(patch, p.version)
+        if observed.canary:
+            patch.changes.append({"op": "remove", "path": "/spec/canary"})
+        return patch
+    if observed.predictor is None:
+        raise ConfigError(
+            f"a canary ({p.canary_percent}%) in KServe's RawDeployment mode copies the served "
+            "predictor: plan it against the cluster, not without one"
+        )
+    canary = copy.deepcopy(dict(observed.predictor))
+    canary.pop("canaryTrafficPercent", None)
+    served = canary["containers"][0]
+    names = [e.get("name") for e in served.get("env", [])[:2]]
+    if served.get("name") != PREDICTOR_CONTAINER or names != [MODEL_VERSION_ENV, STORAGE_URI_ENV]:
+        raise ConfigError(
+            f"the served predictor's container is {served.get('name')!r} with env {names}, not "
+            f"{PREDICTOR_CONTAINER!r} with {MODEL_VERSION_ENV} and {STORAGE_URI_ENV} first: the "
+            "chart's fields moved, so no canary is copied from it"
+        )
+    served["env"][0] = {**served["env"][0], "value": p.version}
+    served["env"][1] = {**served["env"][1], "value": p.storage_uri}
+    patch.preconditions.append(
+        PatchPrecondition("/spec/predictor", dict(observed.predictor),
+                          "the predictor changed since it was read for the canary's copy")
+    )  # fmt: skip
+    patch.changes.append(
+        {"op": "add", "path": "/spec/canary",
+         "value": [{"trafficPercent": p.canary_percent, "predictor": canary}]}
+    )  # fmt: skip
+    _label(patch, p.version)  # the version rolling out, as in Serverless mode
     return patch
 
 
@@ -252,7 +315,11 @@ def observe(objects: Mapping[str, Mapping[str, Any] | None]) -> Observed:
     fetches = bool(monitor) and bool(pointer_get(monitor, "/spec/template/spec/initContainers"))
     if isvc:
         mode = pointer_get(isvc, f"/metadata/annotations/{_escape(DEPLOYMENT_MODE_ANNOTATION)}")
-        return Observed("kserve", mode == SERVERLESS, monitor is not None, fetches)
+        if mode == SERVERLESS:
+            return Observed("kserve", True, monitor is not None, fetches)
+        spec = isvc.get("spec", {})
+        served, canary = spec.get("predictor"), bool(spec.get("canary"))
+        return Observed("kserve", False, monitor is not None, fetches, served, canary)
     if plain:
         return Observed("deployment", None, monitor is not None, fetches)
     raise ConfigError(

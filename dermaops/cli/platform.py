@@ -424,7 +424,9 @@ def deploy(
     ] = None,
     canary: Annotated[
         int | None,
-        typer.Option(min=1, max=100, help="The new version's share of traffic (Serverless)."),
+        typer.Option(
+            min=1, max=100, help="The new version's share of traffic (KServe, either mode)."
+        ),
     ] = None,
     storage_uri: Annotated[
         str,

@@ -388,3 +388,62 @@ def test_a_rollout_on_the_release_moves_kserve_canary_weights_and_rolls_back_a_w
         r, done = driver.tick()
         assert done == "wait" and r is not None and r.status == "superseded"
         assert weights()[-2:] == [10, 100] and release.version() == second
+
+
+def test_a_rollout_in_rawdeployment_mode_adds_and_drops_the_inferenceservices_canary(
+    tmp_path: Path, trained: Trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RawDeployment mode (the chart's default): each canary step sets `spec.canary` to the
+    served predictor copied with the candidate's version at the step's percent, the stable
+    predictor untouched; full serves the candidate alone; a worse candidate is rolled back and
+    its canary dropped, the stable predictor as it was."""
+    from dermaops.registry import Registry
+    from dermaops.registry.promotion import alias_version, promote_stored
+    from dermaops.registry.reconcile import reconcile
+    from dermaops.registry.rollout import RolloutDriver, log_records
+    from dermaops.registry.serving import ClusterServing
+    from dermaops.rollout.judge import JudgeSettings
+    from dermaops.rollout.plan import RolloutSettings, RolloutStore
+    from tests.integration.test_registry import _register
+
+    for api, kubeconfig in _api(render(*URI), tmp_path):
+        _on_cluster(kubeconfig, monkeypatch)
+        reg, release, logs = Registry(), ClusterServing("dermaops", "dermaops"), tmp_path / "log"
+        first, second, third = (_register(reg, trained, f"kfp-raw-{i}") for i in range(3))
+        assert promote_stored(reg, first, None, False).promoted
+        assert reconcile(reg, release).served == first
+        settings = RolloutSettings(enabled=True, steps=[10, 50], min_stage_s=0,
+                                   judge=JudgeSettings(min_requests=50))  # fmt: skip
+        driver = RolloutDriver(reg, release, RolloutStore(tmp_path / "state"), settings,
+                               log_records(logs))  # fmt: skip
+
+        def spec(api: FakeApi = api) -> dict[str, Any]:
+            isvc: dict[str, Any] = api.objects[f"{PATHS['InferenceService']}/dermaops"]
+            return isvc["spec"]
+
+        def versions(predictor: dict[str, Any]) -> str:
+            return str(predictor["containers"][0]["env"][0]["value"])
+
+        assert promote_stored(reg, second, None, False).promoted
+        assert "rolling out (canary 10%)" in reconcile(reg, release, driver).action
+        (canary,) = spec()["canary"]
+        assert canary["trafficPercent"] == 10 and versions(canary["predictor"]) == second
+        assert versions(spec()["predictor"]) == first, "the stable predictor serves the rest"
+        for percent, action in ((50, "next"), (None, "promote")):
+            _answers(logs, first, 60, 4)
+            _answers(logs, second, 60, 4)
+            r, done = driver.tick()
+            assert done == action, r
+            if percent is not None:
+                assert [c["trafficPercent"] for c in spec()["canary"]] == [percent]
+        assert "canary" not in spec() and versions(spec()["predictor"]) == second
+        assert r is not None and r.status == "promoted" and release.version() == second
+
+        assert promote_stored(reg, third, None, False).promoted
+        assert "rolling out (canary 10%)" in reconcile(reg, release, driver).action
+        _answers(logs, second, 80, 4)  # a quarter flagged
+        _answers(logs, third, 80, 40)  # one in forty
+        r, done = driver.tick()
+        assert done == "roll_back" and r is not None and r.status == "rolled_back", r
+        assert "canary" not in spec() and versions(spec()["predictor"]) == second
+        assert release.version() == second and alias_version(reg, "champion") == second

@@ -57,7 +57,12 @@ def test_the_charts_checks_are_the_judges_settings_name_for_name_and_overridable
     assert tuned.judge.max_latency_ratio == 2 and tuned.judge.min_pairs == 500
 
 
-def test_rollouts_without_serverless_canary_weights_are_refused_at_render() -> None:
-    done = helm("template", "dermaops", str(CHART), *ON)
+def test_rollouts_render_in_both_kserve_modes_and_are_refused_without_traffic_weights() -> None:
+    """Serverless steps patch canaryTrafficPercent and RawDeployment's add spec.canary: both
+    render; the plain Deployment (kserve.enabled=false) has no weights and is refused."""
+    for mode in ("Serverless", "RawDeployment"):
+        env = _monitor_env(*ON, "--set", f"kserve.deploymentMode={mode}")
+        assert env["DERMAOPS_ROLLOUT_ENABLED"] == "true", mode
+    done = helm("template", "dermaops", str(CHART), *ON, "--set", "kserve.enabled=false")
     assert done.returncode != 0
-    assert "monitor.rollout.enabled needs KServe's Serverless mode" in done.stderr
+    assert "monitor.rollout.enabled needs KServe (kserve.enabled)" in done.stderr

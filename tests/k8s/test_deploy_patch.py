@@ -135,12 +135,13 @@ def test_a_chart_whose_fields_moved_makes_the_patch_fail_whole(tmp_path: Path) -
 
 
 def test_a_canary_is_refused_where_the_mode_has_none(tmp_path: Path) -> None:
-    raw = render(*URI)  # RawDeployment
-    with pytest.raises(ConfigError, match="Serverless"):
-        plan(DeployRequest("9", NEW_URI, 20), "dermaops", "dermaops", Observed("kserve", False))
     with pytest.raises(ConfigError, match=r"Serverless.*plain Deployment"):
         plan(DeployRequest("9", NEW_URI, 20), "dermaops", "dermaops", Observed("deployment"))
-    # Without a cluster to ask, the guard refuses it when the patch reaches the object.
+    # RawDeployment's canary copies the served predictor: not without the cluster's copy.
+    with pytest.raises(ConfigError, match="copies the served predictor"):
+        plan(DeployRequest("9", NEW_URI, 20), "dermaops", "dermaops", Observed("kserve", False))
+    # Without a cluster to ask, the Serverless patch's guard refuses a RawDeployment object.
+    raw = render(*URI)
     unknown: Patch = plan(DeployRequest("9", NEW_URI, 20), "dermaops", "dermaops",
                           Observed("kserve"))[0]  # fmt: skip
     isvc = target(raw, unknown.as_dict())
@@ -152,20 +153,74 @@ def test_a_canary_is_refused_where_the_mode_has_none(tmp_path: Path) -> None:
     assert done.returncode == 1 and "needs KServe's Serverless mode" in done.stderr
 
 
+def _release(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
+    """The objects ``observe`` reads, as the cluster would hold what helm rendered."""
+    named = {d["metadata"]["name"]: d for d in docs
+             if d["kind"] in ("Deployment", "InferenceService")}  # fmt: skip
+    return {"InferenceService": named.get("dermaops"), "predictor": named.get("dermaops-predictor"),
+            "monitor": named.get("dermaops-monitor")}  # fmt: skip
+
+
+def test_a_rawdeployment_canary_is_a_copy_of_the_served_predictor_and_full_drops_it(
+    tmp_path: Path, validate_custom_resource: Callable[[dict[str, Any]], None]
+) -> None:
+    """KServe's RawDeployment from both ends: planned on the rendered InferenceService, applied
+    by a real `kubectl patch --local`, valid against KServe's CRD at every step. A 20 % step adds
+    `spec.canary` (the served predictor with the new version and URI) and leaves the stable
+    predictor as it was; full serves the new version alone; a rollback (the stable version at
+    100 %) drops the canary and changes nothing else."""
+    docs = render(*URI)  # the chart's default mode
+    isvc = _release(docs)["InferenceService"]
+    assert isvc is not None
+    stable = isvc["spec"]["predictor"]
+
+    def step(obj: dict[str, Any], request: DeployRequest) -> dict[str, Any]:
+        observed = observe({**_release(docs), "InferenceService": obj})
+        (patch, _) = plan(request, "dermaops", "dermaops", observed)
+        after = kubectl_patch(obj, patch.operations(), tmp_path)
+        validate_custom_resource(after)
+        return after
+
+    canary = step(isvc, DeployRequest("9", NEW_URI, 20))
+    assert set(differences(isvc, canary)) == {
+        "/spec/canary",
+        "/metadata/labels/dermaops.io~1model-version",
+    }, "the stable as it was"
+    (added,) = canary["spec"]["canary"]
+    assert added["trafficPercent"] == 20
+    env = {e["name"]: e["value"] for e in added["predictor"]["containers"][0]["env"][:2]}
+    assert env == {"DERMAOPS_SERVING_MODEL_VERSION": "9", "STORAGE_URI": NEW_URI}
+    assert set(differences(stable, added["predictor"])) == {
+        "/containers/0/env/0/value",
+        "/containers/0/env/1/value",
+    }, "a copy, but for the version"
+
+    served = {e["name"]: e["value"] for e in stable["containers"][0]["env"][:2]}
+    rolled_back = step(canary, DeployRequest(served["DERMAOPS_SERVING_MODEL_VERSION"],
+                                             served["STORAGE_URI"], 100))  # fmt: skip
+    assert set(differences(isvc, rolled_back)) == set(), "the stable version alone, as before"
+    full = step(canary, DeployRequest("9", NEW_URI))
+    assert "canary" not in full["spec"]
+    env = {e["name"]: e["value"] for e in full["spec"]["predictor"]["containers"][0]["env"][:2]}
+    assert env == {"DERMAOPS_SERVING_MODEL_VERSION": "9", "STORAGE_URI": NEW_URI}
+
+    # A predictor changed between reading and patching: the copy's guard refuses it, whole.
+    (patch, _) = plan(DeployRequest("9", NEW_URI, 20), "dermaops", "dermaops",
+                      observe(_release(docs)))  # fmt: skip
+    changed = copy.deepcopy(isvc)
+    changed["spec"]["predictor"]["minReplicas"] = 3
+    assert patch.broken_preconditions(changed) == [
+        next(r for r in patch.broken_preconditions(changed) if "since it was read" in r)
+    ]
+    with pytest.raises(AssertionError, match="test"):
+        kubectl_patch(changed, patch.operations(), tmp_path)
+
+
 def test_the_release_is_read_from_its_objects() -> None:
     serverless = render("-f", str(CHART / "ci" / "gpu-values.yaml"))
     plain = render(*URI, "--set", "kserve.enabled=false", "--set", "monitor.reference=/ref.csv")
 
-    def objects(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
-        named = {
-            d["metadata"]["name"]: d
-            for d in docs
-            if d["kind"] in ("Deployment", "InferenceService")
-        }
-        return {"InferenceService": named.get("dermaops") if "dermaops" in named else None,
-                "predictor": named.get("dermaops-predictor"),
-                "monitor": named.get("dermaops-monitor")}  # fmt: skip
-
+    objects = _release
     assert observe(objects(serverless)) == Observed("kserve", True, True, True)
     assert observe(objects(plain)) == Observed("deployment", None, True, False)
     patches = plan(DeployRequest("9", NEW_URI), "dermaops", "dermaops", observe(objects(plain)))
