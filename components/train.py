@@ -36,7 +36,8 @@ def train(
     from dermaops.components.runtime import stage
 
     with stage("train", kfp_run_id, model_name):
-        from dermaops.train.loop import CHECKPOINT, task_checkpoints
+        from dermaops.train.layout import CHECKPOINT
+        from dermaops.train.loop import task_checkpoints
         from dermaops.train.loop import train as run
         from dermaops.train.settings import TrainSettings
 

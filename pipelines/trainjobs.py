@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel
 
 from dermaops.errors import DermaOpsError
+from dermaops.train.layout import CHECKPOINT
 from dermaops.train.trainjob import (
     API_VERSION,
     JOBSET_LABEL,
@@ -68,6 +69,7 @@ class TrainJobs:
 
     namespace: str
     poll_s: float = 5.0
+    delete_wait_s: float = 300.0  # how long a deletion may take before it is an error
     _printed: dict[str, int] = field(default_factory=dict)  # pod -> log lines printed
 
     def __post_init__(self) -> None:
@@ -108,7 +110,12 @@ class TrainJobs:
         """The run's TrainJob: the one a previous try created and is still running, or a new
         one (replacing a failed one). ``run_folder``: where this task sees the job's run folder
         on the shared volume; a new job resumes from the checkpoint there, and starts on an
-        empty folder when there is none (a try that died before its first epoch ended)."""
+        empty folder when there is none (a try that died before its first epoch ended: its
+        folder is moved aside, never deleted, in case that try still writes there).
+
+        Raises:
+            TrainJobError: the API refused, or the folder could not be moved aside.
+        """
         name = job_name(run_id)
         found = self.get(name)
         if found is not None and state_of(found)[0] != "failed":
@@ -116,13 +123,9 @@ class TrainJobs:
         if found is not None:
             log.warning("TrainJob %s failed (%s): starting it again", name, state_of(found)[1])
             self.delete(name)
-        resume = False
-        if run_folder is not None:
-            from dermaops.train.loop import CHECKPOINT
-
-            resume = (run_folder / CHECKPOINT).is_file()
-            if not resume:
-                shutil.rmtree(run_folder, ignore_errors=True)
+        resume = run_folder is not None and (run_folder / CHECKPOINT).is_file()
+        if run_folder is not None and not resume and run_folder.exists():
+            _set_aside(run_folder)
         self._policy(network_policy(run_id, self.namespace))
         body = trainjob(run_id, self.namespace, s, config, resume=resume)
         created = self._call(
@@ -201,12 +204,13 @@ class TrainJobs:
                 echo(f"[{pod_name}] {line}")
             self._printed[pod_name] = max(self._printed.get(pod_name, 0), len(lines))
 
-    def delete(self, name: str, wait_s: float = 300.0) -> None:
+    def delete(self, name: str, wait_s: float | None = None) -> None:
         """The TrainJob (its JobSet and pods first: foreground deletion) and its NetworkPolicy;
         returns once the API no longer has the TrainJob, so a new one of the name can start.
 
         Raises:
-            TrainJobError: the API refused, or the TrainJob was still there after ``wait_s``.
+            TrainJobError: the API refused, or the TrainJob was still there after ``wait_s``
+                (default ``delete_wait_s``).
         """
         from kubernetes import client
 
@@ -223,11 +227,24 @@ class TrainJobs:
             lambda: self._network.delete_namespaced_network_policy(name, self.namespace),
             missing_ok=True,
         )
+        wait_s = self.delete_wait_s if wait_s is None else wait_s
         deadline = time.monotonic() + wait_s
         while self.get(name) is not None:
             if time.monotonic() > deadline:
                 raise TrainJobError(f"TrainJob {name} still there {wait_s:.0f} s after deleting it")
             time.sleep(self.poll_s)
+
+
+def _set_aside(folder: Path) -> Path:
+    """Move a run folder without a checkpoint out of a new job's way (``train`` refuses an
+    occupied folder unless it resumes); the shared volume's cleanup removes it with the run."""
+    aside = folder.with_name(f"{folder.name}.set-aside-{time.strftime('%Y%m%dT%H%M%S')}")
+    try:
+        folder.rename(aside)
+    except OSError as e:
+        raise TrainJobError(f"could not move {folder} aside for a new TrainJob: {e}") from e
+    log.warning("%s held no checkpoint: moved to %s; the new TrainJob starts afresh", folder, aside)
+    return aside
 
 
 def _message(body: Any) -> str:
@@ -262,7 +279,12 @@ def train_on_nodes(
     if not (trained / "model").is_dir():
         raise TrainJobError(f"TrainJob {name} completed without a model in {trained}")
     shutil.copytree(trained, out, dirs_exist_ok=True)
-    jobs.delete(name)
+    try:
+        jobs.delete(name)
+    except TrainJobError as e:  # the model is out: a slow or refused delete fails nothing
+        log.warning("TrainJob %s trained the model but was not deleted: %s; delete it by "
+                    "hand: kubectl delete trainjob %s -n %s", name, e, name,
+                    jobs.namespace)  # fmt: skip
     shutil.rmtree(here)  # the prepared copy and the run: the shared volume is not an archive
     return name
 

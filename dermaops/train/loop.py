@@ -32,12 +32,11 @@ from dermaops.model.inference import (
 )
 from dermaops.train.augment import draw
 from dermaops.train.curves import plot_history
+from dermaops.train.layout import CHECKPOINT
 from dermaops.train.settings import TrainSettings
 from dermaops.train.step import Distributed, Stepper, batches, draw_inputs, steps_per_epoch
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT = "checkpoint.pt"
 
 
 class RunFolderError(DermaOpsError):

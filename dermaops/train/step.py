@@ -100,9 +100,11 @@ class GlobalBatchNorm(nn.BatchNorm2d):
     """BatchNorm whose training statistics are those of the global batch, on any device.
 
     Each rank's per-channel count, sum and sum of squares are all-reduced (differentiably, so
-    the gradient flows through the statistics as it does in one process), in fp32;
-    ``SyncBatchNorm`` does the same, fused, but only on GPUs. Outside training, or alone, it is
-    a plain BatchNorm2d: the state dict and the exported graph are unchanged.
+    the gradient flows through the statistics as it does in one process), accumulated in fp64:
+    the variance is their difference, E[x^2] - E[x]^2, which loses every digit of fp32 for a
+    channel whose mean is far larger than its spread. ``SyncBatchNorm`` does the same, fused
+    (Welford), but only on GPUs. Outside training, or alone, it is a plain BatchNorm2d: the
+    state dict and the exported graph are unchanged.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,12 +112,14 @@ class GlobalBatchNorm(nn.BatchNorm2d):
             return super().forward(x)
         dtype, x = x.dtype, x.float()
         c = x.shape[1]
-        local = torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)),
-                           x.new_full((1,), x.numel() / c)])  # fmt: skip
+        wide = x.double()
+        local = torch.cat([wide.sum((0, 2, 3)), (wide * wide).sum((0, 2, 3)),
+                           wide.new_full((1,), x.numel() / c)])  # fmt: skip
         total: torch.Tensor = _SumOverRanks.apply(local)
         count = total[-1]
-        mean = total[:c] / count
-        var = (total[c : 2 * c] / count - mean * mean).clamp_min(0)  # biased, as BN normalises
+        mean64 = total[:c] / count
+        var64 = (total[c : 2 * c] / count - mean64 * mean64).clamp_min(0)  # biased, as BN's
+        mean, var = mean64.float(), var64.float()
         if self.track_running_stats and self.running_mean is not None:
             assert self.running_var is not None and self.num_batches_tracked is not None
             with torch.no_grad():
@@ -126,7 +130,7 @@ class GlobalBatchNorm(nn.BatchNorm2d):
                     else 1.0 / float(self.num_batches_tracked)
                 )
                 self.running_mean.lerp_(mean.detach(), m)
-                self.running_var.lerp_(var.detach() * count / (count - 1), m)
+                self.running_var.lerp_(var.detach() * (count / (count - 1)).float(), m)
         shape = (1, c, 1, 1)
         y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:

@@ -249,6 +249,30 @@ def test_a_retried_task_follows_the_job_it_created_and_a_failed_one_resumes(
     assert jobs.ensure("run-2", SETTINGS, run_folder=run_folder) == (name, "restarted")
     assert "--resume" not in api.jobs[name]["spec"]["trainer"]["args"]
     assert not run_folder.exists(), "nothing of the failed try for the new one to refuse"
+    (aside,) = tmp_path.glob("train.set-aside-*")
+    assert (aside / "settings.json").is_file(), "moved aside, not deleted: it may still be written"
+
+
+def test_a_trained_run_is_handed_on_even_when_its_job_will_not_go(
+    api: TrainerApi, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The model is out when the deletion lags (a finalizer that never ends): a warning naming
+    the TrainJob and how to delete it, not a failed task that a retry would train again."""
+    prepared, shared, out = tmp_path / "prepared", tmp_path / "shared", tmp_path / "out"
+    prepared.mkdir()
+    name = job_name("run-6")
+
+    def echo(line: str) -> None:
+        if name in api.jobs and "status" not in api.jobs[name]:
+            _nodes_train(shared, name)
+            api.finish(name, "Complete")
+            api.terminating[name] = 10**6
+
+    api.logs[name] = ["epoch 1"]
+    jobs = TrainJobs(NS, poll_s=0.02, delete_wait_s=0.1)
+    assert train_on_nodes(prepared, out, "run-6", shared, SETTINGS, {}, jobs, 10, echo) == name
+    assert (out / "model" / "model.onnx").read_bytes() == b"onnx"
+    assert f"kubectl delete trainjob {name} -n {NS}" in caplog.text
 
 
 def test_a_deletion_waits_until_the_api_has_let_the_job_go(api: TrainerApi) -> None:
