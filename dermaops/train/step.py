@@ -99,27 +99,28 @@ class Distributed:
 class GlobalBatchNorm(nn.BatchNorm2d):
     """BatchNorm whose training statistics are those of the global batch, on any device.
 
-    Each rank's per-channel count, sum and sum of squares are all-reduced (differentiably, so
-    the gradient flows through the statistics as it does in one process), accumulated in fp64:
-    the variance is their difference, E[x^2] - E[x]^2, which loses every digit of fp32 for a
-    channel whose mean is far larger than its spread. ``SyncBatchNorm`` does the same, fused
-    (Welford), but only on GPUs. Outside training, or alone, it is a plain BatchNorm2d: the
-    state dict and the exported graph are unchanged.
+    Two all-reduces, as a two-pass variance in one process: each rank's per-channel count and
+    sum give the global mean, then each rank's sum of squared deviations from it the variance
+    (one pass with E[x^2] - E[x]^2 loses every digit of fp32 for a channel whose mean is far
+    larger than its spread). Both are differentiable, so the gradient flows through the
+    statistics as it does in one process. ``SyncBatchNorm`` does this fused, but only on GPUs.
+    Outside training, or alone, it is a plain BatchNorm2d: the state dict and the exported
+    graph are unchanged.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
         dtype, x = x.dtype, x.float()
-        c = x.shape[1]
-        wide = x.double()
-        local = torch.cat([wide.sum((0, 2, 3)), (wide * wide).sum((0, 2, 3)),
-                           wide.new_full((1,), x.numel() / c)])  # fmt: skip
-        total: torch.Tensor = _SumOverRanks.apply(local)
-        count = total[-1]
-        mean64 = total[:c] / count
-        var64 = (total[c : 2 * c] / count - mean64 * mean64).clamp_min(0)  # biased, as BN's
-        mean, var = mean64.float(), var64.float()
+        c, shape = x.shape[1], (1, x.shape[1], 1, 1)
+        sums: torch.Tensor = _SumOverRanks.apply(
+            torch.cat([x.sum((0, 2, 3)), x.new_full((1,), x.numel() / c)])
+        )
+        count = sums[-1]
+        mean = sums[:c] / count
+        centred = x - mean.view(shape)
+        squares: torch.Tensor = _SumOverRanks.apply((centred * centred).sum((0, 2, 3)))
+        var = squares / count  # biased, as BatchNorm normalises
         if self.track_running_stats and self.running_mean is not None:
             assert self.running_var is not None and self.num_batches_tracked is not None
             with torch.no_grad():
@@ -130,9 +131,8 @@ class GlobalBatchNorm(nn.BatchNorm2d):
                     else 1.0 / float(self.num_batches_tracked)
                 )
                 self.running_mean.lerp_(mean.detach(), m)
-                self.running_var.lerp_(var.detach() * (count / (count - 1)).float(), m)
-        shape = (1, c, 1, 1)
-        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+                self.running_var.lerp_(var.detach() * count / (count - 1), m)
+        y = centred * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
         return y.to(dtype)
