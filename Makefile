@@ -12,7 +12,7 @@ DEMO_PORT ?= 8080
 DEMO_MONITOR_PORT ?= 8090
 DEMO_CHALLENGER_PORT ?= 8081
 
-.PHONY: demo serve-once rollout-once test lint typecheck docs docs-serve docs-tables venv tools audit pin-images bench lock image-locks images clean
+.PHONY: demo serve-once rollout-once test lint typecheck docs docs-serve docs-tables trainjob-local venv tools audit pin-images bench lock image-locks images clean
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,12 @@ docs-serve: $(STAMP)
 ## docs-tables: the docs' benchmark and reliability tables rewritten from docs/results/*.json
 docs-tables: $(STAMP)
 	$(BIN)/python scripts/result_tables.py
+
+## trainjob-local: a TrainJob's two nodes as rendered, under podman, from the trainer image
+## (torch with CUDA, several GB: not in make test; TRAINJOB_ARGS: e.g. --image IMAGE --base IMAGE)
+TRAINJOB_ARGS ?=
+trainjob-local: $(STAMP) .tools/bin/helm
+	$(BIN)/python scripts/trainjob_local.py $(TRAINJOB_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

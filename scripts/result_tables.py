@@ -24,7 +24,7 @@ RESULTS = DOCS / "results"
 STAMP = ("measured_at", "machine", "versions")
 #: The result files the tables show.
 SHOWN = ("prepare", "train", "serve", "serve-precision", "estimate", "rollout", "soak",
-         "container-memory")  # fmt: skip
+         "container-memory", "trainjob-local")  # fmt: skip
 
 Result = dict[str, Any]
 
@@ -191,6 +191,27 @@ def reliability() -> str:
         + machines(["soak", "container-memory"]) + "\n"  # fmt: skip
 
 
+def trainjob() -> str:
+    """The TrainJob's two nodes in containers, against one process with the same settings."""
+    r = load("trainjob-local")
+    s, last = r["settings"], r["last_epoch"]
+    rows = [(
+        f"2 nodes x 1 process ({r['cpus_per_node']} CPU, {r['memory_per_node']} each), gloo; "
+        f"{s['model']} at {s['image_size']} px, global batch {s['batch_size']}, "
+        f"{r['epochs']} epochs on {_n(r['images'])} generated images",
+        f"exit codes {', '.join(map(str, r['exit_codes']))}; {_n(r['wall_s'])} s "
+        f"(one process on the host: {_n(r['one_process_wall_s'])} s); last epoch: val macro-F1 "
+        f"{last.get('val_f1_macro', 0):.3f}",
+        f"first epoch's loss {r['first_epoch_loss_vs_one_process']:.1e} apart, weights "
+        f"{r['weights_vs_one_process']:.1%} (noise floor, {r['noise_floor']['what']}: "
+        f"{r['noise_floor']['first_epoch_loss']:.1e} and {r['noise_floor']['weights']:.1%})",
+        f"`{r['image']}` ({_n(r['image_mb'])} MB); master `{r['master']}`",
+        _link("trainjob-local"),
+    )]  # fmt: skip
+    return _table(("what ran", "how it ended", "against one process", "image", "result"), rows) \
+        + "\n" + machines(["trainjob-local"]) + "\n"  # fmt: skip
+
+
 def _soak_held(f: Result) -> str:
     growth = f"{f['rss_growth'] * 100:+.1f} %" if f["rss_growth"] is not None else "not measured"
     return (f"{f['good_errors']} good-request errors, {f['bad_not_4xx']} bad requests answered "
@@ -223,6 +244,7 @@ BLOCKS: dict[str, tuple[str, Callable[[], str]]] = {
     "estimate": ("benchmarks.md", estimate),
     "rollout": ("rollouts.md", rollout),
     "reliability": ("reliability.md", reliability),
+    "trainjob": ("training.md", trainjob),
 }
 
 
