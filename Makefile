@@ -76,7 +76,7 @@ docs-tables: $(STAMP)
 	$(BIN)/python scripts/result_tables.py
 
 ## trainjob-local: a TrainJob's two nodes as rendered, under podman, from the trainer image
-## (torch with CUDA, several GB: not in make test; TRAINJOB_ARGS: e.g. --image IMAGE --base IMAGE)
+## (torch with CUDA, about 7 GB: not in make test; as root; TRAINJOB_ARGS: --image IMAGE --base IMAGE)
 TRAINJOB_ARGS ?=
 trainjob-local: $(STAMP) .tools/bin/helm
 	$(BIN)/python scripts/trainjob_local.py $(TRAINJOB_ARGS)

@@ -75,10 +75,10 @@ def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
     return {
         "cpu": model or platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)),
+        "usable_cores": _usable_cores(),
         "cpu_flags": [flag for flag in CPU_FLAGS if flag in flags],
         "memory_gib": _memory_gib(),
-        "os": f"{platform.system()} {platform.release()}",
+        "os": f"{platform.system()} {'.'.join(platform.release().split('.')[:2])}",
         "python": platform.python_version(),
     }
 
@@ -89,7 +89,7 @@ def stamp(result: dict[str, Any]) -> dict[str, Any]:
         **result,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "versions": {name: _version(name) for name in PACKAGES if _version(name)},
+        "versions": {name: v for name in PACKAGES if (v := _version(name))},
     }
 
 
@@ -116,10 +116,16 @@ def _cpu(cpuinfo: Path) -> tuple[str, set[str]]:
     return model, flags
 
 
+def _usable_cores() -> int | None:
+    """The cores this process may run on (its affinity, where the OS has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count()
+
+
 def _memory_gib() -> float | None:
     try:
         pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows) or no such name
         return None
     return round(pages * size / 2**30, 1)
 

@@ -11,8 +11,9 @@ the chart's modes (a KServe InferenceService, or the plain Deployment of ``kserv
 - the canary, where the mode has one: KServe's Serverless mode takes the new version with
   ``canaryTrafficPercent`` (Knative keeps the previous revision for the rest); its RawDeployment
   mode keeps the stable predictor and takes the new version as ``spec.canary``, a copy of the
-  served predictor with the new version's URI and version and its ``trafficPercent``. A deploy
-  at 100 % (or without a percent) serves the version alone and drops any canary.
+  served predictor with the new version's URI and version and its ``trafficPercent``. There a
+  deploy at 100 % or without a percent serves the version alone and drops any canary; in
+  Serverless mode 100 % sends it all traffic, and no percent keeps the chart's.
 
 Each change addresses its field by position and is guarded by ``test`` operations on the names
 at that position, so a chart whose fields moved makes the patch fail, whole, instead of changing
@@ -43,6 +44,8 @@ VERSION_LABEL = "dermaops.io/model-version"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 SERVERLESS = "Serverless"
 RAW_DEPLOYMENT = "RawDeployment"
+SERVERLESS_MODES = (SERVERLESS, "Knative")  # KServe 0.15 renamed the modes Knative and Standard
+RAW_MODES = (RAW_DEPLOYMENT, "Standard")
 PREDICTOR_CONTAINER = "kserve-container"  # the name KServe gives its model container
 STORAGE_INITIALIZER = "storage-initializer"
 MONITOR_CONTAINER = "monitor"
@@ -131,9 +134,9 @@ class Observed:
     serverless: bool | None = None  # KServe's deployment mode, when known
     monitor: bool = True
     monitor_fetches_model: bool = True  # the monitor has its storage initializer
-    # RawDeployment: the served predictor (a canary is a copy of it), and whether a canary is on
+    # RawDeployment: the served predictor (a canary is a copy of it) and the mode's annotation
     predictor: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
-    canary: bool = False
+    annotation: str = RAW_DEPLOYMENT
 
 
 def plan(request: DeployRequest, release: str, namespace: str, observed: Observed) -> list[Patch]:
@@ -147,7 +150,7 @@ def plan(request: DeployRequest, release: str, namespace: str, observed: Observe
     if observed.mode == "kserve" and observed.serverless is False:
         patches = [_raw_deployment(request, name, namespace, observed)]
     elif observed.mode == "kserve":
-        patches = [_inference_service(request, name, namespace, observed.serverless)]
+        patches = [_inference_service(request, name, namespace)]
     elif observed.mode == "deployment":
         patches = [_predictor_deployment(request, name, namespace)]
     else:
@@ -157,21 +160,14 @@ def plan(request: DeployRequest, release: str, namespace: str, observed: Observe
     return patches
 
 
-def _inference_service(
-    p: DeployRequest, name: str, namespace: str, serverless: bool | None
-) -> Patch:
+def _inference_service(p: DeployRequest, name: str, namespace: str) -> Patch:
     patch = Patch("InferenceService", "serving.kserve.io/v1beta1", name, namespace)
     container = "/spec/predictor/containers/0"
     _container(patch, container, PREDICTOR_CONTAINER)
     _env(patch, container, 0, MODEL_VERSION_ENV, p.version)
     _env(patch, container, 1, STORAGE_URI_ENV, p.storage_uri)
     _label(patch, p.version)
-    if p.canary_percent is not None:
-        if serverless is False:
-            raise ConfigError(
-                f"a canary ({p.canary_percent}%) needs KServe's Serverless mode "
-                "(kserve.deploymentMode=Serverless); this InferenceService is a RawDeployment"
-            )
+    if p.canary_percent is not None:  # Serverless, or a mode not known: guarded as Serverless
         patch.preconditions.append(
             PatchPrecondition(
                 f"/metadata/annotations/{_escape(DEPLOYMENT_MODE_ANNOTATION)}",
@@ -191,22 +187,23 @@ def _raw_deployment(p: DeployRequest, name: str, namespace: str, observed: Obser
     deploy patches the stable predictor and removes the canary. The object's version label
     names the version deployed last, in a canary too (as in Serverless mode)."""
     patch = Patch("InferenceService", "serving.kserve.io/v1beta1", name, namespace)
-    patch.preconditions.append(
-        PatchPrecondition(
-            f"/metadata/annotations/{_escape(DEPLOYMENT_MODE_ANNOTATION)}",
-            RAW_DEPLOYMENT,
-            "this InferenceService is no longer a RawDeployment",
-        )
-    )
     container = "/spec/predictor/containers/0"
     if p.canary_percent is None or p.canary_percent == 100:
         _container(patch, container, PREDICTOR_CONTAINER)
         _env(patch, container, 0, MODEL_VERSION_ENV, p.version)
         _env(patch, container, 1, STORAGE_URI_ENV, p.storage_uri)
         _label(patch, p.version)
-        if observed.canary:
-            patch.changes.append({"op": "remove", "path": "/spec/canary"})
+        # No canary afterwards, whether one was there when the release was read or not.
+        patch.changes.extend([{"op": "add", "path": "/spec/canary", "value": []},
+                              {"op": "remove", "path": "/spec/canary"}])  # fmt: skip
         return patch
+    patch.preconditions.append(
+        PatchPrecondition(
+            f"/metadata/annotations/{_escape(DEPLOYMENT_MODE_ANNOTATION)}",
+            observed.annotation,
+            "this InferenceService's deployment mode changed since it was read",
+        )
+    )
     if observed.predictor is None:
         raise ConfigError(
             f"a canary ({p.canary_percent}%) in KServe's RawDeployment mode copies the served "
@@ -239,8 +236,8 @@ def _raw_deployment(p: DeployRequest, name: str, namespace: str, observed: Obser
 def _predictor_deployment(p: DeployRequest, name: str, namespace: str) -> Patch:
     if p.canary_percent is not None:
         raise ConfigError(
-            f"a canary ({p.canary_percent}%) needs KServe's Serverless mode (kserve.enabled=true, "
-            "kserve.deploymentMode=Serverless); this release serves with a plain Deployment"
+            f"a canary ({p.canary_percent}%) needs KServe (kserve.enabled=true, either mode): "
+            "this release serves with a plain Deployment, which has no traffic weights"
         )
     patch = Patch("Deployment", "apps/v1", f"{name}-predictor", namespace)
     pod = "/spec/template/spec"
@@ -315,11 +312,12 @@ def observe(objects: Mapping[str, Mapping[str, Any] | None]) -> Observed:
     fetches = bool(monitor) and bool(pointer_get(monitor, "/spec/template/spec/initContainers"))
     if isvc:
         mode = pointer_get(isvc, f"/metadata/annotations/{_escape(DEPLOYMENT_MODE_ANNOTATION)}")
-        if mode == SERVERLESS:
+        if mode in SERVERLESS_MODES:
             return Observed("kserve", True, monitor is not None, fetches)
-        spec = isvc.get("spec", {})
-        served, canary = spec.get("predictor"), bool(spec.get("canary"))
-        return Observed("kserve", False, monitor is not None, fetches, served, canary)
+        if mode in RAW_MODES:
+            served = isvc.get("spec", {}).get("predictor")
+            return Observed("kserve", False, monitor is not None, fetches, served, str(mode))
+        return Observed("kserve", None, monitor is not None, fetches)  # the cluster's default
     if plain:
         return Observed("deployment", None, monitor is not None, fetches)
     raise ConfigError(

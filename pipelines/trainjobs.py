@@ -19,6 +19,7 @@ import json
 import logging
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,7 +112,8 @@ class TrainJobs:
         one (replacing a failed one). ``run_folder``: where this task sees the job's run folder
         on the shared volume; a new job resumes from the checkpoint there, and starts on an
         empty folder when there is none (a try that died before its first epoch ended: its
-        folder is moved aside, never deleted, in case that try still writes there).
+        folder is moved aside, kept with the run's files until the run is handed on, so a
+        failure to move it is an error here rather than a refusal from ``train`` later).
 
         Raises:
             TrainJobError: the API refused, or the folder could not be moved aside.
@@ -238,7 +240,7 @@ class TrainJobs:
 def _set_aside(folder: Path) -> Path:
     """Move a run folder without a checkpoint out of a new job's way (``train`` refuses an
     occupied folder unless it resumes); the shared volume's cleanup removes it with the run."""
-    aside = folder.with_name(f"{folder.name}.set-aside-{time.strftime('%Y%m%dT%H%M%S')}")
+    aside = folder.with_name(f"{folder.name}.set-aside-{uuid.uuid4().hex[:12]}")
     try:
         folder.rename(aside)
     except OSError as e:

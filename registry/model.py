@@ -381,11 +381,13 @@ def _measured_this_model(
                 f"{found[:12]}: evaluate this run's model (dermaops evaluate --run ...)"
             )
         return
-    ours = (artifact.arch, artifact.preprocessing.image_size, artifact.meta.get("best_epoch"))
-    theirs = (measured.arch, measured.image_size, measured.best_epoch)
-    if ours != theirs:
+    ours = {"arch": artifact.arch, "image_size": artifact.preprocessing.image_size,
+            "best_epoch": artifact.meta.get("best_epoch")}  # fmt: skip
+    theirs = measured.model_dump(include=set(ours), exclude_none=True)  # what the file has
+    differ = {k: (v, ours[k]) for k, v in theirs.items() if v != ours[k]}
+    if differ:
+        said = ", ".join(f"{k} {a} (the run's: {b})" for k, (a, b) in differ.items())
         raise EvaluationOfAnotherModelError(
-            f"{eval_dir} measured {theirs[0]} at {theirs[1]} px from epoch {theirs[2]}, but "
-            f"{artifact.folder} is {ours[0]} at {ours[1]} px from epoch {ours[2]}: evaluate "
-            "this run's model (dermaops evaluate --run ...)"
+            f"{eval_dir} measured another model: {said}; evaluate this run's model "
+            "(dermaops evaluate --run ...)"
         )

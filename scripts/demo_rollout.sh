@@ -63,5 +63,6 @@ echo "== the judge: paired checks on the mirrored images, then the verdict acted
 "$bin/dermaops" rollout step --log-dir "$home/inference" --log-dir "$home/inference-challenger"
 "$bin/dermaops" rollout status
 echo
-echo "The same rollout on a cluster: the monitor judges each stage on a schedule, shadow then"
-echo "canary steps (10 %, 50 %) through KServe's canaryTrafficPercent; see docs/rollouts.md."
+echo "The same rollout on a cluster: the monitor judges each stage on a schedule, in canary"
+echo "steps (10 %, 50 %): KServe's canaryTrafficPercent (Serverless) or spec.canary"
+echo "(RawDeployment); see docs/rollouts.md."

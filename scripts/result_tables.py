@@ -1,13 +1,15 @@
 """The docs' benchmark and reliability tables, generated from the committed result files.
 
-Usage: python scripts/result_tables.py [--check]
+Usage: python scripts/result_tables.py [--check | --publish RESULT.json ...]
 
 Every `dermaops bench ...` (and the container test) writes a JSON result stamped with the
 machine, the versions and the date (`dermaops.bench.write_result`); the ones the docs show are
 committed in docs/results/. Each table stands in a page between `<!-- results:NAME:start -->`
 and `<!-- results:NAME:end -->`; this script rewrites those blocks from the files, and with
 `--check` only names the blocks that differ (exit 1). tests/unit/test_docs.py runs the check,
-so no figure in those tables is typed by hand.
+so no figure in those tables is typed by hand. `--publish` copies result files into
+docs/results/ without what only the measuring machine knows (absolute paths become their last
+part, loopback URLs "loopback", the kernel its version), then rewrites the tables.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ def _n(value: float) -> str:
 
 def _pct(share: float) -> str:
     return f"{share * 100:.0f} %"
+
+
+def _points(share: float) -> str:
+    return f"{share * 100:.1f}"
 
 
 def _link(name: str) -> str:
@@ -121,16 +127,17 @@ def estimate() -> str:
         held = sum(c["passed"] for c in checks)
         rows.append((
             scenario,
-            _pct(s["mae_ours_melanoma_sensitivity"]), _pct(s["mae_cbpe_melanoma_sensitivity"]),
-            _pct(s["coverage_melanoma_sensitivity"]),
-            _pct(s["mae_ours_balanced_accuracy"]), _pct(s["mae_cbpe_balanced_accuracy"]),
+            _points(s["mae_ours_melanoma_sensitivity"]),
+            _points(s["mae_cbpe_melanoma_sensitivity"]), _pct(s["coverage_melanoma_sensitivity"]),
+            _points(s["mae_ours_balanced_accuracy"]), _points(s["mae_cbpe_balanced_accuracy"]),
             _pct(s["coverage_balanced_accuracy"]), f"{held} of {len(checks)}",
         ))  # fmt: skip
     head = (f"{result['test_images']} scored test images, {result['windows']} windows of "
             f"{result['window_size']} per scenario ({_link('estimate')}):\n\n")  # fmt: skip
-    return head + _table(("scenario", "melanoma sensitivity: our error", "CBPE's error",
-                          "our intervals' coverage", "balanced accuracy: our error",
-                          "CBPE's error", "coverage", "targets held"), rows) \
+    return head + _table(("scenario", "melanoma sensitivity: our error (points)",
+                          "CBPE's error (points)", "our intervals' coverage",
+                          "balanced accuracy: our error (points)", "CBPE's error (points)",
+                          "coverage", "targets held"), rows) \
         + "\n" + machines(["estimate"]) + "\n"  # fmt: skip
 
 
@@ -165,6 +172,7 @@ def reliability() -> str:
     limits; every figure from the two result files."""
     process, container = load("soak"), load("container-memory")
     inside = container["soak"]
+    bodies, photos = len(container["bodies_300mb"]), sum(container["burst_12mp"].values())
     rows = [
         (f"The predictor as a process ({process['arch']} at {process['image_size']} px, "
          f"{process['backend']}) under the soak mix, {_pct(process['bad_share'])} bad, "
@@ -175,9 +183,10 @@ def reliability() -> str:
          "`dermaops bench soak --requests 20000 --concurrency 8 --bad-share 0.1`"),
         (f"The predictor's container as the chart runs it (podman: {container['memory_limit_mib']}"
          f" MiB memory, {container['cpus']} CPUs, read-only root, uid 10001; {inside['arch']} at "
-         f"{inside['image_size']} px): the soak mix at {inside['concurrency']} in flight; then 8 "
-         "bodies of 300 MB at once (4 declared, 4 chunked); then 200 photographs of 12 MP at once",
-         f"{_n(inside['requests'])} requests; 8 bodies; 200 photographs",
+         f"{inside['image_size']} px): the soak mix at {inside['concurrency']} in flight; then "
+         f"{bodies} bodies of 300 MB at once (half declared, half chunked); then {photos} "
+         "photographs of 12 MP at once",
+         f"{_n(inside['requests'])} requests; {bodies} bodies; {photos} photographs",
          _soak_held(inside) + f". Bodies: {_statuses(container['bodies_300mb'])}. Photographs: "
          + ", ".join(f"{n} answered" if code == "200" else f"{n} got {code}"
                      for code, n in container["burst_12mp"].items())
@@ -201,8 +210,8 @@ def trainjob() -> str:
         f"{r['epochs']} epochs on {_n(r['images'])} generated images",
         f"exit codes {', '.join(map(str, r['exit_codes']))}; {_n(r['wall_s'])} s "
         f"(one process on the host: {_n(r['one_process_wall_s'])} s); last epoch: val macro-F1 "
-        f"{last.get('val_f1_macro', 0):.3f}",
-        f"first epoch's loss {r['first_epoch_loss_vs_one_process']:.1e} apart, weights "
+        f"{last['val_f1_macro']:.3f}",
+        f"first epoch's loss {r['first_epoch_loss_vs_one_process']:.1e} apart (absolute), weights "
         f"{r['weights_vs_one_process']:.1%} (noise floor, {r['noise_floor']['what']}: "
         f"{r['noise_floor']['first_epoch_loss']:.1e} and {r['noise_floor']['weights']:.1%})",
         f"`{r['image']}` ({_n(r['image_mb'])} MB); master `{r['master']}`",
@@ -248,6 +257,30 @@ BLOCKS: dict[str, tuple[str, Callable[[], str]]] = {
 }
 
 
+def publish(source: Path) -> Path:
+    """Copy a result file into docs/results/ as the docs show it (see the module's docstring)."""
+    result = json.loads(source.read_text())
+    if "machine" not in result:
+        raise SystemExit(f"{source}: no machine stamp: not written by `dermaops bench` today")
+    os_name, _, release = result["machine"]["os"].partition(" ")
+    result["machine"]["os"] = f"{os_name} {'.'.join(release.split('.')[:2])}".strip()
+    target = RESULTS / source.name
+    target.write_text(json.dumps(_public(result), indent=2) + "\n")
+    return target
+
+
+def _public(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _public(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_public(v) for v in value]
+    if isinstance(value, str) and value.startswith("/") and "\n" not in value:
+        return Path(value).name
+    if isinstance(value, str) and value.startswith(("http://127.0.0.1", "http://localhost")):
+        return "loopback"
+    return value
+
+
 def markers(name: str) -> tuple[str, str]:
     return f"<!-- results:{name}:start -->\n", f"<!-- results:{name}:end -->"
 
@@ -280,7 +313,10 @@ def write() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    if argv[1:] == ["--check"]:
+    if argv[1:2] == ["--publish"]:
+        for source in argv[2:]:
+            print(f"published {publish(Path(source)).relative_to(ROOT)}")
+    elif argv[1:] == ["--check"]:
         differ = stale()
         for name in differ:
             print(f"{BLOCKS[name][0]}: the {name} table differs from docs/results/")

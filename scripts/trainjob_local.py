@@ -1,7 +1,8 @@
 """`make trainjob-local`: a TrainJob's two nodes, as the chart and the train task render them,
 run as containers under podman on one machine.
 
-Not in `make test`: the trainer image carries torch with CUDA (about 5 GB). What it does:
+Not in `make test`: the trainer image carries torch with CUDA (about 7 GB). It runs as root
+(rootful podman; the shared folder is handed to the pods' user, 10001). What it does:
 1. builds the trainer image (the Dockerfile's `trainer` target) with podman, unless `--image`
    names one;
 2. generates and prepares a set on this machine into a shared folder laid out as the pipelines'
@@ -41,7 +42,8 @@ import yaml
 
 from dermaops.bench import write_result
 from dermaops.settings import Home
-from dermaops.train.loop import CHECKPOINT, train
+from dermaops.train.layout import CHECKPOINT
+from dermaops.train.loop import train
 from dermaops.train.settings import TrainSettings
 from dermaops.train.trainjob import SHARED, TrainJobSettings, job_name, run_folders, trainjob
 

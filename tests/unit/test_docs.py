@@ -37,6 +37,7 @@ def test_the_site_builds_strictly_with_both_api_documents_rendered(tmp_path: Pat
     assert "--8&lt;--" not in (site / "index.html").read_text(), "a snippet was not included"
 
 
+@pytest.mark.slow
 def test_a_broken_link_fails_the_strict_build(tmp_path: Path) -> None:
     """The strict build is what catches links: the same site with one anchor that does not
     exist must fail, so the test above can."""
