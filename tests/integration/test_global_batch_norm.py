@@ -4,15 +4,17 @@ far larger than its spread (where E[x^2] - E[x]^2 in fp32 loses every digit)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from dermaops.train.step import GlobalBatchNorm
+from tests.k8s.conftest import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -56,7 +58,15 @@ def _rank(rank: int, store: str, out: str) -> None:
 
 
 def test_two_ranks_normalise_and_backpropagate_as_one_batch(tmp_path: Path) -> None:
-    mp.spawn(_rank, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    # Two plain processes (multiprocessing's spawn would leave its resource tracker running).
+    call = "from tests.integration.test_global_batch_norm import _rank; _rank({}, {!r}, {!r})"
+    ranks_run = [subprocess.Popen([sys.executable, "-c", call.format(r, str(tmp_path / "store"),
+                                                                     str(tmp_path))],
+                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True) for r in range(2)]  # fmt: skip
+    for run in ranks_run:
+        out, _ = run.communicate(timeout=240)
+        assert run.returncode == 0, out[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
 
     x, w = _batch()
