@@ -83,6 +83,10 @@ def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
     }
 
 
+#: The keys :func:`stamp` adds to a result.
+STAMP_KEYS = ("measured_at", "machine", "versions")
+
+
 def stamp(result: dict[str, Any]) -> dict[str, Any]:
     """``result`` with the machine, the packages' versions and the date (UTC) it was measured."""
     return {

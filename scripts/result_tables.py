@@ -20,10 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dermaops.bench import STAMP_KEYS
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 RESULTS = DOCS / "results"
-STAMP = ("measured_at", "machine", "versions")
 #: The result files the tables show.
 SHOWN = ("prepare", "train", "serve", "serve-precision", "estimate", "rollout", "soak",
          "container-memory", "trainjob-local")  # fmt: skip
@@ -38,7 +39,7 @@ def load(name: str) -> Result:
         result: Result = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise SystemExit(f"{path}: {e} (copy the result file the benchmark wrote here)") from e
-    missing = [key for key in STAMP if key not in result]
+    missing = [key for key in STAMP_KEYS if key not in result]
     if missing:
         raise SystemExit(f"{path}: no {', '.join(missing)}: written by an older bench")
     return result

@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 import torch
 
-from dermaops.bench import write_result
+from dermaops.bench import STAMP_KEYS, write_result
 from dermaops.data.ood import ood_images
 from dermaops.errors import DermaOpsError
 from dermaops.model.artifact import Preprocessing, save_model_dir
@@ -354,7 +354,7 @@ def test_the_predictor_stays_inside_the_charts_memory_limit(
     assert peak() < 3 * 1024, f"{peak():.0f} MiB at the peak"
     # The figures the reliability page shows, stamped like every bench result (docs/results/).
     kept = Path(os.environ.get("DERMAOPS_TEST_ARTIFACTS", tmp_path)) / "container-memory.json"
-    soaked = {k: v for k, v in figures.items() if k not in ("measured_at", "machine", "versions")}
+    soaked = {k: v for k, v in figures.items() if k not in STAMP_KEYS}
     write_result({"benchmark": "container-memory", "memory_limit_mib": 3072, "cpus": 2,
                   "soak": soaked, "peak_rss_mb": round(peak(), 1), "bodies_300mb": big,
                   "burst_12mp": {str(k): v for k, v in sorted(statuses.items())}},

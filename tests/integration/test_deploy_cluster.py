@@ -16,6 +16,8 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -325,14 +327,26 @@ def _answers(folder: Path, version: str, n: int, flag_every: int) -> None:
                                   "prediction": "mel" if flagged else "nv"}) + "\n")  # fmt: skip
 
 
-def test_a_rollout_on_the_release_moves_kserve_canary_weights_and_rolls_back_a_worse_one(
-    tmp_path: Path, trained: Trained, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Serverless mode: each canary step patches canaryTrafficPercent onto the candidate
-    (10, 50, then 100 at full); a candidate whose melanoma-flag rate collapsed in its canary is
-    rolled back: the champion alias restored and the stable version patched back at 100 %."""
+@dataclass
+class OnRelease:
+    """A rollout driven on a release the loopback API holds: three registered versions, the
+    first champion and served."""
+
+    api: FakeApi
+    reg: Any  # dermaops.registry.Registry (imported inside: MLflow loads only where needed)
+    release: Any  # dermaops.registry.serving.ClusterServing
+    driver: Any  # dermaops.registry.rollout.RolloutDriver
+    logs: Path
+    versions: tuple[str, str, str]
+
+
+@contextmanager
+def _rollout_on_release(
+    objects: list[dict[str, Any]], tmp_path: Path, trained: Trained,
+    monkeypatch: pytest.MonkeyPatch, prefix: str,
+) -> Iterator[OnRelease]:  # fmt: skip
     from dermaops.registry import Registry
-    from dermaops.registry.promotion import alias_version, promote_stored, rollback
+    from dermaops.registry.promotion import promote_stored
     from dermaops.registry.reconcile import reconcile
     from dermaops.registry.rollout import RolloutDriver, log_records
     from dermaops.registry.serving import ClusterServing
@@ -340,17 +354,32 @@ def test_a_rollout_on_the_release_moves_kserve_canary_weights_and_rolls_back_a_w
     from dermaops.rollout.plan import RolloutSettings, RolloutStore
     from tests.integration.test_registry import _register
 
-    objects = render(*URI, "--set", "kserve.deploymentMode=Serverless")
     for api, kubeconfig in _api(objects, tmp_path):
         _on_cluster(kubeconfig, monkeypatch)
         reg, release, logs = Registry(), ClusterServing("dermaops", "dermaops"), tmp_path / "log"
-        first, second, third = (_register(reg, trained, f"kfp-roll-{i}") for i in range(3))
+        first, second, third = (_register(reg, trained, f"{prefix}-{i}") for i in range(3))
         assert promote_stored(reg, first, None, False).promoted
         assert reconcile(reg, release).served == first
         settings = RolloutSettings(enabled=True, steps=[10, 50], min_stage_s=0,
                                    judge=JudgeSettings(min_requests=50))  # fmt: skip
         driver = RolloutDriver(reg, release, RolloutStore(tmp_path / "state"), settings,
                                log_records(logs))  # fmt: skip
+        yield OnRelease(api, reg, release, driver, logs, (first, second, third))
+
+
+def test_a_rollout_on_the_release_moves_kserve_canary_weights_and_rolls_back_a_worse_one(
+    tmp_path: Path, trained: Trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Serverless mode: each canary step patches canaryTrafficPercent onto the candidate
+    (10, 50, then 100 at full); a candidate whose melanoma-flag rate collapsed in its canary is
+    rolled back: the champion alias restored and the stable version patched back at 100 %."""
+    from dermaops.registry.promotion import alias_version, promote_stored, rollback
+    from dermaops.registry.reconcile import reconcile
+
+    objects = render(*URI, "--set", "kserve.deploymentMode=Serverless")
+    with _rollout_on_release(objects, tmp_path, trained, monkeypatch, "kfp-roll") as on:
+        api, reg, release, driver, logs = on.api, on.reg, on.release, on.driver, on.logs
+        first, second, third = on.versions
 
         def weights(api: FakeApi = api) -> list[Any]:
             sent = [body for method, path, _, body in api.requests
@@ -397,25 +426,12 @@ def test_a_rollout_in_rawdeployment_mode_adds_and_drops_the_inferenceservices_ca
     served predictor copied with the candidate's version at the step's percent, the stable
     predictor untouched; full serves the candidate alone; a worse candidate is rolled back and
     its canary dropped, the stable predictor as it was."""
-    from dermaops.registry import Registry
     from dermaops.registry.promotion import alias_version, promote_stored
     from dermaops.registry.reconcile import reconcile
-    from dermaops.registry.rollout import RolloutDriver, log_records
-    from dermaops.registry.serving import ClusterServing
-    from dermaops.rollout.judge import JudgeSettings
-    from dermaops.rollout.plan import RolloutSettings, RolloutStore
-    from tests.integration.test_registry import _register
 
-    for api, kubeconfig in _api(render(*URI), tmp_path):
-        _on_cluster(kubeconfig, monkeypatch)
-        reg, release, logs = Registry(), ClusterServing("dermaops", "dermaops"), tmp_path / "log"
-        first, second, third = (_register(reg, trained, f"kfp-raw-{i}") for i in range(3))
-        assert promote_stored(reg, first, None, False).promoted
-        assert reconcile(reg, release).served == first
-        settings = RolloutSettings(enabled=True, steps=[10, 50], min_stage_s=0,
-                                   judge=JudgeSettings(min_requests=50))  # fmt: skip
-        driver = RolloutDriver(reg, release, RolloutStore(tmp_path / "state"), settings,
-                               log_records(logs))  # fmt: skip
+    with _rollout_on_release(render(*URI), tmp_path, trained, monkeypatch, "kfp-raw") as on:
+        api, reg, release, driver, logs = on.api, on.reg, on.release, on.driver, on.logs
+        first, second, third = on.versions
 
         def spec(api: FakeApi = api) -> dict[str, Any]:
             isvc: dict[str, Any] = api.objects[f"{PATHS['InferenceService']}/dermaops"]
