@@ -6,7 +6,9 @@ import contextlib
 import importlib.util
 import io
 import os
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,6 +68,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         reporter.ensure_newline()
         reporter.write_line("\n".join([message, *lines]), red=True)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The free disk at the end, where the tests wrote: a run that filled it says so."""
+    places = {Path(tempfile.gettempdir()), Path.cwd()}
+    free = ", ".join(f"{place} {shutil.disk_usage(place).free / 2**30:.1f} GiB" for place in places)
+    terminalreporter.write_line(f"free disk at the end: {free}")
 
 
 def _still_running(mark: bytes, grace: float) -> dict[int, str]:
