@@ -11,9 +11,12 @@ the chart's modes (a KServe InferenceService, or the plain Deployment of ``kserv
 - the canary, where the mode has one: KServe's Serverless mode takes the new version with
   ``canaryTrafficPercent`` (Knative keeps the previous revision for the rest); its RawDeployment
   mode keeps the stable predictor and takes the new version as ``spec.canary``, a copy of the
-  served predictor with the new version's URI and version and its ``trafficPercent``. There a
-  deploy at 100 % or without a percent serves the version alone and drops any canary; in
-  Serverless mode 100 % sends it all traffic, and no percent keeps the chart's.
+  served predictor with the new version's URI and version and its ``trafficPercent``. Without
+  KServe, the chart's canary Deployment (``predictor.canary.enabled``) takes the new version and
+  its replicas, and the HTTPRoute's two weights, where the chart has one, split the traffic;
+  without one the canary's share is its part of the predictor Service's pods. In those two a
+  deploy at 100 % or without a percent serves the version alone (the canary Deployment at 0
+  replicas); in Serverless mode 100 % sends it all traffic, and no percent keeps the chart's.
 
 Each change addresses its field by position and is guarded by ``test`` operations on the names
 at that position, so a chart whose fields moved makes the patch fail, whole, instead of changing
@@ -24,7 +27,9 @@ This module only builds documents; applying them is :mod:`dermaops.registry.kube
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -100,6 +105,7 @@ class Patch:
     namespace: str
     preconditions: list[PatchPrecondition] = field(default_factory=list)
     changes: list[dict[str, Any]] = field(default_factory=list)
+    note: str = ""  # what the patch means that its fields do not say (a replica share)
 
     def operations(self) -> list[dict[str, Any]]:
         tests = [{"op": "test", "path": g.path, "value": g.value} for g in self.preconditions]
@@ -107,13 +113,14 @@ class Patch:
 
     def as_dict(self) -> dict[str, Any]:
         """What ``dermaops deploy --dry-run`` prints for this object."""
-        return {
+        printed = {
             "apiVersion": self.api_version,
             "kind": self.kind,
             "name": self.name,
             "namespace": self.namespace,
             "patch": self.operations(),
         }
+        return printed | ({"note": self.note} if self.note else {})
 
     def broken_preconditions(self, obj: Mapping[str, Any]) -> list[str]:
         """Why the patch would fail on ``obj``, one line per precondition that does not hold."""
@@ -137,13 +144,17 @@ class Observed:
     # RawDeployment: the served predictor (a canary is a copy of it) and the mode's annotation
     predictor: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
     annotation: str = RAW_DEPLOYMENT
+    # The plain Deployment: the chart's canary Deployment and HTTPRoute, and the stable replicas
+    canary: bool = False
+    route: bool = False
+    replicas: int = 1
 
 
 def plan(request: DeployRequest, release: str, namespace: str, observed: Observed) -> list[Patch]:
     """The patches that deploy ``request`` to a release of the chart.
 
     Raises:
-        ConfigError: a canary where the mode has none, or a RawDeployment canary planned
+        ConfigError: a canary where the release has none, or a RawDeployment canary planned
             without the served predictor to copy.
     """
     name = fullname(release)
@@ -152,7 +163,7 @@ def plan(request: DeployRequest, release: str, namespace: str, observed: Observe
     elif observed.mode == "kserve":
         patches = [_inference_service(request, name, namespace)]
     elif observed.mode == "deployment":
-        patches = [_predictor_deployment(request, name, namespace)]
+        patches = _plain_deployments(request, name, namespace, observed)
     else:
         raise ConfigError(f"deploy mode {observed.mode!r}: use one of {', '.join(MODES)}")
     if observed.monitor:
@@ -233,19 +244,78 @@ def _raw_deployment(p: DeployRequest, name: str, namespace: str, observed: Obser
     return patch
 
 
-def _predictor_deployment(p: DeployRequest, name: str, namespace: str) -> Patch:
-    if p.canary_percent is not None:
+def _plain_deployments(
+    p: DeployRequest, name: str, namespace: str, observed: Observed
+) -> list[Patch]:
+    """Without KServe: a full deploy patches the stable Deployment (and scales the canary's to
+    0, the HTTPRoute's weights to the stable); a canary step patches the canary Deployment with
+    the version and its replicas, and the weights, leaving the stable pods as they are."""
+    stable = Patch("Deployment", "apps/v1", f"{name}-predictor", namespace)
+    canary = Patch("Deployment", "apps/v1", f"{name}-predictor-canary", namespace)
+    if p.canary_percent is None or p.canary_percent == 100:
+        _plain_pod(stable, p)
+        patches = [stable]
+        if observed.canary:
+            _plain_pod(canary, p, version=False)  # guarded, but only its replicas change
+            canary.changes.append({"op": "replace", "path": "/spec/replicas", "value": 0})
+            patches.append(canary)
+        if observed.route:
+            patches.append(_route_weights(name, namespace, 0))
+        return patches
+    if not observed.canary:
         raise ConfigError(
-            f"a canary ({p.canary_percent}%) needs KServe (kserve.enabled=true, either mode): "
-            "this release serves with a plain Deployment, which has no traffic weights"
+            f"a canary ({p.canary_percent}%) without KServe needs the chart's canary Deployment "
+            f"({name}-predictor-canary): set predictor.canary.enabled=true, or serve with KServe "
+            "(kserve.enabled=true, either mode)"
         )
-    patch = Patch("Deployment", "apps/v1", f"{name}-predictor", namespace)
+    _label(stable, p.version)  # the version rolling out, as in KServe's modes; no pod changes
+    pods, note = _canary_pods(p.canary_percent, max(1, observed.replicas), observed.route)
+    canary = dataclasses.replace(canary, note=note)
+    _plain_pod(canary, p)
+    canary.changes.append({"op": "replace", "path": "/spec/replicas", "value": pods})
+    if observed.route:
+        return [stable, canary, _route_weights(name, namespace, p.canary_percent)]
+    return [stable, canary]
+
+
+def _canary_pods(percent: int, stable: int, route: bool) -> tuple[int, str]:
+    """The canary's replicas beside ``stable`` ones, and what share that gives: behind an
+    HTTPRoute its part of the capacity; without one, the nearest replica share (at least one
+    pod), said with the share it really gives."""
+    if route:
+        pods = max(1, math.ceil(stable * percent / 100))
+        return pods, f"{percent} % of the HTTPRoute's traffic to {pods} canary pod(s)"
+    pods = max(1, round(stable * percent / (100 - percent)))
+    share = 100 * pods / (stable + pods)
+    return pods, (
+        f"canary {pods} of {stable + pods} pods: about {share:.0f} % of the predictor Service's "
+        f"requests (asked {percent} %; an HTTPRoute, predictor.canary.parentRefs, gives exact "
+        "weights)"
+    )
+
+
+def _plain_pod(patch: Patch, p: DeployRequest, version: bool = True) -> None:
+    """The plain Deployment's storage URI and version (``version=False``: only the guards)."""
     pod = "/spec/template/spec"
     _container(patch, f"{pod}/initContainers/0", STORAGE_INITIALIZER)
-    _env(patch, f"{pod}/initContainers/0", 0, STORAGE_URI_ENV, p.storage_uri)
     _container(patch, f"{pod}/containers/0", PREDICTOR_CONTAINER)
-    _env(patch, f"{pod}/containers/0", 0, MODEL_VERSION_ENV, p.version)
-    _label(patch, p.version)
+    if version:
+        _env(patch, f"{pod}/initContainers/0", 0, STORAGE_URI_ENV, p.storage_uri)
+        _env(patch, f"{pod}/containers/0", 0, MODEL_VERSION_ENV, p.version)
+        _label(patch, p.version)
+
+
+def _route_weights(name: str, namespace: str, percent: int) -> Patch:
+    """The HTTPRoute's weights: ``100 - percent`` to the stable Service, ``percent`` to the
+    canary's."""
+    patch = Patch("HTTPRoute", "gateway.networking.k8s.io/v1", f"{name}-predictor", namespace)
+    refs = "/spec/rules/0/backendRefs"
+    for index, (track, weight) in enumerate((("stable", 100 - percent), ("canary", percent))):
+        patch.preconditions.append(
+            PatchPrecondition(f"{refs}/{index}/name", f"{name}-predictor-{track}",
+                              f"the {track} Service is not backendRefs[{index}] of the route")
+        )  # fmt: skip
+        patch.changes.append({"op": "replace", "path": f"{refs}/{index}/weight", "value": weight})
     return patch
 
 
@@ -301,8 +371,9 @@ def observe(objects: Mapping[str, Mapping[str, Any] | None]) -> Observed:
     """The mode and the optional parts of a release, from its objects as the cluster holds them.
 
     Args:
-        objects: ``InferenceService``, ``predictor`` (the plain Deployment) and ``monitor``
-            (its Deployment), each ``None`` when the cluster has none.
+        objects: ``InferenceService``, ``predictor`` (the plain Deployment), ``canary`` (its
+            canary Deployment), ``route`` (its HTTPRoute) and ``monitor`` (its Deployment),
+            each ``None`` (or missing) when the cluster has none.
 
     Raises:
         ConfigError: the release has no predictor.
@@ -319,7 +390,10 @@ def observe(objects: Mapping[str, Mapping[str, Any] | None]) -> Observed:
             return Observed("kserve", False, monitor is not None, fetches, served, str(mode))
         return Observed("kserve", None, monitor is not None, fetches)  # the cluster's default
     if plain:
-        return Observed("deployment", None, monitor is not None, fetches)
+        replicas = int(pointer_get(plain, "/spec/replicas") or 1)
+        return Observed("deployment", None, monitor is not None, fetches,
+                        canary=bool(objects.get("canary")), route=bool(objects.get("route")),
+                        replicas=replicas)  # fmt: skip
     raise ConfigError(
         "no predictor of this release in the cluster (neither an InferenceService nor a "
         "Deployment): install the chart first (helm install), then deploy versions"

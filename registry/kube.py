@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 PATHS = {  # kind -> (API group path, plural)
     "InferenceService": ("/apis/serving.kserve.io/v1beta1", "inferenceservices"),
     "Deployment": ("/apis/apps/v1", "deployments"),
+    "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
     "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
 }
 LEASE_SECONDS = 60  # a holder that died frees the Lease after this; alias moves take seconds
@@ -55,11 +56,26 @@ def connect() -> bool:
 def read_release(release: str, namespace: str) -> dict[str, dict[str, Any] | None]:
     """The release's objects as the cluster holds them (see :func:`dermaops.deploy.observe`)."""
     name = fullname(release)
-    return {
+    objects = {
         "InferenceService": read("InferenceService", namespace, name),
         "predictor": read("Deployment", namespace, f"{name}-predictor"),
         "monitor": read("Deployment", namespace, f"{name}-monitor"),
     }
+    if objects["predictor"] is not None:  # the plain Deployment's canary, where rendered
+        objects["canary"] = read("Deployment", namespace, f"{name}-predictor-canary")
+        objects["route"] = _read_route(namespace, f"{name}-predictor")
+    return objects
+
+
+def _read_route(namespace: str, name: str) -> dict[str, Any] | None:
+    """The release's HTTPRoute; None where it has none, the cluster has no Gateway API (404),
+    or the release's Role has no HTTPRoute to read (403: the chart rendered none)."""
+    try:
+        return read("HTTPRoute", namespace, name)
+    except KubernetesError as e:
+        if e.status == 403:
+            return None
+        raise
 
 
 def deploy(
@@ -108,10 +124,10 @@ def _observed(
 def send(patches: list[Patch], objects: dict[str, dict[str, Any] | None]) -> None:
     """Check every patch's preconditions on the objects as read, then send each; the API server
     applies a patch whole or not at all (its ``test`` operations guard the moment of writing)."""
-    by_name = {obj["metadata"]["name"]: obj for obj in objects.values() if obj}
+    by_name = {(obj["kind"], obj["metadata"]["name"]): obj for obj in objects.values() if obj}
     for patch in patches:
         where = f"{patch.kind} {patch.namespace}/{patch.name}"
-        broken = patch.broken_preconditions(by_name.get(patch.name, {}))
+        broken = patch.broken_preconditions(by_name.get((patch.kind, patch.name), {}))
         if broken:
             raise ConfigError(
                 f"{where} is not shaped as this version of the chart renders it, so nothing "

@@ -17,9 +17,9 @@ Where traffic goes: locally the stable predictor mirrors to the challenger
 (``DERMAOPS_SERVING_SHADOW_URL``) and the local predictor serves one version, so a local rollout
 is ``shadow -> full``. On a cluster each canary step deploys the candidate at the step's
 percent (:mod:`dermaops.deploy`: ``canaryTrafficPercent`` in KServe's Serverless mode,
-``spec.canary`` in RawDeployment; the plain Deployment is refused when the rollout starts),
-``full`` at 100 %, and a rollback the stable version at 100 %; there is no shadow stage there
-yet.
+``spec.canary`` in RawDeployment, the canary Deployment and its HTTPRoute weights without
+KServe), ``full`` at 100 %, and a rollback the stable version at 100 %; there is no shadow stage
+there yet.
 """
 
 from __future__ import annotations

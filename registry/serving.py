@@ -139,7 +139,10 @@ class ClusterServing:
             sent = patch_release(request, self.release, self.namespace, self.mode)
         except KubernetesError as e:
             raise DeployError(str(e)) from e
-        return "; ".join(f"patched {p.kind} {p.namespace}/{p.name}" for p in sent)
+        return "; ".join(
+            f"patched {p.kind} {p.namespace}/{p.name}" + (f" ({p.note})" if p.note else "")
+            for p in sent
+        )
 
 
 def serving_for(

@@ -425,7 +425,10 @@ def deploy(
     canary: Annotated[
         int | None,
         typer.Option(
-            min=1, max=100, help="The new version's share of traffic (KServe, either mode)."
+            min=1,
+            max=100,
+            help="The new version's share of traffic (KServe, either mode; "
+            "without KServe, the chart's canary Deployment: predictor.canary.enabled).",
         ),
     ] = None,
     storage_uri: Annotated[

@@ -38,6 +38,7 @@ PATHS = {
     "InferenceService": "/apis/serving.kserve.io/v1beta1/namespaces/dermaops/inferenceservices",
     "Deployment": "/apis/apps/v1/namespaces/dermaops/deployments",
     "Lease": "/apis/coordination.k8s.io/v1/namespaces/dermaops/leases",
+    "HTTPRoute": "/apis/gateway.networking.k8s.io/v1/namespaces/dermaops/httproutes",
 }
 
 
@@ -191,6 +192,39 @@ def test_a_moved_field_sends_nothing(cluster: tuple[FakeApi, Path]) -> None:
     assert done.returncode == 1
     assert "nothing was patched" in done.stderr and "env[0]" in done.stderr
     assert not [r for r in api.requests if r[0] == "PATCH"]
+
+
+def test_a_plain_deployment_canary_patches_its_deployment_and_the_routes_weights(
+    tmp_path: Path,
+) -> None:
+    """Without KServe, over the wire: a 10 % step reads the canary Deployment and the HTTPRoute
+    the chart rendered, gives the canary the version and a pod and the route 90/10; full puts
+    the version on the stable Deployment, the canary at 0 pods and the route back to 100/0."""
+    docs = render(*URI, "--set", "kserve.enabled=false", "--set", "predictor.canary.enabled=true",
+                  "--set", "predictor.canary.parentRefs[0].name=clinic-gateway")  # fmt: skip
+    deployments, route = PATHS["Deployment"], f"{PATHS['HTTPRoute']}/dermaops-predictor"
+    for api, kubeconfig in _api(docs, tmp_path):
+        step = deploy(kubeconfig, "--canary", "10")
+        assert step.returncode == 0, step.stderr
+        assert {path for method, path, *_ in api.requests if method == "PATCH"} == {
+            f"{deployments}/dermaops-predictor", f"{deployments}/dermaops-predictor-canary",
+            f"{deployments}/dermaops-monitor", route}  # fmt: skip
+        assert "10 % of the HTTPRoute's traffic to 1 canary pod(s)" in step.stdout
+        canary = api.objects[f"{deployments}/dermaops-predictor-canary"]
+        assert canary["spec"]["replicas"] == 1
+        assert canary["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"] == "9"
+        weights = [b["weight"] for b in api.objects[route]["spec"]["rules"][0]["backendRefs"]]
+        assert weights == [90, 10]
+        stable = api.objects[f"{deployments}/dermaops-predictor"]["spec"]["template"]["spec"]
+        assert stable["containers"][0]["env"][0]["value"] != "9", "the stable pods untouched"
+
+        full = deploy(kubeconfig)
+        assert full.returncode == 0, full.stderr
+        stable = api.objects[f"{deployments}/dermaops-predictor"]["spec"]["template"]["spec"]
+        assert stable["containers"][0]["env"][0]["value"] == "9"
+        assert api.objects[f"{deployments}/dermaops-predictor-canary"]["spec"]["replicas"] == 0
+        weights = [b["weight"] for b in api.objects[route]["spec"]["rules"][0]["backendRefs"]]
+        assert weights == [100, 0]
 
 
 def test_a_release_that_is_not_installed_is_named(tmp_path: Path) -> None:

@@ -34,13 +34,21 @@ pytestmark = pytest.mark.k8s
 
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 CUSTOM = {"InferenceService", "ServiceMonitor", "PodMonitor", "PrometheusRule",
-          "AuthorizationPolicy", "ClusterTrainingRuntime"}  # fmt: skip
+          "AuthorizationPolicy", "ClusterTrainingRuntime", "HTTPRoute"}  # fmt: skip
 
 
 VARIANTS = {
     "defaults": URI,
     "no-kserve": [*URI, "--set", "kserve.enabled=false"],
     "everything": [*URI, "--set", "mlflow.enabled=true"],
+    "no-kserve-canary": [
+        *URI,
+        *("--set", "kserve.enabled=false", "--set", "predictor.canary.enabled=true"),
+        *("--set", "predictor.canary.parentRefs[0].name=clinic-gateway"),
+        *("--set", "predictor.canary.hostnames={derma.example.org}"),
+        *("--set", "monitor.registry.trackingUri=http://mlflow:5000"),
+        *("--set", "monitor.rollout.enabled=true", *ISTIO),
+    ],
     "trainer": [
         *URI,
         "--set",

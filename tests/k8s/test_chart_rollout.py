@@ -1,5 +1,5 @@
 """The chart's rollout values reach the monitor as the settings the rollout driver reads
-(the rendered env, read by the real settings loader), and a mode without canary weights is
+(the rendered env, read by the real settings loader), and a release without a canary is
 refused when the chart renders, not minutes later in the monitor's loop."""
 
 from __future__ import annotations
@@ -57,12 +57,17 @@ def test_the_charts_checks_are_the_judges_settings_name_for_name_and_overridable
     assert tuned.judge.max_latency_ratio == 2 and tuned.judge.min_pairs == 500
 
 
-def test_rollouts_render_in_both_kserve_modes_and_are_refused_without_traffic_weights() -> None:
-    """Serverless steps patch canaryTrafficPercent and RawDeployment's add spec.canary: both
-    render; the plain Deployment (kserve.enabled=false) has no weights and is refused."""
-    for mode in ("Serverless", "RawDeployment"):
-        env = _monitor_env(*ON, "--set", f"kserve.deploymentMode={mode}")
-        assert env["DERMAOPS_ROLLOUT_ENABLED"] == "true", mode
-    done = helm("template", "dermaops", str(CHART), *ON, "--set", "kserve.enabled=false")
+def test_rollouts_render_wherever_a_canary_has_weights_and_are_refused_elsewhere() -> None:
+    """Serverless steps patch canaryTrafficPercent, RawDeployment's add spec.canary, the plain
+    Deployment's scale its canary Deployment: all render; a plain Deployment without the canary
+    Deployment has nowhere to put a candidate and is refused."""
+    plain = ["--set", "kserve.enabled=false"]
+    for shape in (["--set", "kserve.deploymentMode=Serverless"],
+                  ["--set", "kserve.deploymentMode=RawDeployment"],
+                  [*plain, "--set", "predictor.canary.enabled=true"]):  # fmt: skip
+        env = _monitor_env(*ON, *shape)
+        assert env["DERMAOPS_ROLLOUT_ENABLED"] == "true", shape
+    done = helm("template", "dermaops", str(CHART), *ON, *plain)
     assert done.returncode != 0
-    assert "monitor.rollout.enabled needs KServe (kserve.enabled)" in done.stderr
+    assert "monitor.rollout.enabled needs a canary" in done.stderr
+    assert "predictor.canary.enabled" in done.stderr, "what to set instead"

@@ -135,7 +135,7 @@ def test_a_chart_whose_fields_moved_makes_the_patch_fail_whole(tmp_path: Path) -
 
 
 def test_a_canary_is_refused_where_the_mode_has_none(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"needs KServe.*plain Deployment"):
+    with pytest.raises(ConfigError, match=r"needs the chart's canary Deployment"):
         plan(DeployRequest("9", NEW_URI, 20), "dermaops", "dermaops", Observed("deployment"))
     # RawDeployment's canary copies the served predictor: not without the cluster's copy.
     with pytest.raises(ConfigError, match="copies the served predictor"):
@@ -150,15 +150,17 @@ def test_a_canary_is_refused_where_the_mode_has_none(tmp_path: Path) -> None:
     assert any("Serverless" in r for r in unknown.broken_preconditions(isvc))
     done = dermaops_deploy("9", "--storage-uri", NEW_URI, "--mode", "deployment", "--canary",
                            "20", "--dry-run")  # fmt: skip
-    assert done.returncode == 1 and "needs KServe (kserve.enabled=true" in done.stderr
+    assert done.returncode == 1 and "set predictor.canary.enabled=true" in done.stderr
 
 
 def _release(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
     """The objects ``observe`` reads, as the cluster would hold what helm rendered."""
-    named = {d["metadata"]["name"]: d for d in docs
-             if d["kind"] in ("Deployment", "InferenceService")}  # fmt: skip
-    return {"InferenceService": named.get("dermaops"), "predictor": named.get("dermaops-predictor"),
-            "monitor": named.get("dermaops-monitor")}  # fmt: skip
+    named = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    return {"InferenceService": named.get(("InferenceService", "dermaops")),
+            "predictor": named.get(("Deployment", "dermaops-predictor")),
+            "canary": named.get(("Deployment", "dermaops-predictor-canary")),
+            "route": named.get(("HTTPRoute", "dermaops-predictor")),
+            "monitor": named.get(("Deployment", "dermaops-monitor"))}  # fmt: skip
 
 
 def test_a_rawdeployment_canary_is_a_copy_of_the_served_predictor_and_full_drops_it(
@@ -213,6 +215,84 @@ def test_a_rawdeployment_canary_is_a_copy_of_the_served_predictor_and_full_drops
     assert len(broken) == 1 and "since it was read" in broken[0], broken
     with pytest.raises(AssertionError, match=r"testing value .* failed"):
         kubectl_patch(changed, patch.operations(), tmp_path)
+
+
+PLAIN_CANARY = [*URI, "--set", "kserve.enabled=false", "--set", "predictor.canary.enabled=true",
+                "--set", "predictor.minReplicas=3"]  # fmt: skip
+GATEWAY = ["--set", "predictor.canary.parentRefs[0].name=clinic-gateway",
+           "--set", "predictor.canary.parentRefs[0].namespace=istio-system"]  # fmt: skip
+
+
+def _weights(route: dict[str, Any]) -> list[int]:
+    return [ref["weight"] for ref in route["spec"]["rules"][0]["backendRefs"]]
+
+
+@pytest.mark.parametrize("route", [True, False], ids=["httproute", "replicas"])
+def test_a_plain_deployment_canary_scales_its_own_deployment_and_full_scales_it_away(
+    route: bool, tmp_path: Path, validate_custom_resource: Callable[[dict[str, Any]], None]
+) -> None:
+    """Without KServe, from both ends: planned on what helm renders, applied by a real
+    `kubectl patch --local`, strictly valid at every step (the HTTPRoute against Gateway API
+    v1.6.1's CRD). A 10 % step puts the version on the canary Deployment and gives it pods (the
+    HTTPRoute's weights 90/10; without one, a replica share said in the note), the stable pods
+    untouched; full serves the version on the stable Deployment and scales the canary to 0."""
+    docs = render(*PLAIN_CANARY, *(GATEWAY if route else []))
+    release = {key: obj for key, obj in _release(docs).items() if obj is not None}
+    assert ("route" in release) is route
+    services = {
+        d["metadata"]["name"]: d["spec"]["selector"] for d in docs if d["kind"] == "Service"
+    }
+    pods = {key: release[key]["spec"]["template"]["metadata"]["labels"]
+            for key in ("predictor", "canary")}  # fmt: skip
+    for name in ("dermaops-predictor", "dermaops-predictor-canary"):
+        assert services[name].items() <= pods["canary"].items(), f"{name} reaches the canary"
+    assert not services["dermaops-predictor-canary"].items() <= pods["predictor"].items()
+    keys = {"dermaops-predictor": "predictor", "dermaops-predictor-canary": "canary",
+            "dermaops-monitor": "monitor"}  # fmt: skip
+
+    def planned(objects: dict[str, dict[str, Any]], request: DeployRequest) -> list[Patch]:
+        return plan(request, "dermaops", "dermaops", observe(dict(objects)))
+
+    def step(objects: dict[str, dict[str, Any]], request: DeployRequest) -> dict[str, Any]:
+        after = dict(objects)
+        for patch in planned(objects, request):
+            key = "route" if patch.kind == "HTTPRoute" else keys[patch.name]
+            assert not patch.broken_preconditions(objects[key])
+            after[key] = kubectl_patch(objects[key], patch.operations(), tmp_path)
+            if patch.kind == "HTTPRoute":
+                validate_custom_resource(after[key])
+            else:
+                kubernetes_validate.validate(after[key], KUBE_VERSION, strict=True)
+        return after
+
+    canary = step(release, DeployRequest("9", NEW_URI, 10))
+    assert set(differences(release["predictor"], canary["predictor"])) == {
+        "/metadata/labels/dermaops.io~1model-version"}, "the stable pods as they were"  # fmt: skip
+    pod = canary["canary"]["spec"]["template"]["spec"]
+    assert pod["initContainers"][0]["env"][0] == {"name": "STORAGE_URI", "value": NEW_URI}
+    assert pod["containers"][0]["env"][0]["value"] == "9"
+    assert canary["canary"]["spec"]["replicas"] == 1
+    if route:
+        assert _weights(canary["route"]) == [90, 10], "ceil(3 x 10 %) = 1 pod behind 10 %"
+    else:  # one pod beside the stable three: the least share there is, and said so
+        (note,) = [p.note for p in planned(release, DeployRequest("9", NEW_URI, 10)) if p.note]
+        assert "1 of 4 pods: about 25 %" in note and "asked 10 %" in note
+
+    full = step(canary, DeployRequest("9", NEW_URI))
+    assert full["canary"]["spec"]["replicas"] == 0
+    env = full["predictor"]["spec"]["template"]["spec"]["containers"][0]["env"][0]
+    assert env == {"name": "DERMAOPS_SERVING_MODEL_VERSION", "value": "9"}
+    if not route:
+        return
+    assert _weights(full["route"]) == [100, 0]
+    # A route whose backends were swapped: the weights' guard refuses it, whole.
+    swapped = copy.deepcopy(release["route"])
+    swapped["spec"]["rules"][0]["backendRefs"].reverse()
+    (weights,) = [p for p in planned(release, DeployRequest("9", NEW_URI, 10))
+                  if p.kind == "HTTPRoute"]  # fmt: skip
+    assert len(weights.broken_preconditions(swapped)) == 2
+    with pytest.raises(AssertionError, match=r"testing value .* failed"):
+        kubectl_patch(swapped, weights.operations(), tmp_path)
 
 
 def test_the_release_is_read_from_its_objects() -> None:

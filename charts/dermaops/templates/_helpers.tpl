@@ -242,3 +242,57 @@ tracking URI to read its champion from. */}}
 {{- define "dermaops.serverless" -}}
 {{- if and .Values.kserve.enabled (eq .Values.kserve.deploymentMode "Serverless") -}}true{{- end -}}
 {{- end -}}
+
+{{/* The plain Deployment of the predictor (kserve.enabled=false): include with (list . "stable")
+     or (list . "canary"). The stable one keeps its selector (Kubernetes does not let a selector
+     change in place); the canary's adds dermaops.io/track. */}}
+{{- define "dermaops.plainPredictor" -}}
+{{- $root := index . 0 -}}
+{{- $track := index . 1 -}}
+{{- with $root -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "dermaops.fullname" . }}-predictor{{ if eq $track "canary" }}-canary{{ end }}
+  labels:
+    {{- include "dermaops.labels" . | nindent 4 }}
+    app.kubernetes.io/component: predictor
+    dermaops.io/track: {{ $track }}
+    dermaops.io/model-version: {{ .Values.model.version | quote }}
+spec:
+  replicas: {{ ternary 0 (max 1 .Values.predictor.minReplicas) (eq $track "canary") }}
+  selector:
+    matchLabels:
+      {{- include "dermaops.selector" (list . "predictor") | nindent 6 }}
+      {{- if eq $track "canary" }}
+      dermaops.io/track: canary
+      {{- end }}
+  template:
+    metadata:
+      labels:
+        {{- include "dermaops.selector" (list . "predictor") | nindent 8 }}
+        dermaops.io/track: {{ $track }}
+    spec:
+      {{- with .Values.kserve.storageServiceAccount }}
+      serviceAccountName: {{ . }}
+      {{- end }}
+      automountServiceAccountToken: false
+      {{- with .Values.images.pullSecrets }}
+      imagePullSecrets:
+        {{- range . }}
+        - name: {{ . }}
+        {{- end }}
+      {{- end }}
+      securityContext:
+        {{- include "dermaops.podSecurity" . | nindent 8 }}
+      {{- include "dermaops.predictorScheduling" . | trim | nindent 6 }}
+      initContainers:
+        - {{ include "dermaops.storageInitializer" . | nindent 10 | trim }}
+      containers:
+        - {{ include "dermaops.predictorContainer" . | nindent 10 | trim }}
+            - {name: model, mountPath: /mnt/models, readOnly: true}
+      volumes:
+        {{- include "dermaops.predictorVolumes" . | nindent 8 }}
+        - {name: model, emptyDir: {}}
+{{- end -}}
+{{- end -}}
