@@ -2,7 +2,8 @@
 
 The inference log holds each answer's calibrated probabilities and melanoma flag; the version's
 drift reference holds the labels of the data it was calibrated on, whose class shares are the
-priors the estimate re-weights from (:func:`dermaops.evaluation.estimate.calibration_priors`).
+priors the estimate re-weights from and the class bias it calibrates with
+(:func:`dermaops.evaluation.estimate.calibration_source`).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from dermaops.evaluation.estimate import (
     EstimateError,
     EstimateSettings,
     EstimateSourceError,
+    Source,
     UncalibratedModelError,
     against_labels,
-    calibration_priors,
+    calibration_source,
     estimate,
 )
 from dermaops.labels import CLASSES
@@ -50,7 +52,7 @@ def by_version(
 
 
 def estimate_records(
-    rows: list[Mapping[str, Any]], priors: np.ndarray | None, s: EstimateSettings
+    rows: list[Mapping[str, Any]], source: Source | None, s: EstimateSettings
 ) -> Estimate:
     """The estimate of one version's answers.
 
@@ -61,7 +63,7 @@ def estimate_records(
     flagged = np.array([bool(r.get("melanoma")) for r in rows])
     judged = [r.get("in_distribution") for r in rows if r.get("in_distribution") is not None]
     ood_share = sum(v is False for v in judged) / len(judged) if judged else 0.0
-    return estimate(probs, flagged, priors, ood_share, s)
+    return estimate(probs, flagged, source, ood_share, s)
 
 
 def export(version: str, found: Estimate, metrics: MonitorMetrics, p: SeriesPass) -> None:
@@ -98,7 +100,7 @@ def estimate_pass(metrics: MonitorMetrics) -> SeriesPass:
 
 def estimate_versions(
     records: Iterable[Mapping[str, Any]],
-    priors: Mapping[str, np.ndarray | None],
+    sources: Mapping[str, Source | None],
     s: EstimateSettings,
 ) -> dict[str, Estimate | str]:
     """Each version's estimate from its latest ``s.window`` answers, or why there is none
@@ -106,7 +108,7 @@ def estimate_versions(
     results: dict[str, Estimate | str] = {}
     for version, rows in by_version(records, s.window).items():
         try:
-            results[version] = estimate_records(rows, priors.get(version), s)
+            results[version] = estimate_records(rows, sources.get(version), s)
         except EstimateError as e:
             results[version] = str(e)
     return results
@@ -133,16 +135,16 @@ class Estimates:
         """Estimate every version in the log; the gauges and :attr:`by_version` follow."""
         records = self.records.read()
         reference, version = self.watch.current_reference()
-        priors: dict[str, np.ndarray | None] = {}
+        sources: dict[str, Source | None] = {}
         unestimated: dict[str, Estimate | str] = {}
         if version:
             try:
-                priors[version] = calibration_priors(reference)
+                sources[version] = calibration_source(reference)
             except UncalibratedModelError as e:  # nothing an estimate can read
                 unestimated[version] = str(e)
             except EstimateSourceError as e:  # no labels in the reference: CBPE only
                 log.warning("estimates of version %s without its priors: %s", version, e)
-        results = estimate_versions(records, priors, self.settings)
+        results = estimate_versions(records, sources, self.settings)
         results.update(unestimated)
         with self.lock:
             p = estimate_pass(self.metrics)

@@ -342,7 +342,7 @@ def monitor_estimate(
     """Each served version's performance estimated from its answers, before any label: balanced
     accuracy, macro-F1, melanoma sensitivity and specificity with 95% intervals, re-weighted to
     the window's estimated class priors (the reference's version) and as plain CBPE."""
-    from dermaops.evaluation.estimate import EstimateSettings, calibration_priors
+    from dermaops.evaluation.estimate import EstimateSettings, calibration_source
     from dermaops.inference_log import read_records
     from dermaops.monitoring.drift import deployed_reference
     from dermaops.monitoring.estimates import estimate_versions
@@ -354,8 +354,8 @@ def monitor_estimate(
     )
     if reference is None:
         reference, reference_version = deployed_reference(home)
-    priors = {reference_version: calibration_priors(reference)} if reference_version else {}
-    results = estimate_versions(read_records(log_dir or home.inference_log), priors, settings)
+    sources = {reference_version: calibration_source(reference)} if reference_version else {}
+    results = estimate_versions(read_records(log_dir or home.inference_log), sources, settings)
     if not results:
         typer.echo("no answers in the inference log yet")
     for version, found in results.items():

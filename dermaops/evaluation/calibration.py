@@ -1,4 +1,5 @@
-"""Temperature scaling and the melanoma operating point, both fitted on validation only."""
+"""Temperature scaling, the class bias the label-free estimates read, and the melanoma operating
+point, all fitted on validation only."""
 
 from __future__ import annotations
 
@@ -22,6 +23,40 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
 
     result = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
     return float(np.exp(result.x))
+
+
+BIAS_BOUND = 6.0  # a class seen a few times in validation cannot swing its bias further
+
+
+def fit_class_bias(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The per-class bias b minimising validation NLL of softmax(log p + b), mean zero.
+
+    Temperature scaling leaves the class shares a model was trained toward (a class-balanced
+    sampler trains toward equal shares) in its probabilities; this bias moves them to the shares
+    validation has, so that each class's probabilities are calibrated in the mean, which is
+    what re-weighting to another clinic's priors needs (bias-corrected calibration, Alexandari,
+    Kundaje and Shrikumar, ICML 2020). The answers keep the temperature-scaled probabilities.
+    """
+    from scipy.optimize import minimize  # only fitting needs scipy, not serving
+
+    log_p = np.log(np.clip(probs, 1e-12, 1.0))
+    rows = np.arange(len(labels))
+
+    def nll(bias: np.ndarray) -> tuple[float, np.ndarray]:
+        shifted = apply_bias(log_p, bias, already_log=True)
+        gradient = shifted.mean(axis=0) - np.bincount(labels, minlength=probs.shape[1]) / len(rows)
+        return float(-np.log(np.clip(shifted[rows, labels], 1e-12, 1.0)).mean()), gradient
+
+    bounds = [(-BIAS_BOUND, BIAS_BOUND)] * probs.shape[1]
+    found = minimize(nll, np.zeros(probs.shape[1]), jac=True, method="L-BFGS-B", bounds=bounds)
+    bias: np.ndarray = found.x - found.x.mean()
+    return bias
+
+
+def apply_bias(probs: np.ndarray, bias: np.ndarray, already_log: bool = False) -> np.ndarray:
+    """softmax(log p + b), row-wise (``already_log``: ``probs`` are log-probabilities)."""
+    log_p = probs if already_log else np.log(np.clip(probs, 1e-12, 1.0))
+    return apply_temperature(log_p + bias, 1.0, already_log=True)
 
 
 def apply_temperature(

@@ -11,6 +11,12 @@ EM prior adjustment of Saerens, Latinne and Decaestecker, 2002). Both figures ar
 with the assumption it rests on; with neither assumption plausible (many images the guard
 refused, too few images) the estimate is marked unreliable or not made.
 
+Both rest on probabilities calibrated per class, not only overall: a model trained with a
+class-balanced sampler answers as if every class were as common as the others, which temperature
+scaling leaves in place. The class bias fitted on validation
+(:func:`dermaops.evaluation.calibration.fit_class_bias`, stored in the model's calibration)
+moves them to validation's shares first; the answers and flags are the served ones.
+
 Intervals: each draw resamples the window's images and draws their labels from the (adjusted)
 probabilities, then scores the answers against those labels: the spread of the value the
 labels will realize, not only of the estimate.
@@ -18,8 +24,10 @@ labels will realize, not only of the estimate.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +36,9 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from dermaops.errors import DermaOpsError
+from dermaops.evaluation.calibration import apply_bias
 from dermaops.labels import CLASSES
-from dermaops.model.artifact import CALIBRATION, REFERENCE
+from dermaops.model.artifact import CALIBRATION, CLASS_BIAS, REFERENCE
 
 MEL = CLASSES.index("mel")
 CBPE = "P(label | image) unchanged since calibration (CBPE)"
@@ -112,12 +121,22 @@ class UncalibratedModelError(EstimateSourceError):
     """The model's probabilities were never calibrated: no estimate can be read from them."""
 
 
-def calibration_priors(reference: Path) -> np.ndarray:
-    """The class shares of the train and validation images in ``reference`` (a model folder or
-    its ``reference_stats.csv``): the priors the model's probabilities were calibrated under.
+@dataclass(frozen=True)
+class Source:
+    """What a model's probabilities were calibrated under: the class shares of its train and
+    validation images, and the class bias that calibrates each class (None: not fitted)."""
+
+    priors: np.ndarray
+    bias: np.ndarray | None = None
+
+
+def calibration_source(reference: Path) -> Source:
+    """The priors and class bias of the model in ``reference`` (a model folder, or its
+    ``reference_stats.csv``: priors only).
 
     Raises:
-        EstimateSourceError: no calibration beside the model, or no labels in the reference.
+        UncalibratedModelError: a model folder without its calibration.
+        EstimateSourceError: no labels in the reference, or a calibration past reading.
     """
     folder = reference if reference.is_dir() else reference.parent
     path = reference / REFERENCE if reference.is_dir() else reference
@@ -138,8 +157,18 @@ def calibration_priors(reference: Path) -> np.ndarray:
     )
     if counts.sum() == 0:
         raise EstimateSourceError(f"{path} holds no labelled train or validation image")
-    priors: np.ndarray = counts / counts.sum()
-    return priors
+    return Source(counts / counts.sum(), _class_bias(folder / CALIBRATION))
+
+
+def _class_bias(path: Path) -> np.ndarray | None:
+    """The calibration's class bias, in :data:`CLASSES` order; None where none was fitted."""
+    if not path.is_file():
+        return None
+    try:
+        found = json.loads(path.read_text()).get(CLASS_BIAS)
+        return None if found is None else np.array([float(found[c]) for c in CLASSES])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise EstimateSourceError(f"{path}: no class bias to read: {e}") from e
 
 
 EM_ITERATIONS = 2000
@@ -267,13 +296,13 @@ def _figures(
 def estimate(
     probs: np.ndarray,
     flagged: np.ndarray,
-    source_priors: np.ndarray | None = None,
+    source: Source | None = None,
     ood_share: float = 0.0,
     s: EstimateSettings | None = None,
 ) -> Estimate:
     """Estimate a window's performance from its calibrated ``probs`` (N x 7) and the melanoma
-    flags its answers carried; ``source_priors``: the class priors of the data the model was
-    calibrated on (without them, CBPE only).
+    flags its answers carried; ``source``: the class priors of the data the model was
+    calibrated on and its class bias (without it, CBPE on the probabilities as they are).
 
     Raises:
         EstimateError: fewer than ``min_records`` images, or rows that are not probabilities.
@@ -291,14 +320,16 @@ def estimate(
     answered, flagged = probs.argmax(axis=1), np.asarray(flagged, dtype=bool)
     if flagged.shape != (len(probs),):
         raise EstimateError(f"one melanoma flag per image: {flagged.shape} for {len(probs)}")
-    source = None
-    if source_priors is not None:
-        source = np.asarray(source_priors, dtype=float)
-        source = np.clip(source, 1e-6, None) / np.clip(source, 1e-6, None).sum()
+    priors = None
+    if source is not None:
+        priors = np.clip(np.asarray(source.priors, dtype=float), 1e-6, None)
+        priors /= priors.sum()
+        if source.bias is not None:  # calibrated per class; the answers stay as served
+            probs = apply_bias(probs, source.bias)
     rng = np.random.default_rng(s.seed)
     plain, _ = _figures(probs, answered, flagged, None, s, rng)
     corrected, iterations = (
-        _figures(probs, answered, flagged, source, s, rng) if source is not None else (None, 0)
+        _figures(probs, answered, flagged, priors, s, rng) if priors is not None else (None, 0)
     )
     reasons = []
     if ood_share > s.max_ood_share:

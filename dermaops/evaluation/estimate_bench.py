@@ -20,7 +20,7 @@ from tqdm import tqdm
 from dermaops.evaluation.estimate import (
     MEL,
     EstimateSettings,
-    calibration_priors,
+    calibration_source,
     estimate,
     realized,
 )
@@ -39,7 +39,7 @@ def bench_estimate(
     saved = np.load(evaluation / "test_predictions.npz")
     probs, labels = saved["probs"], saved["labels"]
     threshold = EvaluationMetrics.read(evaluation).melanoma.threshold
-    priors = calibration_priors(model)
+    source = calibration_source(model)
     rng = np.random.default_rng(seed)
     settings = EstimateSettings(draws=draws, min_records=1)
     results: dict[str, Any] = {}
@@ -54,7 +54,7 @@ def bench_estimate(
             p, y = probs[picked], labels[picked]
             flags = p[:, MEL] >= threshold
             truth = realized(y, p.argmax(axis=1), flags)
-            found = estimate(p, flags, priors, s=settings.model_copy(update={"seed": seed + w}))
+            found = estimate(p, flags, source, s=settings.model_copy(update={"seed": seed + w}))
             corrected = found.corrected or found.plain  # priors are given: always corrected
             for figure in FIGURES:
                 real = truth[figure]

@@ -79,6 +79,11 @@ class EvaluationMetrics(_Strict):
     per_class: dict[str, ClassFigures]
     melanoma: MelanomaFigures
     temperature: float = Field(gt=0)
+    class_bias: dict[str, float] | None = Field(
+        None,
+        description="Per-class bias on the temperature-scaled log-probabilities, fitted on "
+        "validation; what the label-free estimates read (None: evaluated before it was fitted).",
+    )
     ece_uncalibrated: float
     confusion_matrix: list[list[int]] = Field(description="Rows: true class; columns: predicted.")
     split: Literal["test"]

@@ -20,6 +20,7 @@ from dermaops.data.report import GENERATED_NOTICE
 from dermaops.evaluation.calibration import (
     apply_temperature,
     choose_threshold,
+    fit_class_bias,
     fit_temperature,
     rates,
 )
@@ -44,7 +45,7 @@ from dermaops.evaluation.result import EvaluationMetrics
 from dermaops.evaluation.subgroups import SubgroupSettings, evaluate_subgroups
 from dermaops.evaluation.subgroups import markdown as subgroup_markdown
 from dermaops.evaluation.subgroups import scores as subgroup_scores
-from dermaops.labels import INDEX
+from dermaops.labels import CLASSES, INDEX
 from dermaops.model.artifact import WEIGHTS, ModelArtifact, Preprocessing
 from dermaops.model.cam import heatmaps
 from dermaops.model.embedding import WithEmbedding
@@ -235,6 +236,7 @@ def score(
         apply_temperature(p.val_probs, temperature),
         apply_temperature(p.test_probs, temperature),
     )
+    class_bias = fit_class_bias(val, p.val_labels)
     point = choose_threshold(val[:, MEL], p.val_labels == MEL, target_sensitivity)
     sensitivity, specificity = rates(test[:, MEL], p.test_labels == MEL, point.threshold)
     counts = confusion(p.test_labels, test.argmax(axis=1))
@@ -247,6 +249,7 @@ def score(
             "test_support": int((p.test_labels == MEL).sum()),
         },
         "temperature": temperature,
+        "class_bias": {c: round(float(b), 6) for c, b in zip(CLASSES, class_bias, strict=True)},
         "ece_uncalibrated": expected_calibration_error(p.test_labels, p.test_probs),
         "confusion_matrix": counts.tolist(),
         "split": "test",

@@ -3,7 +3,7 @@
 model.json     architecture, classes, preprocessing (size, mean, std), provenance
 weights.pt     the state dict
 labels.json    class index -> code and full name
-calibration.json  temperature and melanoma threshold fitted on validation   } added by
+calibration.json  temperature, melanoma threshold, class bias (validation)  } added by
 projection.json   the embedding projection fitted on validation            } assemble(), at
 guard.npz         the out-of-distribution guard and its threshold          } registration
 reference_stats.csv  the drift reference (statistics and model outputs)    }
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 WEIGHTS, META, LABELS = "weights.pt", "model.json", "labels.json"
 CALIBRATION = "calibration.json"
+CLASS_BIAS = "class_bias"  # calibration.json's key: {class: bias}, read by the estimates
 ONNX = "model.onnx"  # the serving graph: cache pixels in, what the predictor answers with out
 INT8 = "model.int8.onnx"  # that graph quantized, where it kept the model's quality
 PRECISION = "precision.json"  # which of the two serves, and why (dermaops.model.quantize)
@@ -233,10 +234,15 @@ def save_model_dir(
 
 
 def write_calibration(
-    folder: Path, temperature: float, melanoma_threshold: float
-) -> dict[str, float]:
-    """Store the evaluation's temperature and melanoma operating threshold with the model."""
-    calibration = {"temperature": temperature, "melanoma_threshold": melanoma_threshold}
+    folder: Path, temperature: float, melanoma_threshold: float,
+    class_bias: dict[str, float] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Store the evaluation's temperature, melanoma operating threshold and, where it was fitted,
+    the class bias the label-free estimates read (:data:`CLASS_BIAS`) with the model."""
+    calibration: dict[str, Any] = {"temperature": temperature,
+                                   "melanoma_threshold": melanoma_threshold}  # fmt: skip
+    if class_bias is not None:
+        calibration[CLASS_BIAS] = class_bias
     (folder / CALIBRATION).write_text(json.dumps(calibration, indent=2) + "\n")
     return calibration
 
@@ -251,13 +257,13 @@ def locate_model_dir(root: Path) -> Path:
     return found[0].parent
 
 
-def assemble(model_dir: Path, prepared: Path, eval_dir: Path, dest: Path) -> dict[str, float]:
+def assemble(model_dir: Path, prepared: Path, eval_dir: Path, dest: Path) -> dict[str, Any]:
     """Copy a trained ``model_dir`` to ``dest`` with what its evaluation learned: calibration,
     the embedding projection, the out-of-distribution guard and the drift reference. What
     registration stores and serving loads.
 
     Returns:
-        The calibration (temperature and melanoma threshold).
+        The calibration (temperature, melanoma threshold and class bias).
     """
     from dermaops.evaluation.result import EvaluationMetrics, MetricsFileError
     from dermaops.model.reference import OUTPUTS, join_reference
@@ -267,7 +273,9 @@ def assemble(model_dir: Path, prepared: Path, eval_dir: Path, dest: Path) -> dic
     except MetricsFileError as e:
         raise ModelDirError(f"{eval_dir} is not an evaluation folder: {e}") from e
     shutil.copytree(model_dir, dest)
-    calibration = write_calibration(dest, metrics.temperature, metrics.melanoma.threshold)
+    calibration = write_calibration(
+        dest, metrics.temperature, metrics.melanoma.threshold, metrics.class_bias
+    )
     shutil.copy2(eval_dir / PROJECTION, dest / PROJECTION)
     shutil.copy2(eval_dir / GUARD, dest / GUARD)
     for decided in (PRECISION, INT8):  # the INT8 graph is there only where it was kept

@@ -1,8 +1,10 @@
 """Label-free estimates from a real predictor's inference log, read with the served model's
-calibration priors: `dermaops monitor estimate` before any clinician has labelled a case."""
+calibration priors and class bias: `dermaops monitor estimate` before any clinician has
+labelled a case."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,10 +16,10 @@ import pandas as pd
 import pytest
 
 from dermaops.client import PredictorClient
-from dermaops.evaluation.estimate import EstimateSourceError, calibration_priors
+from dermaops.evaluation.estimate import EstimateSourceError, calibration_source
 from dermaops.inference_log import read_records
 from dermaops.labels import CLASSES
-from dermaops.model.artifact import CALIBRATION, REFERENCE
+from dermaops.model.artifact import CALIBRATION, CLASS_BIAS, REFERENCE
 from dermaops.serving.process import PredictorProcess
 from dermaops.serving.smoke import lesion_jpeg
 
@@ -27,16 +29,19 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_priors_come_from_the_calibration_data_and_an_uncalibrated_model_is_refused(
     served_model: Path, tmp_path: Path
 ) -> None:
-    priors = calibration_priors(served_model)
+    source = calibration_source(served_model)
     frame = pd.read_csv(served_model / REFERENCE)
     labelled = frame[frame["split"].isin(["train", "val"])]["dx"]
     expected = [float((labelled == c).mean()) for c in CLASSES]
-    assert np.allclose(priors, expected) and priors.sum() == pytest.approx(1)
+    assert np.allclose(source.priors, expected) and source.priors.sum() == pytest.approx(1)
+    calibration = json.loads((served_model / CALIBRATION).read_text())
+    assert source.bias is not None, "evaluate fitted the class bias and assemble kept it"
+    assert np.allclose(source.bias, [calibration[CLASS_BIAS][c] for c in CLASSES])
     raw = tmp_path / "raw"
     shutil.copytree(served_model, raw)
     (raw / CALIBRATION).unlink()
     with pytest.raises(EstimateSourceError, match="its probabilities are not calibrated"):
-        calibration_priors(raw)
+        calibration_source(raw)
 
 
 def test_monitor_estimate_reads_the_served_versions_answers(

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dermaops.evaluation.calibration import fit_class_bias
 from dermaops.evaluation.estimate import (
     CBPE,
     LABEL_SHIFT,
@@ -18,6 +19,7 @@ from dermaops.evaluation.estimate import (
     EstimateSettings,
     Figure,
     Figures,
+    Source,
     against_labels,
     em_priors,
     estimate,
@@ -34,14 +36,16 @@ MEANS = np.random.default_rng(42).normal(0, 1.6, (7, 4))
 THRESHOLD = 0.15
 
 
-def _window(priors: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _window(
+    priors: np.ndarray, n: int, seed: int, trained: np.ndarray = SOURCE
+) -> tuple[np.ndarray, np.ndarray]:
     """``n`` images of classes drawn from ``priors``; the model's probabilities (calibrated
-    under ``SOURCE``) and the labels."""
+    under ``trained``) and the labels."""
     rng = np.random.default_rng(seed)
     labels = rng.choice(7, n, p=priors / priors.sum())
     x = MEANS[labels] + rng.normal(0, 1, (n, 4))
     log_likelihood = -0.5 * ((x[:, None, :] - MEANS[None]) ** 2).sum(axis=2)
-    weighted = np.exp(log_likelihood - log_likelihood.max(axis=1, keepdims=True)) * SOURCE
+    weighted = np.exp(log_likelihood - log_likelihood.max(axis=1, keepdims=True)) * trained
     return weighted / weighted.sum(axis=1, keepdims=True), labels
 
 
@@ -66,7 +70,9 @@ def test_without_shift_both_estimates_are_near_and_their_intervals_cover_the_lab
     windows = 30
     for seed in range(windows):
         probs, labels = _window(SOURCE, 1000, seed=seed)
-        found = estimate(probs, _flags(probs), SOURCE, s=EstimateSettings(draws=100, seed=seed))
+        found = estimate(
+            probs, _flags(probs), Source(SOURCE), s=EstimateSettings(draws=100, seed=seed)
+        )
         truth = _truth(probs, labels)
         assert found.reliable and found.corrected is not None
         assert found.plain.assumption == CBPE and found.corrected.assumption == LABEL_SHIFT
@@ -85,7 +91,8 @@ def test_a_tripled_melanoma_share_is_found_and_corrected_where_cbpe_is_biased() 
     shifted /= shifted.sum()
     probs, labels = _window(shifted, 3000, seed=2)
     plain_em = EstimateSettings(prior_strength=0)  # a large window: no pull to the calibration
-    found, truth = estimate(probs, _flags(probs), SOURCE, s=plain_em), _truth(probs, labels)
+    found = estimate(probs, _flags(probs), Source(SOURCE), s=plain_em)
+    truth = _truth(probs, labels)
     assert found.corrected is not None
     assert found.corrected.priors["mel"] == pytest.approx(np.mean(labels == MEL), abs=0.03)
     assert found.plain.priors["mel"] < shifted[MEL] - 0.05  # the raw outputs under-count them
@@ -99,6 +106,29 @@ def test_a_tripled_melanoma_share_is_found_and_corrected_where_cbpe_is_biased() 
     assert plain > 2 * ours, (ours, plain)
 
 
+def test_a_model_trained_toward_equal_shares_is_estimated_after_its_class_bias() -> None:
+    """A class-balanced sampler trains a model to answer as if the seven classes were equally
+    common, which no temperature undoes. The class bias fitted on a validation window recovers
+    the log-ratio of the shares, and with it the estimate finds the melanoma sensitivity the
+    labels give; without it, it is far off."""
+    equal = np.full(7, 1 / 7)
+    val_probs, val_labels = _window(SOURCE, 4000, seed=11, trained=equal)
+    bias = fit_class_bias(val_probs, val_labels)
+    expected = np.log(SOURCE / equal)
+    assert np.abs(bias - (expected - expected.mean())).max() < 0.35, (bias, expected)
+    probs, labels = _window(SOURCE, 2000, seed=12, trained=equal)
+    flags, truth = _flags(probs), realized(labels, probs.argmax(axis=1), _flags(probs))
+    settings = EstimateSettings(draws=100)
+    fitted = estimate(probs, flags, Source(SOURCE, bias), s=settings).corrected
+    unfitted = estimate(probs, flags, Source(SOURCE), s=settings).corrected
+    assert fitted is not None and unfitted is not None
+    real = truth["melanoma_sensitivity"]
+    error = abs(fitted.melanoma_sensitivity.value - real)
+    assert error < 0.04, (fitted, real)
+    assert fitted.melanoma_sensitivity.lower <= real <= fitted.melanoma_sensitivity.upper
+    assert abs(unfitted.melanoma_sensitivity.value - real) > max(0.1, 3 * error), (unfitted, real)
+
+
 def test_em_recovers_the_priors_of_a_large_window() -> None:
     target = np.array([0.1, 0.1, 0.1, 0.05, 0.3, 0.3, 0.05])
     probs, _ = _window(target, 20000, seed=3)
@@ -110,10 +140,10 @@ def test_em_recovers_the_priors_of_a_large_window() -> None:
 def test_too_few_images_or_rows_that_are_not_probabilities_are_refused() -> None:
     probs, _ = _window(SOURCE, 50, seed=4)
     with pytest.raises(EstimateError, match="50 images; an estimate needs at least 100"):
-        estimate(probs, _flags(probs), SOURCE)
+        estimate(probs, _flags(probs), Source(SOURCE))
     logits = np.random.default_rng(0).normal(0, 3, (200, 7))
     with pytest.raises(EstimateError, match="not probabilities"):
-        estimate(logits, _flags(logits), SOURCE)
+        estimate(logits, _flags(logits), Source(SOURCE))
     with pytest.raises(EstimateError, match="N x 7"):
         estimate(np.full((200, 3), 1 / 3), np.zeros(200, bool))
 
