@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dermaops.errors import ConfigError
+from dermaops.v1 import SHADOW_HEADER
 
 Mode = Literal["kserve", "deployment"]
 MODES: tuple[Mode, ...] = ("kserve", "deployment")
@@ -72,6 +73,7 @@ class DeployRequest:
     version: str
     storage_uri: str
     canary_percent: int | None = None  # None: keep the chart's; 1-100: the new version's share
+    shadow_of: str = ""  # with canary_percent 0: a shadow of this (stable) version, mirrored to
 
     def __post_init__(self) -> None:
         if not self.version:
@@ -81,8 +83,11 @@ class DeployRequest:
                 f"{self.storage_uri} is MLflow's own URI, which KServe's storage initializer "
                 "cannot fetch: deploy the URI of the version's files in the artifact store"
             )
-        if self.canary_percent is not None and not 1 <= self.canary_percent <= 100:
-            raise ConfigError(f"canary percent {self.canary_percent}: give 1 to 100")
+        if (self.canary_percent == 0) != bool(self.shadow_of):
+            raise ConfigError("a shadow is a canary at 0 % that names the stable version it "
+                              "mirrors: give both or neither")  # fmt: skip
+        if self.canary_percent is not None and not 0 <= self.canary_percent <= 100:
+            raise ConfigError(f"canary percent {self.canary_percent}: give 1 to 100")  # 0: shadow
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,12 @@ def plan(request: DeployRequest, release: str, namespace: str, observed: Observe
             without the served predictor to copy.
     """
     name = fullname(release)
+    if request.shadow_of and not (observed.mode == "deployment" and observed.route):
+        raise ConfigError(
+            "a shadow on a cluster is mirrored by the chart's HTTPRoute: serve without KServe "
+            "(kserve.enabled=false) with predictor.canary.enabled=true and "
+            "predictor.canary.parentRefs; elsewhere a rollout starts in its first canary step"
+        )
     if observed.mode == "kserve" and observed.serverless is False:
         patches = [_raw_deployment(request, name, namespace, observed)]
     elif observed.mode == "kserve":
@@ -274,14 +285,17 @@ def _plain_deployments(
     _plain_pod(canary, p)
     canary.changes.append({"op": "replace", "path": "/spec/replicas", "value": pods})
     if observed.route:
-        return [stable, canary, _route_weights(name, namespace, p.canary_percent)]
+        return [stable, canary, _route_weights(name, namespace, p.canary_percent, p.shadow_of)]
     return [stable, canary]
 
 
 def _canary_pods(percent: int, stable: int, route: bool) -> tuple[int, str]:
     """The canary's replicas beside ``stable`` ones, and what share that gives: behind an
-    HTTPRoute its part of the capacity; without one, the nearest replica share (at least one
-    pod), said with the share it really gives."""
+    HTTPRoute its part of the capacity (in a shadow, all of it: every request is mirrored);
+    without one, the nearest replica share (at least one pod), said with the share it really
+    gives."""
+    if route and percent == 0:
+        return stable, f"a shadow: every request mirrored to {stable} canary pod(s), none answered"
     if route:
         pods = max(1, math.ceil(stable * percent / 100))
         return pods, f"{percent} % of the HTTPRoute's traffic to {pods} canary pod(s)"
@@ -305,17 +319,29 @@ def _plain_pod(patch: Patch, p: DeployRequest, version: bool = True) -> None:
         _label(patch, p.version)
 
 
-def _route_weights(name: str, namespace: str, percent: int) -> Patch:
-    """The HTTPRoute's weights: ``100 - percent`` to the stable Service, ``percent`` to the
-    canary's."""
+def _route_weights(name: str, namespace: str, percent: int, shadow_of: str = "") -> Patch:
+    """The HTTPRoute's weights, ``100 - percent`` to the stable Service and ``percent`` to the
+    canary's, and its filters: in a shadow (``shadow_of``), every request marked with
+    :data:`~dermaops.v1.SHADOW_HEADER` and mirrored to the canary; otherwise the header
+    stripped, so that no caller can mark its own requests."""
     patch = Patch("HTTPRoute", "gateway.networking.k8s.io/v1", f"{name}-predictor", namespace)
-    refs = "/spec/rules/0/backendRefs"
+    rule = "/spec/rules/0"
     for index, (track, weight) in enumerate((("stable", 100 - percent), ("canary", percent))):
+        ref = f"{rule}/backendRefs/{index}"
         patch.preconditions.append(
-            PatchPrecondition(f"{refs}/{index}/name", f"{name}-predictor-{track}",
+            PatchPrecondition(f"{ref}/name", f"{name}-predictor-{track}",
                               f"the {track} Service is not backendRefs[{index}] of the route")
         )  # fmt: skip
-        patch.changes.append({"op": "replace", "path": f"{refs}/{index}/weight", "value": weight})
+        patch.changes.append({"op": "replace", "path": f"{ref}/weight", "value": weight})
+    if shadow_of:
+        header = {"set": [{"name": SHADOW_HEADER, "value": shadow_of}]}
+        mirror = {"backendRef": {"name": f"{name}-predictor-canary", "port": 80}}
+        filters = [{"type": "RequestHeaderModifier", "requestHeaderModifier": header},
+                   {"type": "RequestMirror", "requestMirror": mirror}]  # fmt: skip
+    else:
+        filters = [{"type": "RequestHeaderModifier",
+                    "requestHeaderModifier": {"remove": [SHADOW_HEADER]}}]  # fmt: skip
+    patch.changes.append({"op": "add", "path": f"{rule}/filters", "value": filters})
     return patch
 
 

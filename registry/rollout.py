@@ -18,8 +18,10 @@ Where traffic goes: locally the stable predictor mirrors to the challenger
 is ``shadow -> full``. On a cluster each canary step deploys the candidate at the step's
 percent (:mod:`dermaops.deploy`: ``canaryTrafficPercent`` in KServe's Serverless mode,
 ``spec.canary`` in RawDeployment, the canary Deployment and its HTTPRoute weights without
-KServe), ``full`` at 100 %, and a rollback the stable version at 100 %; there is no shadow stage
-there yet.
+KServe), ``full`` at 100 %, and a rollback the stable version at 100 %. Where the release
+mirrors (the plain Deployment's canary behind the chart's HTTPRoute) a cluster rollout starts
+in ``shadow`` too: the route mirrors every request to the canary, marked as a shadow of the
+stable version; in KServe's modes it starts in its first canary step.
 """
 
 from __future__ import annotations
@@ -140,23 +142,32 @@ class RolloutDriver:
             )
         local = isinstance(self.serving, LocalServing)
         settings = self.settings.model_copy(update={"steps": []}) if local else self.settings
-        r = start(self.reg.model_name, stable, candidate, settings, self.clock(), shadow=local)
+        try:
+            shadow = local or (isinstance(self.serving, ClusterServing) and self.serving.mirrors())
+        except DeployError as e:
+            raise RolloutError(f"could not read the release for version {candidate}: {e}") from e
+        r = start(self.reg.model_name, stable, candidate, settings, self.clock(), shadow=shadow)
         if local:
             note = f"version {stable} still served"
         else:  # the caller (the reconciler) holds the promotion lock
             try:
-                done = serve_locked(self.reg, self._weighted(r.current.weight), candidate, stable)
+                done = serve_locked(self.reg, self._weighted(r.current.weight, stable), candidate,
+                                    stable)  # fmt: skip
             except (DeployError, ConfigError) as e:
-                raise RolloutError(f"could not start the canary of version {candidate}: {e}") from e
+                raise RolloutError(
+                    f"could not start the rollout of version {candidate}: {e}"
+                ) from e
             note = done.action
         self.store.save(r)
         self._audit(candidate, f"rollout started in {r.current.label}: {note}")
         return r
 
-    def _weighted(self, weight: int) -> Serving:
-        """The serving target sending ``weight`` percent of traffic to what it deploys."""
+    def _weighted(self, weight: int, stable: str = "") -> Serving:
+        """The serving target sending ``weight`` percent of traffic to what it deploys (0: a
+        shadow of ``stable``, mirrored)."""
         if isinstance(self.serving, ClusterServing):
-            return dataclasses.replace(self.serving, canary_percent=weight)
+            shadow_of = stable if weight == 0 else ""
+            return dataclasses.replace(self.serving, canary_percent=weight, shadow_of=shadow_of)
         return self.serving
 
     def tick(self) -> tuple[Rollout | None, Action]:

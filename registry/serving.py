@@ -22,6 +22,7 @@ from dermaops.deploy import (
     DeployRequest,
     Mode,
     Patch,
+    observe,
     pointer_get,
     read_pointer,
     write_pointer,
@@ -103,6 +104,18 @@ class ClusterServing:
     canary_percent: int | None = None
     mode: Mode | None = None
     where: str = "the cluster"
+    shadow_of: str = ""  # with canary_percent 0: the candidate mirrored from this version
+
+    def mirrors(self) -> bool:
+        """Whether the release can mirror traffic to a candidate (a rollout's shadow stage):
+        the plain Deployment's canary behind the chart's HTTPRoute."""
+        if not connect():
+            return False
+        try:
+            observed = observe(read_release(self.release, self.namespace))
+        except (KubernetesError, ConfigError) as e:
+            raise DeployError(str(e)) from e
+        return observed.mode == "deployment" and observed.canary and observed.route
 
     def version(self) -> str | None:
         if not connect():
@@ -122,7 +135,8 @@ class ClusterServing:
 
     def request(self, reg: Registry, version: str, uri: str = "") -> DeployRequest:
         """What deploying ``version`` changes (its files at ``uri``, else the registry's)."""
-        return DeployRequest(version, uri or storage_uri(reg, version), self.canary_percent)
+        return DeployRequest(version, uri or storage_uri(reg, version), self.canary_percent,
+                             self.shadow_of)  # fmt: skip
 
     def plan(self, reg: Registry, version: str, uri: str = "") -> list[Patch]:
         """The patches :meth:`deploy` would send; nothing is sent (without a cluster, planned

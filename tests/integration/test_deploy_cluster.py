@@ -361,6 +361,34 @@ def _answers(folder: Path, version: str, n: int, flag_every: int) -> None:
                                   "prediction": "mel" if flagged else "nv"}) + "\n")  # fmt: skip
 
 
+def _paired(folder: Path, stable: str, candidate: str, n: int, lost: bool) -> None:
+    """``n`` requests answered by ``stable`` and mirrored to ``candidate`` (one request id, the
+    candidate's marked shadow), one in four flagged melanoma by the stable version; ``lost``:
+    the candidate flags none of them."""
+    from dermaops.inference_log import LOG_NAME
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    with (folder / LOG_NAME).open("a") as log:
+        for i in range(n):
+            flagged = i % 4 == 0
+            kept = flagged and not lost
+            common = {"time": now, "request_id": f"{stable}-{candidate}-{i}",
+                      "in_distribution": True}  # fmt: skip
+            for version, flag, shadow in (
+                (stable, flagged, {}),
+                (candidate, kept, {"shadow": True}),
+            ):
+                record = {
+                    **common,
+                    "model_version": version,
+                    "melanoma": flag,
+                    "prediction": "mel" if flag else "nv",
+                    "p_mel": 0.9 if flag else 0.1,
+                }
+                log.write(json.dumps(record | shadow) + "\n")
+
+
 @dataclass
 class OnRelease:
     """A rollout driven on a release the loopback API holds: three registered versions, the
@@ -395,7 +423,7 @@ def _rollout_on_release(
         assert promote_stored(reg, first, None, False).promoted
         assert reconcile(reg, release).served == first
         settings = RolloutSettings(enabled=True, steps=[10, 50], min_stage_s=0,
-                                   judge=JudgeSettings(min_requests=50))  # fmt: skip
+                                   judge=JudgeSettings(min_requests=50, min_pairs=50))  # fmt: skip
         driver = RolloutDriver(reg, release, RolloutStore(tmp_path / "state"), settings,
                                log_records(logs))  # fmt: skip
         yield OnRelease(api, reg, release, driver, logs, (first, second, third))
@@ -496,4 +524,55 @@ def test_a_rollout_in_rawdeployment_mode_adds_and_drops_the_inferenceservices_ca
         r, done = driver.tick()
         assert done == "roll_back" and r is not None and r.status == "rolled_back", r
         assert "canary" not in spec() and versions(spec()["predictor"]) == second
+        assert release.version() == second and alias_version(reg, "champion") == second
+
+
+def test_a_rollout_without_kserve_starts_in_a_mirrored_shadow_and_moves_the_routes_weights(
+    tmp_path: Path, trained: Trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plain Deployment behind the chart's HTTPRoute: the rollout starts in shadow (the route
+    mirrors every request to the canary Deployment, marked a shadow of the stable version, its
+    weights 100/0), moves on the paired checks to 10 and 50 % and is promoted (the stable
+    Deployment serves the candidate, the canary at 0 pods, the route 100/0 and stripping the
+    header again); a candidate that lost its melanoma flags is rolled back in its shadow."""
+    from dermaops.registry.promotion import alias_version, promote_stored
+    from dermaops.registry.reconcile import reconcile
+
+    objects = render(*URI, "--set", "kserve.enabled=false",
+                     "--set", "predictor.canary.enabled=true",
+                     "--set", "predictor.canary.parentRefs[0].name=clinic-gateway")  # fmt: skip
+    with _rollout_on_release(objects, tmp_path, trained, monkeypatch, "kfp-plain") as on:
+        api, reg, release, driver, logs = on.api, on.reg, on.release, on.driver, on.logs
+        first, second, third = on.versions
+        route, canary = (f"{PATHS['HTTPRoute']}/dermaops-predictor",
+                         f"{PATHS['Deployment']}/dermaops-predictor-canary")  # fmt: skip
+
+        def weights(api: FakeApi = api) -> list[int]:
+            return [ref["weight"] for ref in api.objects[route]["spec"]["rules"][0]["backendRefs"]]
+
+        def mirrored(api: FakeApi = api) -> bool:
+            filters = api.objects[route]["spec"]["rules"][0]["filters"]
+            return any(f["type"] == "RequestMirror" for f in filters)
+
+        assert promote_stored(reg, second, None, False).promoted
+        assert "rolling out (shadow)" in reconcile(reg, release, driver).action
+        assert mirrored() and weights() == [100, 0] and api.objects[canary]["spec"]["replicas"] == 1
+        _paired(logs, first, second, 60, lost=False)
+        r, done = driver.tick()
+        assert done == "next" and weights() == [90, 10] and not mirrored(), r
+        for expected, action in (([50, 50], "next"), ([100, 0], "promote")):
+            _answers(logs, first, 60, 4)
+            _answers(logs, second, 60, 4)
+            r, done = driver.tick()
+            assert done == action and weights() == expected, r
+        assert r is not None and r.status == "promoted" and release.version() == second
+        assert api.objects[canary]["spec"]["replicas"] == 0 and not mirrored()
+
+        assert promote_stored(reg, third, None, False).promoted
+        assert "rolling out (shadow)" in reconcile(reg, release, driver).action
+        _paired(logs, second, third, 60, lost=True)
+        r, done = driver.tick()
+        assert done == "roll_back" and r is not None and r.status == "rolled_back", r
+        assert r.last is not None and "melanoma_flips" in r.last.reason
+        assert weights() == [100, 0] and not mirrored()
         assert release.version() == second and alias_version(reg, "champion") == second

@@ -19,6 +19,8 @@ import yaml
 
 from dermaops.deploy import DeployRequest, Observed, Patch, observe, plan
 from dermaops.errors import ConfigError
+from dermaops.serving.__main__ import settings_from
+from dermaops.v1 import SHADOW_HEADER
 from tests.k8s.chart import CHART, KUBE_VERSION, URI, render
 from tests.k8s.conftest import find_tool
 
@@ -223,6 +225,37 @@ GATEWAY = ["--set", "predictor.canary.parentRefs[0].name=clinic-gateway",
            "--set", "predictor.canary.parentRefs[0].namespace=istio-system"]  # fmt: skip
 
 
+def _render_route_filters(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    (route,) = [d for d in docs if d["kind"] == "HTTPRoute"]
+    filters: list[dict[str, Any]] = route["spec"]["rules"][0]["filters"]
+    return filters
+
+
+def test_the_chart_and_the_deploy_name_the_same_shadow_header_and_only_the_canary_reads_it(
+) -> None:  # fmt: skip
+    """The header the route strips (as rendered) and sets in a shadow (as planned) is the one the
+    predictor reads, and only the canary's container is told to read it (the real settings
+    loader on the rendered env)."""
+    docs = render(*PLAIN_CANARY, *GATEWAY)
+    assert _render_route_filters(docs) == [
+        {"type": "RequestHeaderModifier", "requestHeaderModifier": {"remove": [SHADOW_HEADER]}}
+    ]
+    for name, challenger in (("dermaops-predictor", False), ("dermaops-predictor-canary", True)):
+        (deployment,) = [d for d in docs if d["kind"] == "Deployment"
+                         and d["metadata"]["name"] == name]  # fmt: skip
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+        assert settings_from(container["args"], env)[1].challenger is challenger, name
+    with pytest.raises(ConfigError, match="mirrored by the chart's HTTPRoute"):
+        plan(DeployRequest("9", NEW_URI, 0, shadow_of="3"), "dermaops", "dermaops",
+             observe(_release(render(*PLAIN_CANARY))))  # fmt: skip
+    with pytest.raises(ConfigError, match="mirrored by the chart's HTTPRoute"):
+        plan(DeployRequest("9", NEW_URI, 0, shadow_of="3"), "dermaops", "dermaops",
+             Observed("kserve", False))  # fmt: skip
+    with pytest.raises(ConfigError, match="give both or neither"):
+        DeployRequest("9", NEW_URI, 0)
+
+
 def _weights(route: dict[str, Any]) -> list[int]:
     return [ref["weight"] for ref in route["spec"]["rules"][0]["backendRefs"]]
 
@@ -265,7 +298,18 @@ def test_a_plain_deployment_canary_scales_its_own_deployment_and_full_scales_it_
                 kubernetes_validate.validate(after[key], KUBE_VERSION, strict=True)
         return after
 
-    canary = step(release, DeployRequest("9", NEW_URI, 10))
+    if route:  # a rollout's shadow first: every request mirrored to the canary, marked
+        shadow = step(release, DeployRequest("9", NEW_URI, 0, shadow_of="3"))
+        assert _weights(shadow["route"]) == [100, 0] and shadow["canary"]["spec"]["replicas"] == 3
+        assert shadow["route"]["spec"]["rules"][0]["filters"] == [
+            {"type": "RequestHeaderModifier",
+             "requestHeaderModifier": {"set": [{"name": SHADOW_HEADER, "value": "3"}]}},
+            {"type": "RequestMirror", "requestMirror": {
+                "backendRef": {"name": "dermaops-predictor-canary", "port": 80}}},
+        ]  # fmt: skip
+    canary = step(shadow if route else release, DeployRequest("9", NEW_URI, 10))
+    if route:  # callers cannot mark their own requests as shadows
+        assert canary["route"]["spec"]["rules"][0]["filters"] == _render_route_filters(docs)
     assert set(differences(release["predictor"], canary["predictor"])) == {
         "/metadata/labels/dermaops.io~1model-version"}, "the stable pods as they were"  # fmt: skip
     pod = canary["canary"]["spec"]["template"]["spec"]

@@ -68,6 +68,15 @@ seccompProfile:
 
 {{/* The predictor container, the same under KServe and in the plain Deployment. */}}
 {{- define "dermaops.predictorContainer" -}}
+{{ include "dermaops.trackContainer" (list . "stable") }}
+{{- end -}}
+
+{{/* The predictor container of one track: include with (list . "stable") or (list . "canary").
+     The canary's logs the requests a rollout's shadow mirrors to it (they carry
+     x-dermaops-shadow-of, which the HTTPRoute sets only then) as shadow answers. */}}
+{{- define "dermaops.trackContainer" -}}
+{{- $track := index . 1 -}}
+{{- with index . 0 -}}
 {{- if and (eq .Values.predictor.precision "int8") (or .Values.predictor.gpu.enabled (has .Values.predictor.backend (list "torch" "cuda"))) }}
 {{- fail "predictor.precision int8 runs the INT8 ONNX graph on CPUs; with predictor.gpu.enabled or a torch backend the predictor runs torch (CUDA in fp16): set precision auto or fp32, or backend onnx" }}
 {{- end }}
@@ -115,6 +124,10 @@ env:
   - name: DERMAOPS_MONITOR_TOKEN_FILE
     value: /var/run/secrets/dermaops/monitor-token/token
   {{- end }}
+  {{- if eq $track "canary" }}
+  - name: DERMAOPS_SERVING_CHALLENGER
+    value: "true"
+  {{- end }}
   {{- with .Values.predictor.env }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -150,6 +163,7 @@ volumeMounts:
   {{- if .Values.monitor.enabled }}
   - {name: monitor-token, mountPath: /var/run/secrets/dermaops/monitor-token, readOnly: true}
   {{- end }}
+{{- end -}}
 {{- end -}}
 
 {{/* The predictor's volumes besides the model: scratch space and the monitor's token. */}}
@@ -289,7 +303,7 @@ spec:
       initContainers:
         - {{ include "dermaops.storageInitializer" . | nindent 10 | trim }}
       containers:
-        - {{ include "dermaops.predictorContainer" . | nindent 10 | trim }}
+        - {{ include "dermaops.trackContainer" (list . $track) | nindent 10 | trim }}
             - {name: model, mountPath: /mnt/models, readOnly: true}
       volumes:
         {{- include "dermaops.predictorVolumes" . | nindent 8 }}
