@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from dermaops.serving.admission import (
         Admission,
+        CountedResponses,
         OneVersion,
         ReadOnlyRepository,
         admission_limits,
@@ -95,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     app.add_middleware(OneVersion, name=model.name, version=model.version)
     app.add_middleware(ReadOnlyRepository)
     limits = admission_limits(settings, model.threads)  # after the load: what the model holds
-    app.add_middleware(Admission, limits=limits)  # outermost: before anything reads a body
+    app.add_middleware(Admission, limits=limits)  # before anything reads a body
+    app.add_middleware(CountedResponses, version=model.version)  # outermost: refusals count
     publish_v1(app)
     server = kserve.ModelServer(
         http_port=args.http_port,

@@ -38,7 +38,15 @@ import psutil
 
 from dermaops.serving.binary import App, Message, Receive, Scope, Send
 from dermaops.serving.settings import ServingSettings
-from dermaops.serving.telemetry import BYTES_IN_FLIGHT, IN_FLIGHT, QUEUE_WAIT, QUEUED, REFUSED
+from dermaops.serving.telemetry import (
+    BYTES_IN_FLIGHT,
+    IN_FLIGHT,
+    QUEUE_WAIT,
+    QUEUED,
+    REFUSED,
+    RESPONSES,
+    STATUS_CLASSES,
+)
 
 REPOSITORY_PREFIX = "/v2/repository/"
 READ_ONLY = (
@@ -354,6 +362,35 @@ def _replay(chunks: deque[bytes], receive: Receive) -> Receive:
         return await receive()
 
     return replayed
+
+
+class CountedResponses:
+    """ASGI middleware: each inference request's answer counted by the served version and its
+    status class (``dermaops_inference_responses_total``); one that raised counts as 5xx. Added
+    outermost, so refusals before the model count too."""
+
+    def __init__(self, app: App, version: str):
+        self.app = app
+        self.version = version
+        for code in STATUS_CLASSES:  # every series from the start, at 0, so increase() has data
+            RESPONSES.labels(version, code)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not INFERENCE_PATH.match(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def counted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counted)
+        finally:
+            RESPONSES.labels(self.version, f"{min(status // 100, 5)}xx").inc()
 
 
 VERSION_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)(?P<rest>/.*)?$")

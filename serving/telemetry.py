@@ -57,6 +57,14 @@ THREADS = Gauge(
     ["source"],
 )
 ERRORS = Counter("dermaops_request_errors", "Rejected or failed requests, by reason.", ["reason"])
+RESPONSES = Counter(
+    "dermaops_inference_responses",
+    "Answers to inference requests (v1 predict and explain, v2 infer), refusals included, by "
+    "model version and status class (2xx, 4xx, 5xx): a rollout's judge reads a canary's 5xx "
+    "share from it.",
+    ["model_version", "code"],
+)
+STATUS_CLASSES = ("2xx", "4xx", "5xx")
 REFUSED = Counter(
     "dermaops_requests_refused",
     "Inference requests refused before the model saw them, by reason: body_too_large (413), "

@@ -1,8 +1,9 @@
 """The ``dermaops`` command line: one module per command group, each reaching one layer lazily.
 
 ``data`` (data, feedback, bench prepare), ``train`` (train, baseline, evaluate, gate, bench
-train), ``platform`` (pipeline, registry, deploy: kfp and MLflow), ``serving`` (serve, predict,
-traffic, ui, monitor, bench serve: KServe and Evidently); ``app`` puts them together.
+train), ``pipeline`` (kfp), ``registry`` (registry, deploy: MLflow and the cluster),
+``rollout``, ``serving`` (serve, predict, traffic, ui, monitor, bench serve: KServe and
+Evidently); ``app`` puts them together.
 """
 
 from dermaops.cli.app import app, main

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from dermaops.cli import data, platform, rollout, serving, train
+from dermaops.cli import data, pipeline, registry, rollout, serving, train
 from dermaops.errors import DermaOpsError
 
 log = logging.getLogger("dermaops")
@@ -29,15 +29,15 @@ bench_app = typer.Typer(
 app.add_typer(data.data_app, name="data")
 app.add_typer(data.feedback_app, name="feedback")
 app.add_typer(bench_app, name="bench")
-app.add_typer(platform.pipeline_app, name="pipeline")
-app.add_typer(platform.registry_app, name="registry")
+app.add_typer(pipeline.pipeline_app, name="pipeline")
+app.add_typer(registry.registry_app, name="registry")
 app.add_typer(rollout.rollout_app, name="rollout")
 app.add_typer(serving.monitor_app, name="monitor")
 app.command("train")(train.train_command)
 app.command("baseline")(train.baseline_command)
 app.command("evaluate")(train.evaluate_command)
 app.command("gate")(train.gate_command)
-app.command("deploy")(platform.deploy)
+app.command("deploy")(registry.deploy)
 app.command("serve")(serving.serve)
 app.command("predict")(serving.predict)
 app.command("traffic")(serving.traffic)

@@ -25,6 +25,24 @@ SHADOW_ERRORS = (
 )
 
 
+# By version: a candidate's own answers, refusals included (serving/telemetry.py's RESPONSES),
+# where nothing mirrors to it from the stable predictor (a canary step, or a shadow the
+# gateway mirrors).
+VERSION_REQUESTS = (
+    "sum(increase(dermaops_inference_responses_total{{model_version={version}}}[{window}]))"
+)
+VERSION_ERRORS = (
+    "sum(increase(dermaops_inference_responses_total"
+    '{{model_version={version},code="5xx"}}[{window}]))'
+)
+
+
+def label_value(value: str) -> str:
+    """A PromQL string literal of ``value``."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
 @dataclass(frozen=True)
 class PrometheusCounts:
     """The challenger's request and 5xx counts from the Prometheus at ``url`` (its HTTP API)."""
@@ -33,18 +51,22 @@ class PrometheusCounts:
     timeout: float = 10.0
 
     def __call__(self, r: Rollout) -> ErrorCounts | None:
-        """The counts over ``r``'s stage so far; None in a canary step (the predictor does not
-        count its own 5xx by version yet).
+        """The candidate's requests and 5xx over ``r``'s stage so far: in shadow, those the
+        stable predictor mirrored (a challenger that is down fails there), else, and in a
+        shadow the gateway mirrors, the candidate's own answers by version.
 
         Raises:
             RolloutError: Prometheus did not answer, or answered an error: the stage waits.
         """
-        if r.current.name != "shadow":
-            return None
         window = f"{max(1, round(time.time() - r.stage_started))}s"
+        if r.current.name == "shadow":
+            mirrored = self.scalar(SHADOW_REQUESTS.format(window=window))
+            if mirrored:
+                return ErrorCounts(self.scalar(SHADOW_ERRORS.format(window=window)), mirrored)
+        version = label_value(r.candidate)
         return ErrorCounts(
-            errors=self.scalar(SHADOW_ERRORS.format(window=window)),
-            requests=self.scalar(SHADOW_REQUESTS.format(window=window)),
+            errors=self.scalar(VERSION_ERRORS.format(version=version, window=window)),
+            requests=self.scalar(VERSION_REQUESTS.format(version=version, window=window)),
         )
 
     def scalar(self, expr: str) -> float:

@@ -16,6 +16,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prometheus_client import start_http_server
 
@@ -37,7 +38,7 @@ from dermaops.registry.reconcile import reconcile
 from dermaops.registry.rollout import RolloutDriver, judge_stage, log_records
 from dermaops.registry.serving import LocalServing
 from dermaops.registry.tags import ROLLOUT_TAG
-from dermaops.rollout.judge import JudgeSettings
+from dermaops.rollout.judge import ErrorCounts, JudgeSettings
 from dermaops.rollout.plan import Rollout, RolloutSettings, RolloutStore, advance
 from dermaops.rollout.plan import start as begin
 from dermaops.rollout.queries import PrometheusCounts
@@ -200,6 +201,7 @@ def test_a_challenger_that_fails_is_judged_at_once_on_the_counts_the_real_promet
     """The stable predictor mirrors to a challenger that answers 500; Prometheus scrapes the
     stable's counters, the judge asks it (the queries of dermaops/rollout/queries.py) and fails
     the shadow stage on a handful of requests, long before enough pairs for the paired checks.
+    A canary step reads the stable version's own answers by version from the same Prometheus.
     The monitor's rollout gauges, scraped by the same Prometheus, then give every query of the
     dashboard's rollout row a series."""
 
@@ -254,6 +256,8 @@ def test_a_challenger_that_fails_is_judged_at_once_on_the_counts_the_real_promet
         paired = next(c for c in verdict.checks if c.name == "melanoma_flips")
         assert paired.verdict == "no_data"  # nothing the challenger answered was logged
 
+        _a_canary_reads_its_own_answers(counts, live.url, requests, r.stage_started)
+
         export(ended, monitor.metrics)  # what the monitor's pass exports after the verdict
         row = [e for e in dashboard_expressions() if "rollout" in e or "shadow" in e]
         assert len(row) == 5
@@ -267,6 +271,25 @@ def test_a_challenger_that_fails_is_judged_at_once_on_the_counts_the_real_promet
         assert not empty(), f"the rollout row's queries without data: {empty()}"
         (stage,) = _query(prometheus_url, row[0])
         assert stage["metric"] == {"phase": "shadow", "status": "rolled_back"}
+
+
+def _a_canary_reads_its_own_answers(
+    counts: PrometheusCounts, url: str, requests: int, started: float
+) -> None:
+    """A canary step of version 1 reads its own answers by version from the same Prometheus:
+    every request answered (the mirror's failures were the challenger's), one bad body a 4xx,
+    none a 5xx; a version nobody serves has no requests, which is no data, not a pass."""
+    bad = httpx.post(f"{url}/v1/models/dermaops:predict", json={"instances": "no"})
+    assert bad.status_code == 400
+    canary = RolloutSettings(enabled=True, steps=[10])
+    stepped = begin("dermaops", "0", "1", canary, now=started, shadow=False)
+    deadline = time.monotonic() + 30
+    while (own := counts(stepped)).requests < requests + 1:  # increase() extrapolates
+        assert time.monotonic() < deadline, f"not the predictor's own answers: {own}"
+        time.sleep(1)
+    assert own.errors == 0 and own.requests < 2 * (requests + 1), own
+    elsewhere = begin("dermaops", "1", "7", canary, now=started, shadow=False)
+    assert counts(elsewhere) == ErrorCounts(errors=0, requests=0)
 
 
 WRITER = """

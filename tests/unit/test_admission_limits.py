@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,3 +114,33 @@ def test_a_wait_that_runs_out_leaves_the_line_and_loses_no_place() -> None:
         await places.take(timeout=0.02)  # and a newcomer takes it at once
 
     asyncio.run(run())
+
+
+def test_inference_answers_are_counted_by_version_and_status_class() -> None:
+    """What a canary's 5xx share is read from: every inference answer counted once under the
+    served version (2xx, 4xx, 5xx; an app that raised is a 5xx), other paths not at all."""
+    from dermaops.serving.telemetry import RESPONSES
+
+    answers = {"/v1/models/m:predict": 200, "/v1/models/m:explain": 400,
+               "/v2/models/m/infer": 503, "/v2/models/m/ready": 200, "/metrics": 200}  # fmt: skip
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/v2/models/m/versions/2/infer":
+            raise RuntimeError("the model failed")
+        await send({"type": "http.response.start", "status": answers[scope["path"]]})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def sent(message: Any) -> None:
+        pass
+
+    def counts() -> dict[str, float]:
+        return {code: RESPONSES.labels("counted-9", code)._value.get()
+                for code in ("2xx", "4xx", "5xx")}  # fmt: skip
+
+    counted = admission.CountedResponses(app, version="counted-9")
+    assert counts() == {"2xx": 0, "4xx": 0, "5xx": 0}, "every series from the start"
+    for path in answers:
+        asyncio.run(counted({"type": "http", "path": path}, sent, sent))
+    with pytest.raises(RuntimeError):
+        asyncio.run(counted({"type": "http", "path": "/v2/models/m/versions/2/infer"}, sent, sent))
+    assert counts() == {"2xx": 1, "4xx": 1, "5xx": 2}
