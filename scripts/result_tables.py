@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 RESULTS = DOCS / "results"
 #: The result files the tables show.
-SHOWN = ("prepare", "train", "serve", "serve-precision", "estimate", "rollout", "soak",
-         "container-memory", "trainjob-local")  # fmt: skip
+SHOWN = ("prepare", "train", "serve", "serve-precision", "serve-precision-resnet50", "estimate",
+         "rollout", "soak", "container-memory", "trainjob-local")  # fmt: skip
 
 Result = dict[str, Any]
 
@@ -81,12 +81,10 @@ def machines(names: list[str]) -> str:
 def benchmarks() -> str:
     """prepare, train, serve and INT8 serve: each a ratio against its baseline in the same run."""
     prepare, train, serve = load("prepare"), load("train"), load("serve")
-    int8 = load("serve-precision")
     first = serve["served"][0]
     levels = ", ".join(f"{_n(level['images_per_s'])} images/s at {level['concurrency']} in flight"
                        for level in serve["served"])  # fmt: skip
     phases = ", ".join(f"{k} {_n(v)} ms" for k, v in serve["server_phases_ms"].items())
-    deltas = ", ".join(f"{k} {v:+.2f}" for k, v in int8["accuracy_deltas_points"].items())
     rows = [
         ("`bench prepare`",
          f"{_n(prepare['images'])} generated images, {prepare['workers']} workers, cache "
@@ -107,16 +105,23 @@ def benchmarks() -> str:
          f"inside the predictor: {phases}; {serve['errors']} errors",
          f"in process p50 {_n(serve['in_process']['p50_ms'])} ms (decode + forward)",
          f"{serve['ratio_p50_vs_in_process']}x the raw model", _link("serve")),
-        ("`bench serve --precision compare`",
-         f"{int8['arch']} at {int8['image_size']} px, INT8 {int8['recipe']}",
-         f"INT8 served p50 {_n(int8['served_int8']['p50_ms'])} ms; test-split change in "
-         f"points: {deltas}; {int8['errors']} errors",
-         f"fp32 served p50 {_n(int8['served_fp32']['p50_ms'])} ms",
-         f"{int8['ratio_int8_vs_fp32_served_p50']}x fp32", _link("serve-precision")),
+        *(_int8_row(name) for name in ("serve-precision", "serve-precision-resnet50")),
     ]  # fmt: skip
-    names = ["prepare", "train", "serve", "serve-precision"]
+    names = ["prepare", "train", "serve", "serve-precision", "serve-precision-resnet50"]
     return _table(("benchmark", "what ran", "measured", "against, in the same run", "ratio",
                    "result"), rows) + "\n" + machines(names) + "\n"  # fmt: skip
+
+
+def _int8_row(name: str) -> tuple[str, ...]:
+    """``bench serve --precision compare``: the INT8 graph against fp32, served alike."""
+    int8 = load(name)
+    deltas = ", ".join(f"{k} {v:+.2f}" for k, v in int8["accuracy_deltas_points"].items())
+    return ("`bench serve --precision compare`",
+            f"{int8['arch']} at {int8['image_size']} px, INT8 {int8['recipe']}",
+            f"INT8 served p50 {_n(int8['served_int8']['p50_ms'])} ms; test-split change in "
+            f"points: {deltas}; {int8['errors']} errors",
+            f"fp32 served p50 {_n(int8['served_fp32']['p50_ms'])} ms",
+            f"{int8['ratio_int8_vs_fp32_served_p50']}x fp32", _link(name))  # fmt: skip
 
 
 def estimate() -> str:
