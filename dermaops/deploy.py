@@ -87,7 +87,7 @@ class DeployRequest:
             raise ConfigError("a shadow is a canary at 0 % that names the stable version it "
                               "mirrors: give both or neither")  # fmt: skip
         if self.canary_percent is not None and not 0 <= self.canary_percent <= 100:
-            raise ConfigError(f"canary percent {self.canary_percent}: give 1 to 100")  # 0: shadow
+            raise ConfigError(f"canary percent {self.canary_percent}: give 1 to 100")
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,7 @@ def plan(request: DeployRequest, release: str, namespace: str, observed: Observe
         patches = _plain_deployments(request, name, namespace, observed)
     else:
         raise ConfigError(f"deploy mode {observed.mode!r}: use one of {', '.join(MODES)}")
-    if observed.monitor:
+    if observed.monitor and not request.shadow_of:  # a shadow answers no one: the reference stays
         patches.append(_monitor(request, name, namespace, observed.monitor_fetches_model))
     return patches
 
@@ -299,7 +299,8 @@ def _canary_pods(percent: int, stable: int, route: bool) -> tuple[int, str]:
     if route:
         pods = max(1, math.ceil(stable * percent / 100))
         return pods, f"{percent} % of the HTTPRoute's traffic to {pods} canary pod(s)"
-    pods = max(1, round(stable * percent / (100 - percent)))
+    # At most as many as the stable's: past half, a replica share would outgrow the release.
+    pods = min(stable, max(1, round(stable * percent / (100 - percent))))
     share = 100 * pods / (stable + pods)
     return pods, (
         f"canary {pods} of {stable + pods} pods: about {share:.0f} % of the predictor Service's "

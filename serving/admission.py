@@ -366,8 +366,9 @@ def _replay(chunks: deque[bytes], receive: Receive) -> Receive:
 
 class CountedResponses:
     """ASGI middleware: each inference request's answer counted by the served version and its
-    status class (``dermaops_inference_responses_total``); one that raised counts as 5xx. Added
-    outermost, so refusals before the model count too."""
+    status class (``dermaops_inference_responses_total``); one that raised counts as 5xx, one
+    cancelled (the caller gone) not at all. Added outermost, so refusals before the model count
+    too."""
 
     def __init__(self, app: App, version: str):
         self.app = app
@@ -389,8 +390,12 @@ class CountedResponses:
 
         try:
             await self.app(scope, receive, counted)
-        finally:
-            RESPONSES.labels(self.version, f"{min(status // 100, 5)}xx").inc()
+        except asyncio.CancelledError:  # the caller went away: no answer to count
+            raise
+        except BaseException:
+            RESPONSES.labels(self.version, "5xx").inc()
+            raise
+        RESPONSES.labels(self.version, f"{min(status // 100, 5)}xx").inc()
 
 
 VERSION_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)(?P<rest>/.*)?$")

@@ -26,31 +26,46 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
 
 
 BIAS_BOUND = 6.0  # a class seen a few times in validation cannot swing its bias further
+BIAS_MIN_IMAGES = 5  # a class seen fewer times in validation keeps bias 0: no share to match
 
 
 def fit_class_bias(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """The per-class bias b minimising validation NLL of softmax(log p + b), mean zero.
+    """The per-class bias b minimising validation NLL of softmax(log p + b).
 
     Temperature scaling leaves the class shares a model was trained toward (a class-balanced
     sampler trains toward equal shares) in its probabilities; this bias moves them to the shares
     validation has, so that each class's probabilities are calibrated in the mean, which is
     what re-weighting to another clinic's priors needs (bias-corrected calibration, Alexandari,
     Kundaje and Shrikumar, ICML 2020). The answers keep the temperature-scaled probabilities.
+    A class validation holds fewer than ``BIAS_MIN_IMAGES`` images of has no share to match: the
+    fit runs among the others (its images and its column left out), and it gets their mean bias,
+    its odds against the average class kept (absent, it would fall to the bound, and the
+    estimates would call the class impossible).
     """
     from scipy.optimize import minimize  # only fitting needs scipy, not serving
 
-    log_p = np.log(np.clip(probs, 1e-12, 1.0))
-    rows = np.arange(len(labels))
+    counts = np.bincount(labels, minlength=probs.shape[1])
+    free = counts >= BIAS_MIN_IMAGES
+    if free.sum() < 2:
+        return np.zeros(probs.shape[1])
+    kept = free[labels]
+    log_p = np.log(np.clip(probs[kept][:, free], 1e-12, 1.0))
+    index = np.cumsum(free) - 1  # a free class's column among the free ones
+    among = index[labels[kept]]
+    rows = np.arange(len(among))
+    shares = counts[free] / len(among)
 
     def nll(bias: np.ndarray) -> tuple[float, np.ndarray]:
         shifted = apply_bias(log_p, bias, already_log=True)
-        gradient = shifted.mean(axis=0) - np.bincount(labels, minlength=probs.shape[1]) / len(rows)
-        return float(-np.log(np.clip(shifted[rows, labels], 1e-12, 1.0)).mean()), gradient
+        gradient = shifted.mean(axis=0) - shares
+        return float(-np.log(np.clip(shifted[rows, among], 1e-12, 1.0)).mean()), gradient
 
-    bounds = [(-BIAS_BOUND, BIAS_BOUND)] * probs.shape[1]
-    found = minimize(nll, np.zeros(probs.shape[1]), jac=True, method="L-BFGS-B", bounds=bounds)
-    bias: np.ndarray = found.x - found.x.mean()
-    return bias
+    bounds = [(-BIAS_BOUND, BIAS_BOUND)] * int(free.sum())
+    found = minimize(nll, np.zeros(int(free.sum())), jac=True, method="L-BFGS-B", bounds=bounds)
+    bias = np.full(probs.shape[1], float(found.x.mean()))
+    bias[free] = found.x
+    centred: np.ndarray = bias - bias.mean()
+    return centred
 
 
 def apply_bias(probs: np.ndarray, bias: np.ndarray, already_log: bool = False) -> np.ndarray:

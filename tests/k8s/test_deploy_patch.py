@@ -261,6 +261,25 @@ def _weights(route: dict[str, Any]) -> list[int]:
 
 
 @pytest.mark.parametrize("route", [True, False], ids=["httproute", "replicas"])
+def test_a_plain_canary_is_reached_only_where_its_route_or_the_replica_share_says(
+    route: bool,
+) -> None:
+    """The canary Service reaches the canary alone; the predictor Service (the UI's) spans both
+    Deployments for a replica share, but behind the route only the stable: there the route
+    alone sends to the canary, its weight or a shadow's mirror."""
+    docs = render(*PLAIN_CANARY, *(GATEWAY if route else []))
+    services = {d["metadata"]["name"]: d["spec"]["selector"].items()
+                for d in docs if d["kind"] == "Service"}  # fmt: skip
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"].items()
+            for d in docs if d["kind"] == "Deployment"}  # fmt: skip
+    stable, canary = pods["dermaops-predictor"], pods["dermaops-predictor-canary"]
+    assert services["dermaops-predictor-canary"] <= canary
+    assert not services["dermaops-predictor-canary"] <= stable
+    assert services["dermaops-predictor"] <= stable
+    assert (services["dermaops-predictor"] <= canary) is not route
+
+
+@pytest.mark.parametrize("route", [True, False], ids=["httproute", "replicas"])
 def test_a_plain_deployment_canary_scales_its_own_deployment_and_full_scales_it_away(
     route: bool, tmp_path: Path, validate_custom_resource: Callable[[dict[str, Any]], None]
 ) -> None:
@@ -272,14 +291,6 @@ def test_a_plain_deployment_canary_scales_its_own_deployment_and_full_scales_it_
     docs = render(*PLAIN_CANARY, *(GATEWAY if route else []))
     release = {key: obj for key, obj in _release(docs).items() if obj is not None}
     assert ("route" in release) is route
-    services = {
-        d["metadata"]["name"]: d["spec"]["selector"] for d in docs if d["kind"] == "Service"
-    }
-    pods = {key: release[key]["spec"]["template"]["metadata"]["labels"]
-            for key in ("predictor", "canary")}  # fmt: skip
-    for name in ("dermaops-predictor", "dermaops-predictor-canary"):
-        assert services[name].items() <= pods["canary"].items(), f"{name} reaches the canary"
-    assert not services["dermaops-predictor-canary"].items() <= pods["predictor"].items()
     keys = {"dermaops-predictor": "predictor", "dermaops-predictor-canary": "canary",
             "dermaops-monitor": "monitor"}  # fmt: skip
 
@@ -321,6 +332,8 @@ def test_a_plain_deployment_canary_scales_its_own_deployment_and_full_scales_it_
     else:  # one pod beside the stable three: the least share there is, and said so
         (note,) = [p.note for p in planned(release, DeployRequest("9", NEW_URI, 10)) if p.note]
         assert "1 of 4 pods: about 25 %" in note and "asked 10 %" in note
+        (most,) = [p for p in planned(release, DeployRequest("9", NEW_URI, 90)) if p.note]
+        assert "canary 3 of 6 pods: about 50 %" in most.note, "never more pods than the stable"
 
     full = step(canary, DeployRequest("9", NEW_URI))
     assert full["canary"]["spec"]["replicas"] == 0

@@ -119,7 +119,7 @@ def test_a_wait_that_runs_out_leaves_the_line_and_loses_no_place() -> None:
 def test_inference_answers_are_counted_by_version_and_status_class() -> None:
     """What a canary's 5xx share is read from: every inference answer counted once under the
     served version (2xx, 4xx, 5xx; an app that raised is a 5xx), other paths not at all."""
-    from dermaops.serving.telemetry import RESPONSES
+    from prometheus_client import REGISTRY
 
     answers = {"/v1/models/m:predict": 200, "/v1/models/m:explain": 400,
                "/v2/models/m/infer": 503, "/v2/models/m/ready": 200, "/metrics": 200}  # fmt: skip
@@ -133,10 +133,12 @@ def test_inference_answers_are_counted_by_version_and_status_class() -> None:
     async def sent(message: Any) -> None:
         pass
 
-    def counts() -> dict[str, float]:
-        return {code: RESPONSES.labels("counted-9", code)._value.get()
+    def counts() -> dict[str, float | None]:
+        return {code: REGISTRY.get_sample_value("dermaops_inference_responses_total",
+                                                {"model_version": "counted-9", "code": code})
                 for code in ("2xx", "4xx", "5xx")}  # fmt: skip
 
+    assert set(counts().values()) == {None}
     counted = admission.CountedResponses(app, version="counted-9")
     assert counts() == {"2xx": 0, "4xx": 0, "5xx": 0}, "every series from the start"
     for path in answers:
@@ -144,3 +146,11 @@ def test_inference_answers_are_counted_by_version_and_status_class() -> None:
     with pytest.raises(RuntimeError):
         asyncio.run(counted({"type": "http", "path": "/v2/models/m/versions/2/infer"}, sent, sent))
     assert counts() == {"2xx": 1, "4xx": 1, "5xx": 2}
+
+    async def gone(scope: Any, receive: Any, send: Any) -> None:
+        raise asyncio.CancelledError  # the caller went away before any answer
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(admission.CountedResponses(gone, version="counted-9")(
+            {"type": "http", "path": "/v1/models/m:predict"}, sent, sent))  # fmt: skip
+    assert counts() == {"2xx": 1, "4xx": 1, "5xx": 2}, "not an error of the model's"

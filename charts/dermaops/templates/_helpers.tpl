@@ -124,7 +124,7 @@ env:
   - name: DERMAOPS_MONITOR_TOKEN_FILE
     value: /var/run/secrets/dermaops/monitor-token/token
   {{- end }}
-  {{- if eq $track "canary" }}
+  {{- if and (eq $track "canary") (include "dermaops.canaryRoute" .) }}
   - name: DERMAOPS_SERVING_CHALLENGER
     value: "true"
   {{- end }}
@@ -308,5 +308,13 @@ spec:
       volumes:
         {{- include "dermaops.predictorVolumes" . | nindent 8 }}
         - {name: model, emptyDir: {}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when the plain Deployment's canary sits behind the chart's HTTPRoute (exact weights,
+     and a rollout's shadow mirrored by the gateway); empty otherwise. */}}
+{{- define "dermaops.canaryRoute" -}}
+{{- if and (not .Values.kserve.enabled) .Values.predictor.canary.enabled .Values.predictor.canary.parentRefs -}}
+true
 {{- end -}}
 {{- end -}}
