@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,13 @@ log = logging.getLogger(__name__)
 class Reconciler:
     """The last pass, for GET /reconcile; ``lock`` lets one pass at a time."""
 
-    def __init__(self, settings: MonitorSettings, metrics: MonitorMetrics) -> None:
+    def __init__(
+        self, settings: MonitorSettings, metrics: MonitorMetrics,
+        labels: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
+    ) -> None:  # fmt: skip
         self.settings = settings
         self.metrics = metrics
+        self.labels = labels  # the live figures from clinicians' labels, for the rollout judge
         self.lock = threading.Lock()
         self.last: dict[str, Any] = {}
 
@@ -58,7 +63,7 @@ class Reconciler:
         at = datetime.now(UTC).isoformat(timespec="seconds")
         reg = Registry(RegistrySettings(model_name=s.registry_model))
         rollouts = rollout_driver(reg, serving, Path(s.out), Path(s.inference_log), s.rollout,
-                                  s.prometheus_url)  # fmt: skip
+                                  s.prometheus_url, self.labels)  # fmt: skip
         try:
             done = reconcile(reg, serving, rollouts)
         except (ReconcileError, DermaOpsError) as e:

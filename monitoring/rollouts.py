@@ -6,6 +6,7 @@ where it stands (``dermaops_rollout_*``). The rollout is kept beside the monitor
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,16 +31,17 @@ VERDICTS = ("pass", "fail", "no_data")
 
 def driver(
     reg: Registry, serving: Serving, out: Path, inference_log: Path, settings: RolloutSettings,
-    prometheus: str = "",
+    prometheus: str = "", labels: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> RolloutDriver:  # fmt: skip
-    """The monitor's driver: rollouts in ``out``, judged on its own inference log and, with
-    ``prometheus``, on the request counts there."""
-    from dermaops.registry.rollout import RolloutDriver, log_records, no_error_counts
+    """The monitor's driver: rollouts in ``out``, judged on its own inference log, with
+    ``prometheus`` on the request counts there, and with ``labels`` on the live figures from
+    clinicians' labels (the feedback scores' last pass)."""
+    from dermaops.registry.rollout import RolloutDriver, log_records, no_error_counts, no_labels
     from dermaops.rollout.queries import PrometheusCounts
 
     counts = PrometheusCounts(prometheus) if prometheus else no_error_counts
     return RolloutDriver(reg, serving, RolloutStore(out), settings, log_records(inference_log),
-                         counts)  # fmt: skip
+                         counts, labels=labels or no_labels)  # fmt: skip
 
 
 def export(r: Rollout | None, metrics: MonitorMetrics) -> None:

@@ -83,7 +83,7 @@ class Monitor:
         self.drift = DriftWatch(s, self.records, m)
         self.retrainer = Retrainer(s, m)
         self.feedback = FeedbackScores(s, m)
-        self.reconciler = Reconciler(s, m)
+        self.reconciler = Reconciler(s, m, labels=lambda: self.feedback.scored)
         self.estimates = Estimates(s.estimate, self.records, self.drift, m)
 
     def drift_and_estimate(self) -> None:

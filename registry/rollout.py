@@ -58,6 +58,7 @@ from dermaops.rollout.judge import (
     JudgeSettings,
     error_check,
     judge,
+    label_check,
     paired_checks,
     pairs,
     split_checks,
@@ -78,6 +79,7 @@ log = logging.getLogger(__name__)
 
 Records = Callable[[], Iterable[Mapping[str, Any]]]
 Errors = Callable[[Rollout], ErrorCounts | None]
+Labels = Callable[[], Mapping[str, Mapping[str, Any]]]  # the monitor's live figures per version
 
 
 def log_records(*folders: Path) -> Records:
@@ -93,6 +95,10 @@ def no_error_counts(_: Rollout) -> ErrorCounts | None:
     return None
 
 
+def no_labels() -> Mapping[str, Mapping[str, Any]]:
+    return {}
+
+
 def _seconds(stamp: object) -> float:
     """A record's ISO 8601 time as seconds since the epoch (no zone: UTC; unreadable: never)."""
     try:
@@ -103,11 +109,13 @@ def _seconds(stamp: object) -> float:
 
 
 def judge_stage(
-    r: Rollout, records: Iterable[Mapping[str, Any]], counts: ErrorCounts | None, s: JudgeSettings
-) -> Judgement:
+    r: Rollout, records: Iterable[Mapping[str, Any]], counts: ErrorCounts | None, s: JudgeSettings,
+    live: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Judgement:  # fmt: skip
     """The checks of ``r``'s stage on the ``records`` since it began: paired in shadow, split in
-    a canary step, and the challenger's 5xx share where ``counts`` are given (None: no
-    Prometheus to ask, the check is left out)."""
+    a canary step, the challenger's 5xx share where ``counts`` are given (None: no Prometheus
+    to ask, the check is left out), and clinicians' labels where ``live`` (the monitor's live
+    figures per version) has labelled melanomas of both versions."""
     window = [rec for rec in records if _seconds(rec.get("time")) >= r.stage_started]
     if r.current.name == "shadow":
         checks, needed = paired_checks(pairs(window, r.stable, r.candidate), s), s.min_pairs
@@ -115,6 +123,9 @@ def judge_stage(
         checks, needed = split_checks(window, r.stable, r.candidate, s), s.min_requests
     if counts is not None:
         checks.append(error_check(counts, s, needed))
+    labelled = label_check(live or {}, r.stable, r.candidate)
+    if labelled is not None:
+        checks.append(labelled)
     return judge(checks, s)
 
 
@@ -129,6 +140,7 @@ class RolloutDriver:
     records: Records
     errors: Errors = no_error_counts
     clock: Callable[[], float] = time.time
+    labels: Labels = no_labels
 
     def begin(self, stable: str, candidate: str) -> Rollout:
         """Start rolling ``candidate`` out in place of ``stable`` (which stays served)."""
@@ -188,15 +200,16 @@ class RolloutDriver:
     def judgement(self, r: Rollout) -> Judgement:
         """The checks of ``r``'s stage on the records since it began; a Prometheus that does
         not answer leaves the error check without data (the stage waits, then is held)."""
+        live = self.labels()
         try:
             counts = self.errors(r)
         except RolloutError as e:
             log.warning("rollout of version %s: %s", r.candidate, e)
             unanswered = error_check(ErrorCounts(0, 0), self.settings.judge, 1)
-            verdict = judge_stage(r, self.records(), None, self.settings.judge)
+            verdict = judge_stage(r, self.records(), None, self.settings.judge, live)
             checks = [*verdict.checks, unanswered.model_copy(update={"detail": str(e)})]
             return judge(checks, self.settings.judge)
-        return judge_stage(r, self.records(), counts, self.settings.judge)
+        return judge_stage(r, self.records(), counts, self.settings.judge, live)
 
     def _superseded(self, r: Rollout) -> bool:
         """End ``r`` when the champion is no longer its candidate. Nothing is judged; on a

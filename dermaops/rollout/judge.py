@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -338,6 +338,37 @@ def error_check(counts: ErrorCounts, s: JudgeSettings, needed: int) -> Check:
     enough = needed if counts.errors >= s.min_errors else int(counts.requests)
     return _check("error_share", share, s.max_error_share, "at_most", enough, needed, True,
                   detail=f"{counts.errors:g} of {counts.requests:g} requests failed")  # fmt: skip
+
+
+def label_check(live: Mapping[str, Mapping[str, Any]], stable: str, candidate: str) -> Check | None:
+    """Clinicians' labels, where both versions have labelled melanomas (``live``: the monitor's
+    live figures per version, :func:`dermaops.evaluation.live.live_performance`): the
+    candidate's melanoma sensitivity fails, critically, when its 95 % interval (exact) lies
+    wholly below the stable's, the truth the other checks stand in for. None without labelled
+    melanomas of both: labels come weeks late, and their absence never holds a stage."""
+    intervals = []
+    for version in (stable, candidate):
+        figures = live.get(version) or {}
+        low, high = (figures.get("ci95") or {}).get("melanoma_sensitivity") or (None, None)
+        if not figures.get("melanomas") or not (_finite(low) and _finite(high)):
+            return None
+        intervals.append((low, high))
+    (old_low, old_high), (new_low, new_high) = intervals
+    caught = live[candidate].get("melanoma_sensitivity")
+    detail = (f"version {candidate}: {_share(caught)} of {live[candidate]['melanomas']} "
+              f"labelled melanomas flagged ({new_low:.0%} to {new_high:.0%}); version {stable}: "
+              f"{_share(live[stable].get('melanoma_sensitivity'))} of "
+              f"{live[stable]['melanomas']} ({old_low:.0%} to {old_high:.0%})")  # fmt: skip
+    return _check("live_melanoma_sensitivity", new_high, old_low, "at_least",
+                  int(live[candidate]["melanomas"]), 1, critical=True, detail=detail)  # fmt: skip
+
+
+def _finite(value: Any) -> TypeGuard[float]:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _share(value: Any) -> str:
+    return f"{value:.0%}" if _finite(value) else "?"
 
 
 def judge(checks: Sequence[Check], s: JudgeSettings) -> Judgement:

@@ -292,6 +292,24 @@ def _a_canary_reads_its_own_answers(
     assert counts(elsewhere) == ErrorCounts(errors=0, requests=0)
 
 
+def test_the_stage_judgement_reads_clinicians_labels_where_both_versions_have_them() -> None:
+    """The driver's judgement takes the monitor's live figures: a candidate whose labelled
+    melanomas were surely fewer caught fails its shadow at once, whatever the paired checks."""
+    from dermaops.evaluation.intervals import clopper_pearson
+
+    def live(caught: int, melanomas: int) -> dict[str, Any]:
+        return {"melanomas": melanomas, "melanoma_sensitivity": caught / melanomas,
+                "ci95": {"melanoma_sensitivity": clopper_pearson(caught, melanomas)}}  # fmt: skip
+
+    r = begin("dermaops", "1", "2", SETTINGS, now=0)
+    records = [{"time": "2026-01-01T00:00:00", "request_id": f"r{i}", "model_version": version,
+                "prediction": "nv", "p_mel": 0.1, "melanoma": False, "shadow": version == "2"}
+               for i in range(IMAGES) for version in ("1", "2")]  # fmt: skip
+    assert judge_stage(r, records, None, SETTINGS.judge).verdict == "pass"
+    worse = judge_stage(r, records, None, SETTINGS.judge, {"1": live(45, 50), "2": live(3, 12)})
+    assert worse.verdict == "fail" and "live_melanoma_sensitivity" in worse.reason
+
+
 WRITER = """
 import sys, time
 from pathlib import Path

@@ -15,6 +15,7 @@ from dermaops.rollout.judge import (
     error_check,
     flips,
     judge,
+    label_check,
     latency_check,
     paired_checks,
     pairs,
@@ -433,3 +434,38 @@ def test_a_requests_latency_counts_once_however_many_images_it_held() -> None:
     records = [_record("r1", "1", 0.1, latency_ms=40.0) for _ in range(32)]
     records += [_record("r2", "1", 0.1, latency_ms=10.0)]
     assert sorted(_latencies(records)) == [10.0, 40.0]
+
+
+def _live(caught: int, melanomas: int) -> dict[str, Any]:
+    """A version's live figures as the monitor scores clinicians' labels (exact intervals)."""
+    from dermaops.evaluation.intervals import clopper_pearson
+
+    return {"cases": 4 * melanomas, "melanomas": melanomas,
+            "melanoma_sensitivity": caught / melanomas,
+            "ci95": {"melanoma_sensitivity": clopper_pearson(caught, melanomas)}}  # fmt: skip
+
+
+def test_labels_fail_a_candidate_only_where_its_sensitivity_is_surely_lower_and_never_wait() -> (
+    None
+):
+    """Clinicians' labels, where both versions have labelled melanomas, are a critical check:
+    45 of 50 caught against 3 of 12 fails; 10 of 12 passes; no labelled melanoma (labels come
+    weeks late) leaves the check out, so it never holds a stage."""
+    found = pairs(_shadowed(100, lambda i, mel: mel), "1", "2")
+
+    def verdict(live: dict[str, Any]) -> Any:
+        labelled = label_check(live, "1", "2")
+        return judge([*paired_checks(found, SMALL), *([labelled] if labelled else [])], SMALL)
+
+    worse = verdict({"1": _live(45, 50), "2": _live(3, 12)})
+    assert (
+        worse.verdict == "fail"
+        and worse.reason == "critical check failed: live_melanoma_sensitivity"
+    )
+    check = next(c for c in worse.checks if c.name == "live_melanoma_sensitivity")
+    assert check.detail.startswith("version 2: 25% of 12 labelled melanomas flagged")
+    assert verdict({"1": _live(45, 50), "2": _live(10, 12)}).verdict == "pass"
+    for live in ({}, {"1": _live(45, 50)}, {"1": _live(45, 50), "2": {"melanomas": 0}}):
+        judged = verdict(live)
+        assert judged.verdict == "pass", live
+        assert all(c.name != "live_melanoma_sensitivity" for c in judged.checks)
