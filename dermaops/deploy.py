@@ -73,7 +73,7 @@ class DeployRequest:
     version: str
     storage_uri: str
     canary_percent: int | None = None  # None: keep the chart's; 1-100: the new version's share
-    shadow_of: str = ""  # with canary_percent 0: a shadow of this (stable) version, mirrored to
+    shadow_of: str = ""  # with canary_percent 0: mirrored this (stable) version's requests
 
     def __post_init__(self) -> None:
         if not self.version:
