@@ -48,7 +48,8 @@ def test_ready_only_after_load_and_same_answer_on_both_backends(
         answers[backend] = result["predictions"][0]["probabilities"]
         calibration = json.loads((model_dir / "calibration.json").read_text())
         artifact = model.artifact
-        assert (artifact.temperature, artifact.melanoma_threshold) == tuple(calibration.values())
+        assert artifact.temperature == calibration["temperature"]
+        assert artifact.melanoma_threshold == calibration["melanoma_threshold"]
         assert artifact.projection is not None and artifact.projection.components.shape == (3, 512)
         model.stop()
     onnx, torch_ = (np.array(list(answers[b].values())) for b in ("onnx", "torch"))
