@@ -30,6 +30,8 @@ LOG_NAME = "predictions.jsonl"
 log = logging.getLogger(__name__)
 
 Short = Annotated[str, StringConstraints(max_length=256)]  # no room for an image's base64
+# Each class's calibrated probability, in CLASSES order: what label-free estimates read.
+PROBABILITY_FIELDS = tuple(f"p_{c}" for c in CLASSES)
 
 
 class _Record(BaseModel):
@@ -60,7 +62,7 @@ InferenceRecord: type[_Record] = create_model(
     **dict.fromkeys(STAT_NAMES, (FiniteFloat, ...)),  # type: ignore[call-overload]
     **dict.fromkeys(PROJECTION_NAMES, (FiniteFloat | None, None)),
     **{PREDICTION: (Short | None, None), CONFIDENCE: (FiniteFloat | None, None)},
-    **{f"p_{c}": (FiniteFloat | None, None) for c in CLASSES},
+    **dict.fromkeys(PROBABILITY_FIELDS, (FiniteFloat | None, None)),
 )
 
 

@@ -24,6 +24,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from dermaops.errors import DermaOpsError
+from dermaops.evaluation.sources import REFETCH_S
 from dermaops.model.uri import resolve_model
 from dermaops.monitoring.drift import DriftError, DriftSummary, drift_job
 from dermaops.monitoring.metrics import MonitorMetrics
@@ -32,8 +33,6 @@ from dermaops.monitoring.settings import MonitorSettings
 from dermaops.settings import Home
 
 log = logging.getLogger(__name__)
-
-REFETCH_S = 600.0  # seconds before a version whose reference could not be fetched is retried
 
 
 class DriftWatch:

@@ -1,9 +1,10 @@
 """Each served version's performance estimated from its traffic, before any label comes back.
 
-The inference log holds each answer's calibrated probabilities and melanoma flag; the version's
-drift reference holds the labels of the data it was calibrated on, whose class shares are the
-priors the estimate re-weights from and the class bias it calibrates with
-(:func:`dermaops.evaluation.estimate.calibration_source`).
+The inference log holds each answer's calibrated probabilities and melanoma flag; each
+version's model folder holds the labels of the data it was calibrated on, whose class shares are
+the priors the estimate re-weights from, and the class bias it calibrates with
+(:func:`dermaops.evaluation.estimate.calibration_source`), read for every version the log holds
+(:class:`dermaops.evaluation.sources.Sources`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter
 
 from dermaops.evaluation.estimate import (
@@ -24,17 +24,14 @@ from dermaops.evaluation.estimate import (
     Source,
     UncalibratedModelError,
     against_labels,
-    calibration_source,
-    estimate,
+    estimate_answers,
 )
-from dermaops.labels import CLASSES
-from dermaops.monitoring.drift_watch import DriftWatch
+from dermaops.evaluation.sources import Sources
+from dermaops.inference_log import PROBABILITY_FIELDS
 from dermaops.monitoring.metrics import MonitorMetrics, SeriesPass
 from dermaops.monitoring.records import RecordLog
 
 log = logging.getLogger(__name__)
-
-PROBABILITIES = [f"p_{c}" for c in CLASSES]
 
 
 def by_version(
@@ -45,25 +42,10 @@ def by_version(
     for record in records:
         if record.get("shadow") or record.get("model_version") is None:
             continue
-        if any(record.get(name) is None for name in PROBABILITIES):
+        if any(record.get(name) is None for name in PROBABILITY_FIELDS):
             continue  # written before the log kept probabilities
         found.setdefault(str(record["model_version"]), []).append(record)
     return {version: rows[-window:] for version, rows in found.items()}
-
-
-def estimate_records(
-    rows: list[Mapping[str, Any]], source: Source | None, s: EstimateSettings
-) -> Estimate:
-    """The estimate of one version's answers.
-
-    Raises:
-        EstimateError: too few of them.
-    """
-    probs = np.array([[float(r[name]) for name in PROBABILITIES] for r in rows])
-    flagged = np.array([bool(r.get("melanoma")) for r in rows])
-    judged = [r.get("in_distribution") for r in rows if r.get("in_distribution") is not None]
-    ood_share = sum(v is False for v in judged) / len(judged) if judged else 0.0
-    return estimate(probs, flagged, source, ood_share, s)
 
 
 def export(version: str, found: Estimate, metrics: MonitorMetrics, p: SeriesPass) -> None:
@@ -108,7 +90,7 @@ def estimate_versions(
     results: dict[str, Estimate | str] = {}
     for version, rows in by_version(records, s.window).items():
         try:
-            results[version] = estimate_records(rows, sources.get(version), s)
+            results[version] = estimate_answers(rows, sources.get(version), s)
         except EstimateError as e:
             results[version] = str(e)
     return results
@@ -116,16 +98,16 @@ def estimate_versions(
 
 class Estimates:
     """Each version's latest estimate, or why there is none; ``lock`` guards them while a
-    refresh publishes. The version of the drift watch's reference gets the corrected estimate
-    (its calibration priors are in that reference), others CBPE's."""
+    refresh publishes. A version with its calibration source (:class:`Sources`) gets the
+    corrected estimate, one without CBPE's."""
 
     def __init__(
-        self, settings: EstimateSettings, records: RecordLog, watch: DriftWatch,
+        self, settings: EstimateSettings, records: RecordLog, sources: Sources,
         metrics: MonitorMetrics,
     ) -> None:  # fmt: skip
         self.settings = settings
         self.records = records
-        self.watch = watch
+        self.sources = sources
         self.metrics = metrics
         self.lock = threading.Lock()
         self.by_version: dict[str, Estimate | str] = {}
@@ -134,16 +116,15 @@ class Estimates:
     def refresh(self) -> dict[str, Estimate | str]:
         """Estimate every version in the log; the gauges and :attr:`by_version` follow."""
         records = self.records.read()
-        reference, version = self.watch.current_reference()
         sources: dict[str, Source | None] = {}
         unestimated: dict[str, Estimate | str] = {}
-        if version:
+        for version in by_version(records, 1):
             try:
-                sources[version] = calibration_source(reference)
+                sources[version] = self.sources(version)
             except UncalibratedModelError as e:  # nothing an estimate can read
                 unestimated[version] = str(e)
-            except EstimateSourceError as e:  # no labels in the reference: CBPE only
-                log.warning("estimates of version %s without its priors: %s", version, e)
+            except EstimateSourceError as e:  # no priors to be had: CBPE only
+                log.debug("estimates of version %s without its priors: %s", version, e)
         results = estimate_versions(records, sources, self.settings)
         results.update(unestimated)
         with self.lock:

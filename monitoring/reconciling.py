@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 
 from dermaops.errors import DermaOpsError
+from dermaops.evaluation.estimate import Source
 from dermaops.monitoring.metrics import MonitorMetrics
 from dermaops.monitoring.rollouts import drive as drive_rollout
 from dermaops.monitoring.rollouts import driver as rollout_driver
@@ -34,10 +35,12 @@ class Reconciler:
     def __init__(
         self, settings: MonitorSettings, metrics: MonitorMetrics,
         labels: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
+        sources: Callable[[str], Source | None] | None = None,
     ) -> None:  # fmt: skip
         self.settings = settings
         self.metrics = metrics
         self.labels = labels  # the live figures from clinicians' labels, for the rollout judge
+        self.sources = sources  # each version's calibration, for the judge's estimates
         self.lock = threading.Lock()
         self.last: dict[str, Any] = {}
 
@@ -63,7 +66,8 @@ class Reconciler:
         at = datetime.now(UTC).isoformat(timespec="seconds")
         reg = Registry(RegistrySettings(model_name=s.registry_model))
         rollouts = rollout_driver(reg, serving, Path(s.out), Path(s.inference_log), s.rollout,
-                                  s.prometheus_url, self.labels)  # fmt: skip
+                                  s.prometheus_url, self.labels, self.sources,
+                                  s.estimate)  # fmt: skip
         try:
             done = reconcile(reg, serving, rollouts)
         except (ReconcileError, DermaOpsError) as e:

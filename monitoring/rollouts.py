@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException
 
+from dermaops.evaluation.estimate import EstimateSettings
 from dermaops.monitoring.metrics import SeriesPass
 from dermaops.rollout.plan import Rollout, RolloutStore
 
 if TYPE_CHECKING:
     from dermaops.monitoring.metrics import MonitorMetrics
     from dermaops.registry.client import Registry
-    from dermaops.registry.rollout import RolloutDriver
+    from dermaops.registry.rollout import RolloutDriver, Sources
     from dermaops.registry.serving import Serving
     from dermaops.rollout.plan import RolloutSettings
 
@@ -32,16 +33,25 @@ VERDICTS = ("pass", "fail", "no_data")
 def driver(
     reg: Registry, serving: Serving, out: Path, inference_log: Path, settings: RolloutSettings,
     prometheus: str = "", labels: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
+    sources: Sources | None = None, estimates: EstimateSettings | None = None,
 ) -> RolloutDriver:  # fmt: skip
     """The monitor's driver: rollouts in ``out``, judged on its own inference log, with
-    ``prometheus`` on the request counts there, and with ``labels`` on the live figures from
-    clinicians' labels (the feedback scores' last pass)."""
-    from dermaops.registry.rollout import RolloutDriver, log_records, no_error_counts, no_labels
+    ``prometheus`` on the request counts there, ``labels`` on the live figures from clinicians'
+    labels (the feedback scores' last pass), and ``sources`` on each version's calibration for
+    its estimates (made as ``estimates`` says)."""
+    from dermaops.registry.rollout import (
+        RolloutDriver,
+        log_records,
+        no_error_counts,
+        no_labels,
+        no_sources,
+    )
     from dermaops.rollout.queries import PrometheusCounts
 
     counts = PrometheusCounts(prometheus) if prometheus else no_error_counts
     return RolloutDriver(reg, serving, RolloutStore(out), settings, log_records(inference_log),
-                         counts, labels=labels or no_labels)  # fmt: skip
+                         counts, labels=labels or no_labels, sources=sources or no_sources,
+                         estimates=estimates or EstimateSettings())  # fmt: skip
 
 
 def export(r: Rollout | None, metrics: MonitorMetrics) -> None:

@@ -44,6 +44,7 @@ from fastapi.responses import FileResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from dermaops.errors import DermaOpsError
+from dermaops.evaluation.sources import Sources
 from dermaops.monitoring import drift_watch, estimates, feedback, reconciling, records, retraining
 from dermaops.monitoring.drift_watch import DriftWatch
 from dermaops.monitoring.estimates import Estimates
@@ -74,6 +75,7 @@ class Monitor:
     retrainer: Retrainer = field(init=False)
     feedback: FeedbackScores = field(init=False)
     reconciler: Reconciler = field(init=False)
+    sources: Sources = field(init=False)
     estimates: Estimates = field(init=False)
 
     def __post_init__(self) -> None:
@@ -83,8 +85,10 @@ class Monitor:
         self.drift = DriftWatch(s, self.records, m)
         self.retrainer = Retrainer(s, m)
         self.feedback = FeedbackScores(s, m)
-        self.reconciler = Reconciler(s, m, labels=lambda: self.feedback.scored)
-        self.estimates = Estimates(s.estimate, self.records, self.drift, m)
+        self.sources = Sources(s.registry_model, self.drift.current_reference)
+        self.reconciler = Reconciler(s, m, labels=lambda: self.feedback.scored,
+                                     sources=self.sources.get)  # fmt: skip
+        self.estimates = Estimates(s.estimate, self.records, self.sources, m)
 
     def drift_and_estimate(self) -> None:
         """One scheduled drift run, then the estimates over the same log."""

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from dermaops.errors import ConfigError, DermaOpsError
+from dermaops.evaluation.estimate import EstimateSettings, Source
 from dermaops.inference_log import read_records
 from dermaops.notify import announce
 from dermaops.registry.card import record_rollout
@@ -57,6 +58,7 @@ from dermaops.rollout.judge import (
     Judgement,
     JudgeSettings,
     error_check,
+    estimate_check,
     judge,
     label_check,
     paired_checks,
@@ -80,6 +82,7 @@ log = logging.getLogger(__name__)
 Records = Callable[[], Iterable[Mapping[str, Any]]]
 Errors = Callable[[Rollout], ErrorCounts | None]
 Labels = Callable[[], Mapping[str, Mapping[str, Any]]]  # the monitor's live figures per version
+Sources = Callable[[str], Source | None]  # a version's calibration source, for its estimates
 
 
 def log_records(*folders: Path) -> Records:
@@ -99,6 +102,10 @@ def no_labels() -> Mapping[str, Mapping[str, Any]]:
     return {}
 
 
+def no_sources(_: str) -> Source | None:
+    return None
+
+
 def _seconds(stamp: object) -> float:
     """A record's ISO 8601 time as seconds since the epoch (no zone: UTC; unreadable: never)."""
     try:
@@ -110,23 +117,38 @@ def _seconds(stamp: object) -> float:
 
 def judge_stage(
     r: Rollout, records: Iterable[Mapping[str, Any]], counts: ErrorCounts | None, s: JudgeSettings,
-    live: Mapping[str, Mapping[str, Any]] | None = None,
+    live: Mapping[str, Mapping[str, Any]] | None = None, sources: Sources = no_sources,
+    es: EstimateSettings | None = None,
 ) -> Judgement:  # fmt: skip
     """The checks of ``r``'s stage on the ``records`` since it began: paired in shadow, split in
     a canary step, the challenger's 5xx share where ``counts`` are given (None: no Prometheus
-    to ask, the check is left out), and clinicians' labels where ``live`` (the monitor's live
-    figures per version) has labelled melanomas of both versions."""
+    to ask, the check is left out), clinicians' labels where ``live`` (the monitor's live
+    figures per version) has labelled melanomas of both versions, and the melanoma sensitivity
+    estimated without labels where ``sources`` has both versions' calibration."""
     window = [rec for rec in records if _seconds(rec.get("time")) >= r.stage_started]
     if r.current.name == "shadow":
-        checks, needed = paired_checks(pairs(window, r.stable, r.candidate), s), s.min_pairs
+        found = pairs(window, r.stable, r.candidate)
+        checks, needed = paired_checks(found, s), s.min_pairs
+        answers = [p.stable for p in found], [p.candidate for p in found]  # the same images
     else:
         checks, needed = split_checks(window, r.stable, r.candidate, s), s.min_requests
+        answers = _own_answers(window, r.stable), _own_answers(window, r.candidate)
     if counts is not None:
         checks.append(error_check(counts, s, needed))
-    labelled = label_check(live or {}, r.stable, r.candidate)
-    if labelled is not None:
-        checks.append(labelled)
+    for extra in (
+        label_check(live or {}, r.stable, r.candidate),
+        estimate_check(*answers, (sources(r.stable), sources(r.candidate)), s,
+                       es or EstimateSettings()),
+    ):  # fmt: skip
+        if extra is not None:
+            checks.append(extra)
     return judge(checks, s)
+
+
+def _own_answers(window: Iterable[Mapping[str, Any]], version: str) -> list[Mapping[str, Any]]:
+    """What ``version`` answered to the people it served (its shadow answers left out)."""
+    return [rec for rec in window
+            if str(rec.get("model_version")) == version and not rec.get("shadow")]  # fmt: skip
 
 
 @dataclass
@@ -141,6 +163,8 @@ class RolloutDriver:
     errors: Errors = no_error_counts
     clock: Callable[[], float] = time.time
     labels: Labels = no_labels
+    sources: Sources = no_sources
+    estimates: EstimateSettings = dataclasses.field(default_factory=EstimateSettings)
 
     def begin(self, stable: str, candidate: str) -> Rollout:
         """Start rolling ``candidate`` out in place of ``stable`` (which stays served)."""
@@ -206,10 +230,12 @@ class RolloutDriver:
         except RolloutError as e:
             log.warning("rollout of version %s: %s", r.candidate, e)
             unanswered = error_check(ErrorCounts(0, 0), self.settings.judge, 1)
-            verdict = judge_stage(r, self.records(), None, self.settings.judge, live)
+            verdict = judge_stage(r, self.records(), None, self.settings.judge, live,
+                                  self.sources, self.estimates)  # fmt: skip
             checks = [*verdict.checks, unanswered.model_copy(update={"detail": str(e)})]
             return judge(checks, self.settings.judge)
-        return judge_stage(r, self.records(), counts, self.settings.judge, live)
+        return judge_stage(r, self.records(), counts, self.settings.judge, live, self.sources,
+                           self.estimates)  # fmt: skip
 
     def _superseded(self, r: Rollout) -> bool:
         """End ``r`` when the champion is no longer its candidate. Nothing is judged; on a

@@ -27,7 +27,7 @@ from dermaops.data.features import PREDICTION
 from dermaops.data.privacy import day_folder, store_pixels
 from dermaops.errors import ConfigError
 from dermaops.imaging import Decoded, ImageLimits
-from dermaops.inference_log import InferenceLog
+from dermaops.inference_log import PROBABILITY_FIELDS, InferenceLog
 from dermaops.labels import CLASSES, FULL_NAMES
 from dermaops.model.artifact import MEL
 from dermaops.model.heatmap import overlay
@@ -314,7 +314,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
                 "melanoma": bool(flag),
                 "in_distribution": in_distribution,
                 "ood_score": None if np.isnan(ood_score) else round(float(ood_score), 4),
-                **{f"p_{c}": round(float(p), 5) for c, p in zip(CLASSES, row, strict=True)},
+                **{f: round(float(p), 5) for f, p in zip(PROBABILITY_FIELDS, row, strict=True)},
             }
             if shadow:
                 record["shadow"] = True

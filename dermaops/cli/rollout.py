@@ -53,7 +53,10 @@ def driver(
     config: Path | None,
     prometheus: str = "",
 ) -> RolloutDriver:
-    """The rollout driver of ``model_name`` as these commands build it."""
+    """The rollout driver of ``model_name`` as these commands build it: each version's
+    calibration for the judge's estimates comes from its model folder in the registry."""
+    from dermaops.evaluation.estimate import EstimateSettings
+    from dermaops.evaluation.sources import Sources
     from dermaops.registry import Registry, RegistrySettings
     from dermaops.registry.rollout import RolloutDriver, log_records, no_error_counts
     from dermaops.registry.serving import serving_for
@@ -70,6 +73,8 @@ def driver(
         settings=settings,
         records=log_records(*(log_dirs or [home.inference_log])),
         errors=PrometheusCounts(prometheus) if prometheus else no_error_counts,
+        sources=Sources(model_name).get,
+        estimates=load_settings(EstimateSettings, env_prefix="DERMAOPS_ESTIMATE_"),
     )
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dermaops.errors import DermaOpsError
 from dermaops.evaluation.calibration import apply_bias
+from dermaops.inference_log import PROBABILITY_FIELDS
 from dermaops.labels import CLASSES
 from dermaops.model.artifact import CALIBRATION, CLASS_BIAS, REFERENCE
 
@@ -341,6 +342,26 @@ def estimate(
         reasons.append("the prior estimate did not converge")
     return Estimate(images=len(probs), reliable=not reasons, reasons=reasons,
                     corrected=corrected, plain=plain, em_iterations=iterations)  # fmt: skip
+
+
+def estimate_answers(
+    rows: Sequence[Mapping[str, Any]], source: Source | None, s: EstimateSettings | None = None
+) -> Estimate:
+    """The estimate of a model's answers as the inference log holds them (each with its
+    probabilities, melanoma flag and guard verdict); the guard's refusals count as
+    ``ood_share``.
+
+    Raises:
+        EstimateError: too few of them, or a record without its probabilities.
+    """
+    try:
+        probs = np.array([[float(r[name]) for name in PROBABILITY_FIELDS] for r in rows])
+    except (KeyError, TypeError, ValueError) as e:
+        raise EstimateError(f"an answer without its probabilities: {e}") from e
+    flagged = np.array([bool(r.get("melanoma")) for r in rows])
+    judged = [r.get("in_distribution") for r in rows if r.get("in_distribution") is not None]
+    ood_share = sum(v is False for v in judged) / len(judged) if judged else 0.0
+    return estimate(probs.reshape(len(rows), len(CLASSES)), flagged, source, ood_share, s)
 
 
 COMPARED = ("melanoma_sensitivity", "melanoma_specificity", "f1_macro")  # also scored on labels

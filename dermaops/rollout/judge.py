@@ -27,6 +27,13 @@ from typing import Any, Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dermaops.evaluation.estimate import (
+    EstimateError,
+    EstimateSettings,
+    Figure,
+    Source,
+    estimate_answers,
+)
 from dermaops.labels import CLASSES
 from dermaops.rollout.stats import (
     first_rejection,
@@ -74,6 +81,9 @@ class JudgeSettings(BaseModel):
     )
     min_errors: int = Field(
         3, ge=1, description="failed answers before the error share can fail (one blip is not)"
+    )
+    max_estimated_sensitivity_drop: float = Field(
+        0.1, ge=0, le=1, description="fall of the melanoma sensitivity estimated without labels"
     )
     pass_score: float = Field(
         0.75, ge=0, le=1, description="share of non-critical checks that must pass"
@@ -361,6 +371,42 @@ def label_check(live: Mapping[str, Mapping[str, Any]], stable: str, candidate: s
               f"{live[stable]['melanomas']} ({old_low:.0%} to {old_high:.0%})")  # fmt: skip
     return _check("live_melanoma_sensitivity", new_high, old_low, "at_least",
                   int(live[candidate]["melanomas"]), 1, critical=True, detail=detail)  # fmt: skip
+
+
+def estimate_check(
+    stable: Sequence[Mapping[str, Any]], candidate: Sequence[Mapping[str, Any]],
+    sources: tuple[Source | None, Source | None], s: JudgeSettings, es: EstimateSettings,
+) -> Check | None:  # fmt: skip
+    """The candidate's melanoma sensitivity estimated from its answers before any label
+    (:func:`dermaops.evaluation.estimate.estimate_answers`, each version with its own
+    calibration ``sources``, corrected for the window's priors) against the stable's: fails
+    when it fell by more than ``max_estimated_sensitivity_drop``. Not critical: it rests on
+    each model's calibration holding under this traffic. None (left out, never waited for)
+    where a version has no calibration source, too few answers to estimate, or an estimate
+    its own checks mark unreliable (many images the guard refused, say)."""
+    old_source, new_source = sources
+    if old_source is None or new_source is None:
+        return None
+    try:
+        old = estimate_answers(stable, old_source, es)
+        new = estimate_answers(candidate, new_source, es)
+    except EstimateError:
+        return None
+    if not (old.reliable and new.reliable):
+        return None
+    before = (old.corrected or old.plain).melanoma_sensitivity
+    after = (new.corrected or new.plain).melanoma_sensitivity
+    if before.value is None or after.value is None:
+        return None
+    return _check("estimated_melanoma_sensitivity", after.value - before.value,
+                  -s.max_estimated_sensitivity_drop, "at_least", min(old.images, new.images), 1,
+                  critical=False, detail=f"estimated {_figure(after)} vs stable "
+                  f"{_figure(before)} on {new.images} and {old.images} answers")  # fmt: skip
+
+
+def _figure(f: Figure) -> str:
+    interval = f" ({f.lower:.0%} to {f.upper:.0%})" if _finite(f.lower) and _finite(f.upper) else ""
+    return f"{f.value or 0:.0%}{interval}"
 
 
 def _finite(value: Any) -> TypeGuard[float]:

@@ -21,6 +21,8 @@ import pytest
 from prometheus_client import start_http_server
 
 from dermaops.client import PredictorClient
+from dermaops.evaluation.estimate import EstimateSettings
+from dermaops.evaluation.sources import Sources
 from dermaops.inference_log import read_records
 from dermaops.monitoring.drift import read_window
 from dermaops.monitoring.rollouts import export
@@ -38,7 +40,7 @@ from dermaops.registry.reconcile import reconcile
 from dermaops.registry.rollout import RolloutDriver, judge_stage, log_records
 from dermaops.registry.serving import LocalServing
 from dermaops.registry.tags import ROLLOUT_TAG
-from dermaops.rollout.judge import ErrorCounts, JudgeSettings
+from dermaops.rollout.judge import Check, ErrorCounts, JudgeSettings
 from dermaops.rollout.plan import Rollout, RolloutSettings, RolloutStore, advance
 from dermaops.rollout.plan import start as begin
 from dermaops.rollout.queries import PrometheusCounts
@@ -129,6 +131,12 @@ def _card_says(reg: Registry, version: str, tmp_path: Path, *said: str) -> Rollo
     return kept
 
 
+def _named(r: Rollout, check: str) -> Check:
+    """The check of that name in ``r``'s last judgement."""
+    assert r.last is not None
+    return next(c for c in r.last.checks if c.name == check)
+
+
 def test_an_equal_challenger_is_promoted_and_a_forgetful_one_rolled_back_in_shadow(
     trained: Trained, served_model: Path, forgetful: Path, dermaops_home: Path, tmp_path: Path
 ) -> None:
@@ -138,11 +146,14 @@ def test_an_equal_challenger_is_promoted_and_a_forgetful_one_rolled_back_in_shad
     assert reconcile(reg, local).served == first
 
     # Version 2 (the same model) becomes champion: the reconciler starts its rollout instead
-    # of serving it, and the paired checks on the traffic mirrored since promote it.
+    # of serving it, and the paired checks on the traffic mirrored since promote it, with each
+    # version's melanoma sensitivity estimated on its calibration from the registry.
     store = RolloutStore(tmp_path / "state")
     logs = tmp_path / "equal" / "logs"
     driver = RolloutDriver(reg, local, store, SETTINGS,
-                           log_records(logs / "stable", logs / "challenger"))  # fmt: skip
+                           log_records(logs / "stable", logs / "challenger"),
+                           sources=Sources(reg.model_name).get,
+                           estimates=EstimateSettings(min_records=IMAGES, draws=40))  # fmt: skip
     assert promote_stored(reg, second, None, False).promoted
     started = reconcile(reg, local, driver)
     assert started.served == first and "rolling out (shadow)" in started.action
@@ -155,7 +166,9 @@ def test_an_equal_challenger_is_promoted_and_a_forgetful_one_rolled_back_in_shad
     assert local.version() == second and alias_version(reg, "champion") == second
     assert r.last is not None and {c.name: c.verdict for c in r.last.checks} == {
         "melanoma_flips": "pass", "top1_agreement": "pass", "melanoma_probability_change": "pass",
-        "ood_verdict_changes": "pass"}  # fmt: skip
+        "ood_verdict_changes": "pass", "estimated_melanoma_sensitivity": "pass"}  # fmt: skip
+    estimated = _named(r, "estimated_melanoma_sensitivity")
+    assert (estimated.value, estimated.samples) == (0, IMAGES), estimated  # the same answers
     tag = reg.client.get_model_version(reg.model_name, second).tags[ROLLOUT_TAG]
     assert tag.startswith("promoted")
     _card_says(
@@ -174,8 +187,9 @@ def test_an_equal_challenger_is_promoted_and_a_forgetful_one_rolled_back_in_shad
     r, action = driver.tick()
     assert action == "roll_back" and r is not None and r.status == "rolled_back"
     assert r.last is not None and r.last.reason == "critical check failed: melanoma_flips"
-    flips = next(c for c in r.last.checks if c.name == "melanoma_flips")
+    flips, estimated = _named(r, "melanoma_flips"), _named(r, "estimated_melanoma_sensitivity")
     assert flips.value == flagged and f"{flagged} flags lost, 0 gained" in flips.detail
+    assert estimated.verdict == "fail" and estimated.detail.startswith("estimated 0% ")
     assert alias_version(reg, "champion") == second and local.version() == second
     assert any(f"rollout of version {third} failed" in e for e in _audit(reg, third))
     kept = _card_says(reg, third, tmp_path, "**rolled back** in shadow", f"{flagged} flags lost")

@@ -225,3 +225,55 @@ def test_the_monitor_exports_the_estimate_against_the_labels(tmp_path: Path) -> 
     assert monitor.estimates.answer()["3"]["against_labels"][0]["realized"]["value"] == 0.8
     monitor.estimates.against_labels({})  # the labels gone: nothing left to compare
     assert sample("dermaops_estimate_disagrees", labels) is None
+
+
+def _model_folder(folder: Path, calibrated: bool = True) -> Path:
+    """A model folder as evaluation leaves one: its reference's labels, and its calibration."""
+    folder.mkdir(parents=True)
+    (folder / "model.json").write_text("{}")
+    if calibrated:
+        (folder / CALIBRATION).write_text('{"temperature": 1.0, "melanoma_threshold": 0.15}')
+    pd.DataFrame({"split": ["train", "val", "test"], "dx": ["mel", "nv", "bcc"]}).to_csv(
+        folder / REFERENCE, index=False
+    )
+    return folder
+
+
+def test_each_versions_source_is_fetched_once_and_a_failed_fetch_waits_before_a_retry(
+    tmp_path: Path,
+) -> None:
+    """Versions the reference is not of come from their model folders (the registry's, here a
+    function), each read once; one that could not be fetched is retried only after
+    ``REFETCH_S``; an uncalibrated one stays refused; the reference's own is read in place."""
+    from dermaops.errors import ConfigError
+    from dermaops.evaluation.estimate import EstimateSourceError, UncalibratedModelError
+    from dermaops.evaluation.sources import REFETCH_S, Sources
+
+    folders = {"2": _model_folder(tmp_path / "v2"), "3": _model_folder(tmp_path / "v3", False)}
+    fetched: list[str] = []
+    now = [0.0]
+
+    def fetch(version: str) -> Path:
+        fetched.append(version)
+        if version not in folders:
+            raise ConfigError(f"no version {version}")
+        return folders[version]
+
+    reference = _model_folder(tmp_path / "reference")
+    sources = Sources("dermaops", lambda: (reference, "1"), fetch, clock=lambda: now[0])
+    own = sources("1")
+    assert own.priors[CLASSES.index("mel")] == pytest.approx(0.5) and fetched == []
+    assert sources("2").priors[CLASSES.index("nv")] == pytest.approx(0.5)
+    assert sources.get("2") is not None and fetched == ["2"]  # read once
+    for _ in range(2):
+        with pytest.raises(UncalibratedModelError, match="not calibrated"):
+            sources("3")
+    assert fetched == ["2", "3"]
+    assert sources.get("9") is None and sources.get("9") is None and fetched == ["2", "3", "9"]
+    now[0] = REFETCH_S + 1
+    with pytest.raises(EstimateSourceError, match="could not be fetched: no version 9"):
+        sources("9")
+    assert fetched == ["2", "3", "9", "9"]
+    with pytest.raises(EstimateSourceError, match="not one of a registered model's"):
+        Sources("", fetch=fetch)("2")
+    assert Sources("dermaops", fetch=fetch).get("local") is None

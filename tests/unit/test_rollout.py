@@ -13,6 +13,7 @@ from dermaops.rollout.judge import (
     ErrorCounts,
     JudgeSettings,
     error_check,
+    estimate_check,
     flips,
     judge,
     label_check,
@@ -469,3 +470,42 @@ def test_labels_fail_a_candidate_only_where_its_sensitivity_is_surely_lower_and_
         judged = verdict(live)
         assert judged.verdict == "pass", live
         assert all(c.name != "live_melanoma_sensitivity" for c in judged.checks)
+
+
+def _answers(version: str, probs: Any, flag_at: float, refused: int = 0) -> list[dict[str, Any]]:
+    """A version's answers as the inference log holds them: calibrated probabilities, the flag
+    at ``flag_at``, the first ``refused`` refused by the guard."""
+    from dermaops.inference_log import PROBABILITY_FIELDS
+
+    return [{"model_version": version, "melanoma": bool(row[4] >= flag_at),
+             "in_distribution": i >= refused, **dict(zip(PROBABILITY_FIELDS, row, strict=True))}
+            for i, row in enumerate(probs.tolist())]  # fmt: skip
+
+
+def test_the_label_free_estimate_fails_a_candidate_that_flags_fewer_and_never_waits() -> None:
+    """Each version's melanoma sensitivity estimated from its calibrated answers: the same
+    answers pass; a candidate that flags only its surest melanomas fails (not critically: the
+    estimate rests on calibration); no source, too few answers or an unreliable estimate leave
+    the check out."""
+    from dermaops.evaluation.estimate import EstimateSettings, Source
+    from dermaops.labels import CLASSES
+    from tests.unit.test_estimate import SOURCE, THRESHOLD, _window
+
+    probs, _ = _window(SOURCE, 400, seed=3)
+    assert CLASSES[4] == "mel"
+    source, es = Source(SOURCE), EstimateSettings(draws=40)
+    stable = _answers("1", probs, THRESHOLD)
+    same = estimate_check(stable, _answers("2", probs, THRESHOLD), (source, source), SMALL, es)
+    assert same is not None and same.verdict == "pass" and same.value == 0 and not same.critical
+    shy = estimate_check(stable, _answers("2", probs, 0.7), (source, source), SMALL, es)
+    assert shy is not None and shy.verdict == "fail", shy
+    assert shy.value is not None and shy.value < -SMALL.max_estimated_sensitivity_drop
+    assert shy.detail.startswith("estimated ") and "vs stable" in shy.detail
+    verdict = judge([*paired_checks(pairs(_shadowed(100, lambda i, mel: mel), "1", "2"), SMALL),
+                     shy], SMALL)  # fmt: skip
+    assert verdict.verdict == "pass" and verdict.score == 0.75  # one of four scored checks lost
+    few = _answers("2", probs[:50], THRESHOLD)
+    refusing = _answers("2", probs, THRESHOLD, refused=200)
+    for candidate, sources in ((few, (source, source)), (refusing, (source, source)),
+                               (_answers("2", probs, THRESHOLD), (source, None))):  # fmt: skip
+        assert estimate_check(stable, candidate, sources, SMALL, es) is None
