@@ -173,10 +173,16 @@ def cleaned(network: str) -> Iterator[list[str]]:
     try:
         yield made
     finally:
-        for item in reversed(made):
-            kind, name = item.split(":", 1)
-            remove: Sequence[str] = {"pod": ["pod", "rm", "-f"], "container": ["rm", "-f"],
-                                     "volume": ["volume", "rm", "-f"],
-                                     "image": ["rmi", "-f"]}[kind]  # fmt: skip
-            podman(*remove, name, check=False)
+        remove(made)
         podman("network", "rm", "-f", network, check=False)
+
+
+def remove(made: list[str]) -> None:
+    """Remove what ``made`` lists (``pod:NAME``, ``container:NAME``, ``volume:NAME``,
+    ``image:NAME``), the last made first."""
+    for item in reversed(made):
+        kind, name = item.split(":", 1)
+        command: Sequence[str] = {"pod": ["pod", "rm", "-f"], "container": ["rm", "-f"],
+                                  "volume": ["volume", "rm", "-f"],
+                                  "image": ["rmi", "-f"]}[kind]  # fmt: skip
+        podman(*command, name, check=False)

@@ -48,6 +48,7 @@ from dermaops.model.stem import pixels_to_batch
 from dermaops.net import answers_ok, free_port, wait_until_ready
 from dermaops.registry import Registry
 from dermaops.registry.model import log_training_run, storage_uri
+from dermaops.serving.smoke import lesion_jpeg
 from dermaops.settings import ARTIFACTS_DESTINATION_ENV
 from tests import stores
 from tests.conftest import Trained
@@ -98,6 +99,7 @@ class Release:
     images: dict[str, str]
     docs: list[dict[str, Any]]
     host: Host
+    values: dict[str, str]  # what the chart was rendered with
 
 
 def _model_zip(folder: Path) -> Path:
@@ -171,7 +173,8 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
         predictor = _start(docs, "dermaops-predictor", host, made, check_before=True)
         host = _expose(docs, "dermaops-predictor", host, images["serving"], made)
         ui = _start(docs, "dermaops-ui", host, made)
-        yield Release(predictor, monitor, ui, mlflow, s3, work / "model", images, docs, host)
+        yield Release(predictor, monitor, ui, mlflow, s3, work / "model", images, docs, host,
+                      values)  # fmt: skip
 
 
 def _mlflow_secrets(db: stores.Postgres, s3: str) -> dict[str, dict[str, str]]:
@@ -228,6 +231,11 @@ def _expose(docs: list[dict[str, Any]], name: str, host: Host, image: str,
     address = pm.service(forwarder, NETWORK, image, pm.pod_address(name, NETWORK),
                          service_ports(_doc(docs, "Service", name), spec))  # fmt: skip
     return replace(host, hosts={**host.hosts, f"{name}.{NAMESPACE}.svc": address})
+
+
+def _on_service(host: Host, name: str) -> str:
+    """The base URL of the Service ``name`` (its forwarder on the test's network, port 80)."""
+    return f"http://{host.hosts[f'{name}.{NAMESPACE}.svc']}"
 
 
 def _wait_ready(url: str, plan: PodPlan, timeout: float = 180) -> None:
@@ -485,3 +493,88 @@ def test_the_registry_registers_through_the_charts_mlflow_and_kserve_fetches_it(
         )
     finally:
         pm.podman("volume", "rm", "-f", volume, check=False)
+
+
+CANARY = "dermaops-predictor-canary"
+
+
+def _shadow_stage(release: Release, tmp_path: Path) -> tuple[list[dict[str, Any]], str, str]:
+    """The chart with its plain-Deployment canary behind an HTTPRoute, and the canary Deployment
+    as a rollout's shadow stage leaves it: planned by the deploy on what helm rendered, applied by
+    a real `kubectl patch --local`. The rendered objects (the canary patched), the stable
+    version and the candidate's archive URI (a copy of the served one under its own name)."""
+    from dermaops.deploy import DeployRequest, observe, plan
+    from tests.k8s.chart import kubectl_patch, release_objects
+
+    values = release.values | {"predictor.canary.enabled": "true",
+                               "predictor.canary.parentRefs[0].name": "clinic-gateway"}  # fmt: skip
+    docs = render(*(arg for k, v in values.items() for arg in ("--set", f"{k}={v}")))
+    stable_uri = release.values["model.storageUri"]
+    candidate_uri = stable_uri.replace("model.zip", "candidate.zip")
+    served = release.model.parent / "served"
+    (served / "candidate.zip").write_bytes((served / "model.zip").read_bytes())
+    objects = release_objects(docs)
+    stable_env = {e["name"]: e.get("value") for e in pod_spec(objects["predictor"] or {})[
+        "containers"][0]["env"]}  # fmt: skip
+    stable = str(stable_env["DERMAOPS_SERVING_MODEL_VERSION"])
+    request = DeployRequest("2", candidate_uri, 0, shadow_of=stable)
+    (patch,) = [p for p in plan(request, "dermaops", NAMESPACE, observe(objects))
+                if p.name == CANARY]  # fmt: skip
+    canary = kubectl_patch(_doc(docs, "Deployment", CANARY), patch.operations(), tmp_path)
+    assert canary["spec"]["replicas"] >= 1, "the shadow gives the canary pods"
+    return [canary if d is objects["canary"] else d for d in docs], stable, candidate_uri
+
+
+def test_a_rollouts_canary_pod_runs_beside_the_stable_one_and_answers_the_mirror(
+    release: Release, tmp_path: Path
+) -> None:
+    """A rollout's shadow stage on the chart's pods: the canary Deployment, patched by the
+    deploy to the candidate, runs its pod beside the stable one (its storage initializer
+    fetching the candidate's archive), behind its own Service. No Gateway runs here, so the
+    test sends what the route's RequestMirror sends (the request again, its x-request-id kept,
+    the route's shadow header set) to the canary Service. Both pods forward their records to
+    the monitor's Service; there the judge pairs every image, the candidate's answers marked as
+    shadow answers."""
+    from dermaops.inference_log import read_records
+    from dermaops.rollout.judge import JudgeSettings, Pair, judge, paired_checks, pairs
+    from dermaops.v1 import REQUEST_ID_HEADER, SHADOW_HEADER
+
+    docs, stable, candidate_uri = _shadow_stage(release, tmp_path)
+    spec = pod_spec(_doc(docs, "Deployment", CANARY))
+    assert spec["initContainers"][0]["env"][0]["value"] == candidate_uri
+    made: list[str] = []
+    try:
+        canary = _start(docs, CANARY, release.host, made)
+        host = _expose(docs, CANARY, release.host, release.images["serving"], made)
+        via_service = _on_service(host, CANARY)
+        images = 12
+        for i in range(images):
+            body = {"instances": [{"b64": base64.b64encode(lesion_jpeg(i)).decode()}]}
+            rid = {REQUEST_ID_HEADER: f"container-shadow-{i}"}
+            live = httpx.post(f"{release.predictor.url}/v1/models/dermaops:predict", json=body,
+                              headers=rid, timeout=60)  # fmt: skip
+            mirrored = httpx.post(f"{via_service}/v1/models/dermaops:predict", json=body,
+                                  headers=rid | {SHADOW_HEADER: stable}, timeout=60)  # fmt: skip
+            assert live.status_code == mirrored.status_code == 200, mirrored.text
+        version = httpx.get(f"{canary.url}/v2/models/dermaops", timeout=10).json()
+        assert version["versions"] == ["2"], version
+        logs = Path(pm.podman("volume", "inspect", "ci-monitor-home", "--format",
+                              "{{.Mountpoint}}"))  # fmt: skip
+        found: list[Pair] = []
+        deadline = time.monotonic() + 60
+        while len(found) < images and time.monotonic() < deadline:
+            records = [r for log in {p.parent for p in logs.rglob("predictions.jsonl*")}
+                       for r in read_records(log)]  # fmt: skip
+            found = [
+                p
+                for p in pairs(records, stable, "2")
+                if str(p.stable.get("request_id")).startswith("container-shadow-")
+            ]
+            time.sleep(1)
+        assert len(found) == images, "each image answered by both pods, paired at the monitor"
+        assert all(p.candidate["shadow"] is True and not p.stable.get("shadow") for p in found)
+        small = JudgeSettings(min_pairs=images)
+        verdict = judge(paired_checks(found, small), small)
+        assert verdict.verdict == "pass", verdict  # the same model: every paired check passes
+    finally:
+        pm.remove(made)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -61,3 +63,28 @@ def pod_labels(doc: dict[str, Any]) -> dict[str, str]:
     if doc["kind"] == "Pod":
         return doc["metadata"]["labels"]  # type: ignore[no-any-return]
     return doc["spec"]["template"]["metadata"]["labels"]  # type: ignore[no-any-return]
+
+
+def kubectl_patch(obj: dict[str, Any], ops: list[dict[str, Any]], tmp: Path) -> dict[str, Any]:
+    """``obj`` after a real `kubectl patch --local --type json` of ``ops``."""
+    path = tmp / f"{obj['kind']}-{obj['metadata']['name']}.yaml"
+    path.write_text(yaml.safe_dump(obj))
+    done = subprocess.run(
+        [find_tool("kubectl"), "patch", "--local", "-f", str(path), "--type", "json",
+         "-p", json.dumps(ops), "-o", "yaml"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode:
+        raise AssertionError(done.stderr)
+    patched: dict[str, Any] = yaml.safe_load(done.stdout)
+    return patched
+
+
+def release_objects(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
+    """The objects ``observe`` reads, as the cluster would hold what helm rendered."""
+    named = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    return {"InferenceService": named.get(("InferenceService", "dermaops")),
+            "predictor": named.get(("Deployment", "dermaops-predictor")),
+            "canary": named.get(("Deployment", "dermaops-predictor-canary")),
+            "route": named.get(("HTTPRoute", "dermaops-predictor")),
+            "monitor": named.get(("Deployment", "dermaops-monitor"))}  # fmt: skip

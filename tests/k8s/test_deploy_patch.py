@@ -15,14 +15,12 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-import yaml
 
 from dermaops.deploy import DeployRequest, Observed, Patch, observe, plan
 from dermaops.errors import ConfigError
 from dermaops.serving.__main__ import settings_from
 from dermaops.v1 import SHADOW_HEADER
-from tests.k8s.chart import CHART, KUBE_VERSION, URI, render
-from tests.k8s.conftest import find_tool
+from tests.k8s.chart import CHART, KUBE_VERSION, URI, kubectl_patch, release_objects, render
 
 pytestmark = pytest.mark.k8s
 
@@ -39,20 +37,6 @@ def dermaops_deploy(*args: str) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"KUBECONFIG": "/nonexistent", "KUBERNETES_SERVICE_HOST": ""}
     return subprocess.run([sys.executable, "-m", "dermaops", "deploy", *args],
                           capture_output=True, text=True, env=env, check=False)  # fmt: skip
-
-
-def kubectl_patch(obj: dict[str, Any], ops: list[dict[str, Any]], tmp: Path) -> dict[str, Any]:
-    path = tmp / f"{obj['kind']}-{obj['metadata']['name']}.yaml"
-    path.write_text(yaml.safe_dump(obj))
-    done = subprocess.run(
-        [find_tool("kubectl"), "patch", "--local", "-f", str(path), "--type", "json",
-         "-p", json.dumps(ops), "-o", "yaml"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if done.returncode:
-        raise AssertionError(done.stderr)
-    patched: dict[str, Any] = yaml.safe_load(done.stdout)
-    return patched
 
 
 def differences(a: Any, b: Any, at: str = "") -> Iterator[str]:
@@ -155,16 +139,6 @@ def test_a_canary_is_refused_where_the_mode_has_none(tmp_path: Path) -> None:
     assert done.returncode == 1 and "set predictor.canary.enabled=true" in done.stderr
 
 
-def _release(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
-    """The objects ``observe`` reads, as the cluster would hold what helm rendered."""
-    named = {(d["kind"], d["metadata"]["name"]): d for d in docs}
-    return {"InferenceService": named.get(("InferenceService", "dermaops")),
-            "predictor": named.get(("Deployment", "dermaops-predictor")),
-            "canary": named.get(("Deployment", "dermaops-predictor-canary")),
-            "route": named.get(("HTTPRoute", "dermaops-predictor")),
-            "monitor": named.get(("Deployment", "dermaops-monitor"))}  # fmt: skip
-
-
 def test_a_rawdeployment_canary_is_a_copy_of_the_served_predictor_and_full_drops_it(
     tmp_path: Path, validate_custom_resource: Callable[[dict[str, Any]], None]
 ) -> None:
@@ -174,12 +148,12 @@ def test_a_rawdeployment_canary_is_a_copy_of_the_served_predictor_and_full_drops
     predictor as it was; full serves the new version alone; a rollback (the stable version at
     100 %) drops the canary and changes nothing else."""
     docs = render(*URI)  # the chart's default mode
-    isvc = _release(docs)["InferenceService"]
+    isvc = release_objects(docs)["InferenceService"]
     assert isvc is not None
     stable = isvc["spec"]["predictor"]
 
     def step(obj: dict[str, Any], request: DeployRequest) -> dict[str, Any]:
-        observed = observe({**_release(docs), "InferenceService": obj})
+        observed = observe({**release_objects(docs), "InferenceService": obj})
         (patch, _) = plan(request, "dermaops", "dermaops", observed)
         after = kubectl_patch(obj, patch.operations(), tmp_path)
         validate_custom_resource(after)
@@ -210,7 +184,7 @@ def test_a_rawdeployment_canary_is_a_copy_of_the_served_predictor_and_full_drops
 
     # A predictor changed between reading and patching: the copy's guard refuses it, whole.
     (patch, _) = plan(DeployRequest("9", NEW_URI, 20), "dermaops", "dermaops",
-                      observe(_release(docs)))  # fmt: skip
+                      observe(release_objects(docs)))  # fmt: skip
     changed = copy.deepcopy(isvc)
     changed["spec"]["predictor"]["minReplicas"] = 3
     broken = patch.broken_preconditions(changed)
@@ -248,7 +222,7 @@ def test_the_chart_and_the_deploy_name_the_same_shadow_header_and_only_the_canar
         assert settings_from(container["args"], env)[1].challenger is challenger, name
     with pytest.raises(ConfigError, match="mirrored by the chart's HTTPRoute"):
         plan(DeployRequest("9", NEW_URI, 0, shadow_of="3"), "dermaops", "dermaops",
-             observe(_release(render(*PLAIN_CANARY))))  # fmt: skip
+             observe(release_objects(render(*PLAIN_CANARY))))  # fmt: skip
     with pytest.raises(ConfigError, match="mirrored by the chart's HTTPRoute"):
         plan(DeployRequest("9", NEW_URI, 0, shadow_of="3"), "dermaops", "dermaops",
              Observed("kserve", False))  # fmt: skip
@@ -289,7 +263,7 @@ def test_a_plain_deployment_canary_scales_its_own_deployment_and_full_scales_it_
     HTTPRoute's weights 90/10; without one, a replica share said in the note), the stable pods
     untouched; full serves the version on the stable Deployment and scales the canary to 0."""
     docs = render(*PLAIN_CANARY, *(GATEWAY if route else []))
-    release = {key: obj for key, obj in _release(docs).items() if obj is not None}
+    release = {key: obj for key, obj in release_objects(docs).items() if obj is not None}
     assert ("route" in release) is route
     keys = {"dermaops-predictor": "predictor", "dermaops-predictor-canary": "canary",
             "dermaops-monitor": "monitor"}  # fmt: skip
@@ -356,7 +330,7 @@ def test_the_release_is_read_from_its_objects() -> None:
     serverless = render("-f", str(CHART / "ci" / "gpu-values.yaml"))
     plain = render(*URI, "--set", "kserve.enabled=false", "--set", "monitor.reference=/ref.csv")
 
-    objects = _release
+    objects = release_objects
     assert observe(objects(serverless)) == Observed("kserve", True, True, True)
     assert observe(objects(plain)) == Observed("deployment", None, True, False)
     patches = plan(DeployRequest("9", NEW_URI), "dermaops", "dermaops", observe(objects(plain)))
