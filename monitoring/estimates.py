@@ -96,6 +96,25 @@ def estimate_versions(
     return results
 
 
+def estimate_each(
+    records: Iterable[Mapping[str, Any]], sources: Sources, s: EstimateSettings
+) -> dict[str, Estimate | str]:
+    """:func:`estimate_versions` with each version's calibration source from ``sources``: a
+    version whose model was never calibrated gets why, not a figure; one without a source to
+    be had (no registry, say) is estimated as plain CBPE."""
+    records = list(records)
+    found: dict[str, Source | None] = {}
+    unestimated: dict[str, Estimate | str] = {}
+    for version in by_version(records, 1):
+        try:
+            found[version] = sources(version)
+        except UncalibratedModelError as e:  # nothing an estimate can read
+            unestimated[version] = str(e)
+        except EstimateSourceError as e:  # no priors to be had: CBPE only
+            log.debug("estimates of version %s without its priors: %s", version, e)
+    return estimate_versions(records, found, s) | unestimated
+
+
 class Estimates:
     """Each version's latest estimate, or why there is none; ``lock`` guards them while a
     refresh publishes. A version with its calibration source (:class:`Sources`) gets the
@@ -115,18 +134,7 @@ class Estimates:
 
     def refresh(self) -> dict[str, Estimate | str]:
         """Estimate every version in the log; the gauges and :attr:`by_version` follow."""
-        records = self.records.read()
-        sources: dict[str, Source | None] = {}
-        unestimated: dict[str, Estimate | str] = {}
-        for version in by_version(records, 1):
-            try:
-                sources[version] = self.sources(version)
-            except UncalibratedModelError as e:  # nothing an estimate can read
-                unestimated[version] = str(e)
-            except EstimateSourceError as e:  # no priors to be had: CBPE only
-                log.debug("estimates of version %s without its priors: %s", version, e)
-        results = estimate_versions(records, sources, self.settings)
-        results.update(unestimated)
+        results = estimate_each(self.records.read(), self.sources, self.settings)
         with self.lock:
             p = estimate_pass(self.metrics)
             for name, found in results.items():

@@ -338,14 +338,17 @@ def monitor_estimate(
     reference_version: ReferenceVersionOpt = "",
     log_dir: LogDirOpt = None,
     window: Annotated[int | None, typer.Option(help="Latest answers of each version.")] = None,
+    model_name: ModelNameOpt = "dermaops",
 ) -> None:
     """Each served version's performance estimated from its answers, before any label: balanced
     accuracy, macro-F1, melanoma sensitivity and specificity with 95% intervals, re-weighted to
-    the window's estimated class priors (the reference's version) and as plain CBPE."""
-    from dermaops.evaluation.estimate import EstimateSettings, calibration_source
+    the window's estimated class priors (the reference's version, and each version registered
+    under --model-name, on its own calibration) and as plain CBPE."""
+    from dermaops.evaluation.estimate import EstimateSettings
+    from dermaops.evaluation.sources import Sources
     from dermaops.inference_log import read_records
     from dermaops.monitoring.drift import deployed_reference
-    from dermaops.monitoring.estimates import estimate_versions
+    from dermaops.monitoring.estimates import estimate_each
     from dermaops.settings import load_settings
 
     home = Home.from_env()
@@ -354,8 +357,11 @@ def monitor_estimate(
     )
     if reference is None:
         reference, reference_version = deployed_reference(home)
-    sources = {reference_version: calibration_source(reference)} if reference_version else {}
-    results = estimate_versions(read_records(log_dir or home.inference_log), sources, settings)
+    given = reference
+    sources = Sources(model_name, lambda: (given, reference_version))
+    if reference_version:
+        sources(reference_version)  # a reference without calibration is refused here, loudly
+    results = estimate_each(read_records(log_dir or home.inference_log), sources, settings)
     if not results:
         typer.echo("no answers in the inference log yet")
     for version, found in results.items():

@@ -277,3 +277,32 @@ def test_each_versions_source_is_fetched_once_and_a_failed_fetch_waits_before_a_
     with pytest.raises(EstimateSourceError, match="not one of a registered model's"):
         Sources("", fetch=fetch)("2")
     assert Sources("dermaops", fetch=fetch).get("local") is None
+
+
+def test_every_version_is_estimated_on_its_own_calibration_or_says_why_not(
+    tmp_path: Path,
+) -> None:
+    """The monitor's (and `monitor estimate`'s) pass over the log: the reference's version and
+    a registered one are corrected for the priors, a registered model never calibrated gets
+    why, and a version no registry holds (a local one) plain CBPE."""
+    from dermaops.evaluation.sources import Sources
+    from dermaops.inference_log import PROBABILITY_FIELDS
+    from dermaops.monitoring.estimates import estimate_each
+
+    folders = {"2": _model_folder(tmp_path / "v2"), "3": _model_folder(tmp_path / "v3", False)}
+    reference = _model_folder(tmp_path / "reference")
+    sources = Sources("dermaops", lambda: (reference, "1"), folders.__getitem__)
+    probs, _ = _window(SOURCE, 150, seed=4)
+    records = [{"model_version": version, "melanoma": bool(row[MEL] >= THRESHOLD),
+                **dict(zip(PROBABILITY_FIELDS, row, strict=True))}
+               for version in ("1", "2", "3", "local") for row in probs.tolist()]  # fmt: skip
+    found = estimate_each(records, sources, EstimateSettings(draws=20))
+    assert set(found) == {"1", "2", "3", "local"}
+    for version in ("1", "2"):
+        corrected = found[version]
+        assert isinstance(corrected, Estimate) and corrected.corrected is not None
+    assert isinstance(found["3"], str) and "not calibrated" in found["3"]
+    local = found["local"]
+    assert (
+        isinstance(local, Estimate) and local.corrected is None and local.plain.assumption == CBPE
+    )
