@@ -34,6 +34,7 @@ class MonitorMetrics:
     rollout_weight: Gauge
     rollout_check: Gauge
     rollout_check_value: Gauge
+    rollout_check_samples: Gauge
     estimated_balanced_accuracy: Gauge
     estimated_balanced_accuracy_lower: Gauge
     estimated_sensitivity: Gauge
@@ -151,6 +152,13 @@ class MonitorMetrics:
             rollout_check_value=Gauge(
                 "dermaops_rollout_check_value",
                 "Each check's value in the last judgement (absent: not measured).",
+                ["check"],
+                registry=r,
+            ),
+            rollout_check_samples=Gauge(
+                "dermaops_rollout_check_samples",
+                "The samples each check counted in the last judgement (paired images in a "
+                "shadow, requests per version in a canary step).",
                 ["check"],
                 registry=r,
             ),

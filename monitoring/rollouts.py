@@ -61,10 +61,12 @@ def export(r: Rollout | None, metrics: MonitorMetrics) -> None:
             current = r is not None and (r.current.name, r.status) == (phase, status)
             metrics.rollout_phase.labels(phase, status).set(int(current))
     metrics.rollout_weight.set(r.current.weight if r is not None else 0)
-    p = SeriesPass(metrics.rollout_check, metrics.rollout_check_value)
+    p = SeriesPass(metrics.rollout_check, metrics.rollout_check_value,
+                   metrics.rollout_check_samples)  # fmt: skip
     for check in r.last.checks if r is not None and r.last is not None else []:
         for verdict in VERDICTS:
             p.set(metrics.rollout_check, (check.name, verdict), int(check.verdict == verdict))
+        p.set(metrics.rollout_check_samples, (check.name,), check.samples)
         if check.value is not None:
             p.set(metrics.rollout_check_value, (check.name,), check.value)
     p.finish()

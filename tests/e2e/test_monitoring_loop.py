@@ -231,7 +231,8 @@ def test_drifted_traffic_fires_the_alert_and_starts_one_retraining_run(
     # Every dashboard query runs against real data; each has a series now (but the row of
     # clinicians' labels, which has data once there are labels: the melanoma test checks it;
     # and the rollout row, which has data in a rollout: tests/integration/test_rollout.py).
-    drift_loop = [e for e in dashboard_expressions() if not _on_labels(e) and not _on_rollout(e)]
+    drift_loop = [e for e in dashboard_expressions()
+                  if not (_on_labels(e) or _on_rollout(e) or _against_labels(e))]  # fmt: skip
     empty = [e for e in drift_loop if not _query(loop.prometheus, fill_variables(e))]
     assert not empty, f"dashboard queries without data: {empty}"
     # Before any label: the served version's performance, estimated from its own answers.
@@ -245,6 +246,12 @@ LABELS_METRICS = ("dermaops_live_", "dermaops_feedback_", "dermaops_registered_"
 def _on_rollout(expr: str) -> bool:
     """A query of the dashboard's rollout row."""
     return "dermaops_rollout_" in expr or "dermaops_shadow_" in expr
+
+
+def _against_labels(expr: str) -> bool:
+    """A query of estimates set against labels: data once a version has both (the unit test of
+    the monitor's export shows the gauges; this loop labels too few answers to estimate)."""
+    return "dermaops_estimate_error" in expr or "dermaops_estimate_disagrees" in expr
 
 
 def _on_labels(expr: str) -> bool:

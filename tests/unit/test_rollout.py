@@ -262,9 +262,11 @@ def test_the_monitor_exports_where_the_rollout_stands() -> None:
     assert value("dermaops_rollout_check", check="melanoma_flips", verdict="pass") == 1
     assert value("dermaops_rollout_check", check="melanoma_flips", verdict="fail") == 0
     assert value("dermaops_rollout_check_value", check="top1_agreement") == 1.0
+    assert value("dermaops_rollout_check_samples", check="melanoma_flips") == 100
     export(None, metrics)
     assert value("dermaops_rollout_phase", phase="canary", status="running") == 0
     assert value("dermaops_rollout_check", check="melanoma_flips", verdict="pass") is None
+    assert value("dermaops_rollout_check_samples", check="melanoma_flips") is None
 
 
 def test_without_a_guard_the_ood_check_is_left_out_not_waited_for() -> None:
