@@ -14,17 +14,19 @@ import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException
 
 from dermaops.errors import DermaOpsError
-from dermaops.evaluation.estimate import Source
 from dermaops.monitoring.metrics import MonitorMetrics
 from dermaops.monitoring.rollouts import drive as drive_rollout
 from dermaops.monitoring.rollouts import driver as rollout_driver
 from dermaops.monitoring.rollouts import routes as rollout_routes
 from dermaops.monitoring.settings import MonitorSettings
+
+if TYPE_CHECKING:
+    from dermaops.registry.rollout import SourceOf
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ class Reconciler:
     def __init__(
         self, settings: MonitorSettings, metrics: MonitorMetrics,
         labels: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
-        sources: Callable[[str], Source | None] | None = None,
+        sources: SourceOf | None = None,
     ) -> None:  # fmt: skip
         self.settings = settings
         self.metrics = metrics

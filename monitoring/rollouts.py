@@ -19,7 +19,7 @@ from dermaops.rollout.plan import Rollout, RolloutStore
 if TYPE_CHECKING:
     from dermaops.monitoring.metrics import MonitorMetrics
     from dermaops.registry.client import Registry
-    from dermaops.registry.rollout import RolloutDriver, Sources
+    from dermaops.registry.rollout import RolloutDriver, SourceOf
     from dermaops.registry.serving import Serving
     from dermaops.rollout.plan import RolloutSettings
 
@@ -33,7 +33,7 @@ VERDICTS = ("pass", "fail", "no_data")
 def driver(
     reg: Registry, serving: Serving, out: Path, inference_log: Path, settings: RolloutSettings,
     prometheus: str = "", labels: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
-    sources: Sources | None = None, estimates: EstimateSettings | None = None,
+    sources: SourceOf | None = None, estimates: EstimateSettings | None = None,
 ) -> RolloutDriver:  # fmt: skip
     """The monitor's driver: rollouts in ``out``, judged on its own inference log, with
     ``prometheus`` on the request counts there, ``labels`` on the live figures from clinicians'

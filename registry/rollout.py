@@ -82,7 +82,7 @@ log = logging.getLogger(__name__)
 Records = Callable[[], Iterable[Mapping[str, Any]]]
 Errors = Callable[[Rollout], ErrorCounts | None]
 Labels = Callable[[], Mapping[str, Mapping[str, Any]]]  # the monitor's live figures per version
-Sources = Callable[[str], Source | None]  # a version's calibration source, for its estimates
+SourceOf = Callable[[str], Source | None]  # a version's calibration source, for its estimates
 
 
 def log_records(*folders: Path) -> Records:
@@ -117,7 +117,7 @@ def _seconds(stamp: object) -> float:
 
 def judge_stage(
     r: Rollout, records: Iterable[Mapping[str, Any]], counts: ErrorCounts | None, s: JudgeSettings,
-    live: Mapping[str, Mapping[str, Any]] | None = None, sources: Sources = no_sources,
+    live: Mapping[str, Mapping[str, Any]] | None = None, sources: SourceOf = no_sources,
     es: EstimateSettings | None = None,
 ) -> Judgement:  # fmt: skip
     """The checks of ``r``'s stage on the ``records`` since it began: paired in shadow, split in
@@ -163,7 +163,7 @@ class RolloutDriver:
     errors: Errors = no_error_counts
     clock: Callable[[], float] = time.time
     labels: Labels = no_labels
-    sources: Sources = no_sources
+    sources: SourceOf = no_sources
     estimates: EstimateSettings = dataclasses.field(default_factory=EstimateSettings)
 
     def begin(self, stable: str, candidate: str) -> Rollout:

@@ -136,14 +136,18 @@ def estimate() -> str:
             _points(s["mae_ours_melanoma_sensitivity"]),
             _points(s["mae_cbpe_melanoma_sensitivity"]), _pct(s["coverage_melanoma_sensitivity"]),
             _points(s["mae_ours_balanced_accuracy"]), _points(s["mae_cbpe_balanced_accuracy"]),
-            _pct(s["coverage_balanced_accuracy"]), f"{held} of {len(checks)}",
+            _pct(s["coverage_balanced_accuracy"]), _pct(s.get("unreliable_windows", 0)),
+            f"{held} of {len(checks)}" if checks else "none (covariate shift)",
         ))  # fmt: skip
+    gain = result.get("device_gain")
+    device = (f"; the device scenarios score the test images again with each channel times "
+              f"{', '.join(map(str, gain))} (R, G, B)" if gain else "")  # fmt: skip
     head = (f"{result['test_images']} scored test images, {result['windows']} windows of "
-            f"{result['window_size']} per scenario ({_link('estimate')}):\n\n")  # fmt: skip
+            f"{result['window_size']} per scenario{device} ({_link('estimate')}):\n\n")  # fmt: skip
     return head + _table(("scenario", "melanoma sensitivity: our error (points)",
                           "CBPE's error (points)", "our intervals' coverage",
                           "balanced accuracy: our error (points)", "CBPE's error (points)",
-                          "coverage", "targets held"), rows) \
+                          "coverage", "windows marked unreliable", "targets held"), rows) \
         + "\n" + machines(["estimate"]) + "\n"  # fmt: skip
 
 

@@ -338,12 +338,19 @@ def monitor_estimate(
     reference_version: ReferenceVersionOpt = "",
     log_dir: LogDirOpt = None,
     window: Annotated[int | None, typer.Option(help="Latest answers of each version.")] = None,
-    model_name: ModelNameOpt = "dermaops",
+    model_name: Annotated[
+        str,
+        typer.Option(
+            "--model-name",
+            help="The registered model whose versions are each corrected on their own "
+            "calibration (fetched from the registry; empty: the reference's version only).",
+        ),
+    ] = "",
 ) -> None:
     """Each served version's performance estimated from its answers, before any label: balanced
     accuracy, macro-F1, melanoma sensitivity and specificity with 95% intervals, re-weighted to
-    the window's estimated class priors (the reference's version, and each version registered
-    under --model-name, on its own calibration) and as plain CBPE."""
+    the window's estimated class priors (the reference's version, and with --model-name each
+    registered version on its own calibration) and as plain CBPE."""
     from dermaops.evaluation.estimate import EstimateSettings
     from dermaops.evaluation.sources import Sources
     from dermaops.inference_log import read_records

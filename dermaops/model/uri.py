@@ -8,6 +8,7 @@ folder (what KServe's storage initializer fetched) loads no platform SDK.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -69,9 +70,20 @@ def _from_registry(uri: str, home: Home) -> tuple[Path, str]:
         name, _, version = name.partition("/")
         reg = Registry(RegistrySettings(model_name=name), home)
     dest = home.serving / "models" / f"{name}-v{version}"
-    if (dest / "done").is_file():
-        return Path((dest / "done").read_text()), version
-    folder = download(reg, version, dest)
-    (dest / "done").write_text(str(folder))
+    with _download_lock(dest):  # the monitor's drift watch and estimates may ask at once
+        if (dest / "done").is_file():
+            return Path((dest / "done").read_text()), version
+        folder = download(reg, version, dest)
+        (dest / "done").write_text(str(folder))
     log.info("downloaded %s (version %s) to %s", uri, version, folder)
     return folder, version
+
+
+_LOCKS: dict[Path, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _download_lock(dest: Path) -> threading.Lock:
+    """One download into ``dest`` at a time in this process."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(dest, threading.Lock())

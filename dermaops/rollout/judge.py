@@ -85,6 +85,9 @@ class JudgeSettings(BaseModel):
     max_estimated_sensitivity_drop: float = Field(
         0.1, ge=0, le=1, description="fall of the melanoma sensitivity estimated without labels"
     )
+    estimate_weight: float = Field(
+        0.5, ge=0, le=1, description="the estimate's part in the score (the others weigh 1)"
+    )
     pass_score: float = Field(
         0.75, ge=0, le=1, description="share of non-critical checks that must pass"
     )
@@ -102,6 +105,7 @@ class Check(BaseModel):
     verdict: Verdict
     critical: bool
     samples: int
+    weight: float = Field(1.0, ge=0, description="its part in the score, when not critical")
     detail: str = ""
 
 
@@ -111,7 +115,7 @@ class Judgement(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     verdict: PhaseVerdict
-    score: float | None = Field(description="share of the non-critical checks that passed")
+    score: float | None = Field(description="share of the non-critical checks' weight that passed")
     checks: list[Check]
     reason: str
 
@@ -377,31 +381,36 @@ def estimate_check(
     stable: Sequence[Mapping[str, Any]], candidate: Sequence[Mapping[str, Any]],
     sources: tuple[Source | None, Source | None], s: JudgeSettings, es: EstimateSettings,
 ) -> Check | None:  # fmt: skip
-    """The candidate's melanoma sensitivity estimated from its answers before any label
+    """The candidate's melanoma sensitivity estimated from its latest answers before any label
     (:func:`dermaops.evaluation.estimate.estimate_answers`, each version with its own
     calibration ``sources``, corrected for the window's priors) against the stable's: fails
-    when it fell by more than ``max_estimated_sensitivity_drop``. Not critical: it rests on
-    each model's calibration holding under this traffic. None (left out, never waited for)
-    where a version has no calibration source, too few answers to estimate, or an estimate
-    its own checks mark unreliable (many images the guard refused, say)."""
+    when it fell by more than ``max_estimated_sensitivity_drop`` and the candidate's interval
+    lies wholly below the stable's estimate. Not critical, and weighs ``estimate_weight`` in
+    the score (so it alone does not roll a candidate back): it rests on each model's
+    calibration holding under this traffic. None (left out, never waited for) where a version
+    has no calibration source, too few answers to estimate, or an estimate its own checks mark
+    unreliable (many images the guard refused, say)."""
     old_source, new_source = sources
     if old_source is None or new_source is None:
         return None
     try:
-        old = estimate_answers(stable, old_source, es)
-        new = estimate_answers(candidate, new_source, es)
+        old = estimate_answers(stable[-es.window :], old_source, es)
+        new = estimate_answers(candidate[-es.window :], new_source, es)
     except EstimateError:
         return None
     if not (old.reliable and new.reliable):
         return None
     before = (old.corrected or old.plain).melanoma_sensitivity
     after = (new.corrected or new.plain).melanoma_sensitivity
-    if before.value is None or after.value is None:
+    if before.value is None or after.value is None or after.upper is None:
         return None
-    return _check("estimated_melanoma_sensitivity", after.value - before.value,
-                  -s.max_estimated_sensitivity_drop, "at_least", min(old.images, new.images), 1,
-                  critical=False, detail=f"estimated {_figure(after)} vs stable "
-                  f"{_figure(before)} on {new.images} and {old.images} answers")  # fmt: skip
+    change, bound = after.value - before.value, -s.max_estimated_sensitivity_drop
+    check = _check("estimated_melanoma_sensitivity", change, bound, "at_least",
+                   min(old.images, new.images), 1, critical=False,
+                   failed=change < bound and after.upper < before.value,
+                   detail=f"estimated {_figure(after)} vs stable {_figure(before)} on the "
+                   f"latest {new.images} and {old.images} answers")  # fmt: skip
+    return check.model_copy(update={"weight": s.estimate_weight})
 
 
 def _figure(f: Figure) -> str:
@@ -422,7 +431,8 @@ def judge(checks: Sequence[Check], s: JudgeSettings) -> Judgement:
     passes when enough of the non-critical checks pass."""
     failed = [c.name for c in checks if c.critical and c.verdict == "fail"]
     scored = [c for c in checks if not c.critical]
-    score = sum(c.verdict == "pass" for c in scored) / len(scored) if scored else None
+    weight = sum(c.weight for c in scored)
+    score = sum(c.weight for c in scored if c.verdict == "pass") / weight if weight else None
     waiting = [c.name for c in checks if c.verdict == "no_data"]
     if failed:
         return Judgement(verdict="fail", score=score, checks=list(checks),

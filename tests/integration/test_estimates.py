@@ -70,3 +70,35 @@ def test_monitor_estimate_reads_the_served_versions_answers(
     assert "melanoma sensitivity" in out and "(95% " in out and "nothing about patients" in out
     fewer = run(DERMAOPS_ESTIMATE_MIN_RECORDS="500")
     assert fewer.startswith("version 7: no estimate (120 images; an estimate needs at least 500)")
+
+
+def test_the_bench_scores_the_test_split_again_as_another_camera_would_send_it(
+    served_model: Path, prepared_small: Path
+) -> None:
+    """The device scenarios' scoring is evaluation's: with no shift it gives the evaluation's
+    own test probabilities; the darker, warmer camera moves them; its scenarios report errors
+    and the windows the estimate marked unreliable, and no target (no assumption holds)."""
+    from dermaops.evaluation.estimate_bench import (
+        DEVICE,
+        DEVICE_SCENARIOS,
+        bench_estimate,
+        score_test_split,
+    )
+    from dermaops.evaluation.result import EvaluationMetrics
+
+    evaluation = served_model.parent / "evaluation"
+    temperature = EvaluationMetrics.read(evaluation).temperature
+    saved = np.load(evaluation / "test_predictions.npz")
+    same = score_test_split(served_model, prepared_small, temperature, (1.0, 1.0, 1.0))
+    assert np.allclose(same.probs, saved["probs"], atol=1e-5)
+    assert (same.labels == saved["labels"]).all() and same.admitted is not None
+    darker = score_test_split(served_model, prepared_small, temperature, DEVICE)
+    assert np.abs(darker.probs - same.probs).max() > 0.01
+    result = bench_estimate(evaluation, served_model, windows=10, size=60, draws=20,
+                            data=prepared_small)  # fmt: skip
+    assert result["device_gain"] == list(DEVICE)
+    for name in DEVICE_SCENARIOS:
+        scenario = result["scenarios"][name]
+        assert scenario["mae_ours_balanced_accuracy"] is not None
+        assert 0 <= scenario["unreliable_windows"] <= 1
+    assert not any(c["check"].startswith("device") for c in result["checks"])

@@ -255,6 +255,8 @@ def test_each_versions_source_is_fetched_once_and_a_failed_fetch_waits_before_a_
 
     def fetch(version: str) -> Path:
         fetched.append(version)
+        if version == "8":
+            raise RuntimeError("the registry's own client failed")
         if version not in folders:
             raise ConfigError(f"no version {version}")
         return folders[version]
@@ -265,10 +267,12 @@ def test_each_versions_source_is_fetched_once_and_a_failed_fetch_waits_before_a_
     assert own.priors[CLASSES.index("mel")] == pytest.approx(0.5) and fetched == []
     assert sources("2").priors[CLASSES.index("nv")] == pytest.approx(0.5)
     assert sources.get("2") is not None and fetched == ["2"]  # read once
+    raised = []
     for _ in range(2):
-        with pytest.raises(UncalibratedModelError, match="not calibrated"):
+        with pytest.raises(UncalibratedModelError, match="not calibrated") as e:
             sources("3")
-    assert fetched == ["2", "3"]
+        raised.append(e.value)
+    assert fetched == ["2", "3"] and raised[0] is not raised[1], "a fresh error each time"
     assert sources.get("9") is None and sources.get("9") is None and fetched == ["2", "3", "9"]
     now[0] = REFETCH_S + 1
     with pytest.raises(EstimateSourceError, match="could not be fetched: no version 9"):
@@ -277,6 +281,7 @@ def test_each_versions_source_is_fetched_once_and_a_failed_fetch_waits_before_a_
     with pytest.raises(EstimateSourceError, match="not one of a registered model's"):
         Sources("", fetch=fetch)("2")
     assert Sources("dermaops", fetch=fetch).get("local") is None
+    assert sources.get("8") is None and "own client failed" in sources.unfetchable["8"][1]
 
 
 def test_every_version_is_estimated_on_its_own_calibration_or_says_why_not(

@@ -505,7 +505,8 @@ def test_the_label_free_estimate_fails_a_candidate_that_flags_fewer_and_never_wa
     assert shy.detail.startswith("estimated ") and "vs stable" in shy.detail
     verdict = judge([*paired_checks(pairs(_shadowed(100, lambda i, mel: mel), "1", "2"), SMALL),
                      shy], SMALL)  # fmt: skip
-    assert verdict.verdict == "pass" and verdict.score == 0.75  # one of four scored checks lost
+    # It weighs half of another check: lost alone, 3 of 3.5 is still a pass.
+    assert verdict.verdict == "pass" and verdict.score == pytest.approx(3 / 3.5)
     few = _answers("2", probs[:50], THRESHOLD)
     refusing = _answers("2", probs, THRESHOLD, refused=200)
     for candidate, sources in ((few, (source, source)), (refusing, (source, source)),
