@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from dermaops.data.features import STAT_NAMES
 from dermaops.errors import DermaOpsError
 from dermaops.evaluation.calibration import apply_bias
 from dermaops.inference_log import PROBABILITY_FIELDS
@@ -43,6 +44,9 @@ from dermaops.model.artifact import CALIBRATION, CLASS_BIAS, REFERENCE
 
 MEL = CLASSES.index("mel")
 CBPE = "P(label | image) unchanged since calibration (CBPE)"
+# The image statistics that say whether the images changed beyond their class mix (their
+# sizes are left out: an upload path that resizes changes them, not what the model sees).
+INPUTS = tuple(name for name in STAT_NAMES if name not in ("width", "height", "aspect"))
 LABEL_SHIFT = "P(image | label) unchanged; class priors re-estimated from the outputs (EM)"
 
 
@@ -70,6 +74,21 @@ class EstimateSettings(BaseModel):
         ge=0,
         description="pseudo-images of the calibration priors in the prior estimate "
         "(0: plain EM, unbiased but noisy for rare classes in small windows)",
+    )
+    input_alpha: float = Field(
+        0.001,
+        gt=0,
+        lt=1,
+        description="significance at which the window's image statistics differ from the "
+        "reference re-weighted to the estimated class mix (Kolmogorov-Smirnov, Bonferroni): "
+        "the images changed beyond their class mix, and the estimate is not reliable",
+    )
+    input_distance: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="least Kolmogorov-Smirnov distance that counts as a change (smaller ones "
+        "are within what an error of the estimated priors explains)",
     )
     seed: int = 0
 
@@ -125,10 +144,13 @@ class UncalibratedModelError(EstimateSourceError):
 @dataclass(frozen=True)
 class Source:
     """What a model's probabilities were calibrated under: the class shares of its train and
-    validation images, and the class bias that calibrates each class (None: not fitted)."""
+    validation images, the class bias that calibrates each class (None: not fitted), and those
+    images' classes (indices) and statistics (:data:`INPUTS`; None: the reference has none)."""
 
     priors: np.ndarray
     bias: np.ndarray | None = None
+    classes: np.ndarray | None = None
+    inputs: np.ndarray | None = None
 
 
 def calibration_source(reference: Path) -> Source:
@@ -147,18 +169,21 @@ def calibration_source(reference: Path) -> Source:
             "estimate can be read from them (register the model through evaluate)"
         )
     try:
-        frame = pd.read_csv(path, usecols=["split", "dx"])
-    except (OSError, ValueError) as e:
+        frame = pd.read_csv(path, usecols=lambda c: c in ("split", "dx", *INPUTS))
+        labelled = frame[frame["split"].isin(["train", "val"])]
+        classes = labelled["dx"].map({c: i for i, c in enumerate(CLASSES)})
+    except (OSError, ValueError, KeyError) as e:
         raise EstimateSourceError(
             f"{path}: no split and dx columns to take priors from: {e}"
         ) from e
-    labelled = frame[frame["split"].isin(["train", "val"])]["dx"]
-    counts: np.ndarray = (
-        labelled.value_counts().reindex(list(CLASSES), fill_value=0).to_numpy(float)
-    )
+    counts: np.ndarray = np.bincount(classes.dropna().astype(int), minlength=len(CLASSES))
     if counts.sum() == 0:
         raise EstimateSourceError(f"{path} holds no labelled train or validation image")
-    return Source(counts / counts.sum(), _class_bias(folder / CALIBRATION))
+    inputs = labelled[list(INPUTS)] if set(INPUTS) <= set(labelled.columns) else None
+    kept = classes.notna() & (inputs.notna().all(axis=1) if inputs is not None else True)
+    return Source(counts / counts.sum(), _class_bias(folder / CALIBRATION),
+                  classes[kept].to_numpy(int) if inputs is not None else None,
+                  inputs[kept].to_numpy(float) if inputs is not None else None)  # fmt: skip
 
 
 def _class_bias(path: Path) -> np.ndarray | None:
@@ -300,10 +325,13 @@ def estimate(
     source: Source | None = None,
     ood_share: float = 0.0,
     s: EstimateSettings | None = None,
+    inputs: np.ndarray | None = None,
 ) -> Estimate:
     """Estimate a window's performance from its calibrated ``probs`` (N x 7) and the melanoma
     flags its answers carried; ``source``: the class priors of the data the model was
-    calibrated on and its class bias (without it, CBPE on the probabilities as they are).
+    calibrated on and its class bias (without it, CBPE on the probabilities as they are);
+    ``inputs``: the window's image statistics (N x :data:`INPUTS`), checked against the
+    source's re-weighted to the estimated class mix (:func:`inputs_moved`).
 
     Raises:
         EstimateError: fewer than ``min_records`` images, or rows that are not probabilities.
@@ -340,8 +368,48 @@ def estimate(
         )
     if iterations >= EM_ITERATIONS:
         reasons.append("the prior estimate did not converge")
+    if inputs is not None and source is not None and corrected is not None:
+        estimated = np.array([corrected.priors[c] for c in CLASSES])
+        moved = inputs_moved(np.asarray(inputs, dtype=float), source, estimated, s, rng)
+        if moved:
+            reasons.append(moved)
     return Estimate(images=len(probs), reliable=not reasons, reasons=reasons,
                     corrected=corrected, plain=plain, em_iterations=iterations)  # fmt: skip
+
+
+def inputs_moved(
+    inputs: np.ndarray, source: Source, priors: np.ndarray, s: EstimateSettings,
+    rng: np.random.Generator,
+) -> str | None:  # fmt: skip
+    """Why the window's images changed beyond their class mix, or None.
+
+    Under prevalence shift only the class mix moves: the window's image statistics must look
+    like the reference's drawn with each class at its estimated prior (the reference re-weighted
+    by prior / calibration prior). Each statistic is compared by a two-sample
+    Kolmogorov-Smirnov test against such a draw, each image once (the same image sent twice is
+    one image); a distance of at least ``input_distance`` with a p-value under
+    ``input_alpha`` over the number of statistics (Bonferroni) says P(image | label) moved too
+    (another camera, another light): neither assumption holds. The distance keeps an error of
+    the estimated priors, which moves a statistic a little wherever classes differ in it, from
+    counting as a change. None where the source has no statistics."""
+    from scipy.stats import ks_2samp  # only estimating needs scipy, not serving
+
+    if source.inputs is None or source.classes is None or not len(source.classes):
+        return None
+    images = np.unique(inputs, axis=0)
+    weights = priors[source.classes] / np.clip(source.priors, 1e-6, None)[source.classes]
+    drawn = rng.choice(len(source.classes), len(source.classes), p=weights / weights.sum())
+    level = s.input_alpha / len(INPUTS)
+    found = []
+    for j, name in enumerate(INPUTS):
+        test = ks_2samp(images[:, j], source.inputs[drawn, j])
+        if test.pvalue < level and test.statistic >= s.input_distance:
+            found.append(f"{name} (distance {test.statistic:.2f}, p = {test.pvalue:.1e})")
+    if not found:
+        return None
+    return ("the images changed beyond their class mix (another camera or light?): "
+            + ", ".join(found) + " differ from the reference at the estimated priors; "
+            "neither assumption holds")  # fmt: skip
 
 
 def estimate_answers(
@@ -361,7 +429,10 @@ def estimate_answers(
     flagged = np.array([bool(r.get("melanoma")) for r in rows])
     judged = [r.get("in_distribution") for r in rows if r.get("in_distribution") is not None]
     ood_share = sum(v is False for v in judged) / len(judged) if judged else 0.0
-    return estimate(probs.reshape(len(rows), len(CLASSES)), flagged, source, ood_share, s)
+    stats = [[r.get(name) for name in INPUTS] for r in rows]
+    inputs = np.array(stats, dtype=float) if all(None not in row for row in stats) else None
+    return estimate(probs.reshape(len(rows), len(CLASSES)), flagged, source, ood_share, s,
+                    inputs)  # fmt: skip
 
 
 COMPARED = ("melanoma_sensitivity", "melanoma_specificity", "f1_macro")  # also scored on labels

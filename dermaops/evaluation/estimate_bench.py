@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from dermaops.evaluation.calibration import apply_temperature
 from dermaops.evaluation.estimate import (
+    INPUTS,
     MEL,
     EstimateSettings,
     Source,
@@ -44,12 +45,13 @@ MAX_ERROR, MIN_COVERAGE, MAX_ERROR_SHARE = 0.03, 0.90, 0.5
 
 @dataclass(frozen=True)
 class Scored:
-    """A test split as the model answered it: calibrated probabilities, labels, and the guard's
-    verdicts (None: no guard)."""
+    """A test split as the model answered it: calibrated probabilities, labels, the guard's
+    verdicts (None: no guard) and each image's statistics (:data:`INPUTS`; None: not read)."""
 
     probs: np.ndarray
     labels: np.ndarray
     admitted: np.ndarray | None = None
+    inputs: np.ndarray | None = None
 
 
 def bench_estimate(
@@ -64,6 +66,8 @@ def bench_estimate(
     plan = Plan(metrics.melanoma.threshold, source, EstimateSettings(draws=draws, min_records=1),
                 np.random.default_rng(seed), windows, size, seed)  # fmt: skip
     test = Scored(saved["probs"], saved["labels"])
+    if data is not None:  # scored again as evaluation did, for the images' statistics too
+        test = score_test_split(model, data, metrics.temperature, (1.0, 1.0, 1.0))
     results = {name: _scenario(name, test, factor, plan) for name, factor in SCENARIOS.items()}
     if data is not None:
         shifted = score_test_split(model, data, metrics.temperature, DEVICE)
@@ -111,7 +115,8 @@ def _scenario(name: str, test: Scored, factor: float, plan: Plan) -> dict[str, A
         truth = realized(y, p.argmax(axis=1), flags)
         refused = 0.0 if test.admitted is None else float(1 - test.admitted[picked].mean())
         found = estimate(p, flags, plan.source, refused,
-                         plan.settings.model_copy(update={"seed": seed + w}))  # fmt: skip
+                         plan.settings.model_copy(update={"seed": seed + w}),
+                         None if test.inputs is None else test.inputs[picked])  # fmt: skip
         unreliable += not found.reliable
         corrected = found.corrected or found.plain  # priors are given: always corrected
         for figure in FIGURES:
@@ -140,16 +145,19 @@ def score_test_split(
     guard's verdicts where it has a guard."""
     import torch
 
+    from dermaops.data.features import image_stats
     from dermaops.data.prepared import PreparedSet
     from dermaops.model.artifact import ModelArtifact
     from dermaops.model.embedding import WithEmbedding
-    from dermaops.model.inference import predict_with_embeddings, split_tensors
+    from dermaops.model.inference import predict_with_embeddings
+    from dermaops.model.stem import fit_short_side
 
     artifact = ModelArtifact.load(model)
     pre = artifact.preprocessing
-    test = split_tensors(PreparedSet.open(data), "test", pre.image_size, torch.device("cpu"))
-    scale = torch.tensor(gain, dtype=torch.float32)
-    shifted = (test.pixels.float() * scale).round().clamp(0, 255).to(torch.uint8)
+    cache, labels, _ = PreparedSet.open(data).split("test")
+    cache = (cache * np.asarray(gain, dtype=np.float32)).round().clip(0, 255).astype(np.uint8)
+    stats = [image_stats(image, (image.shape[1], image.shape[0])) for image in cache]
+    shifted = fit_short_side(torch.from_numpy(cache), pre.image_size)
     net = WithEmbedding(artifact.torch_model(), artifact.arch)
     probs, embedding = predict_with_embeddings(net, shifted, pre, batch=128)
     guard, admitted = artifact.guard, None
@@ -157,7 +165,8 @@ def score_test_split(
         with torch.no_grad():
             logits = net.head(torch.from_numpy(embedding)).float().numpy()
         admitted = np.asarray(guard.admits(guard.scores(logits, embedding)), dtype=bool)
-    return Scored(apply_temperature(probs, temperature), test.labels.numpy(), admitted)
+    inputs = np.array([[row[name] for name in INPUTS] for row in stats])
+    return Scored(apply_temperature(probs, temperature), labels, admitted, inputs)
 
 
 def _checks(results: dict[str, Any]) -> list[dict[str, Any]]:

@@ -311,3 +311,34 @@ def test_every_version_is_estimated_on_its_own_calibration_or_says_why_not(
     assert (
         isinstance(local, Estimate) and local.corrected is None and local.plain.assumption == CBPE
     )
+
+
+def _stats(labels: np.ndarray, seed: int, shift: float = 0.0) -> np.ndarray:
+    """Each image's statistics: its class's means plus noise (brightness moved by ``shift``)."""
+    rng = np.random.default_rng(seed)
+    means = np.random.default_rng(7).uniform(0.2, 0.8, (7, 6))
+    found = means[labels] + rng.normal(0, 0.05, (len(labels), 6))
+    found[:, 0] += shift
+    return found
+
+
+def test_images_that_changed_beyond_their_class_mix_make_the_estimate_unreliable() -> None:
+    """Tripled melanomas move the window's image statistics only as the class mix explains
+    (the reference re-weighted to the estimated priors matches): reliable. A darker camera
+    moves them beyond it: unreliable, the statistic named."""
+    from dermaops.evaluation.estimate import INPUTS
+
+    assert INPUTS[0] == "brightness"
+    reference = np.random.default_rng(1).choice(7, 3000, p=SOURCE)
+    source = Source(SOURCE, classes=reference, inputs=_stats(reference, seed=2))
+    shifted = SOURCE * np.where(np.arange(7) == MEL, 3.0, 1.0)
+    probs, labels = _window(shifted, 600, seed=5)
+    settings = EstimateSettings(draws=20)
+    same = estimate(probs, _flags(probs), source, s=settings, inputs=_stats(labels, seed=3))
+    assert same.reliable, same.reasons
+    darker = estimate(probs, _flags(probs), source, s=settings,
+                      inputs=_stats(labels, seed=3, shift=-0.05))  # fmt: skip
+    assert not darker.reliable and "brightness" in darker.reasons[0]
+    assert "beyond their class mix" in darker.reasons[0]
+    unweighted = Source(SOURCE, classes=reference, inputs=_stats(reference, seed=2))
+    assert estimate(probs, _flags(probs), unweighted, s=settings).reliable  # no inputs: no test
