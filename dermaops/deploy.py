@@ -111,6 +111,9 @@ class Patch:
     preconditions: list[PatchPrecondition] = field(default_factory=list)
     changes: list[dict[str, Any]] = field(default_factory=list)
     note: str = ""  # what the patch means that its fields do not say (a replica share)
+    # A Deployment of the same patch set whose pods must be rolled out and ready before this
+    # patch is sent (a route sends traffic only to pods that can answer it).
+    after: str = ""
 
     def operations(self) -> list[dict[str, Any]]:
         tests = [{"op": "test", "path": g.path, "value": g.value} for g in self.preconditions]
@@ -125,7 +128,8 @@ class Patch:
             "namespace": self.namespace,
             "patch": self.operations(),
         }
-        return printed | ({"note": self.note} if self.note else {})
+        return printed | ({"note": self.note} if self.note else {}) \
+            | ({"after": self.after} if self.after else {})  # fmt: skip
 
     def broken_preconditions(self, obj: Mapping[str, Any]) -> list[str]:
         """Why the patch would fail on ``obj``, one line per precondition that does not hold."""
@@ -258,20 +262,22 @@ def _raw_deployment(p: DeployRequest, name: str, namespace: str, observed: Obser
 def _plain_deployments(
     p: DeployRequest, name: str, namespace: str, observed: Observed
 ) -> list[Patch]:
-    """Without KServe: a full deploy patches the stable Deployment (and scales the canary's to
-    0, the HTTPRoute's weights to the stable); a canary step patches the canary Deployment with
-    the version and its replicas, and the weights, leaving the stable pods as they are."""
+    """Without KServe: a full deploy patches the stable Deployment, then (once its pods serve
+    the version) the HTTPRoute's weights to the stable, then scales the canary's to 0; a canary
+    step patches the canary Deployment with the version and its replicas, then (once they are
+    ready) the weights, leaving the stable pods as they are."""
     stable = Patch("Deployment", "apps/v1", f"{name}-predictor", namespace)
     canary = Patch("Deployment", "apps/v1", f"{name}-predictor-canary", namespace)
     if p.canary_percent is None or p.canary_percent == 100:
         _plain_pod(stable, p)
         patches = [stable]
-        if observed.canary:
+        if observed.route:  # all traffic back on the stable pods once they serve the version
+            route = _route_weights(name, namespace, 0)
+            patches.append(dataclasses.replace(route, after=stable.name))
+        if observed.canary:  # then the canary's pods go, no longer sent anything
             _plain_pod(canary, p, version=False)  # guarded, but only its replicas change
             canary.changes.append({"op": "replace", "path": "/spec/replicas", "value": 0})
             patches.append(canary)
-        if observed.route:
-            patches.append(_route_weights(name, namespace, 0))
         return patches
     if not observed.canary:
         raise ConfigError(
@@ -284,8 +290,9 @@ def _plain_deployments(
     canary = dataclasses.replace(canary, note=note)
     _plain_pod(canary, p)
     canary.changes.append({"op": "replace", "path": "/spec/replicas", "value": pods})
-    if observed.route:
-        return [stable, canary, _route_weights(name, namespace, p.canary_percent, p.shadow_of)]
+    if observed.route:  # weights and mirror once the canary's pods are ready for them
+        route = _route_weights(name, namespace, p.canary_percent, p.shadow_of)
+        return [stable, canary, dataclasses.replace(route, after=canary.name)]
     return [stable, canary]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -135,14 +136,67 @@ def send(patches: list[Patch], objects: dict[str, dict[str, Any] | None]) -> Non
             )
     for patch in patches:
         where = f"{patch.kind} {patch.namespace}/{patch.name}"
+        if patch.after:
+            rolled_out(patch.namespace, patch.after, where)
         _call("PATCH", _path(patch.kind, patch.namespace, patch.name), where, patch.operations())
         log.info("patched %s: %s", where, patch.operations())
+
+
+ROLLOUT_TIMEOUT_S = 600.0  # as `kubectl rollout status` would wait for a predictor's pods
+
+
+def rolled_out(
+    namespace: str, name: str, waiting: str, timeout: float | None = None, poll: float = 1.0
+) -> None:
+    """Wait until the Deployment ``name`` has rolled out its latest spec: observed by its
+    controller, every replica updated, no old one left, each available (the conditions of
+    `kubectl rollout status`); ``waiting``: the object patched after it.
+
+    Raises:
+        KubernetesError: not within ``timeout`` seconds (default ``ROLLOUT_TIMEOUT_S``; what
+            it has, said), or it is gone.
+    """
+    timeout = ROLLOUT_TIMEOUT_S if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    while True:
+        found = read("Deployment", namespace, name)
+        if found is None:
+            raise KubernetesError(f"Deployment {namespace}/{name} is gone; {waiting} not patched")
+        pending = _rollout_waits_for(found)
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            raise KubernetesError(
+                f"Deployment {namespace}/{name} not rolled out after {timeout:.0f} s ({pending}), "
+                f"so {waiting} was not patched: the next deploy or rollout pass sends it again"
+            )
+        time.sleep(poll)
+
+
+def _rollout_waits_for(deployment: dict[str, Any]) -> str:
+    """What a Deployment's rollout still waits for ("" when done)."""
+    spec, status = deployment.get("spec", {}), deployment.get("status") or {}
+    wanted = int(spec.get("replicas", 1))
+    generation = int(deployment.get("metadata", {}).get("generation", 0))
+    if int(status.get("observedGeneration", 0)) < generation:
+        return "its controller has not seen the new spec"
+    updated, available, existing = (
+        int(status.get(k, 0)) for k in ("updatedReplicas", "availableReplicas", "replicas")
+    )
+    if updated < wanted:
+        return f"{updated} of {wanted} pods updated"
+    if existing > updated:
+        return f"{existing - updated} old pod(s) still terminating"
+    if available < updated:
+        return f"{available} of {updated} updated pods available"
+    return ""
 
 
 @contextmanager
 def lease(namespace: str, name: str, holder: str, timeout: float = 300) -> Iterator[None]:
     """Hold the Lease ``namespace/name`` (coordination.k8s.io/v1) as ``holder``: one holder at a
-    time across the cluster. A Lease not renewed within its ``leaseDurationSeconds`` is free.
+    time across the cluster. A Lease not renewed within its ``leaseDurationSeconds`` is free;
+    while held, it is renewed every third of that.
 
     Raises:
         KubernetesError: no cluster, or the Lease was held by others for ``timeout`` seconds.
@@ -157,10 +211,26 @@ def lease(namespace: str, name: str, holder: str, timeout: float = 300) -> Itera
         if time.monotonic() > deadline:
             raise KubernetesError(f"the Lease {namespace}/{name} was held for over {timeout:.0f} s")
         time.sleep(0.5)
+    stop = threading.Event()
+    renewer = threading.Thread(target=_keep, args=(namespace, name, holder, stop), daemon=True)
+    renewer.start()
     try:
         yield
     finally:
+        stop.set()
+        renewer.join()
         _give_back(namespace, name, holder)
+
+
+def _keep(namespace: str, name: str, holder: str, stop: threading.Event) -> None:
+    """Renew the Lease every third of its duration until ``stop`` (a deploy that waits for
+    pods to roll out holds it for minutes); a renewal that fails is logged, the next tries."""
+    while not stop.wait(LEASE_SECONDS / 3):
+        try:
+            if not _take(namespace, name, holder):
+                log.warning("the Lease %s/%s was taken by another holder", namespace, name)
+        except KubernetesError as e:
+            log.warning("could not renew the Lease %s/%s: %s", namespace, name, e)
 
 
 def _take(namespace: str, name: str, holder: str) -> bool:

@@ -43,16 +43,40 @@ PATHS = {
 
 
 class FakeApi(ThreadingHTTPServer):
-    """Objects by API path; PATCH applies a JSON patch with kubectl, as the API server would."""
+    """Objects by API path; PATCH applies a JSON patch with kubectl, as the API server would.
+    Deployments get a generation and a status as their controller keeps them: a patch that
+    changes the spec bumps the generation, and ``rollout_s`` later the status says the new
+    pods are all updated and available (``events`` holds when, in order with the patches)."""
 
-    def __init__(self, objects: list[dict[str, Any]], kubectl: str, tmp: Path):
+    def __init__(
+        self, objects: list[dict[str, Any]], kubectl: str, tmp: Path, rollout_s: float = 0.3
+    ):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.objects = {f"{PATHS[o['kind']]}/{o['metadata']['name']}": o for o in objects
                         if o["kind"] in PATHS}  # fmt: skip
-        self.kubectl, self.tmp = kubectl, tmp
+        self.kubectl, self.tmp, self.rollout_s = kubectl, tmp, rollout_s
         self.requests: list[tuple[str, str, str, Any]] = []  # method, path, content type, body
+        self.events: list[tuple[str, str]] = []  # ("patched" | "rolled out", path), in order
         self.versions = 0  # resourceVersion, as the API server counts writes
         self.lock = threading.Lock()
+        for path, obj in self.objects.items():
+            if obj["kind"] == "Deployment":  # installed and running, as helm left them
+                obj["metadata"]["generation"] = 1
+                self._rolled_out(path)
+
+    def _rolled_out(self, path: str) -> None:
+        obj = self.objects[path]
+        replicas = obj["spec"].get("replicas", 1)
+        obj["status"] = {"observedGeneration": obj["metadata"]["generation"], "replicas": replicas,
+                         "updatedReplicas": replicas, "availableReplicas": replicas}  # fmt: skip
+
+    def _controller(self, path: str, generation: int) -> None:
+        """The Deployment controller: the new pods up and ready, unless a newer spec came."""
+        time.sleep(self.rollout_s)
+        with self.lock:
+            if self.objects[path]["metadata"]["generation"] == generation:
+                self._rolled_out(path)
+                self.events.append(("rolled out", path))
 
     def write(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """POST (create) or PUT (replace, only at the stored resourceVersion) of a Lease."""
@@ -83,8 +107,16 @@ class FakeApi(ThreadingHTTPServer):
                               capture_output=True, text=True, check=False)  # fmt: skip
         if done.returncode:
             return 422, {"kind": "Status", "message": done.stderr.strip()}
-        self.objects[path] = json.loads(done.stdout)
-        return 200, self.objects[path]
+        with self.lock:
+            before, after = self.objects[path], json.loads(done.stdout)
+            self.events.append(("patched", path))
+            if after["kind"] == "Deployment" and after["spec"] != before["spec"]:
+                after["metadata"]["generation"] = before["metadata"]["generation"] + 1
+                after["status"] = {**before["status"], "updatedReplicas": 0}  # rolling out
+                threading.Thread(target=self._controller, daemon=True,
+                                 args=(path, after["metadata"]["generation"])).start()  # fmt: skip
+            self.objects[path] = after
+        return 200, after
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -130,8 +162,10 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-def _api(objects: list[dict[str, Any]], tmp: Path) -> Iterator[tuple[FakeApi, Path]]:
-    api = FakeApi(objects, find_tool("kubectl"), tmp)
+def _api(
+    objects: list[dict[str, Any]], tmp: Path, rollout_s: float = 0.3
+) -> Iterator[tuple[FakeApi, Path]]:
+    api = FakeApi(objects, find_tool("kubectl"), tmp, rollout_s)
     thread = threading.Thread(target=api.serve_forever, daemon=True)
     thread.start()
     kubeconfig = tmp / "kubeconfig"
@@ -198,8 +232,9 @@ def test_a_plain_deployment_canary_patches_its_deployment_and_the_routes_weights
     tmp_path: Path,
 ) -> None:
     """Without KServe, over the wire: a 10 % step reads the canary Deployment and the HTTPRoute
-    the chart rendered, gives the canary the version and a pod and the route 90/10; full puts
-    the version on the stable Deployment, the canary at 0 pods and the route back to 100/0."""
+    the chart rendered, gives the canary the version and a pod and, once that pod is ready, the
+    route 90/10; full puts the version on the stable Deployment, the route back to 100/0 once
+    its pods serve it, then the canary at 0 pods."""
     docs = render(*URI, "--set", "kserve.enabled=false", "--set", "predictor.canary.enabled=true",
                   "--set", "predictor.canary.parentRefs[0].name=clinic-gateway")  # fmt: skip
     deployments, route = PATHS["Deployment"], f"{PATHS['HTTPRoute']}/dermaops-predictor"
@@ -217,6 +252,11 @@ def test_a_plain_deployment_canary_patches_its_deployment_and_the_routes_weights
         assert weights == [90, 10]
         stable = api.objects[f"{deployments}/dermaops-predictor"]["spec"]["template"]["spec"]
         assert stable["containers"][0]["env"][0]["value"] != "9", "the stable pods untouched"
+        canary_path = f"{deployments}/dermaops-predictor-canary"
+        assert _order(
+            api, ("patched", canary_path), ("rolled out", canary_path), ("patched", route)
+        ), "the route moves once the canary's pods are ready"
+        api.events.clear()
 
         full = deploy(kubeconfig)
         assert full.returncode == 0, full.stderr
@@ -225,6 +265,17 @@ def test_a_plain_deployment_canary_patches_its_deployment_and_the_routes_weights
         assert api.objects[f"{deployments}/dermaops-predictor-canary"]["spec"]["replicas"] == 0
         weights = [b["weight"] for b in api.objects[route]["spec"]["rules"][0]["backendRefs"]]
         assert weights == [100, 0]
+        stable_path = f"{deployments}/dermaops-predictor"
+        assert _order(api, ("patched", stable_path), ("rolled out", stable_path),
+                      ("patched", route), ("patched", canary_path)), (
+            "all traffic back on the stable pods once they serve the version, then the canary "
+            f"goes: {api.events}")  # fmt: skip
+
+
+def _order(api: FakeApi, *events: tuple[str, str]) -> bool:
+    """Whether ``events`` happened in this order (others between them allowed)."""
+    found = iter(api.events)
+    return all(event in found for event in events)
 
 
 def test_a_release_that_is_not_installed_is_named(tmp_path: Path) -> None:
@@ -576,3 +627,57 @@ def test_a_rollout_without_kserve_starts_in_a_mirrored_shadow_and_moves_the_rout
         assert r.last is not None and "melanoma_flips" in r.last.reason
         assert weights() == [100, 0] and not mirrored()
         assert release.version() == second and alias_version(reg, "champion") == second
+
+
+def test_a_route_waits_for_pods_that_never_come_and_then_sends_nothing(tmp_path: Path) -> None:
+    """A canary whose pods never become ready (its controller never reports them): the deploy
+    patches the canary Deployment, waits, and fails naming what it waited for, the route's
+    weights untouched; what `kubectl rollout status` checks is what the wait reads."""
+    from dermaops.registry import kube
+
+    docs = render(*URI, "--set", "kserve.enabled=false", "--set", "predictor.canary.enabled=true",
+                  "--set", "predictor.canary.parentRefs[0].name=clinic-gateway")  # fmt: skip
+    route = f"{PATHS['HTTPRoute']}/dermaops-predictor"
+    for api, kubeconfig in _api(docs, tmp_path, rollout_s=3600):
+        before = json.dumps(api.objects[route])
+        env = os.environ | {"KUBECONFIG": str(kubeconfig), "KUBERNETES_SERVICE_HOST": ""}
+        code = ("from dermaops.registry import kube\nkube.ROLLOUT_TIMEOUT_S = 2\n"
+                "from dermaops.cli import main\nmain()")  # fmt: skip
+        done = subprocess.run([sys.executable, "-c", code, "deploy", "9", "--storage-uri",
+                               NEW_URI, "--canary", "10"], capture_output=True, text=True,
+                              env=env, check=False)  # fmt: skip
+        assert done.returncode == 1, done.stdout
+        assert ("dermaops-predictor-canary not rolled out after 2 s (its controller has not seen "
+                "the new spec), so HTTPRoute dermaops/dermaops-predictor was not patched"
+                in done.stderr), done.stderr  # fmt: skip
+        assert json.dumps(api.objects[route]) == before, "no weight moved to pods not ready"
+    waits = kube._rollout_waits_for
+    ready = {"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3}
+    deployment = {"metadata": {"generation": 2}, "spec": {"replicas": 3}}
+    assert waits(deployment | {"status": ready}) == ""
+    assert "not seen" in waits(deployment | {"status": ready | {"observedGeneration": 1}})
+    assert "1 old pod(s)" in waits(deployment | {"status": ready | {"replicas": 4}})
+    assert "2 of 3 pods updated" in waits(deployment | {"status": ready | {"updatedReplicas": 2}})
+    assert "2 of 3 updated pods available" in waits(
+        deployment | {"status": ready | {"availableReplicas": 2}}
+    )
+
+
+def test_a_lease_held_longer_than_its_duration_is_renewed_not_lost(
+    cluster: tuple[FakeApi, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deploy that waits for pods holds the Lease for minutes: renewed every third of its
+    duration, it is never free for another holder meanwhile."""
+    from dermaops.registry import kube
+
+    api, kubeconfig = cluster
+    _on_cluster(kubeconfig, monkeypatch)
+    monkeypatch.setattr(kube, "LEASE_SECONDS", 1)
+    with kube.lease("dermaops", "dermaops-promotion", "slow deploy"):
+        for _ in range(3):
+            time.sleep(0.7)  # 2.1 s in all: twice the duration
+            assert not kube._take("dermaops", "dermaops-promotion", "another")
+        renewed = [r for r in api.requests if r[0] == "PUT" and r[3]["spec"]["holderIdentity"]
+                   == "slow deploy"]  # fmt: skip
+        assert len(renewed) >= 3, "renewed every third of a second"
+    assert api.objects[LEASE]["spec"]["holderIdentity"] is None, "given back"
