@@ -80,39 +80,27 @@ def estimate_pass(metrics: MonitorMetrics) -> SeriesPass:
                       m.estimate_reliable, m.estimate_images)  # fmt: skip
 
 
-def estimate_versions(
-    records: Iterable[Mapping[str, Any]],
-    sources: Mapping[str, Source | None],
-    s: EstimateSettings,
-) -> dict[str, Estimate | str]:
-    """Each version's estimate from its latest ``s.window`` answers, or why there is none
-    (too few answers, say)."""
-    results: dict[str, Estimate | str] = {}
-    for version, rows in by_version(records, s.window).items():
-        try:
-            results[version] = estimate_answers(rows, sources.get(version), s)
-        except EstimateError as e:
-            results[version] = str(e)
-    return results
-
-
 def estimate_each(
     records: Iterable[Mapping[str, Any]], sources: Sources, s: EstimateSettings
 ) -> dict[str, Estimate | str]:
-    """:func:`estimate_versions` with each version's calibration source from ``sources``: a
-    version whose model was never calibrated gets why, not a figure; one without a source to
-    be had (no registry, say) is estimated as plain CBPE."""
-    records = list(records)
-    found: dict[str, Source | None] = {}
-    unestimated: dict[str, Estimate | str] = {}
-    for version in by_version(records, 1):
+    """Each version's estimate from its latest ``s.window`` answers on its calibration source
+    from ``sources``, or why there is none (too few answers; a model never calibrated); a
+    version without a source to be had (no registry, say) is estimated as plain CBPE."""
+    results: dict[str, Estimate | str] = {}
+    for version, rows in by_version(records, s.window).items():
         try:
-            found[version] = sources(version)
+            source: Source | None = sources(version)
         except UncalibratedModelError as e:  # nothing an estimate can read
-            unestimated[version] = str(e)
+            results[version] = str(e)
+            continue
         except EstimateSourceError as e:  # no priors to be had: CBPE only
             log.debug("estimates of version %s without its priors: %s", version, e)
-    return estimate_versions(records, found, s) | unestimated
+            source = None
+        try:
+            results[version] = estimate_answers(rows, source, s)
+        except EstimateError as e:
+            results[version] = str(e)
+    return results
 
 
 class Estimates:
