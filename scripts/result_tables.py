@@ -135,6 +135,7 @@ def estimate() -> str:
             scenario,
             _points(s["mae_ours_melanoma_sensitivity"]),
             _points(s["mae_cbpe_melanoma_sensitivity"]), _pct(s["coverage_melanoma_sensitivity"]),
+            _points(s.get("width_melanoma_sensitivity")),
             _points(s["mae_ours_balanced_accuracy"]), _points(s["mae_cbpe_balanced_accuracy"]),
             _pct(s["coverage_balanced_accuracy"]), _pct(s.get("unreliable_windows", 0)),
             f"{held} of {len(checks)}" if checks else "none (covariate shift)",
@@ -146,6 +147,7 @@ def estimate() -> str:
             f"{result['window_size']} per scenario{device} ({_link('estimate')}):\n\n")  # fmt: skip
     return head + _table(("scenario", "melanoma sensitivity: our error (points)",
                           "CBPE's error (points)", "our intervals' coverage",
+                          "their mean width (points)",
                           "balanced accuracy: our error (points)", "CBPE's error (points)",
                           "coverage", "windows marked unreliable", "targets held"), rows) \
         + "\n" + machines(["estimate"]) + "\n"  # fmt: skip

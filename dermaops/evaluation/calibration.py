@@ -29,7 +29,9 @@ BIAS_BOUND = 6.0  # a class seen a few times in validation cannot swing its bias
 BIAS_MIN_IMAGES = 5  # a class seen fewer times in validation keeps bias 0: no share to match
 
 
-def fit_class_bias(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def fit_class_bias(
+    probs: np.ndarray, labels: np.ndarray, fitted: np.ndarray | None = None
+) -> np.ndarray:
     """The per-class bias b minimising validation NLL of softmax(log p + b).
 
     Temperature scaling leaves the class shares a model was trained toward (a class-balanced
@@ -40,12 +42,14 @@ def fit_class_bias(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     A class validation holds fewer than ``BIAS_MIN_IMAGES`` images of has no share to match: the
     fit runs among the others (its images and its column left out), and it gets their mean bias,
     its odds against the average class kept (absent, it would fall to the bound, and the
-    estimates would call the class impossible).
+    estimates would call the class impossible). ``fitted`` names the classes to fit instead
+    (a resample of validation keeps the whole set's, less any it drew no image of: a class near
+    the floor would otherwise fall in and out of the fit between resamples).
     """
     from scipy.optimize import minimize  # only fitting needs scipy, not serving
 
     counts = np.bincount(labels, minlength=probs.shape[1])
-    free = counts >= BIAS_MIN_IMAGES
+    free = counts >= BIAS_MIN_IMAGES if fitted is None else fitted & (counts > 0)
     if free.sum() < 2:
         return np.zeros(probs.shape[1])
     kept = free[labels]

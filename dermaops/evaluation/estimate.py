@@ -19,7 +19,10 @@ moves them to validation's shares first; the answers and flags are the served on
 
 Intervals: each draw resamples the window's images and draws their labels from the (adjusted)
 probabilities, then scores the answers against those labels: the spread of the value the
-labels will realize, not only of the estimate.
+labels will realize, not only of the estimate. Where the model's validation probabilities came
+with it (its reference's validation rows), each draw also refits the class bias on a resample of
+them: the calibration was learnt from a few hundred images (a few dozen melanomas), and an
+interval that took it as exact would be too narrow exactly where the estimate is most needed.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dermaops.data.features import STAT_NAMES
 from dermaops.errors import DermaOpsError
-from dermaops.evaluation.calibration import apply_bias
+from dermaops.evaluation.calibration import BIAS_MIN_IMAGES, apply_bias, fit_class_bias
 from dermaops.inference_log import PROBABILITY_FIELDS
 from dermaops.labels import CLASSES
 from dermaops.model.artifact import CALIBRATION, CLASS_BIAS, REFERENCE
@@ -142,15 +145,46 @@ class UncalibratedModelError(EstimateSourceError):
 
 
 @dataclass(frozen=True)
+class Validation:
+    """The validation images' calibrated probabilities (N x 7, before the class bias) and
+    classes (indices): what the class bias was fitted on."""
+
+    probs: np.ndarray
+    classes: np.ndarray
+
+
+@dataclass(frozen=True)
 class Source:
     """What a model's probabilities were calibrated under: the class shares of its train and
-    validation images, the class bias that calibrates each class (None: not fitted), and those
-    images' classes (indices) and statistics (:data:`INPUTS`; None: the reference has none)."""
+    validation images, the class bias that calibrates each class (None: not fitted), those
+    images' classes (indices) and statistics (:data:`INPUTS`; None: the reference has none),
+    and the validation probabilities the bias was fitted on (None: registered without them)."""
 
     priors: np.ndarray
     bias: np.ndarray | None = None
     classes: np.ndarray | None = None
     inputs: np.ndarray | None = None
+    validation: Validation | None = None
+    _shifts: dict[int, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+
+    def bias_shifts(self, draws: int) -> np.ndarray | None:
+        """How the class bias moves when validation is resampled: per draw, the bias fitted on
+        a bootstrap resample of the validation rows less the bias fitted on all of them
+        (draws x 7); None without validation probabilities. Fitted once per source and count
+        (a source is cached per version), with a fixed seed, so an estimate is reproducible."""
+        if self.validation is None:
+            return None
+        if draws not in self._shifts:
+            probs, classes = self.validation.probs, self.validation.classes
+            rng = np.random.default_rng(0)
+            fitted = np.bincount(classes, minlength=len(CLASSES)) >= BIAS_MIN_IMAGES
+            whole = fit_class_bias(probs, classes, fitted)
+            shifts = np.empty((draws, len(CLASSES)))
+            for i in range(draws):
+                rows = rng.integers(0, len(classes), len(classes))
+                shifts[i] = fit_class_bias(probs[rows], classes[rows], fitted) - whole
+            self._shifts[draws] = shifts
+        return self._shifts[draws]
 
 
 def calibration_source(reference: Path) -> Source:
@@ -169,7 +203,9 @@ def calibration_source(reference: Path) -> Source:
             "estimate can be read from them (register the model through evaluate)"
         )
     try:
-        frame = pd.read_csv(path, usecols=lambda c: c in ("split", "dx", *INPUTS))
+        frame = pd.read_csv(
+            path, usecols=lambda c: c in ("split", "dx", *INPUTS, *PROBABILITY_FIELDS)
+        )
         labelled = frame[frame["split"].isin(["train", "val"])]
         classes = labelled["dx"].map({c: i for i, c in enumerate(CLASSES)})
     except (OSError, ValueError, KeyError) as e:
@@ -183,7 +219,21 @@ def calibration_source(reference: Path) -> Source:
     kept = classes.notna() & (inputs.notna().all(axis=1) if inputs is not None else True)
     return Source(counts / counts.sum(), _class_bias(folder / CALIBRATION),
                   classes[kept].to_numpy(int) if inputs is not None else None,
-                  inputs[kept].to_numpy(float) if inputs is not None else None)  # fmt: skip
+                  inputs[kept].to_numpy(float) if inputs is not None else None,
+                  _validation(labelled, classes))  # fmt: skip
+
+
+def _validation(labelled: pd.DataFrame, classes: pd.Series) -> Validation | None:
+    """The validation rows' probabilities and classes (None: the reference has no
+    probabilities, as a model registered before they were kept)."""
+    fields = list(PROBABILITY_FIELDS)
+    if not set(fields) <= set(labelled.columns):
+        return None
+    rows = (labelled["split"] == "val") & classes.notna() & labelled[fields].notna().all(axis=1)
+    if not rows.any():
+        return None
+    probs = labelled.loc[rows, fields].to_numpy(float)
+    return Validation(probs / probs.sum(axis=1, keepdims=True), classes[rows].to_numpy(int))
 
 
 def _class_bias(path: Path) -> np.ndarray | None:
@@ -280,9 +330,11 @@ def realized(
 
 def _figures(
     probs: np.ndarray, answered: np.ndarray, flagged: np.ndarray, source: np.ndarray | None,
-    s: EstimateSettings, rng: np.random.Generator,
+    s: EstimateSettings, rng: np.random.Generator, shifts: np.ndarray | None = None,
 ) -> tuple[Figures, int]:  # fmt: skip
-    """Point figures and intervals, re-weighted to the window's priors when ``source`` is given."""
+    """Point figures and intervals, re-weighted to the window's priors when ``source`` is given;
+    ``shifts``: a class-bias shift per draw (:meth:`Source.bias_shifts`), the calibration's own
+    uncertainty in the intervals."""
     iterations = 0
     label_probs = probs
     if source is not None:
@@ -292,9 +344,11 @@ def _figures(
     point = expected(label_probs, answered, flagged, s.min_support)
     n = len(probs)
     drawn: dict[str, list[float]] = {name: [] for name in point}
-    for _ in range(s.draws):
+    for draw in range(s.draws):
         rows = rng.integers(0, n, n)
         p = probs[rows]
+        if shifts is not None:
+            p = apply_bias(p, shifts[draw])
         if source is not None:
             p = em_priors(p, source, 1e-4, priors, s.prior_strength)[1]  # starts near: few steps
         labels = (p.cumsum(axis=1) < rng.random((n, 1))).sum(axis=1).clip(max=len(CLASSES) - 1)
@@ -349,16 +403,19 @@ def estimate(
     answered, flagged = probs.argmax(axis=1), np.asarray(flagged, dtype=bool)
     if flagged.shape != (len(probs),):
         raise EstimateError(f"one melanoma flag per image: {flagged.shape} for {len(probs)}")
-    priors = None
+    priors, shifts = None, None
     if source is not None:
         priors = np.clip(np.asarray(source.priors, dtype=float), 1e-6, None)
         priors /= priors.sum()
         if source.bias is not None:  # calibrated per class; the answers stay as served
             probs = apply_bias(probs, source.bias)
+        shifts = source.bias_shifts(s.draws)
     rng = np.random.default_rng(s.seed)
-    plain, _ = _figures(probs, answered, flagged, None, s, rng)
+    plain, _ = _figures(probs, answered, flagged, None, s, rng, shifts)
     corrected, iterations = (
-        _figures(probs, answered, flagged, priors, s, rng) if priors is not None else (None, 0)
+        _figures(probs, answered, flagged, priors, s, rng, shifts)
+        if priors is not None
+        else (None, 0)
     )
     reasons = []
     if ood_share > s.max_ood_share:

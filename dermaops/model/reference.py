@@ -2,8 +2,10 @@
 
 Prepare writes every image's statistics (``reference_stats.csv``: colour, texture, size).
 Evaluation adds what the model made of the validation and test images
-(``reference_outputs.csv``: predicted class, calibrated confidence, embedding projections),
-computed exactly as the predictor computes them for its inference log. Registration joins the
+(``reference_outputs.csv``: predicted class, calibrated confidence and probabilities,
+embedding projections), computed exactly as the predictor computes them for its inference log
+(the probabilities under the log's names, ``PROBABILITY_FIELDS``: the label-free estimates
+refit the model's class bias on resampled validation rows from them). Registration joins the
 two into the model's ``reference_stats.csv``; the monitor compares traffic with its
 validation rows, where the model's confidence is honest (it never trained on them).
 """
@@ -18,6 +20,7 @@ import pandas as pd
 
 from dermaops.data.features import CONFIDENCE, PREDICTION
 from dermaops.errors import DermaOpsError
+from dermaops.inference_log import PROBABILITY_FIELDS
 from dermaops.labels import CLASSES
 from dermaops.model.projection import PROJECTION_NAMES
 
@@ -31,10 +34,13 @@ class ReferenceError(DermaOpsError):
 def write_outputs(
     path: Path, image_ids: Sequence[str], probs: np.ndarray, projections: np.ndarray
 ) -> None:
-    """One row per image: its predicted class, confidence and embedding projections."""
+    """One row per image: its predicted class, confidence, probabilities and embedding
+    projections."""
     frame = pd.DataFrame({"image_id": list(image_ids)})
     frame[PREDICTION] = [CLASSES[i] for i in probs.argmax(axis=1)]
     frame[CONFIDENCE] = probs.max(axis=1)
+    for i, name in enumerate(PROBABILITY_FIELDS):
+        frame[name] = probs[:, i]
     for i, name in enumerate(PROJECTION_NAMES[: projections.shape[1]]):
         frame[name] = projections[:, i]
     frame.to_csv(path, index=False, float_format="%.6g")

@@ -26,6 +26,7 @@ from dermaops.evaluation.estimate import (
     realized,
 )
 from dermaops.evaluation.estimate_bench import SCENARIOS, bench_estimate
+from dermaops.inference_log import PROBABILITY_FIELDS
 from dermaops.labels import CLASSES
 from dermaops.model.artifact import CALIBRATION, REFERENCE
 from tests.formats import metrics
@@ -342,3 +343,80 @@ def test_images_that_changed_beyond_their_class_mix_make_the_estimate_unreliable
     assert "beyond their class mix" in darker.reasons[0]
     unweighted = Source(SOURCE, classes=reference, inputs=_stats(reference, seed=2))
     assert estimate(probs, _flags(probs), unweighted, s=settings).reliable  # no inputs: no test
+
+
+def test_the_reference_carries_the_validation_probabilities_the_intervals_refit_on(
+    tmp_path: Path,
+) -> None:
+    """Evaluation's outputs (``write_outputs``) joined into the model's reference
+    (``join_reference``) are what ``calibration_source`` reads back: the validation rows'
+    probabilities and classes, not the test rows'; each draw's shift of the class bias is
+    fitted once per source; a reference from before the probabilities were kept has none, and
+    its estimate is made as before."""
+    from dermaops.evaluation.estimate import calibration_source
+    from dermaops.model.artifact import write_calibration
+    from dermaops.model.reference import join_reference, write_outputs
+
+    probs, labels = _window(SOURCE, 300, seed=3, trained=np.full(7, 1 / 7))
+    ids = [f"ISIC_{i:07d}" for i in range(300)]
+    stats = pd.DataFrame({"image_id": [*ids, "ISIC_train"], "split": ["val"] * 200
+                          + ["test"] * 100 + ["train"], "dx": [CLASSES[i] for i in labels]
+                          + ["nv"]})  # fmt: skip
+    stats.to_csv(tmp_path / "stats.csv", index=False)
+    write_outputs(tmp_path / "outputs.csv", ids, probs, np.zeros((300, 3)))
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.json").write_text("{}")
+    bias = fit_class_bias(probs[:200], labels[:200])
+    write_calibration(
+        folder, 1.0, THRESHOLD, {c: float(b) for c, b in zip(CLASSES, bias, strict=True)}
+    )
+    join_reference(tmp_path / "stats.csv", tmp_path / "outputs.csv", folder / REFERENCE)
+    source = calibration_source(folder)
+    assert source.validation is not None and source.bias is not None
+    np.testing.assert_allclose(source.validation.probs, probs[:200], atol=1e-5)
+    assert (source.validation.classes == labels[:200]).all()
+    shifts = source.bias_shifts(40)
+    assert shifts is not None and shifts.shape == (40, 7) and source.bias_shifts(40) is shifts
+    assert np.abs(np.median(shifts, axis=0)).max() < 0.15 < shifts[:, MEL].std(), shifts.std(axis=0)
+    window, _ = _window(SOURCE, 400, seed=4, trained=np.full(7, 1 / 7))
+    settings = EstimateSettings(draws=40)
+    refit = estimate(window, _flags(window), source, s=settings).corrected
+    pd.read_csv(folder / REFERENCE).drop(columns=list(PROBABILITY_FIELDS)).to_csv(
+        folder / REFERENCE, index=False
+    )
+    older = calibration_source(folder)
+    assert older.validation is None and older.bias_shifts(40) is None
+    fixed = estimate(window, _flags(window), older, s=settings).corrected
+    assert refit is not None and fixed is not None
+    assert refit.melanoma_sensitivity.value == fixed.melanoma_sensitivity.value
+    width = [f.melanoma_sensitivity.upper - f.melanoma_sensitivity.lower for f in (refit, fixed)]
+    assert width[0] > width[1], width
+
+
+def test_the_calibrations_own_uncertainty_widens_intervals_to_what_the_errors_are() -> None:
+    """A class bias fitted on 400 validation images (about 45 melanomas) is itself uncertain.
+    Over 20 validation sets, two windows each (the coverage an interval claims is over both):
+    taken as exact, the estimates' errors are far wider than their intervals say (errors over
+    the interval's sigma spread with a deviation well above 1); refitted on resampled
+    validation rows in every draw, near 1."""
+    from dermaops.evaluation.estimate import Validation
+
+    equal = np.full(7, 1 / 7)
+    scores: tuple[list[float], list[float]] = ([], [])
+    for v in range(20):
+        val_probs, val_labels = _window(SOURCE, 400, seed=1000 + v, trained=equal)
+        bias = fit_class_bias(val_probs, val_labels)
+        validation = Validation(val_probs, val_labels)
+        sources = (Source(SOURCE, bias), Source(SOURCE, bias, validation=validation))
+        for w in range(2):
+            probs, labels = _window(SOURCE, 1000, seed=2000 + 2 * v + w, trained=equal)
+            real = _truth(probs, labels)["melanoma_sensitivity"]
+            for k, source in enumerate(sources):
+                found = estimate(probs, _flags(probs), source, s=EstimateSettings(draws=60, seed=w))
+                assert found.corrected is not None
+                f = found.corrected.melanoma_sensitivity
+                scores[k].append((f.value - real) / ((f.upper - f.lower) / 3.92))
+    fixed, refit = np.array(scores[0]), np.array(scores[1])
+    assert fixed.std() > 1.4 and refit.std() < 1.25, (fixed.std(), refit.std())
+    assert (abs(refit) <= 1.96).mean() >= 0.85
