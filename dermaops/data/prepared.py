@@ -59,6 +59,16 @@ class PreparedSet:
         dropped = (self.index["split"] == "test") & self.index["lesion_id"].isin(set(lesions))
         return replace(self, index=self.index[~dropped])
 
+    def shares(self, splits: tuple[str, ...] = ("train", "val")) -> np.ndarray:
+        """Each class's share of the images in ``splits`` (:data:`CLASSES` order): the priors a
+        model's calibration is fitted toward, as the drift reference's labelled rows give them."""
+        classes = self.index.loc[self.index["split"].isin(splits), "dx"].map(INDEX).dropna()
+        counts = np.bincount(classes.to_numpy(dtype=np.int64), minlength=len(INDEX))
+        if counts.sum() == 0:
+            raise PreparedDataError(f"{self.root} has no {' or '.join(splits)} images")
+        shares: np.ndarray = counts / counts.sum()
+        return shares
+
     def split(
         self, name: str, sample: int | None = None
     ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:

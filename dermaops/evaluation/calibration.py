@@ -30,8 +30,9 @@ BIAS_MIN_IMAGES = 5  # a class seen fewer times in validation keeps bias 0: no s
 
 
 def fit_class_bias(
-    probs: np.ndarray, labels: np.ndarray, fitted: np.ndarray | None = None
-) -> np.ndarray:
+    probs: np.ndarray, labels: np.ndarray, fitted: np.ndarray | None = None,
+    shares: np.ndarray | None = None,
+) -> np.ndarray:  # fmt: skip
     """The per-class bias b minimising validation NLL of softmax(log p + b).
 
     Temperature scaling leaves the class shares a model was trained toward (a class-balanced
@@ -39,12 +40,16 @@ def fit_class_bias(
     validation has, so that each class's probabilities are calibrated in the mean, which is
     what re-weighting to another clinic's priors needs (bias-corrected calibration, Alexandari,
     Kundaje and Shrikumar, ICML 2020). The answers keep the temperature-scaled probabilities.
-    A class validation holds fewer than ``BIAS_MIN_IMAGES`` images of has no share to match: the
-    fit runs among the others (its images and its column left out), and it gets their mean bias,
-    its odds against the average class kept (absent, it would fall to the bound, and the
-    estimates would call the class impossible). ``fitted`` names the classes to fit instead
-    (a resample of validation keeps the whole set's, less any it drew no image of: a class near
-    the floor would otherwise fall in and out of the fit between resamples).
+    A class validation holds fewer than ``BIAS_MIN_IMAGES`` images of has no share to match
+    there: the fit runs among the others (its images and its column left out). With ``shares``
+    (each class's share of a larger labelled set: the training and validation images) its
+    bias then moves its mean probability on validation to that share; without, it gets the
+    others' mean bias, its odds against the average class kept (a class-balanced model's
+    rare classes then keep several times their share, which every estimate reads as expected
+    errors). Never to the bound: the estimates would call the class impossible. ``fitted``
+    names the classes to fit instead (a resample of validation keeps the whole set's, less any
+    it drew no image of: a class near the floor would otherwise fall in and out of the fit
+    between resamples).
     """
     from scipy.optimize import minimize  # only fitting needs scipy, not serving
 
@@ -57,19 +62,34 @@ def fit_class_bias(
     index = np.cumsum(free) - 1  # a free class's column among the free ones
     among = index[labels[kept]]
     rows = np.arange(len(among))
-    shares = counts[free] / len(among)
+    observed = counts[free] / len(among)
 
     def nll(bias: np.ndarray) -> tuple[float, np.ndarray]:
         shifted = apply_bias(log_p, bias, already_log=True)
-        gradient = shifted.mean(axis=0) - shares
+        gradient = shifted.mean(axis=0) - observed
         return float(-np.log(np.clip(shifted[rows, among], 1e-12, 1.0)).mean()), gradient
 
     bounds = [(-BIAS_BOUND, BIAS_BOUND)] * int(free.sum())
     found = minimize(nll, np.zeros(int(free.sum())), jac=True, method="L-BFGS-B", bounds=bounds)
     bias = np.full(probs.shape[1], float(found.x.mean()))
     bias[free] = found.x
+    if shares is not None:
+        _to_shares(np.log(np.clip(probs, 1e-12, 1.0)), bias, ~free & (shares > 0), shares)
     centred: np.ndarray = bias - bias.mean()
     return centred
+
+
+def _to_shares(log_p: np.ndarray, bias: np.ndarray, rare: np.ndarray, shares: np.ndarray) -> None:
+    """Move the ``rare`` classes' biases (in place) until their mean probability over
+    ``log_p`` is their share: a fixed point, each step the log-ratio of share to mean."""
+    for _ in range(200):
+        if not rare.any():
+            return
+        mean = apply_bias(log_p, bias, already_log=True).mean(axis=0)
+        step = np.log(shares[rare] / np.clip(mean[rare], 1e-12, None))
+        bias[rare] = np.clip(bias[rare] + step, -BIAS_BOUND, BIAS_BOUND)
+        if np.abs(step).max() < 1e-5:
+            return
 
 
 def apply_bias(probs: np.ndarray, bias: np.ndarray, already_log: bool = False) -> np.ndarray:

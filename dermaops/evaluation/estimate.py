@@ -178,11 +178,11 @@ class Source:
             probs, classes = self.validation.probs, self.validation.classes
             rng = np.random.default_rng(0)
             fitted = np.bincount(classes, minlength=len(CLASSES)) >= BIAS_MIN_IMAGES
-            whole = fit_class_bias(probs, classes, fitted)
+            whole = fit_class_bias(probs, classes, fitted, self.priors)
             shifts = np.empty((draws, len(CLASSES)))
             for i in range(draws):
                 rows = rng.integers(0, len(classes), len(classes))
-                shifts[i] = fit_class_bias(probs[rows], classes[rows], fitted) - whole
+                shifts[i] = fit_class_bias(probs[rows], classes[rows], fitted, self.priors) - whole
             self._shifts[draws] = shifts
         return self._shifts[draws]
 

@@ -66,14 +66,17 @@ GUARD_TRAIN_IMAGES = 4000  # training images the guard is fitted on, at most (a 
 
 @dataclass(frozen=True)
 class Predictions:
-    """Class probabilities and true labels of the validation and test splits, and the test
-    images' metadata (sex, age, site) for the subgroup figures."""
+    """Class probabilities and true labels of the validation and test splits, the test
+    images' metadata (sex, age, site) for the subgroup figures, and the class shares of the
+    training and validation images (the class bias's target for classes validation holds too
+    few of; None: the others' mean bias)."""
 
     val_probs: np.ndarray
     val_labels: np.ndarray
     test_probs: np.ndarray
     test_labels: np.ndarray
     test_meta: pd.DataFrame | None = None
+    shares: np.ndarray | None = None
 
 
 def evaluate(
@@ -108,7 +111,7 @@ def evaluate(
     )
     test_meta = data.index[data.index["split"] == "test"].sort_values("row")
     predictions = Predictions(
-        val_probs, val.labels.numpy(), test_probs, test.labels.numpy(), test_meta
+        val_probs, val.labels.numpy(), test_probs, test.labels.numpy(), test_meta, data.shares()
     )
     described = {
         "arch": arch,
@@ -236,7 +239,7 @@ def score(
         apply_temperature(p.val_probs, temperature),
         apply_temperature(p.test_probs, temperature),
     )
-    class_bias = fit_class_bias(val, p.val_labels)
+    class_bias = fit_class_bias(val, p.val_labels, shares=p.shares)
     point = choose_threshold(val[:, MEL], p.val_labels == MEL, target_sensitivity)
     sensitivity, specificity = rates(test[:, MEL], p.test_labels == MEL, point.threshold)
     counts = confusion(p.test_labels, test.argmax(axis=1))

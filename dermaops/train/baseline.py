@@ -74,7 +74,8 @@ def run_baseline(
     )
     forest.fit(features["train"], labels["train"])
     probs = {split: _all_classes(forest, features[split]) for split in ("val", "test")}
-    predictions = Predictions(probs["val"], labels["val"], probs["test"], labels["test"])
+    predictions = Predictions(probs["val"], labels["val"], probs["test"], labels["test"],
+                              shares=data.shares())  # fmt: skip
     described = {"arch": f"random_forest({trees} trees, class_weight={class_weight})"}
     metrics = score(predictions, out, described, data.generated)
     joblib.dump(forest, out / "random_forest.joblib")
