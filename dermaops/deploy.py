@@ -114,6 +114,9 @@ class Patch:
     # A Deployment of the same patch set whose pods must be rolled out and ready before this
     # patch is sent (a route sends traffic only to pods that can answer it).
     after: str = ""
+    # This Deployment's pods must be rolled out and ready before the deploy is done (a shadow's
+    # canary, which the stable predictor mirrors to once the rollout is saved in shadow).
+    ready: bool = False
 
     def operations(self) -> list[dict[str, Any]]:
         tests = [{"op": "test", "path": g.path, "value": g.value} for g in self.preconditions]
@@ -129,7 +132,8 @@ class Patch:
             "patch": self.operations(),
         }
         return printed | ({"note": self.note} if self.note else {}) \
-            | ({"after": self.after} if self.after else {})  # fmt: skip
+            | ({"after": self.after} if self.after else {}) \
+            | ({"ready": True} if self.ready else {})  # fmt: skip
 
     def broken_preconditions(self, obj: Mapping[str, Any]) -> list[str]:
         """Why the patch would fail on ``obj``, one line per precondition that does not hold."""
@@ -153,10 +157,17 @@ class Observed:
     # RawDeployment: the served predictor (a canary is a copy of it) and the mode's annotation
     predictor: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
     annotation: str = RAW_DEPLOYMENT
-    # The plain Deployment: the chart's canary Deployment and HTTPRoute, and the stable replicas
+    # The chart's canary Deployment (either mode), the plain Deployment's HTTPRoute, and the
+    # stable replicas (under KServe, the predictor's least, at least 1)
     canary: bool = False
     route: bool = False
     replicas: int = 1
+
+    @property
+    def mirrors(self) -> bool:
+        """Whether a rollout's shadow can be served: under KServe the predictor mirrors to the
+        canary Deployment; without KServe the HTTPRoute mirrors to it."""
+        return self.canary and (self.mode == "kserve" or self.route)
 
 
 def plan(request: DeployRequest, release: str, namespace: str, observed: Observed) -> list[Patch]:
@@ -167,13 +178,16 @@ def plan(request: DeployRequest, release: str, namespace: str, observed: Observe
             without the served predictor to copy.
     """
     name = fullname(release)
-    if request.shadow_of and not (observed.mode == "deployment" and observed.route):
-        raise ConfigError(
-            "a shadow on a cluster is mirrored by the chart's HTTPRoute: serve without KServe "
-            "(kserve.enabled=false) with predictor.canary.enabled=true and "
-            "predictor.canary.parentRefs; elsewhere a rollout starts in its first canary step"
-        )
-    if observed.mode == "kserve" and observed.serverless is False:
+    if request.shadow_of and not observed.mirrors:
+        missing = ("the chart's HTTPRoute, which mirrors to the canary without KServe: set "
+                   "predictor.canary.parentRefs" if observed.canary else "the chart's canary "
+                   "Deployment (predictor.canary.enabled=true): with KServe the predictor "
+                   "mirrors to it, without KServe the chart's HTTPRoute does")  # fmt: skip
+        raise ConfigError(f"a shadow on a cluster needs {missing}; elsewhere a rollout starts in "
+                          "its first canary step")  # fmt: skip
+    if observed.mode == "kserve" and request.shadow_of:
+        patches = [_shadow_home(request, name, namespace, observed)]
+    elif observed.mode == "kserve" and observed.serverless is False:
         patches = [_raw_deployment(request, name, namespace, observed)]
     elif observed.mode == "kserve":
         patches = [_inference_service(request, name, namespace)]
@@ -181,6 +195,8 @@ def plan(request: DeployRequest, release: str, namespace: str, observed: Observe
         patches = _plain_deployments(request, name, namespace, observed)
     else:
         raise ConfigError(f"deploy mode {observed.mode!r}: use one of {', '.join(MODES)}")
+    if observed.mode == "kserve" and observed.canary and not request.shadow_of:
+        patches.append(_shadow_home_emptied(request, name, namespace))  # KServe's canary
     if observed.monitor and not request.shadow_of:  # a shadow answers no one: the reference stays
         patches.append(_monitor(request, name, namespace, observed.monitor_fetches_model))
     return patches
@@ -205,6 +221,28 @@ def _inference_service(p: DeployRequest, name: str, namespace: str) -> Patch:
             {"op": "add", "path": "/spec/predictor/canaryTrafficPercent", "value": p.canary_percent}
         )
     return patch
+
+
+def _shadow_home(p: DeployRequest, name: str, namespace: str, observed: Observed) -> Patch:
+    """A shadow under KServe: the candidate on the chart's canary Deployment, with as many pods
+    as the predictor's least (each mirrored request reaches one), ready before the deploy is
+    done; the InferenceService stays as it is (a change there would restart what answers)."""
+    note = (f"a shadow: {observed.replicas} canary pod(s) take the requests the predictor "
+            "mirrors while the rollout says shadow, answering no one")  # fmt: skip
+    canary = Patch("Deployment", "apps/v1", f"{name}-predictor-canary", namespace, note=note,
+                   ready=True)  # fmt: skip
+    _plain_pod(canary, p)
+    canary.changes.append({"op": "replace", "path": "/spec/replicas", "value": observed.replicas})
+    return canary
+
+
+def _shadow_home_emptied(p: DeployRequest, name: str, namespace: str) -> Patch:
+    """The canary Deployment back to no pods once a KServe release's shadow is over (its steps
+    are KServe's own canary; a full deploy or a rollback ends any shadow too)."""
+    canary = Patch("Deployment", "apps/v1", f"{name}-predictor-canary", namespace)
+    _plain_pod(canary, p, version=False)  # guarded, but only its replicas change
+    canary.changes.append({"op": "replace", "path": "/spec/replicas", "value": 0})
+    return canary
 
 
 def _raw_deployment(p: DeployRequest, name: str, namespace: str, observed: Observed) -> Patch:
@@ -405,9 +443,10 @@ def observe(objects: Mapping[str, Mapping[str, Any] | None]) -> Observed:
     """The mode and the optional parts of a release, from its objects as the cluster holds them.
 
     Args:
-        objects: ``InferenceService``, ``predictor`` (the plain Deployment), ``canary`` (its
-            canary Deployment), ``route`` (its HTTPRoute) and ``monitor`` (its Deployment),
-            each ``None`` (or missing) when the cluster has none.
+        objects: ``InferenceService``, ``predictor`` (the plain Deployment), ``canary`` (the
+            chart's canary Deployment, in either mode), ``route`` (the plain Deployment's
+            HTTPRoute) and ``monitor`` (its Deployment), each ``None`` (or missing) when the
+            cluster has none.
 
     Raises:
         ConfigError: the release has no predictor.
@@ -417,12 +456,16 @@ def observe(objects: Mapping[str, Mapping[str, Any] | None]) -> Observed:
     fetches = bool(monitor) and bool(pointer_get(monitor, "/spec/template/spec/initContainers"))
     if isvc:
         mode = pointer_get(isvc, f"/metadata/annotations/{_escape(DEPLOYMENT_MODE_ANNOTATION)}")
+        least = max(1, int(pointer_get(isvc, "/spec/predictor/minReplicas") or 1))
+        kserve = Observed("kserve", None, monitor is not None, fetches,
+                          canary=bool(objects.get("canary")), replicas=least)  # fmt: skip
         if mode in SERVERLESS_MODES:
-            return Observed("kserve", True, monitor is not None, fetches)
+            return dataclasses.replace(kserve, serverless=True)
         if mode in RAW_MODES:
             served = isvc.get("spec", {}).get("predictor")
-            return Observed("kserve", False, monitor is not None, fetches, served, str(mode))
-        return Observed("kserve", None, monitor is not None, fetches)  # the cluster's default
+            return dataclasses.replace(kserve, serverless=False, predictor=served,
+                                       annotation=str(mode))  # fmt: skip
+        return kserve  # the cluster's default mode
     if plain:
         replicas = int(pointer_get(plain, "/spec/replicas") or 1)
         return Observed("deployment", None, monitor is not None, fetches,

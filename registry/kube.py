@@ -61,9 +61,11 @@ def read_release(release: str, namespace: str) -> dict[str, dict[str, Any] | Non
         "InferenceService": read("InferenceService", namespace, name),
         "predictor": read("Deployment", namespace, f"{name}-predictor"),
         "monitor": read("Deployment", namespace, f"{name}-monitor"),
+        # The canary Deployment, where rendered: a canary's pods without KServe, a shadow's in
+        # either mode.
+        "canary": read("Deployment", namespace, f"{name}-predictor-canary"),
     }
-    if objects["predictor"] is not None:  # the plain Deployment's canary, where rendered
-        objects["canary"] = read("Deployment", namespace, f"{name}-predictor-canary")
+    if objects["predictor"] is not None:  # the plain Deployment's HTTPRoute, where rendered
         objects["route"] = _read_route(namespace, f"{name}-predictor")
     return objects
 
@@ -137,9 +139,12 @@ def send(patches: list[Patch], objects: dict[str, dict[str, Any] | None]) -> Non
     for patch in patches:
         where = f"{patch.kind} {patch.namespace}/{patch.name}"
         if patch.after:
-            rolled_out(patch.namespace, patch.after, where)
+            rolled_out(patch.namespace, patch.after, f"{where} was not patched")
         _call("PATCH", _path(patch.kind, patch.namespace, patch.name), where, patch.operations())
         log.info("patched %s: %s", where, patch.operations())
+        if patch.ready:
+            why = "the deploy is not done (nothing is mirrored to pods that cannot answer)"
+            rolled_out(patch.namespace, patch.name, why)
 
 
 ROLLOUT_TIMEOUT_S = 600.0  # as `kubectl rollout status` would wait for a predictor's pods
@@ -150,7 +155,8 @@ def rolled_out(
 ) -> None:
     """Wait until the Deployment ``name`` has rolled out its latest spec: observed by its
     controller, every replica updated, no old one left, each available (the conditions of
-    `kubectl rollout status`); ``waiting``: the object patched after it.
+    `kubectl rollout status`); ``waiting``: what waits for it ("X was not patched", "the
+    shadow does not start").
 
     Raises:
         KubernetesError: not within ``timeout`` seconds (default ``ROLLOUT_TIMEOUT_S``; what
@@ -161,14 +167,14 @@ def rolled_out(
     while True:
         found = read("Deployment", namespace, name)
         if found is None:
-            raise KubernetesError(f"Deployment {namespace}/{name} is gone; {waiting} not patched")
+            raise KubernetesError(f"Deployment {namespace}/{name} is gone, so {waiting}")
         pending = _rollout_waits_for(found)
         if not pending:
             return
         if time.monotonic() >= deadline:
             raise KubernetesError(
                 f"Deployment {namespace}/{name} not rolled out after {timeout:.0f} s ({pending}), "
-                f"so {waiting} was not patched: the next deploy or rollout pass sends it again"
+                f"so {waiting}: the next deploy or rollout pass sends it again"
             )
         time.sleep(poll)
 

@@ -19,9 +19,11 @@ is ``shadow -> full``. On a cluster each canary step deploys the candidate at th
 percent (:mod:`dermaops.deploy`: ``canaryTrafficPercent`` in KServe's Serverless mode,
 ``spec.canary`` in RawDeployment, the canary Deployment and its HTTPRoute weights without
 KServe), ``full`` at 100 %, and a rollback the stable version at 100 %. Where the release
-mirrors (the plain Deployment's canary behind the chart's HTTPRoute) a cluster rollout starts
-in ``shadow`` too: the route mirrors every request to the canary, marked as a shadow of the
-stable version; in KServe's modes it starts in its first canary step.
+mirrors (it has the chart's canary Deployment) a cluster rollout starts in ``shadow`` too:
+without KServe the HTTPRoute mirrors every request to the canary, marked as a shadow of the
+stable version; under KServe the candidate waits on the canary Deployment and the
+InferenceService's predictor mirrors to it while this rollout says shadow
+(:class:`~dermaops.serving.shadow.RolloutWatch`). Elsewhere it starts in its first canary step.
 """
 
 from __future__ import annotations

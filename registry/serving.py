@@ -108,14 +108,15 @@ class ClusterServing:
 
     def mirrors(self) -> bool:
         """Whether the release can mirror traffic to a candidate (a rollout's shadow stage):
-        the plain Deployment's canary behind the chart's HTTPRoute."""
+        it has the chart's canary Deployment (under KServe the predictor mirrors to it, without
+        KServe the chart's HTTPRoute)."""
         if not connect():
             return False
         try:
             observed = observe(read_release(self.release, self.namespace))
         except (KubernetesError, ConfigError) as e:
             raise DeployError(str(e)) from e
-        return observed.mode == "deployment" and observed.canary and observed.route
+        return observed.mirrors
 
     def version(self) -> str | None:
         if not connect():
@@ -124,7 +125,10 @@ class ClusterServing:
             objects = read_release(self.release, self.namespace)
         except KubernetesError as e:
             raise DeployError(str(e)) from e
-        predictor = objects["InferenceService"] or objects["predictor"]
+        # A shadow's version is the one on its pods (the canary Deployment): the stable one
+        # still answers every request.
+        shadow = objects.get("canary") if self.shadow_of else None
+        predictor = shadow or objects["InferenceService"] or objects["predictor"]
         if predictor is None:
             raise DeployError(
                 f"release {self.release} in {self.namespace} has no predictor: install the chart "

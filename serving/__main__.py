@@ -65,6 +65,19 @@ def settings_from(
     return args, settings
 
 
+def _log_as_kserve_does() -> None:
+    """Our lines in KServe's format and stream, from INFO (the threads chosen, what is served
+    and how, the shadow mirror opening and shutting): KServe's logging names only its own
+    loggers, so ours fell to Python's last resort, warnings alone."""
+    from kserve.logging import KSERVE_LOGGER_NAME, configure_logging
+
+    configure_logging()  # KServe's own, as its ModelServer would later (it keeps this one)
+    ours = logging.getLogger("dermaops")
+    ours.setLevel(logging.INFO)
+    ours.handlers = list(logging.getLogger(KSERVE_LOGGER_NAME).handlers)
+    ours.propagate = False
+
+
 def main(argv: list[str] | None = None) -> None:
     """Load the model (ready only after a warm-up inference), then serve until stopped."""
     import kserve
@@ -83,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     from dermaops.serving.openapi import publish_v1
 
     args, settings = settings_from(argv)
+    _log_as_kserve_does()
     if args.workers > 1:  # KServe's workers import its app afresh, without the middleware
         logging.getLogger("dermaops.serving").warning(
             "--workers %d: KServe's worker processes import its app afresh, without the binary "

@@ -59,6 +59,14 @@ class ServingSettings(BaseModel):
         "shadow stage; empty: none)",
     )
     shadow_share: float = Field(1.0, gt=0, le=1, description="part of requests mirrored")
+    shadow_follows_rollout: bool = Field(
+        False,
+        description="mirror to shadow_url only while the monitor's rollout (monitor_url's "
+        "/rollout) is in its shadow stage with this version as the stable one",
+    )
+    shadow_poll_s: float = Field(
+        10.0, gt=0, description="seconds between two questions to the monitor's /rollout"
+    )
     challenger: bool = Field(
         False,
         description="serve a rollout's shadow: requests that carry x-dermaops-shadow-of "

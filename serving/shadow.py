@@ -10,6 +10,12 @@ records of the same request id). Its answer is read and dropped, never returned.
 The hand-over is bounded: when ``max_waiting`` requests wait, more are dropped and counted (the
 clinician's answer never waits on the challenger). Pixels go only from one predictor to the
 other, the way the request came; nothing leaves the serving pods but the usual records.
+
+Where the predictor always has a challenger at hand (the chart's canary Deployment beside a
+KServe InferenceService, 0 replicas between rollouts) it mirrors only while a rollout is in its
+shadow stage with this version as the stable one: a :class:`RolloutWatch` asks the monitor's
+``GET /rollout`` (the driver's own record, :class:`~dermaops.rollout.plan.Rollout`) every few
+seconds, and the mirror stays shut while the monitor does not answer.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
+from pydantic import ValidationError
 
+from dermaops.rollout.plan import Rollout
 from dermaops.v1 import REQUEST_ID_HEADER, SHADOW_HEADER
 
 log = logging.getLogger(__name__)
@@ -38,6 +46,73 @@ SHADOWED = Counter(
 OUTCOMES = ("answered", "refused", "error", "unreachable", "dropped", "skipped")
 for _outcome in OUTCOMES:  # every series from the start, at 0, so rate() and increase() have data
     SHADOWED.labels(_outcome)
+MIRRORING = Gauge(
+    "dermaops_shadow_mirroring",
+    "1 while this predictor mirrors requests to a challenger (a rollout's shadow stage).",
+)
+
+
+class RolloutWatch:
+    """Whether the monitor's rollout wants this predictor's requests mirrored: running, in its
+    ``shadow`` stage, with ``stable`` as the stable version. A daemon thread asks the monitor's
+    ``GET /rollout`` every ``every`` seconds; no rollout (404), another stage or version, a
+    monitor that does not answer or answers something else: shut.
+
+    Args:
+        monitor_url: the monitor's root (``http://host:port``).
+        stable: this predictor's version.
+        every: seconds between two questions.
+    """
+
+    def __init__(self, monitor_url: str, stable: str, every: float = 10.0):
+        self.url = f"{monitor_url.rstrip('/')}/rollout"
+        self.stable, self.every = stable, every
+        self._open = False
+        self._said = ""  # the last reason logged, so a monitor that stays away is said once
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dermaops-rollout-watch",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+
+    @property
+    def open(self) -> bool:
+        return self._open
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=min(self.every, 5.0)) as client:
+            while True:
+                self._open, why = self.ask(client)
+                MIRRORING.set(int(self._open))
+                if why != self._said:
+                    log.info("shadow mirror %s: %s", "open" if self._open else "shut", why)
+                    self._said = why
+                if self._stop.wait(self.every):
+                    return
+
+    def ask(self, client: httpx.Client) -> tuple[bool, str]:
+        """Ask the monitor once: whether to mirror, and why."""
+        try:
+            response = client.get(self.url)
+        except httpx.HTTPError as e:
+            return False, f"the monitor at {self.url} did not answer ({e})"
+        if response.status_code == 404:
+            return False, "no rollout"
+        try:
+            response.raise_for_status()
+            r = Rollout.model_validate_json(response.content)
+        except (httpx.HTTPStatusError, ValidationError) as e:
+            return False, f"{self.url} gave no rollout ({str(e).splitlines()[0]})"
+        where = f"the rollout of version {r.candidate} is {r.status} in {r.current.label}"
+        if r.status != "running" or r.current.name != "shadow":
+            return False, where
+        if r.stable != self.stable:
+            return False, f"{where}, in shadow of version {r.stable}, not of {self.stable}"
+        return True, where
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(self.every + 5)
+        MIRRORING.set(0)
 
 
 class ShadowMirror:
@@ -50,6 +125,7 @@ class ShadowMirror:
         share: the part of requests mirrored, 0 to 1.
         max_waiting: requests that may wait for the thread; more are dropped.
         timeout: seconds the challenger has to answer one request.
+        watch: mirror only while it is open (None: always).
     """
 
     def __init__(
@@ -61,12 +137,21 @@ class ShadowMirror:
         max_waiting: int = 64,
         timeout: float = 30.0,
         draw: Callable[[], float] = random.random,
+        watch: RolloutWatch | None = None,
     ):
         self.url = f"{url.rstrip('/')}/v1/models/{model}:predict"
+        self.watch = watch
+        if watch is None:
+            MIRRORING.set(1)
         self.stable, self.share, self.timeout, self._draw = stable, share, timeout, draw
         self._queue: queue.Queue[tuple[dict[str, Any], str] | None] = queue.Queue(max_waiting)
         self._thread = threading.Thread(target=self._run, name="dermaops-shadow", daemon=True)
         self._thread.start()
+
+    @property
+    def active(self) -> bool:
+        """Whether requests are mirrored now (always, without a watch)."""
+        return self.watch is None or self.watch.open
 
     def offer(self, body: dict[str, Any], request_id: str) -> bool:
         """Hand one answered request over without waiting; whether it will be mirrored."""
@@ -99,7 +184,10 @@ class ShadowMirror:
         return "refused" if response.status_code >= 400 else "answered"
 
     def close(self, timeout: float = 5.0) -> None:
-        """Send what waits (for up to ``timeout`` s), then stop the thread."""
+        """Send what waits (for up to ``timeout`` s), then stop the threads."""
+        if self.watch is not None:
+            self.watch.close()
+        MIRRORING.set(0)
         try:
             self._queue.put(None, timeout=timeout)
         except queue.Full:

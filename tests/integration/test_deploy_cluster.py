@@ -629,6 +629,60 @@ def test_a_rollout_without_kserve_starts_in_a_mirrored_shadow_and_moves_the_rout
         assert release.version() == second and alias_version(reg, "champion") == second
 
 
+def test_under_kserve_a_rollout_starts_in_a_shadow_on_the_canary_deployment(
+    tmp_path: Path, trained: Trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KServe (RawDeployment) with the chart's canary Deployment: the rollout starts in shadow,
+    the candidate on the canary Deployment, its pods ready before the reconciler's pass ends,
+    the InferenceService untouched (the stable predictor mirrors, asking the monitor when); on
+    the paired checks it moves to KServe's own canary at 10 %, the canary Deployment back to 0
+    pods; a candidate that lost its melanoma flags is rolled back in its shadow."""
+    from dermaops.registry.promotion import alias_version, promote_stored
+    from dermaops.registry.reconcile import reconcile
+
+    objects = render(*URI, "--set", "predictor.canary.enabled=true")
+    with _rollout_on_release(objects, tmp_path, trained, monkeypatch, "kfp-shadow") as on:
+        api, reg, release, driver, logs = on.api, on.reg, on.release, on.driver, on.logs
+        first, second, third = on.versions
+        home = f"{PATHS['Deployment']}/dermaops-predictor-canary"
+        isvc = f"{PATHS['InferenceService']}/dermaops"
+
+        def shadow_pods(api: FakeApi = api) -> tuple[int, str]:
+            canary = api.objects[home]
+            env = canary["spec"]["template"]["spec"]["containers"][0]["env"]
+            return canary["spec"]["replicas"], env[0]["value"]
+
+        assert promote_stored(reg, second, None, False).promoted
+        before = json.dumps(api.objects[isvc])
+        assert "rolling out (shadow)" in reconcile(reg, release, driver).action
+        assert shadow_pods() == (1, second) and json.dumps(api.objects[isvc]) == before
+        assert api.objects[home]["status"]["updatedReplicas"] == 1, "ready before the pass ended"
+        assert ("rolled out", home) in api.events
+        assert release.version() == first, "the InferenceService still serves the stable one"
+        assert "rolling out (shadow)" in reconcile(reg, release, driver).action, "a pass resumes"
+        _paired(logs, first, second, 60, lost=False)
+        r, done = driver.tick()
+        assert done == "next" and r is not None and r.current.label == "canary 10%", r
+        assert api.objects[isvc]["spec"]["canary"][0]["trafficPercent"] == 10
+        assert shadow_pods()[0] == 0, "KServe's canary takes the step: the shadow's pods go"
+        for action in ("next", "promote"):
+            _answers(logs, first, 60, 4)
+            _answers(logs, second, 60, 4)
+            r, done = driver.tick()
+            assert done == action, r
+        assert release.version() == second and shadow_pods()[0] == 0
+
+        assert promote_stored(reg, third, None, False).promoted
+        assert "rolling out (shadow)" in reconcile(reg, release, driver).action
+        assert shadow_pods() == (1, third)
+        _paired(logs, second, third, 60, lost=True)
+        r, done = driver.tick()
+        assert done == "roll_back" and r is not None and r.status == "rolled_back", r
+        assert r.last is not None and "melanoma_flips" in r.last.reason
+        assert shadow_pods()[0] == 0 and "canary" not in api.objects[isvc]["spec"]
+        assert release.version() == second and alias_version(reg, "champion") == second
+
+
 def test_a_route_waits_for_pods_that_never_come_and_then_sends_nothing(tmp_path: Path) -> None:
     """A canary whose pods never become ready (its controller never reports them): the deploy
     patches the canary Deployment, waits, and fails naming what it waited for, the route's

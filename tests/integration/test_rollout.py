@@ -27,7 +27,7 @@ from dermaops.inference_log import read_records
 from dermaops.monitoring.drift import read_window
 from dermaops.monitoring.rollouts import export
 from dermaops.monitoring.service import Monitor, MonitorSettings
-from dermaops.net import free_port, wait_until_ready
+from dermaops.net import free_port, stop, wait_until_ready
 from dermaops.registry import Registry
 from dermaops.registry.card import fetch_card
 from dermaops.registry.promotion import (
@@ -50,6 +50,7 @@ from dermaops.settings import Home
 from tests.conftest import Trained
 from tests.e2e.test_monitoring_loop import _prometheus_config, _query
 from tests.fault_server import FaultyServer
+from tests.integration.monitor_process import monitor_process
 from tests.integration.test_registry import LENIENT, _audit, _register
 from tests.k8s.conftest import find_tool
 from tests.k8s.test_dashboard import dashboard_expressions, fill_variables
@@ -341,6 +342,85 @@ print("ready", flush=True)
 for i in range(1_000_000):  # the same rollout, its stage moving on and round
     store.save(r.model_copy(update={"stage": i % 3, "stage_started": float(i)}))
 """
+
+
+def _until(check: Any, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def test_a_predictor_that_follows_the_rollout_mirrors_only_in_its_shadow(
+    served_model: Path, prepared_small: Path, dermaops_home: Path, tmp_path: Path
+) -> None:
+    """As the chart serves under KServe, its canary Deployment always at hand: the stable
+    predictor asks the real monitor's /rollout and mirrors only while a rollout is in shadow
+    with its version as the stable one; before, for another stable version and in a canary
+    step, the challenger sees nothing."""
+    logs = tmp_path / "logs"
+    (tmp_path / "traffic").mkdir()
+    with ExitStack() as stack:
+        monitor = stack.enter_context(monitor_process(
+            dermaops_home, prepared_small / "reference_stats.csv", tmp_path / "traffic",
+            "true", wait_for="/healthz",
+        ))  # fmt: skip
+        challenger = stack.enter_context(PredictorProcess(
+            served_model, tmp_path / "home", tmp_path / "challenger.log",
+            env={"DERMAOPS_SERVING_MODEL_VERSION": "2",
+                 "DERMAOPS_SERVING_INFERENCE_LOG_DIR": str(logs / "challenger"),
+                 "DERMAOPS_SERVING_CHALLENGER": "true"},
+        ))  # fmt: skip
+        live = stack.enter_context(PredictorProcess(
+            served_model, tmp_path / "home", tmp_path / "stable.log",
+            env={"DERMAOPS_SERVING_MODEL_VERSION": "1",
+                 "DERMAOPS_SERVING_INFERENCE_LOG_DIR": str(logs / "stable"),
+                 "DERMAOPS_SERVING_SHADOW_URL": challenger.url,
+                 "DERMAOPS_SERVING_SHADOW_FOLLOWS_ROLLOUT": "true",
+                 "DERMAOPS_SERVING_SHADOW_POLL_S": "0.2",
+                 "DERMAOPS_SERVING_MONITOR_URL": monitor.url,
+                 "DERMAOPS_MONITOR_TOKEN_FILE": str(dermaops_home / "test-token")},
+        ))  # fmt: skip
+        client, store = PredictorClient(live.url), RolloutStore(dermaops_home / "monitoring")
+
+        def mirroring() -> float:
+            return sample(live.url, "dermaops_shadow_mirroring")
+
+        def send(first: int) -> None:
+            for seed in range(first, first + 5):
+                assert client.predict([lesion_jpeg(seed)]).model_version == "1"
+
+        def shadowed() -> int:
+            return len(read_records(logs / "challenger"))
+
+        send(0)  # no rollout yet: the monitor's /rollout says 404
+        assert mirroring() == 0 and shadowed() == 0
+
+        shadow = begin("dermaops", "1", "2", SETTINGS, time.time())
+        store.save(shadow)
+        _until(lambda: mirroring() == 1, "the watch never saw the shadow stage")
+        send(5)
+        _until(lambda: shadowed() == 5, "the shadow stage's requests never reached the challenger")
+        assert all(r["shadow"] is True for r in read_records(logs / "challenger"))
+
+        store.save(shadow.model_copy(update={"stable": "7"}))  # a shadow of another version
+        _until(lambda: mirroring() == 0, "mirrored a shadow of another stable version")
+        send(10)
+        store.save(shadow.model_copy(update={"stage": 1}))  # past the shadow: full
+        time.sleep(1)
+        send(15)
+        assert mirroring() == 0
+        assert sample(live.url, "dermaops_shadow_requests_total", outcome="answered") == 5
+        assert shadowed() == 5
+
+        store.save(shadow)  # in shadow again, then the monitor goes away: shut, not guessed
+        _until(lambda: mirroring() == 1, "the watch never saw the shadow stage again")
+        stop(monitor.process)
+        _until(lambda: mirroring() == 0, "mirrored on without the monitor")
+    said = (tmp_path / "stable.log").read_text()
+    assert "shadow mirror open: the rollout of version 2 is running in shadow" in said
+    assert "in shadow of version 7, not of 1" in said
+    assert f"shadow mirror shut: the monitor at {monitor.url}/rollout did not answer" in said
 
 
 def test_a_driver_killed_while_saving_leaves_a_whole_rollout_behind(tmp_path: Path) -> None:

@@ -49,6 +49,14 @@ VARIANTS = {
         *("--set", "monitor.registry.trackingUri=http://mlflow:5000"),
         *("--set", "monitor.rollout.enabled=true", *ISTIO),
     ],
+    "kserve-shadow": [
+        *URI,
+        *ISTIO,
+        "--set",
+        "predictor.canary.enabled=true",
+        *("--set", "monitor.registry.trackingUri=http://mlflow:5000"),
+        *("--set", "monitor.rollout.enabled=true"),
+    ],
     "trainer": [
         *URI,
         "--set",

@@ -10,8 +10,9 @@ import pytest
 
 from dermaops.rollout.judge import JudgeSettings
 from dermaops.rollout.plan import RolloutSettings
+from dermaops.serving.settings import ENV_PREFIX, ServingSettings
 from dermaops.settings import load_settings
-from tests.k8s.chart import CHART, URI, by_kind, helm, render
+from tests.k8s.chart import CHART, ISTIO, URI, by_kind, helm, render
 
 pytestmark = pytest.mark.k8s
 
@@ -71,3 +72,52 @@ def test_rollouts_render_wherever_a_canary_has_weights_and_are_refused_elsewhere
     assert done.returncode != 0
     assert "monitor.rollout.enabled needs a canary" in done.stderr
     assert "predictor.canary.enabled" in done.stderr, "what to set instead"
+
+
+def test_under_kserve_the_canary_deployment_is_the_shadows_home_and_only_the_predictor_reaches_it(
+) -> None:  # fmt: skip
+    """KServe has no mirror: the InferenceService's predictor mirrors to the canary Deployment's
+    Service while the monitor's rollout says shadow. The rendered env, read by the predictor's
+    own settings, names that Service; the canary's pods log what they get as shadow answers; the
+    NetworkPolicy and the mesh let the predictor, and no one else new, reach them."""
+    docs = render(*ON, *ISTIO, "--set", "predictor.canary.enabled=true")
+    (isvc,) = by_kind(docs, "InferenceService")
+    stable = isvc["spec"]["predictor"]["containers"][0]
+    rendered = {e["name"]: e["value"] for e in stable["env"] if "value" in e}
+    s = load_settings(ServingSettings, env_prefix=ENV_PREFIX, environ=rendered)
+    services = {d["metadata"]["name"]: d for d in by_kind(docs, "Service")}
+    host = s.shadow_url.removeprefix("http://").split(".")
+    assert s.shadow_follows_rollout and s.monitor_url and not s.challenger
+    assert host[0] in services and host[1] == "dermaops", "the canary's Service, in the release's"
+    canary_service = services[host[0]]
+    deployments = {d["metadata"]["name"]: d for d in by_kind(docs, "Deployment")}
+    canary = deployments["dermaops-predictor-canary"]
+    assert canary["spec"]["replicas"] == 0, "no pods between rollouts"
+    pod = canary["spec"]["template"]
+    assert canary_service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert not canary_service["spec"]["selector"].items() <= isvc["spec"]["predictor"][
+        "labels"].items(), "the Service does not reach KServe's own pods"  # fmt: skip
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    challenger = load_settings(ServingSettings, env_prefix=ENV_PREFIX, environ=env)
+    assert challenger.challenger and not challenger.shadow_url
+    assert "dermaops-predictor" not in deployments, "KServe serves the stable version"
+
+    policies = {d["metadata"]["name"]: d for d in by_kind(docs, "NetworkPolicy")}
+    mirror = policies["dermaops-predictor-canary"]["spec"]
+    assert mirror["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    (rule,) = mirror["ingress"]
+    assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    assert rule["from"][0]["podSelector"]["matchLabels"].items() <= isvc["spec"]["predictor"][
+        "labels"].items(), "from the InferenceService's predictor pods"  # fmt: skip
+    (mesh,) = [d for d in by_kind(docs, "AuthorizationPolicy")
+               if d["metadata"]["name"] == "dermaops-predictor"]  # fmt: skip
+    mirror_path = [{"operation": {"methods": ["POST"], "paths": ["/v1/models/*"]}}]
+    posts = [r for r in mesh["spec"]["rules"] if r.get("to") == mirror_path]
+    assert posts and posts[0]["from"][0]["source"]["principals"] == [
+        "cluster.local/ns/dermaops/sa/default"]  # fmt: skip
+
+    plain = render(*ON, "--set", "predictor.canary.enabled=false")
+    assert not any("SHADOW" in e["name"] for e in by_kind(plain, "InferenceService")[0]["spec"][
+        "predictor"]["containers"][0]["env"]), "without the canary nothing mirrors"  # fmt: skip
+    names = {d["metadata"]["name"] for d in by_kind(plain, "NetworkPolicy")}
+    assert "dermaops-predictor-canary" not in names

@@ -220,10 +220,10 @@ def test_the_chart_and_the_deploy_name_the_same_shadow_header_and_only_the_canar
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
         assert settings_from(container["args"], env)[1].challenger is challenger, name
-    with pytest.raises(ConfigError, match="mirrored by the chart's HTTPRoute"):
+    with pytest.raises(ConfigError, match=r"needs the chart's HTTPRoute.*parentRefs"):
         plan(DeployRequest("9", NEW_URI, 0, shadow_of="3"), "dermaops", "dermaops",
              observe(release_objects(render(*PLAIN_CANARY))))  # fmt: skip
-    with pytest.raises(ConfigError, match="mirrored by the chart's HTTPRoute"):
+    with pytest.raises(ConfigError, match=r"needs the chart's canary Deployment \(predictor"):
         plan(DeployRequest("9", NEW_URI, 0, shadow_of="3"), "dermaops", "dermaops",
              Observed("kserve", False))  # fmt: skip
     with pytest.raises(ConfigError, match="give both or neither"):
@@ -324,6 +324,59 @@ def test_a_plain_deployment_canary_scales_its_own_deployment_and_full_scales_it_
     assert len(weights.broken_preconditions(swapped)) == 2
     with pytest.raises(AssertionError, match=r"testing value .* failed"):
         kubectl_patch(swapped, weights.operations(), tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["RawDeployment", "Serverless"])
+def test_under_kserve_a_shadow_patches_only_the_canary_deployment_and_a_step_empties_it(
+    mode: str, tmp_path: Path, validate_custom_resource: Callable[[dict[str, Any]], None]
+) -> None:
+    """From both ends, planned on what helm renders and applied by a real `kubectl patch
+    --local`: a shadow puts the candidate on the canary Deployment at the predictor's least
+    replicas and waits for them, the InferenceService (what answers) not patched at all; the
+    canary step after it is KServe's own and scales the canary Deployment back to 0."""
+    docs = render(*URI, "--set", "predictor.canary.enabled=true", "--set",
+                  f"kserve.deploymentMode={mode}", "--set", "predictor.minReplicas=2")  # fmt: skip
+    release = {key: obj for key, obj in release_objects(docs).items() if obj is not None}
+    observed = observe(dict(release))
+    assert observed.mirrors and observed.replicas == 2
+
+    def applied(objects: dict[str, Any], patches: list[Patch]) -> dict[str, Any]:
+        after = dict(objects)
+        keys = {"dermaops-predictor-canary": "canary", "dermaops-monitor": "monitor",
+                "dermaops": "InferenceService"}  # fmt: skip
+        for patch in patches:
+            key = keys[patch.name]
+            assert not patch.broken_preconditions(objects[key])
+            after[key] = kubectl_patch(objects[key], patch.operations(), tmp_path)
+            if patch.kind == "InferenceService":
+                validate_custom_resource(after[key])
+            else:
+                kubernetes_validate.validate(after[key], KUBE_VERSION, strict=True)
+        return after
+
+    patches = plan(DeployRequest("9", NEW_URI, 0, shadow_of="3"), "dermaops", "dermaops", observed)
+    (home,) = patches
+    assert (
+        home.name == "dermaops-predictor-canary" and home.ready and "2 canary pod(s)" in home.note
+    )
+    shadow = applied(release, patches)
+    assert shadow["InferenceService"] == release["InferenceService"]
+    pod = shadow["canary"]["spec"]["template"]["spec"]
+    assert pod["initContainers"][0]["env"][0] == {"name": "STORAGE_URI", "value": NEW_URI}
+    assert (
+        pod["containers"][0]["env"][0]["value"] == "9" and shadow["canary"]["spec"]["replicas"] == 2
+    )
+    assert shadow["canary"]["metadata"]["labels"]["dermaops.io/model-version"] == "9"
+
+    step = applied(shadow, plan(DeployRequest("9", NEW_URI, 10), "dermaops", "dermaops",
+                                observe(dict(shadow))))  # fmt: skip
+    assert step["canary"]["spec"]["replicas"] == 0
+    predictor = step["InferenceService"]["spec"]
+    assert (predictor.get("canary") or [{}])[0].get("trafficPercent", predictor["predictor"].get(
+        "canaryTrafficPercent")) == 10, "KServe's own canary takes the step"  # fmt: skip
+    with pytest.raises(ConfigError, match="needs the chart's canary Deployment"):
+        plan(DeployRequest("9", NEW_URI, 0, shadow_of="3"), "dermaops", "dermaops",
+             observe(release_objects(render(*URI))))  # fmt: skip
 
 
 def test_the_release_is_read_from_its_objects() -> None:

@@ -124,8 +124,16 @@ env:
   - name: DERMAOPS_MONITOR_TOKEN_FILE
     value: /var/run/secrets/dermaops/monitor-token/token
   {{- end }}
-  {{- if and (eq $track "canary") (include "dermaops.canaryRoute" .) }}
+  {{- if and (eq $track "canary") (or (include "dermaops.canaryRoute" .) (include "dermaops.shadowHome" .)) }}
   - name: DERMAOPS_SERVING_CHALLENGER
+    value: "true"
+  {{- end }}
+  {{- if and (eq $track "stable") (include "dermaops.shadowHome" .) }}
+  # A rollout's shadow under KServe: mirrored to the canary Deployment while the monitor's
+  # rollout says shadow, with this version stable (serving/shadow.py).
+  - name: DERMAOPS_SERVING_SHADOW_URL
+    value: {{ printf "http://%s-predictor-canary.%s.svc" (include "dermaops.fullname" .) .Release.Namespace | quote }}
+  - name: DERMAOPS_SERVING_SHADOW_FOLLOWS_ROLLOUT
     value: "true"
   {{- end }}
   {{- with .Values.predictor.env }}
@@ -257,8 +265,8 @@ tracking URI to read its champion from. */}}
 {{- if and .Values.kserve.enabled (eq .Values.kserve.deploymentMode "Serverless") -}}true{{- end -}}
 {{- end -}}
 
-{{/* The plain Deployment of the predictor (kserve.enabled=false): include with (list . "stable")
-     or (list . "canary"). The stable one keeps its selector (Kubernetes does not let a selector
+{{/* The plain Deployment of the predictor (the stable one only with kserve.enabled=false):
+     include with (list . "stable") or (list . "canary"). The stable one keeps its selector (Kubernetes does not let a selector
      change in place); the canary's adds dermaops.io/track. */}}
 {{- define "dermaops.plainPredictor" -}}
 {{- $root := index . 0 -}}
@@ -308,6 +316,14 @@ spec:
       volumes:
         {{- include "dermaops.predictorVolumes" . | nindent 8 }}
         - {name: model, emptyDir: {}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when the canary Deployment is a KServe release's shadow home: the InferenceService's
+     predictor mirrors to it during a rollout's shadow, asking the monitor when; empty otherwise. */}}
+{{- define "dermaops.shadowHome" -}}
+{{- if and .Values.kserve.enabled .Values.predictor.canary.enabled .Values.monitor.enabled -}}
+true
 {{- end -}}
 {{- end -}}
 
