@@ -155,8 +155,8 @@ def rolled_out(
 ) -> None:
     """Wait until the Deployment ``name`` has rolled out its latest spec: observed by its
     controller, every replica updated, no old one left, each available (the conditions of
-    `kubectl rollout status`); ``waiting``: what waits for it ("X was not patched", "the
-    shadow does not start").
+    `kubectl rollout status`); ``waiting``: what did not happen for want of it ("HTTPRoute X
+    was not patched").
 
     Raises:
         KubernetesError: not within ``timeout`` seconds (default ``ROLLOUT_TIMEOUT_S``; what

@@ -196,6 +196,9 @@ class RolloutDriver:
                     f"could not start the rollout of version {candidate}: {e}"
                 ) from e
             note = done.action
+            # The stage's time counts from when the candidate's pods answer (a deploy may wait
+            # minutes for them), not from when the pass began.
+            r = r.model_copy(update={"stage_started": self.clock()})
         self.store.save(r)
         self._audit(candidate, f"rollout started in {r.current.label}: {note}")
         return r
@@ -220,6 +223,8 @@ class RolloutDriver:
             verdict = self.judgement(r)
             after, action = advance(r, verdict, self.clock(), self.settings)
             self._act(after, action)
+            if action == "next":  # the step counts from when its pods answer, as in begin()
+                after = after.model_copy(update={"stage_started": self.clock()})
             self.store.save(after)
             return after, action
 

@@ -72,10 +72,12 @@ def _log_as_kserve_does() -> None:
     from kserve.logging import KSERVE_LOGGER_NAME, configure_logging
 
     configure_logging()  # KServe's own, as its ModelServer would later (it keeps this one)
+    kserve = logging.getLogger(KSERVE_LOGGER_NAME)
     ours = logging.getLogger("dermaops")
-    ours.setLevel(logging.INFO)
-    ours.handlers = list(logging.getLogger(KSERVE_LOGGER_NAME).handlers)
-    ours.propagate = False
+    ours.setLevel(kserve.level or logging.INFO)  # KSERVE_LOGLEVEL, as KServe's lines
+    if kserve.handlers:  # else logging was set up before KServe's (which then kept out)
+        ours.handlers = list(kserve.handlers)
+        ours.propagate = False
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -81,7 +81,10 @@ class RolloutWatch:
     def _run(self) -> None:
         with httpx.Client(timeout=min(self.every, 5.0)) as client:
             while True:
-                self._open, why = self.ask(client)
+                try:
+                    self._open, why = self.ask(client)
+                except Exception as e:  # the watch must outlive any one answer: shut
+                    self._open, why = False, f"asking {self.url} failed: {type(e).__name__}: {e}"
                 MIRRORING.set(int(self._open))
                 if why != self._said:
                     log.info("shadow mirror %s: %s", "open" if self._open else "shut", why)

@@ -5,6 +5,7 @@ refused when the chart renders, not minutes later in the monitor's loop."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -109,15 +110,30 @@ def test_under_kserve_the_canary_deployment_is_the_shadows_home_and_only_the_pre
     assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]
     assert rule["from"][0]["podSelector"]["matchLabels"].items() <= isvc["spec"]["predictor"][
         "labels"].items(), "from the InferenceService's predictor pods"  # fmt: skip
-    (mesh,) = [d for d in by_kind(docs, "AuthorizationPolicy")
-               if d["metadata"]["name"] == "dermaops-predictor"]  # fmt: skip
-    mirror_path = [{"operation": {"methods": ["POST"], "paths": ["/v1/models/*"]}}]
-    posts = [r for r in mesh["spec"]["rules"] if r.get("to") == mirror_path]
-    assert posts and posts[0]["from"][0]["source"]["principals"] == [
-        "cluster.local/ns/dermaops/sa/default"]  # fmt: skip
+    mesh = {d["metadata"]["name"]: d["spec"] for d in by_kind(docs, "AuthorizationPolicy")}
+    predictor = ["cluster.local/ns/dermaops/sa/default"]
+    home = mesh["dermaops-predictor-canary"]
+    assert home["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert not home["selector"]["matchLabels"].items() <= isvc["spec"]["predictor"][
+        "labels"].items(), "KServe's own pods get no new caller"  # fmt: skip
+    (mirror_rule,) = home["rules"]
+    assert mirror_rule["from"][0]["source"]["principals"] == predictor
+    assert mirror_rule["to"] == [{"operation": {"methods": ["POST"], "paths": ["/v1/models/*"]}}]
+
+    def principals(rule: dict[str, Any]) -> Any:
+        return rule.get("from", [{}])[0].get("source", {}).get("principals")
+
+    (asks,) = [r for r in mesh["dermaops-monitor"]["rules"] if principals(r) == predictor]
+    assert {"operation": {"methods": ["GET"], "paths": ["/rollout"]}} in asks["to"], (
+        "the watch may ask the monitor when to mirror"
+    )
+    assert "STORAGE_URI" not in env, "the canary's model comes from its own storage initializer"
 
     plain = render(*ON, "--set", "predictor.canary.enabled=false")
     assert not any("SHADOW" in e["name"] for e in by_kind(plain, "InferenceService")[0]["spec"][
         "predictor"]["containers"][0]["env"]), "without the canary nothing mirrors"  # fmt: skip
     names = {d["metadata"]["name"] for d in by_kind(plain, "NetworkPolicy")}
     assert "dermaops-predictor-canary" not in names
+    alone = helm("template", "dermaops", str(CHART), *URI, "--set", "predictor.canary.enabled=true",
+                 "--set", "monitor.enabled=false")  # fmt: skip
+    assert alone.returncode != 0 and "the monitor drives rollouts" in alone.stderr, alone.stderr

@@ -96,7 +96,7 @@ env:
   # test operations on their names: keep them first, in this order.
   - name: DERMAOPS_SERVING_MODEL_VERSION
     value: {{ .Values.model.version | quote }}
-  {{- if .Values.kserve.enabled }}
+  {{- if and .Values.kserve.enabled (eq $track "stable") }}
   - name: STORAGE_URI  # KServe's webhook adds the storage initializer for it
     value: {{ include "dermaops.storageUri" . | quote }}
   {{- end }}
@@ -266,8 +266,8 @@ tracking URI to read its champion from. */}}
 {{- end -}}
 
 {{/* The plain Deployment of the predictor (the stable one only with kserve.enabled=false):
-     include with (list . "stable") or (list . "canary"). The stable one keeps its selector (Kubernetes does not let a selector
-     change in place); the canary's adds dermaops.io/track. */}}
+     include with (list . "stable") or (list . "canary"). The stable one keeps its selector
+     (Kubernetes does not let a selector change in place); the canary's adds dermaops.io/track. */}}
 {{- define "dermaops.plainPredictor" -}}
 {{- $root := index . 0 -}}
 {{- $track := index . 1 -}}
@@ -322,7 +322,10 @@ spec:
 {{/* "true" when the canary Deployment is a KServe release's shadow home: the InferenceService's
      predictor mirrors to it during a rollout's shadow, asking the monitor when; empty otherwise. */}}
 {{- define "dermaops.shadowHome" -}}
-{{- if and .Values.kserve.enabled .Values.predictor.canary.enabled .Values.monitor.enabled -}}
+{{- if and .Values.kserve.enabled .Values.predictor.canary.enabled -}}
+{{- if not .Values.monitor.enabled }}
+{{- fail "predictor.canary.enabled under KServe is a rollout's shadow home, and the monitor drives rollouts and tells the predictor when to mirror: set monitor.enabled=true, or predictor.canary.enabled=false" }}
+{{- end -}}
 true
 {{- end -}}
 {{- end -}}
