@@ -230,6 +230,24 @@ def test_the_chart_and_the_deploy_name_the_same_shadow_header_and_only_the_canar
         DeployRequest("9", NEW_URI, 0)
 
 
+def _applied(
+    objects: dict[str, dict[str, Any]], patches: list[Patch], keys: dict[tuple[str, str], str],
+    tmp: Path, validate_custom_resource: Callable[[dict[str, Any]], None],
+) -> dict[str, Any]:  # fmt: skip
+    """``patches`` applied by a real `kubectl patch --local` to ``objects`` (each found by its
+    kind and name in ``keys``), their preconditions holding and every result strictly valid."""
+    after = dict(objects)
+    for patch in patches:
+        key = keys[(patch.kind, patch.name)]
+        assert not patch.broken_preconditions(objects[key])
+        after[key] = kubectl_patch(objects[key], patch.operations(), tmp)
+        if patch.kind in ("HTTPRoute", "InferenceService"):
+            validate_custom_resource(after[key])
+        else:
+            kubernetes_validate.validate(after[key], KUBE_VERSION, strict=True)
+    return after
+
+
 def _weights(route: dict[str, Any]) -> list[int]:
     return [ref["weight"] for ref in route["spec"]["rules"][0]["backendRefs"]]
 
@@ -265,23 +283,16 @@ def test_a_plain_deployment_canary_scales_its_own_deployment_and_full_scales_it_
     docs = render(*PLAIN_CANARY, *(GATEWAY if route else []))
     release = {key: obj for key, obj in release_objects(docs).items() if obj is not None}
     assert ("route" in release) is route
-    keys = {"dermaops-predictor": "predictor", "dermaops-predictor-canary": "canary",
-            "dermaops-monitor": "monitor"}  # fmt: skip
+    keys = {("Deployment", "dermaops-predictor"): "predictor", ("HTTPRoute",
+            "dermaops-predictor"): "route", ("Deployment", "dermaops-predictor-canary"): "canary",
+            ("Deployment", "dermaops-monitor"): "monitor"}  # fmt: skip
 
     def planned(objects: dict[str, dict[str, Any]], request: DeployRequest) -> list[Patch]:
         return plan(request, "dermaops", "dermaops", observe(dict(objects)))
 
     def step(objects: dict[str, dict[str, Any]], request: DeployRequest) -> dict[str, Any]:
-        after = dict(objects)
-        for patch in planned(objects, request):
-            key = "route" if patch.kind == "HTTPRoute" else keys[patch.name]
-            assert not patch.broken_preconditions(objects[key])
-            after[key] = kubectl_patch(objects[key], patch.operations(), tmp_path)
-            if patch.kind == "HTTPRoute":
-                validate_custom_resource(after[key])
-            else:
-                kubernetes_validate.validate(after[key], KUBE_VERSION, strict=True)
-        return after
+        return _applied(objects, planned(objects, request), keys, tmp_path,
+                        validate_custom_resource)  # fmt: skip
 
     if route:  # a rollout's shadow first: every request mirrored to the canary, marked
         shadow = step(release, DeployRequest("9", NEW_URI, 0, shadow_of="3"))
@@ -340,19 +351,12 @@ def test_under_kserve_a_shadow_patches_only_the_canary_deployment_and_a_step_emp
     observed = observe(dict(release))
     assert observed.mirrors and observed.replicas == 2
 
+    keys = {("Deployment", "dermaops-predictor-canary"): "canary",
+            ("Deployment", "dermaops-monitor"): "monitor",
+            ("InferenceService", "dermaops"): "InferenceService"}  # fmt: skip
+
     def applied(objects: dict[str, Any], patches: list[Patch]) -> dict[str, Any]:
-        after = dict(objects)
-        keys = {"dermaops-predictor-canary": "canary", "dermaops-monitor": "monitor",
-                "dermaops": "InferenceService"}  # fmt: skip
-        for patch in patches:
-            key = keys[patch.name]
-            assert not patch.broken_preconditions(objects[key])
-            after[key] = kubectl_patch(objects[key], patch.operations(), tmp_path)
-            if patch.kind == "InferenceService":
-                validate_custom_resource(after[key])
-            else:
-                kubernetes_validate.validate(after[key], KUBE_VERSION, strict=True)
-        return after
+        return _applied(objects, patches, keys, tmp_path, validate_custom_resource)
 
     patches = plan(DeployRequest("9", NEW_URI, 0, shadow_of="3"), "dermaops", "dermaops", observed)
     (home,) = patches
