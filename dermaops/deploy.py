@@ -57,6 +57,7 @@ STORAGE_INITIALIZER = "storage-initializer"
 MONITOR_CONTAINER = "monitor"
 STORAGE_URI_ENV = "STORAGE_URI"  # read by KServe's webhook; expanded by the storage initializers
 MODEL_VERSION_ENV = "DERMAOPS_SERVING_MODEL_VERSION"  # ServingSettings.model_version
+SHADOW_URL_ENV = "DERMAOPS_SERVING_SHADOW_URL"  # ServingSettings.shadow_url
 REFERENCE_VERSION_ENV = "DERMAOPS_MONITOR_REFERENCE_VERSION"  # `monitor serve --reference-version`
 
 
@@ -457,8 +458,11 @@ def observe(objects: Mapping[str, Mapping[str, Any] | None]) -> Observed:
     if isvc:
         mode = pointer_get(isvc, f"/metadata/annotations/{_escape(DEPLOYMENT_MODE_ANNOTATION)}")
         least = max(1, int(pointer_get(isvc, "/spec/predictor/minReplicas") or 1))
+        # A shadow's home only where the predictor is rendered to mirror to it.
+        env = pointer_get(isvc, "/spec/predictor/containers/0/env") or []
+        wired = any(e.get("name") == SHADOW_URL_ENV for e in env)
         kserve = Observed("kserve", None, monitor is not None, fetches,
-                          canary=bool(objects.get("canary")), replicas=least)  # fmt: skip
+                          canary=bool(objects.get("canary")) and wired, replicas=least)  # fmt: skip
         if mode in SERVERLESS_MODES:
             return dataclasses.replace(kserve, serverless=True)
         if mode in RAW_MODES:

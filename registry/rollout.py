@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -127,7 +128,9 @@ def judge_stage(
     to ask, the check is left out), clinicians' labels where ``live`` (the monitor's live
     figures per version) has labelled melanomas of both versions, and the melanoma sensitivity
     estimated without labels where ``sources`` has both versions' calibration."""
-    window = [rec for rec in records if _seconds(rec.get("time")) >= r.stage_started]
+    # Records carry milliseconds: one logged in the millisecond the stage began is in it.
+    began = math.floor(r.stage_started * 1000) / 1000
+    window = [rec for rec in records if _seconds(rec.get("time")) >= began]
     if r.current.name == "shadow":
         found = pairs(window, r.stable, r.candidate)
         checks, needed = paired_checks(found, s), s.min_pairs

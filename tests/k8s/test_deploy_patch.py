@@ -16,7 +16,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from dermaops.deploy import DeployRequest, Observed, Patch, observe, plan
+from dermaops.deploy import SHADOW_URL_ENV, DeployRequest, Observed, Patch, observe, plan
 from dermaops.errors import ConfigError
 from dermaops.serving.__main__ import settings_from
 from dermaops.v1 import SHADOW_HEADER
@@ -350,6 +350,14 @@ def test_under_kserve_a_shadow_patches_only_the_canary_deployment_and_a_step_emp
     release = {key: obj for key, obj in release_objects(docs).items() if obj is not None}
     observed = observe(dict(release))
     assert observed.mirrors and observed.replicas == 2
+    rendered = release["InferenceService"]["spec"]["predictor"]["containers"][0]
+    env = {e["name"]: e["value"] for e in rendered["env"] if "value" in e}
+    shadow_url = settings_from(rendered["args"], env)[1].shadow_url
+    assert shadow_url == env[SHADOW_URL_ENV], "the name the deploy looks for is the one read"
+    unwired = copy.deepcopy(release)  # a predictor rendered before it could mirror
+    container = unwired["InferenceService"]["spec"]["predictor"]["containers"][0]
+    container["env"] = [e for e in container["env"] if e["name"] != SHADOW_URL_ENV]
+    assert not observe(dict(unwired)).mirrors
 
     keys = {("Deployment", "dermaops-predictor-canary"): "canary",
             ("Deployment", "dermaops-monitor"): "monitor",
