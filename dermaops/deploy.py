@@ -197,7 +197,7 @@ def plan(request: DeployRequest, release: str, namespace: str, observed: Observe
     else:
         raise ConfigError(f"deploy mode {observed.mode!r}: use one of {', '.join(MODES)}")
     if observed.mode == "kserve" and observed.canary and not request.shadow_of:
-        patches.append(_shadow_home_emptied(request, name, namespace))  # KServe's canary
+        patches.append(_canary_deployment(request, name, namespace, 0))  # no shadow after
     if observed.monitor and not request.shadow_of:  # a shadow answers no one: the reference stays
         patches.append(_monitor(request, name, namespace, observed.monitor_fetches_model))
     return patches
@@ -230,19 +230,18 @@ def _shadow_home(p: DeployRequest, name: str, namespace: str, observed: Observed
     done; the InferenceService stays as it is (a change there would restart what answers)."""
     note = (f"a shadow: {observed.replicas} canary pod(s) take the requests the predictor "
             "mirrors while the rollout says shadow, answering no one")  # fmt: skip
-    canary = Patch("Deployment", "apps/v1", f"{name}-predictor-canary", namespace, note=note,
-                   ready=True)  # fmt: skip
-    _plain_pod(canary, p)
-    canary.changes.append({"op": "replace", "path": "/spec/replicas", "value": observed.replicas})
-    return canary
+    canary = _canary_deployment(p, name, namespace, observed.replicas, note)
+    return dataclasses.replace(canary, ready=True)
 
 
-def _shadow_home_emptied(p: DeployRequest, name: str, namespace: str) -> Patch:
-    """The canary Deployment back to no pods once a KServe release's shadow is over (its steps
-    are KServe's own canary; a full deploy or a rollback ends any shadow too)."""
-    canary = Patch("Deployment", "apps/v1", f"{name}-predictor-canary", namespace)
-    _plain_pod(canary, p, version=False)  # guarded, but only its replicas change
-    canary.changes.append({"op": "replace", "path": "/spec/replicas", "value": 0})
+def _canary_deployment(
+    p: DeployRequest, name: str, namespace: str, pods: int, note: str = ""
+) -> Patch:
+    """The chart's canary Deployment at ``pods`` replicas, serving ``p`` (at 0 only its
+    replicas change: the pods go, whatever version they had)."""
+    canary = Patch("Deployment", "apps/v1", f"{name}-predictor-canary", namespace, note=note)
+    _plain_pod(canary, p, version=pods > 0)  # guarded either way
+    canary.changes.append({"op": "replace", "path": "/spec/replicas", "value": pods})
     return canary
 
 
@@ -306,7 +305,6 @@ def _plain_deployments(
     step patches the canary Deployment with the version and its replicas, then (once they are
     ready) the weights, leaving the stable pods as they are."""
     stable = Patch("Deployment", "apps/v1", f"{name}-predictor", namespace)
-    canary = Patch("Deployment", "apps/v1", f"{name}-predictor-canary", namespace)
     if p.canary_percent is None or p.canary_percent == 100:
         _plain_pod(stable, p)
         patches = [stable]
@@ -314,9 +312,7 @@ def _plain_deployments(
             route = _route_weights(name, namespace, 0)
             patches.append(dataclasses.replace(route, after=stable.name))
         if observed.canary:  # then the canary's pods go, no longer sent anything
-            _plain_pod(canary, p, version=False)  # guarded, but only its replicas change
-            canary.changes.append({"op": "replace", "path": "/spec/replicas", "value": 0})
-            patches.append(canary)
+            patches.append(_canary_deployment(p, name, namespace, 0))
         return patches
     if not observed.canary:
         raise ConfigError(
@@ -326,9 +322,7 @@ def _plain_deployments(
         )
     _label(stable, p.version)  # the version rolling out, as in KServe's modes; no pod changes
     pods, note = _canary_pods(p.canary_percent, max(1, observed.replicas), observed.route)
-    canary = dataclasses.replace(canary, note=note)
-    _plain_pod(canary, p)
-    canary.changes.append({"op": "replace", "path": "/spec/replicas", "value": pods})
+    canary = _canary_deployment(p, name, namespace, pods, note)
     if observed.route:  # weights and mirror once the canary's pods are ready for them
         route = _route_weights(name, namespace, p.canary_percent, p.shadow_of)
         return [stable, canary, dataclasses.replace(route, after=canary.name)]

@@ -39,7 +39,7 @@ from dermaops.serving.forward import RecordForwarder
 from dermaops.serving.inputs import BadImage, RequestLimits, v1_images, v2_images
 from dermaops.serving.records import Pending, Recorder
 from dermaops.serving.settings import ServingSettings
-from dermaops.serving.shadow import RolloutWatch, ShadowMirror
+from dermaops.serving.shadow import ShadowMirror, shadow_mirror
 from dermaops.serving.telemetry import (
     ERRORS,
     LATENCY,
@@ -164,33 +164,12 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         if self.settings.monitor_url:
             self.sinks.append(RecordForwarder(self.settings.monitor_url, self._monitor_token()))
         self.recorder = Recorder(observe_inputs, [s.write for s in self.sinks], count_backlog)
-        if self.settings.shadow_url:
-            watch = self._rollout_watch()
-            self.mirror = ShadowMirror(self.settings.shadow_url, self.name, self.version,
-                                       self.settings.shadow_share, watch=watch)  # fmt: skip
-            log.info("mirroring %.0f%% of v1 requests to the challenger at %s%s",
-                     100 * self.settings.shadow_share, self.settings.shadow_url,
-                     " during a rollout's shadow" if self.mirror.watch else "")  # fmt: skip
+        self.mirror = shadow_mirror(self.settings, self.name, self.version)
         MODEL_INFO.labels(self.name, self.version, self.artifact.arch, self.backend.name).set(1)
         log.info("serving %s v%s (%s) with %s in %s", self.name, self.version,
                  self.artifact.folder, self.backend.name, self.backend.precision)  # fmt: skip
         self.ready = True
         return self.ready
-
-    def _rollout_watch(self) -> RolloutWatch | None:
-        """The monitor's rollout, asked whether to mirror (with ``shadow_follows_rollout``).
-
-        Raises:
-            ConfigError: ``shadow_follows_rollout`` without a monitor to ask.
-        """
-        if not self.settings.shadow_follows_rollout:
-            return None
-        if not self.settings.monitor_url:
-            raise ConfigError(
-                "DERMAOPS_SERVING_SHADOW_FOLLOWS_ROLLOUT asks the monitor's /rollout: set "
-                "DERMAOPS_SERVING_MONITOR_URL too"
-            )
-        return RolloutWatch(self.settings.monitor_url, self.version, self.settings.shadow_poll_s)
 
     def _monitor_token(self) -> str:
         """The monitor's token: the environment (a Secret), else a local monitor's own file."""

@@ -31,7 +31,9 @@ import httpx
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
+from dermaops.errors import ConfigError
 from dermaops.rollout.plan import Rollout
+from dermaops.serving.settings import ServingSettings
 from dermaops.v1 import REQUEST_ID_HEADER, SHADOW_HEADER
 
 log = logging.getLogger(__name__)
@@ -196,3 +198,25 @@ class ShadowMirror:
         except queue.Full:
             return
         self._thread.join(timeout)
+
+
+def shadow_mirror(s: ServingSettings, model: str, version: str) -> ShadowMirror | None:
+    """The mirror the settings ask for (None without ``shadow_url``): always on, or with
+    ``shadow_follows_rollout`` only while the monitor's rollout says shadow of ``version``.
+
+    Raises:
+        ConfigError: ``shadow_follows_rollout`` without a monitor to ask.
+    """
+    if not s.shadow_url:
+        return None
+    watch = None
+    if s.shadow_follows_rollout:
+        if not s.monitor_url:
+            raise ConfigError(
+                "DERMAOPS_SERVING_SHADOW_FOLLOWS_ROLLOUT asks the monitor's /rollout: set "
+                "DERMAOPS_SERVING_MONITOR_URL too"
+            )
+        watch = RolloutWatch(s.monitor_url, version, s.shadow_poll_s)
+    log.info("mirroring %.0f%% of v1 requests to the challenger at %s%s", 100 * s.shadow_share,
+             s.shadow_url, " during a rollout's shadow" if watch else "")  # fmt: skip
+    return ShadowMirror(s.shadow_url, model, version, s.shadow_share, watch=watch)
