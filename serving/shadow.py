@@ -104,7 +104,8 @@ class RolloutWatch:
             return False, "no rollout"
         try:
             response.raise_for_status()
-            r = Rollout.model_validate_json(response.content)
+            # a monitor newer than this predictor may say more than it knows: ignore the rest
+            r = Rollout.model_validate_json(response.content, extra="ignore")
         except (httpx.HTTPStatusError, ValidationError) as e:
             return False, f"{self.url} gave no rollout ({str(e).splitlines()[0]})"
         where = f"the rollout of version {r.candidate} is {r.status} in {r.current.label}"

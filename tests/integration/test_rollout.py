@@ -11,8 +11,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import ExitStack
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ from dermaops.rollout.plan import Rollout, RolloutSettings, RolloutStore, advanc
 from dermaops.rollout.plan import start as begin
 from dermaops.rollout.queries import PrometheusCounts
 from dermaops.serving.process import PredictorProcess
+from dermaops.serving.shadow import RolloutWatch
 from dermaops.serving.smoke import lesion_jpeg
 from dermaops.settings import Home
 from tests.conftest import Trained
@@ -421,6 +424,43 @@ def test_a_predictor_that_follows_the_rollout_mirrors_only_in_its_shadow(
     assert "shadow mirror open: the rollout of version 2 is running in shadow" in said
     assert "in shadow of version 7, not of 1" in said
     assert f"shadow mirror shut: the monitor at {monitor.url}/rollout did not answer" in said
+
+
+def test_the_watch_reads_a_newer_monitors_rollout_and_shuts_on_a_wrong_one() -> None:
+    """A monitor newer than the predictor (a field more at each level) still opens the mirror
+    in its shadow; an answer that is no rollout shuts it. Real HTTP on loopback."""
+    shadow = json.loads(begin("dermaops", "1", "2", SETTINGS, time.time()).model_dump_json())
+    newer = {**shadow, "region": "eu", "stages": [{**st, "gate": "x"} for st in shadow["stages"]],
+             "events": [{**e, "actor_ip": "10.0.0.1"} for e in shadow["events"]]}  # fmt: skip
+    answer = {"body": b""}
+
+    class Monitor(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(answer["body"])
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Monitor)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with httpx.Client() as client:
+            watch = RolloutWatch(url, stable="1", every=3600)
+            try:
+                answer["body"] = json.dumps(newer).encode()
+                assert watch.ask(client) == (True, "the rollout of version 2 is running in shadow")
+                answer["body"] = json.dumps({**newer, "stable": None}).encode()
+                opened, why = watch.ask(client)
+                assert not opened and why.startswith(f"{url}/rollout gave no rollout (")
+            finally:
+                watch.close()
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_driver_killed_while_saving_leaves_a_whole_rollout_behind(tmp_path: Path) -> None:
