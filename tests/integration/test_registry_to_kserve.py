@@ -24,7 +24,9 @@ from dermaops.serving.process import predictor_process
 from dermaops.settings import ARTIFACTS_DESTINATION_ENV
 from tests import stores
 from tests.conftest import Trained
+from tests.k8s.chart import by_kind, pod_spec, render
 from tests.k8s.conftest import find_tool
+from tests.k8s.podman_pods import Host, container_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -100,6 +102,7 @@ def test_kserve_fetches_what_deploy_chose_and_the_predictor_serves_that_version(
     subprocess.run([tool("python"), "-c", fetch, uri, str(models)],
                    env=os.environ | stack.env(), check=True, capture_output=True)  # fmt: skip
     assert any(models.rglob("model.json")), "the DermaOps model folder inside the MLflow model"
+    _the_charts_own_initializers_fetch(uri, stack, tmp_path / "chart")
 
     # The predictor, started as the chart starts it (the version from its env), serves it.
     env = {"DERMAOPS_SERVING_MODEL_VERSION": version}
@@ -107,6 +110,30 @@ def test_kserve_fetches_what_deploy_chose_and_the_predictor_serves_that_version(
         body = {"instances": [{"image_bytes": {"b64": _b64(jpeg_bytes(120, 90))}}]}
         answer = httpx.post(f"{url}/v1/models/dermaops:predict", json=body, timeout=60).json()
     assert answer["model_version"] == version
+
+
+def _the_charts_own_initializers_fetch(uri: str, stack: Stack, folder: Path) -> None:
+    """The storage initializers the chart runs itself (the canary Deployment of a KServe
+    release, the monitor) fetch ``uri`` with nothing but the environment the kubelet gives them:
+    the Secret of ``storageInitializer.credentialsSecret`` through envFrom, and the args with
+    $(STORAGE_URI) expanded. KServe's webhook, which gives its own pods their credentials, never
+    sees these pods."""
+    docs = render("--set", f"model.storageUri={uri}", "--set", "predictor.canary.enabled=true",
+                  "--set", "storageInitializer.credentialsSecret=model-store")  # fmt: skip
+    host = Host(images={}, secrets={"model-store": stack.env()}, claims={}, workdir=folder)
+    fetch = "import sys; from kserve_storage import Storage; Storage.download(*sys.argv[1:])"
+    for name in ("dermaops-predictor-canary", "dermaops-monitor"):
+        (deployment,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == name]
+        (init,) = [c for c in pod_spec(deployment)["initContainers"]
+                   if c["name"] == "storage-initializer"]  # fmt: skip
+        env = container_env(init, host)
+        source, target = (a.replace("$(STORAGE_URI)", env["STORAGE_URI"]) for a in init["args"])
+        assert (source, target) == (uri, "/mnt/models")
+        models = folder / name / "mnt" / "models"
+        bare = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
+        subprocess.run([tool("python"), "-c", fetch, source, str(models)],
+                       env=bare | env, check=True, capture_output=True)  # fmt: skip
+        assert any(models.rglob("model.json")), f"{name}'s initializer fetched no model"
 
 
 def test_a_proxied_uri_without_its_destination_is_refused_with_the_fix(

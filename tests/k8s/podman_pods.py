@@ -196,8 +196,7 @@ def _run(container: Mapping[str, Any], pod: str, security: Mapping[str, Any],
     command += ["-d"] if detach else ["--rm"]
     command += _user(security) + _container_security(container.get("securityContext", {}), name)
     command += _limits(container.get("resources", {}), name)
-    env = _env_from(container.get("envFrom", []), host, name)
-    env |= _env(container.get("env", []), host, name)  # env wins over envFrom, as in Kubernetes
+    env = container_env(container, host)
     for key, value in env.items():
         command += ["--env", f"{key}={value}"]
     for mount in container.get("volumeMounts", []):
@@ -253,6 +252,15 @@ def _bytes(quantity: str) -> str:
         if quantity.endswith(unit):
             return str(int(float(quantity[: -len(unit)]) * factor))
     return str(int(quantity))
+
+
+def container_env(container: Mapping[str, Any], host: Host) -> dict[str, str]:
+    """A container's environment as the kubelet gives it: ``envFrom`` Secrets, then ``env``
+    (which wins), each value's ``$(VAR)`` expanded."""
+    name = container["name"]
+    return _env_from(container.get("envFrom", []), host, name) | _env(
+        container.get("env", []), host, name
+    )
 
 
 def _env(entries: list[Mapping[str, Any]], host: Host, where: str) -> dict[str, str]:

@@ -56,6 +56,7 @@ VARIANTS = {
         "predictor.canary.enabled=true",
         *("--set", "monitor.registry.trackingUri=http://mlflow:5000"),
         *("--set", "monitor.rollout.enabled=true"),
+        *("--set", "storageInitializer.credentialsSecret=model-store"),
     ],
     "trainer": [
         *URI,
@@ -286,6 +287,30 @@ def test_the_monitor_knows_its_references_version_and_where_to_fetch_the_next() 
     assert with_mlflow["envFrom"] == [{"secretRef": {"name": "mlflow-monitor"}}]
     external = monitor("--set", "monitor.registry.trackingUri=https://mlflow.example.org")
     assert {"name": "MLFLOW_TRACKING_URI", "value": "https://mlflow.example.org"} in external["env"]
+
+
+@pytest.mark.parametrize("kserve", ["true", "false"])
+def test_the_charts_own_storage_initializers_take_the_credentials_secret(kserve: str) -> None:
+    """Every storage initializer the chart runs itself (KServe's webhook gives its own pods
+    their credentials) reads the Secret, keeping STORAGE_URI first, where the deploy patches."""
+
+    def initializers(*values: str) -> dict[str, dict[str, Any]]:
+        docs = render(*URI, "--set", f"kserve.enabled={kserve}",
+                      "--set", "predictor.canary.enabled=true", *values)  # fmt: skip
+        return {d["metadata"]["name"]: c for d in by_kind(docs, "Deployment")
+                for c in pod_spec(d).get("initContainers", [])
+                if c["name"] == "storage-initializer"}  # fmt: skip
+
+    plain = initializers()
+    with_secret = initializers("--set", "storageInitializer.credentialsSecret=model-store")
+    expected = {"dermaops-predictor-canary", "dermaops-monitor"} | (
+        {"dermaops-predictor"} if kserve == "false" else set()
+    )
+    assert set(plain) == set(with_secret) == expected
+    for name, container in with_secret.items():
+        assert container["envFrom"] == [{"secretRef": {"name": "model-store"}}], name
+        assert container["env"][0]["name"] == "STORAGE_URI", name
+        assert "envFrom" not in plain[name], name
 
 
 def test_the_ui_asks_the_predictor_and_writes_to_the_pipelines_feedback_claim() -> None:

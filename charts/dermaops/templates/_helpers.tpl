@@ -206,8 +206,9 @@ tolerations:
 {{- required "model.storageUri is required: the artifact URI of the version to serve" .Values.model.storageUri -}}
 {{- end -}}
 
-{{/* KServe's storage initializer: fetch model.storageUri into the `model` volume. STORAGE_URI is
-     env[0], which `dermaops deploy` patches on promotion. */}}
+{{/* KServe's storage initializer: fetch model.storageUri into the `model` volume, with the
+     credentials of storageInitializer.credentialsSecret. STORAGE_URI is env[0], which
+     `dermaops deploy` patches on promotion. */}}
 {{- define "dermaops.storageInitializer" -}}
 name: storage-initializer
 image: {{ .Values.storageInitializer.image }}
@@ -218,6 +219,10 @@ args:
 env:
   - name: STORAGE_URI
     value: {{ include "dermaops.storageUri" . | quote }}
+{{- with .Values.storageInitializer.credentialsSecret }}
+envFrom:
+  - secretRef: {name: {{ . }}}
+{{- end }}
 resources:
   requests: {cpu: 100m, memory: 256Mi}
   limits: {cpu: "1", memory: 1Gi}
