@@ -200,8 +200,14 @@ def _start(docs: list[dict[str, Any]], name: str, host: Host, made: list[str],
            check_before: bool = False) -> Pod:  # fmt: skip
     """Run a Deployment's pod: volumes, pod, init containers to completion, containers; ready."""
     spec = pod_spec(_doc(docs, "Deployment", name))
-    port = free_port()
     (target,) = service_ports(_doc(docs, "Service", name), spec).values()
+    return _run_pod(name, spec, target, host, made, check_before)
+
+
+def _run_pod(name: str, spec: dict[str, Any], target: int, host: Host, made: list[str],
+             check_before: bool = False) -> Pod:  # fmt: skip
+    """Run the pod ``spec`` as ``name``, its container port ``target`` on loopback; ready."""
+    port = free_port()
     plan = plan_pod(name, spec, {target: port}, host)
     for volume in plan.volumes:
         if f"volume:{volume}" not in made:  # a claim another pod mounts already is shared
@@ -498,24 +504,27 @@ def test_the_registry_registers_through_the_charts_mlflow_and_kserve_fetches_it(
 CANARY = "dermaops-predictor-canary"
 
 
-def _shadow_stage(release: Release, tmp_path: Path) -> tuple[list[dict[str, Any]], str, str]:
-    """The chart with its plain-Deployment canary behind an HTTPRoute, and the canary Deployment
-    as a rollout's shadow stage leaves it: planned by the deploy on what helm rendered, applied by
-    a real `kubectl patch --local`. The rendered objects (the canary patched), the stable
-    version and the candidate's archive URI (a copy of the served one under its own name)."""
+def _shadow_stage(
+    release: Release, tmp_path: Path, values: dict[str, str]
+) -> tuple[list[dict[str, Any]], str, str]:
+    """The chart with its canary Deployment (the release's values and ``values``), and that
+    Deployment as a rollout's shadow stage leaves it: planned by the deploy on what helm
+    rendered, applied by a real `kubectl patch --local`. The rendered objects (the canary
+    patched), the stable version and the candidate's archive URI (a copy of the served one
+    under its own name)."""
     from dermaops.deploy import DeployRequest, observe, plan
     from tests.k8s.chart import kubectl_patch, release_objects
 
-    values = release.values | {"predictor.canary.enabled": "true",
-                               "predictor.canary.parentRefs[0].name": "clinic-gateway"}  # fmt: skip
+    values = release.values | {"predictor.canary.enabled": "true"} | values
     docs = render(*(arg for k, v in values.items() for arg in ("--set", f"{k}={v}")))
     stable_uri = release.values["model.storageUri"]
     candidate_uri = stable_uri.replace("model.zip", "candidate.zip")
     served = release.model.parent / "served"
-    (served / "candidate.zip").write_bytes((served / "model.zip").read_bytes())
+    if not (served / "candidate.zip").exists():
+        (served / "candidate.zip").write_bytes((served / "model.zip").read_bytes())
     objects = release_objects(docs)
-    stable_env = {e["name"]: e.get("value") for e in pod_spec(objects["predictor"] or {})[
-        "containers"][0]["env"]}  # fmt: skip
+    served_by = objects["predictor"] or objects["InferenceService"] or {}
+    stable_env = {e["name"]: e.get("value") for e in pod_spec(served_by)["containers"][0]["env"]}
     stable = str(stable_env["DERMAOPS_SERVING_MODEL_VERSION"])
     request = DeployRequest("2", candidate_uri, 0, shadow_of=stable)
     (patch,) = [p for p in plan(request, "dermaops", NAMESPACE, observe(objects))
@@ -535,11 +544,10 @@ def test_a_rollouts_canary_pod_runs_beside_the_stable_one_and_answers_the_mirror
     the route's shadow header set) to the canary Service. Both pods forward their records to
     the monitor's Service; there the judge pairs every image, the candidate's answers marked as
     shadow answers."""
-    from dermaops.inference_log import read_records
-    from dermaops.rollout.judge import JudgeSettings, Pair, judge, paired_checks, pairs
     from dermaops.v1 import REQUEST_ID_HEADER, SHADOW_HEADER
 
-    docs, stable, candidate_uri = _shadow_stage(release, tmp_path)
+    route = {"predictor.canary.parentRefs[0].name": "clinic-gateway"}
+    docs, stable, candidate_uri = _shadow_stage(release, tmp_path, route)
     spec = pod_spec(_doc(docs, "Deployment", CANARY))
     assert spec["initContainers"][0]["env"][0]["value"] == candidate_uri
     made: list[str] = []
@@ -558,23 +566,89 @@ def test_a_rollouts_canary_pod_runs_beside_the_stable_one_and_answers_the_mirror
             assert live.status_code == mirrored.status_code == 200, mirrored.text
         version = httpx.get(f"{canary.url}/v2/models/dermaops", timeout=10).json()
         assert version["versions"] == ["2"], version
-        logs = Path(pm.podman("volume", "inspect", "ci-monitor-home", "--format",
-                              "{{.Mountpoint}}"))  # fmt: skip
-        found: list[Pair] = []
-        deadline = time.monotonic() + 60
-        while len(found) < images and time.monotonic() < deadline:
-            records = [r for log in {p.parent for p in logs.rglob("predictions.jsonl*")}
-                       for r in read_records(log)]  # fmt: skip
-            found = [
-                p
-                for p in pairs(records, stable, "2")
-                if str(p.stable.get("request_id")).startswith("container-shadow-")
-            ]
-            time.sleep(1)
-        assert len(found) == images, "each image answered by both pods, paired at the monitor"
-        assert all(p.candidate["shadow"] is True and not p.stable.get("shadow") for p in found)
-        small = JudgeSettings(min_pairs=images)
-        verdict = judge(paired_checks(found, small), small)
-        assert verdict.verdict == "pass", verdict  # the same model: every paired check passes
+        _paired_at_the_monitor(stable, "container-shadow-", images)
     finally:
+        pm.remove(made)
+
+
+def _paired_at_the_monitor(stable: str, prefix: str, images: int) -> None:
+    """Every one of ``images`` requests (request ids starting ``prefix``) answered by the stable
+    version and, as a shadow answer, by the candidate (version 2), paired in the records both
+    pods forwarded to the monitor; the judge's paired checks pass (the same model)."""
+    from dermaops.inference_log import read_records
+    from dermaops.rollout.judge import JudgeSettings, Pair, judge, paired_checks, pairs
+
+    logs = _monitor_home()
+    found: list[Pair] = []
+    deadline = time.monotonic() + 60
+    while len(found) < images and time.monotonic() < deadline:
+        records = [r for log in {p.parent for p in logs.rglob("predictions.jsonl*")}
+                   for r in read_records(log)]  # fmt: skip
+        found = [p for p in pairs(records, stable, "2")
+                 if str(p.stable.get("request_id")).startswith(prefix)]  # fmt: skip
+        time.sleep(1)
+    assert len(found) == images, "each image answered by both pods, paired at the monitor"
+    assert all(p.candidate["shadow"] is True and not p.stable.get("shadow") for p in found)
+    small = JudgeSettings(min_pairs=images)
+    verdict = judge(paired_checks(found, small), small)
+    assert verdict.verdict == "pass", verdict  # the same model: every paired check passes
+
+
+def _monitor_home() -> Path:
+    """The monitor's home on this host (its claim's podman volume)."""
+    return Path(pm.podman("volume", "inspect", "ci-monitor-home", "--format", "{{.Mountpoint}}"))
+
+
+def test_under_kserve_the_predictor_mirrors_to_the_canary_pod_only_in_its_shadow(
+    release: Release, tmp_path: Path
+) -> None:
+    """The chart in KServe's RawDeployment mode with its canary Deployment as the shadow's home.
+    No KServe controller runs here, so the InferenceService's predictor pod is made as KServe
+    makes it (its storage initializer from the webhook); the canary Deployment, patched by the
+    deploy's shadow plan, runs beside it behind its own Service. The predictor asks the monitor's
+    Service for the rollout: with none it mirrors nothing; once the monitor's store holds a
+    rollout in shadow of the predictor's version, every request reaches the canary pod through
+    its Service, and the two pods' records pair at the monitor."""
+    from dermaops.rollout.plan import RolloutSettings, RolloutStore, start
+    from dermaops.v1 import REQUEST_ID_HEADER
+    from tests.k8s.podman_pods import kserve_predictor_pod
+
+    docs, stable, candidate_uri = _shadow_stage(release, tmp_path, {"kserve.enabled": "true"})
+    assert pod_spec(_doc(docs, "Deployment", CANARY))["initContainers"][0]["env"][0][
+        "value"] == candidate_uri  # fmt: skip
+    (isvc,) = by_kind(docs, "InferenceService")
+    spec = kserve_predictor_pod(isvc, release.images["storage-initializer"])
+    store = RolloutStore(_monitor_home() / "monitoring")  # its DERMAOPS_HOME's, as it reads it
+    made: list[str] = []
+    try:
+        _start(docs, CANARY, release.host, made)
+        host = _expose(docs, CANARY, release.host, release.images["serving"], made)
+        predictor = _run_pod("dermaops-isvc-predictor", spec, 8080, host, made)
+        url = f"{predictor.url}/v1/models/dermaops:predict"
+
+        def send(prefix: str, count: int) -> None:
+            for i in range(count):
+                body = {"instances": [{"b64": base64.b64encode(lesion_jpeg(i)).decode()}]}
+                answer = httpx.post(url, json=body, headers={REQUEST_ID_HEADER: f"{prefix}{i}"},
+                                    timeout=60)  # fmt: skip
+                assert answer.status_code == 200, answer.text
+
+        def mirroring() -> float:
+            return sample(predictor.url, "dermaops_shadow_mirroring")
+
+        send("kserve-before-", 3)
+        assert mirroring() == 0, "mirrored without a rollout"
+        store.save(start("dermaops", stable, "2", RolloutSettings(enabled=True), time.time()))
+        for path in store.folder.iterdir():  # the monitor runs as 10001; the test as root
+            os.chown(path, 10001, 10001)
+        deadline = time.monotonic() + 60  # the watch asks every 10 s
+        while mirroring() != 1:
+            assert time.monotonic() < deadline, "the predictor never saw the shadow stage"
+            time.sleep(1)
+        images = 12
+        send("kserve-shadow-", images)
+        _paired_at_the_monitor(stable, "kserve-shadow-", images)
+        assert sample(predictor.url, "dermaops_shadow_requests_total", outcome="answered") == images
+    finally:
+        store.path.unlink(missing_ok=True)
         pm.remove(made)

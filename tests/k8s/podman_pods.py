@@ -111,6 +111,38 @@ def _port(container: Mapping[str, Any], port: int | str) -> int:
     return int(named[port])
 
 
+# An InferenceService component's own fields (KServe's ComponentExtensionSpec): the controller
+# reads them into the Deployment, its Service and autoscaler; none reaches the pod.
+COMPONENT_FIELDS = {"minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "scaleMetricType",
+                    "autoScaling", "containerConcurrency", "timeout", "canaryTrafficPercent",
+                    "logger", "batcher", "labels", "annotations", "deploymentStrategy"}  # fmt: skip
+KSERVE_CONTAINER, MODEL_MOUNT = "kserve-container", "/mnt/models"
+PROVISION_VOLUME = "kserve-provision-location"
+
+
+def kserve_predictor_pod(isvc: Mapping[str, Any], initializer_image: str) -> dict[str, Any]:
+    """The pod KServe makes of an InferenceService's predictor in RawDeployment, with no KServe
+    controller here to make it: the component's own fields left out, and what KServe's
+    storage-initializer webhook adds where the ``kserve-container`` has ``STORAGE_URI``: an
+    emptyDir ``kserve-provision-location``, an init container ``storage-initializer`` (the
+    image of KServe's configuration) fetching the URI into it, mounted read-only at
+    ``/mnt/models`` in the model server. Credentials from the service account's secrets are not
+    played (the tests' URIs are public)."""
+    spec = {k: v for k, v in isvc["spec"]["predictor"].items() if k not in COMPONENT_FIELDS}
+    containers = [dict(c) for c in spec["containers"]]
+    (server,) = [c for c in containers if c["name"] == KSERVE_CONTAINER]
+    uri = {e["name"]: e.get("value") for e in server.get("env", [])}.get("STORAGE_URI")
+    if uri:
+        mount = {"name": PROVISION_VOLUME, "mountPath": MODEL_MOUNT}
+        server["volumeMounts"] = [*server.get("volumeMounts", []), mount | {"readOnly": True}]
+        spec["volumes"] = [*spec.get("volumes", []), {"name": PROVISION_VOLUME, "emptyDir": {}}]
+        spec["initContainers"] = [*spec.get("initContainers", []), {
+            "name": "storage-initializer", "image": initializer_image, "args": [uri, MODEL_MOUNT],
+            "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}, "volumeMounts": [mount],
+        }]  # fmt: skip
+    return spec | {"containers": containers}
+
+
 def _known(obj: Mapping[str, Any], mapped: set[str], where: str) -> None:
     unknown = set(obj) - mapped - set(NOT_HERE)
     if unknown:
