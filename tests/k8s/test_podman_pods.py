@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 
 from tests.k8s.chart import by_kind, pod_spec, render
-from tests.k8s.podman_pods import Host, Probe, UnmappedFieldError, plan_pod
+from tests.k8s.podman_pods import (
+    Host,
+    Probe,
+    UnmappedFieldError,
+    kserve_predictor_pod,
+    plan_pod,
+)
 
 pytestmark = pytest.mark.k8s
 
@@ -41,6 +47,23 @@ def host(tmp_path: Path) -> Host:
 
 def flag(command: list[str], name: str) -> list[str]:
     return [command[i + 1] for i, part in enumerate(command) if part == name]
+
+
+def test_an_inference_services_predictor_becomes_the_pod_kserves_webhook_makes(
+    tmp_path: Path,
+) -> None:
+    """The predictor of the rendered InferenceService, as KServe makes its pod: the component's
+    own fields gone, a storage initializer fetching STORAGE_URI into the provision volume,
+    mounted read-only where the server reads its model; every field mapped to podman."""
+    (isvc,) = by_kind(render("--set", f"model.storageUri={URI}"), "InferenceService")
+    spec = kserve_predictor_pod(isvc, "localhost/dermaops-storage-initializer:ci")
+    assert not {"minReplicas", "maxReplicas", "scaleMetric", "labels"} & set(spec)
+    plan = plan_pod("dermaops-isvc", spec, {8080: 18081}, host(tmp_path))
+    (init,) = plan.init
+    assert init[-3:] == ["localhost/dermaops-storage-initializer:ci", URI, "/mnt/models"]
+    (server,) = plan.run
+    assert any(v.endswith(":/mnt/models:ro") for v in flag(server, "--volume"))
+    assert plan.readiness == [Probe("kserve-container", "/v2/health/ready", 8080)]
 
 
 def test_the_predictor_runs_its_storage_initializer_first_then_the_server(
