@@ -27,6 +27,7 @@ DOCS = ROOT / "docs"
 RESULTS = DOCS / "results"
 #: The result files the tables show.
 SHOWN = ("prepare", "train", "serve", "serve-precision", "serve-precision-resnet50", "estimate",
+         "estimate-2000",
          "rollout", "soak", "soak-32", "container-memory", "trainjob-local")  # fmt: skip
 
 Result = dict[str, Any]
@@ -124,9 +125,18 @@ def _int8_row(name: str) -> tuple[str, ...]:
             f"{int8['ratio_int8_vs_fp32_served_p50']}x fp32", _link(name))  # fmt: skip
 
 
+ESTIMATES = ("estimate", "estimate-2000")  # the same windows' scenarios, 500 and 2,000 images
+
+
 def estimate() -> str:
-    """Label-free estimates against the labels, per scenario, with the targets' verdicts."""
-    result = load("estimate")
+    """Label-free estimates against the labels, per scenario, with the targets' verdicts: one
+    table per window size."""
+    return "\n".join(_estimate(name) for name in ESTIMATES) + "\n" + machines(list(ESTIMATES)) \
+        + "\n"  # fmt: skip
+
+
+def _estimate(name: str) -> str:
+    result = load(name)
     rows = []
     for scenario, s in result["scenarios"].items():
         checks = [c for c in result["checks"] if c["check"].startswith(f"{scenario}:")]
@@ -134,7 +144,8 @@ def estimate() -> str:
         rows.append((
             scenario,
             _points(s["mae_ours_melanoma_sensitivity"]),
-            _points(s["mae_cbpe_melanoma_sensitivity"]), _pct(s["coverage_melanoma_sensitivity"]),
+            _points(s["mae_cbpe_melanoma_sensitivity"]),
+            _points(s["floor_melanoma_sensitivity"]), _pct(s["coverage_melanoma_sensitivity"]),
             _points(s.get("width_melanoma_sensitivity")),
             _points(s["mae_ours_balanced_accuracy"]), _points(s["mae_cbpe_balanced_accuracy"]),
             _pct(s["coverage_balanced_accuracy"]), _pct(s.get("unreliable_windows", 0)),
@@ -144,13 +155,12 @@ def estimate() -> str:
     device = (f"; the device scenarios score the test images again with each channel times "
               f"{', '.join(map(str, gain))} (R, G, B)" if gain else "")  # fmt: skip
     head = (f"{result['test_images']} scored test images, {result['windows']} windows of "
-            f"{result['window_size']} per scenario{device} ({_link('estimate')}):\n\n")  # fmt: skip
-    return head + _table(("scenario", "melanoma sensitivity: our error (points)",
-                          "CBPE's error (points)", "our intervals' coverage",
-                          "their mean width (points)",
-                          "balanced accuracy: our error (points)", "CBPE's error (points)",
-                          "coverage", "windows marked unreliable", "targets held"), rows) \
-        + "\n" + machines(["estimate"]) + "\n"  # fmt: skip
+            f"{_n(result['window_size'])} per scenario{device} ({_link(name)}):\n\n")  # fmt: skip
+    columns = ("scenario", "melanoma sensitivity: our error (points)", "CBPE's error (points)",
+               "noise floor (points)", "our intervals' coverage", "their mean width (points)",
+               "balanced accuracy: our error (points)", "CBPE's error (points)", "coverage",
+               "windows marked unreliable", "targets held")  # fmt: skip
+    return head + _table(columns, rows)
 
 
 def rollout() -> str:

@@ -262,14 +262,26 @@ def em_priors(
     priors = (start if start is not None else source).copy()
     adjusted = probs
     for iteration in range(1, EM_ITERATIONS + 1):
-        ratio = priors / source
-        weighted = probs * ratio
-        adjusted = weighted / weighted.sum(axis=1, keepdims=True)
+        adjusted = to_priors(probs, source, priors)
         updated = (adjusted.sum(axis=0) + strength * source) / (len(probs) + strength)
         if np.abs(updated - priors).max() < tol:
             return updated, adjusted, iteration
         priors = updated
     return priors, adjusted, EM_ITERATIONS
+
+
+def to_priors(probs: np.ndarray, source: np.ndarray, priors: np.ndarray) -> np.ndarray:
+    """Probabilities calibrated under the ``source`` priors, re-weighted to ``priors`` (Bayes'
+    rule: each class's likelihood ratio is unchanged under label shift)."""
+    weighted = probs * (priors / source)
+    result: np.ndarray = weighted / weighted.sum(axis=1, keepdims=True)
+    return result
+
+
+def _draw_labels(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One label per row, drawn from that row's probabilities."""
+    drawn: np.ndarray = (probs.cumsum(axis=1) < rng.random((len(probs), 1))).sum(axis=1)
+    return drawn.clip(max=probs.shape[1] - 1)
 
 
 def _confusion(
@@ -351,8 +363,7 @@ def _figures(
             p = apply_bias(p, shifts[draw])
         if source is not None:
             p = em_priors(p, source, 1e-4, priors, s.prior_strength)[1]  # starts near: few steps
-        labels = (p.cumsum(axis=1) < rng.random((n, 1))).sum(axis=1).clip(max=len(CLASSES) - 1)
-        for name, value in realized(labels, answered[rows], flagged[rows]).items():
+        for name, value in realized(_draw_labels(p, rng), answered[rows], flagged[rows]).items():
             if value is not None:
                 drawn[name].append(value)
     tail = (1 - s.level) / 2

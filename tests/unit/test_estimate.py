@@ -193,6 +193,14 @@ def test_the_bench_scores_shifted_windows_of_a_scored_test_split(tmp_path: Path)
     assert result["test_images"] == 4000 and set(result["scenarios"]) == set(SCENARIOS)
     assert shifted["mae_ours_melanoma_sensitivity"] < shifted["mae_cbpe_melanoma_sensitivity"]
     assert shifted["coverage_balanced_accuracy"] >= 0.8
+    # the labels were drawn from these probabilities: the estimate errs by about the realized
+    # sensitivity's own noise, its floor (more where the window's priors are estimated less
+    # well), and plain CBPE under shift by more
+    for name, scenario in result["scenarios"].items():
+        floor, ours = scenario["floor_melanoma_sensitivity"], scenario[
+            "mae_ours_melanoma_sensitivity"]  # fmt: skip
+        assert floor > 0 and 0.6 * floor < ours < 2.5 * floor, (name, ours, floor)
+    assert shifted["mae_cbpe_melanoma_sensitivity"] > 2 * shifted["floor_melanoma_sensitivity"]
     named = {c["check"]: c for c in result["checks"]}
     assert named["melanoma x3: melanoma_sensitivity error / CBPE's"]["passed"]
     assert {"value", "target", "passed"} <= set(named["no shift: balanced_accuracy error"])
