@@ -284,8 +284,9 @@ def bench_estimate(
             typer.echo(f"{name:<26} {figure:<21} {shown[0]:>8} {shown[1]:>8} {shown[2]:>6} "
                        f"{shown[3]:>8} {shown[4]:>6} {shown[5]:>10}")  # fmt: skip
     typer.echo(
-        "floor: the error an estimate from exactly calibrated probabilities would still "
-        "make (the realized sensitivity's own noise in a window this size)"
+        "floor: the error expected of the estimate if each image's probability were exactly "
+        "right (the realized sensitivity's own noise in a window this size; a reference, not "
+        "a bound)"
     )
     failed = [c for c in result["checks"] if not c["passed"]]
     for c in result["checks"]:

@@ -167,6 +167,14 @@ class Source:
     validation: Validation | None = None
     _shifts: dict[int, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
+    @property
+    def floored_priors(self) -> np.ndarray:
+        """The priors with no class at 0 (a class the data never showed would be impossible in
+        every window), summing to 1: what the probabilities are re-weighted from."""
+        priors = np.clip(np.asarray(self.priors, dtype=float), 1e-6, None)
+        floored: np.ndarray = priors / priors.sum()
+        return floored
+
     def bias_shifts(self, draws: int) -> np.ndarray | None:
         """How the class bias moves when validation is resampled: per draw, the bias fitted on
         a bootstrap resample of the validation rows less the bias fitted on all of them
@@ -416,8 +424,7 @@ def estimate(
         raise EstimateError(f"one melanoma flag per image: {flagged.shape} for {len(probs)}")
     priors, shifts = None, None
     if source is not None:
-        priors = np.clip(np.asarray(source.priors, dtype=float), 1e-6, None)
-        priors /= priors.sum()
+        priors = source.floored_priors
         if source.bias is not None:  # calibrated per class; the answers stay as served
             probs = apply_bias(probs, source.bias)
         shifts = source.bias_shifts(s.draws)
@@ -465,7 +472,7 @@ def inputs_moved(
     if source.inputs is None or source.classes is None or not len(source.classes):
         return None
     images = np.unique(inputs, axis=0)
-    weights = priors[source.classes] / np.clip(source.priors, 1e-6, None)[source.classes]
+    weights = priors[source.classes] / source.floored_priors[source.classes]
     drawn = rng.choice(len(source.classes), len(source.classes), p=weights / weights.sum())
     level = s.input_alpha / len(INPUTS)
     found = []

@@ -24,7 +24,7 @@ import subprocess
 import time
 import zipfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -49,7 +49,7 @@ from dermaops.net import answers_ok, free_port, wait_until_ready
 from dermaops.registry import Registry
 from dermaops.registry.model import log_training_run, storage_uri
 from dermaops.serving.smoke import lesion_jpeg
-from dermaops.settings import ARTIFACTS_DESTINATION_ENV
+from dermaops.settings import ARTIFACTS_DESTINATION_ENV, Home
 from tests import stores
 from tests.conftest import Trained
 from tests.e2e import podman as pm
@@ -594,6 +594,13 @@ def _paired_at_the_monitor(stable: str, prefix: str, images: int) -> None:
     assert verdict.verdict == "pass", verdict  # the same model: every paired check passes
 
 
+def _until(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(1)
+
+
 def _monitor_home() -> Path:
     """The monitor's home on this host (its claim's podman volume)."""
     return Path(pm.podman("volume", "inspect", "ci-monitor-home", "--format", "{{.Mountpoint}}"))
@@ -618,7 +625,8 @@ def test_under_kserve_the_predictor_mirrors_to_the_canary_pod_only_in_its_shadow
         "value"] == candidate_uri  # fmt: skip
     (isvc,) = by_kind(docs, "InferenceService")
     spec = kserve_predictor_pod(isvc, release.images["storage-initializer"])
-    store = RolloutStore(_monitor_home() / "monitoring")  # its DERMAOPS_HOME's, as it reads it
+    store = RolloutStore(Home(_monitor_home()).monitoring)  # the claim is its DERMAOPS_HOME
+    owner = [int(part) for part in release.monitor.plan.owner.split(":")]
     made: list[str] = []
     try:
         _start(docs, CANARY, release.host, made)
@@ -637,18 +645,20 @@ def test_under_kserve_the_predictor_mirrors_to_the_canary_pod_only_in_its_shadow
             return sample(predictor.url, "dermaops_shadow_mirroring")
 
         send("kserve-before-", 3)
-        assert mirroring() == 0, "mirrored without a rollout"
+        server = "dermaops-isvc-predictor-kserve-container"
+        _until(lambda: "shadow mirror shut: no rollout" in pm.logs(server),
+               "the monitor never told the predictor there was no rollout")  # fmt: skip
+        assert mirroring() == 0
         store.save(start("dermaops", stable, "2", RolloutSettings(enabled=True), time.time()))
-        for path in store.folder.iterdir():  # the monitor runs as 10001; the test as root
-            os.chown(path, 10001, 10001)
-        deadline = time.monotonic() + 60  # the watch asks every 10 s
-        while mirroring() != 1:
-            assert time.monotonic() < deadline, "the predictor never saw the shadow stage"
-            time.sleep(1)
+        for path in (store.folder, *store.folder.iterdir()):  # the monitor's, not the test's
+            os.chown(path, *owner)
+        _until(lambda: mirroring() == 1, "the predictor never saw the shadow stage")  # every 10 s
         images = 12
         send("kserve-shadow-", images)
         _paired_at_the_monitor(stable, "kserve-shadow-", images)
-        assert sample(predictor.url, "dermaops_shadow_requests_total", outcome="answered") == images
+        answered = "dermaops_shadow_requests_total"
+        _until(lambda: sample(predictor.url, answered, outcome="answered") == images,
+               "the mirrored answers were not all counted")  # fmt: skip
     finally:
         store.path.unlink(missing_ok=True)
         pm.remove(made)

@@ -112,33 +112,49 @@ def _port(container: Mapping[str, Any], port: int | str) -> int:
 
 
 # An InferenceService component's own fields (KServe's ComponentExtensionSpec): the controller
-# reads them into the Deployment, its Service and autoscaler; none reaches the pod.
+# reads them into the Deployment, its Service and autoscaler (labels and annotations onto the pod
+# template's metadata, which a pod on one host has no use for); none is a field of the pod spec.
 COMPONENT_FIELDS = {"minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "scaleMetricType",
                     "autoScaling", "containerConcurrency", "timeout", "canaryTrafficPercent",
-                    "logger", "batcher", "labels", "annotations", "deploymentStrategy"}  # fmt: skip
+                    "labels", "annotations", "deploymentStrategy"}  # fmt: skip
+# Component fields that add containers of KServe's own (its agent): not played here.
+AGENT_FIELDS = {"logger", "batcher"}
 KSERVE_CONTAINER, MODEL_MOUNT = "kserve-container", "/mnt/models"
 PROVISION_VOLUME = "kserve-provision-location"
 
 
 def kserve_predictor_pod(isvc: Mapping[str, Any], initializer_image: str) -> dict[str, Any]:
-    """The pod KServe makes of an InferenceService's predictor in RawDeployment, with no KServe
-    controller here to make it: the component's own fields left out, and what KServe's
-    storage-initializer webhook adds where the ``kserve-container`` has ``STORAGE_URI``: an
-    emptyDir ``kserve-provision-location``, an init container ``storage-initializer`` (the
-    image of KServe's configuration) fetching the URI into it, mounted read-only at
-    ``/mnt/models`` in the model server. Credentials from the service account's secrets are not
-    played (the tests' URIs are public)."""
-    spec = {k: v for k, v in isvc["spec"]["predictor"].items() if k not in COMPONENT_FIELDS}
+    """The pod spec KServe makes of an InferenceService's predictor in RawDeployment, with no
+    KServe controller here to make it: the component's own fields left out, and what KServe's
+    storage initialization adds where the ``kserve-container`` has ``STORAGE_URI`` (its
+    ``CommonStorageInitialization`` for one URI): an emptyDir ``kserve-provision-location``, an
+    init container ``storage-initializer`` (the image of KServe's configuration, its default
+    resources) fetching the URI into it, the volume mounted read-only at ``/mnt/models`` in the
+    model server, whose ``STORAGE_URI`` then names that folder. Credentials from the service
+    account's secrets are not played (the tests' URIs are public).
+
+    Raises:
+        UnmappedFieldError: a component field that adds KServe's agent container.
+    """
+    predictor = isvc["spec"]["predictor"]
+    if AGENT_FIELDS & set(predictor):
+        raise UnmappedFieldError(f"predictor: {sorted(AGENT_FIELDS & set(predictor))} add "
+                                 "KServe's agent container, which is not played here")  # fmt: skip
+    spec = {k: v for k, v in predictor.items() if k not in COMPONENT_FIELDS}
     containers = [dict(c) for c in spec["containers"]]
     (server,) = [c for c in containers if c["name"] == KSERVE_CONTAINER]
     uri = {e["name"]: e.get("value") for e in server.get("env", [])}.get("STORAGE_URI")
     if uri:
         mount = {"name": PROVISION_VOLUME, "mountPath": MODEL_MOUNT}
         server["volumeMounts"] = [*server.get("volumeMounts", []), mount | {"readOnly": True}]
+        server["env"] = [e | {"value": MODEL_MOUNT} if e["name"] == "STORAGE_URI" else e
+                         for e in server["env"]]  # fmt: skip
         spec["volumes"] = [*spec.get("volumes", []), {"name": PROVISION_VOLUME, "emptyDir": {}}]
+        resources = {"requests": {"cpu": "100m", "memory": "100Mi"},
+                     "limits": {"cpu": "1", "memory": "1Gi"}}  # fmt: skip
         spec["initContainers"] = [*spec.get("initContainers", []), {
             "name": "storage-initializer", "image": initializer_image, "args": [uri, MODEL_MOUNT],
-            "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}, "volumeMounts": [mount],
+            "resources": resources, "volumeMounts": [mount],
         }]  # fmt: skip
     return spec | {"containers": containers}
 

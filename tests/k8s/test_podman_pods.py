@@ -63,7 +63,11 @@ def test_an_inference_services_predictor_becomes_the_pod_kserves_webhook_makes(
     assert init[-3:] == ["localhost/dermaops-storage-initializer:ci", URI, "/mnt/models"]
     (server,) = plan.run
     assert any(v.endswith(":/mnt/models:ro") for v in flag(server, "--volume"))
+    assert "STORAGE_URI=/mnt/models" in flag(server, "--env"), "the server's URI is the folder"
     assert plan.readiness == [Probe("kserve-container", "/v2/health/ready", 8080)]
+    logged = isvc | {"spec": {"predictor": isvc["spec"]["predictor"] | {"logger": {}}}}
+    with pytest.raises(UnmappedFieldError, match="agent container"):
+        kserve_predictor_pod(logged, "localhost/dermaops-storage-initializer:ci")
 
 
 def test_the_predictor_runs_its_storage_initializer_first_then_the_server(

@@ -25,7 +25,7 @@ from dermaops.evaluation.estimate import (
     estimate,
     realized,
 )
-from dermaops.evaluation.estimate_bench import SCENARIOS, bench_estimate
+from dermaops.evaluation.estimate_bench import SCENARIOS, bench_estimate, noise_floor
 from dermaops.inference_log import PROBABILITY_FIELDS
 from dermaops.labels import CLASSES
 from dermaops.model.artifact import CALIBRATION, REFERENCE
@@ -204,6 +204,28 @@ def test_the_bench_scores_shifted_windows_of_a_scored_test_split(tmp_path: Path)
     named = {c["check"]: c for c in result["checks"]}
     assert named["melanoma x3: melanoma_sensitivity error / CBPE's"]["passed"]
     assert {"value", "target", "passed"} <= set(named["no shift: balanced_accuracy error"])
+
+
+def test_the_noise_floor_is_the_realized_sensitivitys_spread_around_the_estimate() -> None:
+    """Two images: one sure melanoma, flagged; one even chance, not flagged. The estimate is
+    1 / 1.5; half the draws realize 1 (the second is no melanoma), half 1 / 2: the floor is
+    (1/3 + 1/6) / 2 = 0.25. Everything flagged, or nothing: no spread at all."""
+    probs = np.zeros((2, 7))
+    probs[0, MEL], probs[1, MEL], probs[1, 0] = 1.0, 0.5, 0.5
+    priors = {c: 1 / 7 for c in CLASSES}
+
+    def found(sensitivity: float) -> Figures:
+        unknown = Figure(value=None, lower=None, upper=None)
+        figure = Figure(value=sensitivity, lower=None, upper=None)
+        return Figures(assumption="test", priors=priors, balanced_accuracy=unknown,
+                       f1_macro=unknown, melanoma_specificity=unknown,
+                       melanoma_sensitivity=figure)  # fmt: skip
+
+    source, rng = Source(np.full(7, 1 / 7)), np.random.default_rng(0)
+    floor = noise_floor(probs, np.array([True, False]), source, found(1 / 1.5), rng)
+    assert floor == pytest.approx(0.25, abs=0.03)
+    assert noise_floor(probs, np.array([True, True]), source, found(1.0), rng) == 0
+    assert noise_floor(probs, np.array([False, False]), source, found(0.0), rng) == 0
 
 
 def _estimated(value: float, lower: float, upper: float) -> Estimate:

@@ -221,7 +221,7 @@ env:
     value: {{ include "dermaops.storageUri" . | quote }}
 {{- with .Values.storageInitializer.credentialsSecret }}
 envFrom:
-  - secretRef: {name: {{ . }}}
+  - secretRef: {name: {{ . | quote }}}
 {{- end }}
 resources:
   requests: {cpu: 100m, memory: 256Mi}
