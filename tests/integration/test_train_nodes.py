@@ -125,13 +125,14 @@ def test_two_nodes_train_as_one_process_and_survive_a_dead_node(
     # Equal as far as float arithmetic lets two runs be: the gradient is summed over two halves
     # of each batch and BatchNorm's statistics come from all-reduced sums, in another order
     # than one process's; AdamW's first steps move each weight by about lr whatever its
-    # gradient's size, so a rounding-sized gradient near zero can flip a step. Measured here:
-    # the first epoch's loss agrees to 3e-5 and the weights after three epochs to 1.7 % (the
-    # same process with 1 instead of 2 threads: 1.8 %); BatchNorm per rank instead of over the
+    # gradient's size, so a rounding-sized gradient near zero can flip a step. Measured: the
+    # first epoch's loss agrees to 3e-5 on an AVX-512 CPU and to 1.7e-4 on an AVX2-only one
+    # (other kernels, other rounding), the weights after three epochs to 1.7 % (the same
+    # process with 1 instead of 2 threads: 1.8 %); BatchNorm per rank instead of over the
     # global batch is 5e-2 off in that loss and 16 % in the weights, augmentation drawn per
-    # rank 1.3e-3 and 16 %.
+    # rank 1.3e-3 and 16 %: 5e-4 tells them apart on either CPU.
     assert together["history"][0]["train_loss"] == pytest.approx(
-        alone["history"][0]["train_loss"], rel=1e-4)  # fmt: skip
+        alone["history"][0]["train_loss"], rel=5e-4)  # fmt: skip
     assert _distance(together["model"], alone["model"]) < 0.05
     uninterrupted = {k: v.clone() for k, v in together["model"].items()}
 
