@@ -610,12 +610,12 @@ def test_under_kserve_the_predictor_mirrors_to_the_canary_pod_only_in_its_shadow
     release: Release, tmp_path: Path
 ) -> None:
     """The chart in KServe's RawDeployment mode with its canary Deployment as the shadow's home.
-    No KServe controller runs here, so the InferenceService's predictor pod is made as KServe
-    makes it (its storage initializer from the webhook); the canary Deployment, patched by the
-    deploy's shadow plan, runs beside it behind its own Service. The predictor asks the monitor's
-    Service for the rollout: with none it mirrors nothing; once the monitor's store holds a
-    rollout in shadow of the predictor's version, every request reaches the canary pod through
-    its Service, and the two pods' records pair at the monitor."""
+    No KServe controller runs here, so the InferenceService's predictor pod spec is made as
+    KServe's storage initialization makes it (:func:`kserve_predictor_pod`); the canary
+    Deployment, patched by the deploy's shadow plan, runs beside it behind its own Service.
+    The predictor asks the monitor's Service for the rollout: with none it mirrors nothing;
+    once the monitor's store holds a rollout in shadow of the predictor's version, every request
+    reaches the canary pod through its Service, and the two pods' records pair at the monitor."""
     from dermaops.rollout.plan import RolloutSettings, RolloutStore, start
     from dermaops.v1 import REQUEST_ID_HEADER
     from tests.k8s.podman_pods import kserve_predictor_pod
