@@ -90,8 +90,9 @@ def bench_serve(
 
 def server_phases_ms(url: str) -> dict[str, float]:
     """Mean milliseconds per request of KServe's phases as the predictor measured them
-    (``request_{preprocess,predict,postprocess}_seconds``: decode; forward and scoring;
-    the answer), so that a round trip can be split into the model's path and the rest."""
+    (``request_{preprocess,predict,postprocess}_seconds``: reading the request; decode,
+    forward and scoring, in one hop to a worker thread; the answer), so that a round trip
+    can be split into the model's path and the rest."""
     from prometheus_client.parser import text_string_to_metric_families
 
     totals: dict[str, float] = {}

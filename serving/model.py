@@ -1,4 +1,8 @@
-"""The KServe model: load, then preprocess -> predict -> postprocess, and explain (Grad-CAM)."""
+"""The KServe model: load, then preprocess -> predict -> postprocess, and explain (Grad-CAM).
+
+Preprocess only reads what the request is; predict decodes its images on the worker thread
+that runs the forward pass, so that a request costs one hop off the event loop, not two
+(measured on 2 cores: a hop and its return cost about half a millisecond under load)."""
 
 from __future__ import annotations
 
@@ -76,16 +80,31 @@ Box = tuple[float, float, float, float]  # left, top, right, bottom as fractions
 
 @dataclass(frozen=True)
 class Batch:
-    """A decoded request: what preprocess hands on."""
+    """A request as preprocess hands it on, not yet decoded: the decode runs on the worker
+    thread with the forward pass (or the explanation), in one hop."""
 
-    v2: InferRequest | None
-    pixels: list[np.ndarray]
-    sizes: list[tuple[int, int]]  # each image's (width, height) as sent, for its statistics
-    boxes: list[Box]  # the square seen, in fractions of each image
+    payload: Any  # a v1 body (dict) or a v2 InferRequest
     request_id: str
     started: float  # time.perf_counter() when preprocessing began
     shadow: bool = False  # mirrored by the stable predictor: answered, logged, not mirrored
     body: dict[str, Any] | None = None  # the v1 request, kept only to mirror it
+
+    @property
+    def v2(self) -> InferRequest | None:
+        return self.payload if isinstance(self.payload, InferRequest) else None
+
+
+class Seen(NamedTuple):
+    """A request's images as the model sees them: cache pixels, each image's (width, height)
+    as sent (for its statistics) and the square seen, in fractions of each image."""
+
+    pixels: list[np.ndarray]
+    sizes: list[tuple[int, int]]
+    boxes: list[Box]
+
+    def stacked(self) -> np.ndarray:
+        """The model's input; one image (the common request) as a view, not a stacked copy."""
+        return self.pixels[0][None] if len(self.pixels) == 1 else np.stack(self.pixels)
 
 
 class Answer(NamedTuple):
@@ -184,24 +203,30 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             )
         return token
 
-    def _forward_fn(self) -> Callable[[np.ndarray], Awaitable[Answer]]:
-        """The forward pass and the scoring of its outputs off the event loop, in one hop to a
-        worker thread; micro-batched on CUDA or when asked (then scored on the loop)."""
+    def _forward_fn(self) -> Callable[[Any], Awaitable[tuple[Seen, Answer]]]:
+        """Decode, the forward pass and the scoring of its outputs off the event loop, in one
+        hop to a worker thread (each hop and return costs a wake-up of a thread and of the
+        loop); micro-batched on CUDA or when asked (decoded in a hop of its own, batched, then
+        scored on the loop)."""
         cuda = self.backend.name.startswith("torch-cuda")
         size = self.settings.max_batch or (32 if cuda else 0)
         if size > 1:
             batcher = MicroBatcher(self.backend, size, self.settings.max_wait_ms, self.pool)
 
-            async def batched(x: np.ndarray) -> Answer:
-                return self._score(await batcher(x))
+            async def batched(payload: Any) -> tuple[Seen, Answer]:
+                loop = asyncio.get_running_loop()
+                seen = await loop.run_in_executor(self.pool, self._seen, payload)
+                return seen, self._score(await batcher(seen.stacked()))
 
             return batched
 
-        def forward_and_score(x: np.ndarray) -> Answer:
-            return self._score(self.backend(x))
+        def decode_and_answer(payload: Any) -> tuple[Seen, Answer]:
+            seen = self._seen(payload)
+            return seen, self._score(self.backend(seen.stacked()))
 
-        async def direct(x: np.ndarray) -> Answer:
-            return await asyncio.get_running_loop().run_in_executor(self.pool, forward_and_score, x)
+        async def direct(payload: Any) -> tuple[Seen, Answer]:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.pool, decode_and_answer, payload)
 
         return direct
 
@@ -217,32 +242,34 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         return Answer(probs, flags, projected, ood_scores, in_distribution)
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Batch:
+        """What the request is and whether it is mirrored; its images are decoded by
+        :meth:`predict` or :meth:`explain`, on the worker thread that uses them."""
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        try:  # one hop to a worker thread: decoding must not block the event loop
-            pixels, sizes, boxes = await loop.run_in_executor(self.pool, self._pixels, payload)
-        except BadImage as e:
-            ERRORS.labels(e.code).inc()
-            raise
         headers = headers or {}
         shadow = self.settings.challenger and SHADOW_HEADER in headers
         mirrored = (self.mirror is not None and self.mirror.active and not shadow
                     and isinstance(payload, dict))  # fmt: skip
         # A mirrored request needs an id: the judge pairs the two answers on it.
         request_id = headers.get(REQUEST_ID_HEADER) or (uuid.uuid4().hex if mirrored else "")
-        v2 = payload if isinstance(payload, InferRequest) else None
         body = payload if mirrored else None
-        return Batch(v2, pixels, sizes, boxes, request_id, started, shadow, body)
+        return Batch(payload, request_id, started, shadow, body)
 
-    def _pixels(self, payload: Any) -> tuple[list[np.ndarray], list[tuple[int, int]], list[Box]]:
+    def _seen(self, payload: Any) -> Seen:
         """Decode, then the stem's cache pixels, the original size and the square the model
-        sees of each image (its drift statistics are computed after the answer)."""
-        decoded = self._decode(payload, self.pre.cache_size)
+        sees of each image (its drift statistics are computed after the answer). A bad image
+        is counted by its reason and raised (KServe answers 400)."""
+        try:
+            decoded = self._decode(payload, self.pre.cache_size)
+        except BadImage as e:
+            ERRORS.labels(e.code).inc()
+            raise
         if self.settings.retain_images:
             self._retain(decoded)
-        pixels = [self.pre.cache_pixels(d.image) for d in decoded]
-        sizes = [d.original_size for d in decoded]
-        return pixels, sizes, [self.pre.seen_box(d.image.size) for d in decoded]
+        return Seen(
+            [self.pre.cache_pixels(d.image) for d in decoded],
+            [d.original_size for d in decoded],
+            [self.pre.seen_box(d.image.size) for d in decoded],
+        )
 
     def _retain(self, decoded: list[Decoded]) -> None:
         """Keep the images (only when asked): pixels alone, by day, for ``feedback purge``."""
@@ -259,10 +286,10 @@ class DermaOpsModel(Model):  # type: ignore[misc]
     async def predict(
         self, batch: Batch, headers: dict[str, str] | None = None, response_headers: Any = None
     ) -> Scored:
-        # One image (the common request) goes as a view of its pixels, not a stacked copy.
-        x = batch.pixels[0][None] if len(batch.pixels) == 1 else np.stack(batch.pixels)
         try:
-            answer = await self.forward(x)
+            seen, answer = await self.forward(batch.payload)
+        except BadImage:
+            raise
         except Exception as e:
             ERRORS.labels("inference").inc()
             raise InferenceError(f"inference failed: {type(e).__name__}: {e}") from e
@@ -272,7 +299,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         request_id, shadow = batch.request_id, batch.shadow  # not the batch: it holds the bytes
         self.recorder.submit(
-            Pending(batch.pixels, batch.sizes,
+            Pending(seen.pixels, seen.sizes,
                     lambda: self._records(answer, request_id, now, shadow, latency_ms))
         )  # fmt: skip
         return Scored(batch, *answer)
@@ -340,21 +367,21 @@ class DermaOpsModel(Model):  # type: ignore[misc]
     def _describe(
         self, row: np.ndarray, flag: bool, ood_score: float, in_distribution: bool | None
     ) -> Prediction:
-        order = np.argsort(-row)[: self.settings.top_k]
+        exact = row.tolist()  # seven numbers: Python's sort, not NumPy's (a tenth of a ms)
+        order = sorted(range(len(exact)), key=exact.__getitem__, reverse=True)
+        probs = [round(p, 6) for p in exact]
         return Prediction(
             in_distribution=in_distribution,
             ood=self._ood(ood_score),
             unchecked=None if self.artifact.guard is not None else UNGUARDED,
-            probabilities={c: round(float(p), 6) for c, p in zip(CLASSES, row, strict=True)},
+            probabilities=dict(zip(CLASSES, probs, strict=True)),
             top_k=[
-                TopClass(
-                    dx=CLASSES[i], name=FULL_NAMES[CLASSES[i]], probability=round(float(row[i]), 6)
-                )
-                for i in order
+                TopClass(dx=CLASSES[i], name=FULL_NAMES[CLASSES[i]], probability=probs[i])
+                for i in order[: self.settings.top_k]
             ],
             melanoma=MelanomaFlag(
                 flag=bool(flag),
-                probability=round(float(row[MEL]), 6),
+                probability=probs[MEL],
                 threshold=round(self.artifact.melanoma_threshold, 6),
             ),
         )
@@ -425,12 +452,13 @@ class DermaOpsModel(Model):  # type: ignore[misc]
     async def explain(self, batch: Batch, headers: dict[str, str] | None = None) -> dict[str, Any]:
         """Grad-CAM of the top class of each image: heatmap and overlay as base64 PNG."""
         loop = asyncio.get_running_loop()
-        answer = await loop.run_in_executor(self.pool, self._explain, batch)
+        answer = await loop.run_in_executor(self.pool, self._explain, batch.payload)
         LATENCY.labels("explain").observe(time.perf_counter() - batch.started)
         return answer
 
-    def _explain(self, batch: Batch) -> dict[str, Any]:
-        seen = self.backend.explain(np.stack(batch.pixels))
+    def _explain(self, payload: Any) -> dict[str, Any]:
+        images = self._seen(payload)
+        seen = self.backend.explain(np.stack(images.pixels))
         probs = self.artifact.probabilities(seen.logits)
         top = [int(i) for i in probs.argmax(axis=1)]
         return ExplainAnswer(
@@ -442,7 +470,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
                     method="gradcam",
                     heatmap_png_b64=_png((seen.heatmaps[i] * 255).astype(np.uint8)),
                     overlay_png_b64=_png(overlay(seen.images[i], seen.heatmaps[i])),
-                    seen_box=_rounded(batch.boxes[i]),
+                    seen_box=_rounded(images.boxes[i]),
                 )
                 for i, c in enumerate(top)
             ],
