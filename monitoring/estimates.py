@@ -3,7 +3,7 @@
 The inference log holds each answer's calibrated probabilities and melanoma flag; each
 version's model folder holds the labels of the data it was calibrated on, whose class shares are
 the priors the estimate re-weights from, and the class bias it calibrates with
-(:func:`dermaops.evaluation.estimate.calibration_source`), read for every version the log holds
+(:func:`dermaops.evaluation.sources.calibration_source`), read for every version the log holds
 (:class:`dermaops.evaluation.sources.Sources`).
 """
 
@@ -20,13 +20,10 @@ from dermaops.evaluation.estimate import (
     Estimate,
     EstimateError,
     EstimateSettings,
-    EstimateSourceError,
-    Source,
-    UncalibratedModelError,
     against_labels,
     estimate_answers,
 )
-from dermaops.evaluation.sources import Sources
+from dermaops.evaluation.sources import EstimateSourceError, Source, Sources, UncalibratedModelError
 from dermaops.inference_log import PROBABILITY_FIELDS
 from dermaops.monitoring.metrics import MonitorMetrics, SeriesPass
 from dermaops.monitoring.records import RecordLog

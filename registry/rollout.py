@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from dermaops.errors import ConfigError, DermaOpsError
-from dermaops.evaluation.estimate import EstimateSettings, Source
+from dermaops.evaluation.estimate import EstimateSettings
+from dermaops.evaluation.sources import Source
 from dermaops.inference_log import read_records
 from dermaops.notify import announce
 from dermaops.registry.card import record_rollout

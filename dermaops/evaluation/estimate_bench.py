@@ -27,19 +27,17 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from dermaops.evaluation.calibration import apply_bias, apply_temperature
+from dermaops.evaluation.calibration import apply_temperature
 from dermaops.evaluation.estimate import (
-    INPUTS,
     MEL,
     EstimateSettings,
     Figures,
-    Source,
-    calibration_source,
     estimate,
     realized,
     to_priors,
 )
 from dermaops.evaluation.result import EvaluationMetrics
+from dermaops.evaluation.sources import INPUTS, Source, calibration_source
 from dermaops.labels import CLASSES
 
 SCENARIOS = {"no shift": 1.0, "melanoma x0.5": 0.5, "melanoma x2": 2.0, "melanoma x3": 3.0}
@@ -167,9 +165,8 @@ def noise_floor(
     point = found.melanoma_sensitivity.value
     if point is None:
         return None
-    label_probs = probs if source.bias is None else apply_bias(probs, source.bias)
     priors = np.array([found.priors[c] for c in CLASSES])
-    melanoma = to_priors(label_probs, source.floored_priors, priors)[:, MEL]
+    melanoma = to_priors(source.calibrated(probs), source.floored_priors, priors)[:, MEL]
     drawn = rng.random((FLOOR_DRAWS, len(melanoma))) < melanoma
     positives = drawn.sum(axis=1)
     hits = (drawn & flags).sum(axis=1)

@@ -27,13 +27,8 @@ from typing import Any, Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dermaops.evaluation.estimate import (
-    EstimateError,
-    EstimateSettings,
-    Figure,
-    Source,
-    estimate_answers,
-)
+from dermaops.evaluation.estimate import EstimateError, EstimateSettings, Figure, estimate_answers
+from dermaops.evaluation.sources import Source
 from dermaops.labels import CLASSES
 from dermaops.rollout.stats import (
     first_rejection,

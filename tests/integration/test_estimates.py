@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from dermaops.client import PredictorClient
-from dermaops.evaluation.estimate import EstimateSourceError, calibration_source
+from dermaops.evaluation.sources import EstimateSourceError, calibration_source
 from dermaops.inference_log import read_records
 from dermaops.labels import CLASSES
 from dermaops.model.artifact import CALIBRATION, CLASS_BIAS, REFERENCE

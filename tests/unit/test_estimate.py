@@ -19,13 +19,13 @@ from dermaops.evaluation.estimate import (
     EstimateSettings,
     Figure,
     Figures,
-    Source,
     against_labels,
     em_priors,
     estimate,
     realized,
 )
 from dermaops.evaluation.estimate_bench import SCENARIOS, bench_estimate, noise_floor
+from dermaops.evaluation.sources import Source
 from dermaops.inference_log import PROBABILITY_FIELDS
 from dermaops.labels import CLASSES
 from dermaops.model.artifact import CALIBRATION, REFERENCE
@@ -286,8 +286,12 @@ def test_each_versions_source_is_fetched_once_and_a_failed_fetch_waits_before_a_
     function), each read once; one that could not be fetched is retried only after
     ``REFETCH_S``; an uncalibrated one stays refused; the reference's own is read in place."""
     from dermaops.errors import ConfigError
-    from dermaops.evaluation.estimate import EstimateSourceError, UncalibratedModelError
-    from dermaops.evaluation.sources import REFETCH_S, Sources
+    from dermaops.evaluation.sources import (
+        REFETCH_S,
+        EstimateSourceError,
+        Sources,
+        UncalibratedModelError,
+    )
 
     folders = {"2": _model_folder(tmp_path / "v2"), "3": _model_folder(tmp_path / "v3", False)}
     fetched: list[str] = []
@@ -366,7 +370,7 @@ def test_images_that_changed_beyond_their_class_mix_make_the_estimate_unreliable
     """Tripled melanomas move the window's image statistics only as the class mix explains
     (the reference re-weighted to the estimated priors matches): reliable. A darker camera
     moves them beyond it: unreliable, the statistic named."""
-    from dermaops.evaluation.estimate import INPUTS
+    from dermaops.evaluation.sources import INPUTS
 
     assert INPUTS[0] == "brightness"
     reference = np.random.default_rng(1).choice(7, 3000, p=SOURCE)
@@ -392,7 +396,7 @@ def test_the_reference_carries_the_validation_probabilities_the_intervals_refit_
     probabilities and classes, not the test rows'; each draw's shift of the class bias is
     fitted once per source; a reference from before the probabilities were kept has none, and
     its estimate is made as before."""
-    from dermaops.evaluation.estimate import calibration_source
+    from dermaops.evaluation.sources import calibration_source
     from dermaops.model.artifact import write_calibration
     from dermaops.model.reference import join_reference, write_outputs
 
@@ -442,7 +446,7 @@ def test_the_calibrations_own_uncertainty_widens_intervals_to_what_the_errors_ar
     (errors over the interval's sigma: mean and deviation well away from 0 and 1); with the rare
     classes at their training shares and the bias refitted on resampled validation rows in
     every draw, near 0 and 1."""
-    from dermaops.evaluation.estimate import Validation
+    from dermaops.evaluation.sources import Validation
 
     equal = np.full(7, 1 / 7)
     scores: tuple[list[float], list[float]] = ([], [])

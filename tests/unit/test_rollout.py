@@ -489,7 +489,8 @@ def test_the_label_free_estimate_fails_a_candidate_that_flags_fewer_and_never_wa
     answers pass; a candidate that flags only its surest melanomas fails (not critically: the
     estimate rests on calibration); no source, too few answers or an unreliable estimate leave
     the check out."""
-    from dermaops.evaluation.estimate import EstimateSettings, Source
+    from dermaops.evaluation.estimate import EstimateSettings
+    from dermaops.evaluation.sources import Source
     from dermaops.labels import CLASSES
     from tests.unit.test_estimate import SOURCE, THRESHOLD, _window
 
