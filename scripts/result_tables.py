@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 RESULTS = DOCS / "results"
 #: The result files the tables show.
-SHOWN = ("prepare", "train", "serve", "serve-precision", "serve-precision-resnet50", "estimate",
-         "estimate-2000",
+SHOWN = ("prepare", "train", "serve", "serve-profile-before", "serve-precision",
+         "serve-precision-resnet50", "estimate", "estimate-2000",
          "rollout", "soak", "soak-32", "container-memory", "trainjob-local")  # fmt: skip
 
 Result = dict[str, Any]
@@ -123,6 +123,31 @@ def _int8_row(name: str) -> tuple[str, ...]:
             f"points: {deltas}; {int8['errors']} errors",
             f"fp32 served p50 {_n(int8['served_fp32']['p50_ms'])} ms",
             f"{int8['ratio_int8_vs_fp32_served_p50']}x fp32", _link(name))  # fmt: skip
+
+
+PROFILES = ("serve-profile-before", "serve")  # the request path before and after its changes
+
+
+def profile() -> str:
+    """Where a served request's time goes (``bench serve --profile``): each step's milliseconds
+    of work per request and share of all the work, before and after."""
+    runs = [load(name) for name in PROFILES]
+    steps = list(dict.fromkeys(step for run in runs for step in run["profile"]["ms_per_request"]))
+
+    def cell(run: Result, step: str) -> str:
+        sampled = run["profile"]
+        ms = sampled["ms_per_request"].get(step)
+        return "-" if ms is None else f"{ms:.2f} ({_pct(sampled['share'][step])})"
+
+    rows = [(step, *(cell(run, step) for run in runs)) for step in steps]
+    rows.append(("served p50 while sampled",
+                 *(f"{_n(run['profile']['p50_ms_sampled'])} ms" for run in runs)))  # fmt: skip
+    rows.append(("served p50 / in process p50 (timed, not sampled)",
+                 *(f"{run['ratio_p50_vs_in_process']}x" for run in runs)))  # fmt: skip
+    head = ("step (ms of work per request, share)",
+            *(f"{name.removeprefix('serve-profile-') if name != 'serve' else 'after'}: "
+              f"{_link(name)}" for name in PROFILES))  # fmt: skip
+    return _table(head, rows) + "\n" + machines(list(PROFILES)) + "\n"
 
 
 ESTIMATES = ("estimate", "estimate-2000")  # the same windows' scenarios, 500 and 2,000 images
@@ -282,6 +307,7 @@ def _table(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 #: block name -> (the page it stands in, its renderer)
 BLOCKS: dict[str, tuple[str, Callable[[], str]]] = {
     "benchmarks": ("benchmarks.md", benchmarks),
+    "profile": ("benchmarks.md", profile),
     "estimate": ("benchmarks.md", estimate),
     "rollout": ("rollouts.md", rollout),
     "reliability": ("reliability.md", reliability),

@@ -27,7 +27,8 @@ from dermaops.imaging import decode
 from dermaops.model.artifact import ModelArtifact
 from dermaops.model.uri import load_model
 from dermaops.serving.backends import choose_backend
-from dermaops.serving.process import predictor_process
+from dermaops.serving.process import PredictorProcess
+from dermaops.serving.profile import MIN_REQUESTS, profiled
 from dermaops.settings import Home
 from dermaops.v1 import request_body
 
@@ -43,17 +44,22 @@ def bench_serve(
     precision: str = "auto",
     images: int = 32,
     rounds: int = 5,
+    profile: bool = False,
 ) -> dict[str, Any]:
     """Latency and throughput of the served model, and the in-process reference.
 
     The in-process loop and the served requests at concurrency 1 alternate in ``rounds``, so
-    that the machine's noise falls on both alike; higher concurrency levels follow.
+    that the machine's noise falls on both alike; higher concurrency levels follow. With
+    ``profile``, ``requests`` more (at least ``MIN_REQUESTS``) at concurrency 1 are sampled
+    by py-spy after the timed ones (:mod:`dermaops.serving.profile`: its sampling never
+    touches the timed figures).
     """
     artifact, version = load_model(model_uri, home)
     with tempfile.TemporaryDirectory() as tmp:
         jpegs = synthetic_jpegs(Path(tmp) / "synth", images)
         local = InProcess(artifact, backend, jpegs, precision)
-        with _server(artifact.folder, backend, Path(tmp), ["--precision", precision]) as url:
+        with _server(artifact.folder, backend, Path(tmp), ["--precision", precision]) as server:
+            url = server.url
             bodies = [request_body([j]) for j in jpegs]
             per_round = max(1, requests // rounds)
             near: list[float] = []
@@ -66,6 +72,10 @@ def bench_serve(
                 errors += level["errors"]
             levels = [{"concurrency": 1, **_summary(served, errors, sum(served))}]
             phases = server_phases_ms(url)  # of the concurrency-1 requests alone
+            sampled = None
+            if profile:  # after the timed requests: sampling must not touch their figures
+                count = max(requests, MIN_REQUESTS)
+                sampled = profiled(server.pid, count, lambda n: _sequential(url, bodies, n))
             for c in (c for c in concurrency if c != 1):
                 level = asyncio.run(_level(url, bodies, requests, c))
                 level.pop("times")
@@ -85,6 +95,7 @@ def bench_serve(
         "ratio_p50_vs_in_process": round(levels[0]["p50_ms"] / in_process["p50_ms"], 3),
         "server_phases_ms": phases,
         "errors": sum(level["errors"] for level in levels),
+        **({"profile": sampled} if sampled else {}),
     }
 
 
@@ -139,8 +150,8 @@ def bench_precision(
         ):
             for _ in range(rounds):
                 times["in_process"] += local.times(per_round)
-                for name, url in (("fp32", fp32), ("int8", int8)):
-                    level = _sequential(url, bodies, per_round)
+                for name, server in (("fp32", fp32), ("int8", int8)):
+                    level = _sequential(server.url, bodies, per_round)
                     times[name] += level["times"]
                     errors += level["errors"]
     summaries = {name: _summary(t, 0, sum(t)) for name, t in times.items()}
@@ -185,11 +196,13 @@ class InProcess:
 
 
 @contextmanager
-def _server(folder: Path, backend: str, tmp: Path, extra: Sequence[str] = ()) -> Iterator[str]:
+def _server(
+    folder: Path, backend: str, tmp: Path, extra: Sequence[str] = ()
+) -> Iterator[PredictorProcess]:
     flags = ["--backend", backend, "--enable_latency_logging", "false", *extra]
     tmp.mkdir(parents=True, exist_ok=True)
-    with predictor_process(folder, tmp / "home", tmp / "server.log", flags) as url:
-        yield url
+    with PredictorProcess(folder, tmp / "home", tmp / "server.log", flags) as server:
+        yield server
 
 
 def _sequential(url: str, bodies: list[bytes], count: int) -> dict[str, Any]:

@@ -200,6 +200,13 @@ def bench_serve(
         Path | None,
         typer.Option("--json", help="Result file (default: $DERMAOPS_HOME/bench/serve.json)."),
     ] = None,
+    profile: Annotated[
+        bool,
+        typer.Option(
+            help="Then sample the predictor with py-spy over as many requests more (at "
+            "least 1,000): milliseconds of work per request in each step of the request path."
+        ),
+    ] = False,
 ) -> None:
     """p50/p99 and images/s of the real predictor on loopback vs the same model in process."""
     from dermaops.bench import write_result
@@ -224,7 +231,11 @@ def bench_serve(
         levels = tuple(int(c) for c in concurrency.split(","))
     except ValueError as e:
         raise ConfigError(f"--concurrency {concurrency!r}: expected numbers like 1,8,32") from e
-    result = run(model_uri, home, requests, levels, backend, precision)
+    if profile:
+        from dermaops.serving.profile import py_spy
+
+        py_spy()  # before the minutes of benchmark, not after
+    result = run(model_uri, home, requests, levels, backend, precision, profile=profile)
     path = json_out or home.bench / "serve.json"
     result = write_result(result, path)
     typer.echo(json.dumps(result, indent=2))
@@ -240,6 +251,13 @@ def bench_serve(
             + ", ".join(f"{k} {v}" for k, v in phases.items())
             + f"; the rest of the round trip at p50 (HTTP, routing, the client): "
             f"{result['served'][0]['p50_ms'] - inside:.2f} ms"
+        )
+    if "profile" in result:
+        sampled = result["profile"]
+        typer.echo(
+            f"work per request, sampled by py-spy over {sampled['requests']} requests "
+            f"(p50 {sampled['p50_ms_sampled']} ms while sampled), ms: "
+            + ", ".join(f"{step} {ms}" for step, ms in sampled["ms_per_request"].items())
         )
 
 

@@ -60,9 +60,16 @@ def test_serve_the_deployed_model_and_predict(
 def test_bench_serve_prints_a_ratio_and_writes_json(
     cli: Cli, deployed: Path, dermaops_home: Path
 ) -> None:
-    result = cli("bench", "serve", "--requests", "10", "--concurrency", "1,4")
+    result = cli("bench", "serve", "--requests", "10", "--concurrency", "1,4", "--profile")
     assert "x the in-process decode + forward" in result.stdout and "0 errors" in result.stdout
     saved = json.loads((dermaops_home / "bench" / "serve.json").read_text())
+    # py-spy sampled the real predictor: every step of the request path shows, with its share
+    sampled = saved["profile"]
+    assert sampled["requests"] == 1000 and sampled["p50_ms_sampled"] > 0
+    assert {"decode", "forward", "scoring", "answer", "statistics", "event loop"} \
+        <= set(sampled["ms_per_request"])  # fmt: skip
+    assert sum(sampled["share"].values()) == pytest.approx(1, abs=0.01)
+    assert "work per request, sampled by py-spy over 1000 requests" in result.stdout
     assert [level["concurrency"] for level in saved["served"]] == [1, 4]
     assert saved["ratio_p50_vs_in_process"] > 0 and saved["in_process"]["p50_ms"] > 0
     assert saved["precision"] == "fp32"  # no INT8 graph registered with it
