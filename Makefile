@@ -58,9 +58,9 @@ tools: .tools/bin/helm .tools/bin/kubectl .tools/storage/.installed .tools/clien
 	  -r requirements/client-tools.txt
 	touch $@
 
-## test: lint, type-check and run every test but the GPU ones
+## test: lint, type-check and run every test but the GPU ones (the 40 slowest named at the end)
 test: lint typecheck tools
-	$(BIN)/pytest -m "not gpu" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not gpu" --durations=40 $(PYTEST_ARGS)
 
 ## docs: the documentation site, built strictly into site/ (a broken link or anchor fails);
 ## make test builds it too (tests/unit/test_docs.py)
