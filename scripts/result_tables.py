@@ -132,6 +132,10 @@ def profile() -> str:
     """Where a served request's time goes (``bench serve --profile``): each step's milliseconds
     of work per request and share of all the work, before and after."""
     runs = [load(name) for name in PROFILES]
+    unsampled = [name for name, run in zip(PROFILES, runs, strict=True) if "profile" not in run]
+    if unsampled:
+        raise SystemExit(f"docs/results/{unsampled[0]}.json has no profile: publish the result "
+                         "of `dermaops bench serve --profile`")  # fmt: skip
     steps = list(dict.fromkeys(step for run in runs for step in run["profile"]["ms_per_request"]))
 
     def cell(run: Result, step: str) -> str:

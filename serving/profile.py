@@ -29,6 +29,7 @@ RATE_HZ = 250  # py-spy shares the cores it samples: a low rate disturbs the ser
 MIN_REQUESTS = 1000  # at 250 Hz, some 2,000 samples of a thread at the demo model's speed
 #: The request path's steps, each named by the functions that are it (innermost match wins).
 STEPS: dict[str, tuple[str, ...]] = {
+    # _pixels: the decode's name until 71ec5d2, for the "before" of docs/benchmarks.md
     "decode": ("DermaOpsModel._seen", "DermaOpsModel._pixels"),
     "forward": ("OnnxBackend.__call__", "TorchBackend.__call__"),
     "scoring": ("DermaOpsModel._score",),
@@ -83,9 +84,13 @@ def profiled(pid: int, requests: int, send: Callable[[int], Mapping[str, Any]]) 
                    "raw", "--output", str(raw), "--threads", "--idle", "--nonblocking"]  # fmt: skip
         spy = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
-            first = spy.stdout.readline().decode() if spy.stdout else ""  # "Sampling process..."
-            if spy.poll() is not None:
-                raise ProfileError(f"py-spy could not sample pid {pid}: {first.strip()}")
+            first = spy.stdout.readline().decode(errors="replace") if spy.stdout else ""
+            if not first.startswith("py-spy> Sampling"):  # else an error, and py-spy exits
+                raise ProfileError(
+                    f"py-spy could not sample pid {pid}: {first.strip()} (it reads another "
+                    "process's memory: run as root, with CAP_SYS_PTRACE in a container, or "
+                    "with kernel.yama.ptrace_scope 0)"
+                )
             sent = send(requests)
         finally:
             if spy.poll() is None:

@@ -84,6 +84,34 @@ def test_bad_requests_are_invalid_input(model_dir: Path, tmp_path: Path) -> None
     model.stop()
 
 
+def test_micro_batched_on_cpu_answers_as_one_at_a_time_and_refuses_a_bad_image(
+    model_dir: Path, tmp_path: Path, jpeg_bytes: Callable[..., bytes]
+) -> None:
+    """``max_batch`` on the CPU: decoded in a hop of their own, forwarded together, each answer
+    its own image's; a bad image among them is a 400, not an inference failure."""
+    images = [jpeg_bytes(*size) for size in ((600, 450), (450, 600), (800, 300), (300, 300))]
+    answers: dict[int, list[float]] = {}
+    for max_batch in (0, 4):
+        settings = ServingSettings(model_uri=str(model_dir), backend="onnx", inference_log=False,
+                                   max_batch=max_batch, max_wait_ms=20)  # fmt: skip
+        model = DermaOpsModel("dermaops", settings, Home(tmp_path / str(max_batch)))
+        model.load()
+
+        async def together(m: DermaOpsModel = model) -> list[object]:
+            calls = [m(_payload(image)) for image in images]
+            return await asyncio.gather(*calls, m({"instances": [{"b64": "%%"}]}),
+                                        return_exceptions=True)  # fmt: skip
+
+        *answered, refused = asyncio.run(together())
+        assert isinstance(refused, InvalidInput) and "not valid base64" in str(refused)
+        answers[max_batch] = [
+            p for result, _ in answered for p in result["predictions"][0]["probabilities"].values()
+        ]
+        model.stop()
+    assert np.abs(np.array(answers[0]) - np.array(answers[4])).max() < 1e-5
+    assert len({round(p, 4) for p in answers[4][::7]}) == 4  # four images, four answers
+
+
 def test_micro_batcher_joins_concurrent_requests_and_splits_answers() -> None:
     calls: list[int] = []
     lock = threading.Lock()

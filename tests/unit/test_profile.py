@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from dermaops.errors import ConfigError
 from dermaops.serving import profile
-from dermaops.serving.profile import LOOP, summary
+from dermaops.serving.profile import LOOP, ProfileError, summary
 
 LOOP_FRAMES = "BaseEventLoop._run_once (asyncio/base_events.py:1922);Handle._run (events.py:80)"
 WORKER = "Thread.run (threading.py:982);_worker (thread.py:83);_WorkItem.run (thread.py:58)"
@@ -66,3 +70,17 @@ def test_no_py_spy_is_said_with_how_to_install_it(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(profile.shutil, "which", lambda *args, **kwargs: None)
     with pytest.raises(ConfigError, match="pip install py-spy"):
         profile.py_spy()
+
+
+def test_a_process_py_spy_cannot_sample_is_refused_before_any_request(tmp_path: Path) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no longer runs
+    sent: list[int] = []
+
+    def send(n: int) -> dict[str, float]:
+        sent.append(n)
+        return {"p50_ms": 1.0}
+
+    with pytest.raises(ProfileError, match=f"could not sample pid {gone.pid}"):
+        profile.profiled(gone.pid, 10, send)
+    assert sent == []
