@@ -125,7 +125,8 @@ def _int8_row(name: str) -> tuple[str, ...]:
             f"{int8['ratio_int8_vs_fp32_served_p50']}x fp32", _link(name))  # fmt: skip
 
 
-PROFILES = ("serve-profile-before", "serve")  # the request path before and after its changes
+#: The request path before and after its changes: result file -> its column's name.
+PROFILES = {"serve-profile-before": "before", "serve": "after"}
 
 
 def profile() -> str:
@@ -148,9 +149,10 @@ def profile() -> str:
                  *(f"{_n(run['profile']['p50_ms_sampled'])} ms" for run in runs)))  # fmt: skip
     rows.append(("served p50 / in process p50 (timed, not sampled)",
                  *(f"{run['ratio_p50_vs_in_process']}x" for run in runs)))  # fmt: skip
-    head = ("step (ms of work per request, share)",
-            *(f"{name.removeprefix('serve-profile-') if name != 'serve' else 'after'}: "
-              f"{_link(name)}" for name in PROFILES))  # fmt: skip
+    head = (
+        "step (ms of work per request, share)",
+        *(f"{label}: {_link(name)}" for name, label in PROFILES.items()),
+    )
     return _table(head, rows) + "\n" + machines(list(PROFILES)) + "\n"
 
 
