@@ -58,8 +58,10 @@ tools: .tools/bin/helm .tools/bin/kubectl .tools/storage/.installed .tools/clien
 	  -r requirements/client-tools.txt
 	touch $@
 
-## test: lint, type-check and run every test but the GPU ones (the 40 slowest named at the end)
-test: lint typecheck tools
+## test: lint, type-check and run every test but the GPU ones (the 40 slowest named at the end).
+## The tools' venvs build beside .venv: pip installs on one core, and the first run has two.
+test:
+	@$(MAKE) --no-print-directory -j2 lint typecheck tools
 	$(BIN)/pytest -m "not gpu" --durations=40 $(PYTEST_ARGS)
 
 ## docs: the documentation site, built strictly into site/ (a broken link or anchor fails);

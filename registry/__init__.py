@@ -2,10 +2,11 @@
 
 The only layer that imports mlflow. Components, the CLI and the predictor reach the registry
 through :class:`Registry`; the quality gate it applies lives in the core
-(:mod:`dermaops.evaluation.gate`).
+(:mod:`dermaops.evaluation.gate`). Promotion (:mod:`dermaops.registry.promotion`) is imported
+where it is used: it brings the evaluation's scikit-learn, which reading the registry does not
+need.
 """
 
 from dermaops.registry.client import Registry, RegistrySettings
-from dermaops.registry.promotion import PromotionResult
 
-__all__ = ["PromotionResult", "Registry", "RegistrySettings"]
+__all__ = ["Registry", "RegistrySettings"]

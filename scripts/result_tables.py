@@ -240,8 +240,9 @@ def reliability() -> str:
          + f". Peak resident {_n(container['peak_rss_mb'])} MiB of "
          f"{container['memory_limit_mib']}; never OOM-killed, ready throughout",
          _link("container-memory"),
-         "`.venv/bin/pytest tests/e2e/test_containers.py -k memory_limit` (root, podman; "
-         "`DERMAOPS_TEST_ARTIFACTS=DIR` keeps the file)"),
+         f"`DERMAOPS_CONTAINER_SOAK={inside['requests']} .venv/bin/pytest "
+         "tests/e2e/test_containers.py -k memory_limit` (root, podman; "
+         "`DERMAOPS_TEST_ARTIFACTS=DIR` keeps the file; `make test` soaks fewer requests)"),
     ]  # fmt: skip
     return _table(("tried", "how many", "what held", "result", "reproduce"), rows) + "\n" \
         + machines(["soak", "soak-32", "container-memory"]) + "\n"  # fmt: skip

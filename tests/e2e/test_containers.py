@@ -69,6 +69,9 @@ BUCKET, ADMIN = "dermaops-mlflow", ("admin", "ci-admin-password")
 OIP_CLIENT = ROOT / "tests" / "integration" / "oip_client.py"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dermaops-ci"
 BUDGETS_MB = runpy.run_path(str(ROOT / "scripts" / "images.py"))["BUDGETS_MB"]  # make images'
+#: Requests in the memory test's soak: bounded in `make test`; docs/reliability.md's figure is a
+#: run with more (DERMAOPS_CONTAINER_SOAK=10000).
+SOAK_REQUESTS = int(os.environ.get("DERMAOPS_CONTAINER_SOAK", "3000"))
 
 
 def needs_root_and_podman() -> None:
@@ -326,10 +329,10 @@ def _twelve_megapixels() -> bytes:
 def test_the_predictor_stays_inside_the_charts_memory_limit(
     release: Release, tmp_path: Path
 ) -> None:
-    """podman runs the predictor with the chart's limits (3 GiB, 2 CPUs). A soak of 10,000
-    requests of the mix (resident memory at rest reported by `bench soak`), 8 bodies of 300 MB at
-    once (declared and chunked), then 200 photographs of 12 MP at once (those in the queue
-    answered): never OOM-killed, ready throughout, every refusal a 413 or a 503."""
+    """podman runs the predictor with the chart's limits (3 GiB, 2 CPUs). A soak of
+    ``SOAK_REQUESTS`` requests of the mix (resident memory at rest reported by `bench soak`), 8
+    bodies of 300 MB at once (declared and chunked), then 200 photographs of 12 MP at once (those
+    in the queue answered): never OOM-killed, ready throughout, every refusal a 413 or a 503."""
     url, port = release.predictor.url, int(release.predictor.url.rsplit(":", 1)[1])
     details = pm.inspect(PREDICTOR)
     assert details["HostConfig"]["Memory"] == 3 * 2**30, "podman enforces the chart's limit"
@@ -338,14 +341,14 @@ def test_the_predictor_stays_inside_the_charts_memory_limit(
     result = tmp_path / "soak.json"
     soak = subprocess.run(
         [str(DERMAOPS), "bench", "soak", "--url", url, "--pid", str(pid), "--model-uri",
-         str(release.model), "--requests", "10000", "--warmup", "200", "--concurrency", "6",
-         "--json", str(result)],
+         str(release.model), "--requests", str(SOAK_REQUESTS), "--warmup", "200",
+         "--concurrency", "6", "--json", str(result)],
         env=os.environ | {"DERMAOPS_HOME": str(tmp_path / "home")},
         capture_output=True, text=True, timeout=1200, check=False,
     )  # fmt: skip
     assert soak.returncode == 0, soak.stdout[-3000:] + soak.stderr[-3000:]
     figures = json.loads(result.read_text())
-    assert figures["held"] and figures["requests"] == 10_000
+    assert figures["held"] and figures["requests"] == SOAK_REQUESTS
     assert figures["idle_rss_mb"] <= 400, figures["idle_rss_mb"]
 
     with peak_resident(pid) as peak:

@@ -1,9 +1,9 @@
 """The out-of-distribution guard, fitted at evaluation and answered by the torch-free predictor.
 
-A model trained like the demo's (a ResNet-18 from scratch on 1,000 generated images, 64 px, ten
-epochs: about a minute and a half on two cores) is evaluated, which fits the guard and measures
-it on generated images of four kinds it should refuse and two kinds of changed lesions it should
-let through; then its registered folder is served on the ONNX backend.
+A model trained like the demo's (``demo_like``: a ResNet-18 from scratch on 1,000 generated
+images, 64 px, ten epochs) is evaluated, which fits the guard and measures it on generated images
+of four kinds it should refuse and two kinds of changed lesions it should let through; then its
+registered folder is served on the ONNX backend.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import io
 import json
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -21,42 +20,18 @@ import pandas as pd
 import pytest
 
 from dermaops.data.ood import LESION_KINDS, OOD_KINDS, ood_images
-from dermaops.data.prepare import PrepareSettings, prepare
-from dermaops.data.synth import SynthSettings, synthesize
-from dermaops.evaluation.run import evaluate
-from dermaops.model.artifact import GUARD, ModelArtifact, assemble
+from dermaops.model.artifact import GUARD, ModelArtifact
 from dermaops.serving.process import predictor_process
-from dermaops.train.loop import train
-from dermaops.train.settings import TrainSettings
 from tests.e2e.conftest import DERMAOPS
+from tests.integration.conftest import DemoLike
 from tests.scrape import sample, wait_recorded
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@dataclass(frozen=True)
-class Guarded:
-    raw: Path
-    prepared: Path
-    evaluation: Path
-    model: Path  # the folder registration stores
-
-    def ood(self) -> dict[str, object]:
-        found: dict[str, object] = json.loads((self.evaluation / "metrics.json").read_text())["ood"]
-        return found
-
-
-@pytest.fixture(scope="module")
-def guarded(tmp_path_factory: pytest.TempPathFactory) -> Guarded:
-    root = tmp_path_factory.mktemp("guard")
-    synthesize(root / "raw", SynthSettings(n=1000, seed=11, workers=2))
-    prepare(root / "raw", root / "prepared", PrepareSettings(workers=2))
-    settings = TrainSettings(model="resnet18", weights="none", epochs=10, image_size=64,
-                             batch_size=32)  # fmt: skip
-    train(root / "prepared", root / "run", settings)
-    evaluate(root / "prepared", root / "run" / "model", root / "evaluation")
-    assemble(root / "run" / "model", root / "prepared", root / "evaluation", root / "model")
-    return Guarded(root / "raw", root / "prepared", root / "evaluation", root / "model")
+def _ood(model: DemoLike) -> dict[str, object]:
+    found: dict[str, object] = json.loads((model.evaluation / "metrics.json").read_text())["ood"]
+    return found
 
 
 #: kind -> (least AUROC, least share caught at the threshold)
@@ -68,8 +43,8 @@ FLOORS = {
 }
 
 
-def test_the_guard_tells_dermoscopy_from_what_it_should_not_judge(guarded: Guarded) -> None:
-    ood = guarded.ood()
+def test_the_guard_tells_dermoscopy_from_what_it_should_not_judge(demo_like: DemoLike) -> None:
+    ood = _ood(demo_like)
     assert ood["method"] == "mahalanobis" and ood["keep"] == 0.95 and ood["generated"] is True
     assert ood["auroc"] >= 0.95, ood  # type: ignore[operator]
     kinds = ood["kinds"]
@@ -88,9 +63,9 @@ def test_the_guard_tells_dermoscopy_from_what_it_should_not_judge(guarded: Guard
     methods = ood["methods"]
     assert isinstance(methods, dict)
     assert methods["mahalanobis"]["auroc"] > methods["energy"]["auroc"] + 0.2
-    report = (guarded.evaluation / "report.md").read_text()
+    report = (demo_like.evaluation / "report.md").read_text()
     assert "## Out-of-distribution guard" in report and "| plain skin | 48 |" in report
-    guard = ModelArtifact.load(guarded.model).guard
+    guard = ModelArtifact.load(demo_like.model).guard
     assert guard is not None and guard.threshold == pytest.approx(ood["threshold"])
 
 
@@ -108,13 +83,13 @@ def _screenshots(n: int) -> list[bytes]:
 
 
 def test_the_cpu_predictor_answers_with_the_guards_verdict(
-    guarded: Guarded, tmp_path: Path
+    demo_like: DemoLike, tmp_path: Path
 ) -> None:
-    index = pd.read_csv(guarded.prepared / "index.csv")
+    index = pd.read_csv(demo_like.prepared / "index.csv")
     held_out = index[index["split"] == "test"].head(12)["image_id"]
-    lesions = [next(guarded.raw.glob(f"*/{i}.jpg")).read_bytes() for i in held_out]
+    lesions = [next(demo_like.raw.glob(f"*/{i}.jpg")).read_bytes() for i in held_out]
     screenshots = _screenshots(3)
-    with predictor_process(guarded.model, tmp_path / "home", tmp_path / "predictor.log",
+    with predictor_process(demo_like.model, tmp_path / "home", tmp_path / "predictor.log",
                            ["--backend", "onnx"]) as url:  # fmt: skip
         body = {"instances": [_b64(image) for image in [*lesions, *screenshots]]}
         answer = httpx.post(f"{url}/v1/models/dermaops:predict", json=body, timeout=60)
@@ -150,11 +125,11 @@ def test_the_cpu_predictor_answers_with_the_guards_verdict(
 
 
 def test_a_model_served_without_its_guard_says_so_in_the_log_and_in_every_answer(
-    guarded: Guarded, tmp_path: Path
+    demo_like: DemoLike, tmp_path: Path
 ) -> None:
     """``dermaops serve --model-uri RUN/model`` before ``evaluate``: no guard to ask."""
     bare = tmp_path / "model"
-    shutil.copytree(guarded.model, bare)
+    shutil.copytree(demo_like.model, bare)
     (bare / GUARD).unlink()
     log = tmp_path / "predictor.log"
     with predictor_process(bare, tmp_path / "home", log, ["--backend", "onnx"]) as url:

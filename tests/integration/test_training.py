@@ -13,13 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from dermaops.data.prepare import PrepareSettings, prepare
-from dermaops.data.synth import SynthSettings, synthesize
 from dermaops.evaluation.result import EvaluationMetrics
-from dermaops.evaluation.run import evaluate
 from dermaops.model.factory import build_model
 from dermaops.train.loop import CHECKPOINT, RunFolderError, plan_phases, train
 from dermaops.train.settings import TrainSettings
+from tests.integration.conftest import DemoLike
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -32,14 +30,6 @@ TINY = TrainSettings(
     seed=5,
     export_onnx=False,
 )
-
-
-@pytest.fixture(scope="session")
-def prepared_300(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("learn")
-    synthesize(root / "raw", SynthSettings(n=300, seed=3, workers=2))
-    prepare(root / "raw", root / "prepared", PrepareSettings(workers=2))
-    return root / "prepared"
 
 
 def test_overfits_one_batch() -> None:
@@ -56,20 +46,18 @@ def test_overfits_one_batch() -> None:
     assert loss.item() < 0.05
 
 
-def test_learns_well_above_chance_and_evaluates(prepared_300: Path, tmp_path: Path) -> None:
-    settings = TrainSettings(
-        model="resnet18", weights="none", epochs=8, image_size=64, batch_size=32
-    )
-    result = train(prepared_300, tmp_path / "run", settings)
-    metrics = evaluate(prepared_300, tmp_path / "run" / "model", tmp_path / "eval")
+def test_learns_well_above_chance_and_evaluates(demo_like: DemoLike) -> None:
+    """Ten epochs from scratch on 1,000 generated images at 64 px (the training the guard's
+    tests share), then evaluated on the test split."""
+    metrics, run, evaluation = demo_like.metrics, demo_like.run, demo_like.evaluation
     # Chance is 1/7 balanced accuracy; a class-prior guess has macro-F1 about 0.12.
     assert metrics.balanced_accuracy > 0.3
     assert metrics.f1_macro > 0.25
-    assert result.best_val_f1 > 0.25
-    written = EvaluationMetrics.read(tmp_path / "eval")  # what was written reads back
+    assert demo_like.trained.best_val_f1 > 0.25
+    written = EvaluationMetrics.read(evaluation)  # what was written reads back
     assert written.model_dump(mode="json") == metrics.model_dump(mode="json")
     for name in ("confusion_matrix.png", "reliability.png", "gradcam_melanoma.png", "report.md"):
-        assert (tmp_path / "eval" / name).stat().st_size > 0
+        assert (evaluation / name).stat().st_size > 0
     for name in (
         "history.json",
         "curves.png",
@@ -78,17 +66,17 @@ def test_learns_well_above_chance_and_evaluates(prepared_300: Path, tmp_path: Pa
         "model/labels.json",
         "model/model.onnx",
     ):
-        assert (tmp_path / "run" / name).is_file()
-    meta = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
+        assert (run / name).is_file()
+    meta = json.loads((run / "model" / "model.json").read_text())
     assert meta["onnx"]["parity_max_abs_diff"] <= 1e-4
     assert meta["preprocessing"]["image_size"] == 64 and meta["data"]["generated"] is True
-    assert "GENERATED DATA" in (tmp_path / "eval" / "report.md").read_text()
+    assert "GENERATED DATA" in (evaluation / "report.md").read_text()
 
 
-def test_baseline_is_scored_like_the_cnn(prepared_300: Path, tmp_path: Path) -> None:
+def test_baseline_is_scored_like_the_cnn(prepared_1000: Path, tmp_path: Path) -> None:
     from dermaops.train.baseline import run_baseline
 
-    metrics = run_baseline(prepared_300, tmp_path / "rf", trees=50)
+    metrics = run_baseline(prepared_1000, tmp_path / "rf", trees=50)
     assert metrics.f1_macro > 0.2 and metrics.model.arch.startswith("random_forest")
     assert EvaluationMetrics.read(tmp_path / "rf") == metrics and metrics.ood is None
     assert (tmp_path / "rf" / "random_forest.joblib").is_file()
