@@ -300,12 +300,12 @@ def promote_challenger(
     trained or validated on: should the champion have seen some of them (a split made apart
     from its own), both are scored without those, and the audit says how many were left out.
     """
-    from dermaops.evaluation.run import evaluate  # torch: only this promotion scores models
-
     verdicts = [check(metrics, thresholds)]
     champion = alias_version(reg, CHAMPION)
     why = f"macro-F1 {metrics.f1_macro:.4f}, gate passed"
     if champion is not None and champion != version:
+        from dermaops.evaluation.run import evaluate  # torch: only this comparison scores models
+
         tests = _lesions(prepared / "split_info.csv", ("test",))
         with tempfile.TemporaryDirectory() as tmp:
             seen = _lesions(logged_split(reg, champion, Path(tmp)), ("train", "val"))

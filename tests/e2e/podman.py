@@ -13,7 +13,8 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -83,13 +84,26 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def image_name(target: str, tag: str) -> str:
+    return f"localhost/dermaops-{target}:{tag}"
+
+
 def build(target: str, base: str, tag: str) -> str:
     """Build a Dockerfile target on ``base``; the image's name."""
-    image = f"localhost/dermaops-{target}:{tag}"
+    image = image_name(target, tag)
     ca = ["--volume", f"{CA_BUNDLE}:{CA_BUNDLE}:ro"] if CA_BUNDLE.is_file() else []
     podman("build", "--target", target, "--build-arg", f"BASE_IMAGE={base}", *ca, "-t", image,
            str(ROOT))  # fmt: skip
     return image
+
+
+def build_all(targets: Sequence[str], base: str, tag: str) -> dict[str, str]:
+    """Build ``targets`` two at a time (pip installs on one core; a build is mostly pip), in the
+    order given: the slowest first keeps the two lanes even. Target -> image; the first error
+    is raised once both lanes have stopped."""
+    with ThreadPoolExecutor(2) as pool:
+        images = pool.map(lambda target: build(target, base, tag), targets)
+        return dict(zip(targets, images, strict=True))
 
 
 def size(image: str) -> int:

@@ -65,6 +65,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 OUTPUTS = ("probabilities", "label", "melanoma", "in_distribution", "ood_score")
 
 NETWORK, TAG, TOKEN, NAMESPACE = "dermaops-ci", "ci", "ci-token", "dermaops"
+TARGETS = ("monitor", "mlflow", "serving", "ui", "storage-initializer")  # the slowest build first
 BUCKET, ADMIN = "dermaops-mlflow", ("admin", "ci-admin-password")
 OIP_CLIENT = ROOT / "tests" / "integration" / "oip_client.py"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dermaops-ci"
@@ -144,10 +145,8 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
     archive = _model_zip(work)
     base = pm.base_image(CACHE)
     with pm.cleaned(NETWORK) as made, ExitStack() as started:
-        images = {}
-        for target in ("serving", "storage-initializer", "monitor", "ui", "mlflow"):
-            images[target] = pm.build(target, base, TAG)
-            made.append(f"image:{images[target]}")
+        made.extend(f"image:{pm.image_name(target, TAG)}" for target in TARGETS)  # removed, if made
+        images = pm.build_all(TARGETS, base, TAG)
         made.append("container:ci-archive")
         pm.podman("run", "-d", "--name", "ci-archive", "--network", NETWORK, "--user", "10001",
                   "--read-only", "--volume", f"{archive.parent}:/srv:ro", "--entrypoint",
