@@ -2,13 +2,12 @@
 
 Preprocess only reads what the request is; predict decodes its images on the worker thread
 that runs the forward pass, so that a request costs one hop off the event loop, not two
-(each hop wakes a worker thread, then the loop)."""
+(each hop wakes a worker thread, then the loop). How an answer is encoded (v1, v2 over REST
+and gRPC, explain's PNGs) is :mod:`dermaops.serving.answers`."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import logging
 import time
 import uuid
@@ -21,10 +20,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from kserve import Model
-from kserve.errors import InferenceError, InvalidInput
+from kserve.errors import InferenceError
 from kserve.protocol.dataplane import DataPlane
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
-from PIL import Image
+from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from dermaops.cpus import cpu_budget
 from dermaops.data.features import PREDICTION
@@ -32,11 +30,10 @@ from dermaops.data.privacy import day_folder, store_pixels
 from dermaops.errors import ConfigError
 from dermaops.imaging import Decoded, ImageLimits
 from dermaops.inference_log import PROBABILITY_FIELDS, InferenceLog
-from dermaops.labels import CLASSES, FULL_NAMES
-from dermaops.model.artifact import MEL
-from dermaops.model.heatmap import overlay
+from dermaops.labels import CLASSES
 from dermaops.model.projection import PROJECTION_NAMES
 from dermaops.model.uri import load_model
+from dermaops.serving.answers import Answer, Answers, Box
 from dermaops.serving.backends import Backend, Outputs, choose_backend
 from dermaops.serving.batching import MicroBatcher
 from dermaops.serving.forward import RecordForwarder
@@ -56,26 +53,9 @@ from dermaops.serving.telemetry import (
 )
 from dermaops.settings import Home
 from dermaops.tokens import MONITOR_TOKEN_ENV, read_token
-from dermaops.v1 import (
-    REQUEST_ID_HEADER,
-    SHADOW_HEADER,
-    ExplainAnswer,
-    Explanation,
-    MelanomaFlag,
-    OodVerdict,
-    PredictAnswer,
-    Prediction,
-    TopClass,
-)
+from dermaops.v1 import REQUEST_ID_HEADER, SHADOW_HEADER
 
 log = logging.getLogger(__name__)
-
-UNGUARDED = (
-    "not checked: this model was served without an out-of-distribution guard (guard.npz, "
-    "fitted by dermaops evaluate); it answers any image, dermoscopy or not"
-)
-
-Box = tuple[float, float, float, float]  # left, top, right, bottom as fractions of an image
 
 
 @dataclass(frozen=True)
@@ -108,29 +88,12 @@ class Seen(NamedTuple):
         return self.pixels[0][None] if len(self.pixels) == 1 else np.stack(self.pixels)
 
 
-class Answer(NamedTuple):
-    """What the model says of a batch: calibrated probabilities, melanoma flags, embedding
-    projections (N, K; K is 0 without a projection), the guard's scores (NaN without a guard)
-    and verdicts (None without a guard)."""
-
-    probs: np.ndarray
-    flags: np.ndarray
-    projections: np.ndarray
-    ood_scores: np.ndarray
-    in_distribution: list[bool | None]
-
-
 @dataclass(frozen=True)
 class Scored:
-    """A batch with its calibrated probabilities, melanoma flags, embedding projections and
-    the out-of-distribution guard's verdicts."""
+    """A batch and what the model says of it (predict's result, postprocess's input)."""
 
     batch: Batch
-    probs: np.ndarray
-    flags: np.ndarray
-    projections: np.ndarray  # (N, K); K is 0 when the model has no projection
-    ood_scores: np.ndarray  # (N,); NaN when the model has no guard
-    in_distribution: list[bool | None]  # None when the model has no guard
+    answer: Answer
 
 
 def worker_threads(settings: ServingSettings) -> int:
@@ -185,6 +148,8 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             self.sinks.append(RecordForwarder(self.settings.monitor_url, self._monitor_token()))
         self.recorder = Recorder(observe_inputs, [s.write for s in self.sinks], count_backlog)
         self.mirror = shadow_mirror(self.settings, self.name, self.version)
+        self.answers = Answers(self.name, self.version, self.artifact.melanoma_threshold,
+                               self.artifact.guard, self.settings.top_k)  # fmt: skip
         MODEL_INFO.labels(self.name, self.version, self.artifact.arch, self.backend.name).set(1)
         log.info("serving %s v%s (%s) with %s in %s", self.name, self.version,
                  self.artifact.folder, self.backend.name, self.backend.precision)  # fmt: skip
@@ -302,7 +267,7 @@ class DermaOpsModel(Model):  # type: ignore[misc]
             Pending(seen.pixels, seen.sizes,
                     lambda: self._records(answer, request_id, now, shadow, latency_ms))
         )  # fmt: skip
-        return Scored(batch, *answer)
+        return Scored(batch, answer)
 
     def _guard(
         self, logits: np.ndarray, embedding: np.ndarray
@@ -350,54 +315,15 @@ class DermaOpsModel(Model):  # type: ignore[misc]
     ) -> dict[str, Any] | InferResponse:
         if not isinstance(result, Scored):
             return result  # explain's answer is complete already
-        LATENCY.labels("predict").observe(time.perf_counter() - result.batch.started)
-        if result.batch.v2 is not None:
-            return self._v2_response(result)
-        rows = zip(result.probs, result.flags, result.ood_scores, result.in_distribution,
-                   strict=True)  # fmt: skip
-        answer = PredictAnswer(
-            predictions=[self._describe(*row) for row in rows],
-            model_name=self.name,
-            model_version=self.version,
-        ).model_dump()
-        if self.mirror is not None and result.batch.mirrored:
-            assert isinstance(result.batch.payload, dict)  # preprocess mirrors v1 bodies alone
-            self.mirror.offer(result.batch.payload, result.batch.request_id)
+        batch = result.batch
+        LATENCY.labels("predict").observe(time.perf_counter() - batch.started)
+        if batch.v2 is not None:
+            return self.answers.v2(result.answer, batch.v2)
+        answer = self.answers.v1(result.answer)
+        if self.mirror is not None and batch.mirrored:
+            assert isinstance(batch.payload, dict)  # preprocess mirrors v1 bodies alone
+            self.mirror.offer(batch.payload, batch.request_id)
         return answer
-
-    def _describe(
-        self, row: np.ndarray, flag: bool, ood_score: float, in_distribution: bool | None
-    ) -> Prediction:
-        exact = row.tolist()  # seven numbers: Python's sort, not NumPy's (a tenth of a ms)
-        order = sorted(range(len(exact)), key=exact.__getitem__, reverse=True)
-        probs = [round(p, 6) for p in exact]
-        return Prediction(
-            in_distribution=in_distribution,
-            ood=self._ood(ood_score),
-            unchecked=None if self.artifact.guard is not None else UNGUARDED,
-            probabilities=dict(zip(CLASSES, probs, strict=True)),
-            top_k=[
-                TopClass(dx=CLASSES[i], name=FULL_NAMES[CLASSES[i]], probability=probs[i])
-                for i in order[: self.settings.top_k]
-            ],
-            melanoma=MelanomaFlag(
-                flag=bool(flag),
-                probability=probs[MEL],
-                threshold=round(self.artifact.melanoma_threshold, 6),
-            ),
-        )
-
-    def _ood(self, score: float) -> OodVerdict | None:
-        """The guard's score, threshold and method (None: the model has no guard)."""
-        guard = self.artifact.guard
-        if guard is None:
-            return None
-        return OodVerdict(
-            score=round(float(score), 4),
-            threshold=round(guard.threshold, 4),
-            keep=guard.keep,
-            method=guard.method,
-        )
 
     @property
     def platform(self) -> str:
@@ -411,44 +337,8 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         return [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        """The v2 model metadata's outputs: what :meth:`_v2_response` answers with."""
-        types = [("probabilities", "FP32", [-1, len(CLASSES)]), ("label", "BYTES", [-1]),
-                 ("melanoma", "BOOL", [-1])]  # fmt: skip
-        if self.artifact.guard is not None:
-            types += [("in_distribution", "BOOL", [-1]), ("ood_score", "FP32", [-1])]
-        return [{"name": n, "datatype": d, "shape": shape} for n, d, shape in types]
-
-    def _v2_response(self, result: Scored) -> InferResponse:
-        n = len(result.probs)
-        labels = [CLASSES[int(i)] for i in result.probs.argmax(axis=1)]
-        outputs = [
-            InferOutput(
-                "probabilities", [n, len(CLASSES)], "FP32", result.probs.astype(np.float32)
-            ),
-            InferOutput("label", [n], "BYTES", labels),
-            InferOutput("melanoma", [n], "BOOL", result.flags.tolist()),
-        ]
-        guard = self.artifact.guard
-        parameters: dict[str, Any] = {
-            "classes": ",".join(CLASSES),
-            "melanoma_threshold": self.artifact.melanoma_threshold,
-        }
-        if guard is not None:
-            outputs += [
-                InferOutput("in_distribution", [n], "BOOL", list(result.in_distribution)),
-                InferOutput("ood_score", [n], "FP32", result.ood_scores.astype(np.float32)),
-            ]
-            parameters |= {"ood_threshold": guard.threshold, "ood_method": guard.method}
-        request = result.batch.v2
-        assert request is not None
-        outputs = _requested(outputs, request)
-        return InferResponse(
-            response_id=request.id or "",
-            model_name=self.name,
-            model_version=self.version,
-            infer_outputs=_raw(outputs) if request.from_grpc else outputs,
-            parameters=_grpc_parameters(parameters) if request.from_grpc else parameters,
-        )
+        """The v2 model metadata's outputs: what the v2 answer holds."""
+        return self.answers.output_types()
 
     async def explain(self, batch: Batch, headers: dict[str, str] | None = None) -> dict[str, Any]:
         """Grad-CAM of the top class of each image: heatmap and overlay as base64 PNG."""
@@ -460,24 +350,9 @@ class DermaOpsModel(Model):  # type: ignore[misc]
     def _explain(self, payload: Any) -> dict[str, Any]:
         seen = self._seen(payload)
         explained = self.backend.explain(seen.stacked())
-        probs = self.artifact.probabilities(explained.logits)
-        top = [int(i) for i in probs.argmax(axis=1)]
-        return ExplainAnswer(
-            explanations=[
-                Explanation(
-                    dx=CLASSES[c],
-                    name=FULL_NAMES[CLASSES[c]],
-                    probability=round(float(probs[i, c]), 6),
-                    method="gradcam",
-                    heatmap_png_b64=_png((explained.heatmaps[i] * 255).astype(np.uint8)),
-                    overlay_png_b64=_png(overlay(explained.images[i], explained.heatmaps[i])),
-                    seen_box=_rounded(seen.boxes[i]),
-                )
-                for i, c in enumerate(top)
-            ],
-            model_name=self.name,
-            model_version=self.version,
-        ).model_dump()
+        return self.answers.explanations(
+            explained, self.artifact.probabilities(explained.logits), seen.boxes
+        )
 
     def stop(self) -> None:
         if self.mirror is not None:
@@ -487,50 +362,6 @@ class DermaOpsModel(Model):  # type: ignore[misc]
         for sink in self.sinks:
             sink.close()
         self.pool.shutdown(wait=False)
-
-
-def _requested(outputs: list[InferOutput], request: InferRequest) -> list[InferOutput]:
-    """The outputs a v2 request names, in its order; all of them when it names none."""
-    names = [o.name for o in request.request_outputs or []]
-    if not names:
-        return outputs
-    by_name = {o.name: o for o in outputs}
-    unknown = [n for n in names if n not in by_name]
-    if unknown:
-        raise InvalidInput(
-            f"unknown output(s) {', '.join(unknown)}; this model has {', '.join(by_name)}"
-        )
-    return [by_name[n] for n in names]
-
-
-def _raw(outputs: list[InferOutput]) -> list[InferOutput]:
-    """Every output as raw bytes, the way Triton's server answers over gRPC.
-
-    KServe's gRPC encoder puts NumPy outputs in ``raw_output_contents`` and lists in
-    ``contents``; clients find raw outputs by position, so a reply that mixes the two is read
-    wrongly. All raw is the one form every OIP client reads.
-    """
-    for output in outputs:
-        output.set_data_from_numpy(output.as_numpy(), binary_data=True)
-        output.parameters = None  # binary_data_size is REST's; gRPC carries each length itself
-    return outputs
-
-
-def _grpc_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
-    """Numbers as text: KServe's gRPC ``InferParameter`` has no double (only bool, int64 and
-    string), and a float parameter fails the whole answer."""
-    return {k: repr(float(v)) if isinstance(v, float) else v for k, v in parameters.items()}
-
-
-def _rounded(box: Box) -> Box:
-    left, top, right, bottom = (round(f, 6) for f in box)
-    return left, top, right, bottom
-
-
-def _png(pixels: np.ndarray) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "PNG")
-    return base64.b64encode(buf.getvalue()).decode()
 
 
 class PlatformDataPlane(DataPlane):  # type: ignore[misc]  # kserve is untyped

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from dermaops.cli import data, pipeline, registry, rollout, serving, train
+from dermaops.cli import data, monitoring, pipeline, registry, rollout, serving, train
 from dermaops.errors import DermaOpsError
 
 log = logging.getLogger("dermaops")
@@ -32,7 +32,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(pipeline.pipeline_app, name="pipeline")
 app.add_typer(registry.registry_app, name="registry")
 app.add_typer(rollout.rollout_app, name="rollout")
-app.add_typer(serving.monitor_app, name="monitor")
+app.add_typer(monitoring.monitor_app, name="monitor")
 app.command("train")(train.train_command)
 app.command("baseline")(train.baseline_command)
 app.command("evaluate")(train.evaluate_command)
