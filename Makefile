@@ -43,7 +43,7 @@ serve-once: $(STAMP)
 ## for the chart, registry and protocol tests
 tools: .tools/bin/helm .tools/bin/kubectl .tools/storage/.installed .tools/client/.installed
 
-.tools/bin/helm .tools/bin/kubectl: | $(STAMP)
+.tools/bin/helm .tools/bin/kubectl &: | $(STAMP)  # one recipe makes both (make -j runs it once)
 	$(BIN)/python scripts/fetch_tools.py .tools/bin
 
 .tools/storage/.installed: requirements/storage-tools.txt

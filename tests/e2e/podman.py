@@ -99,8 +99,8 @@ def build(target: str, base: str, tag: str) -> str:
 
 def build_all(targets: Sequence[str], base: str, tag: str) -> dict[str, str]:
     """Build ``targets`` two at a time (pip installs on one core; a build is mostly pip), in the
-    order given: the slowest first keeps the two lanes even. Target -> image; the first error
-    is raised once both lanes have stopped."""
+    order given: the slowest first keeps the two lanes even. Target -> image; a failed build's
+    error is raised once every build has stopped."""
     with ThreadPoolExecutor(2) as pool:
         images = pool.map(lambda target: build(target, base, tag), targets)
         return dict(zip(targets, images, strict=True))

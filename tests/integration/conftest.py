@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from dermaops.data.prepare import PrepareSettings, prepare
 from dermaops.data.synth import SynthSettings, synthesize
-from dermaops.evaluation.result import EvaluationMetrics
-from dermaops.evaluation.run import evaluate
-from dermaops.model.artifact import assemble
-from dermaops.train.loop import TrainResult, train
-from dermaops.train.settings import TrainSettings
 from tests.fault_server import FaultyServer
+
+if TYPE_CHECKING:  # torch and the evaluation load with the fixture that trains, not here
+    from dermaops.evaluation.result import EvaluationMetrics
+    from dermaops.train.loop import TrainResult
 
 
 @pytest.fixture
@@ -60,6 +60,11 @@ def demo_like(
 ) -> DemoLike:
     """Ten epochs at 64 px on the 1,000 images (about two minutes on two cores): one training
     that the learning test and the guard's tests share."""
+    from dermaops.evaluation.run import evaluate
+    from dermaops.model.artifact import assemble
+    from dermaops.train.loop import train
+    from dermaops.train.settings import TrainSettings
+
     root = tmp_path_factory.mktemp("demo-like")
     settings = TrainSettings(model="resnet18", weights="none", epochs=10, image_size=64,
                              batch_size=32)  # fmt: skip
