@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from dermaops.exit import skip_final_collection
 from dermaops.settings import ACTOR_ENV
 
 log = logging.getLogger("dermaops.components")
@@ -27,7 +28,11 @@ def stage(
 
     Stages that KFP may cache get no run id (it would change every cache key) and record
     nothing; the exit handler then falls back to KFP's own error message.
+
+    The stage is its process's last work (KFP runs one per task), so the process ends without
+    the collector's last sweep (:func:`~dermaops.exit.skip_final_collection`).
     """
+    skip_final_collection()
     if kfp_run_id and not os.environ.get(ACTOR_ENV):
         os.environ[ACTOR_ENV] = f"KFP run {kfp_run_id}" + (
             f" of the {pipeline} pipeline" if pipeline else ""

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Mapping
 
 from dermaops.errors import DermaOpsError
+from dermaops.exit import skip_final_collection
 from dermaops.serving.settings import ENV_PREFIX, ServingSettings
 from dermaops.settings import load_settings
 
@@ -82,6 +83,7 @@ def _log_as_kserve_does() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Load the model (ready only after a warm-up inference), then serve until stopped."""
+    skip_final_collection()
     import kserve
     from kserve.logging import KSERVE_TRACE_LOGGER_NAME as TRACE_LOGGER
     from kserve.model_server import app

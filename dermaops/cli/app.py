@@ -14,6 +14,7 @@ import typer
 
 from dermaops.cli import data, monitoring, pipeline, registry, rollout, serving, train
 from dermaops.errors import DermaOpsError
+from dermaops.exit import skip_final_collection
 
 log = logging.getLogger("dermaops")
 
@@ -63,6 +64,7 @@ def _main(
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 1."""
+    skip_final_collection()
     try:
         app()
     except DermaOpsError as e:

@@ -1,4 +1,8 @@
-"""Classification metrics over the seven classes (numpy in, plain floats out)."""
+"""Classification metrics over the seven classes (numpy in, plain floats out).
+
+scikit-learn is imported by the functions that use it (a second's import): the registry, the
+model card and every pipeline stage that only reads or renders metrics import this module.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_recall_fscore_support,
-    roc_auc_score,
-    roc_curve,
-)
 
 from dermaops.labels import CLASSES
 
@@ -24,11 +19,20 @@ _LABELS = list(range(len(CLASSES)))
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Unweighted mean F1 over all seven classes (absent classes count as 0)."""
+    from sklearn.metrics import f1_score
+
     return float(f1_score(y_true, y_pred, labels=_LABELS, average="macro", zero_division=0))
 
 
 def summary(y_true: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     """Accuracy, balanced accuracy, macro/weighted F1, macro one-vs-rest AUC, ECE, per class."""
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        f1_score,
+        precision_recall_fscore_support,
+    )
+
     y_pred = probs.argmax(axis=1)
     with warnings.catch_warnings():
         # Balanced accuracy averages recall over the classes present in y_true, by definition;
@@ -61,6 +65,8 @@ def summary(y_true: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
 
 def auc_macro_ovr(y_true: np.ndarray, probs: np.ndarray) -> float | None:
     """Macro one-vs-rest ROC AUC over the classes present; None when fewer than two are."""
+    from sklearn.metrics import roc_auc_score
+
     present = np.unique(y_true)
     if len(present) < 2:
         return None
@@ -84,6 +90,8 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     """Counts, rows = true class, columns = predicted class, in CLASSES order."""
+    from sklearn.metrics import confusion_matrix
+
     result: np.ndarray = confusion_matrix(y_true, y_pred, labels=_LABELS)
     return result
 
@@ -99,6 +107,8 @@ class Roc:
 
 def roc_points(positive: np.ndarray, scores: np.ndarray, max_points: int = 200) -> Roc:
     """Melanoma-vs-rest style ROC of binary ``positive`` against ``scores``."""
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, thresholds = roc_curve(positive, scores, drop_intermediate=True)
     keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), max_points)).round().astype(int))
     finite = np.minimum(thresholds[keep], 1.0)  # the first threshold is +inf

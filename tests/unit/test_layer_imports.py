@@ -27,6 +27,9 @@ import dermaops.serving.__main__, dermaops.serving.model, dermaops.serving.smoke
 MONITOR = """
 import dermaops.monitoring.service, dermaops.monitoring.drift
 """
+REGISTRY = """
+import dermaops.registry.promotion, dermaops.registry.card, dermaops.registry.reconcile
+"""
 UI = f"""
 from streamlit.testing.v1 import AppTest
 AppTest.from_file({str(Path(dermaops.ui.__file__).parent / "app.py")!r}, default_timeout=60).run()
@@ -50,6 +53,12 @@ def test_the_cpu_predictor_loads_kserve_and_nothing_of_training() -> None:
 
 def test_the_monitor_loads_no_framework_until_it_runs_a_drift_job() -> None:
     assert loaded(MONITOR) == set()
+
+
+def test_the_registry_loads_mlflow_and_no_scoring_framework() -> None:
+    """``registry list``, promote, deploy and notify read metrics and render cards; the metrics
+    that need scikit-learn (a second's import in every such process) import it themselves."""
+    assert loaded(REGISTRY) == {"mlflow"}
 
 
 def test_the_clinician_page_loads_streamlit_only(tmp_path: Path) -> None:
