@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from dermaops.errors import ConfigError
 
 CGROUP = Path("/sys/fs/cgroup")
 
@@ -32,6 +36,59 @@ def cpu_budget(root: Path = CGROUP) -> CpuBudget:
         if quota is not None:
             return CpuBudget(max(1, min(cores, math.ceil(quota))), source)
     return CpuBudget(cores, "cores")
+
+
+@dataclass(frozen=True)
+class CoreSplit:
+    """A benchmark's cores: the client's, and the rest for what it measures (the predictor and
+    the in-process reference alike), as a client on another machine would leave them."""
+
+    client: frozenset[int]
+    measured: frozenset[int]
+
+    def describe(self) -> str:
+        return (f"client on cores {_span(self.client)}; predictor and in-process reference on "
+                f"cores {_span(self.measured)}")  # fmt: skip
+
+
+def split_cores(client: int) -> CoreSplit | None:
+    """The first ``client`` usable cores for a benchmark's client, the rest for what it
+    measures; None for 0 (everything shares every core).
+
+    Raises:
+        ConfigError: not Linux (no affinity), or no core would be left to measure.
+    """
+    if client == 0:
+        return None
+    if not hasattr(os, "sched_setaffinity"):
+        raise ConfigError("a core of its own for the client needs Linux's CPU affinity")
+    usable = sorted(os.sched_getaffinity(0))
+    if not 0 < client < len(usable):
+        raise ConfigError(f"{client} cores for the client: choose 0 (shared) to "
+                          f"{len(usable) - 1}; {len(usable)} are usable here")  # fmt: skip
+    return CoreSplit(frozenset(usable[:client]), frozenset(usable[client:]))
+
+
+@contextmanager
+def pinned(cores: frozenset[int] | None) -> Iterator[None]:
+    """Run the calling thread on ``cores`` (None: unchanged), and so the threads and processes
+    it starts meanwhile, which inherit it; its own affinity comes back after."""
+    if cores is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def _span(cores: frozenset[int]) -> str:
+    ordered = sorted(cores)
+    if len(ordered) > 1 and ordered[-1] - ordered[0] == len(ordered) - 1:
+        return f"{ordered[0]}-{ordered[-1]}"
+    return ",".join(map(str, ordered))
 
 
 def _cores() -> int:

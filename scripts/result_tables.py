@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 RESULTS = DOCS / "results"
 #: The result files the tables show.
-SHOWN = ("prepare", "train", "serve", "serve-profile-before", "serve-precision",
-         "serve-precision-resnet50", "estimate", "estimate-2000",
+SHOWN = ("prepare", "train", "serve", "serve-client-apart", "serve-profile-before",
+         "serve-precision", "serve-precision-resnet50", "estimate", "estimate-2000",
          "rollout", "soak", "soak-32", "container-memory", "trainjob-local")  # fmt: skip
 
 Result = dict[str, Any]
@@ -81,11 +81,7 @@ def machines(names: list[str]) -> str:
 
 def benchmarks() -> str:
     """prepare, train, serve and INT8 serve: each a ratio against its baseline in the same run."""
-    prepare, train, serve = load("prepare"), load("train"), load("serve")
-    first = serve["served"][0]
-    levels = ", ".join(f"{_n(level['images_per_s'])} images/s at {level['concurrency']} in flight"
-                       for level in serve["served"])  # fmt: skip
-    phases = ", ".join(f"{k} {_n(v)} ms" for k, v in serve["server_phases_ms"].items())
+    prepare, train = load("prepare"), load("train")
     rows = [
         ("`bench prepare`",
          f"{_n(prepare['images'])} generated images, {prepare['workers']} workers, cache "
@@ -99,18 +95,41 @@ def benchmarks() -> str:
          f"{_n(train['train_step_images_per_s'])} images/s (cache, augmentation, step)",
          f"{_n(train['raw_images_per_s'])} images/s: the same step on random tensors",
          f"{train['ratio']}x the raw step", _link("train")),
-        ("`bench serve`",
-         f"{serve['arch']} at {serve['image_size']} px, {serve['backend']}, "
-         f"{_n(serve['requests_per_level'])} requests per level",
-         f"served p50 {_n(first['p50_ms'])} ms, p99 {_n(first['p99_ms'])} ms; {levels}; "
-         f"inside the predictor: {phases}; {serve['errors']} errors",
-         f"in process p50 {_n(serve['in_process']['p50_ms'])} ms (decode + forward)",
-         f"{serve['ratio_p50_vs_in_process']}x the raw model", _link("serve")),
+        *(_serve_row(name) for name in ("serve", "serve-client-apart")),
         *(_int8_row(name) for name in ("serve-precision", "serve-precision-resnet50")),
     ]  # fmt: skip
-    names = ["prepare", "train", "serve", "serve-precision", "serve-precision-resnet50"]
+    names = ["prepare", "train", "serve", "serve-client-apart", "serve-precision",
+             "serve-precision-resnet50"]  # fmt: skip
     return _table(("benchmark", "what ran", "measured", "against, in the same run", "ratio",
                    "result"), rows) + "\n" + machines(names) + "\n"  # fmt: skip
+
+
+def _serve_row(name: str) -> tuple[str, ...]:
+    """``bench serve``: the served model against the same decode and forward in process; where
+    the client ran (a file from before ``--client-cores`` had every side share the cores)."""
+    serve = load(name)
+    first = serve["served"][0]
+    levels = ", ".join(f"{_n(level['images_per_s'])} images/s at {level['concurrency']} in flight"
+                       for level in serve["served"])  # fmt: skip
+    phases = ", ".join(f"{k} {_n(v)} ms" for k, v in serve["server_phases_ms"].items())
+    cores = serve.get("cores", {"shared": True})
+    flag = "" if cores["shared"] else f" --client-cores {len(cores['client'])}"
+    threads = serve.get("predictor_threads")
+    each = f"{threads} thread{'s' * (threads != 1)} each"
+    where = ("client, predictor and reference sharing every core" if cores["shared"] else
+             f"client on cores {_cores(cores['client'])}, predictor and reference on cores "
+             f"{_cores(cores['measured'])} ({each})")  # fmt: skip
+    return (f"`bench serve{flag}`",
+            f"{serve['arch']} at {serve['image_size']} px, {serve['backend']}, "
+            f"{_n(serve['requests_per_level'])} requests per level; {where}",
+            f"served p50 {_n(first['p50_ms'])} ms, p99 {_n(first['p99_ms'])} ms; {levels}; "
+            f"inside the predictor: {phases}; {serve['errors']} errors",
+            f"in process p50 {_n(serve['in_process']['p50_ms'])} ms (decode + forward)",
+            f"{serve['ratio_p50_vs_in_process']}x the raw model", _link(name))  # fmt: skip
+
+
+def _cores(cores: list[int]) -> str:
+    return ",".join(map(str, cores))
 
 
 def _int8_row(name: str) -> tuple[str, ...]:

@@ -3,6 +3,11 @@
 Both sides do the same work per image: decode a 600x450 JPEG, the stem, the forward pass. The
 ratio of the server's median latency at concurrency 1 to the in-process median is the cost of
 HTTP, JSON, base64 and KServe.
+
+With ``client_cores``, the client runs on cores of its own and the predictor and the in-process
+reference on the rest, each with as many threads as those cores: what a client on another
+machine leaves the predictor's pod. Without, all three share every core (on 2 cores the client's
+own work and wake-ups fall on the cores the forward pass uses).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
+from dermaops.cpus import CoreSplit, pinned, split_cores
 from dermaops.data.synth import SynthSettings, synthesize
 from dermaops.errors import ConfigError
 from dermaops.imaging import decode
@@ -29,6 +35,7 @@ from dermaops.model.uri import load_model
 from dermaops.serving.backends import choose_backend
 from dermaops.serving.process import PredictorProcess
 from dermaops.serving.profile import MIN_REQUESTS, profiled
+from dermaops.serving.telemetry import THREADS_METRIC
 from dermaops.settings import Home
 from dermaops.v1 import request_body
 
@@ -45,6 +52,7 @@ def bench_serve(
     images: int = 32,
     rounds: int = 5,
     profile: bool = False,
+    client_cores: int = 0,
 ) -> dict[str, Any]:
     """Latency and throughput of the served model, and the in-process reference.
 
@@ -52,27 +60,35 @@ def bench_serve(
     that the machine's noise falls on both alike; higher concurrency levels follow. With
     ``profile``, ``requests`` more (at least ``MIN_REQUESTS``) at concurrency 1 are sampled
     by py-spy after the timed ones (:mod:`dermaops.serving.profile`: its sampling never
-    touches the timed figures).
+    touches the timed figures). ``client_cores``: see the module's text (0: shared).
     """
+    split = split_cores(client_cores)
+    measured, client = (split.measured, split.client) if split else (None, None)
     artifact, version = load_model(model_uri, home)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         jpegs = synthetic_jpegs(Path(tmp) / "synth", images)
-        local = InProcess(artifact, backend, jpegs, precision)
-        with _server(artifact.folder, backend, Path(tmp), ["--precision", precision]) as server:
-            url = server.url
-            bodies = [request_body([j]) for j in jpegs]
-            per_round = max(1, requests // rounds)
-            near: list[float] = []
-            served: list[float] = []
-            errors = 0
-            for _ in range(rounds):
+        with pinned(measured):  # the reference's and the predictor's threads start there
+            local = InProcess(artifact, backend, jpegs, precision)
+            flags = ["--precision", precision]
+            server = stack.enter_context(_server(artifact.folder, backend, Path(tmp), flags))
+        url = server.url
+        bodies = [request_body([j]) for j in jpegs]
+        per_round = max(1, requests // rounds)
+        near: list[float] = []
+        served: list[float] = []
+        errors = 0
+        for _ in range(rounds):
+            with pinned(measured):
                 near += local.times(per_round)
+            with pinned(client):
                 level = _sequential(url, bodies, per_round)
-                served += level.pop("times")
-                errors += level["errors"]
-            levels = [{"concurrency": 1, **_summary(served, errors, sum(served))}]
-            phases = server_phases_ms(url)  # of the concurrency-1 requests alone
-            sampled = None
+            served += level.pop("times")
+            errors += level["errors"]
+        levels = [{"concurrency": 1, **_summary(served, errors, sum(served))}]
+        phases = server_phases_ms(url)  # of the concurrency-1 requests alone
+        threads = predictor_threads(url)
+        sampled = None
+        with pinned(client):  # py-spy too: it runs beside the client, not on measured cores
             if profile:  # after the timed requests: sampling must not touch their figures
                 count = max(requests, MIN_REQUESTS)
                 sampled = profiled(server.pid, count, lambda n: _sequential(url, bodies, n))
@@ -80,7 +96,8 @@ def bench_serve(
                 level = asyncio.run(_level(url, bodies, requests, c))
                 level.pop("times")
                 levels.append(level)
-    in_process = {"backend": local.backend.name, **_summary(near, 0, sum(near))}
+    in_process = {"backend": local.backend.name, "threads": local.threads,
+                  **_summary(near, 0, sum(near))}  # fmt: skip
     return {
         "benchmark": "serve",
         "model": str(artifact.folder),
@@ -93,6 +110,8 @@ def bench_serve(
         "in_process": in_process,
         "served": levels,
         "ratio_p50_vs_in_process": round(levels[0]["p50_ms"] / in_process["p50_ms"], 3),
+        "cores": _cores(split),
+        "predictor_threads": threads,
         "server_phases_ms": phases,
         "errors": sum(level["errors"] for level in levels),
         **({"profile": sampled} if sampled else {}),
@@ -104,18 +123,39 @@ def server_phases_ms(url: str) -> dict[str, float]:
     (``request_{preprocess,predict,postprocess}_seconds``: reading the request; decode,
     forward and scoring, in one hop to a worker thread; the answer), so that a round trip
     can be split into the model's path and the rest."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=30).text):
-        for sample in family.samples:
-            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    totals = _metric_totals(url)
     phases = {}
     for phase in ("preprocess", "predict", "postprocess"):
         count = totals.get(f"request_{phase}_seconds_count", 0.0)
         if count:
             phases[phase] = round(1000 * totals[f"request_{phase}_seconds_sum"] / count, 2)
     return phases
+
+
+def predictor_threads(url: str) -> int | None:
+    """The worker threads the predictor sized its pool and graph by (its threads gauge): the
+    CPUs it found, which ``client_cores`` narrows."""
+    threads = _metric_totals(url).get(THREADS_METRIC)
+    return None if threads is None else int(threads)
+
+
+def _metric_totals(url: str) -> dict[str, float]:
+    """The predictor's /metrics, each sample name's values summed over its labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=30).text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
+
+
+def _cores(split: CoreSplit | None) -> dict[str, Any]:
+    if split is None:
+        return {"shared": True, "described": "client, predictor and in-process reference share "
+                                             "every core"}  # fmt: skip
+    return {"shared": False, "client": sorted(split.client), "measured": sorted(split.measured),
+            "described": split.describe()}  # fmt: skip
 
 
 def synthetic_jpegs(folder: Path, n: int) -> list[bytes]:
@@ -182,6 +222,7 @@ class InProcess:
     ):
         self.pre = artifact.preprocessing
         self.backend = choose_backend(artifact, backend, precision=precision)
+        self.threads: int | None = getattr(self.backend, "threads", None)  # ONNX Runtime's
         self.jpegs = jpegs
         self.times(5)  # warm-up
 

@@ -50,8 +50,9 @@ OUT_OF_DISTRIBUTION = Counter(
     "version.",
     ["model_version"],
 )
+THREADS_METRIC = "dermaops_serving_threads"  # read back by `bench serve`
 THREADS = Gauge(
-    "dermaops_serving_threads",
+    THREADS_METRIC,
     "Threads for decoding and the CPU forward pass, by where the number came from: setting, "
     "cgroup-v2 or cgroup-v1 (the container's CPU limit), cores.",
     ["source"],

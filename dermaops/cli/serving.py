@@ -184,6 +184,15 @@ def bench_serve(
             "least 1,000): milliseconds of work per request in each step of the request path."
         ),
     ] = False,
+    client_cores: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Cores of its own for the client (Linux); the predictor and the in-process "
+            "reference share the rest, each with a thread per core, as a client on another "
+            "machine would leave them. 0: everything shares every core.",
+        ),
+    ] = 0,
 ) -> None:
     """p50/p99 and images/s of the real predictor on loopback vs the same model in process."""
     from dermaops.bench import write_result
@@ -212,7 +221,8 @@ def bench_serve(
         from dermaops.serving.profile import py_spy
 
         py_spy()  # before the minutes of benchmark, not after
-    result = run(model_uri, home, requests, levels, backend, precision, profile=profile)
+    result = run(model_uri, home, requests, levels, backend, precision, profile=profile,
+                 client_cores=client_cores)  # fmt: skip
     path = json_out or home.bench / "serve.json"
     result = write_result(result, path)
     typer.echo(json.dumps(result, indent=2))
@@ -220,6 +230,9 @@ def bench_serve(
         f"served p50 is {result['ratio_p50_vs_in_process']}x the in-process decode + forward "
         f"({result['backend']}); {result['errors']} errors ({path})"
     )
+    found = result["predictor_threads"]
+    typer.echo(f"{result['cores']['described']}; the predictor sized its worker threads "
+               f"for {found} CPU{'s' * (found != 1)}")  # fmt: skip
     phases = result["server_phases_ms"]
     if phases:
         inside = sum(phases.values())

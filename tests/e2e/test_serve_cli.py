@@ -7,6 +7,7 @@ import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
@@ -60,9 +61,20 @@ def test_serve_the_deployed_model_and_predict(
 def test_bench_serve_prints_a_ratio_and_writes_json(
     cli: Cli, deployed: Path, dermaops_home: Path
 ) -> None:
-    result = cli("bench", "serve", "--requests", "10", "--concurrency", "1,4", "--profile")
+    cores = sorted(os.sched_getaffinity(0))
+    client = 1 if len(cores) > 1 else 0  # a core of the client's own, where there are two
+    result = cli("bench", "serve", "--requests", "10", "--concurrency", "1,4", "--profile",
+                 "--client-cores", str(client))  # fmt: skip
     assert "x the in-process decode + forward" in result.stdout and "0 errors" in result.stdout
     saved = json.loads((dermaops_home / "bench" / "serve.json").read_text())
+    # The predictor and the reference ran on the cores the client left, and sized by them
+    measured = len(cores) - client
+    assert saved["predictor_threads"] == measured and saved["in_process"]["threads"] == measured
+    if client:
+        assert saved["cores"] == {"shared": False, "client": cores[:1], "measured": cores[1:],
+                                  "described": ANY}  # fmt: skip
+        assert f"client on cores {cores[0]}; predictor and in-process reference" in result.stdout
+    assert f"sized its worker threads for {measured} CPU" in result.stdout
     # py-spy sampled the real predictor: every step of the request path shows, with its share
     sampled = saved["profile"]
     assert sampled["requests"] == 1000 and sampled["p50_ms_sampled"] > 0

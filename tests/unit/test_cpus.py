@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
 
 from dermaops import cpus
-from dermaops.cpus import CpuBudget, cpu_budget
+from dermaops.cpus import CoreSplit, CpuBudget, cpu_budget, pinned, split_cores
+from dermaops.errors import ConfigError
 
 
 @pytest.fixture
@@ -46,3 +49,32 @@ def test_cgroup_v1_quota(tmp_path: Path, folder: str) -> None:
 def test_no_cgroup_files_means_the_cores_this_process_may_use(tmp_path: Path) -> None:
     budget = cpu_budget(tmp_path)
     assert budget.source == "cores" and budget.threads >= 1
+
+
+def test_a_benchmarks_client_takes_the_first_cores_and_leaves_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 5, 6, 7})
+    assert split_cores(0) is None  # shared: nothing pinned
+    split = split_cores(1)
+    assert split == CoreSplit(frozenset({4}), frozenset({5, 6, 7}))
+    assert split.describe() == "client on cores 4; predictor and in-process reference on cores 5-7"
+    assert split_cores(3) == CoreSplit(frozenset({4, 5, 6}), frozenset({7}))
+    for every in (4, 5):
+        with pytest.raises(ConfigError, match="choose 0 \\(shared\\) to 3; 4 are usable here"):
+            split_cores(every)
+
+
+def test_pinned_moves_the_calling_thread_and_what_it_starts_then_restores_it() -> None:
+    before = os.sched_getaffinity(0)
+    one = frozenset({min(before)})
+    seen: list[set[int]] = []
+    with pinned(one):
+        assert os.sched_getaffinity(0) == one
+        started = threading.Thread(target=lambda: seen.append(os.sched_getaffinity(0)))
+        started.start()
+        started.join()
+    assert seen == [one], "a thread started while pinned inherits the cores"
+    assert os.sched_getaffinity(0) == before
+    with pinned(None):
+        assert os.sched_getaffinity(0) == before
