@@ -4,6 +4,9 @@ A pod's ``limits.cpu`` becomes a CFS quota on its cgroup (v2 ``cpu.max``, v1
 ``cpu.cfs_quota_us`` over ``cpu.cfs_period_us``); ``os.cpu_count()`` still reports every core of
 the node. A thread pool sized from the cores runs more threads than the quota lets run, and the
 kernel throttles them all for the rest of each period: latency with no gain.
+
+A benchmark may also split the usable cores between its client and what it measures
+(:func:`split_cores`, :func:`pinned`), so that the client does not take the measured side's CPUs.
 """
 
 from __future__ import annotations
