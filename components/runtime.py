@@ -29,8 +29,10 @@ def stage(
     Stages that KFP may cache get no run id (it would change every cache key) and record
     nothing; the exit handler then falls back to KFP's own error message.
 
-    The stage is its process's last work (KFP runs one per task), so the process ends without
-    the collector's last sweep (:func:`~dermaops.exit.skip_final_collection`).
+    The stage is its process's work (KFP runs each task's component in a process of its own),
+    so the process ends without the collector's last sweep
+    (:func:`~dermaops.exit.skip_final_collection`; a test that runs stages in its own process
+    gets that at its exit too).
     """
     skip_final_collection()
     if kfp_run_id and not os.environ.get(ACTOR_ENV):

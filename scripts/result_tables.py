@@ -114,18 +114,20 @@ def _serve_row(name: str) -> tuple[str, ...]:
     phases = ", ".join(f"{k} {_n(v)} ms" for k, v in serve["server_phases_ms"].items())
     cores = serve.get("cores", {"shared": True})
     flag = "" if cores["shared"] else f" --client-cores {len(cores['client'])}"
-    threads = serve.get("predictor_threads")
-    each = f"{threads} thread{'s' * (threads != 1)} each"
+    extra = first["p50_ms"] - serve["in_process"]["p50_ms"]
+    found, used = serve.get("predictor_threads"), serve["in_process"].get("threads")
+    threads = f"{found} thread{'s' * (found != 1)} in the predictor, {used} in the reference"
     where = ("client, predictor and reference sharing every core" if cores["shared"] else
              f"client on cores {_cores(cores['client'])}, predictor and reference on cores "
-             f"{_cores(cores['measured'])} ({each})")  # fmt: skip
+             f"{_cores(cores['measured'])} ({threads})")  # fmt: skip
     return (f"`bench serve{flag}`",
             f"{serve['arch']} at {serve['image_size']} px, {serve['backend']}, "
             f"{_n(serve['requests_per_level'])} requests per level; {where}",
             f"served p50 {_n(first['p50_ms'])} ms, p99 {_n(first['p99_ms'])} ms; {levels}; "
             f"inside the predictor: {phases}; {serve['errors']} errors",
             f"in process p50 {_n(serve['in_process']['p50_ms'])} ms (decode + forward)",
-            f"{serve['ratio_p50_vs_in_process']}x the raw model", _link(name))  # fmt: skip
+            f"{serve['ratio_p50_vs_in_process']}x the raw model (+{extra:.2f} ms)",
+            _link(name))  # fmt: skip
 
 
 def _cores(cores: list[int]) -> str:

@@ -26,9 +26,9 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
-from dermaops.cpus import CoreSplit, pinned, split_cores
+from dermaops.cpus import CoreSplit, cpu_budget, pinned, split_cores
 from dermaops.data.synth import SynthSettings, synthesize
-from dermaops.errors import ConfigError
+from dermaops.errors import ConfigError, DermaOpsError
 from dermaops.imaging import decode
 from dermaops.model.artifact import ModelArtifact
 from dermaops.model.uri import load_model
@@ -69,6 +69,10 @@ def bench_serve(
         jpegs = synthetic_jpegs(Path(tmp) / "synth", images)
         with pinned(measured):  # the reference's and the predictor's threads start there
             local = InProcess(artifact, backend, jpegs, precision)
+            if split is not None and local.threads is None:
+                raise ConfigError(f"--client-cores sizes ONNX Runtime's threads by the cores "
+                                  f"left; {local.backend.name} sizes its own: use --backend "
+                                  f"onnx, or no --client-cores")  # fmt: skip
             flags = ["--precision", precision]
             server = stack.enter_context(_server(artifact.folder, backend, Path(tmp), flags))
         url = server.url
@@ -132,30 +136,45 @@ def server_phases_ms(url: str) -> dict[str, float]:
     return phases
 
 
-def predictor_threads(url: str) -> int | None:
-    """The worker threads the predictor sized its pool and graph by (its threads gauge): the
-    CPUs it found, which ``client_cores`` narrows."""
-    threads = _metric_totals(url).get(THREADS_METRIC)
-    return None if threads is None else int(threads)
+def predictor_threads(url: str) -> int:
+    """The worker threads the predictor sized its pool and graph by (its threads gauge, one
+    sample labelled by where the number came from): the CPUs it found, which ``client_cores``
+    narrows.
+
+    Raises:
+        DermaOpsError: the predictor reports no such gauge, or more than one.
+    """
+    values = [value for name, value in _samples(url) if name == THREADS_METRIC]
+    if len(values) != 1:
+        raise DermaOpsError(f"the predictor at {url} reports {len(values)} samples of "
+                         f"{THREADS_METRIC}, not one")  # fmt: skip
+    return int(values[0])
 
 
 def _metric_totals(url: str) -> dict[str, float]:
     """The predictor's /metrics, each sample name's values summed over its labels."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=30).text):
-        for sample in family.samples:
-            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    for name, value in _samples(url):
+        totals[name] = totals.get(name, 0.0) + value
     return totals
 
 
+def _samples(url: str) -> list[tuple[str, float]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    return [(s.name, s.value) for f in text_string_to_metric_families(text) for s in f.samples]
+
+
 def _cores(split: CoreSplit | None) -> dict[str, Any]:
+    """Where each side ran, and whether a CPU quota (a container's limit) was over them all:
+    under one, a core of the client's own is still time out of the same quota."""
+    quota = cpu_budget().source
     if split is None:
-        return {"shared": True, "described": "client, predictor and in-process reference share "
-                                             "every core"}  # fmt: skip
-    return {"shared": False, "client": sorted(split.client), "measured": sorted(split.measured),
-            "described": split.describe()}  # fmt: skip
+        shared = "client, predictor and in-process reference share every core"
+        return {"shared": True, "quota": quota, "described": shared}
+    return {"shared": False, "quota": quota, "client": sorted(split.client),
+            "measured": sorted(split.measured), "described": split.describe()}  # fmt: skip
 
 
 def synthetic_jpegs(folder: Path, n: int) -> list[bytes]:

@@ -226,9 +226,10 @@ def bench_serve(
     path = json_out or home.bench / "serve.json"
     result = write_result(result, path)
     typer.echo(json.dumps(result, indent=2))
+    extra = result["served"][0]["p50_ms"] - result["in_process"]["p50_ms"]
     typer.echo(
         f"served p50 is {result['ratio_p50_vs_in_process']}x the in-process decode + forward "
-        f"({result['backend']}); {result['errors']} errors ({path})"
+        f"({result['backend']}), {extra:.2f} ms more; {result['errors']} errors ({path})"
     )
     found = result["predictor_threads"]
     typer.echo(f"{result['cores']['described']}; the predictor sized its worker threads "

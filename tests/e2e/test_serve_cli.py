@@ -11,6 +11,7 @@ from unittest.mock import ANY
 
 import pytest
 
+from dermaops.cpus import cpu_budget
 from dermaops.deploy import write_pointer
 from dermaops.net import free_port
 from dermaops.settings import Home
@@ -67,14 +68,16 @@ def test_bench_serve_prints_a_ratio_and_writes_json(
                  "--client-cores", str(client))  # fmt: skip
     assert "x the in-process decode + forward" in result.stdout and "0 errors" in result.stdout
     saved = json.loads((dermaops_home / "bench" / "serve.json").read_text())
-    # The predictor and the reference ran on the cores the client left, and sized by them
-    measured = len(cores) - client
+    # The predictor and the reference ran on the cores the client left, and sized by them (or
+    # by a CPU limit over this whole test, where that is less)
+    measured = min(len(cores) - client, cpu_budget().threads)
     assert saved["predictor_threads"] == measured and saved["in_process"]["threads"] == measured
     if client:
         assert saved["cores"] == {"shared": False, "client": cores[:1], "measured": cores[1:],
-                                  "described": ANY}  # fmt: skip
+                                  "quota": cpu_budget().source, "described": ANY}  # fmt: skip
         assert f"client on cores {cores[0]}; predictor and in-process reference" in result.stdout
     assert f"sized its worker threads for {measured} CPU" in result.stdout
+    assert " ms more; 0 errors" in result.stdout
     # py-spy sampled the real predictor: every step of the request path shows, with its share
     sampled = saved["profile"]
     assert sampled["requests"] == 1000 and sampled["p50_ms_sampled"] > 0

@@ -67,6 +67,8 @@ def test_a_benchmarks_client_takes_the_first_cores_and_leaves_the_rest(
 
 def test_pinned_moves_the_calling_thread_and_what_it_starts_then_restores_it() -> None:
     before = os.sched_getaffinity(0)
+    if len(before) < 2:
+        pytest.skip("one usable core: pinning to it moves nothing")
     one = frozenset({min(before)})
     seen: list[set[int]] = []
     with pinned(one):
