@@ -90,6 +90,12 @@ def test_bench_serve_prints_a_ratio_and_writes_json(
     assert saved["precision"] == "fp32"  # no INT8 graph registered with it
     assert set(saved["server_phases_ms"]) == {"preprocess", "predict", "postprocess"}
     assert "inside the predictor (mean ms): preprocess" in result.stdout
+    too_many = cli("bench", "serve", "--client-cores", "999", check=False)
+    assert too_many.returncode == 1 and "999 cores for the client: choose 0 (shared) to" \
+        in too_many.stderr  # fmt: skip
+    if client:
+        own = cli("bench", "serve", "--backend", "torch", "--client-cores", "1", check=False)
+        assert own.returncode == 1 and "torch-cpu sizes its own" in own.stderr, own.stderr
     refused = cli("bench", "serve", "--precision", "compare", check=False)
     assert refused.returncode == 1, refused.stderr
     assert "has no INT8 graph to compare: it was registered without a precision decision" \
