@@ -104,6 +104,9 @@ def benchmarks() -> str:
                    "result"), rows) + "\n" + machines(names) + "\n"  # fmt: skip
 
 
+_SHARED = "client, predictor and reference sharing every core"  # files from before --client-cores
+
+
 def _serve_row(name: str) -> tuple[str, ...]:
     """``bench serve``: the served model against the same decode and forward in process; where
     the client ran (a file from before ``--client-cores`` had every side share the cores)."""
@@ -112,14 +115,13 @@ def _serve_row(name: str) -> tuple[str, ...]:
     levels = ", ".join(f"{_n(level['images_per_s'])} images/s at {level['concurrency']} in flight"
                        for level in serve["served"])  # fmt: skip
     phases = ", ".join(f"{k} {_n(v)} ms" for k, v in serve["server_phases_ms"].items())
-    cores = serve.get("cores", {"shared": True})
-    flag = "" if cores["shared"] else f" --client-cores {len(cores['client'])}"
     extra = first["p50_ms"] - serve["in_process"]["p50_ms"]
-    found, used = serve.get("predictor_threads"), serve["in_process"].get("threads")
-    threads = f"{found} thread{'s' * (found != 1)} in the predictor, {used} in the reference"
-    where = ("client, predictor and reference sharing every core" if cores["shared"] else
-             f"client on cores {_cores(cores['client'])}, predictor and reference on cores "
-             f"{_cores(cores['measured'])} ({threads})")  # fmt: skip
+    cores = serve.get("cores", {"shared": True, "described": _SHARED})
+    flag, where = "", cores["described"]
+    if not cores["shared"]:
+        flag = f" --client-cores {len(cores['client'])}"
+        found, used = serve["predictor_threads"], serve["in_process"]["threads"]
+        where += f" ({found} thread{'s' * (found != 1)} in the predictor, {used} in the reference)"
     return (f"`bench serve{flag}`",
             f"{serve['arch']} at {serve['image_size']} px, {serve['backend']}, "
             f"{_n(serve['requests_per_level'])} requests per level; {where}",
@@ -128,10 +130,6 @@ def _serve_row(name: str) -> tuple[str, ...]:
             f"in process p50 {_n(serve['in_process']['p50_ms'])} ms (decode + forward)",
             f"{serve['ratio_p50_vs_in_process']}x the raw model (+{extra:.2f} ms)",
             _link(name))  # fmt: skip
-
-
-def _cores(cores: list[int]) -> str:
-    return ",".join(map(str, cores))
 
 
 def _int8_row(name: str) -> tuple[str, ...]:
