@@ -41,6 +41,11 @@ def cpu_budget(root: Path = CGROUP) -> CpuBudget:
     return CpuBudget(cores, "cores")
 
 
+#: What a benchmark without a split says of where its sides ran (and its result files before
+#: ``--client-cores`` existed meant).
+SHARED = "client, predictor and in-process reference share every core"
+
+
 @dataclass(frozen=True)
 class CoreSplit:
     """A benchmark's cores: the client's, and the rest for what it measures (the predictor and

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dermaops.bench import STAMP_KEYS
+from dermaops.cpus import SHARED
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -104,9 +105,6 @@ def benchmarks() -> str:
                    "result"), rows) + "\n" + machines(names) + "\n"  # fmt: skip
 
 
-_SHARED = "client, predictor and reference sharing every core"  # files from before --client-cores
-
-
 def _serve_row(name: str) -> tuple[str, ...]:
     """``bench serve``: the served model against the same decode and forward in process; where
     the client ran (a file from before ``--client-cores`` had every side share the cores)."""
@@ -116,7 +114,7 @@ def _serve_row(name: str) -> tuple[str, ...]:
                        for level in serve["served"])  # fmt: skip
     phases = ", ".join(f"{k} {_n(v)} ms" for k, v in serve["server_phases_ms"].items())
     extra = first["p50_ms"] - serve["in_process"]["p50_ms"]
-    cores = serve.get("cores", {"shared": True, "described": _SHARED})
+    cores = serve.get("cores", {"shared": True, "described": SHARED})  # older files: shared
     flag, where = "", cores["described"]
     if not cores["shared"]:
         flag = f" --client-cores {len(cores['client'])}"

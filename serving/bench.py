@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
-from dermaops.cpus import CoreSplit, cpu_budget, pinned, split_cores
+from dermaops.cpus import SHARED, CoreSplit, cpu_budget, pinned, split_cores
 from dermaops.data.synth import SynthSettings, synthesize
 from dermaops.errors import ConfigError, DermaOpsError
 from dermaops.imaging import decode
@@ -147,7 +147,7 @@ def predictor_threads(url: str) -> int:
     values = [value for name, value in _samples(url) if name == THREADS_METRIC]
     if len(values) != 1:
         raise DermaOpsError(f"the predictor at {url} reports {len(values)} samples of "
-                         f"{THREADS_METRIC}, not one")  # fmt: skip
+                            f"{THREADS_METRIC}, not one")  # fmt: skip
     return int(values[0])
 
 
@@ -171,8 +171,7 @@ def _cores(split: CoreSplit | None) -> dict[str, Any]:
     under one, a core of the client's own is still time out of the same quota."""
     quota = cpu_budget().source
     if split is None:
-        shared = "client, predictor and in-process reference share every core"
-        return {"shared": True, "quota": quota, "described": shared}
+        return {"shared": True, "quota": quota, "described": SHARED}
     return {"shared": False, "quota": quota, "client": sorted(split.client),
             "measured": sorted(split.measured), "described": split.describe()}  # fmt: skip
 
